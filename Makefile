@@ -1,0 +1,60 @@
+# Guard: build, demo and test.
+#
+#   make          build build/ngx_http_guard_module.so against the Debian
+#                 nginx-dev tree (/usr/share/nginx/src), --with-compat
+#   make run      install what is missing, build, start the demo gateway
+#   make stop     stop the demo gateway
+#   make test     install what is missing, build, run the whole suite
+
+SHELL       := /bin/bash
+NGINX_SRC   ?= /usr/share/nginx/src
+NGINX_BIN   ?= /usr/sbin/nginx
+BUILD       := $(CURDIR)/build
+NGX_BUILD   := $(BUILD)/nginx
+MODULE      := $(BUILD)/ngx_http_guard_module.so
+
+MODULE_SRCS := config $(wildcard ngx_module/*.[ch]) \
+               $(wildcard policy-engine/src/*.c) \
+               $(wildcard policy-engine/include/*.h)
+
+.PHONY: all module setup run stop test unit e2e bench clean
+
+all: module
+
+setup:
+	@sh scripts/setup.sh
+
+module: $(MODULE)
+
+$(NGX_BUILD)/Makefile: config
+	rm -rf $(NGX_BUILD)
+	mkdir -p $(BUILD)
+	cp -a $(NGINX_SRC) $(NGX_BUILD)
+	cd $(NGX_BUILD) && . ./conf_flags && \
+	    ./configure "$${NGX_CONF_FLAGS[@]}" --with-compat \
+	        --add-dynamic-module=$(CURDIR) > $(BUILD)/configure.log 2>&1 \
+	    || { tail -30 $(BUILD)/configure.log; exit 1; }
+
+$(MODULE): $(NGX_BUILD)/Makefile $(MODULE_SRCS)
+	$(MAKE) -C $(NGX_BUILD) -f objs/Makefile modules
+	cp $(NGX_BUILD)/objs/ngx_http_guard_module.so $@
+
+# policy-engine: shared library, unit tests (ASan+UBSan)
+unit:
+	$(MAKE) -C policy-engine
+
+run: setup module
+	@sh conf/demo.sh start
+
+stop:
+	@sh conf/demo.sh stop
+
+test: setup module unit
+	prove -r -j2 policy-engine/build/tests t/
+
+bench: setup module
+	bash bench/jwt.sh
+
+clean:
+	rm -rf $(BUILD)
+	$(MAKE) -C policy-engine clean

@@ -1,0 +1,32 @@
+
+/*
+ * Copyright (C) Guard authors
+ *
+ * The verified-token cache in the guard shared memory zone.
+ */
+
+
+#ifndef _NGX_HTTP_GUARD_CACHE_H_INCLUDED_
+#define _NGX_HTTP_GUARD_CACHE_H_INCLUDED_
+
+
+#include "ngx_http_guard_module.h"
+
+
+typedef struct {
+    ngx_rbtree_t                 rbtree;
+    ngx_rbtree_node_t            sentinel;
+    ngx_queue_t                  lru;
+} ngx_http_guard_cache_sh_t;
+
+
+void ngx_http_guard_cache_init(ngx_http_guard_cache_sh_t *cache);
+ngx_int_t ngx_http_guard_cache_key(u_char *salt, ngx_str_t *token,
+    u_char *key);
+ngx_int_t ngx_http_guard_cache_get(ngx_http_request_t *r, u_char *key,
+    ngx_http_guard_claims_t *claims);
+void ngx_http_guard_cache_put(ngx_http_request_t *r, u_char *key,
+    ngx_http_guard_claims_t *claims);
+
+
+#endif /* _NGX_HTTP_GUARD_CACHE_H_INCLUDED_ */

@@ -1,0 +1,128 @@
+
+/*
+ * Copyright (C) Guard authors
+ *
+ * Types shared by the stages of ngx_http_guard_module.
+ */
+
+
+#ifndef _NGX_HTTP_GUARD_MODULE_H_INCLUDED_
+#define _NGX_HTTP_GUARD_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <jansson.h>
+
+
+#define NGX_HTTP_GUARD_TOKEN_MAX       8192
+#define NGX_HTTP_GUARD_HASH_LEN        32
+#define NGX_HTTP_GUARD_ID_LEN          36
+
+
+/* the reason taxonomy: see docs/reasons.md; keep in step with problem.c */
+
+typedef enum {
+    NGX_HTTP_GUARD_OK = 0,
+    NGX_HTTP_GUARD_TOKEN_MISSING,
+    NGX_HTTP_GUARD_TOKEN_OVERSIZE,
+    NGX_HTTP_GUARD_TOKEN_MALFORMED,
+    NGX_HTTP_GUARD_TOKEN_ALG_REFUSED,
+    NGX_HTTP_GUARD_TOKEN_CRIT_REFUSED,
+    NGX_HTTP_GUARD_TOKEN_KEY_UNKNOWN,
+    NGX_HTTP_GUARD_TOKEN_INVALID,
+    NGX_HTTP_GUARD_TOKEN_CLAIM_INVALID,
+    NGX_HTTP_GUARD_TOKEN_EXPIRED,
+    NGX_HTTP_GUARD_TOKEN_NOT_YET_VALID,
+    NGX_HTTP_GUARD_TOKEN_LIFETIME_EXCEEDED,
+    NGX_HTTP_GUARD_TOKEN_ISSUER_REFUSED,
+    NGX_HTTP_GUARD_TOKEN_AUDIENCE_REFUSED,
+    NGX_HTTP_GUARD_TENANT_UNADDRESSED,
+    NGX_HTTP_GUARD_TENANT_MISSING,
+    NGX_HTTP_GUARD_TENANT_MISMATCH,
+    NGX_HTTP_GUARD_INTERNAL_ERROR,
+    NGX_HTTP_GUARD_REASON_LAST
+} ngx_http_guard_reason_e;
+
+
+typedef struct ngx_http_guard_keyset_s  ngx_http_guard_keyset_t;
+
+
+/* the claims of a verified token, fresh or from the token cache */
+
+typedef struct {
+    time_t                       exp;
+    time_t                       nbf;
+    time_t                       iat;
+    ngx_str_t                    sub;
+    ngx_str_t                    iss;
+    ngx_str_t                   *aud;
+    ngx_uint_t                   naud;
+    ngx_str_t                   *tenants;
+    ngx_uint_t                   ntenants;
+    ngx_str_t                    payload;     /* decoded JSON, verbatim */
+    unsigned                     has_nbf:1;
+    unsigned                     has_iat:1;
+    unsigned                     has_sub:1;
+    unsigned                     has_iss:1;
+    unsigned                     has_aud:1;
+} ngx_http_guard_claims_t;
+
+
+typedef struct {
+    ngx_str_t                    name;        /* claim name or pointer */
+    ngx_flag_t                   pointer;     /* name is a JSON pointer */
+} ngx_http_guard_claim_spec_t;
+
+
+typedef struct {
+    ngx_shm_zone_t              *shm_zone;
+    size_t                       zone_size;
+} ngx_http_guard_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                   enable;
+    ngx_http_guard_keyset_t     *keys;
+    ngx_http_complex_value_t    *token;
+    ngx_array_t                 *issuers;     /* of ngx_str_t */
+    ngx_array_t                 *audiences;   /* of ngx_str_t */
+    time_t                       leeway;
+    time_t                       max_lifetime;
+    ngx_http_guard_claim_spec_t  tenant_claim;
+    ngx_http_complex_value_t    *tenant;
+    ngx_flag_t                   cache;
+
+    /* cache key salt: the key set and the tenant claim spec */
+    u_char                       salt[NGX_HTTP_GUARD_HASH_LEN];
+} ngx_http_guard_loc_conf_t;
+
+
+typedef enum {
+    NGX_HTTP_GUARD_CACHE_NONE = 0,
+    NGX_HTTP_GUARD_CACHE_HIT,
+    NGX_HTTP_GUARD_CACHE_MISS,
+    NGX_HTTP_GUARD_CACHE_OFF
+} ngx_http_guard_cache_status_e;
+
+
+typedef struct {
+    ngx_http_guard_loc_conf_t   *conf;        /* conf that decided */
+    ngx_http_guard_claims_t      claims;
+    json_t                      *payload;     /* parsed lazily */
+    ngx_str_t                    tenant;
+    ngx_http_guard_reason_e      reason;
+    ngx_http_guard_cache_status_e  cache_status;
+    u_char                       decision_id[NGX_HTTP_GUARD_ID_LEN];
+    unsigned                     decided:1;
+    unsigned                     denied:1;
+    unsigned                     authenticated:1;
+} ngx_http_guard_ctx_t;
+
+
+extern ngx_module_t  ngx_http_guard_module;
+
+
+#endif /* _NGX_HTTP_GUARD_MODULE_H_INCLUDED_ */

@@ -1,0 +1,304 @@
+
+/*
+ * Copyright (C) Guard authors
+ *
+ * Refusals.  Every refusal is an application/problem+json body (RFC 9457)
+ * with a stable type URN per reason and the request's decision id, which
+ * also goes into the Guard-Decision-Id response header.  Nothing from the
+ * request (token, kid, claims) is ever echoed.
+ */
+
+
+#include "ngx_http_guard_problem.h"
+
+
+typedef struct {
+    ngx_str_t                    name;
+    ngx_uint_t                   status;
+    char                        *type;
+    char                        *title;
+    char                        *detail;
+    /* RFC 6750 error code for WWW-Authenticate, or NULL */
+    char                        *bearer_error;
+} ngx_http_guard_reason_t;
+
+
+static ngx_http_guard_reason_t  ngx_http_guard_reasons[] = {
+
+    /* NGX_HTTP_GUARD_OK */
+    { ngx_string("none"), NGX_HTTP_OK, NULL, NULL, NULL, NULL },
+
+    { ngx_string("token_missing"), NGX_HTTP_UNAUTHORIZED,
+      "urn:guard:token-missing", "Authentication required",
+      "the request carries no bearer token", NULL },
+
+    { ngx_string("token_oversize"), NGX_HTTP_UNAUTHORIZED,
+      "urn:guard:token-oversize", "Invalid token",
+      "token too large", "invalid_token" },
+
+    { ngx_string("token_malformed"), NGX_HTTP_UNAUTHORIZED,
+      "urn:guard:token-malformed", "Invalid token",
+      "token malformed", "invalid_token" },
+
+    { ngx_string("token_alg_refused"), NGX_HTTP_UNAUTHORIZED,
+      "urn:guard:token-alg-refused", "Invalid token",
+      "token algorithm not accepted", "invalid_token" },
+
+    { ngx_string("token_crit_refused"), NGX_HTTP_UNAUTHORIZED,
+      "urn:guard:token-crit-refused", "Invalid token",
+      "token has critical header parameters", "invalid_token" },
+
+    { ngx_string("token_key_unknown"), NGX_HTTP_UNAUTHORIZED,
+      "urn:guard:token-key-unknown", "Invalid token",
+      "token signing key not recognized", "invalid_token" },
+
+    { ngx_string("token_invalid"), NGX_HTTP_UNAUTHORIZED,
+      "urn:guard:token-invalid", "Invalid token",
+      "token signature invalid", "invalid_token" },
+
+    { ngx_string("token_claim_invalid"), NGX_HTTP_UNAUTHORIZED,
+      "urn:guard:token-claim-invalid", "Invalid token",
+      "token claims missing or malformed", "invalid_token" },
+
+    { ngx_string("token_expired"), NGX_HTTP_UNAUTHORIZED,
+      "urn:guard:token-expired", "Invalid token",
+      "token expired", "invalid_token" },
+
+    { ngx_string("token_not_yet_valid"), NGX_HTTP_UNAUTHORIZED,
+      "urn:guard:token-not-yet-valid", "Invalid token",
+      "token not yet valid", "invalid_token" },
+
+    { ngx_string("token_lifetime_exceeded"), NGX_HTTP_UNAUTHORIZED,
+      "urn:guard:token-lifetime-exceeded", "Invalid token",
+      "token lifetime too long", "invalid_token" },
+
+    { ngx_string("token_issuer_refused"), NGX_HTTP_UNAUTHORIZED,
+      "urn:guard:token-issuer-refused", "Invalid token",
+      "token issuer not accepted", "invalid_token" },
+
+    { ngx_string("token_audience_refused"), NGX_HTTP_UNAUTHORIZED,
+      "urn:guard:token-audience-refused", "Invalid token",
+      "token audience not accepted", "invalid_token" },
+
+    { ngx_string("tenant_unaddressed"), NGX_HTTP_BAD_REQUEST,
+      "urn:guard:tenant-unaddressed", "Tenant not addressed",
+      "the request does not name a tenant", NULL },
+
+    { ngx_string("tenant_missing"), NGX_HTTP_FORBIDDEN,
+      "urn:guard:tenant-missing", "Tenant missing",
+      "the token names no tenant", NULL },
+
+    { ngx_string("tenant_mismatch"), NGX_HTTP_FORBIDDEN,
+      "urn:guard:tenant-mismatch", "Tenant mismatch",
+      "the token is not valid for the addressed tenant", NULL },
+
+    { ngx_string("internal_error"), NGX_HTTP_INTERNAL_SERVER_ERROR,
+      "urn:guard:internal-error", "Internal error",
+      "the gateway could not decide", NULL },
+};
+
+
+static ngx_str_t  ngx_http_guard_problem_type =
+    ngx_string("application/problem+json");
+static ngx_str_t  ngx_http_guard_no_store = ngx_string("no-store");
+
+
+ngx_str_t *
+ngx_http_guard_reason_name(ngx_http_guard_reason_e reason)
+{
+    if (reason >= NGX_HTTP_GUARD_REASON_LAST) {
+        reason = NGX_HTTP_GUARD_INTERNAL_ERROR;
+    }
+
+    return &ngx_http_guard_reasons[reason].name;
+}
+
+
+static ngx_int_t
+ngx_http_guard_add_header(ngx_http_request_t *r, char *name, ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value = *value;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_guard_www_authenticate(ngx_http_request_t *r,
+    ngx_http_guard_reason_t *rs)
+{
+    u_char     *p;
+    size_t      len;
+    ngx_str_t   value;
+
+    if (rs->status != NGX_HTTP_UNAUTHORIZED) {
+        return NGX_OK;
+    }
+
+    len = sizeof("Bearer realm=\"guard\"") - 1;
+
+    if (rs->bearer_error) {
+        len += sizeof(", error=\"\", error_description=\"\"") - 1
+               + ngx_strlen(rs->bearer_error) + ngx_strlen(rs->detail);
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    value.data = p;
+    p = ngx_cpymem(p, "Bearer realm=\"guard\"",
+                   sizeof("Bearer realm=\"guard\"") - 1);
+
+    if (rs->bearer_error) {
+        p = ngx_sprintf(p, ", error=\"%s\", error_description=\"%s\"",
+                        rs->bearer_error, rs->detail);
+    }
+
+    value.len = p - value.data;
+
+    if (ngx_http_guard_add_header(r, "WWW-Authenticate", &value) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    r->headers_out.www_authenticate = r->headers_out.headers.last->elts;
+    r->headers_out.www_authenticate += r->headers_out.headers.last->nelts - 1;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_guard_problem_body(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
+    ngx_http_guard_reason_t *rs, ngx_buf_t **out)
+{
+    char       *text;
+    size_t      len;
+    json_t     *doc;
+    ngx_buf_t  *b;
+
+    doc = json_pack("{s:s, s:s, s:i, s:s, s:s%, s:s#}",
+                    "type", rs->type,
+                    "title", rs->title,
+                    "status", (int) rs->status,
+                    "detail", rs->detail,
+                    "reason", rs->name.data, rs->name.len,
+                    "decision_id", ctx->decision_id,
+                    (int) NGX_HTTP_GUARD_ID_LEN);
+    if (doc == NULL) {
+        return NGX_ERROR;
+    }
+
+    text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(doc);
+
+    if (text == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = ngx_strlen(text);
+
+    b = ngx_create_temp_buf(r->pool, len + 1);
+    if (b == NULL) {
+        free(text);
+        return NGX_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, text, len);
+    *b->last++ = LF;
+    free(text);
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    *out = b;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Sends the refusal from the access phase and finalizes the request;
+ * the caller returns NGX_DONE.
+ */
+
+ngx_int_t
+ngx_http_guard_refuse(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
+    ngx_http_guard_reason_e reason)
+{
+    ngx_int_t                 rc;
+    ngx_buf_t                *b;
+    ngx_str_t                 id;
+    ngx_chain_t               out;
+    ngx_http_guard_reason_t  *rs;
+
+    if (reason == NGX_HTTP_GUARD_OK || reason >= NGX_HTTP_GUARD_REASON_LAST) {
+        reason = NGX_HTTP_GUARD_INTERNAL_ERROR;
+    }
+
+    rs = &ngx_http_guard_reasons[reason];
+
+    ctx->reason = reason;
+    ctx->decided = 1;
+    ctx->denied = 1;
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "guard: refused with %ui, reason: %V, decision: %*s",
+                  rs->status, &rs->name,
+                  (size_t) NGX_HTTP_GUARD_ID_LEN, ctx->decision_id);
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
+    ngx_http_clear_content_length(r);
+    ngx_http_clear_accept_ranges(r);
+    ngx_http_clear_last_modified(r);
+    ngx_http_clear_etag(r);
+
+    r->headers_out.status = rs->status;
+    r->headers_out.content_type = ngx_http_guard_problem_type;
+    r->headers_out.content_type_len = ngx_http_guard_problem_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.charset.len = 0;
+
+    id.data = ctx->decision_id;
+    id.len = NGX_HTTP_GUARD_ID_LEN;
+
+    if (ngx_http_guard_add_header(r, "Guard-Decision-Id", &id) != NGX_OK
+        || ngx_http_guard_www_authenticate(r, rs) != NGX_OK
+        || ngx_http_guard_add_header(r, "Cache-Control",
+                                     &ngx_http_guard_no_store) != NGX_OK
+        || ngx_http_guard_problem_body(r, ctx, rs, &b) != NGX_OK)
+    {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return NGX_DONE;
+    }
+
+    r->headers_out.content_length_n = b->last - b->pos;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        ngx_http_finalize_request(r, rc);
+        return NGX_DONE;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    ngx_http_finalize_request(r, ngx_http_output_filter(r, &out));
+
+    return NGX_DONE;
+}

@@ -1,0 +1,21 @@
+
+/*
+ * Copyright (C) Guard authors
+ *
+ * Refusals: the reason taxonomy and RFC 9457 problem+json responses.
+ */
+
+
+#ifndef _NGX_HTTP_GUARD_PROBLEM_H_INCLUDED_
+#define _NGX_HTTP_GUARD_PROBLEM_H_INCLUDED_
+
+
+#include "ngx_http_guard_module.h"
+
+
+ngx_str_t *ngx_http_guard_reason_name(ngx_http_guard_reason_e reason);
+ngx_int_t ngx_http_guard_refuse(ngx_http_request_t *r,
+    ngx_http_guard_ctx_t *ctx, ngx_http_guard_reason_e reason);
+
+
+#endif /* _NGX_HTTP_GUARD_PROBLEM_H_INCLUDED_ */

@@ -1,0 +1,113 @@
+
+/*
+ * Copyright (C) Guard authors
+ *
+ * The guard shared memory zone.
+ */
+
+
+#include "ngx_http_guard_zone.h"
+
+
+static ngx_int_t ngx_http_guard_zone_init(ngx_shm_zone_t *shm_zone,
+    void *data);
+
+
+static ngx_str_t  ngx_http_guard_zone_name = ngx_string("guard");
+
+
+char *
+ngx_http_guard_zone_add(ngx_conf_t *cf, ngx_http_guard_main_conf_t *gmcf)
+{
+    ngx_http_guard_zone_t  *zone;
+
+    if (gmcf->zone_size < 8 * ngx_pagesize) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "guard_zone of %uz bytes is too small, "
+                           "the minimum is %uz", gmcf->zone_size,
+                           8 * ngx_pagesize);
+        return NGX_CONF_ERROR;
+    }
+
+    zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_guard_zone_t));
+    if (zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    gmcf->shm_zone = ngx_shared_memory_add(cf, &ngx_http_guard_zone_name,
+                                           gmcf->zone_size,
+                                           &ngx_http_guard_module);
+    if (gmcf->shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    gmcf->shm_zone->init = ngx_http_guard_zone_init;
+    gmcf->shm_zone->data = zone;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_guard_zone_init(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_guard_zone_t  *ozone = data;
+
+    size_t                  len;
+    ngx_http_guard_zone_t  *zone;
+
+    zone = shm_zone->data;
+
+    if (ozone) {
+        /* a reload with an unchanged size: keep everything */
+        zone->sh = ozone->sh;
+        zone->shpool = ozone->shpool;
+        return NGX_OK;
+    }
+
+    zone->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        zone->sh = zone->shpool->data;
+        return NGX_OK;
+    }
+
+    zone->sh = ngx_slab_alloc(zone->shpool, sizeof(ngx_http_guard_sh_t));
+    if (zone->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    zone->shpool->data = zone->sh;
+
+    ngx_http_guard_cache_init(&zone->sh->cache);
+
+    len = sizeof(" in guard zone \"\"") + shm_zone->shm.name.len;
+
+    zone->shpool->log_ctx = ngx_slab_alloc(zone->shpool, len);
+    if (zone->shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(zone->shpool->log_ctx, " in guard zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    /* a full zone evicts, it is not an error worth a log line */
+    zone->shpool->log_nomem = 0;
+
+    return NGX_OK;
+}
+
+
+ngx_http_guard_zone_t *
+ngx_http_guard_zone_get(ngx_http_request_t *r)
+{
+    ngx_http_guard_main_conf_t  *gmcf;
+
+    gmcf = ngx_http_get_module_main_conf(r, ngx_http_guard_module);
+
+    if (gmcf->shm_zone == NULL) {
+        return NULL;
+    }
+
+    return gmcf->shm_zone->data;
+}

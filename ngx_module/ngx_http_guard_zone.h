@@ -1,0 +1,37 @@
+
+/*
+ * Copyright (C) Guard authors
+ *
+ * The guard shared memory zone: one slab pool, shared by all workers,
+ * that survives "nginx -s reload" with its contents kept.
+ */
+
+
+#ifndef _NGX_HTTP_GUARD_ZONE_H_INCLUDED_
+#define _NGX_HTTP_GUARD_ZONE_H_INCLUDED_
+
+
+#include "ngx_http_guard_module.h"
+#include "ngx_http_guard_cache.h"
+
+
+#define NGX_HTTP_GUARD_ZONE_DEFAULT  (32 * 1024 * 1024)
+
+
+typedef struct {
+    ngx_http_guard_cache_sh_t    cache;
+} ngx_http_guard_sh_t;
+
+
+typedef struct {
+    ngx_http_guard_sh_t         *sh;
+    ngx_slab_pool_t             *shpool;
+} ngx_http_guard_zone_t;
+
+
+char *ngx_http_guard_zone_add(ngx_conf_t *cf,
+    ngx_http_guard_main_conf_t *gmcf);
+ngx_http_guard_zone_t *ngx_http_guard_zone_get(ngx_http_request_t *r);
+
+
+#endif /* _NGX_HTTP_GUARD_ZONE_H_INCLUDED_ */
