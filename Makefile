@@ -37,7 +37,9 @@ $(NGX_BUILD)/Makefile: config
 
 $(MODULE): $(NGX_BUILD)/Makefile $(MODULE_SRCS)
 	$(MAKE) -C $(NGX_BUILD) -f objs/Makefile modules
-	cp $(NGX_BUILD)/objs/ngx_http_guard_module.so $@
+	@# replace atomically: a running nginx has the old file mapped
+	cp $(NGX_BUILD)/objs/ngx_http_guard_module.so $@.tmp
+	mv -f $@.tmp $@
 
 # policy-engine: shared library, unit tests (ASan+UBSan)
 unit:

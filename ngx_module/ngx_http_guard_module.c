@@ -28,6 +28,7 @@ static ngx_http_guard_reason_e ngx_http_guard_authenticate(
 static ngx_http_guard_ctx_t *ngx_http_guard_get_ctx(ngx_http_request_t *r);
 static ngx_http_guard_ctx_t *ngx_http_guard_create_ctx(ngx_http_request_t *r);
 static void ngx_http_guard_ctx_cleanup(void *data);
+static ngx_int_t ngx_http_guard_init_process(ngx_cycle_t *cycle);
 
 static ngx_int_t ngx_http_guard_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -157,7 +158,7 @@ ngx_module_t  ngx_http_guard_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_guard_init_process,           /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
     NULL,                                  /* exit process */
@@ -278,7 +279,7 @@ ngx_http_guard_handler(ngx_http_request_t *r)
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "guard: allow, tenant \"%V\", decision %*s",
                    &ctx->tenant, (size_t) NGX_HTTP_GUARD_ID_LEN,
-                   ctx->decision_id);
+                   ngx_http_guard_decision_id(r, ctx));
 
     /* no opinion for the other access modules: they still apply */
 
@@ -393,9 +394,6 @@ ngx_http_guard_get_ctx(ngx_http_request_t *r)
 static ngx_http_guard_ctx_t *
 ngx_http_guard_create_ctx(ngx_http_request_t *r)
 {
-    u_char                 id[GD_UUID_LEN];
-    uint64_t               ms;
-    ngx_time_t            *tp;
     ngx_pool_cleanup_t    *cln;
     ngx_http_guard_ctx_t  *ctx;
 
@@ -409,6 +407,28 @@ ngx_http_guard_create_ctx(ngx_http_request_t *r)
 
     cln->handler = ngx_http_guard_ctx_cleanup;
 
+    ngx_http_set_ctx(r, ctx, ngx_http_guard_module);
+
+    return ctx;
+}
+
+
+/*
+ * The decision id, a UUIDv7, made when first needed: by a refusal, a
+ * variable or a log line.  Returns NULL when there is no randomness.
+ */
+
+u_char *
+ngx_http_guard_decision_id(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
+{
+    u_char       id[GD_UUID_LEN];
+    uint64_t     ms;
+    ngx_time_t  *tp;
+
+    if (ctx->has_id) {
+        return ctx->decision_id;
+    }
+
     tp = ngx_timeofday();
     ms = (uint64_t) tp->sec * 1000 + tp->msec;
 
@@ -419,10 +439,9 @@ ngx_http_guard_create_ctx(ngx_http_request_t *r)
     }
 
     gd_uuid_format(id, (char *) ctx->decision_id);
+    ctx->has_id = 1;
 
-    ngx_http_set_ctx(r, ctx, ngx_http_guard_module);
-
-    return ctx;
+    return ctx->decision_id;
 }
 
 
@@ -514,7 +533,11 @@ ngx_http_guard_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         break;
 
     case NGX_HTTP_GUARD_VAR_DECISION_ID:
-        s.data = ctx->decision_id;
+        s.data = ngx_http_guard_decision_id(r, ctx);
+        if (s.data == NULL) {
+            return NGX_ERROR;
+        }
+
         s.len = NGX_HTTP_GUARD_ID_LEN;
         break;
 
@@ -664,6 +687,16 @@ ngx_http_guard_claim_variable(ngx_http_request_t *r,
 
 
 /* configuration */
+
+static ngx_int_t
+ngx_http_guard_init_process(ngx_cycle_t *cycle)
+{
+    /* a worker must not share the master's random block */
+    gd_uuid_gen_init(&ngx_http_guard_uuid_gen);
+
+    return NGX_OK;
+}
+
 
 static void *
 ngx_http_guard_create_main_conf(ngx_conf_t *cf)

@@ -116,10 +116,15 @@ typedef struct {
     ngx_http_guard_reason_e      reason;
     ngx_http_guard_cache_status_e  cache_status;
     u_char                       decision_id[NGX_HTTP_GUARD_ID_LEN];
+    unsigned                     has_id:1;
     unsigned                     decided:1;
     unsigned                     denied:1;
     unsigned                     authenticated:1;
 } ngx_http_guard_ctx_t;
+
+
+u_char *ngx_http_guard_decision_id(ngx_http_request_t *r,
+    ngx_http_guard_ctx_t *ctx);
 
 
 extern ngx_module_t  ngx_http_guard_module;

@@ -243,6 +243,11 @@ ngx_http_guard_refuse(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     ngx_chain_t               out;
     ngx_http_guard_reason_t  *rs;
 
+    if (ngx_http_guard_decision_id(r, ctx) == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return NGX_DONE;
+    }
+
     if (reason == NGX_HTTP_GUARD_OK || reason >= NGX_HTTP_GUARD_REASON_LAST) {
         reason = NGX_HTTP_GUARD_INTERNAL_ERROR;
     }

@@ -3,18 +3,34 @@
  */
 #include "gd_uuid.h"
 
+#include <string.h>
+
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #define GD_UUID_SEQ_MAX 0x0fff
+#define GD_UUID_RANDOM_PER_ID 10
+
+void gd_uuid_gen_init(gd_uuid_gen_t *gen)
+{
+    OPENSSL_cleanse(gen, sizeof(*gen));
+    gen->used = GD_UUID_RANDOM_BLOCK;
+}
 
 int gd_uuid7_next(gd_uuid_gen_t *gen, uint64_t unix_ms,
                   uint8_t out[GD_UUID_LEN])
 {
-    uint8_t rnd[10];
+    uint8_t *rnd;
 
-    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
-        return -1;
+    if (gen->used > GD_UUID_RANDOM_BLOCK - GD_UUID_RANDOM_PER_ID) {
+        if (RAND_bytes(gen->random, GD_UUID_RANDOM_BLOCK) != 1) {
+            return -1;
+        }
+        gen->used = 0;
     }
+
+    rnd = gen->random + gen->used;
+    gen->used += GD_UUID_RANDOM_PER_ID;
 
     if (unix_ms > gen->last_ms) {
         /* a new millisecond: start the sequence low, leave headroom */

@@ -8,12 +8,13 @@
 
 int main(void)
 {
-    gd_uuid_gen_t gen = {0};
+    gd_uuid_gen_t gen, other;
     uint8_t a[GD_UUID_LEN], b[GD_UUID_LEN];
     char text[GD_UUID_STRLEN + 1];
     uint64_t ms = 1700000000123ULL;
     int ordered = 1, layout = 1;
 
+    gd_uuid_gen_init(&gen);
     TAP_OK(gd_uuid7_next(&gen, ms, a) == 0, "an id is made");
     TAP_OK((a[6] >> 4) == 7, "version nibble is 7");
     TAP_OK((a[8] & 0xc0) == 0x80, "variant bits are 10");
@@ -42,6 +43,13 @@ int main(void)
     /* a later millisecond sorts after */
     gd_uuid7_next(&gen, ms + 100000, b);
     TAP_OK(memcmp(c, b, GD_UUID_LEN) < 0, "a later ms sorts later");
+
+    /* two generators (two workers) in the same ms differ */
+    gd_uuid_gen_init(&gen);
+    gd_uuid_gen_init(&other);
+    gd_uuid7_next(&gen, ms, a);
+    gd_uuid7_next(&other, ms, b);
+    TAP_OK(memcmp(a, b, GD_UUID_LEN) != 0, "two generators never repeat");
 
     const uint8_t fixed[GD_UUID_LEN] = {0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00,
                                         0x7a, 0xbc, 0x8d, 0xef, 0x01, 0x23,
