@@ -593,6 +593,41 @@ ngx_http_guard_claim_text(ngx_pool_t *pool, json_t *value, ngx_str_t *out)
 }
 
 
+/*
+ * nginx lowercases variable names, so $guard_claim_userid also finds the
+ * claim "userId" when there is no claim "userid"
+ */
+
+static json_t *
+ngx_http_guard_claim_lookup(json_t *payload, ngx_str_t *name)
+{
+    void        *it;
+    json_t      *value;
+    const char  *key;
+
+    value = json_object_getn(payload, (char *) name->data, name->len);
+
+    if (value) {
+        return value;
+    }
+
+    for (it = json_object_iter(payload);
+         it;
+         it = json_object_iter_next(payload, it))
+    {
+        key = json_object_iter_key(it);
+
+        if (ngx_strlen(key) == name->len
+            && ngx_strncasecmp((u_char *) key, name->data, name->len) == 0)
+        {
+            return json_object_iter_value(it);
+        }
+    }
+
+    return NULL;
+}
+
+
 static ngx_int_t
 ngx_http_guard_claim_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
@@ -625,7 +660,7 @@ ngx_http_guard_claim_variable(ngx_http_request_t *r,
     claim.data = name->data + sizeof("guard_claim_") - 1;
     claim.len = name->len - (sizeof("guard_claim_") - 1);
 
-    value = json_object_getn(ctx->payload, (char *) claim.data, claim.len);
+    value = ngx_http_guard_claim_lookup(ctx->payload, &claim);
 
     if (value == NULL) {
         v->not_found = 1;

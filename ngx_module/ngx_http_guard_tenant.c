@@ -38,6 +38,24 @@ ngx_http_guard_tenant_claim_spec(ngx_conf_t *cf, ngx_str_t *value,
 }
 
 
+static ngx_uint_t
+ngx_http_guard_tenant_unsafe(json_t *s)
+{
+    u_char  *p, *last;
+
+    p = (u_char *) json_string_value(s);
+    last = p + json_string_length(s);
+
+    for ( /* void */ ; p < last; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 ngx_int_t
 ngx_http_guard_tenant_extract(ngx_http_request_t *r,
     ngx_http_guard_claim_spec_t *spec, json_t *payload,
@@ -92,6 +110,12 @@ ngx_http_guard_tenant_extract(ngx_http_request_t *r,
 
         if (json_string_length(e) == 0) {
             continue;
+        }
+
+        if (ngx_http_guard_tenant_unsafe(e)) {
+            /* a tenant that could split a header or a log line */
+            claims->ntenants = 0;
+            return NGX_OK;
         }
 
         t->len = json_string_length(e);
