@@ -814,7 +814,7 @@ ngx_http_guard_jwt_verify(ngx_http_request_t *r, ngx_http_guard_keyset_t *ks,
         return NGX_HTTP_GUARD_TOKEN_MALFORMED;
     }
 
-    header = json_loadb((char *) hb.data, hb.len, JSON_REJECT_DUPLICATES,
+    header = json_loadb((char *) hb.data, hb.len, NGX_HTTP_GUARD_JSON_FLAGS,
                         &err);
 
     if (header == NULL) {
@@ -913,8 +913,8 @@ ngx_http_guard_jwt_verify(ngx_http_request_t *r, ngx_http_guard_keyset_t *ks,
 
 verified:
 
-    *payload = json_loadb((char *) pb.data, pb.len, JSON_REJECT_DUPLICATES,
-                          &err);
+    *payload = json_loadb((char *) pb.data, pb.len,
+                          NGX_HTTP_GUARD_JSON_FLAGS, &err);
 
     if (*payload == NULL) {
         rc = NGX_HTTP_GUARD_TOKEN_MALFORMED;

@@ -650,7 +650,8 @@ ngx_http_guard_claim_variable(ngx_http_request_t *r,
     if (ctx->payload == NULL) {
         /* a cached token: parse the verified payload on first use */
         ctx->payload = json_loadb((char *) ctx->claims.payload.data,
-                                  ctx->claims.payload.len, 0, &err);
+                                  ctx->claims.payload.len,
+                                  NGX_HTTP_GUARD_JSON_FLAGS, &err);
         if (ctx->payload == NULL) {
             v->not_found = 1;
             return NGX_OK;

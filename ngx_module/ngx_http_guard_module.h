@@ -21,6 +21,12 @@
 #define NGX_HTTP_GUARD_HASH_LEN        32
 #define NGX_HTTP_GUARD_ID_LEN          36
 
+/*
+ * token JSON: duplicate members are refused (no parser differentials),
+ * "\u0000" is valid JSON and every string is handled with its length
+ */
+#define NGX_HTTP_GUARD_JSON_FLAGS      (JSON_REJECT_DUPLICATES|JSON_ALLOW_NUL)
+
 
 /* the reason taxonomy: see docs/reasons.md; keep in step with problem.c */
 
