@@ -18,7 +18,6 @@ use Time::HiRes qw(sleep time);
 use IO::Socket::INET;
 use Guard::Test;
 
-my $UUID7 = qr/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 my $t = Guard::Test->new;
 my $keys = $t->jwt_keys;
@@ -199,32 +198,12 @@ sub echo_field {
     return $r->{body} =~ /(?:^|\|)\Q$name\E=([^|\n]*)/ ? $1 : undef;
 }
 
-# problem+json refusal: status, reason, type, decision id header/body
+# problem+json refusal, checked as a whole by the harness; the status
+# given here must be the one the reason maps to
 sub refused {
     my ($r, $status, $reason, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
-    subtest $name => sub {
-        is($r->{status}, $status, "status $status");
-        is($r->{headers}{'content-type'}, 'application/problem+json',
-           'problem+json');
-        my $doc = eval { decode_json($r->{body}) };
-        ok($doc, 'body is JSON') or diag $r->{body};
-        $doc ||= {};
-        is($doc->{reason}, $reason, "reason $reason");
-        is($doc->{status}, $status, 'body status');
-        (my $urn = "urn:guard:$reason") =~ tr/_/-/;
-        is($doc->{type}, $urn, "type $urn");
-        ok(length($doc->{title} // ''), 'title');
-        ok(length($doc->{detail} // ''), 'detail');
-        like($r->{headers}{'guard-decision-id'} // '', $UUID7,
-             'Guard-Decision-Id is a UUIDv7');
-        is($doc->{decision_id}, $r->{headers}{'guard-decision-id'},
-           'decision_id matches the header');
-        is($r->{headers}{'cache-control'}, 'no-store', 'no-store');
-        ok(!defined $r->{headers}{'www-authenticate'},
-           'no WWW-Authenticate on a tenant refusal')
-            if $status != 401;
-    };
+    problem_ok($r, $reason, "$name ($status)");
 }
 
 sub allowed {

@@ -34,8 +34,16 @@ use Scalar::Util qw(blessed looks_like_number refaddr weaken);
 use Test::More ();
 use Time::HiRes qw(sleep time);
 
-our @EXPORT    = qw(b64url b64url_decode json_enc forge_hs forge_raw);
+our @EXPORT    = qw(b64url b64url_decode json_enc forge_hs forge_raw
+                   problem_ok $UUID7);
 our @EXPORT_OK = @EXPORT;
+
+# a UUIDv7 in text form (RFC 9562)
+our $UUID7 = qr/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+# the status of each reason code; the rest are 401
+my %REASON_STATUS = (tenant_unaddressed => 400, tenant_missing => 403,
+                     tenant_mismatch => 403, internal_error => 500);
 
 # <repo>/t/lib/Guard/Test.pm -> <repo>
 my $REPO = abs_path(File::Spec->catdir(dirname(abs_path(__FILE__)),
@@ -690,6 +698,80 @@ sub forge_hs {
     my $input = b64url($h) . '.' . b64url($p);
     my $mac = Digest::SHA->can("hmac_sha$bits")->($input, $secret);
     return "$input." . b64url($mac);
+}
+
+# problem_ok($response, $reason, $name, token => $tok): one subtest that
+# checks a whole refusal: the status for the reason, problem+json with
+# type/title/status/detail/reason/decision_id, Cache-Control: no-store, the
+# Guard-Decision-Id header (a UUIDv7, equal to decision_id), the
+# WWW-Authenticate header a 401 needs (and none otherwise), and, given the
+# token, that neither it, nor any 20-character piece of its signature, nor
+# its kid is echoed.  Returns the decision id.
+sub problem_ok {
+    my ($r, $reason, $name, %o) = @_;
+    my $status = $REASON_STATUS{$reason} // 401;
+    my $id = $r->{headers}{'guard-decision-id'};
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+
+    Test::More::subtest($name => sub {
+        Test::More::is($r->{status}, $status, "status $status")
+            or Test::More::diag("got: " . ($r->{status} // 'none')
+                                . " " . ($r->{body} // ''));
+        Test::More::like($r->{headers}{'content-type'} // '',
+            qr{^application/problem\+json\s*$}, 'application/problem+json');
+        Test::More::is($r->{headers}{'cache-control'}, 'no-store',
+                       'Cache-Control: no-store');
+        my $doc = eval { JSON::PP->new->decode($r->{body}) };
+        Test::More::ok(ref $doc eq 'HASH', 'body is a JSON object')
+            or Test::More::diag($r->{body});
+        $doc = {} unless ref $doc eq 'HASH';
+        (my $urn = "urn:guard:$reason") =~ tr/_/-/;
+        Test::More::is($doc->{type}, $urn, "type $urn");
+        Test::More::is($doc->{status}, $status, 'status member');
+        Test::More::like($r->{body} // '', qr/"status":\s*$status\b/,
+                         'status is a JSON number');
+        Test::More::is($doc->{reason}, $reason, "reason $reason");
+        Test::More::ok(length($doc->{title} // '')
+                       && length($doc->{detail} // ''), 'title and detail');
+        Test::More::like($id // '', $UUID7, 'Guard-Decision-Id is a UUIDv7');
+        Test::More::is($doc->{decision_id}, $id,
+                       'decision_id equals Guard-Decision-Id');
+
+        my $wa = $r->{headers}{'www-authenticate'};
+        if ($status != 401) {
+            Test::More::ok(!defined $wa, 'no WWW-Authenticate');
+        } elsif ($reason eq 'token_missing') {
+            Test::More::is($wa, 'Bearer realm="guard"',
+                           'WWW-Authenticate exactly Bearer realm="guard"');
+        } else {
+            Test::More::like($wa // '',
+                qr/^Bearer realm="guard", error="invalid_token", error_description="[^"]+"$/,
+                'WWW-Authenticate with error="invalid_token"');
+        }
+
+        return unless defined $o{token} && length $o{token};
+
+        # the decision id is hex: drop it, so that a short token such as
+        # "abc" cannot match it by chance
+        my $seen = ($r->{body} // '') . "\n" . ($wa // '');
+        $seen =~ s/\Q$id\E//g if defined $id;
+        my $tok = $o{token};
+        Test::More::ok(index($seen, $tok) < 0, 'token not echoed');
+        my @seg = split /\./, $tok, -1;
+        my $sig = @seg >= 3 ? $seg[2] : '';
+        my @hit = grep { index($seen, substr($sig, $_, 20)) >= 0 }
+                  0 .. length($sig) - 20;
+        Test::More::ok(!@hit, 'no 20-character piece of the signature echoed');
+        my $h = eval { JSON::PP->new->decode(b64url_decode($seg[0])) };
+        if (ref $h eq 'HASH' && defined $h->{kid} && !ref $h->{kid}
+            && length $h->{kid} >= 3)
+        {
+            Test::More::ok(index($seen, $h->{kid}) < 0,
+                           "kid \"$h->{kid}\" not echoed");
+        }
+    });
+
+    return $id;
 }
 
 1;
