@@ -753,13 +753,7 @@ ngx_http_guard_create_main_conf(ngx_conf_t *cf)
 static char *
 ngx_http_guard_init_main_conf(ngx_conf_t *cf, void *conf)
 {
-    ngx_http_guard_main_conf_t  *gmcf = conf;
-
-    if (gmcf->zone_size == NGX_CONF_UNSET_SIZE) {
-        gmcf->zone_size = NGX_HTTP_GUARD_ZONE_DEFAULT;
-    }
-
-    return ngx_http_guard_zone_add(cf, gmcf);
+    return ngx_http_guard_zone_size(cf, conf);
 }
 
 
@@ -799,7 +793,8 @@ ngx_http_guard_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_guard_loc_conf_t *prev = parent;
     ngx_http_guard_loc_conf_t *conf = child;
 
-    EVP_MD_CTX  *mctx;
+    EVP_MD_CTX                  *mctx;
+    ngx_http_guard_main_conf_t  *gmcf;
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_ptr_value(conf->issuers, prev->issuers, NULL);
@@ -828,6 +823,11 @@ ngx_http_guard_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             ngx_str_set(&conf->tenant_claim.name, "tenant_id");
             conf->tenant_claim.pointer = 0;
         }
+    }
+
+    if (conf->enable) {
+        gmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_guard_module);
+        gmcf->used = 1;
     }
 
     if (conf->keys == NULL) {
@@ -991,8 +991,17 @@ ngx_http_guard_add_variables(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_guard_init(ngx_conf_t *cf)
 {
-    ngx_http_handler_pt        *h;
-    ngx_http_core_main_conf_t  *cmcf;
+    ngx_http_handler_pt         *h;
+    ngx_http_core_main_conf_t   *cmcf;
+    ngx_http_guard_main_conf_t  *gmcf;
+
+    gmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_guard_module);
+
+    /* no shared memory for a module that is loaded but not used */
+
+    if (gmcf->used && ngx_http_guard_zone_add(cf, gmcf) != NGX_CONF_OK) {
+        return NGX_ERROR;
+    }
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 

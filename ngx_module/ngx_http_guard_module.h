@@ -86,6 +86,7 @@ typedef struct {
 typedef struct {
     ngx_shm_zone_t              *shm_zone;
     size_t                       zone_size;
+    ngx_flag_t                   used;        /* some "guard on" */
 } ngx_http_guard_main_conf_t;
 
 

@@ -17,9 +17,11 @@ static ngx_str_t  ngx_http_guard_zone_name = ngx_string("guard");
 
 
 char *
-ngx_http_guard_zone_add(ngx_conf_t *cf, ngx_http_guard_main_conf_t *gmcf)
+ngx_http_guard_zone_size(ngx_conf_t *cf, ngx_http_guard_main_conf_t *gmcf)
 {
-    ngx_http_guard_zone_t  *zone;
+    if (gmcf->zone_size == NGX_CONF_UNSET_SIZE) {
+        gmcf->zone_size = NGX_HTTP_GUARD_ZONE_DEFAULT;
+    }
 
     if (gmcf->zone_size < 8 * ngx_pagesize) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -28,6 +30,17 @@ ngx_http_guard_zone_add(ngx_conf_t *cf, ngx_http_guard_main_conf_t *gmcf)
                            8 * ngx_pagesize);
         return NGX_CONF_ERROR;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+/* called once the configuration is read, only when some "guard" is on */
+
+char *
+ngx_http_guard_zone_add(ngx_conf_t *cf, ngx_http_guard_main_conf_t *gmcf)
+{
+    ngx_http_guard_zone_t  *zone;
 
     zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_guard_zone_t));
     if (zone == NULL) {

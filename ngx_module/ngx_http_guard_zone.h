@@ -29,6 +29,8 @@ typedef struct {
 } ngx_http_guard_zone_t;
 
 
+char *ngx_http_guard_zone_size(ngx_conf_t *cf,
+    ngx_http_guard_main_conf_t *gmcf);
 char *ngx_http_guard_zone_add(ngx_conf_t *cf,
     ngx_http_guard_main_conf_t *gmcf);
 ngx_http_guard_zone_t *ngx_http_guard_zone_get(ngx_http_request_t *r);
