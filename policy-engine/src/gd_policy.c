@@ -1,0 +1,913 @@
+/*
+ * gd_policy: the policy loader and validator, see gd_policy.h.
+ *
+ * jansson parses; this file checks every member against the format of
+ * docs/policies.md, collects every error with its file, line, column and
+ * JSON pointer, and builds the set and its version.
+ */
+#include "gd_policy.h"
+#include "gd_jsonloc.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fnmatch.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <jansson.h>
+#include <openssl/sha.h>
+
+#define GD_POLICY_FILE_MAX (1024 * 1024)
+#define GD_POLICY_PATH_MAX 512
+
+/* errors */
+
+void gd_errors_add(gd_errors_t *errs, const char *fmt, ...)
+{
+    va_list ap;
+    char *line = NULL;
+    char **lines;
+
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+
+    if (n < 0 || (line = malloc((size_t)n + 1)) == NULL) {
+        return;
+    }
+
+    va_start(ap, fmt);
+    vsnprintf(line, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+
+    lines = realloc(errs->lines, (errs->n + 1) * sizeof(char *));
+    if (lines == NULL) {
+        free(line);
+        return;
+    }
+
+    errs->lines = lines;
+    errs->lines[errs->n++] = line;
+}
+
+void gd_errors_free(gd_errors_t *errs)
+{
+    for (size_t i = 0; i < errs->n; i++) {
+        free(errs->lines[i]);
+    }
+    free(errs->lines);
+    errs->lines = NULL;
+    errs->n = 0;
+}
+
+/* validation context: the file, its text, and the pointer being checked */
+
+typedef struct {
+    const char *file;
+    const char *text;
+    size_t len;
+    gd_errors_t *errs;
+    char path[GD_POLICY_PATH_MAX];
+    size_t plen;
+    int failed;
+} gd_vctx_t;
+
+__attribute__((format(printf, 3, 4))) static void
+verr(gd_vctx_t *c, int at_value, const char *fmt, ...)
+{
+    char msg[512];
+    int line, column;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+
+    c->path[c->plen] = '\0';
+    gd_jsonloc_find(c->text, c->len, c->path, at_value, &line, &column);
+    gd_errors_add(c->errs, "%s:%d:%d: %s: %s", c->file, line, column, c->path,
+                  msg);
+    c->failed = 1;
+}
+
+/* appends a reference token (RFC 6901 escaped); returns the old length */
+static size_t push_key(gd_vctx_t *c, const char *key)
+{
+    size_t old = c->plen;
+
+    if (c->plen + 1 < sizeof(c->path)) {
+        c->path[c->plen++] = '/';
+    }
+
+    for (const char *k = key; *k && c->plen + 2 < sizeof(c->path); k++) {
+        if (*k == '~' || *k == '/') {
+            c->path[c->plen++] = '~';
+            c->path[c->plen++] = (*k == '~') ? '0' : '1';
+        } else {
+            c->path[c->plen++] = *k;
+        }
+    }
+
+    c->path[c->plen] = '\0';
+    return old;
+}
+
+static size_t push_index(gd_vctx_t *c, size_t i)
+{
+    char buf[32];
+
+    snprintf(buf, sizeof(buf), "%zu", i);
+    return push_key(c, buf);
+}
+
+static void pop(gd_vctx_t *c, size_t old)
+{
+    c->plen = old;
+    c->path[old] = '\0';
+}
+
+/* value checks */
+
+static int name_ok(const char *s, size_t min, size_t max, const char *extra,
+                   int first_alnum)
+{
+    size_t n = strlen(s);
+
+    if (n < min || n > max) {
+        return 0;
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        int alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                    (ch >= '0' && ch <= '9');
+
+        if (!alnum && (strchr(extra, ch) == NULL || (i == 0 && first_alnum))) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+static int period_parse(const char *s, uint64_t *ms)
+{
+    uint64_t v = 0;
+    size_t i = 0;
+
+    if (s[0] < '1' || s[0] > '9') {
+        return -1;
+    }
+
+    while (s[i] >= '0' && s[i] <= '9') {
+        if (++i > 6) {
+            return -1;
+        }
+        v = v * 10 + (uint64_t)(s[i - 1] - '0');
+    }
+
+    if (strcmp(s + i, "ms") == 0) {
+        *ms = v;
+    } else if (strcmp(s + i, "s") == 0) {
+        *ms = v * 1000;
+    } else if (strcmp(s + i, "m") == 0) {
+        *ms = v * 60 * 1000;
+    } else if (strcmp(s + i, "h") == 0) {
+        *ms = v * 3600 * 1000;
+    } else {
+        return -1;
+    }
+
+    return 0;
+}
+
+/* rejects members outside allowed (a NULL-terminated list) */
+static void check_members(gd_vctx_t *c, json_t *obj, const char **allowed)
+{
+    const char *key;
+    json_t *v;
+
+    json_object_foreach(obj, key, v)
+    {
+        const char **a;
+
+        for (a = allowed; *a; a++) {
+            if (strcmp(*a, key) == 0) {
+                break;
+            }
+        }
+
+        if (*a == NULL) {
+            size_t old = push_key(c, key);
+            verr(c, 0, "unknown member \"%s\"", key);
+            pop(c, old);
+        }
+    }
+}
+
+/* the member key of obj, or NULL when absent or of the wrong type */
+static json_t *member(gd_vctx_t *c, json_t *obj, const char *key, int type,
+                      int required)
+{
+    static const char *names[] = {"an object",  "an array", "a string",
+                                  "an integer", "a number", "true",
+                                  "false",      "null"};
+    json_t *v = json_object_get(obj, key);
+
+    if (v == NULL) {
+        if (required) {
+            verr(c, 1, "missing required member \"%s\"", key);
+        }
+        return NULL;
+    }
+
+    int ok = (type == JSON_TRUE) ? json_is_boolean(v)
+                                 : json_typeof(v) == (json_type)type;
+
+    if (!ok) {
+        size_t old = push_key(c, key);
+        verr(c, 0, "must be %s", type == JSON_TRUE ? "a boolean" : names[type]);
+        pop(c, old);
+        return NULL;
+    }
+
+    return v;
+}
+
+static int get_bool(gd_vctx_t *c, json_t *obj, const char *key)
+{
+    json_t *v = member(c, obj, key, JSON_TRUE, 0);
+    return v ? json_is_true(v) : 0;
+}
+
+static uint64_t get_uint(gd_vctx_t *c, json_t *obj, const char *key,
+                         int required, uint64_t min, uint64_t max,
+                         uint64_t dflt)
+{
+    json_t *v = member(c, obj, key, JSON_INTEGER, required);
+
+    if (v == NULL) {
+        return dflt;
+    }
+
+    json_int_t n = json_integer_value(v);
+
+    if (n < (json_int_t)min || n > (json_int_t)max) {
+        size_t old = push_key(c, key);
+        verr(c, 0, "must be from %llu to %llu, not %lld",
+             (unsigned long long)min, (unsigned long long)max, (long long)n);
+        pop(c, old);
+        return dflt;
+    }
+
+    return (uint64_t)n;
+}
+
+typedef int (*gd_string_check_pt)(const char *s);
+
+static int tenant_ok(const char *s)
+{
+    return name_ok(s, 1, 64, "._-", 1);
+}
+
+static int region_ok(const char *s)
+{
+    return name_ok(s, 1, 64, "._-", 0);
+}
+
+static int rule_name_ok(const char *s)
+{
+    return name_ok(s, 1, 32, "_-", 0);
+}
+
+static int nonempty_ok(const char *s)
+{
+    return s[0] != '\0';
+}
+
+static int method_ok(const char *s)
+{
+    static const char *m[] = {"GET",   "HEAD",   "POST",    "PUT",
+                              "PATCH", "DELETE", "OPTIONS", NULL};
+
+    for (const char **p = m; *p; p++) {
+        if (strcmp(*p, s) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int path_ok(const char *s)
+{
+    return s[0] == '/';
+}
+
+static char *get_string(gd_vctx_t *c, json_t *obj, const char *key,
+                        int required, gd_string_check_pt check,
+                        const char *what)
+{
+    json_t *v = member(c, obj, key, JSON_STRING, required);
+
+    if (v == NULL) {
+        return NULL;
+    }
+
+    const char *s = json_string_value(v);
+
+    if (strlen(s) != json_string_length(v) || (check && !check(s))) {
+        size_t old = push_key(c, key);
+        verr(c, 0, "must be %s", what);
+        pop(c, old);
+        return NULL;
+    }
+
+    return strdup(s);
+}
+
+static char **get_strings(gd_vctx_t *c, json_t *obj, const char *key,
+                          int required, gd_string_check_pt check,
+                          const char *what, size_t *n)
+{
+    json_t *a = member(c, obj, key, JSON_ARRAY, required);
+    char **out;
+    size_t i;
+
+    *n = 0;
+
+    if (a == NULL) {
+        return NULL;
+    }
+
+    size_t old = push_key(c, key);
+
+    if (json_array_size(a) == 0) {
+        verr(c, 0, "must have at least one item");
+        pop(c, old);
+        return NULL;
+    }
+
+    out = calloc(json_array_size(a), sizeof(char *));
+    if (out == NULL) {
+        pop(c, old);
+        return NULL;
+    }
+
+    for (i = 0; i < json_array_size(a); i++) {
+        json_t *v = json_array_get(a, i);
+        size_t o2 = push_index(c, i);
+
+        if (!json_is_string(v) ||
+            strlen(json_string_value(v)) != json_string_length(v) ||
+            !check(json_string_value(v))) {
+            verr(c, 1, "must be %s", what);
+        } else {
+            for (size_t j = 0; j < *n; j++) {
+                if (strcmp(out[j], json_string_value(v)) == 0) {
+                    verr(c, 1, "duplicate item \"%s\"", out[j]);
+                }
+            }
+            out[(*n)++] = strdup(json_string_value(v));
+        }
+
+        pop(c, o2);
+    }
+
+    pop(c, old);
+    return out;
+}
+
+static void free_strings(char **s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(s[i]);
+    }
+    free(s);
+}
+
+/* one rate rule */
+
+static void load_rate(gd_vctx_t *c, json_t *r, gd_rate_rule_t *rule,
+                      gd_policy_t *p, size_t index)
+{
+    static const char *members[] = {"name", "requests", "period", "burst",
+                                    "per",  "match",    "shadow", NULL};
+    static const char *match_members[] = {"methods", "path", NULL};
+    json_t *v;
+
+    check_members(c, r, members);
+
+    rule->name = get_string(c, r, "name", 1, rule_name_ok,
+                            "1-32 characters of A-Z a-z 0-9 _ -");
+    rule->requests = get_uint(c, r, "requests", 1, 1, 1000000000, 0);
+    rule->burst = get_uint(c, r, "burst", 0, 0, 1000000000, 0);
+    rule->shadow = get_bool(c, r, "shadow");
+
+    v = member(c, r, "period", JSON_STRING, 1);
+    if (v && period_parse(json_string_value(v), &rule->period_ms) != 0) {
+        size_t old = push_key(c, "period");
+        verr(c, 0,
+             "must be a duration such as \"1s\", \"10s\", \"1m\", "
+             "\"1h\" or \"500ms\"");
+        pop(c, old);
+    }
+
+    v = member(c, r, "per", JSON_STRING, 0);
+    if (v) {
+        const char *per = json_string_value(v);
+
+        if (strcmp(per, "subject") == 0) {
+            rule->per_subject = 1;
+        } else if (strcmp(per, "tenant") != 0) {
+            size_t old = push_key(c, "per");
+            verr(c, 0, "must be \"tenant\" or \"subject\"");
+            pop(c, old);
+        }
+    }
+
+    v = member(c, r, "match", JSON_OBJECT, 0);
+    if (v) {
+        size_t old = push_key(c, "match");
+
+        check_members(c, v, match_members);
+        rule->methods = get_strings(c, v, "methods", 0, method_ok,
+                                    "one of GET HEAD POST PUT PATCH DELETE "
+                                    "OPTIONS",
+                                    &rule->nmethods);
+        rule->path = get_string(c, v, "path", 0, path_ok,
+                                "a path pattern starting with \"/\"");
+        pop(c, old);
+    }
+
+    for (size_t j = 0; rule->name && j < index; j++) {
+        if (p->rates[j].name && strcmp(p->rates[j].name, rule->name) == 0) {
+            size_t old = push_key(c, "name");
+            verr(c, 0, "duplicate rule name \"%s\"", rule->name);
+            pop(c, old);
+        }
+    }
+}
+
+/* one file */
+
+static void load_policy(gd_vctx_t *c, json_t *doc, gd_policy_t *p,
+                        const char *dir, int is_default)
+{
+    static const char *top[] = {"$schema", "description", "tenant", "shadow",
+                                "auth",    "residency",   "limits", NULL};
+    static const char *auth_m[] = {"issuers", "jwks", "shadow", NULL};
+    static const char *res_m[] = {"regions", "shadow", NULL};
+    static const char *lim_m[] = {"rate", "concurrency", NULL};
+    static const char *conc_m[] = {"max", "shadow", NULL};
+    json_t *v;
+    size_t old;
+
+    if (!json_is_object(doc)) {
+        verr(c, 1, "a policy must be a JSON object");
+        return;
+    }
+
+    check_members(c, doc, top);
+    member(c, doc, "$schema", JSON_STRING, 0);
+    member(c, doc, "description", JSON_STRING, 0);
+
+    if (is_default) {
+        if (json_object_get(doc, "tenant")) {
+            old = push_key(c, "tenant");
+            verr(c, 0,
+                 "_default.json applies to every tenant without a "
+                 "policy and names none");
+            pop(c, old);
+        }
+    } else {
+        p->tenant = get_string(c, doc, "tenant", 1, tenant_ok,
+                               "1-64 characters of A-Z a-z 0-9 . _ -, "
+                               "starting with a letter or digit");
+    }
+
+    p->shadow = get_bool(c, doc, "shadow");
+
+    if ((v = member(c, doc, "auth", JSON_OBJECT, 0))) {
+        old = push_key(c, "auth");
+        check_members(c, v, auth_m);
+        p->has_auth = 1;
+        p->issuers = get_strings(c, v, "issuers", 0, nonempty_ok,
+                                 "a non-empty string", &p->nissuers);
+        char *jwks =
+            get_string(c, v, "jwks", 0, nonempty_ok, "a non-empty path");
+        if (jwks && jwks[0] != '/') {
+            size_t n = strlen(dir) + strlen(jwks) + 2;
+            p->jwks = malloc(n);
+            if (p->jwks) {
+                snprintf(p->jwks, n, "%s/%s", dir, jwks);
+            }
+            free(jwks);
+        } else {
+            p->jwks = jwks;
+        }
+        p->auth_shadow = get_bool(c, v, "shadow");
+        if (json_object_get(v, "issuers") == NULL &&
+            json_object_get(v, "jwks") == NULL) {
+            verr(c, 1, "auth needs \"issuers\" or \"jwks\"");
+        }
+        pop(c, old);
+    }
+
+    if ((v = member(c, doc, "residency", JSON_OBJECT, 0))) {
+        old = push_key(c, "residency");
+        check_members(c, v, res_m);
+        p->has_residency = 1;
+        p->regions = get_strings(c, v, "regions", 1, region_ok,
+                                 "a region name: 1-64 characters of "
+                                 "A-Z a-z 0-9 . _ -",
+                                 &p->nregions);
+        p->residency_shadow = get_bool(c, v, "shadow");
+        pop(c, old);
+    }
+
+    if ((v = member(c, doc, "limits", JSON_OBJECT, 0))) {
+        json_t *rate, *conc;
+
+        old = push_key(c, "limits");
+        check_members(c, v, lim_m);
+
+        if ((rate = member(c, v, "rate", JSON_ARRAY, 0))) {
+            size_t o2 = push_key(c, "rate");
+
+            if (json_array_size(rate) == 0) {
+                verr(c, 0, "must have at least one rule");
+            }
+
+            p->rates =
+                calloc(json_array_size(rate) + 1, sizeof(gd_rate_rule_t));
+
+            for (size_t i = 0; p->rates && i < json_array_size(rate); i++) {
+                json_t *r = json_array_get(rate, i);
+                size_t o3 = push_index(c, i);
+
+                if (!json_is_object(r)) {
+                    verr(c, 1, "a rate rule must be an object");
+                } else {
+                    load_rate(c, r, &p->rates[p->nrates], p, p->nrates);
+                    p->nrates++;
+                }
+                pop(c, o3);
+            }
+            pop(c, o2);
+        }
+
+        if ((conc = member(c, v, "concurrency", JSON_OBJECT, 0))) {
+            size_t o2 = push_key(c, "concurrency");
+            check_members(c, conc, conc_m);
+            p->concurrency =
+                (uint32_t)get_uint(c, conc, "max", 1, 1, 1000000, 0);
+            p->concurrency_shadow = get_bool(c, conc, "shadow");
+            pop(c, o2);
+        }
+
+        pop(c, old);
+    }
+}
+
+static void policy_free(gd_policy_t *p)
+{
+    free(p->tenant);
+    free(p->file);
+    free_strings(p->issuers, p->nissuers);
+    free(p->jwks);
+    free_strings(p->regions, p->nregions);
+    for (size_t i = 0; i < p->nrates; i++) {
+        free(p->rates[i].name);
+        free_strings(p->rates[i].methods, p->rates[i].nmethods);
+        free(p->rates[i].path);
+    }
+    free(p->rates);
+}
+
+void gd_policy_set_free(gd_policy_set_t *set)
+{
+    if (set == NULL) {
+        return;
+    }
+
+    for (size_t i = 0; i < set->ntenants; i++) {
+        policy_free(&set->tenants[i]);
+    }
+    free(set->tenants);
+
+    if (set->fallback) {
+        policy_free(set->fallback);
+        free(set->fallback);
+    }
+
+    free(set);
+}
+
+/* the directory */
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int tenant_cmp(const void *a, const void *b)
+{
+    return strcmp(((const gd_policy_t *)a)->tenant,
+                  ((const gd_policy_t *)b)->tenant);
+}
+
+static char **list_json(const char *dir, size_t *n, gd_errors_t *errs)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char **names = NULL;
+
+    *n = 0;
+
+    if (d == NULL) {
+        gd_errors_add(errs, "%s: cannot open the policy directory: %s", dir,
+                      strerror(errno));
+        return NULL;
+    }
+
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        char path[4096];
+        struct stat st;
+
+        if (len < 6 || e->d_name[0] == '.' ||
+            strcmp(e->d_name + len - 5, ".json") != 0) {
+            continue;
+        }
+
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+            continue;
+        }
+
+        char **more = realloc(names, (*n + 1) * sizeof(char *));
+        if (more == NULL) {
+            break;
+        }
+        names = more;
+        names[(*n)++] = strdup(e->d_name);
+    }
+
+    closedir(d);
+
+    if (*n == 0) {
+        gd_errors_add(errs, "%s: no policy files (*.json)", dir);
+    }
+
+    if (*n > 1) {
+        qsort(names, *n, sizeof(char *), name_cmp);
+    }
+    return names;
+}
+
+static char *read_file(const char *path, size_t *len, gd_errors_t *errs)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf;
+
+    if (f == NULL) {
+        gd_errors_add(errs, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+
+    buf = malloc(GD_POLICY_FILE_MAX + 1);
+    if (buf == NULL) {
+        fclose(f);
+        return NULL;
+    }
+
+    *len = fread(buf, 1, GD_POLICY_FILE_MAX + 1, f);
+    fclose(f);
+
+    if (*len > GD_POLICY_FILE_MAX) {
+        gd_errors_add(errs, "%s: larger than %d bytes", path,
+                      GD_POLICY_FILE_MAX);
+        free(buf);
+        return NULL;
+    }
+
+    buf[*len] = '\0';
+    return buf;
+}
+
+gd_policy_set_t *gd_policy_set_load(const char *dir, gd_errors_t *errs)
+{
+    size_t nfiles, before = errs->n;
+    char **files = list_json(dir, &nfiles, errs);
+    gd_policy_set_t *set = calloc(1, sizeof(gd_policy_set_t));
+    json_t *canon = json_object(), *canon_tenants = json_object();
+
+    if (set == NULL || canon == NULL || canon_tenants == NULL) {
+        goto failed;
+    }
+
+    set->tenants = calloc(nfiles + 1, sizeof(gd_policy_t));
+    if (set->tenants == NULL) {
+        goto failed;
+    }
+
+    for (size_t i = 0; i < nfiles; i++) {
+        char path[4096];
+        size_t len;
+        json_error_t jerr;
+        int is_default = strcmp(files[i], "_default.json") == 0;
+
+        snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+
+        char *text = read_file(path, &len, errs);
+        if (text == NULL) {
+            continue;
+        }
+
+        json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+        if (doc == NULL) {
+            int line = jerr.line, column = jerr.column;
+
+            if (line < 1) {
+                gd_jsonloc_linecol(text, len, (size_t)jerr.position, &line,
+                                   &column);
+            }
+            gd_errors_add(errs, "%s:%d:%d: : invalid JSON: %s", path, line,
+                          column, jerr.text);
+            free(text);
+            continue;
+        }
+
+        gd_vctx_t c = {.file = path, .text = text, .len = len, .errs = errs};
+        gd_policy_t p = {0};
+
+        p.file = strdup(path);
+        load_policy(&c, doc, &p, dir, is_default);
+
+        if (!is_default && p.tenant) {
+            for (size_t j = 0; j < set->ntenants; j++) {
+                if (strcmp(set->tenants[j].tenant, p.tenant) == 0) {
+                    size_t old = push_key(&c, "tenant");
+                    verr(&c, 0, "duplicate tenant \"%s\" (also in %s)",
+                         p.tenant, set->tenants[j].file);
+                    pop(&c, old);
+                }
+            }
+        }
+
+        json_t *copy = json_deep_copy(doc);
+        if (copy) {
+            json_object_del(copy, "$schema");
+            if (is_default) {
+                json_object_set_new(canon, "default", copy);
+            } else if (p.tenant) {
+                json_object_set_new(canon_tenants, p.tenant, copy);
+            } else {
+                json_decref(copy);
+            }
+        }
+
+        if (c.failed) {
+            policy_free(&p);
+        } else if (is_default) {
+            set->fallback = malloc(sizeof(gd_policy_t));
+            if (set->fallback) {
+                *set->fallback = p;
+            }
+        } else {
+            set->tenants[set->ntenants++] = p;
+        }
+
+        json_decref(doc);
+        free(text);
+    }
+
+    if (errs->n != before) {
+        goto failed;
+    }
+
+    if (set->ntenants > 1) {
+        qsort(set->tenants, set->ntenants, sizeof(gd_policy_t), tenant_cmp);
+    }
+
+    /* the version: SHA-256 of the canonical form of the whole set */
+
+    json_object_set_new(canon, "tenants", canon_tenants);
+    canon_tenants = NULL;
+
+    char *dump =
+        json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    if (dump == NULL) {
+        goto failed;
+    }
+
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)dump, strlen(dump), md);
+    free(dump);
+
+    for (size_t i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+        snprintf(set->version + 2 * i, 3, "%02x", md[i]);
+    }
+
+    json_decref(canon);
+    free_strings(files, nfiles);
+    return set;
+
+failed:
+    json_decref(canon);
+    json_decref(canon_tenants);
+    free_strings(files, nfiles);
+    gd_policy_set_free(set);
+    if (errs->n == before) {
+        gd_errors_add(errs, "%s: out of memory", dir);
+    }
+    return NULL;
+}
+
+const gd_policy_t *gd_policy_find(const gd_policy_set_t *set,
+                                  const char *tenant, size_t len)
+{
+    size_t lo = 0, hi = set->ntenants;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const char *t = set->tenants[mid].tenant;
+        size_t tlen = strlen(t);
+        int rc = memcmp(tenant, t, len < tlen ? len : tlen);
+
+        if (rc == 0) {
+            rc = (len > tlen) - (len < tlen);
+        }
+        if (rc == 0) {
+            return &set->tenants[mid];
+        }
+        if (rc < 0) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+
+    return set->fallback;
+}
+
+int gd_rate_rule_matches(const gd_rate_rule_t *rule, const char *method,
+                         size_t method_len, const char *path, size_t path_len)
+{
+    char buf[2048];
+
+    if (rule->methods) {
+        size_t i;
+
+        for (i = 0; i < rule->nmethods; i++) {
+            if (strlen(rule->methods[i]) == method_len &&
+                memcmp(rule->methods[i], method, method_len) == 0) {
+                break;
+            }
+        }
+        if (i == rule->nmethods) {
+            return 0;
+        }
+    }
+
+    if (rule->path == NULL) {
+        return 1;
+    }
+
+    if (path_len >= sizeof(buf)) {
+        path_len = sizeof(buf) - 1;
+    }
+    memcpy(buf, path, path_len);
+    buf[path_len] = '\0';
+
+    size_t plen = strlen(rule->path);
+
+    if (plen >= 3 && strcmp(rule->path + plen - 3, "/**") == 0) {
+        /* a trailing slash and two stars: the pattern, then any suffix */
+        char base[512];
+
+        if (plen - 3 >= sizeof(base)) {
+            return 0;
+        }
+        memcpy(base, rule->path, plen - 3);
+        base[plen - 3] = '\0';
+
+        for (size_t i = 1; i <= path_len; i++) {
+            if (i == path_len || buf[i] == '/') {
+                char saved = buf[i];
+                buf[i] = '\0';
+                int m = fnmatch(base, buf, FNM_PATHNAME) == 0;
+                buf[i] = saved;
+                if (m) {
+                    return 1;
+                }
+            }
+        }
+        return 0;
+    }
+
+    return fnmatch(rule->path, buf, FNM_PATHNAME) == 0;
+}
