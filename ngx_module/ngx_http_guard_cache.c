@@ -5,8 +5,9 @@
  * The verified-token cache.
  *
  * Entries live in the guard zone, shared by all workers: an rbtree keyed
- * by SHA-256(salt || token), where the salt stands for the key set and
- * the tenant claim spec, plus an LRU queue.  An entry holds the claims of
+ * by SHA-256(key set fingerprint || tenant claim spec || token), so that
+ * a token verified with other keys, or read for its tenant another way,
+ * is another entry, plus an LRU queue.  An entry holds the claims of
  * a verified token, never the token itself, and never outlives the
  * token's "exp".  When the zone is full the oldest entries go; when even
  * that fails the token is simply not cached.
@@ -77,7 +78,8 @@ ngx_http_guard_cache_init(ngx_http_guard_cache_sh_t *cache)
 
 
 ngx_int_t
-ngx_http_guard_cache_key(u_char *salt, ngx_str_t *token, u_char *key)
+ngx_http_guard_cache_key(u_char *fingerprint, ngx_str_t *claim,
+    ngx_str_t *token, u_char *key)
 {
     static EVP_MD      *sha256;
     static EVP_MD_CTX  *mctx;
@@ -92,7 +94,9 @@ ngx_http_guard_cache_key(u_char *salt, ngx_str_t *token, u_char *key)
     }
 
     if (EVP_DigestInit_ex(mctx, sha256, NULL) != 1
-        || EVP_DigestUpdate(mctx, salt, NGX_HTTP_GUARD_HASH_LEN) != 1
+        || EVP_DigestUpdate(mctx, fingerprint, NGX_HTTP_GUARD_HASH_LEN) != 1
+        || EVP_DigestUpdate(mctx, claim->data, claim->len) != 1
+        || EVP_DigestUpdate(mctx, "", 1) != 1
         || EVP_DigestUpdate(mctx, token->data, token->len) != 1
         || EVP_DigestFinal_ex(mctx, key, NULL) != 1)
     {

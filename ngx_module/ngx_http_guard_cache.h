@@ -21,8 +21,8 @@ typedef struct {
 
 
 void ngx_http_guard_cache_init(ngx_http_guard_cache_sh_t *cache);
-ngx_int_t ngx_http_guard_cache_key(u_char *salt, ngx_str_t *token,
-    u_char *key);
+ngx_int_t ngx_http_guard_cache_key(u_char *fingerprint, ngx_str_t *claim,
+    ngx_str_t *token, u_char *key);
 ngx_int_t ngx_http_guard_cache_get(ngx_http_request_t *r, u_char *key,
     ngx_http_guard_claims_t *claims);
 void ngx_http_guard_cache_put(ngx_http_request_t *r, u_char *key,

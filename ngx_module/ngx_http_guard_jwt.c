@@ -745,6 +745,45 @@ ngx_http_guard_jwt_token(ngx_http_request_t *r,
 }
 
 
+/*
+ * The payload of a token whose signature is not verified yet: only to
+ * choose the tenant's key set, never to decide anything.
+ */
+
+json_t *
+ngx_http_guard_jwt_peek(ngx_http_request_t *r, ngx_str_t *token)
+{
+    u_char        *dot1, *dot2, *last;
+    ngx_str_t      pb;
+    json_error_t   err;
+
+    if (token->len > NGX_HTTP_GUARD_TOKEN_MAX) {
+        return NULL;
+    }
+
+    last = token->data + token->len;
+
+    dot1 = ngx_strlchr(token->data, last, '.');
+    if (dot1 == NULL) {
+        return NULL;
+    }
+
+    dot2 = ngx_strlchr(dot1 + 1, last, '.');
+    if (dot2 == NULL) {
+        return NULL;
+    }
+
+    if (ngx_http_guard_jwt_b64(r->pool, dot1 + 1, dot2 - dot1 - 1, &pb)
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return json_loadb((char *) pb.data, pb.len, NGX_HTTP_GUARD_JSON_FLAGS,
+                      &err);
+}
+
+
 /* requests: the JWS signature */
 
 static ngx_int_t
@@ -1240,7 +1279,8 @@ ngx_http_guard_jwt_one_of(ngx_array_t *allowed, ngx_str_t *values,
 
 ngx_http_guard_reason_e
 ngx_http_guard_jwt_check(ngx_http_request_t *r,
-    ngx_http_guard_loc_conf_t *conf, ngx_http_guard_claims_t *claims)
+    ngx_http_guard_loc_conf_t *conf, ngx_array_t *issuers,
+    ngx_http_guard_claims_t *claims)
 {
     time_t  now;
 
@@ -1264,9 +1304,9 @@ ngx_http_guard_jwt_check(ngx_http_request_t *r,
         }
     }
 
-    if (conf->issuers
+    if (issuers
         && (!claims->has_iss
-            || !ngx_http_guard_jwt_one_of(conf->issuers, &claims->iss, 1)))
+            || !ngx_http_guard_jwt_one_of(issuers, &claims->iss, 1)))
     {
         return NGX_HTTP_GUARD_TOKEN_ISSUER_REFUSED;
     }

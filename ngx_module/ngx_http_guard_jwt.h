@@ -26,7 +26,9 @@ ngx_http_guard_reason_e ngx_http_guard_jwt_verify(ngx_http_request_t *r,
 ngx_http_guard_reason_e ngx_http_guard_jwt_claims(ngx_http_request_t *r,
     json_t *payload, ngx_http_guard_claims_t *claims);
 ngx_http_guard_reason_e ngx_http_guard_jwt_check(ngx_http_request_t *r,
-    ngx_http_guard_loc_conf_t *conf, ngx_http_guard_claims_t *claims);
+    ngx_http_guard_loc_conf_t *conf, ngx_array_t *issuers,
+    ngx_http_guard_claims_t *claims);
+json_t *ngx_http_guard_jwt_peek(ngx_http_request_t *r, ngx_str_t *token);
 
 
 #endif /* _NGX_HTTP_GUARD_JWT_H_INCLUDED_ */

@@ -15,16 +15,34 @@
 #include "ngx_http_guard_cache.h"
 #include "ngx_http_guard_zone.h"
 #include "ngx_http_guard_problem.h"
+#include "ngx_http_guard_policy.h"
+#include "ngx_http_guard_residency.h"
+#include "ngx_http_guard_limit.h"
 
 #include "gd_uuid.h"
 
 #include <openssl/evp.h>
 
 
+typedef ngx_http_guard_reason_e (*ngx_http_guard_stage_pt)(
+    ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx, ngx_uint_t *shadow);
+
+
 static ngx_int_t ngx_http_guard_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_guard_select_policy(ngx_http_request_t *r,
+    ngx_http_guard_loc_conf_t *conf, ngx_http_guard_main_conf_t *gmcf,
+    ngx_http_guard_ctx_t *ctx, ngx_str_t *token);
 static ngx_http_guard_reason_e ngx_http_guard_authenticate(
     ngx_http_request_t *r, ngx_http_guard_loc_conf_t *conf,
-    ngx_http_guard_ctx_t *ctx);
+    ngx_http_guard_ctx_t *ctx, ngx_str_t *token,
+    ngx_http_guard_keyset_t *keys, ngx_array_t *issuers);
+static ngx_http_guard_reason_e ngx_http_guard_auth_shadow(
+    ngx_http_request_t *r, ngx_http_guard_loc_conf_t *conf,
+    ngx_http_guard_ctx_t *ctx, ngx_str_t *token,
+    ngx_http_guard_policy_t *gp);
+static void ngx_http_guard_shadow(ngx_http_request_t *r,
+    ngx_http_guard_ctx_t *ctx, ngx_http_guard_reason_e reason);
+static ngx_int_t ngx_http_guard_header_filter(ngx_http_request_t *r);
 static ngx_http_guard_ctx_t *ngx_http_guard_get_ctx(ngx_http_request_t *r);
 static ngx_http_guard_ctx_t *ngx_http_guard_create_ctx(ngx_http_request_t *r);
 static void ngx_http_guard_ctx_cleanup(void *data);
@@ -34,6 +52,8 @@ static ngx_int_t ngx_http_guard_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_guard_claim_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_guard_policy_version_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 
 static void *ngx_http_guard_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_guard_init_main_conf(ngx_conf_t *cf, void *conf);
@@ -132,6 +152,27 @@ static ngx_command_t  ngx_http_guard_commands[] = {
       offsetof(ngx_http_guard_loc_conf_t, tenant),
       NULL },
 
+    { ngx_string("guard_policies"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_guard_policies_load,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("guard_region"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_guard_main_conf_t, region),
+      NULL },
+
+    { ngx_string("guard_limit_headers"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_guard_loc_conf_t, limit_headers),
+      NULL },
+
       ngx_null_command
 };
 
@@ -173,7 +214,8 @@ enum {
     NGX_HTTP_GUARD_VAR_DECISION,
     NGX_HTTP_GUARD_VAR_REASON,
     NGX_HTTP_GUARD_VAR_DECISION_ID,
-    NGX_HTTP_GUARD_VAR_TOKEN_CACHE
+    NGX_HTTP_GUARD_VAR_TOKEN_CACHE,
+    NGX_HTTP_GUARD_VAR_LIMIT_REMAINING
 };
 
 
@@ -197,6 +239,12 @@ static ngx_http_variable_t  ngx_http_guard_vars[] = {
     { ngx_string("guard_token_cache"), NULL, ngx_http_guard_variable,
       NGX_HTTP_GUARD_VAR_TOKEN_CACHE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("guard_limit_remaining"), NULL, ngx_http_guard_variable,
+      NGX_HTTP_GUARD_VAR_LIMIT_REMAINING, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("guard_policy_version"), NULL,
+      ngx_http_guard_policy_version_variable, 0, 0, 0 },
+
     { ngx_string("guard_claim_"), NULL, ngx_http_guard_claim_variable,
       0, NGX_HTTP_VAR_PREFIX|NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
@@ -206,7 +254,8 @@ static ngx_http_variable_t  ngx_http_guard_vars[] = {
 
 static ngx_str_t  ngx_http_guard_decisions[] = {
     ngx_string("allow"),
-    ngx_string("deny")
+    ngx_string("deny"),
+    ngx_string("shadow_deny")
 };
 
 
@@ -226,9 +275,23 @@ static gd_uuid_gen_t  ngx_http_guard_uuid_gen;
 static ngx_int_t
 ngx_http_guard_handler(ngx_http_request_t *r)
 {
-    ngx_http_guard_ctx_t       *ctx;
-    ngx_http_guard_reason_e     reason;
-    ngx_http_guard_loc_conf_t  *glcf;
+    ngx_str_t                    token;
+    ngx_int_t                    rc;
+    ngx_uint_t                   i, shadow;
+    ngx_array_t                 *issuers;
+    ngx_http_guard_ctx_t        *ctx;
+    ngx_http_guard_policy_t     *gp;
+    ngx_http_guard_keyset_t     *keys;
+    ngx_http_guard_reason_e      reason;
+    ngx_http_guard_loc_conf_t   *glcf;
+    ngx_http_guard_main_conf_t  *gmcf;
+
+    static ngx_http_guard_stage_pt  stages[] = {
+        ngx_http_guard_residency_check,
+        ngx_http_guard_limit_rate,
+        ngx_http_guard_limit_concurrency,
+        NULL
+    };
 
     glcf = ngx_http_get_module_loc_conf(r, ngx_http_guard_module);
 
@@ -257,13 +320,58 @@ ngx_http_guard_handler(ngx_http_request_t *r)
 
         ngx_memzero(&ctx->claims, sizeof(ngx_http_guard_claims_t));
         ngx_str_null(&ctx->tenant);
+        ctx->policy = NULL;
         ctx->decided = 0;
         ctx->authenticated = 0;
+        ctx->has_addressed = 0;
     }
 
     ctx->conf = glcf;
 
-    reason = ngx_http_guard_authenticate(r, glcf, ctx);
+    gmcf = ngx_http_get_module_main_conf(r, ngx_http_guard_module);
+
+    rc = ngx_http_guard_jwt_token(r, glcf, &token);
+
+    if (rc == NGX_ERROR) {
+        return ngx_http_guard_refuse(r, ctx, NGX_HTTP_GUARD_INTERNAL_ERROR);
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_guard_refuse(r, ctx, NGX_HTTP_GUARD_TOKEN_MISSING);
+    }
+
+    /* the tenant's policy decides which keys and issuers count */
+
+    if (ngx_http_guard_select_policy(r, glcf, gmcf, ctx, &token) != NGX_OK) {
+        return ngx_http_guard_refuse(r, ctx, NGX_HTTP_GUARD_INTERNAL_ERROR);
+    }
+
+    gp = ctx->policy;
+    keys = glcf->keys;
+    issuers = glcf->issuers;
+    shadow = 0;
+
+    if (gp && (gp->keys || gp->issuers)) {
+        if (gp->p->shadow || gp->p->auth_shadow) {
+            shadow = 1;
+
+        } else {
+            keys = gp->keys ? gp->keys : keys;
+            issuers = gp->issuers ? gp->issuers : issuers;
+        }
+    }
+
+    reason = ngx_http_guard_authenticate(r, glcf, ctx, &token, keys,
+                                         issuers);
+
+    if (reason == NGX_HTTP_GUARD_OK && shadow) {
+        reason = ngx_http_guard_auth_shadow(r, glcf, ctx, &token, gp);
+
+        if (reason != NGX_HTTP_GUARD_OK) {
+            ngx_http_guard_shadow(r, ctx, reason);
+            reason = NGX_HTTP_GUARD_OK;
+        }
+    }
 
     if (reason == NGX_HTTP_GUARD_OK) {
         reason = ngx_http_guard_tenant_bind(r, glcf, ctx);
@@ -271,6 +379,27 @@ ngx_http_guard_handler(ngx_http_request_t *r)
 
     if (reason != NGX_HTTP_GUARD_OK) {
         return ngx_http_guard_refuse(r, ctx, reason);
+    }
+
+    if (ctx->policy == NULL) {
+        /* nothing bound: the policy of the token's (verified) tenant */
+        ctx->policy = ngx_http_guard_policy_find(gmcf->policies,
+                                                 &ctx->tenant);
+    }
+
+    for (i = 0; stages[i]; i++) {
+        shadow = 0;
+        reason = stages[i](r, ctx, &shadow);
+
+        if (reason == NGX_HTTP_GUARD_OK) {
+            continue;
+        }
+
+        if (!shadow) {
+            return ngx_http_guard_refuse(r, ctx, reason);
+        }
+
+        ngx_http_guard_shadow(r, ctx, reason);
     }
 
     ctx->reason = NGX_HTTP_GUARD_OK;
@@ -287,33 +416,129 @@ ngx_http_guard_handler(ngx_http_request_t *r)
 }
 
 
+/*
+ * The addressed tenant (guard_tenant), and the policy that applies: the
+ * addressed tenant's; with no binding, the tenant the token names, read
+ * before verification only when some tenant has keys of its own (the
+ * signature is then checked with that tenant's keys alone).
+ */
+
+static ngx_int_t
+ngx_http_guard_select_policy(ngx_http_request_t *r,
+    ngx_http_guard_loc_conf_t *conf, ngx_http_guard_main_conf_t *gmcf,
+    ngx_http_guard_ctx_t *ctx, ngx_str_t *token)
+{
+    json_t                   *payload;
+    ngx_int_t                 rc;
+    ngx_http_guard_claims_t   peek;
+
+    if (conf->tenant) {
+        if (ngx_http_complex_value(r, conf->tenant, &ctx->addressed)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ctx->has_addressed = 1;
+        ctx->policy = ngx_http_guard_policy_find(gmcf->policies,
+                                                 &ctx->addressed);
+        return NGX_OK;
+    }
+
+    if (gmcf->policies == NULL || !gmcf->policies->tenant_keys) {
+        return NGX_OK;
+    }
+
+    payload = ngx_http_guard_jwt_peek(r, token);
+
+    if (payload == NULL) {
+        /* a malformed token: verification will say so */
+        return NGX_OK;
+    }
+
+    ngx_memzero(&peek, sizeof(ngx_http_guard_claims_t));
+
+    rc = ngx_http_guard_tenant_extract(r, &conf->tenant_claim, payload,
+                                       &peek);
+    json_decref(payload);
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (peek.ntenants) {
+        ctx->policy = ngx_http_guard_policy_find(gmcf->policies,
+                                                 &peek.tenants[0]);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A tenant's own keys and issuers in shadow mode: the token was accepted
+ * with the location's; would the tenant's have accepted it too?
+ */
+
+static ngx_http_guard_reason_e
+ngx_http_guard_auth_shadow(ngx_http_request_t *r,
+    ngx_http_guard_loc_conf_t *conf, ngx_http_guard_ctx_t *ctx,
+    ngx_str_t *token, ngx_http_guard_policy_t *gp)
+{
+    ngx_http_guard_ctx_t     try;
+    ngx_http_guard_reason_e  reason;
+
+    ngx_memzero(&try, sizeof(ngx_http_guard_ctx_t));
+
+    reason = ngx_http_guard_authenticate(r, conf, &try, token,
+                                         gp->keys ? gp->keys : conf->keys,
+                                         gp->issuers ? gp->issuers
+                                                     : conf->issuers);
+    if (try.payload) {
+        json_decref(try.payload);
+    }
+
+    return reason;
+}
+
+
+static void
+ngx_http_guard_shadow(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
+    ngx_http_guard_reason_e reason)
+{
+    if (ctx->shadow_reason == NGX_HTTP_GUARD_OK) {
+        ctx->shadow_reason = reason;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "guard: shadow refusal, reason: %V, tenant: \"%V\", "
+                  "decision: %*s", ngx_http_guard_reason_name(reason),
+                  &ctx->tenant, (size_t) NGX_HTTP_GUARD_ID_LEN,
+                  ngx_http_guard_decision_id(r, ctx));
+}
+
+
 static ngx_http_guard_reason_e
 ngx_http_guard_authenticate(ngx_http_request_t *r,
-    ngx_http_guard_loc_conf_t *conf, ngx_http_guard_ctx_t *ctx)
+    ngx_http_guard_loc_conf_t *conf, ngx_http_guard_ctx_t *ctx,
+    ngx_str_t *token, ngx_http_guard_keyset_t *keys, ngx_array_t *issuers)
 {
     u_char                   key[NGX_HTTP_GUARD_HASH_LEN];
     ngx_int_t                rc;
-    ngx_str_t                token;
     ngx_http_guard_reason_e  reason;
 
-    rc = ngx_http_guard_jwt_token(r, conf, &token);
-
-    if (rc == NGX_DECLINED) {
-        return NGX_HTTP_GUARD_TOKEN_MISSING;
-    }
-
-    if (rc != NGX_OK) {
-        return NGX_HTTP_GUARD_INTERNAL_ERROR;
-    }
-
-    if (token.len > NGX_HTTP_GUARD_TOKEN_MAX) {
+    if (token->len > NGX_HTTP_GUARD_TOKEN_MAX) {
         return NGX_HTTP_GUARD_TOKEN_OVERSIZE;
     }
 
     ctx->cache_status = NGX_HTTP_GUARD_CACHE_OFF;
 
     if (conf->cache) {
-        if (ngx_http_guard_cache_key(conf->salt, &token, key) != NGX_OK) {
+        if (ngx_http_guard_cache_key(
+                ngx_http_guard_jwt_keyset_fingerprint(keys),
+                &conf->tenant_claim.name, token, key)
+            != NGX_OK)
+        {
             return NGX_HTTP_GUARD_INTERNAL_ERROR;
         }
 
@@ -328,13 +553,13 @@ ngx_http_guard_authenticate(ngx_http_request_t *r,
             ctx->authenticated = 1;
 
             /* a cached token still meets exp, nbf, iss and aud */
-            return ngx_http_guard_jwt_check(r, conf, &ctx->claims);
+            return ngx_http_guard_jwt_check(r, conf, issuers, &ctx->claims);
         }
 
         ctx->cache_status = NGX_HTTP_GUARD_CACHE_MISS;
     }
 
-    reason = ngx_http_guard_jwt_verify(r, conf->keys, &token, &ctx->payload,
+    reason = ngx_http_guard_jwt_verify(r, keys, token, &ctx->payload,
                                        &ctx->claims.payload);
     if (reason != NGX_HTTP_GUARD_OK) {
         return reason;
@@ -358,7 +583,7 @@ ngx_http_guard_authenticate(ngx_http_request_t *r,
         ngx_http_guard_cache_put(r, key, &ctx->claims);
     }
 
-    return ngx_http_guard_jwt_check(r, conf, &ctx->claims);
+    return ngx_http_guard_jwt_check(r, conf, issuers, &ctx->claims);
 }
 
 
@@ -520,16 +745,36 @@ ngx_http_guard_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
             return NGX_OK;
         }
 
-        s = ngx_http_guard_decisions[ctx->denied ? 1 : 0];
+        s = ngx_http_guard_decisions[ctx->denied ? 1
+                                     : ctx->shadow_reason ? 2 : 0];
         break;
 
     case NGX_HTTP_GUARD_VAR_REASON:
-        if (!ctx->decided || ctx->reason == NGX_HTTP_GUARD_OK) {
+        if (ctx->decided && ctx->reason != NGX_HTTP_GUARD_OK) {
+            s = *ngx_http_guard_reason_name(ctx->reason);
+
+        } else if (ctx->shadow_reason != NGX_HTTP_GUARD_OK) {
+            s = *ngx_http_guard_reason_name(ctx->shadow_reason);
+
+        } else {
             v->not_found = 1;
             return NGX_OK;
         }
 
-        s = *ngx_http_guard_reason_name(ctx->reason);
+        break;
+
+    case NGX_HTTP_GUARD_VAR_LIMIT_REMAINING:
+        if (!ctx->limit.set) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        s.data = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+        if (s.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        s.len = ngx_sprintf(s.data, "%uL", ctx->limit.remaining) - s.data;
         break;
 
     case NGX_HTTP_GUARD_VAR_DECISION_ID:
@@ -722,6 +967,59 @@ ngx_http_guard_claim_variable(ngx_http_request_t *r,
 }
 
 
+static ngx_int_t
+ngx_http_guard_policy_version_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_guard_main_conf_t  *gmcf;
+
+    gmcf = ngx_http_get_module_main_conf(r, ngx_http_guard_module);
+
+    if (gmcf->policies == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = gmcf->policies->version.len;
+    v->data = gmcf->policies->version.data;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* the RateLimit fields, on allowed responses and on 429 refusals */
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+
+static ngx_int_t
+ngx_http_guard_header_filter(ngx_http_request_t *r)
+{
+    ngx_http_guard_ctx_t  *ctx;
+
+    if (r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_guard_get_ctx(r);
+
+    if (ctx && ctx->limit.set && !ctx->limit.sent
+        && (ctx->limit.refused || ctx->conf->limit_headers))
+    {
+        ctx->limit.sent = 1;
+
+        if (ngx_http_guard_limit_set_headers(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
 /* configuration */
 
 static ngx_int_t
@@ -782,6 +1080,7 @@ ngx_http_guard_create_loc_conf(ngx_conf_t *cf)
     conf->leeway = NGX_CONF_UNSET;
     conf->max_lifetime = NGX_CONF_UNSET;
     conf->cache = NGX_CONF_UNSET;
+    conf->limit_headers = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -793,7 +1092,6 @@ ngx_http_guard_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_guard_loc_conf_t *prev = parent;
     ngx_http_guard_loc_conf_t *conf = child;
 
-    EVP_MD_CTX                  *mctx;
     ngx_http_guard_main_conf_t  *gmcf;
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
@@ -802,6 +1100,7 @@ ngx_http_guard_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_sec_value(conf->leeway, prev->leeway, 30);
     ngx_conf_merge_sec_value(conf->max_lifetime, prev->max_lifetime, 0);
     ngx_conf_merge_value(conf->cache, prev->cache, 1);
+    ngx_conf_merge_value(conf->limit_headers, prev->limit_headers, 1);
 
     if (conf->keys == NULL) {
         conf->keys = prev->keys;
@@ -840,28 +1139,6 @@ ngx_http_guard_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
         return NGX_CONF_OK;
     }
-
-    /*
-     * the token cache salt: a token verified with another key set, or
-     * read with another tenant claim, is another entry
-     */
-
-    mctx = EVP_MD_CTX_new();
-
-    if (mctx == NULL
-        || EVP_DigestInit_ex(mctx, EVP_sha256(), NULL) != 1
-        || EVP_DigestUpdate(mctx,
-                            ngx_http_guard_jwt_keyset_fingerprint(conf->keys),
-                            NGX_HTTP_GUARD_HASH_LEN) != 1
-        || EVP_DigestUpdate(mctx, conf->tenant_claim.name.data,
-                            conf->tenant_claim.name.len) != 1
-        || EVP_DigestFinal_ex(mctx, conf->salt, NULL) != 1)
-    {
-        EVP_MD_CTX_free(mctx);
-        return NGX_CONF_ERROR;
-    }
-
-    EVP_MD_CTX_free(mctx);
 
     return NGX_CONF_OK;
 }
@@ -1011,6 +1288,9 @@ ngx_http_guard_init(ngx_conf_t *cf)
     }
 
     *h = ngx_http_guard_handler;
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_guard_header_filter;
 
     return NGX_OK;
 }

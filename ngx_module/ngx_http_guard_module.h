@@ -48,12 +48,17 @@ typedef enum {
     NGX_HTTP_GUARD_TENANT_UNADDRESSED,
     NGX_HTTP_GUARD_TENANT_MISSING,
     NGX_HTTP_GUARD_TENANT_MISMATCH,
+    NGX_HTTP_GUARD_RESIDENCY,
+    NGX_HTTP_GUARD_RATE_LIMITED,
+    NGX_HTTP_GUARD_CONCURRENCY_LIMITED,
     NGX_HTTP_GUARD_INTERNAL_ERROR,
     NGX_HTTP_GUARD_REASON_LAST
 } ngx_http_guard_reason_e;
 
 
 typedef struct ngx_http_guard_keyset_s  ngx_http_guard_keyset_t;
+typedef struct ngx_http_guard_policy_s  ngx_http_guard_policy_t;
+typedef struct ngx_http_guard_policies_s  ngx_http_guard_policies_t;
 
 
 /* the claims of a verified token, fresh or from the token cache */
@@ -87,6 +92,8 @@ typedef struct {
     ngx_shm_zone_t              *shm_zone;
     size_t                       zone_size;
     ngx_flag_t                   used;        /* some "guard on" */
+    ngx_http_guard_policies_t   *policies;
+    ngx_str_t                    region;
 } ngx_http_guard_main_conf_t;
 
 
@@ -101,9 +108,7 @@ typedef struct {
     ngx_http_guard_claim_spec_t  tenant_claim;
     ngx_http_complex_value_t    *tenant;
     ngx_flag_t                   cache;
-
-    /* cache key salt: the key set and the tenant claim spec */
-    u_char                       salt[NGX_HTTP_GUARD_HASH_LEN];
+    ngx_flag_t                   limit_headers;
 } ngx_http_guard_loc_conf_t;
 
 
@@ -115,18 +120,38 @@ typedef enum {
 } ngx_http_guard_cache_status_e;
 
 
+/* what the rate limit stage tells the response (RateLimit fields) */
+
+typedef struct {
+    ngx_str_t                    policy;      /* RateLimit-Policy value */
+    ngx_str_t                    name;        /* the rule reported */
+    uint64_t                     remaining;
+    uint64_t                     reset;       /* seconds */
+    unsigned                     set:1;
+    unsigned                     refused:1;
+    unsigned                     sent:1;
+} ngx_http_guard_limit_info_t;
+
+
 typedef struct {
     ngx_http_guard_loc_conf_t   *conf;        /* conf that decided */
     ngx_http_guard_claims_t      claims;
     json_t                      *payload;     /* parsed lazily */
+    ngx_str_t                    addressed;   /* guard_tenant's value */
     ngx_str_t                    tenant;
+    ngx_http_guard_policy_t     *policy;      /* the tenant's, or NULL */
+    ngx_http_guard_limit_info_t  limit;
     ngx_http_guard_reason_e      reason;
+    ngx_http_guard_reason_e      shadow_reason;
     ngx_http_guard_cache_status_e  cache_status;
     u_char                       decision_id[NGX_HTTP_GUARD_ID_LEN];
     unsigned                     has_id:1;
     unsigned                     decided:1;
     unsigned                     denied:1;
     unsigned                     authenticated:1;
+    unsigned                     has_addressed:1;
+    unsigned                     holds_slot:1;
+    unsigned                     rate_done:1;
 } ngx_http_guard_ctx_t;
 
 

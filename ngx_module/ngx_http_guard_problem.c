@@ -92,6 +92,19 @@ static ngx_http_guard_reason_t  ngx_http_guard_reasons[] = {
       "urn:guard:tenant-mismatch", "Tenant mismatch",
       "the token is not valid for the addressed tenant", NULL },
 
+    { ngx_string("residency"), NGX_HTTP_MISDIRECTED_REQUEST,
+      "urn:guard:residency", "Wrong region",
+      "this tenant is not served in this region", NULL },
+
+    { ngx_string("rate_limited"), NGX_HTTP_TOO_MANY_REQUESTS,
+      "urn:guard:rate-limited", "Too many requests",
+      "the rate limit is exceeded; retry after the Retry-After delay",
+      NULL },
+
+    { ngx_string("concurrency_limited"), NGX_HTTP_TOO_MANY_REQUESTS,
+      "urn:guard:concurrency-limited", "Too many requests in flight",
+      "the tenant has too many requests in flight", NULL },
+
     { ngx_string("internal_error"), NGX_HTTP_INTERNAL_SERVER_ERROR,
       "urn:guard:internal-error", "Internal error",
       "the gateway could not decide", NULL },
@@ -101,6 +114,7 @@ static ngx_http_guard_reason_t  ngx_http_guard_reasons[] = {
 static ngx_str_t  ngx_http_guard_problem_type =
     ngx_string("application/problem+json");
 static ngx_str_t  ngx_http_guard_no_store = ngx_string("no-store");
+static ngx_str_t  ngx_http_guard_retry_soon = ngx_string("1");
 
 
 ngx_str_t *
@@ -286,6 +300,15 @@ ngx_http_guard_refuse(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
         || ngx_http_guard_add_header(r, "Cache-Control",
                                      &ngx_http_guard_no_store) != NGX_OK
         || ngx_http_guard_problem_body(r, ctx, rs, &b) != NGX_OK)
+    {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return NGX_DONE;
+    }
+
+    if (reason == NGX_HTTP_GUARD_CONCURRENCY_LIMITED
+        && ngx_http_guard_add_header(r, "Retry-After",
+                                     &ngx_http_guard_retry_soon)
+           != NGX_OK)
     {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return NGX_DONE;

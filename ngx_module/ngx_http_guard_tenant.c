@@ -155,9 +155,7 @@ ngx_http_guard_tenant_bind(ngx_http_request_t *r,
         return NGX_HTTP_GUARD_OK;
     }
 
-    if (ngx_http_complex_value(r, conf->tenant, &addressed) != NGX_OK) {
-        return NGX_HTTP_GUARD_INTERNAL_ERROR;
-    }
+    addressed = ctx->addressed;
 
     if (addressed.len == 0) {
         return NGX_HTTP_GUARD_TENANT_UNADDRESSED;

@@ -93,6 +93,7 @@ ngx_http_guard_zone_init(ngx_shm_zone_t *shm_zone, void *data)
     zone->shpool->data = zone->sh;
 
     ngx_http_guard_cache_init(&zone->sh->cache);
+    ngx_http_guard_limit_init(&zone->sh->limit);
 
     len = sizeof(" in guard zone \"\"") + shm_zone->shm.name.len;
 

@@ -13,6 +13,7 @@
 
 #include "ngx_http_guard_module.h"
 #include "ngx_http_guard_cache.h"
+#include "ngx_http_guard_limit.h"
 
 
 #define NGX_HTTP_GUARD_ZONE_DEFAULT  (32 * 1024 * 1024)
@@ -20,6 +21,7 @@
 
 typedef struct {
     ngx_http_guard_cache_sh_t    cache;
+    ngx_http_guard_limit_sh_t    limit;
 } ngx_http_guard_sh_t;
 
 

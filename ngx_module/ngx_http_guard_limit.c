@@ -1,0 +1,735 @@
+
+/*
+ * Copyright (C) Guard authors
+ *
+ * Per-tenant limits.
+ *
+ * Rate: GCRA in integer microseconds.  A rule allows "requests" per
+ * "period" (emission interval T = period / requests) with "burst" extra
+ * requests back-to-back (tolerance tau = burst * T).  Each key (tenant,
+ * rule, and the subject for per-subject rules) keeps one number, its
+ * theoretical arrival time (TAT), in an rbtree with an LRU queue in the
+ * guard zone.  The zone mutex is held only around the lookups and
+ * updates; every matching rule is checked before any is charged, so a
+ * request refused by one rule costs nothing in the others.
+ *
+ * Concurrency: a count of in-flight requests per tenant.  The slot is
+ * released by a request pool cleanup, which runs on every path: normal
+ * end, client abort, internal redirect, upstream error and the graceful
+ * shutdown of a worker.
+ */
+
+
+#include "ngx_http_guard_limit.h"
+#include "ngx_http_guard_policy.h"
+#include "ngx_http_guard_zone.h"
+
+
+#define NGX_HTTP_GUARD_LIMIT_EVICT  8
+
+
+typedef struct {
+    ngx_rbtree_node_t            node;
+    ngx_queue_t                  queue;
+    uint64_t                     tat;         /* microseconds */
+    u_short                      len;
+    u_char                       data[1];
+} ngx_http_guard_rate_node_t;
+
+
+typedef struct {
+    ngx_rbtree_node_t            node;
+    uint32_t                     count;
+    u_short                      len;
+    u_char                       data[1];
+} ngx_http_guard_conc_node_t;
+
+
+typedef struct {
+    ngx_http_guard_zone_t       *zone;
+    ngx_http_guard_conc_node_t  *node;
+} ngx_http_guard_slot_t;
+
+
+typedef struct {
+    const gd_rate_rule_t        *rule;
+    ngx_str_t                    key;
+    uint32_t                     hash;
+    uint64_t                     tat;
+    uint64_t                     t;
+    uint64_t                     tau;
+    unsigned                     over:1;
+    unsigned                     shadow:1;
+} ngx_http_guard_rate_check_t;
+
+
+static ngx_rbtree_node_t *ngx_http_guard_limit_lookup(ngx_rbtree_t *tree,
+    ngx_str_t *key, uint32_t hash, size_t offset);
+static void ngx_http_guard_limit_rate_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+static void ngx_http_guard_limit_conc_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+static void ngx_http_guard_limit_expire(ngx_http_guard_zone_t *zone,
+    uint64_t now, ngx_uint_t force);
+static void ngx_http_guard_limit_release(void *data);
+
+
+void
+ngx_http_guard_limit_init(ngx_http_guard_limit_sh_t *sh)
+{
+    ngx_rbtree_init(&sh->rate_rbtree, &sh->rate_sentinel,
+                    ngx_http_guard_limit_rate_insert);
+    ngx_queue_init(&sh->rate_lru);
+    ngx_rbtree_init(&sh->conc_rbtree, &sh->conc_sentinel,
+                    ngx_http_guard_limit_conc_insert);
+}
+
+
+/* both node types end with (len, data): the offset of len tells which */
+
+#define ngx_http_guard_limit_len(n, off)                                     \
+    (*(u_short *) ((u_char *) (n) + (off)))
+#define ngx_http_guard_limit_data(n, off)                                    \
+    ((u_char *) (n) + (off) + sizeof(u_short))
+
+#define NGX_HTTP_GUARD_RATE_OFF                                              \
+    offsetof(ngx_http_guard_rate_node_t, len)
+#define NGX_HTTP_GUARD_CONC_OFF                                              \
+    offsetof(ngx_http_guard_conc_node_t, len)
+
+
+static void
+ngx_http_guard_limit_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
+    ngx_rbtree_node_t *sentinel, size_t off)
+{
+    ngx_int_t            rc;
+    ngx_rbtree_node_t  **p;
+
+    for ( ;; ) {
+
+        if (node->key < temp->key) {
+            p = &temp->left;
+
+        } else if (node->key > temp->key) {
+            p = &temp->right;
+
+        } else {
+            rc = ngx_memn2cmp(ngx_http_guard_limit_data(node, off),
+                              ngx_http_guard_limit_data(temp, off),
+                              ngx_http_guard_limit_len(node, off),
+                              ngx_http_guard_limit_len(temp, off));
+
+            p = (rc < 0) ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+static void
+ngx_http_guard_limit_rate_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_http_guard_limit_insert(temp, node, sentinel,
+                                NGX_HTTP_GUARD_RATE_OFF);
+}
+
+
+static void
+ngx_http_guard_limit_conc_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_http_guard_limit_insert(temp, node, sentinel,
+                                NGX_HTTP_GUARD_CONC_OFF);
+}
+
+
+static ngx_rbtree_node_t *
+ngx_http_guard_limit_lookup(ngx_rbtree_t *tree, ngx_str_t *key,
+    uint32_t hash, size_t off)
+{
+    ngx_int_t           rc;
+    ngx_rbtree_node_t  *node, *sentinel;
+
+    node = tree->root;
+    sentinel = tree->sentinel;
+
+    while (node != sentinel) {
+
+        if (hash < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (hash > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        rc = ngx_memn2cmp(key->data, ngx_http_guard_limit_data(node, off),
+                          key->len, ngx_http_guard_limit_len(node, off));
+
+        if (rc == 0) {
+            return node;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+/*
+ * Frees rate keys from the LRU tail: those whose TAT has passed (their
+ * state is that of a new key), at most two; with force, up to force keys
+ * whatever their state, as limit_req does when the zone is full.
+ */
+
+static void
+ngx_http_guard_limit_expire(ngx_http_guard_zone_t *zone, uint64_t now,
+    ngx_uint_t force)
+{
+    ngx_uint_t                   n;
+    ngx_queue_t                 *q;
+    ngx_http_guard_rate_node_t  *rn;
+
+    for (n = 0; n < (force ? force : 2); n++) {
+
+        if (ngx_queue_empty(&zone->sh->limit.rate_lru)) {
+            return;
+        }
+
+        q = ngx_queue_last(&zone->sh->limit.rate_lru);
+        rn = ngx_queue_data(q, ngx_http_guard_rate_node_t, queue);
+
+        if (!force && rn->tat > now) {
+            return;
+        }
+
+        ngx_queue_remove(q);
+        ngx_rbtree_delete(&zone->sh->limit.rate_rbtree, &rn->node);
+        ngx_slab_free_locked(zone->shpool, rn);
+    }
+}
+
+
+static void *
+ngx_http_guard_limit_alloc(ngx_http_guard_zone_t *zone, size_t size,
+    uint64_t now)
+{
+    void        *p;
+    ngx_uint_t   tries;
+
+    ngx_http_guard_limit_expire(zone, now, 0);
+
+    for (tries = 0; /* void */ ; tries++) {
+        p = ngx_slab_alloc_locked(zone->shpool, size);
+
+        if (p != NULL || tries == 4) {
+            return p;
+        }
+
+        ngx_http_guard_limit_expire(zone, now, NGX_HTTP_GUARD_LIMIT_EVICT);
+    }
+}
+
+
+static uint64_t
+ngx_http_guard_limit_now(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (uint64_t) tp->sec * 1000000 + (uint64_t) tp->msec * 1000;
+}
+
+
+static ngx_int_t
+ngx_http_guard_rate_key(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
+    const gd_rate_rule_t *rule, ngx_str_t *key)
+{
+    u_char  *p;
+    size_t   len;
+
+    len = ctx->tenant.len + 1 + ngx_strlen(rule->name);
+
+    if (rule->per_subject) {
+        len += 1 + ctx->claims.sub.len;
+    }
+
+    if (len > 0xffff) {
+        return NGX_ERROR;
+    }
+
+    key->data = ngx_pnalloc(r->pool, len);
+    if (key->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(key->data, ctx->tenant.data, ctx->tenant.len);
+    *p++ = '\0';
+    p = ngx_cpymem(p, rule->name, ngx_strlen(rule->name));
+
+    if (rule->per_subject) {
+        *p++ = '\0';
+        p = ngx_cpymem(p, ctx->claims.sub.data, ctx->claims.sub.len);
+    }
+
+    key->len = p - key->data;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_guard_rate_report(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
+    ngx_http_guard_rate_check_t *checks, ngx_uint_t n, ngx_uint_t report,
+    uint64_t now)
+{
+    u_char                       *p;
+    size_t                        len;
+    uint64_t                      w, ahead, rem;
+    ngx_uint_t                    i;
+    ngx_http_guard_limit_info_t  *info;
+
+    info = &ctx->limit;
+
+    len = 0;
+
+    for (i = 0; i < n; i++) {
+        len += sizeof("\"\";q=;w=, ") - 1 + ngx_strlen(checks[i].rule->name)
+               + 2 * NGX_INT64_LEN;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    info->policy.data = p;
+
+    for (i = 0; i < n; i++) {
+        w = (checks[i].rule->period_ms + 999) / 1000;
+
+        p = ngx_sprintf(p, "%s\"%s\";q=%uL;w=%uL", i ? ", " : "",
+                        checks[i].rule->name, checks[i].rule->requests, w);
+    }
+
+    info->policy.len = p - info->policy.data;
+
+    /* the reported rule: the one that refused, or the one nearest to */
+
+    if (!info->refused) {
+        report = 0;
+
+        for (i = 0; i < n; i++) {
+            ahead = checks[i].tat - now;
+
+            rem = (checks[i].tau + checks[i].t > ahead)
+                  ? (checks[i].tau + checks[i].t - ahead) / checks[i].t : 0;
+
+            if (i == 0 || rem < info->remaining) {
+                info->remaining = rem;
+                report = i;
+            }
+        }
+
+        /* seconds until the bucket is full again */
+        info->reset = (checks[report].tat - now + 999999) / 1000000;
+
+    } else {
+        info->remaining = 0;
+        ahead = checks[report].tat - now - checks[report].tau;
+        info->reset = (ahead + 999999) / 1000000;
+
+        if (info->reset == 0) {
+            info->reset = 1;
+        }
+    }
+
+    info->name.data = (u_char *) checks[report].rule->name;
+    info->name.len = ngx_strlen(checks[report].rule->name);
+    info->set = 1;
+
+    return NGX_OK;
+}
+
+
+ngx_http_guard_reason_e
+ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
+    ngx_uint_t *shadow)
+{
+    size_t                        size;
+    uint64_t                      now;
+    ngx_uint_t                    i, n, refused, shadowed;
+    const gd_policy_t            *p;
+    ngx_rbtree_node_t            *node;
+    ngx_http_guard_zone_t        *zone;
+    ngx_http_guard_rate_node_t   *rn;
+    ngx_http_guard_rate_check_t  *checks, *c;
+
+    if (ctx->policy == NULL || ctx->policy->p->nrates == 0
+        || ctx->rate_done)
+    {
+        return NGX_HTTP_GUARD_OK;
+    }
+
+    /* an internal redirect does not count the request twice */
+    ctx->rate_done = 1;
+
+    zone = ngx_http_guard_zone_get(r);
+    if (zone == NULL) {
+        return NGX_HTTP_GUARD_OK;
+    }
+
+    p = ctx->policy->p;
+
+    checks = ngx_palloc(r->pool, p->nrates
+                                 * sizeof(ngx_http_guard_rate_check_t));
+    if (checks == NULL) {
+        return NGX_HTTP_GUARD_INTERNAL_ERROR;
+    }
+
+    n = 0;
+
+    for (i = 0; i < p->nrates; i++) {
+        if (!gd_rate_rule_matches(&p->rates[i],
+                                  (char *) r->method_name.data,
+                                  r->method_name.len, (char *) r->uri.data,
+                                  r->uri.len))
+        {
+            continue;
+        }
+
+        c = &checks[n++];
+        ngx_memzero(c, sizeof(ngx_http_guard_rate_check_t));
+
+        c->rule = &p->rates[i];
+        c->shadow = (p->shadow || p->rates[i].shadow);
+        c->t = p->rates[i].period_ms * 1000 / p->rates[i].requests;
+
+        if (c->t == 0) {
+            c->t = 1;
+        }
+
+        c->tau = c->t * p->rates[i].burst;
+
+        if (ngx_http_guard_rate_key(r, ctx, c->rule, &c->key) != NGX_OK) {
+            return NGX_HTTP_GUARD_INTERNAL_ERROR;
+        }
+
+        c->hash = ngx_crc32_short(c->key.data, c->key.len);
+    }
+
+    if (n == 0) {
+        return NGX_HTTP_GUARD_OK;
+    }
+
+    now = ngx_http_guard_limit_now();
+    refused = n;
+    shadowed = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    /* check every rule before charging any */
+
+    for (i = 0; i < n; i++) {
+        c = &checks[i];
+
+        node = ngx_http_guard_limit_lookup(&zone->sh->limit.rate_rbtree,
+                                           &c->key, c->hash,
+                                           NGX_HTTP_GUARD_RATE_OFF);
+
+        c->tat = now;
+
+        if (node) {
+            rn = (ngx_http_guard_rate_node_t *) node;
+
+            if (rn->tat > now) {
+                c->tat = rn->tat;
+            }
+        }
+
+        if (c->tat - now > c->tau) {
+            c->over = 1;
+
+            if (c->shadow) {
+                shadowed = 1;
+
+            } else if (refused == n) {
+                refused = i;
+            }
+        }
+    }
+
+    if (refused == n) {
+
+        /* charge every rule that is not over */
+
+        for (i = 0; i < n; i++) {
+            c = &checks[i];
+
+            if (c->over) {
+                continue;
+            }
+
+            node = ngx_http_guard_limit_lookup(&zone->sh->limit.rate_rbtree,
+                                               &c->key, c->hash,
+                                               NGX_HTTP_GUARD_RATE_OFF);
+
+            if (node) {
+                rn = (ngx_http_guard_rate_node_t *) node;
+                ngx_queue_remove(&rn->queue);
+
+            } else {
+                size = offsetof(ngx_http_guard_rate_node_t, data)
+                       + c->key.len;
+
+                rn = ngx_http_guard_limit_alloc(zone, size, now);
+
+                if (rn == NULL) {
+                    /* a full zone never refuses: this key is not kept */
+                    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                                  "guard: zone full, rate key not kept");
+                    continue;
+                }
+
+                rn->node.key = c->hash;
+                rn->len = (u_short) c->key.len;
+                ngx_memcpy(rn->data, c->key.data, c->key.len);
+                ngx_rbtree_insert(&zone->sh->limit.rate_rbtree, &rn->node);
+            }
+
+            c->tat += c->t;
+            rn->tat = c->tat;
+            ngx_queue_insert_head(&zone->sh->limit.rate_lru, &rn->queue);
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ctx->limit.refused = (refused != n);
+
+    if (ngx_http_guard_rate_report(r, ctx, checks, n,
+                                   refused != n ? refused : 0, now)
+        != NGX_OK)
+    {
+        return NGX_HTTP_GUARD_INTERNAL_ERROR;
+    }
+
+    if (refused != n) {
+        return NGX_HTTP_GUARD_RATE_LIMITED;
+    }
+
+    if (shadowed) {
+        *shadow = 1;
+        return NGX_HTTP_GUARD_RATE_LIMITED;
+    }
+
+    return NGX_HTTP_GUARD_OK;
+}
+
+
+ngx_http_guard_reason_e
+ngx_http_guard_limit_concurrency(ngx_http_request_t *r,
+    ngx_http_guard_ctx_t *ctx, ngx_uint_t *shadow)
+{
+    size_t                       size;
+    uint32_t                     hash;
+    ngx_uint_t                   over, in_shadow;
+    const gd_policy_t           *p;
+    ngx_rbtree_node_t           *node;
+    ngx_pool_cleanup_t          *cln;
+    ngx_http_guard_zone_t       *zone;
+    ngx_http_guard_slot_t       *slot;
+    ngx_http_guard_conc_node_t  *cn;
+
+    if (ctx->policy == NULL || ctx->policy->p->concurrency == 0
+        || ctx->holds_slot)
+    {
+        return NGX_HTTP_GUARD_OK;
+    }
+
+    zone = ngx_http_guard_zone_get(r);
+    if (zone == NULL || ctx->tenant.len > 0xffff) {
+        return NGX_HTTP_GUARD_OK;
+    }
+
+    p = ctx->policy->p;
+    in_shadow = p->shadow || p->concurrency_shadow;
+
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_guard_slot_t));
+    if (cln == NULL) {
+        return NGX_HTTP_GUARD_INTERNAL_ERROR;
+    }
+
+    hash = ngx_crc32_short(ctx->tenant.data, ctx->tenant.len);
+    over = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_http_guard_limit_lookup(&zone->sh->limit.conc_rbtree,
+                                       &ctx->tenant, hash,
+                                       NGX_HTTP_GUARD_CONC_OFF);
+
+    if (node) {
+        cn = (ngx_http_guard_conc_node_t *) node;
+
+        if (cn->count >= p->concurrency) {
+            over = 1;
+        }
+
+    } else {
+        size = offsetof(ngx_http_guard_conc_node_t, data) + ctx->tenant.len;
+
+        cn = ngx_http_guard_limit_alloc(zone, size,
+                                        ngx_http_guard_limit_now());
+        if (cn == NULL) {
+            ngx_shmtx_unlock(&zone->shpool->mutex);
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "guard: zone full, concurrency not counted");
+            return NGX_HTTP_GUARD_OK;
+        }
+
+        cn->node.key = hash;
+        cn->count = 0;
+        cn->len = (u_short) ctx->tenant.len;
+        ngx_memcpy(cn->data, ctx->tenant.data, ctx->tenant.len);
+        ngx_rbtree_insert(&zone->sh->limit.conc_rbtree, &cn->node);
+    }
+
+    if (over && !in_shadow) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_HTTP_GUARD_CONCURRENCY_LIMITED;
+    }
+
+    /* a shadowed request is in flight all the same: count it */
+    cn->count++;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    slot = cln->data;
+    slot->zone = zone;
+    slot->node = cn;
+    cln->handler = ngx_http_guard_limit_release;
+    ctx->holds_slot = 1;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "guard: concurrency slot taken, tenant \"%V\"",
+                   &ctx->tenant);
+
+    if (over) {
+        *shadow = 1;
+        return NGX_HTTP_GUARD_CONCURRENCY_LIMITED;
+    }
+
+    return NGX_HTTP_GUARD_OK;
+}
+
+
+static void
+ngx_http_guard_limit_release(void *data)
+{
+    ngx_http_guard_slot_t  *slot = data;
+
+    ngx_http_guard_zone_t       *zone;
+    ngx_http_guard_conc_node_t  *cn;
+
+    zone = slot->zone;
+    cn = slot->node;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if (--cn->count == 0) {
+        ngx_rbtree_delete(&zone->sh->limit.conc_rbtree, &cn->node);
+        ngx_slab_free_locked(zone->shpool, cn);
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/* RateLimit-Policy, RateLimit and Retry-After on the response */
+
+static ngx_int_t
+ngx_http_guard_limit_header(ngx_http_request_t *r, char *name,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value = *value;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_guard_limit_set_headers(ngx_http_request_t *r,
+    ngx_http_guard_ctx_t *ctx)
+{
+    u_char                       *p;
+    ngx_str_t                     v;
+    ngx_http_guard_limit_info_t  *info;
+
+    info = &ctx->limit;
+
+    if (!info->set) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_guard_limit_header(r, "RateLimit-Policy", &info->policy)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, info->name.len + sizeof("\"\";r=;t=") - 1
+                             + 2 * NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v.data = p;
+    v.len = ngx_sprintf(p, "\"%V\";r=%uL;t=%uL", &info->name,
+                        info->remaining, info->reset)
+            - p;
+
+    if (ngx_http_guard_limit_header(r, "RateLimit", &v) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (!info->refused) {
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v.data = p;
+    v.len = ngx_sprintf(p, "%uL", info->reset) - p;
+
+    return ngx_http_guard_limit_header(r, "Retry-After", &v);
+}
