@@ -72,8 +72,9 @@ ngx_http_guard_policies_load(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     policies->version.data = (u_char *) policies->set->version;
     policies->version.len = GD_POLICY_VERSION_LEN;
 
-    policies->tenants = ngx_pcalloc(cf->pool, (policies->set->ntenants + 1)
-                                              * sizeof(ngx_http_guard_policy_t));
+    policies->tenants = ngx_pcalloc(cf->pool,
+                                    (policies->set->ntenants + 1)
+                                    * sizeof(ngx_http_guard_policy_t));
     if (policies->tenants == NULL) {
         return NGX_CONF_ERROR;
     }
