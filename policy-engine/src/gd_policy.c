@@ -731,9 +731,17 @@ gd_policy_set_t *gd_policy_set_load(const char *dir, gd_errors_t *errs)
         if (doc == NULL) {
             int line = jerr.line, column = jerr.column;
 
+            /* jansson counts characters; errors here count bytes */
+            if (jerr.position > 0) {
+                size_t at = (size_t)jerr.position - 1;
+
+                gd_jsonloc_linecol(text, len, at, &line, &column);
+            }
             if (line < 1) {
-                gd_jsonloc_linecol(text, len, (size_t)jerr.position, &line,
-                                   &column);
+                line = 1;
+            }
+            if (column < 1) {
+                column = 1;
             }
             gd_errors_add(errs, "%s:%d:%d: : invalid JSON: %s", path, line,
                           column, jerr.text);
