@@ -56,6 +56,7 @@ test: setup module unit
 
 bench: setup module
 	bash bench/jwt.sh
+	bash bench/limits.sh
 
 clean:
 	rm -rf $(BUILD)

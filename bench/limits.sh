@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# bench/limits.sh: the cost of per-tenant rate limits, A/B interleaved on
+# one nginx worker, with wrk on loopback.
+#
+#   plain        empty_gif, no guard
+#   limit_req    nginx's limit_req on the same tenant key, never tripping
+#   guard-jwt    guard, cached HS256 token, a tenant with no policy
+#   guard-limit  guard, cached HS256 token, a tenant whose policy has a
+#                rate rule that never trips (and RateLimit fields on)
+#
+# Prints ratios to plain, and the extra cost of the limit stage over the
+# JWT-only path (goal: at most 0.03x).  Quote ratios, not absolute numbers.
+
+. "$(dirname "$0")/lib.sh"
+
+bench_init
+
+mkdir -p "$dir/policies"
+cat > "$dir/policies/acme.json" <<'JSON'
+{
+  "tenant": "acme",
+  "limits": {
+    "rate": [
+      {"name": "api", "requests": 1000000000, "period": "1s",
+       "burst": 1000}
+    ]
+  }
+}
+JSON
+
+read -r free acme < <(bench_mint \
+    "{\"kid\":\"hs256\",\"alg\":\"HS256\",\"claims\":{\"sub\":\"bench\",\"tenant_id\":\"free\",\"exp\":$((now + 86400))}}" \
+    "{\"kid\":\"hs256\",\"alg\":\"HS256\",\"claims\":{\"sub\":\"bench\",\"tenant_id\":\"acme\",\"exp\":$((now + 86400))}}" \
+    | paste -sd' ')
+
+cat > "$dir/nginx.conf" <<CONF
+load_module $module;
+worker_processes 1;
+$affinity
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp;
+    proxy_temp_path $dir/tmp;
+    fastcgi_temp_path $dir/tmp;
+    uwsgi_temp_path $dir/tmp;
+    scgi_temp_path $dir/tmp;
+    keepalive_requests 1000000;
+
+    limit_req_zone \$http_x_tenant_id zone=tenants:10m rate=100000r/s;
+
+    guard_jwt_keys $dir/keys/jwks.json;
+    guard_policies $dir/policies;
+    guard_tenant \$http_x_tenant_id;
+
+    server {
+        listen 127.0.0.1:$port;
+
+        location = /plain { empty_gif; }
+        location = /limit_req {
+            limit_req zone=tenants burst=100000 nodelay;
+            empty_gif;
+        }
+        location = /guard-jwt { guard on; empty_gif; }
+        location = /guard-limit { guard on; empty_gif; }
+    }
+}
+CONF
+
+bench_start
+
+bench_variant plain /plain "Authorization: Bearer $acme" "X-Tenant-Id: acme"
+bench_variant limit_req /limit_req "Authorization: Bearer $acme" "X-Tenant-Id: acme"
+bench_variant guard-jwt /guard-jwt "Authorization: Bearer $free" "X-Tenant-Id: free"
+bench_variant guard-limit /guard-limit "Authorization: Bearer $acme" "X-Tenant-Id: acme"
+
+bench_check
+curl -s -D - -o /dev/null -H "Authorization: Bearer $acme" -H "X-Tenant-Id: acme" \
+    "http://127.0.0.1:$port/guard-limit" | grep -q '^RateLimit:' \
+    || { echo "guard-limit did not apply the rate rule" >&2; exit 1; }
+
+bench_run
+
+echo
+echo "Per-tenant limits, 1 worker, wrk -c$conns -d$duration, $rounds interleaved rounds (median)"
+bench_report plain
+echo
+printf 'limit stage over the JWT-only path: %+.3fx (guard-limit / guard-jwt = %.3f)\n' \
+    "$(echo "1 - $(bench_ratio guard-limit guard-jwt)" | bc -l)" \
+    "$(bench_ratio guard-limit guard-jwt)"
+echo "(goal: the limit stage costs at most 0.03x over the JWT-only path)"
+bench_errlog_clean
