@@ -17,7 +17,7 @@ MODULE_SRCS := config $(wildcard ngx_module/*.[ch]) \
                $(wildcard policy-engine/src/*.c) \
                $(wildcard policy-engine/include/*.h)
 
-.PHONY: all module setup run stop test unit e2e bench clean
+.PHONY: all module setup run stop test unit guardctl bench clean
 
 all: module
 
@@ -45,7 +45,10 @@ $(MODULE): $(NGX_BUILD)/Makefile $(MODULE_SRCS)
 unit:
 	$(MAKE) -C policy-engine
 
-run: setup module
+guardctl:
+	$(MAKE) -C policy-engine build/guardctl
+
+run: setup module guardctl
 	@sh conf/demo.sh start
 
 stop:

@@ -34,6 +34,13 @@ start() {
 
     "$py" "$tool" keys "$demo/keys" >/dev/null
 
+    # the example policies; acme's own JWKS is replaced by a fresh demo key
+    # whose private half is at hand to mint acme's tokens
+    cp -r "$repo/policies/examples" "$demo/policies"
+    acme_jwk=$("$py" "$tool" gen --kty RSA --bits 2048 --kid acme-2026 \
+        --alg RS256 "$demo/keys")
+    printf '{"keys": [%s]}\n' "$acme_jwk" > "$demo/policies/keys/acme.jwks.json"
+
     sed -e "s|@MODULE@|$repo/build/ngx_http_guard_module.so|g" \
         -e "s|@DEMO@|$demo|g" \
         -e "s|@PORT@|$port|g" \
@@ -47,21 +54,28 @@ start() {
     fi
 
     now=$(date +%s)
-    claims() { # tenant subject exp
-        printf '{"iss":"https://idp.demo","aud":"api","sub":"%s",' "$2"
+    claims() { # tenant subject exp [issuer]
+        printf '{"iss":"%s","aud":"api","sub":"%s",' \
+            "${4:-https://idp.demo}" "$2"
         printf '"tenant_id":"%s","roles":["reader"],"iat":%s,"exp":%s}' \
             "$1" "$now" "$3"
     }
     tokens=$(printf '%s\n' \
-        "{\"kid\":\"rs256\",\"claims\":$(claims acme alice@acme $((now + 3600)))}" \
+        "{\"kid\":\"acme-2026\",\"claims\":$(claims acme alice@acme $((now + 3600)) https://idp.acme.example)}" \
         "{\"kid\":\"es256\",\"claims\":$(claims beta bob@beta $((now + 3600)))}" \
-        "{\"kid\":\"rs256\",\"claims\":$(claims acme alice@acme $((now - 600)))}" \
-        | sed "s|\"kid\":\"\([a-z0-9]*\)\"|\"kid\":\"\1\",\"alg\":\"ALG_\1\",\"key\":\"$demo/keys/\1.pem\"|" \
-        | sed 's/ALG_rs256/RS256/; s/ALG_es256/ES256/' \
+        "{\"kid\":\"acme-2026\",\"claims\":$(claims acme alice@acme $((now - 600)) https://idp.acme.example)}" \
+        "{\"kid\":\"rs256\",\"claims\":$(claims gamma carol@gamma $((now + 3600)))}" \
+        "{\"kid\":\"rs256\",\"claims\":$(claims acme mallory $((now + 3600)))}" \
+        | sed "s|\"kid\":\"\([a-z0-9-]*\)\"|\"kid\":\"\1\",\"alg\":\"ALG_\1\",\"key\":\"$demo/keys/\1.pem\"|" \
+        | sed 's/ALG_rs256/RS256/; s/ALG_es256/ES256/; s/ALG_acme-2026/RS256/' \
         | "$py" "$tool" mint)
     acme=$(echo "$tokens" | sed -n 1p)
     beta=$(echo "$tokens" | sed -n 2p)
     expired=$(echo "$tokens" | sed -n 3p)
+    gamma=$(echo "$tokens" | sed -n 4p)
+    forged=$(echo "$tokens" | sed -n 5p)
+    printf '%s\n' "$gamma" > "$demo/token-gamma"
+    printf '%s\n' "$forged" > "$demo/token-acme-wrong-key"
     printf '%s\n' "$acme" > "$demo/token-acme"
     printf '%s\n' "$beta" > "$demo/token-beta"
     printf '%s\n' "$expired" > "$demo/token-expired"
@@ -85,6 +99,17 @@ An expired token: 401 token_expired
 
 No token: 401 with WWW-Authenticate
   curl -si $base/api/acme/orders
+
+A token for acme signed with the gateway's key, not acme's own: 401
+  curl -s -H "Authorization: Bearer \$(cat $demo/token-acme-wrong-key)" $base/api/acme/orders
+
+Tenant gamma has no policy of its own: policies/_default.json allows 20/s,
+burst 10. Thirty requests in a row: about a dozen pass, the rest get 429
+with Retry-After and RateLimit fields
+  for i in \$(seq 30); do curl -s -o /dev/null -w '%{http_code} ' -H "Authorization: Bearer \$(cat $demo/token-gamma)" $base/api/gamma/orders; done; echo
+
+Policies: $demo/policies (version in every access log line)
+  $repo/policy-engine/build/guardctl policy check $demo/policies
 
 Every decision is in $demo/logs/access.log (tenant, subject, decision,
 reason, decision id).
