@@ -282,7 +282,7 @@ ngx_http_guard_handler(ngx_http_request_t *r)
     ngx_http_guard_ctx_t        *ctx;
     ngx_http_guard_policy_t     *gp;
     ngx_http_guard_keyset_t     *keys;
-    ngx_http_guard_reason_e      reason;
+    ngx_http_guard_reason_e      reason, shadowed;
     ngx_http_guard_loc_conf_t   *glcf;
     ngx_http_guard_main_conf_t  *gmcf;
 
@@ -364,13 +364,11 @@ ngx_http_guard_handler(ngx_http_request_t *r)
     reason = ngx_http_guard_authenticate(r, glcf, ctx, &token, keys,
                                          issuers);
 
-    if (reason == NGX_HTTP_GUARD_OK && shadow) {
-        reason = ngx_http_guard_auth_shadow(r, glcf, ctx, &token, gp);
+    /* in shadow mode: would the tenant's own keys and issuers refuse? */
+    shadowed = NGX_HTTP_GUARD_OK;
 
-        if (reason != NGX_HTTP_GUARD_OK) {
-            ngx_http_guard_shadow(r, ctx, reason);
-            reason = NGX_HTTP_GUARD_OK;
-        }
+    if (reason == NGX_HTTP_GUARD_OK && shadow) {
+        shadowed = ngx_http_guard_auth_shadow(r, glcf, ctx, &token, gp);
     }
 
     if (reason == NGX_HTTP_GUARD_OK) {
@@ -379,6 +377,10 @@ ngx_http_guard_handler(ngx_http_request_t *r)
 
     if (reason != NGX_HTTP_GUARD_OK) {
         return ngx_http_guard_refuse(r, ctx, reason);
+    }
+
+    if (shadowed != NGX_HTTP_GUARD_OK) {
+        ngx_http_guard_shadow(r, ctx, shadowed);
     }
 
     if (ctx->policy == NULL) {
@@ -419,8 +421,8 @@ ngx_http_guard_handler(ngx_http_request_t *r)
 /*
  * The addressed tenant (guard_tenant), and the policy that applies: the
  * addressed tenant's; with no binding, the tenant the token names, read
- * before verification only when some tenant has keys of its own (the
- * signature is then checked with that tenant's keys alone).
+ * before verification only when some tenant has keys or issuers of its
+ * own (the signature is then checked with that tenant's keys alone).
  */
 
 static ngx_int_t
@@ -445,7 +447,7 @@ ngx_http_guard_select_policy(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    if (gmcf->policies == NULL || !gmcf->policies->tenant_keys) {
+    if (gmcf->policies == NULL || !gmcf->policies->tenant_auth) {
         return NGX_OK;
     }
 

@@ -118,6 +118,7 @@ ngx_http_guard_policy_init(ngx_conf_t *cf,
     ngx_http_guard_policies_t *policies, const gd_policy_t *p,
     ngx_http_guard_policy_t *gp)
 {
+    char       *rv;
     size_t      i;
     ngx_str_t   path, *s;
 
@@ -125,6 +126,10 @@ ngx_http_guard_policy_init(ngx_conf_t *cf,
 
     if (p->has_residency) {
         policies->residency = 1;
+    }
+
+    if (p->has_auth) {
+        policies->tenant_auth = 1;
     }
 
     if (p->nissuers) {
@@ -152,9 +157,15 @@ ngx_http_guard_policy_init(ngx_conf_t *cf,
     path.data = (u_char *) p->jwks;
     path.len = ngx_strlen(p->jwks);
 
-    policies->tenant_keys = 1;
+    rv = ngx_http_guard_jwt_load_keys(cf, &path, &gp->keys);
 
-    return ngx_http_guard_jwt_load_keys(cf, &path, &gp->keys);
+    if (rv != NGX_CONF_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "guard_policies: %s: /auth/jwks \"%s\" "
+                           "cannot be used", p->file, p->jwks);
+    }
+
+    return rv;
 }
 
 

@@ -28,7 +28,7 @@ struct ngx_http_guard_policies_s {
     ngx_http_guard_policy_t     *tenants;     /* as set->tenants */
     ngx_http_guard_policy_t     *fallback;
     ngx_str_t                    version;
-    ngx_flag_t                   tenant_keys; /* some auth.jwks */
+    ngx_flag_t                   tenant_auth; /* some auth section */
     ngx_flag_t                   residency;   /* some residency */
 };
 

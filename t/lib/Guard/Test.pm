@@ -43,7 +43,9 @@ our $UUID7 = qr/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]
 
 # the status of each reason code; the rest are 401
 my %REASON_STATUS = (tenant_unaddressed => 400, tenant_missing => 403,
-                     tenant_mismatch => 403, internal_error => 500);
+                     tenant_mismatch => 403, residency => 421,
+                     rate_limited => 429, concurrency_limited => 429,
+                     internal_error => 500);
 
 # <repo>/t/lib/Guard/Test.pm -> <repo>
 my $REPO = abs_path(File::Spec->catdir(dirname(abs_path(__FILE__)),
