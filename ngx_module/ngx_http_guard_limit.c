@@ -26,6 +26,7 @@
 
 
 #define NGX_HTTP_GUARD_LIMIT_EVICT  8
+#define NGX_HTTP_GUARD_TAU_MAX      ((uint64_t) 1 << 60)
 
 
 typedef struct {
@@ -425,7 +426,9 @@ ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
             c->t = 1;
         }
 
-        c->tau = c->t * p->rates[i].burst;
+        /* saturate: a burst of years is as good as forever */
+        c->tau = (p->rates[i].burst > NGX_HTTP_GUARD_TAU_MAX / c->t)
+                 ? NGX_HTTP_GUARD_TAU_MAX : c->t * p->rates[i].burst;
 
         if (ngx_http_guard_rate_key(r, ctx, c->rule, &c->key) != NGX_OK) {
             return NGX_HTTP_GUARD_INTERNAL_ERROR;
