@@ -54,6 +54,8 @@ typedef struct {
 
 typedef struct {
     const gd_rate_rule_t        *rule;
+    ngx_str_t                   *field;       /* RateLimit-Policy item */
+    ngx_rbtree_node_t           *node;
     ngx_str_t                    key;
     uint32_t                     hash;
     uint64_t                     tat;
@@ -302,34 +304,40 @@ ngx_http_guard_rate_report(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 {
     u_char                       *p;
     size_t                        len;
-    uint64_t                      w, ahead, rem;
+    uint64_t                      ahead, rem;
     ngx_uint_t                    i;
     ngx_http_guard_limit_info_t  *info;
 
     info = &ctx->limit;
 
-    len = 0;
+    if (n == 1) {
+        info->policy = *checks[0].field;
 
-    for (i = 0; i < n; i++) {
-        len += sizeof("\"\";q=;w=, ") - 1 + ngx_strlen(checks[i].rule->name)
-               + 2 * NGX_INT64_LEN;
+    } else {
+        len = 0;
+
+        for (i = 0; i < n; i++) {
+            len += checks[i].field->len + 2;
+        }
+
+        p = ngx_pnalloc(r->pool, len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        info->policy.data = p;
+
+        for (i = 0; i < n; i++) {
+            if (i) {
+                *p++ = ',';
+                *p++ = ' ';
+            }
+
+            p = ngx_cpymem(p, checks[i].field->data, checks[i].field->len);
+        }
+
+        info->policy.len = p - info->policy.data;
     }
-
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    info->policy.data = p;
-
-    for (i = 0; i < n; i++) {
-        w = (checks[i].rule->period_ms + 999) / 1000;
-
-        p = ngx_sprintf(p, "%s\"%s\";q=%uL;w=%uL", i ? ", " : "",
-                        checks[i].rule->name, checks[i].rule->requests, w);
-    }
-
-    info->policy.len = p - info->policy.data;
 
     /* the reported rule: the one that refused, or the one nearest to */
 
@@ -377,7 +385,6 @@ ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     uint64_t                      now;
     ngx_uint_t                    i, n, refused, shadowed;
     const gd_policy_t            *p;
-    ngx_rbtree_node_t            *node;
     ngx_http_guard_zone_t        *zone;
     ngx_http_guard_rate_node_t   *rn;
     ngx_http_guard_rate_check_t  *checks, *c;
@@ -419,6 +426,7 @@ ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
         ngx_memzero(c, sizeof(ngx_http_guard_rate_check_t));
 
         c->rule = &p->rates[i];
+        c->field = &ctx->policy->rate_fields[i];
         c->shadow = (p->shadow || p->rates[i].shadow);
         c->t = p->rates[i].period_ms * 1000 / p->rates[i].requests;
 
@@ -452,14 +460,14 @@ ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     for (i = 0; i < n; i++) {
         c = &checks[i];
 
-        node = ngx_http_guard_limit_lookup(&zone->sh->limit.rate_rbtree,
-                                           &c->key, c->hash,
-                                           NGX_HTTP_GUARD_RATE_OFF);
+        c->node = ngx_http_guard_limit_lookup(&zone->sh->limit.rate_rbtree,
+                                              &c->key, c->hash,
+                                              NGX_HTTP_GUARD_RATE_OFF);
 
         c->tat = now;
 
-        if (node) {
-            rn = (ngx_http_guard_rate_node_t *) node;
+        if (c->node) {
+            rn = (ngx_http_guard_rate_node_t *) c->node;
 
             if (rn->tat > now) {
                 c->tat = rn->tat;
@@ -489,12 +497,10 @@ ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
                 continue;
             }
 
-            node = ngx_http_guard_limit_lookup(&zone->sh->limit.rate_rbtree,
-                                               &c->key, c->hash,
-                                               NGX_HTTP_GUARD_RATE_OFF);
+            /* the lock is still held: the nodes found above are valid */
 
-            if (node) {
-                rn = (ngx_http_guard_rate_node_t *) node;
+            if (c->node) {
+                rn = (ngx_http_guard_rate_node_t *) c->node;
                 ngx_queue_remove(&rn->queue);
 
             } else {
@@ -667,6 +673,24 @@ ngx_http_guard_limit_release(void *data)
 
 /* RateLimit-Policy, RateLimit and Retry-After on the response */
 
+/* the decimal digits of v, without the cost of ngx_sprintf() */
+
+static u_char *
+ngx_http_guard_limit_u64(u_char *p, uint64_t v)
+{
+    u_char   buf[NGX_INT64_LEN], *d;
+
+    d = buf + NGX_INT64_LEN;
+
+    do {
+        *--d = (u_char) ('0' + v % 10);
+        v /= 10;
+    } while (v);
+
+    return ngx_cpymem(p, d, buf + NGX_INT64_LEN - d);
+}
+
+
 static ngx_int_t
 ngx_http_guard_limit_header(ngx_http_request_t *r, char *name,
     ngx_str_t *value)
@@ -714,9 +738,13 @@ ngx_http_guard_limit_set_headers(ngx_http_request_t *r,
     }
 
     v.data = p;
-    v.len = ngx_sprintf(p, "\"%V\";r=%uL;t=%uL", &info->name,
-                        info->remaining, info->reset)
-            - p;
+    *p++ = '"';
+    p = ngx_cpymem(p, info->name.data, info->name.len);
+    p = ngx_cpymem(p, "\";r=", sizeof("\";r=") - 1);
+    p = ngx_http_guard_limit_u64(p, info->remaining);
+    p = ngx_cpymem(p, ";t=", sizeof(";t=") - 1);
+    p = ngx_http_guard_limit_u64(p, info->reset);
+    v.len = p - v.data;
 
     if (ngx_http_guard_limit_header(r, "RateLimit", &v) != NGX_OK) {
         return NGX_ERROR;
@@ -732,7 +760,7 @@ ngx_http_guard_limit_set_headers(ngx_http_request_t *r,
     }
 
     v.data = p;
-    v.len = ngx_sprintf(p, "%uL", info->reset) - p;
+    v.len = ngx_http_guard_limit_u64(p, info->reset) - p;
 
     return ngx_http_guard_limit_header(r, "Retry-After", &v);
 }

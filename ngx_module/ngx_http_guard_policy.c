@@ -132,6 +132,31 @@ ngx_http_guard_policy_init(ngx_conf_t *cf,
         policies->tenant_auth = 1;
     }
 
+    /* each rate rule's RateLimit-Policy item, made once */
+
+    if (p->nrates) {
+        gp->rate_fields = ngx_palloc(cf->pool, p->nrates * sizeof(ngx_str_t));
+        if (gp->rate_fields == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        for (i = 0; i < p->nrates; i++) {
+            s = &gp->rate_fields[i];
+
+            s->data = ngx_pnalloc(cf->pool, ngx_strlen(p->rates[i].name)
+                                            + sizeof("\"\";q=;w=") - 1
+                                            + 2 * NGX_INT64_LEN);
+            if (s->data == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            s->len = ngx_sprintf(s->data, "\"%s\";q=%uL;w=%uL",
+                                 p->rates[i].name, p->rates[i].requests,
+                                 (p->rates[i].period_ms + 999) / 1000)
+                     - s->data;
+        }
+    }
+
     if (p->nissuers) {
         gp->issuers = ngx_array_create(cf->pool, p->nissuers,
                                        sizeof(ngx_str_t));

@@ -20,6 +20,7 @@ struct ngx_http_guard_policy_s {
     const gd_policy_t           *p;
     ngx_http_guard_keyset_t     *keys;        /* auth.jwks, or NULL */
     ngx_array_t                 *issuers;     /* auth.issuers, or NULL */
+    ngx_str_t                   *rate_fields; /* per rule: "name";q=;w= */
 };
 
 
