@@ -18,6 +18,7 @@
 #include "ngx_http_guard_policy.h"
 #include "ngx_http_guard_residency.h"
 #include "ngx_http_guard_limit.h"
+#include "ngx_http_guard_metrics.h"
 
 #include "gd_uuid.h"
 
@@ -164,6 +165,13 @@ static ngx_command_t  ngx_http_guard_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_guard_main_conf_t, region),
+      NULL },
+
+    { ngx_string("guard_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_guard_status,
+      0,
+      0,
       NULL },
 
     { ngx_string("guard_limit_headers"),
@@ -407,6 +415,8 @@ ngx_http_guard_handler(ngx_http_request_t *r)
     ctx->reason = NGX_HTTP_GUARD_OK;
     ctx->decided = 1;
 
+    ngx_http_guard_metrics_count(r, NGX_HTTP_GUARD_OK, 0);
+
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "guard: allow, tenant \"%V\", decision %*s",
                    &ctx->tenant, (size_t) NGX_HTTP_GUARD_ID_LEN,
@@ -511,6 +521,8 @@ ngx_http_guard_shadow(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     if (ctx->shadow_reason == NGX_HTTP_GUARD_OK) {
         ctx->shadow_reason = reason;
     }
+
+    ngx_http_guard_metrics_count(r, reason, 1);
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "guard: shadow refusal, reason: %V, tenant: \"%V\", "

@@ -10,6 +10,7 @@
 
 
 #include "ngx_http_guard_problem.h"
+#include "ngx_http_guard_metrics.h"
 
 
 typedef struct {
@@ -267,6 +268,8 @@ ngx_http_guard_refuse(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     }
 
     rs = &ngx_http_guard_reasons[reason];
+
+    ngx_http_guard_metrics_count(r, reason, 0);
 
     ctx->reason = reason;
     ctx->decided = 1;

@@ -85,7 +85,7 @@ ngx_http_guard_zone_init(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_OK;
     }
 
-    zone->sh = ngx_slab_alloc(zone->shpool, sizeof(ngx_http_guard_sh_t));
+    zone->sh = ngx_slab_calloc(zone->shpool, sizeof(ngx_http_guard_sh_t));
     if (zone->sh == NULL) {
         return NGX_ERROR;
     }

@@ -14,6 +14,7 @@
 #include "ngx_http_guard_module.h"
 #include "ngx_http_guard_cache.h"
 #include "ngx_http_guard_limit.h"
+#include "ngx_http_guard_metrics.h"
 
 
 #define NGX_HTTP_GUARD_ZONE_DEFAULT  (32 * 1024 * 1024)
@@ -22,6 +23,7 @@
 typedef struct {
     ngx_http_guard_cache_sh_t    cache;
     ngx_http_guard_limit_sh_t    limit;
+    ngx_http_guard_metrics_sh_t  metrics;
 } ngx_http_guard_sh_t;
 
 
