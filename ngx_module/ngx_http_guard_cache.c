@@ -20,13 +20,8 @@
 #include <openssl/evp.h>
 
 
-#define NGX_HTTP_GUARD_CACHE_EVICT  16
-
-
 typedef struct {
-    ngx_rbtree_node_t            node;
-    ngx_queue_t                  queue;
-    time_t                       expires;
+    ngx_http_guard_lru_node_t    lru;         /* expires: the token's exp */
     u_char                       key[NGX_HTTP_GUARD_HASH_LEN];
     size_t                       len;
     u_char                       data[1];
@@ -59,8 +54,6 @@ static void ngx_http_guard_cache_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static ngx_http_guard_cache_node_t *ngx_http_guard_cache_lookup(
     ngx_http_guard_cache_sh_t *cache, u_char *key);
-static void ngx_http_guard_cache_expire(ngx_http_guard_zone_t *zone,
-    time_t now, ngx_uint_t force);
 static size_t ngx_http_guard_cache_pack_size(ngx_http_guard_claims_t *c);
 static void ngx_http_guard_cache_pack(ngx_http_guard_claims_t *c,
     u_char *p);
@@ -71,9 +64,9 @@ static ngx_int_t ngx_http_guard_cache_unpack(ngx_pool_t *pool, u_char *p,
 void
 ngx_http_guard_cache_init(ngx_http_guard_cache_sh_t *cache)
 {
-    ngx_rbtree_init(&cache->rbtree, &cache->sentinel,
+    ngx_rbtree_init(&cache->lru.rbtree, &cache->lru.sentinel,
                     ngx_http_guard_cache_insert_value);
-    ngx_queue_init(&cache->lru);
+    ngx_queue_init(&cache->lru.queue);
 }
 
 
@@ -113,7 +106,7 @@ ngx_http_guard_cache_get(ngx_http_request_t *r, u_char *key,
 {
     u_char                       *copy;
     size_t                        len;
-    time_t                        now;
+    uint64_t                      now;
     ngx_http_guard_zone_t        *zone;
     ngx_http_guard_cache_node_t  *cn;
 
@@ -122,7 +115,7 @@ ngx_http_guard_cache_get(ngx_http_request_t *r, u_char *key,
         return NGX_DECLINED;
     }
 
-    now = ngx_time();
+    now = ngx_http_guard_zone_now();
     copy = NULL;
     len = 0;
 
@@ -131,10 +124,9 @@ ngx_http_guard_cache_get(ngx_http_request_t *r, u_char *key,
     cn = ngx_http_guard_cache_lookup(&zone->sh->cache, key);
 
     if (cn != NULL) {
-        if (cn->expires <= now) {
-            ngx_queue_remove(&cn->queue);
-            ngx_rbtree_delete(&zone->sh->cache.rbtree, &cn->node);
-            ngx_slab_free_locked(zone->shpool, cn);
+        if (cn->lru.expires <= now) {
+            ngx_http_guard_lru_free_locked(zone, &zone->sh->cache.lru,
+                                           &cn->lru);
             cn = NULL;
 
         } else {
@@ -143,8 +135,9 @@ ngx_http_guard_cache_get(ngx_http_request_t *r, u_char *key,
 
             if (copy != NULL) {
                 ngx_memcpy(copy, cn->data, len);
-                ngx_queue_remove(&cn->queue);
-                ngx_queue_insert_head(&zone->sh->cache.lru, &cn->queue);
+                ngx_queue_remove(&cn->lru.queue);
+                ngx_queue_insert_head(&zone->sh->cache.lru.queue,
+                                      &cn->lru.queue);
             }
         }
     }
@@ -169,8 +162,6 @@ ngx_http_guard_cache_put(ngx_http_request_t *r, u_char *key,
 {
     size_t                        n, len;
     time_t                        now;
-    ngx_uint_t                    tries;
-    ngx_rbtree_node_t            *node;
     ngx_http_guard_zone_t        *zone;
     ngx_http_guard_cache_node_t  *cn;
 
@@ -196,18 +187,8 @@ ngx_http_guard_cache_put(ngx_http_request_t *r, u_char *key,
         return;
     }
 
-    ngx_http_guard_cache_expire(zone, now, 0);
-
-    for (tries = 0; /* void */ ; tries++) {
-        cn = ngx_slab_alloc_locked(zone->shpool, n);
-
-        if (cn != NULL || tries == 4) {
-            break;
-        }
-
-        /* the zone is full: the least recently used entries go */
-        ngx_http_guard_cache_expire(zone, now, NGX_HTTP_GUARD_CACHE_EVICT);
-    }
+    cn = ngx_http_guard_zone_alloc_locked(zone, n,
+                                          ngx_http_guard_zone_now());
 
     if (cn == NULL) {
         ngx_shmtx_unlock(&zone->shpool->mutex);
@@ -217,16 +198,15 @@ ngx_http_guard_cache_put(ngx_http_request_t *r, u_char *key,
         return;
     }
 
-    node = &cn->node;
-    ngx_memcpy(&node->key, key, sizeof(ngx_rbtree_key_t));
+    ngx_memcpy(&cn->lru.node.key, key, sizeof(ngx_rbtree_key_t));
     ngx_memcpy(cn->key, key, NGX_HTTP_GUARD_HASH_LEN);
 
-    cn->expires = claims->exp;
+    cn->lru.expires = (uint64_t) claims->exp * 1000000;
     cn->len = len;
     ngx_http_guard_cache_pack(claims, cn->data);
 
-    ngx_rbtree_insert(&zone->sh->cache.rbtree, node);
-    ngx_queue_insert_head(&zone->sh->cache.lru, &cn->queue);
+    ngx_rbtree_insert(&zone->sh->cache.lru.rbtree, &cn->lru.node);
+    ngx_queue_insert_head(&zone->sh->cache.lru.queue, &cn->lru.queue);
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 }
@@ -280,8 +260,8 @@ ngx_http_guard_cache_lookup(ngx_http_guard_cache_sh_t *cache, u_char *key)
 
     ngx_memcpy(&hash, key, sizeof(ngx_rbtree_key_t));
 
-    node = cache->rbtree.root;
-    sentinel = cache->rbtree.sentinel;
+    node = cache->lru.rbtree.root;
+    sentinel = cache->lru.rbtree.sentinel;
 
     while (node != sentinel) {
 
@@ -307,39 +287,6 @@ ngx_http_guard_cache_lookup(ngx_http_guard_cache_sh_t *cache, u_char *key)
     }
 
     return NULL;
-}
-
-
-/*
- * Frees expired entries from the LRU tail, at most two; with force,
- * frees up to force entries from the tail whatever their expiry.
- */
-
-static void
-ngx_http_guard_cache_expire(ngx_http_guard_zone_t *zone, time_t now,
-    ngx_uint_t force)
-{
-    ngx_uint_t                    n;
-    ngx_queue_t                  *q;
-    ngx_http_guard_cache_node_t  *cn;
-
-    for (n = 0; n < (force ? force : 2); n++) {
-
-        if (ngx_queue_empty(&zone->sh->cache.lru)) {
-            return;
-        }
-
-        q = ngx_queue_last(&zone->sh->cache.lru);
-        cn = ngx_queue_data(q, ngx_http_guard_cache_node_t, queue);
-
-        if (!force && cn->expires > now) {
-            return;
-        }
-
-        ngx_queue_remove(q);
-        ngx_rbtree_delete(&zone->sh->cache.rbtree, &cn->node);
-        ngx_slab_free_locked(zone->shpool, cn);
-    }
 }
 
 

@@ -14,9 +14,7 @@
 
 
 typedef struct {
-    ngx_rbtree_t                 rbtree;
-    ngx_rbtree_node_t            sentinel;
-    ngx_queue_t                  lru;
+    ngx_http_guard_lru_t         lru;
 } ngx_http_guard_cache_sh_t;
 
 

@@ -25,14 +25,11 @@
 #include "ngx_http_guard_zone.h"
 
 
-#define NGX_HTTP_GUARD_LIMIT_EVICT  8
 #define NGX_HTTP_GUARD_TAU_MAX      ((uint64_t) 1 << 60)
 
 
 typedef struct {
-    ngx_rbtree_node_t            node;
-    ngx_queue_t                  queue;
-    uint64_t                     tat;         /* microseconds */
+    ngx_http_guard_lru_node_t    lru;         /* expires: the TAT */
     u_short                      len;
     u_char                       data[1];
 } ngx_http_guard_rate_node_t;
@@ -72,17 +69,15 @@ static void ngx_http_guard_limit_rate_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static void ngx_http_guard_limit_conc_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
-static void ngx_http_guard_limit_expire(ngx_http_guard_zone_t *zone,
-    uint64_t now, ngx_uint_t force);
 static void ngx_http_guard_limit_release(void *data);
 
 
 void
 ngx_http_guard_limit_init(ngx_http_guard_limit_sh_t *sh)
 {
-    ngx_rbtree_init(&sh->rate_rbtree, &sh->rate_sentinel,
+    ngx_rbtree_init(&sh->rate.rbtree, &sh->rate.sentinel,
                     ngx_http_guard_limit_rate_insert);
-    ngx_queue_init(&sh->rate_lru);
+    ngx_queue_init(&sh->rate.queue);
     ngx_rbtree_init(&sh->conc_rbtree, &sh->conc_sentinel,
                     ngx_http_guard_limit_conc_insert);
 }
@@ -191,72 +186,6 @@ ngx_http_guard_limit_lookup(ngx_rbtree_t *tree, ngx_str_t *key,
     }
 
     return NULL;
-}
-
-
-/*
- * Frees rate keys from the LRU tail: those whose TAT has passed (their
- * state is that of a new key), at most two; with force, up to force keys
- * whatever their state, as limit_req does when the zone is full.
- */
-
-static void
-ngx_http_guard_limit_expire(ngx_http_guard_zone_t *zone, uint64_t now,
-    ngx_uint_t force)
-{
-    ngx_uint_t                   n;
-    ngx_queue_t                 *q;
-    ngx_http_guard_rate_node_t  *rn;
-
-    for (n = 0; n < (force ? force : 2); n++) {
-
-        if (ngx_queue_empty(&zone->sh->limit.rate_lru)) {
-            return;
-        }
-
-        q = ngx_queue_last(&zone->sh->limit.rate_lru);
-        rn = ngx_queue_data(q, ngx_http_guard_rate_node_t, queue);
-
-        if (!force && rn->tat > now) {
-            return;
-        }
-
-        ngx_queue_remove(q);
-        ngx_rbtree_delete(&zone->sh->limit.rate_rbtree, &rn->node);
-        ngx_slab_free_locked(zone->shpool, rn);
-    }
-}
-
-
-static void *
-ngx_http_guard_limit_alloc(ngx_http_guard_zone_t *zone, size_t size,
-    uint64_t now)
-{
-    void        *p;
-    ngx_uint_t   tries;
-
-    ngx_http_guard_limit_expire(zone, now, 0);
-
-    for (tries = 0; /* void */ ; tries++) {
-        p = ngx_slab_alloc_locked(zone->shpool, size);
-
-        if (p != NULL || tries == 4) {
-            return p;
-        }
-
-        ngx_http_guard_limit_expire(zone, now, NGX_HTTP_GUARD_LIMIT_EVICT);
-    }
-}
-
-
-static uint64_t
-ngx_http_guard_limit_now(void)
-{
-    ngx_time_t  *tp;
-
-    tp = ngx_timeofday();
-
-    return (uint64_t) tp->sec * 1000000 + (uint64_t) tp->msec * 1000;
 }
 
 
@@ -449,7 +378,7 @@ ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
         return NGX_HTTP_GUARD_OK;
     }
 
-    now = ngx_http_guard_limit_now();
+    now = ngx_http_guard_zone_now();
     refused = n;
     shadowed = 0;
 
@@ -460,7 +389,7 @@ ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     for (i = 0; i < n; i++) {
         c = &checks[i];
 
-        c->node = ngx_http_guard_limit_lookup(&zone->sh->limit.rate_rbtree,
+        c->node = ngx_http_guard_limit_lookup(&zone->sh->limit.rate.rbtree,
                                               &c->key, c->hash,
                                               NGX_HTTP_GUARD_RATE_OFF);
 
@@ -469,8 +398,8 @@ ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
         if (c->node) {
             rn = (ngx_http_guard_rate_node_t *) c->node;
 
-            if (rn->tat > now) {
-                c->tat = rn->tat;
+            if (rn->lru.expires > now) {
+                c->tat = rn->lru.expires;
             }
         }
 
@@ -501,13 +430,13 @@ ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 
             if (c->node) {
                 rn = (ngx_http_guard_rate_node_t *) c->node;
-                ngx_queue_remove(&rn->queue);
+                ngx_queue_remove(&rn->lru.queue);
 
             } else {
                 size = offsetof(ngx_http_guard_rate_node_t, data)
                        + c->key.len;
 
-                rn = ngx_http_guard_limit_alloc(zone, size, now);
+                rn = ngx_http_guard_zone_alloc_locked(zone, size, now);
 
                 if (rn == NULL) {
                     /* a full zone never refuses: this key is not kept */
@@ -516,15 +445,17 @@ ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
                     continue;
                 }
 
-                rn->node.key = c->hash;
+                rn->lru.node.key = c->hash;
                 rn->len = (u_short) c->key.len;
                 ngx_memcpy(rn->data, c->key.data, c->key.len);
-                ngx_rbtree_insert(&zone->sh->limit.rate_rbtree, &rn->node);
+                ngx_rbtree_insert(&zone->sh->limit.rate.rbtree,
+                                  &rn->lru.node);
             }
 
             c->tat += c->t;
-            rn->tat = c->tat;
-            ngx_queue_insert_head(&zone->sh->limit.rate_lru, &rn->queue);
+            rn->lru.expires = c->tat;
+            ngx_queue_insert_head(&zone->sh->limit.rate.queue,
+                                  &rn->lru.queue);
         }
     }
 
@@ -604,8 +535,8 @@ ngx_http_guard_limit_concurrency(ngx_http_request_t *r,
     } else {
         size = offsetof(ngx_http_guard_conc_node_t, data) + ctx->tenant.len;
 
-        cn = ngx_http_guard_limit_alloc(zone, size,
-                                        ngx_http_guard_limit_now());
+        cn = ngx_http_guard_zone_alloc_locked(zone, size,
+                                              ngx_http_guard_zone_now());
         if (cn == NULL) {
             ngx_shmtx_unlock(&zone->shpool->mutex);
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,

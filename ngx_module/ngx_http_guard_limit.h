@@ -15,9 +15,7 @@
 
 
 typedef struct {
-    ngx_rbtree_t                 rate_rbtree;
-    ngx_rbtree_node_t            rate_sentinel;
-    ngx_queue_t                  rate_lru;
+    ngx_http_guard_lru_t         rate;
     ngx_rbtree_t                 conc_rbtree;
     ngx_rbtree_node_t            conc_sentinel;
 } ngx_http_guard_limit_sh_t;

@@ -56,6 +56,26 @@ typedef enum {
 } ngx_http_guard_reason_e;
 
 
+/*
+ * An LRU-kept entry of the guard zone: the token cache and the rate keys
+ * share the zone, and a full zone evicts the least recently used entries
+ * of both (ngx_http_guard_zone_alloc_locked()).
+ */
+
+typedef struct {
+    ngx_rbtree_node_t            node;
+    ngx_queue_t                  queue;
+    uint64_t                     expires;     /* microseconds */
+} ngx_http_guard_lru_node_t;
+
+
+typedef struct {
+    ngx_rbtree_t                 rbtree;
+    ngx_rbtree_node_t            sentinel;
+    ngx_queue_t                  queue;
+} ngx_http_guard_lru_t;
+
+
 typedef struct ngx_http_guard_keyset_s  ngx_http_guard_keyset_t;
 typedef struct ngx_http_guard_policy_s  ngx_http_guard_policy_t;
 typedef struct ngx_http_guard_policies_s  ngx_http_guard_policies_t;

@@ -11,6 +11,11 @@
 
 static ngx_int_t ngx_http_guard_zone_init(ngx_shm_zone_t *shm_zone,
     void *data);
+static void ngx_http_guard_lru_expire(ngx_http_guard_zone_t *zone,
+    ngx_http_guard_lru_t *lru, uint64_t now, ngx_uint_t force);
+
+
+#define NGX_HTTP_GUARD_ZONE_EVICT  8
 
 
 static ngx_str_t  ngx_http_guard_zone_name = ngx_string("guard");
@@ -124,4 +129,90 @@ ngx_http_guard_zone_get(ngx_http_request_t *r)
     }
 
     return gmcf->shm_zone->data;
+}
+
+
+/* the wall clock in microseconds: shared by workers, kept across reloads */
+
+uint64_t
+ngx_http_guard_zone_now(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (uint64_t) tp->sec * 1000000 + (uint64_t) tp->msec * 1000;
+}
+
+
+void
+ngx_http_guard_lru_free_locked(ngx_http_guard_zone_t *zone,
+    ngx_http_guard_lru_t *lru, ngx_http_guard_lru_node_t *ln)
+{
+    ngx_queue_remove(&ln->queue);
+    ngx_rbtree_delete(&lru->rbtree, &ln->node);
+    ngx_slab_free_locked(zone->shpool, ln);
+}
+
+
+/*
+ * Frees entries from the LRU tail: those past their expiry, at most two;
+ * with force, up to force entries whatever their expiry.
+ */
+
+static void
+ngx_http_guard_lru_expire(ngx_http_guard_zone_t *zone,
+    ngx_http_guard_lru_t *lru, uint64_t now, ngx_uint_t force)
+{
+    ngx_uint_t                  n;
+    ngx_http_guard_lru_node_t  *ln;
+
+    for (n = 0; n < (force ? force : 2); n++) {
+
+        if (ngx_queue_empty(&lru->queue)) {
+            return;
+        }
+
+        ln = ngx_queue_data(ngx_queue_last(&lru->queue),
+                            ngx_http_guard_lru_node_t, queue);
+
+        if (!force && ln->expires > now) {
+            return;
+        }
+
+        ngx_http_guard_lru_free_locked(zone, lru, ln);
+    }
+}
+
+
+/*
+ * Allocates from the zone, the mutex held: expired entries go first;
+ * when the zone is still full, the least recently used token cache
+ * entries and rate keys, a few of each at a time, as limit_req does.
+ * NULL when even that fails: the caller does without (a full zone never
+ * turns into a refusal).
+ */
+
+void *
+ngx_http_guard_zone_alloc_locked(ngx_http_guard_zone_t *zone, size_t size,
+    uint64_t now)
+{
+    void        *p;
+    ngx_uint_t   tries;
+
+    ngx_http_guard_lru_expire(zone, &zone->sh->cache.lru, now, 0);
+    ngx_http_guard_lru_expire(zone, &zone->sh->limit.rate, now, 0);
+
+    for (tries = 0; /* void */ ; tries++) {
+        p = ngx_slab_alloc_locked(zone->shpool, size);
+
+        if (p != NULL || tries == 4) {
+            return p;
+        }
+
+        ngx_http_guard_lru_expire(zone, &zone->sh->cache.lru, now,
+                                  NGX_HTTP_GUARD_ZONE_EVICT);
+        ngx_http_guard_lru_expire(zone, &zone->sh->limit.rate, now,
+                                  NGX_HTTP_GUARD_ZONE_EVICT);
+    }
 }

@@ -33,6 +33,11 @@ typedef struct {
 } ngx_http_guard_zone_t;
 
 
+uint64_t ngx_http_guard_zone_now(void);
+void ngx_http_guard_lru_free_locked(ngx_http_guard_zone_t *zone,
+    ngx_http_guard_lru_t *lru, ngx_http_guard_lru_node_t *ln);
+void *ngx_http_guard_zone_alloc_locked(ngx_http_guard_zone_t *zone,
+    size_t size, uint64_t now);
 char *ngx_http_guard_zone_size(ngx_conf_t *cf,
     ngx_http_guard_main_conf_t *gmcf);
 char *ngx_http_guard_zone_add(ngx_conf_t *cf,
