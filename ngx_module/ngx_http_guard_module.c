@@ -331,7 +331,6 @@ ngx_http_guard_handler(ngx_http_request_t *r)
         ctx->policy = NULL;
         ctx->decided = 0;
         ctx->authenticated = 0;
-        ctx->has_addressed = 0;
     }
 
     ctx->conf = glcf;
@@ -451,7 +450,6 @@ ngx_http_guard_select_policy(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        ctx->has_addressed = 1;
         ctx->policy = ngx_http_guard_policy_find(gmcf->policies,
                                                  &ctx->addressed);
         return NGX_OK;

@@ -169,7 +169,6 @@ typedef struct {
     unsigned                     decided:1;
     unsigned                     denied:1;
     unsigned                     authenticated:1;
-    unsigned                     has_addressed:1;
     unsigned                     holds_slot:1;
     unsigned                     rate_done:1;
 } ngx_http_guard_ctx_t;
