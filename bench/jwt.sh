@@ -24,21 +24,7 @@ read -r hs rs < <(bench_mint \
     "{\"kid\":\"rs256\",\"alg\":\"RS256\",\"claims\":{\"sub\":\"bench\",\"tenant_id\":\"acme\",\"exp\":$((now + 86400))}}" \
     | paste -sd' ')
 
-cat > "$dir/nginx.conf" <<CONF
-load_module $module;
-worker_processes 1;
-$affinity
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $dir/tmp;
-    proxy_temp_path $dir/tmp;
-    fastcgi_temp_path $dir/tmp;
-    uwsgi_temp_path $dir/tmp;
-    scgi_temp_path $dir/tmp;
-    keepalive_requests 1000000;
+{ bench_conf_head; cat <<CONF; } > "$dir/nginx.conf"
 
     guard_jwt_keys $dir/keys/jwks.json;
     guard_tenant \$http_x_tenant_id;

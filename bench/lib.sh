@@ -1,6 +1,7 @@
 # bench/lib.sh: what every benchmark shares.  Source it, then:
 #   bench_init                    temp dir, port, keys, CPU pinning
 #   bench_mint SPEC...            tokens from JSON specs (t/tools/jwt_tool.py)
+#   bench_conf_head               the common start of nginx.conf
 #   bench_start                   start nginx with $dir/nginx.conf
 #   bench_check NAME URL HDRS...  the variant must answer 200
 #   bench_run                     A/B interleaved wrk rounds over $variants
@@ -60,6 +61,26 @@ bench_mint() {
     printf '%s\n' "$@" | sed "s|\"kid\":\"\([a-z0-9]*\)\"|\"kid\":\"\1\",\"key\":\"$dir/keys/\1.KEYEXT\"|" \
         | sed 's|\(hs[0-9]*\)\.KEYEXT|\1.key|; s|\.KEYEXT|.pem|' \
         | $py "$repo/t/tools/jwt_tool.py" mint
+}
+
+# the start of every bench nginx.conf, up to the inside of http { }
+bench_conf_head() {
+    cat <<CONF
+load_module $module;
+worker_processes 1;
+$affinity
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp;
+    proxy_temp_path $dir/tmp;
+    fastcgi_temp_path $dir/tmp;
+    uwsgi_temp_path $dir/tmp;
+    scgi_temp_path $dir/tmp;
+    keepalive_requests 1000000;
+CONF
 }
 
 bench_start() {

@@ -23,6 +23,7 @@
 #include "ngx_http_guard_limit.h"
 #include "ngx_http_guard_policy.h"
 #include "ngx_http_guard_zone.h"
+#include "ngx_http_guard_problem.h"
 
 
 #define NGX_HTTP_GUARD_TAU_MAX      ((uint64_t) 1 << 60)
@@ -622,26 +623,6 @@ ngx_http_guard_limit_u64(u_char *p, uint64_t v)
 }
 
 
-static ngx_int_t
-ngx_http_guard_limit_header(ngx_http_request_t *r, char *name,
-    ngx_str_t *value)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) name;
-    h->key.len = ngx_strlen(name);
-    h->value = *value;
-
-    return NGX_OK;
-}
-
-
 ngx_int_t
 ngx_http_guard_limit_set_headers(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx)
@@ -656,7 +637,7 @@ ngx_http_guard_limit_set_headers(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    if (ngx_http_guard_limit_header(r, "RateLimit-Policy", &info->policy)
+    if (ngx_http_guard_add_header(r, "RateLimit-Policy", &info->policy)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -677,7 +658,7 @@ ngx_http_guard_limit_set_headers(ngx_http_request_t *r,
     p = ngx_http_guard_limit_u64(p, info->reset);
     v.len = p - v.data;
 
-    if (ngx_http_guard_limit_header(r, "RateLimit", &v) != NGX_OK) {
+    if (ngx_http_guard_add_header(r, "RateLimit", &v) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -693,5 +674,5 @@ ngx_http_guard_limit_set_headers(ngx_http_request_t *r,
     v.data = p;
     v.len = ngx_http_guard_limit_u64(p, info->reset) - p;
 
-    return ngx_http_guard_limit_header(r, "Retry-After", &v);
+    return ngx_http_guard_add_header(r, "Retry-After", &v);
 }

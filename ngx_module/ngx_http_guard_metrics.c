@@ -58,8 +58,6 @@ ngx_http_guard_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_guard_status_handler(ngx_http_request_t *r)
 {
-    char                        *text;
-    size_t                       len;
     json_t                      *doc, *refused, *shadow;
     ngx_int_t                    rc;
     ngx_str_t                   *name;
@@ -117,29 +115,15 @@ ngx_http_guard_status_handler(ngx_http_request_t *r)
     json_object_set(doc, "refused", refused);
     json_object_set(doc, "shadow", shadow);
 
-    text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    if (text == NULL) {
-        goto failed;
-    }
+    b = ngx_http_guard_json_buf(r, doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 
     json_decref(doc);
     json_decref(refused);
     json_decref(shadow);
 
-    len = ngx_strlen(text);
-
-    b = ngx_create_temp_buf(r->pool, len + 1);
     if (b == NULL) {
-        free(text);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    b->last = ngx_cpymem(b->last, text, len);
-    *b->last++ = LF;
-    free(text);
-
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
 
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = b->last - b->pos;

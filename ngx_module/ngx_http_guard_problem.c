@@ -129,7 +129,7 @@ ngx_http_guard_reason_name(ngx_http_guard_reason_e reason)
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_guard_add_header(ngx_http_request_t *r, char *name, ngx_str_t *value)
 {
     ngx_table_elt_t  *h;
@@ -194,12 +194,43 @@ ngx_http_guard_www_authenticate(ngx_http_request_t *r,
 }
 
 
+/* a JSON document as the last buffer of a response body */
+
+ngx_buf_t *
+ngx_http_guard_json_buf(ngx_http_request_t *r, json_t *doc, size_t flags)
+{
+    char       *text;
+    size_t      len;
+    ngx_buf_t  *b;
+
+    text = json_dumps(doc, flags);
+    if (text == NULL) {
+        return NULL;
+    }
+
+    len = ngx_strlen(text);
+
+    b = ngx_create_temp_buf(r->pool, len + 1);
+    if (b == NULL) {
+        free(text);
+        return NULL;
+    }
+
+    b->last = ngx_cpymem(b->last, text, len);
+    *b->last++ = LF;
+    free(text);
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    return b;
+}
+
+
 static ngx_int_t
 ngx_http_guard_problem_body(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     ngx_http_guard_reason_t *rs, ngx_buf_t **out)
 {
-    char       *text;
-    size_t      len;
     json_t     *doc;
     ngx_buf_t  *b;
 
@@ -215,27 +246,12 @@ ngx_http_guard_problem_body(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    b = ngx_http_guard_json_buf(r, doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(doc);
 
-    if (text == NULL) {
-        return NGX_ERROR;
-    }
-
-    len = ngx_strlen(text);
-
-    b = ngx_create_temp_buf(r->pool, len + 1);
     if (b == NULL) {
-        free(text);
         return NGX_ERROR;
     }
-
-    b->last = ngx_cpymem(b->last, text, len);
-    *b->last++ = LF;
-    free(text);
-
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
 
     *out = b;
 
