@@ -1,0 +1,149 @@
+/*
+ * gd_proto: the sidecar protocol codec, see gd_proto.h.
+ */
+#include "gd_proto.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *gd_proto_names[GD_FRAME_LAST] = {
+    NULL,  "HELLO", "DECIDE", "VERDICT", "AUDIT",
+    "ACK", "PING",  "PONG",   "ERROR",   "SYNC",
+};
+
+const char *gd_proto_type_name(int type)
+{
+    if (type <= 0 || type >= GD_FRAME_LAST) {
+        return NULL;
+    }
+    return gd_proto_names[type];
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+           ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+gd_proto_rc_t gd_proto_decode(const uint8_t *buf, size_t len, size_t max_frame,
+                              gd_frame_t *frame, size_t *used, char *err,
+                              size_t errlen)
+{
+    uint32_t flen;
+    size_t plen;
+    json_error_t jerr;
+
+    frame->payload = NULL;
+
+    if (len < 4) {
+        return GD_PROTO_AGAIN;
+    }
+
+    flen = get_be32(buf);
+
+    /* the length first: never wait for more than the peer may send */
+
+    if (flen < GD_PROTO_HEADER - 4) {
+        snprintf(err, errlen, "frame length %u is shorter than a header", flen);
+        return GD_PROTO_ERROR;
+    }
+
+    if ((size_t)flen + 4 > max_frame) {
+        snprintf(err, errlen, "frame of %zu bytes exceeds the maximum of %zu",
+                 (size_t)flen + 4, max_frame);
+        return GD_PROTO_ERROR;
+    }
+
+    if (len >= 5 && gd_proto_type_name(buf[4]) == NULL) {
+        snprintf(err, errlen, "unknown frame type %u", buf[4]);
+        return GD_PROTO_ERROR;
+    }
+
+    if (len < (size_t)flen + 4) {
+        return GD_PROTO_AGAIN;
+    }
+
+    frame->type = (gd_frame_type_t)buf[4];
+    frame->id = get_be32(buf + 5);
+    plen = (size_t)flen - (GD_PROTO_HEADER - 4);
+
+    if (plen > 0) {
+        frame->payload = json_loadb((const char *)buf + GD_PROTO_HEADER, plen,
+                                    JSON_REJECT_DUPLICATES, &jerr);
+
+        if (frame->payload == NULL) {
+            snprintf(err, errlen, "%s payload is not JSON: %s",
+                     gd_proto_type_name(frame->type), jerr.text);
+            return GD_PROTO_ERROR;
+        }
+
+        if (!json_is_object(frame->payload)) {
+            json_decref(frame->payload);
+            frame->payload = NULL;
+            snprintf(err, errlen, "%s payload is not a JSON object",
+                     gd_proto_type_name(frame->type));
+            return GD_PROTO_ERROR;
+        }
+    }
+
+    *used = (size_t)flen + 4;
+    return GD_PROTO_OK;
+}
+
+int gd_proto_encode(gd_frame_type_t type, uint32_t id, const json_t *payload,
+                    size_t max_frame, uint8_t **out, size_t *outlen)
+{
+    char *text = NULL;
+    size_t plen = 0;
+    uint8_t *buf;
+
+    if (gd_proto_type_name((int)type) == NULL) {
+        return -1;
+    }
+
+    if (payload) {
+        if (!json_is_object(payload)) {
+            return -1;
+        }
+
+        text = json_dumps(payload, JSON_COMPACT);
+        if (text == NULL) {
+            return -1;
+        }
+        plen = strlen(text);
+    }
+
+    if (GD_PROTO_HEADER + plen > max_frame) {
+        free(text);
+        return -1;
+    }
+
+    buf = malloc(GD_PROTO_HEADER + plen);
+    if (buf == NULL) {
+        free(text);
+        return -1;
+    }
+
+    put_be32(buf, (uint32_t)(GD_PROTO_HEADER - 4 + plen));
+    buf[4] = (uint8_t)type;
+    put_be32(buf + 5, id);
+
+    if (plen) {
+        memcpy(buf + GD_PROTO_HEADER, text, plen);
+    }
+
+    free(text);
+
+    *out = buf;
+    *outlen = GD_PROTO_HEADER + plen;
+    return 0;
+}
