@@ -1,0 +1,71 @@
+/*
+ * gd_journal: the tamper-evident audit journal.
+ *
+ * Segment files of JSON lines, journal-NNNNNN.jsonl, in one directory.
+ * Every record carries "prev_hash", the "hash" of the record before it
+ * (64 zeros for the first), and "hash" = SHA-256 of the previous hash
+ * followed by the record's canonical form (compact JSON, keys sorted,
+ * without "hash").  Changing, removing or reordering any record breaks
+ * the chain from there on.
+ *
+ * The journal is not thread-safe: guardd appends from its writer thread,
+ * which also decides when to sync (group commit).
+ */
+#ifndef GD_JOURNAL_H
+#define GD_JOURNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#define GD_JOURNAL_HASH_LEN 64
+
+typedef struct gd_journal_s gd_journal_t;
+
+/*
+ * Opens (creating if needed) the journal in dir, continuing the chain of
+ * its last record.  Segments rotate when they reach segment_max bytes.
+ * NULL with err set on failure (including a last segment whose last
+ * record cannot be read: the journal is not extended past damage).
+ */
+gd_journal_t *gd_journal_open(const char *dir, size_t segment_max, char *err,
+                              size_t errlen);
+
+/*
+ * Appends rec (an object; "prev_hash" and "hash" are set in it) as one
+ * line.  The line is written but not synced.  Returns 0 or -1 (err set).
+ */
+int gd_journal_append(gd_journal_t *j, json_t *rec, char *err, size_t errlen);
+
+/* fsync()s what was appended.  Returns 0 or -1. */
+int gd_journal_sync(gd_journal_t *j);
+
+/* The hash of the last record (64 zeros when empty). */
+const char *gd_journal_last_hash(const gd_journal_t *j);
+
+void gd_journal_close(gd_journal_t *j);
+
+/*
+ * Computes the hash of rec chained to prev_hash into out (65 bytes).
+ * Returns 0 or -1.
+ */
+int gd_journal_hash(const json_t *rec, const char *prev_hash, char *out);
+
+typedef struct {
+    uint64_t records;
+    char segment[256]; /* the first bad record's segment, or "" */
+    uint64_t line;     /* and its line (1-based) */
+    char reason[256];
+} gd_journal_report_t;
+
+/*
+ * Walks the chain of every segment from from_segment (a file name, or
+ * NULL for the first).  Returns 0 when the chain is intact, 1 when a
+ * record is bad (report names the first one), -1 when the journal cannot
+ * be read (report->reason says why).
+ */
+int gd_journal_verify(const char *dir, const char *from_segment,
+                      gd_journal_report_t *report);
+
+#endif

@@ -1,0 +1,453 @@
+/*
+ * gd_journal: the tamper-evident audit journal, see gd_journal.h.
+ */
+#include "gd_journal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#define GD_JOURNAL_ZERO                                                        \
+    "0000000000000000000000000000000000000000000000000000000000000000"
+
+struct gd_journal_s {
+    char *dir;
+    size_t segment_max;
+    unsigned segment; /* number of the open segment */
+    int fd;
+    size_t size;
+    char last[GD_JOURNAL_HASH_LEN + 1];
+};
+
+/* segments */
+
+static int segment_number(const char *name, unsigned *n)
+{
+    char tail[8];
+
+    if (sscanf(name, "journal-%6u%7s", n, tail) != 2 ||
+        strcmp(tail, ".jsonl") != 0 || strlen(name) != 20) {
+        return -1;
+    }
+    return 0;
+}
+
+static int uint_cmp(const void *a, const void *b)
+{
+    unsigned x = *(const unsigned *)a, y = *(const unsigned *)b;
+    return (x > y) - (x < y);
+}
+
+/* the sorted segment numbers of dir; -1 when dir cannot be read */
+static long list_segments(const char *dir, unsigned **out)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    unsigned *v = NULL, n;
+    long count = 0;
+
+    if (d == NULL) {
+        return -1;
+    }
+
+    while ((e = readdir(d)) != NULL) {
+        if (segment_number(e->d_name, &n) == 0) {
+            unsigned *more = realloc(v, (size_t)(count + 1) * sizeof(n));
+            if (more == NULL) {
+                break;
+            }
+            v = more;
+            v[count++] = n;
+        }
+    }
+
+    closedir(d);
+
+    if (count > 1) {
+        qsort(v, (size_t)count, sizeof(unsigned), uint_cmp);
+    }
+
+    *out = v;
+    return count;
+}
+
+static void segment_path(const char *dir, unsigned n, char *path, size_t len)
+{
+    snprintf(path, len, "%s/journal-%06u.jsonl", dir, n);
+}
+
+static char *read_all(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long size;
+
+    if (f == NULL) {
+        return NULL;
+    }
+
+    if (fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) >= 0 &&
+        fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)size + 1))) {
+        *len = fread(buf, 1, (size_t)size, f);
+        buf[*len] = '\0';
+    }
+
+    fclose(f);
+    return buf;
+}
+
+/* hashing */
+
+int gd_journal_hash(const json_t *rec, const char *prev_hash, char *out)
+{
+    json_t *copy = json_copy((json_t *)rec);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen;
+    char *canon;
+    EVP_MD_CTX *ctx;
+    int rc = -1;
+
+    if (copy == NULL) {
+        return -1;
+    }
+
+    json_object_del(copy, "hash");
+    canon = json_dumps(copy, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(copy);
+
+    if (canon == NULL) {
+        return -1;
+    }
+
+    ctx = EVP_MD_CTX_new();
+
+    if (ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+        EVP_DigestUpdate(ctx, prev_hash, GD_JOURNAL_HASH_LEN) == 1 &&
+        EVP_DigestUpdate(ctx, canon, strlen(canon)) == 1 &&
+        EVP_DigestFinal_ex(ctx, md, &mdlen) == 1) {
+        for (unsigned i = 0; i < mdlen; i++) {
+            snprintf(out + 2 * i, 3, "%02x", md[i]);
+        }
+        rc = 0;
+    }
+
+    EVP_MD_CTX_free(ctx);
+    free(canon);
+    return rc;
+}
+
+/* writing */
+
+static int open_segment(gd_journal_t *j, char *err, size_t errlen)
+{
+    char path[4096];
+    struct stat st;
+
+    segment_path(j->dir, j->segment, path, sizeof(path));
+
+    j->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (j->fd < 0 || fstat(j->fd, &st) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+
+    j->size = (size_t)st.st_size;
+    return 0;
+}
+
+gd_journal_t *gd_journal_open(const char *dir, size_t segment_max, char *err,
+                              size_t errlen)
+{
+    gd_journal_t *j = calloc(1, sizeof(gd_journal_t));
+    unsigned *segs = NULL;
+    long n;
+
+    if (j == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+
+    j->fd = -1;
+    j->segment_max = segment_max;
+    j->dir = strdup(dir);
+    memcpy(j->last, GD_JOURNAL_ZERO, sizeof(j->last));
+
+    if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        goto failed;
+    }
+
+    n = list_segments(dir, &segs);
+    if (n < 0) {
+        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        goto failed;
+    }
+
+    j->segment = n ? segs[n - 1] : 1;
+
+    /* continue the chain: the hash of the last whole record */
+
+    for (long i = n - 1; i >= 0; i--) {
+        char path[4096];
+        size_t len = 0;
+        char *text, *end, *line;
+
+        segment_path(dir, segs[i], path, sizeof(path));
+        text = read_all(path, &len);
+        if (text == NULL) {
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            goto failed;
+        }
+
+        /* a line torn by a crash was never acknowledged: drop it */
+        end = text + len;
+        while (end > text && end[-1] != '\n') {
+            end--;
+        }
+        if ((size_t)(end - text) != len &&
+            truncate(path, (off_t)(end - text)) != 0) {
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            free(text);
+            goto failed;
+        }
+
+        if (end == text) {
+            free(text);
+            continue;
+        }
+
+        end[-1] = '\0';
+        line = strrchr(text, '\n');
+        line = line ? line + 1 : text;
+
+        json_error_t jerr;
+        json_t *rec = json_loads(line, 0, &jerr);
+        json_t *h = rec ? json_object_get(rec, "hash") : NULL;
+
+        if (!json_is_string(h) ||
+            strlen(json_string_value(h)) != GD_JOURNAL_HASH_LEN) {
+            snprintf(err, errlen,
+                     "%s: the last record cannot be read; run "
+                     "guardctl audit verify",
+                     path);
+            json_decref(rec);
+            free(text);
+            goto failed;
+        }
+
+        memcpy(j->last, json_string_value(h), GD_JOURNAL_HASH_LEN);
+        json_decref(rec);
+        free(text);
+        break;
+    }
+
+    free(segs);
+    segs = NULL;
+
+    if (open_segment(j, err, errlen) != 0) {
+        goto failed;
+    }
+
+    return j;
+
+failed:
+    free(segs);
+    gd_journal_close(j);
+    return NULL;
+}
+
+int gd_journal_append(gd_journal_t *j, json_t *rec, char *err, size_t errlen)
+{
+    char hash[GD_JOURNAL_HASH_LEN + 1];
+    char *line;
+    size_t len, off = 0;
+
+    if (!json_is_object(rec)) {
+        snprintf(err, errlen, "a record must be a JSON object");
+        return -1;
+    }
+
+    json_object_set_new(rec, "prev_hash", json_string(j->last));
+
+    if (gd_journal_hash(rec, j->last, hash) != 0) {
+        snprintf(err, errlen, "cannot hash the record");
+        return -1;
+    }
+
+    json_object_set_new(rec, "hash", json_string(hash));
+
+    line = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
+    if (line == NULL) {
+        snprintf(err, errlen, "cannot encode the record");
+        return -1;
+    }
+
+    len = strlen(line);
+    line[len++] = '\n'; /* replaces the NUL: written with its length */
+
+    if (j->size > 0 && j->size + len > j->segment_max) {
+        /* rotate: the new segment continues the same chain */
+        if (fsync(j->fd) != 0 || close(j->fd) != 0) {
+            snprintf(err, errlen, "rotate: %s", strerror(errno));
+            j->fd = -1;
+            free(line);
+            return -1;
+        }
+        j->fd = -1;
+        j->segment++;
+        if (open_segment(j, err, errlen) != 0) {
+            free(line);
+            return -1;
+        }
+    }
+
+    while (off < len) {
+        ssize_t n = write(j->fd, line + off, len - off);
+
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            snprintf(err, errlen, "write: %s", strerror(errno));
+            free(line);
+            return -1;
+        }
+        off += (size_t)n;
+    }
+
+    free(line);
+    j->size += len;
+    memcpy(j->last, hash, sizeof(hash));
+    return 0;
+}
+
+int gd_journal_sync(gd_journal_t *j)
+{
+    return fsync(j->fd);
+}
+
+const char *gd_journal_last_hash(const gd_journal_t *j)
+{
+    return j->last;
+}
+
+void gd_journal_close(gd_journal_t *j)
+{
+    if (j == NULL) {
+        return;
+    }
+    if (j->fd >= 0) {
+        fsync(j->fd);
+        close(j->fd);
+    }
+    free(j->dir);
+    free(j);
+}
+
+/* verifying */
+
+int gd_journal_verify(const char *dir, const char *from_segment,
+                      gd_journal_report_t *report)
+{
+    unsigned *segs = NULL, from = 0;
+    char prev[GD_JOURNAL_HASH_LEN + 1] = GD_JOURNAL_ZERO;
+    int first = 1, rc = 0;
+    long n;
+
+    memset(report, 0, sizeof(*report));
+
+    if (from_segment && segment_number(from_segment, &from) != 0) {
+        snprintf(report->reason, sizeof(report->reason),
+                 "%.100s is not a segment name (journal-NNNNNN.jsonl)",
+                 from_segment);
+        return -1;
+    }
+
+    n = list_segments(dir, &segs);
+    if (n < 0) {
+        snprintf(report->reason, sizeof(report->reason), "%.200s: %s", dir,
+                 strerror(errno));
+        return -1;
+    }
+
+    for (long i = 0; i < n && rc == 0; i++) {
+        char path[4096];
+        size_t len = 0;
+        char *text, *line, *next;
+        uint64_t lineno = 0;
+
+        if (segs[i] < from) {
+            continue;
+        }
+
+        segment_path(dir, segs[i], path, sizeof(path));
+        text = read_all(path, &len);
+        if (text == NULL) {
+            snprintf(report->reason, sizeof(report->reason),
+                     "journal-%06u.jsonl: %s", segs[i], strerror(errno));
+            rc = -1;
+            break;
+        }
+
+        for (line = text; rc == 0 && line < text + len; line = next) {
+            char hash[GD_JOURNAL_HASH_LEN + 1];
+            json_error_t jerr;
+            json_t *rec, *h, *p;
+
+            next = strchr(line, '\n');
+            if (next == NULL) {
+                next = text + len;
+            } else {
+                *next++ = '\0';
+            }
+            lineno++;
+
+            rec = json_loads(line, JSON_REJECT_DUPLICATES, &jerr);
+            h = rec ? json_object_get(rec, "hash") : NULL;
+            p = rec ? json_object_get(rec, "prev_hash") : NULL;
+
+            if (!json_is_object(rec) || !json_is_string(h) ||
+                !json_is_string(p)) {
+                snprintf(report->reason, sizeof(report->reason),
+                         "not a journal record%s%s", rec ? "" : ": ",
+                         rec ? "" : jerr.text);
+                rc = 1;
+            } else if (!(first && from_segment) &&
+                       strcmp(json_string_value(p), prev) != 0) {
+                snprintf(report->reason, sizeof(report->reason),
+                         "prev_hash does not match the record before: a "
+                         "record was removed, added or reordered");
+                rc = 1;
+            } else if (gd_journal_hash(rec, json_string_value(p), hash) != 0 ||
+                       strcmp(hash, json_string_value(h)) != 0) {
+                snprintf(report->reason, sizeof(report->reason),
+                         "hash does not match the record: it was altered");
+                rc = 1;
+            } else {
+                memcpy(prev, hash, sizeof(prev));
+                first = 0;
+                report->records++;
+            }
+
+            if (rc == 1) {
+                snprintf(report->segment, sizeof(report->segment),
+                         "journal-%06u.jsonl", segs[i]);
+                report->line = lineno;
+            }
+
+            json_decref(rec);
+        }
+
+        free(text);
+    }
+
+    free(segs);
+    return rc;
+}
