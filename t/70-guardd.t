@@ -1,0 +1,204 @@
+#!/usr/bin/perl
+
+# guardd's core, over its Unix socket: HELLO, PING, AUDIT acknowledged only
+# once durable (group commits, a verifiable journal), bad frames closing
+# only their own connection, a 0660 socket, SIGHUP reloads that keep the
+# old policies when the new ones are invalid, and a clean SIGTERM.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use IO::Socket::UNIX;
+use IO::Select;
+use JSON::PP ();
+use POSIX ();
+use Time::HiRes qw(sleep time);
+use File::Temp qw(tempdir);
+
+my $repo = "$FindBin::Bin/..";
+my $guardd = $ENV{GUARDD} || "$repo/policy-engine/build/guardd";
+my $guardctl = $ENV{GUARDCTL} || "$repo/policy-engine/build/guardctl";
+-x $guardd or BAIL_OUT("$guardd is missing: make -C policy-engine");
+
+my $dir = tempdir('guardd-test-XXXXXX', TMPDIR => 1,
+                  CLEANUP => !$ENV{GUARD_TEST_KEEP});
+my $json = JSON::PP->new->canonical;
+
+mkdir "$dir/pol";
+sub write_file {
+    my ($name, $text) = @_;
+    open my $f, '>', "$dir/$name" or die "$name: $!";
+    print $f $text;
+    close $f;
+}
+write_file('pol/acme.json', '{"tenant": "acme"}');
+write_file('guardd.conf', $json->encode({
+    listen => "$dir/guardd.sock", pid_file => "$dir/guardd.pid",
+    policies => "$dir/pol", node => 'test-node',
+    journal => { dir => "$dir/journal", segment_size => 65536 },
+    max_frame => 4096,
+}));
+
+# -t checks the configuration and the policies
+my $out = `$guardd -c $dir/guardd.conf -t 2>&1`;
+is($? >> 8, 0, 'guardd -t accepts a valid configuration');
+like($out, qr/policy version [0-9a-f]{64}/, 'and names the policy version');
+
+my $pid = fork // die;
+if ($pid == 0) {
+    open STDERR, '>', "$dir/guardd.log";
+    exec $guardd, '-c', "$dir/guardd.conf";
+    die "exec: $!";
+}
+END { kill 'KILL', $pid if $pid && kill 0, $pid }
+
+for (1 .. 100) {
+    last if -S "$dir/guardd.sock";
+    sleep 0.05;
+}
+ok(-S "$dir/guardd.sock", 'the socket exists');
+is((stat "$dir/guardd.sock")[2] & 07777, 0660, 'the socket is 0660');
+ok(-f "$dir/guardd.pid", 'the pid file exists');
+
+sub connect_sock {
+    IO::Socket::UNIX->new(Peer => "$dir/guardd.sock", Type => SOCK_STREAM)
+        or die "connect: $!";
+}
+
+sub frame {
+    my ($type, $id, $payload) = @_;
+    my $body = defined $payload ? $json->encode($payload) : '';
+    return pack('NCN', 5 + length $body, $type, $id) . $body;
+}
+
+# reads whole frames until n frames arrived or the peer closed
+sub read_frames {
+    my ($s, $n, $timeout) = @_;
+    my ($buf, @frames) = ('');
+    my $sel = IO::Select->new($s);
+    my $end = time + ($timeout // 10);
+    while (@frames < $n) {
+        my $left = $end - time;
+        last if $left <= 0 || !$sel->can_read($left);
+        my $r = sysread $s, $buf, 65536, length $buf;
+        last unless $r;
+        while (length $buf >= 4) {
+            my $len = unpack 'N', $buf;
+            last if length $buf < 4 + $len;
+            my ($type, $id) = unpack 'CN', substr($buf, 4, 5);
+            my $body = substr $buf, 9, $len - 5;
+            push @frames, { type => $type, id => $id,
+                            payload => length $body ? $json->decode($body)
+                                                    : undef };
+            substr($buf, 0, 4 + $len) = '';
+        }
+    }
+    return @frames;
+}
+
+sub closed {
+    my ($s) = @_;
+    my $sel = IO::Select->new($s);
+    return 0 unless $sel->can_read(5);
+    my $r = sysread $s, my $b, 1;
+    return defined $r && $r == 0;
+}
+
+my $s = connect_sock();
+print $s frame(1, 1, { version => 1, max_frame => 65536, node => 'nginx' });
+my ($hello) = read_frames($s, 1);
+is($hello->{type}, 1, 'HELLO answered with HELLO');
+is($hello->{payload}{node}, 'test-node', 'with the node name');
+is($hello->{payload}{max_frame}, 4096, 'and the smaller maximum frame');
+like($hello->{payload}{policy_version}, qr/^[0-9a-f]{64}$/,
+     'and the policy version');
+
+print $s frame(6, 77);
+my ($pong) = read_frames($s, 1);
+is_deeply([$pong->{type}, $pong->{id}], [7, 77], 'PING 77 gets PONG 77');
+
+# 200 AUDIT records pipelined: every one acknowledged, each once
+my $n = 200;
+print $s join '', map {
+    frame(4, 1000 + $_, { tenant => 'acme', reason => 'rate_limited',
+                          seq => $_ })
+} 1 .. $n;
+my @acks = read_frames($s, $n, 30);
+is(scalar @acks, $n, "$n AUDIT frames, $n answers");
+is(scalar(grep { $_->{type} == 5 } @acks), $n, 'all are ACKs');
+my %ids = map { $_->{id} => 1 } @acks;
+is(scalar keys %ids, $n, 'each request id acknowledged once');
+ok(!grep({ ($_->{payload}{hash} // '') !~ /^[0-9a-f]{64}$/ } @acks),
+   'each ACK carries the record hash');
+
+my $v = `$guardctl audit verify --dir $dir/journal`;
+is($? >> 8, 0, 'the journal verifies');
+like($v, qr/ok: $n records/, "it holds the $n records");
+
+# DECIDE is not served yet: a clear error, the connection stays
+print $s frame(2, 5, { tenant => 'acme' });
+my ($e) = read_frames($s, 1);
+is($e->{type}, 8, 'DECIDE: an ERROR frame');
+is($e->{payload}{code}, 'not_implemented', 'naming why');
+
+# bad frames close their connection only
+my $good = connect_sock();
+for my $case (['garbage JSON', pack('NCN', 5 + 3, 4, 9) . '{x]'],
+              ['unknown type', pack('NCN', 5, 0x7f, 1)],
+              ['oversize frame', pack('NCN', 1 << 20, 4, 1)],
+              ['short length', pack('N', 2)]) {
+    my $bad = connect_sock();
+    print $bad $case->[1];
+    ok(closed($bad), "$case->[0]: the connection is closed");
+}
+print $good frame(6, 9);
+my ($p2) = read_frames($good, 1);
+is($p2->{type}, 7, 'another connection is still served');
+
+open my $log, '<', "$dir/guardd.log";
+my $logtext = do { local $/; <$log> };
+like($logtext, qr/closing connection \d+: unknown frame type/,
+     'bad frames are logged');
+
+# SIGHUP: an invalid policy set keeps the old one
+write_file('pol/bad.json', '{"tenant": "bad", "nope": 1}');
+kill 'HUP', $pid;
+sleep 0.5;
+write_file('pol/bad.json', '{"tenant": "beta"}');
+kill 'HUP', $pid;
+sleep 0.5;
+open $log, '<', "$dir/guardd.log";
+$logtext = do { local $/; <$log> };
+like($logtext, qr/bad\.json:1:\d+: \/nope: unknown member/,
+     'a bad reload names the error');
+like($logtext, qr/reload failed: keeping policy version/,
+     'and keeps the old policies');
+like($logtext, qr/reloaded: policy version [0-9a-f]{64}/,
+     'a good reload loads the new set');
+
+# SIGTERM: in-flight records are answered, the journal closed
+print $s join '', map { frame(4, 5000 + $_, { seq => $_ }) } 1 .. 20;
+kill 'TERM', $pid;
+my @last = read_frames($s, 20, 10);
+is(scalar(grep { $_->{type} == 5 } @last), 20,
+   'records in flight at SIGTERM are acknowledged');
+waitpid $pid, 0;
+is($? >> 8, 0, 'guardd exits 0');
+ok(!-e "$dir/guardd.pid", 'the pid file is removed');
+ok(!-e "$dir/guardd.sock", 'the socket is removed');
+$v = `$guardctl audit verify --dir $dir/journal`;
+like($v, qr/ok: 220 records/, 'all 220 records are in the intact journal');
+
+open $log, '<', "$dir/guardd.log";
+$logtext = do { local $/; <$log> };
+like($logtext, qr/stopped: 220 records in (\d+) group commits/,
+     'group commits are reported');
+my ($commits) = $logtext =~ /in (\d+) group commits/;
+ok($commits < 220, "fewer fsyncs ($commits) than records (220)");
+unlike($logtext, qr/AddressSanitizer|runtime error/, 'no sanitizer report');
+
+done_testing;
