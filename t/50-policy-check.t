@@ -39,6 +39,9 @@ my %SET_LEVEL = (
     'tenant-in-default'   => 'tenant is forbidden in _default.json',
     'tenant-missing'      => 'tenant is required in a tenant file',
     'rate-name-duplicate' => 'rate rule names are unique within a file',
+    'risk-signal-id-duplicate'    => 'risk signal ids are unique within a file',
+    'risk-step-up-not-below-deny' => 'risk step_up is less than deny',
+    'risk-hours-equal'            => 'outside_hours from and to differ',
 );
 
 # Cases whose error must also name another file (the spec: a duplicate

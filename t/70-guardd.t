@@ -35,7 +35,25 @@ sub write_file {
     print $f $text;
     close $f;
 }
-write_file('pol/acme.json', '{"tenant": "acme"}');
+write_file('pol/acme.json', <<'JSON');
+{
+  "tenant": "acme",
+  "risk": {
+    "thresholds": {"step_up": 40, "deny": 70},
+    "ttl": "30s",
+    "signals": [
+      {"id": "destructive", "weight": 50, "when": {"method": ["DELETE"]}},
+      {"id": "sensitive", "weight": 30, "when": {"route_sensitive": true}},
+      {"id": "big-body", "weight": 15, "when": {"body_size_over": 1000}},
+      {"id": "burst", "weight": 40,
+       "when": {"subject_rate_over": {"requests": 3, "window": "1m"}}},
+      {"id": "not-admin", "weight": 5, "shadow": true,
+       "when": {"claim": {"name": "roles", "lacks": "admin"}}}
+    ]
+  }
+}
+JSON
+write_file('pol/plain.json', '{"tenant": "plain"}');
 write_file('guardd.conf', $json->encode({
     listen => "$dir/guardd.sock", pid_file => "$dir/guardd.pid",
     policies => "$dir/pol", node => 'test-node',
@@ -139,12 +157,71 @@ my $v = `$guardctl audit verify --dir $dir/journal`;
 is($? >> 8, 0, 'the journal verifies');
 like($v, qr/ok: $n records/, "it holds the $n records");
 
-# DECIDE is not served yet: a clear error, the connection stays
-print $s frame(2, 5, { tenant => 'acme' });
-my ($e) = read_frames($s, 1);
-is($e->{type}, 8, 'DECIDE: an ERROR frame');
-is($e->{payload}{code}, 'not_implemented', 'naming why');
+# DECIDE: explainable scores against the tenant's thresholds
+sub decide {
+    my ($id, %req) = @_;
+    print $s frame(2, $id, { tenant => 'acme', method => 'GET',
+                             route => '/api/orders', client_ip => '10.0.0.1',
+                             claims => { roles => ['reader'] }, %req });
+    my ($v) = read_frames($s, 1);
+    return $v;
+}
 
+my $v1 = decide(11, subject => 'u1');
+is($v1->{type}, 3, 'DECIDE answered with VERDICT');
+is($v1->{id}, 11, 'with the request id');
+is($v1->{payload}{decision}, 'allow', 'a plain GET: allow');
+is($v1->{payload}{score}, 0, 'score 0 (shadow signals are not added)');
+is_deeply([map { "$_->{id}:$_->{weight}:" . ($_->{shadow} ? 1 : 0) }
+           @{ $v1->{payload}{signals} }], ['not-admin:5:1'],
+          'the shadow signal is listed with its weight');
+like($v1->{payload}{decision_id}, qr/^[0-9a-f]{8}-[0-9a-f]{4}-7/,
+     'a UUIDv7 decision id');
+is($v1->{payload}{policy_version}, $hello->{payload}{policy_version},
+   'the policy version');
+is($v1->{payload}{ttl_ms}, 30000, 'the verdict TTL');
+is_deeply($v1->{payload}{thresholds}, { step_up => 40, deny => 70 },
+          'the thresholds');
+
+my $v2 = decide(12, subject => 'u2', method => 'DELETE');
+is($v2->{payload}{decision}, 'step_up', 'DELETE: 50 >= 40, step_up');
+is($v2->{payload}{score}, 50, 'score 50');
+
+my $v3 = decide(13, subject => 'u3', method => 'DELETE',
+                route_sensitive => JSON::PP::true, body_size => 5000);
+is($v3->{payload}{decision}, 'deny', 'DELETE on a sensitive route: deny');
+is($v3->{payload}{score}, 95, 'score 50 + 30 + 15');
+is_deeply([sort map { $_->{id} } grep { !$_->{shadow} }
+           @{ $v3->{payload}{signals} }],
+          [qw(big-body destructive sensitive)], 'each matched signal listed');
+
+# the subject's rate is state kept in guardd
+my @burst = map { decide(20 + $_, subject => 'busy') } 1 .. 5;
+is_deeply([map { $_->{payload}{decision} } @burst],
+          [qw(allow allow allow step_up step_up)],
+          'the 4th request of a subject within a minute: burst, step_up');
+
+my $vp = decide(30, tenant => 'plain', subject => 'u1', method => 'DELETE');
+is($vp->{payload}{decision}, 'allow', 'a tenant without risk rules: allow');
+
+print $s frame(2, 31, { subject => 'x' });
+my ($e) = read_frames($s, 1);
+is($e->{type}, 8, 'DECIDE without a tenant: ERROR');
+is($e->{payload}{code}, 'bad_request', 'bad_request');
+
+# many decisions in flight on one connection, each answered by its id
+print $s join '', map {
+    frame(2, 100 + $_, { tenant => 'acme', subject => "m$_",
+                         method => $_ % 2 ? 'DELETE' : 'GET' })
+} 1 .. 50;
+my @many = read_frames($s, 50, 20);
+is(scalar @many, 50, '50 pipelined DECIDEs, 50 VERDICTs');
+is(scalar(grep { $_->{payload}{decision} eq ($_->{id} % 2 ? 'step_up'
+                                                          : 'allow') }
+              @many), 50, 'each verdict matches its own request');
+
+# journaled: every decision that is not an allow
+my $refusals = 4 + 25;    # v2, v3, 2 of the burst, 25 of the 50
 # bad frames close their connection only
 my $good = connect_sock();
 for my $case (['garbage JSON', pack('NCN', 5 + 3, 4, 9) . '{x]'],
@@ -191,14 +268,16 @@ is($? >> 8, 0, 'guardd exits 0');
 ok(!-e "$dir/guardd.pid", 'the pid file is removed');
 ok(!-e "$dir/guardd.sock", 'the socket is removed');
 $v = `$guardctl audit verify --dir $dir/journal`;
-like($v, qr/ok: 220 records/, 'all 220 records are in the intact journal');
+my $total = 220 + $refusals;
+like($v, qr/ok: $total records/,
+     "all $total records (220 AUDITs, $refusals risk refusals) verify");
 
 open $log, '<', "$dir/guardd.log";
 $logtext = do { local $/; <$log> };
-like($logtext, qr/stopped: 220 records in (\d+) group commits/,
+like($logtext, qr/stopped: $total records in (\d+) group commits/,
      'group commits are reported');
 my ($commits) = $logtext =~ /in (\d+) group commits/;
-ok($commits < 220, "fewer fsyncs ($commits) than records (220)");
+ok($commits < $total, "fewer fsyncs ($commits) than records ($total)");
 unlike($logtext, qr/AddressSanitizer|runtime error/, 'no sanitizer report');
 
 done_testing;

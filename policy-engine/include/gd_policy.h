@@ -33,6 +33,54 @@ typedef struct {
     int shadow;
 } gd_rate_rule_t;
 
+/* the condition of a risk signal: one per signal */
+typedef enum {
+    GD_RISK_ROUTE_SENSITIVE = 1,   /* route_sensitive: bool */
+    GD_RISK_METHOD,                /* method: [methods] */
+    GD_RISK_BODY_SIZE_OVER,        /* body_size_over: bytes */
+    GD_RISK_CLAIM,                 /* claim: {name, lacks | equals} */
+    GD_RISK_SUBJECT_RATE_OVER,     /* subject_rate_over: {requests, window} */
+    GD_RISK_SUBJECT_REFUSALS_OVER, /* subject_refusals_over: {count, window} */
+    GD_RISK_NEW_CLIENT_IP,         /* new_client_ip: {window} */
+    GD_RISK_OUTSIDE_HOURS,         /* outside_hours: {from, to} */
+    GD_RISK_INLINE_SCORE_OVER      /* inline_score_over: score */
+} gd_risk_cond_t;
+
+/* the most signals of one policy (the scorer's result has room for all) */
+#define GD_RISK_MAX_SIGNALS 64
+/* the most requests / refusals a window condition may count */
+#define GD_RISK_MAX_COUNT 1000
+
+typedef struct {
+    char *id;
+    uint32_t weight;
+    int shadow;
+    gd_risk_cond_t cond;
+
+    int sensitive;  /* ROUTE_SENSITIVE: matches this value of the flag */
+    char **methods; /* METHOD */
+    size_t nmethods;
+    uint64_t over;      /* BODY_SIZE_OVER, INLINE_SCORE_OVER: the limit;
+                           SUBJECT_RATE_OVER: requests;
+                           SUBJECT_REFUSALS_OVER: count */
+    uint64_t window_ms; /* SUBJECT_*_OVER, NEW_CLIENT_IP: whole seconds */
+    char *claim;        /* CLAIM: the claim's name */
+    char *claim_value;  /* CLAIM: the value of lacks or equals */
+    int claim_lacks;    /* CLAIM: 1 lacks, 0 equals */
+    uint32_t from_min;  /* OUTSIDE_HOURS: minutes since midnight, */
+    uint32_t to_min;    /* 0..1439, from != to; to < from wraps */
+} gd_risk_signal_t;
+
+typedef struct {
+    uint32_t step_up; /* 1..1000, < deny */
+    uint32_t deny;    /* 1..1000 */
+    uint64_t ttl_ms;  /* 0: not given */
+    int shadow;
+    char *time_zone; /* NULL: UTC */
+    gd_risk_signal_t *signals;
+    size_t nsignals; /* 1..GD_RISK_MAX_SIGNALS */
+} gd_risk_policy_t;
+
 typedef struct {
     char *tenant; /* NULL in the default policy */
     char *file;
@@ -54,6 +102,9 @@ typedef struct {
 
     uint32_t concurrency; /* 0: no limit */
     int concurrency_shadow;
+
+    int has_risk; /* risk: scored by gd_risk_score() (gd_risk.h) */
+    gd_risk_policy_t risk;
 } gd_policy_t;
 
 typedef struct {

@@ -451,13 +451,390 @@ static void load_rate(gd_vctx_t *c, json_t *r, gd_rate_rule_t *rule,
     }
 }
 
+/* the risk section */
+
+static int signal_id_ok(const char *s)
+{
+    return name_ok(s, 1, 64, "_-", 0);
+}
+
+static int claim_text_ok(const char *s)
+{
+    size_t n = strlen(s);
+
+    return n >= 1 && n <= 256;
+}
+
+static int time_zone_ok(const char *s)
+{
+    return s[0] != '/' && name_ok(s, 1, 64, "_+-/", 0);
+}
+
+/* "HH:MM", 00:00 to 23:59, in minutes since midnight */
+static int hours_parse(const char *s, uint32_t *minutes)
+{
+    for (int i = 0; i < 5; i++) {
+        if (i == 2 ? s[i] != ':' : (s[i] < '0' || s[i] > '9')) {
+            return -1;
+        }
+    }
+
+    if (s[5] != '\0') {
+        return -1;
+    }
+
+    uint32_t h = (uint32_t)(s[0] - '0') * 10 + (uint32_t)(s[1] - '0');
+    uint32_t m = (uint32_t)(s[3] - '0') * 10 + (uint32_t)(s[4] - '0');
+
+    if (h > 23 || m > 59) {
+        return -1;
+    }
+
+    *minutes = h * 60 + m;
+    return 0;
+}
+
+/*
+ * The text of a string member: NULL when absent or not a string (an error
+ * then when required or of the wrong type), "" when it holds a NUL byte.
+ */
+static const char *get_text(gd_vctx_t *c, json_t *obj, const char *key,
+                            int required)
+{
+    json_t *v = member(c, obj, key, JSON_STRING, required);
+
+    if (v == NULL) {
+        return NULL;
+    }
+
+    if (strlen(json_string_value(v)) != json_string_length(v)) {
+        return "";
+    }
+    return json_string_value(v);
+}
+
+static void text_error(gd_vctx_t *c, const char *key, const char *msg)
+{
+    size_t old = push_key(c, key);
+    verr(c, 0, "%s", msg);
+    pop(c, old);
+}
+
+/* the window of a condition: a period of whole seconds ("ms" is refused) */
+static uint64_t get_window(gd_vctx_t *c, json_t *obj)
+{
+    const char *s = get_text(c, obj, "window", 1);
+    uint64_t ms = 0;
+
+    if (s == NULL) {
+        return 0;
+    }
+
+    size_t n = strlen(s);
+
+    if (period_parse(s, &ms) != 0 || (n >= 2 && strcmp(s + n - 2, "ms") == 0)) {
+        text_error(c, "window",
+                   "must be a duration in seconds, minutes or hours such "
+                   "as \"10s\", \"15m\" or \"24h\"");
+        return 0;
+    }
+    return ms;
+}
+
+static uint32_t get_hours(gd_vctx_t *c, json_t *obj, const char *key, int *ok)
+{
+    const char *s = get_text(c, obj, key, 1);
+    uint32_t minutes = 0;
+
+    if (s == NULL) {
+        *ok = 0;
+        return 0;
+    }
+
+    if (hours_parse(s, &minutes) != 0) {
+        text_error(c, key, "must be a time of day from \"00:00\" to \"23:59\"");
+        *ok = 0;
+        return 0;
+    }
+    return minutes;
+}
+
+/* the later in obj of two members that are both present */
+static const char *later_of(json_t *obj, const char *a, const char *b)
+{
+    const char *key, *seen = NULL;
+    json_t *v;
+
+    json_object_foreach(obj, key, v)
+    {
+        if (strcmp(key, a) == 0 || strcmp(key, b) == 0) {
+            if (seen) {
+                return key;
+            }
+            seen = key;
+        }
+    }
+    return b;
+}
+
+static const char *risk_conditions[] = {
+    "route_sensitive",   "method",
+    "body_size_over",    "claim",
+    "subject_rate_over", "subject_refusals_over",
+    "new_client_ip",     "outside_hours",
+    "inline_score_over", NULL};
+
+static void load_condition(gd_vctx_t *c, json_t *when, const char *key,
+                           gd_risk_signal_t *s)
+{
+    static const char *claim_m[] = {"name", "lacks", "equals", NULL};
+    static const char *rate_m[] = {"requests", "window", NULL};
+    static const char *refusals_m[] = {"count", "window", NULL};
+    static const char *ip_m[] = {"window", NULL};
+    static const char *hours_m[] = {"from", "to", NULL};
+    json_t *v;
+    size_t old;
+
+    switch (s->cond) {
+    case GD_RISK_ROUTE_SENSITIVE:
+        if ((v = member(c, when, key, JSON_TRUE, 1))) {
+            s->sensitive = json_is_true(v);
+        }
+        return;
+
+    case GD_RISK_METHOD:
+        s->methods = get_strings(c, when, key, 1, method_ok,
+                                 "one of GET HEAD POST PUT PATCH DELETE "
+                                 "OPTIONS",
+                                 &s->nmethods);
+        return;
+
+    case GD_RISK_BODY_SIZE_OVER:
+        s->over = get_uint(c, when, key, 1, 0, 1000000000000ULL, 0);
+        return;
+
+    case GD_RISK_INLINE_SCORE_OVER:
+        s->over = get_uint(c, when, key, 1, 0, 1000000, 0);
+        return;
+
+    default:
+        break;
+    }
+
+    if ((v = member(c, when, key, JSON_OBJECT, 1)) == NULL) {
+        return;
+    }
+
+    old = push_key(c, key);
+
+    switch (s->cond) {
+    case GD_RISK_CLAIM:
+        check_members(c, v, claim_m);
+        s->claim = get_string(c, v, "name", 1, claim_text_ok,
+                              "a claim name of 1-256 bytes");
+        if (json_object_get(v, "lacks") && json_object_get(v, "equals")) {
+            size_t o2 = push_key(c, later_of(v, "lacks", "equals"));
+            verr(c, 0,
+                 "a claim condition has one of \"lacks\" and "
+                 "\"equals\"");
+            pop(c, o2);
+        } else if (json_object_get(v, "lacks")) {
+            s->claim_lacks = 1;
+            s->claim_value = get_string(c, v, "lacks", 1, claim_text_ok,
+                                        "a string of 1-256 bytes");
+        } else if (json_object_get(v, "equals")) {
+            s->claim_value = get_string(c, v, "equals", 1, claim_text_ok,
+                                        "a string of 1-256 bytes");
+        } else {
+            verr(c, 1, "a claim condition needs \"lacks\" or \"equals\"");
+        }
+        break;
+
+    case GD_RISK_SUBJECT_RATE_OVER:
+        check_members(c, v, rate_m);
+        s->over = get_uint(c, v, "requests", 1, 1, GD_RISK_MAX_COUNT, 0);
+        s->window_ms = get_window(c, v);
+        break;
+
+    case GD_RISK_SUBJECT_REFUSALS_OVER:
+        check_members(c, v, refusals_m);
+        s->over = get_uint(c, v, "count", 1, 1, GD_RISK_MAX_COUNT, 0);
+        s->window_ms = get_window(c, v);
+        break;
+
+    case GD_RISK_NEW_CLIENT_IP:
+        check_members(c, v, ip_m);
+        s->window_ms = get_window(c, v);
+        break;
+
+    case GD_RISK_OUTSIDE_HOURS: {
+        int ok = 1;
+
+        check_members(c, v, hours_m);
+        s->from_min = get_hours(c, v, "from", &ok);
+        s->to_min = get_hours(c, v, "to", &ok);
+        if (ok && s->from_min == s->to_min) {
+            text_error(c, "to",
+                       "must differ from \"from\" (the hours would be "
+                       "empty)");
+        }
+        break;
+    }
+
+    default:
+        break;
+    }
+
+    pop(c, old);
+}
+
+static void load_when(gd_vctx_t *c, json_t *when, gd_risk_signal_t *s)
+{
+    const char *key, *first = NULL;
+    json_t *v;
+
+    check_members(c, when, risk_conditions);
+
+    json_object_foreach(when, key, v)
+    {
+        int i;
+
+        for (i = 0; risk_conditions[i]; i++) {
+            if (strcmp(risk_conditions[i], key) == 0) {
+                break;
+            }
+        }
+
+        if (risk_conditions[i] == NULL) {
+            continue; /* reported by check_members */
+        }
+
+        if (first) {
+            size_t old = push_key(c, key);
+            verr(c, 0,
+                 "a signal has exactly one condition, and \"%s\" is "
+                 "already given",
+                 first);
+            pop(c, old);
+            continue;
+        }
+
+        first = key;
+        s->cond = (gd_risk_cond_t)(i + 1);
+    }
+
+    if (first) {
+        load_condition(c, when, first, s);
+    } else if (json_object_size(when) == 0) {
+        verr(c, 1,
+             "needs one condition: route_sensitive, method, "
+             "body_size_over, claim, subject_rate_over, "
+             "subject_refusals_over, new_client_ip, outside_hours or "
+             "inline_score_over");
+    }
+}
+
+static void load_signal(gd_vctx_t *c, json_t *o, gd_risk_policy_t *r,
+                        gd_risk_signal_t *s)
+{
+    static const char *members[] = {"id", "weight", "when", "shadow", NULL};
+    json_t *when;
+
+    check_members(c, o, members);
+
+    s->id = get_string(c, o, "id", 1, signal_id_ok,
+                       "1-64 characters of A-Z a-z 0-9 _ -");
+    s->weight = (uint32_t)get_uint(c, o, "weight", 1, 1, 1000, 0);
+    s->shadow = get_bool(c, o, "shadow");
+
+    if ((when = member(c, o, "when", JSON_OBJECT, 1))) {
+        size_t old = push_key(c, "when");
+        load_when(c, when, s);
+        pop(c, old);
+    }
+
+    for (size_t j = 0; s->id && j < r->nsignals; j++) {
+        if (r->signals[j].id && strcmp(r->signals[j].id, s->id) == 0) {
+            size_t old = push_key(c, "id");
+            verr(c, 0, "duplicate signal id \"%s\"", s->id);
+            pop(c, old);
+        }
+    }
+}
+
+static void load_risk(gd_vctx_t *c, json_t *v, gd_risk_policy_t *r)
+{
+    static const char *members[] = {"thresholds", "ttl",     "shadow",
+                                    "time_zone",  "signals", NULL};
+    static const char *thr_m[] = {"step_up", "deny", NULL};
+    json_t *thr, *sig;
+    const char *ttl;
+
+    check_members(c, v, members);
+
+    if ((thr = member(c, v, "thresholds", JSON_OBJECT, 1))) {
+        size_t old = push_key(c, "thresholds");
+
+        check_members(c, thr, thr_m);
+        r->step_up = (uint32_t)get_uint(c, thr, "step_up", 1, 1, 1000, 0);
+        r->deny = (uint32_t)get_uint(c, thr, "deny", 1, 1, 1000, 0);
+        if (r->step_up && r->deny && r->step_up >= r->deny) {
+            size_t o2 = push_key(c, "step_up");
+            verr(c, 0, "must be less than deny (%u), not %u", r->deny,
+                 r->step_up);
+            pop(c, o2);
+        }
+        pop(c, old);
+    }
+
+    if ((ttl = get_text(c, v, "ttl", 0)) && period_parse(ttl, &r->ttl_ms)) {
+        text_error(c, "ttl",
+                   "must be a duration such as \"1s\", \"10s\", \"1m\", "
+                   "\"1h\" or \"500ms\"");
+    }
+
+    r->shadow = get_bool(c, v, "shadow");
+    r->time_zone = get_string(c, v, "time_zone", 0, time_zone_ok,
+                              "a time zone name such as \"Europe/Paris\": "
+                              "1-64 characters of A-Z a-z 0-9 _ + - /, not "
+                              "starting with /");
+
+    if ((sig = member(c, v, "signals", JSON_ARRAY, 1))) {
+        size_t old = push_key(c, "signals"), n = json_array_size(sig);
+
+        if (n == 0) {
+            verr(c, 0, "must have at least one signal");
+        } else if (n > GD_RISK_MAX_SIGNALS) {
+            verr(c, 0, "must have at most %d signals, not %zu",
+                 GD_RISK_MAX_SIGNALS, n);
+        }
+
+        r->signals = calloc(n + 1, sizeof(gd_risk_signal_t));
+
+        for (size_t i = 0; r->signals && i < n; i++) {
+            json_t *o = json_array_get(sig, i);
+            size_t o2 = push_index(c, i);
+
+            if (!json_is_object(o)) {
+                verr(c, 1, "a signal must be an object");
+            } else {
+                load_signal(c, o, r, &r->signals[r->nsignals]);
+                r->nsignals++;
+            }
+            pop(c, o2);
+        }
+        pop(c, old);
+    }
+}
+
 /* one file */
 
 static void load_policy(gd_vctx_t *c, json_t *doc, gd_policy_t *p,
                         const char *dir, int is_default)
 {
-    static const char *top[] = {"$schema", "description", "tenant", "shadow",
-                                "auth",    "residency",   "limits", NULL};
+    static const char *top[] = {"$schema", "description", "tenant",
+                                "shadow",  "auth",        "residency",
+                                "limits",  "risk",        NULL};
     static const char *auth_m[] = {"issuers", "jwks", "shadow", NULL};
     static const char *res_m[] = {"regions", "shadow", NULL};
     static const char *lim_m[] = {"rate", "concurrency", NULL};
@@ -570,6 +947,13 @@ static void load_policy(gd_vctx_t *c, json_t *doc, gd_policy_t *p,
 
         pop(c, old);
     }
+
+    if ((v = member(c, doc, "risk", JSON_OBJECT, 0))) {
+        old = push_key(c, "risk");
+        p->has_risk = 1;
+        load_risk(c, v, &p->risk);
+        pop(c, old);
+    }
 }
 
 static void policy_free(gd_policy_t *p)
@@ -585,6 +969,16 @@ static void policy_free(gd_policy_t *p)
         free(p->rates[i].path);
     }
     free(p->rates);
+    for (size_t i = 0; i < p->risk.nsignals; i++) {
+        gd_risk_signal_t *s = &p->risk.signals[i];
+
+        free(s->id);
+        free_strings(s->methods, s->nmethods);
+        free(s->claim);
+        free(s->claim_value);
+    }
+    free(p->risk.signals);
+    free(p->risk.time_zone);
 }
 
 void gd_policy_set_free(gd_policy_set_t *set)

@@ -18,6 +18,8 @@
 #include "gd_journal.h"
 #include "gd_policy.h"
 #include "gd_proto.h"
+#include "gd_risk.h"
+#include "gd_uuid.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -99,6 +101,8 @@ typedef struct {
 static gd_conf_t conf;
 static gd_writer_t writer;
 static gd_policy_set_t *policies;
+static gd_risk_state_t *risk_state;
+static gd_uuid_gen_t uuid_gen;
 static gd_conn_t *conns;
 static uint64_t next_serial = 1;
 static int epfd;
@@ -385,6 +389,158 @@ static int conn_error(gd_conn_t *c, uint32_t id, const char *code,
     return rc;
 }
 
+/* hands a record to the writer; conn 0: nobody waits for an ACK */
+static int journal_enqueue(uint64_t conn, uint32_t id, json_t *record)
+{
+    gd_job_t *job = calloc(1, sizeof(gd_job_t));
+
+    if (job == NULL) {
+        return -1;
+    }
+
+    job->conn = conn;
+    job->id = id;
+    job->record = json_incref(record);
+
+    pthread_mutex_lock(&writer.lock);
+    *writer.todo_tail = job;
+    writer.todo_tail = &job->next;
+    pthread_cond_signal(&writer.cond);
+    pthread_mutex_unlock(&writer.lock);
+
+    return 0;
+}
+
+static const char *str_member(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/* DECIDE: score the request with the tenant's risk rules */
+static int handle_decide(gd_conn_t *c, gd_frame_t *f)
+{
+    gd_risk_request_t req = {0};
+    gd_risk_result_t res;
+    const gd_policy_t *p;
+    json_t *in = f->payload, *v, *signals, *out;
+    uint8_t id[GD_UUID_LEN];
+    char idtext[GD_UUID_STRLEN + 1];
+    struct timespec ts;
+    int rc;
+
+    req.tenant = in ? str_member(in, "tenant") : NULL;
+    if (req.tenant == NULL || req.tenant[0] == '\0') {
+        return conn_error(c, f->id, "bad_request", "DECIDE needs a tenant");
+    }
+
+    req.subject = str_member(in, "subject");
+    req.method = str_member(in, "method");
+    req.route = str_member(in, "route");
+    req.client_ip = str_member(in, "client_ip");
+    req.route_sensitive = json_is_true(json_object_get(in, "route_sensitive"));
+    v = json_object_get(in, "body_size");
+    req.body_size = json_is_integer(v) && json_integer_value(v) > 0
+                        ? (uint64_t)json_integer_value(v)
+                        : 0;
+    v = json_object_get(in, "inline_score");
+    req.inline_score = json_is_integer(v) ? json_integer_value(v) : -1;
+    v = json_object_get(in, "claims");
+    req.claims = json_is_object(v) ? v : NULL;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    req.now = ts.tv_sec;
+    req.local_minutes = -1;
+
+    p = gd_policy_find(policies, req.tenant, strlen(req.tenant));
+
+    if (gd_uuid7_next(&uuid_gen,
+                      (uint64_t)ts.tv_sec * 1000 +
+                          (uint64_t)ts.tv_nsec / 1000000,
+                      id) != 0) {
+        return conn_error(c, f->id, "unavailable", "no randomness");
+    }
+    gd_uuid_format(id, idtext);
+    idtext[GD_UUID_STRLEN] = '\0';
+
+    if (p == NULL || !p->has_risk) {
+        out = json_pack("{s:s, s:i, s:[], s:s, s:s}", "decision", "allow",
+                        "score", 0, "signals", "policy_version",
+                        policies->version, "decision_id", idtext);
+        rc = conn_send(c, GD_FRAME_VERDICT, f->id, out);
+        json_decref(out);
+        return rc;
+    }
+
+    if (p->risk.time_zone &&
+        gd_risk_local_minutes(p->risk.time_zone, req.now, &req.local_minutes) !=
+            0) {
+        req.local_minutes = -1;
+    }
+
+    if (gd_risk_score(p, risk_state, &req, &res) != 0) {
+        return conn_error(c, f->id, "unavailable", "cannot score");
+    }
+
+    if (req.subject) {
+        gd_risk_observe_request(risk_state, req.tenant, req.subject,
+                                req.client_ip, req.now);
+        if (res.decision != GD_RISK_ALLOW && !res.shadow) {
+            gd_risk_observe_refusal(risk_state, req.tenant, req.subject,
+                                    req.now);
+        }
+    }
+
+    signals = json_array();
+    for (size_t i = 0; i < res.nmatches; i++) {
+        json_array_append_new(
+            signals, json_pack("{s:s, s:i, s:b}", "id", res.matches[i].id,
+                               "weight", (int)res.matches[i].weight, "shadow",
+                               res.matches[i].shadow));
+    }
+
+    out =
+        json_pack("{s:s, s:i, s:o, s:{s:i, s:i}, s:s, s:s, s:b}", "decision",
+                  gd_risk_decision_name(res.decision), "score", (int)res.score,
+                  "signals", signals, "thresholds", "step_up", (int)res.step_up,
+                  "deny", (int)res.deny, "policy_version", policies->version,
+                  "decision_id", idtext, "shadow", res.shadow);
+    if (out == NULL) {
+        return conn_error(c, f->id, "unavailable", "out of memory");
+    }
+    if (res.ttl_ms) {
+        json_object_set_new(out, "ttl_ms",
+                            json_integer((json_int_t)res.ttl_ms));
+    }
+
+    rc = conn_send(c, GD_FRAME_VERDICT, f->id, out);
+
+    /* every decision that is not an allow is journaled */
+    if (res.decision != GD_RISK_ALLOW) {
+        json_t *rec = json_pack(
+            "{s:s, s:I, s:s, s:s?, s:s?, s:s?, s:s?, s:s, s:s, s:i, s:s,"
+            " s:i, s:O, s:s, s:s?, s:s, s:b}",
+            "id", idtext, "ts_ms",
+            (json_int_t)((uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000),
+            "tenant", req.tenant, "subject", req.subject, "client_ip",
+            req.client_ip, "method", req.method, "route", req.route, "stage",
+            "risk", "outcome", res.shadow ? "shadow_deny" : "deny", "status",
+            res.decision == GD_RISK_DENY ? 403 : 401, "reason",
+            res.decision == GD_RISK_DENY ? "risk_deny" : "risk_step_up",
+            "score", (int)res.score, "signals", json_object_get(out, "signals"),
+            "policy_version", policies->version, "traceparent",
+            str_member(in, "traceparent"), "node", conf.node, "shadow",
+            res.shadow);
+        if (rec == NULL || journal_enqueue(0, 0, rec) != 0) {
+            logmsg("error", "decision %s could not be journaled", idtext);
+        }
+        json_decref(rec);
+    }
+
+    json_decref(out);
+    return rc;
+}
+
 static int handle_frame(gd_conn_t *c, gd_frame_t *f)
 {
     json_t *p;
@@ -412,35 +568,16 @@ static int handle_frame(gd_conn_t *c, gd_frame_t *f)
         rc = conn_send(c, GD_FRAME_PONG, f->id, NULL);
         break;
 
-    case GD_FRAME_AUDIT: {
-        gd_job_t *job;
-
+    case GD_FRAME_AUDIT:
         if (f->payload == NULL) {
             rc = conn_error(c, f->id, "bad_request", "AUDIT needs a record");
-            break;
-        }
-
-        job = calloc(1, sizeof(gd_job_t));
-        if (job == NULL) {
+        } else if (journal_enqueue(c->serial, f->id, f->payload) != 0) {
             rc = conn_error(c, f->id, "unavailable", "out of memory");
-            break;
         }
-
-        job->conn = c->serial;
-        job->id = f->id;
-        job->record = json_incref(f->payload);
-
-        pthread_mutex_lock(&writer.lock);
-        *writer.todo_tail = job;
-        writer.todo_tail = &job->next;
-        pthread_cond_signal(&writer.cond);
-        pthread_mutex_unlock(&writer.lock);
         break;
-    }
 
     case GD_FRAME_DECIDE:
-        rc = conn_error(c, f->id, "not_implemented",
-                        "risk scoring is not available in this guardd");
+        rc = handle_decide(c, f);
         break;
 
     default:
@@ -706,6 +843,13 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    gd_uuid_gen_init(&uuid_gen);
+    risk_state = gd_risk_state_new(100000);
+    if (risk_state == NULL) {
+        logmsg("emerg", "out of memory");
+        return 1;
+    }
+
     lfd = listen_socket();
     if (lfd < 0 || write_pid() != 0 || drop_privileges() != 0) {
         return 1;
@@ -852,5 +996,6 @@ int main(int argc, char **argv)
            (unsigned long long)writer.commits);
     unlink(conf.pid_file);
     gd_policy_set_free(policies);
+    gd_risk_state_free(risk_state);
     return 0;
 }
