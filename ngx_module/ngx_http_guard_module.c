@@ -19,6 +19,7 @@
 #include "ngx_http_guard_residency.h"
 #include "ngx_http_guard_limit.h"
 #include "ngx_http_guard_metrics.h"
+#include "ngx_http_guard_sidecar.h"
 
 #include "gd_uuid.h"
 
@@ -48,6 +49,7 @@ static ngx_http_guard_ctx_t *ngx_http_guard_get_ctx(ngx_http_request_t *r);
 static ngx_http_guard_ctx_t *ngx_http_guard_create_ctx(ngx_http_request_t *r);
 static void ngx_http_guard_ctx_cleanup(void *data);
 static ngx_int_t ngx_http_guard_init_process(ngx_cycle_t *cycle);
+static void ngx_http_guard_exit_process(ngx_cycle_t *cycle);
 
 static ngx_int_t ngx_http_guard_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -72,6 +74,21 @@ static char *ngx_http_guard_max_lifetime(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_guard_tenant_claim(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+
+
+static ngx_conf_enum_t  ngx_http_guard_risk_modes[] = {
+    { ngx_string("off"), NGX_HTTP_GUARD_RISK_OFF },
+    { ngx_string("on"), NGX_HTTP_GUARD_RISK_ON },
+    { ngx_string("shadow"), NGX_HTTP_GUARD_RISK_SHADOW },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_http_guard_risk_fail_modes[] = {
+    { ngx_string("closed"), 0 },
+    { ngx_string("open"), 1 },
+    { ngx_null_string, 0 }
+};
 
 
 static ngx_command_t  ngx_http_guard_commands[] = {
@@ -167,6 +184,27 @@ static ngx_command_t  ngx_http_guard_commands[] = {
       offsetof(ngx_http_guard_main_conf_t, region),
       NULL },
 
+    { ngx_string("guard_sidecar"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
+      ngx_http_guard_sidecar,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("guard_risk"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_guard_loc_conf_t, risk),
+      &ngx_http_guard_risk_modes },
+
+    { ngx_string("guard_risk_fail"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_guard_loc_conf_t, risk_fail_open),
+      &ngx_http_guard_risk_fail_modes },
+
     { ngx_string("guard_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_guard_status,
@@ -210,7 +248,7 @@ ngx_module_t  ngx_http_guard_module = {
     ngx_http_guard_init_process,           /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_guard_exit_process,           /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -223,7 +261,8 @@ enum {
     NGX_HTTP_GUARD_VAR_REASON,
     NGX_HTTP_GUARD_VAR_DECISION_ID,
     NGX_HTTP_GUARD_VAR_TOKEN_CACHE,
-    NGX_HTTP_GUARD_VAR_LIMIT_REMAINING
+    NGX_HTTP_GUARD_VAR_LIMIT_REMAINING,
+    NGX_HTTP_GUARD_VAR_RISK_SCORE
 };
 
 
@@ -249,6 +288,9 @@ static ngx_http_variable_t  ngx_http_guard_vars[] = {
 
     { ngx_string("guard_limit_remaining"), NULL, ngx_http_guard_variable,
       NGX_HTTP_GUARD_VAR_LIMIT_REMAINING, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("guard_risk_score"), NULL, ngx_http_guard_variable,
+      NGX_HTTP_GUARD_VAR_RISK_SCORE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("guard_policy_version"), NULL,
       ngx_http_guard_policy_version_variable, 0, 0, 0 },
@@ -319,6 +361,10 @@ ngx_http_guard_handler(ngx_http_request_t *r)
         /* an internal redirect within the same guard configuration */
         return NGX_DECLINED;
 
+    } else if (ctx->conf == glcf && ctx->risk != NGX_HTTP_GUARD_RISK_NONE) {
+        /* resumed by guardd's verdict, or by its timer */
+        goto risk;
+
     } else {
         /* an internal redirect to other guard settings: decide again */
         if (ctx->payload) {
@@ -329,6 +375,7 @@ ngx_http_guard_handler(ngx_http_request_t *r)
         ngx_memzero(&ctx->claims, sizeof(ngx_http_guard_claims_t));
         ngx_str_null(&ctx->tenant);
         ctx->policy = NULL;
+        ctx->risk = NGX_HTTP_GUARD_RISK_NONE;
         ctx->decided = 0;
         ctx->authenticated = 0;
     }
@@ -409,6 +456,26 @@ ngx_http_guard_handler(ngx_http_request_t *r)
         }
 
         ngx_http_guard_shadow(r, ctx, reason);
+    }
+
+risk:
+
+    /* risk delegation: the only stage that may wait */
+
+    if (glcf->risk != NGX_HTTP_GUARD_RISK_OFF) {
+        shadow = 0;
+
+        if (ngx_http_guard_risk(r, ctx, &reason, &shadow) == NGX_AGAIN) {
+            return NGX_AGAIN;
+        }
+
+        if (reason != NGX_HTTP_GUARD_OK) {
+            if (!shadow) {
+                return ngx_http_guard_refuse(r, ctx, reason);
+            }
+
+            ngx_http_guard_shadow(r, ctx, reason);
+        }
     }
 
     ctx->reason = NGX_HTTP_GUARD_OK;
@@ -789,6 +856,22 @@ ngx_http_guard_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         s.len = ngx_sprintf(s.data, "%uL", ctx->limit.remaining) - s.data;
         break;
 
+    case NGX_HTTP_GUARD_VAR_RISK_SCORE:
+        if (ctx->risk < NGX_HTTP_GUARD_RISK_ALLOW
+            || ctx->risk == NGX_HTTP_GUARD_RISK_FAILED)
+        {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        s.data = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (s.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        s.len = ngx_sprintf(s.data, "%i", ctx->risk_score) - s.data;
+        break;
+
     case NGX_HTTP_GUARD_VAR_DECISION_ID:
         s.data = ngx_http_guard_decision_id(r, ctx);
         if (s.data == NULL) {
@@ -1034,13 +1117,20 @@ ngx_http_guard_header_filter(ngx_http_request_t *r)
 
 /* configuration */
 
+static void
+ngx_http_guard_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_guard_sidecar_exit_process(cycle);
+}
+
+
 static ngx_int_t
 ngx_http_guard_init_process(ngx_cycle_t *cycle)
 {
     /* a worker must not share the master's random block */
     gd_uuid_gen_init(&ngx_http_guard_uuid_gen);
 
-    return NGX_OK;
+    return ngx_http_guard_sidecar_init_process(cycle);
 }
 
 
@@ -1093,6 +1183,8 @@ ngx_http_guard_create_loc_conf(ngx_conf_t *cf)
     conf->max_lifetime = NGX_CONF_UNSET;
     conf->cache = NGX_CONF_UNSET;
     conf->limit_headers = NGX_CONF_UNSET;
+    conf->risk = NGX_CONF_UNSET_UINT;
+    conf->risk_fail_open = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -1113,6 +1205,9 @@ ngx_http_guard_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_sec_value(conf->max_lifetime, prev->max_lifetime, 0);
     ngx_conf_merge_value(conf->cache, prev->cache, 1);
     ngx_conf_merge_value(conf->limit_headers, prev->limit_headers, 1);
+    ngx_conf_merge_uint_value(conf->risk, prev->risk,
+                              NGX_HTTP_GUARD_RISK_OFF);
+    ngx_conf_merge_uint_value(conf->risk_fail_open, prev->risk_fail_open, 0);
 
     if (conf->keys == NULL) {
         conf->keys = prev->keys;
@@ -1136,9 +1231,19 @@ ngx_http_guard_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
     }
 
+    gmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_guard_module);
+
     if (conf->enable) {
-        gmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_guard_module);
         gmcf->used = 1;
+    }
+
+    if (conf->enable && conf->risk != NGX_HTTP_GUARD_RISK_OFF
+        && gmcf->sidecar == NULL)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"guard_risk\" needs \"guard_sidecar\" "
+                           "in the http block, before the servers");
+        return NGX_CONF_ERROR;
     }
 
     if (conf->keys == NULL) {

@@ -51,6 +51,9 @@ typedef enum {
     NGX_HTTP_GUARD_RESIDENCY,
     NGX_HTTP_GUARD_RATE_LIMITED,
     NGX_HTTP_GUARD_CONCURRENCY_LIMITED,
+    NGX_HTTP_GUARD_RISK_DENIED,
+    NGX_HTTP_GUARD_RISK_STEP_UP_NEEDED,
+    NGX_HTTP_GUARD_SIDECAR_UNAVAILABLE,
     NGX_HTTP_GUARD_INTERNAL_ERROR,
     NGX_HTTP_GUARD_REASON_LAST
 } ngx_http_guard_reason_e;
@@ -108,12 +111,16 @@ typedef struct {
 } ngx_http_guard_claim_spec_t;
 
 
+typedef struct ngx_http_guard_sidecar_conf_s  ngx_http_guard_sidecar_conf_t;
+
+
 typedef struct {
     ngx_shm_zone_t              *shm_zone;
     size_t                       zone_size;
     ngx_flag_t                   used;        /* some "guard on" */
     ngx_http_guard_policies_t   *policies;
     ngx_str_t                    region;
+    ngx_http_guard_sidecar_conf_t  *sidecar;
 } ngx_http_guard_main_conf_t;
 
 
@@ -129,7 +136,19 @@ typedef struct {
     ngx_http_complex_value_t    *tenant;
     ngx_flag_t                   cache;
     ngx_flag_t                   limit_headers;
+    ngx_uint_t                   risk;
+    ngx_uint_t                   risk_fail_open;
 } ngx_http_guard_loc_conf_t;
+
+
+typedef enum {
+    NGX_HTTP_GUARD_RISK_NONE = 0,
+    NGX_HTTP_GUARD_RISK_WAITING,
+    NGX_HTTP_GUARD_RISK_ALLOW,
+    NGX_HTTP_GUARD_RISK_STEP_UP,
+    NGX_HTTP_GUARD_RISK_DENY,
+    NGX_HTTP_GUARD_RISK_FAILED
+} ngx_http_guard_risk_e;
 
 
 typedef enum {
@@ -163,6 +182,8 @@ typedef struct {
     ngx_http_guard_limit_info_t  limit;
     ngx_http_guard_reason_e      reason;
     ngx_http_guard_reason_e      shadow_reason;
+    ngx_http_guard_risk_e        risk;
+    ngx_int_t                    risk_score;
     ngx_http_guard_cache_status_e  cache_status;
     u_char                       decision_id[NGX_HTTP_GUARD_ID_LEN];
     unsigned                     has_id:1;
@@ -171,6 +192,7 @@ typedef struct {
     unsigned                     authenticated:1;
     unsigned                     holds_slot:1;
     unsigned                     rate_done:1;
+    unsigned                     risk_shadow:1;
 } ngx_http_guard_ctx_t;
 
 

@@ -106,6 +106,19 @@ static ngx_http_guard_reason_t  ngx_http_guard_reasons[] = {
       "urn:guard:concurrency-limited", "Too many requests in flight",
       "the tenant has too many requests in flight", NULL },
 
+    { ngx_string("risk_deny"), NGX_HTTP_FORBIDDEN,
+      "urn:guard:risk-deny", "Refused by risk policy",
+      "the request was refused by the risk policy", NULL },
+
+    { ngx_string("risk_step_up"), NGX_HTTP_UNAUTHORIZED,
+      "urn:guard:risk-step-up", "Stronger authentication required",
+      "authenticate again with a stronger method",
+      "insufficient_user_authentication" },
+
+    { ngx_string("sidecar_unavailable"), NGX_HTTP_SERVICE_UNAVAILABLE,
+      "urn:guard:sidecar-unavailable", "Decision unavailable",
+      "the risk decision service is unavailable; retry later", NULL },
+
     { ngx_string("internal_error"), NGX_HTTP_INTERNAL_SERVER_ERROR,
       "urn:guard:internal-error", "Internal error",
       "the gateway could not decide", NULL },
@@ -324,7 +337,8 @@ ngx_http_guard_refuse(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
         return NGX_DONE;
     }
 
-    if (reason == NGX_HTTP_GUARD_CONCURRENCY_LIMITED
+    if ((reason == NGX_HTTP_GUARD_CONCURRENCY_LIMITED
+         || reason == NGX_HTTP_GUARD_SIDECAR_UNAVAILABLE)
         && ngx_http_guard_add_header(r, "Retry-After",
                                      &ngx_http_guard_retry_soon)
            != NGX_OK)

@@ -45,6 +45,7 @@ our $UUID7 = qr/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]
 my %REASON_STATUS = (tenant_unaddressed => 400, tenant_missing => 403,
                      tenant_mismatch => 403, residency => 421,
                      rate_limited => 429, concurrency_limited => 429,
+                     risk_deny => 403, sidecar_unavailable => 503,
                      internal_error => 500);
 
 # <repo>/t/lib/Guard/Test.pm -> <repo>
@@ -746,9 +747,11 @@ sub problem_ok {
             Test::More::is($wa, 'Bearer realm="guard"',
                            'WWW-Authenticate exactly Bearer realm="guard"');
         } else {
+            my $error = $reason eq 'risk_step_up'
+                        ? 'insufficient_user_authentication' : 'invalid_token';
             Test::More::like($wa // '',
-                qr/^Bearer realm="guard", error="invalid_token", error_description="[^"]+"$/,
-                'WWW-Authenticate with error="invalid_token"');
+                qr/^Bearer realm="guard", error="$error", error_description="[^"]+"$/,
+                "WWW-Authenticate with error=\"$error\"");
         }
 
         return unless defined $o{token} && length $o{token};

@@ -1,0 +1,837 @@
+
+/*
+ * Copyright (C) Guard authors
+ *
+ * The sidecar client.
+ *
+ * Each worker keeps a small pool of non-blocking connections to guardd
+ * ("guard_sidecar unix:/path connections=N"), and many DECIDE calls share
+ * each one: a request id ties every VERDICT to its request, in any order.
+ * A request that asks suspends (the access handler returns NGX_AGAIN)
+ * and resumes on its VERDICT or on its timer, never blocking the worker.
+ * Broken connections come back with a growing backoff; after several
+ * failures in a row the client stops asking for a second and applies the
+ * fail mode at once.  Frames go through the shared codec (gd_proto).
+ */
+
+
+#include "ngx_http_guard_sidecar.h"
+#include "ngx_http_guard_problem.h"
+
+#include "gd_proto.h"
+
+
+#define NGX_HTTP_GUARD_SC_MAX_FRAME   GD_PROTO_DEFAULT_MAX_FRAME
+#define NGX_HTTP_GUARD_SC_BACKOFF_MIN 100
+#define NGX_HTTP_GUARD_SC_BACKOFF_MAX 5000
+#define NGX_HTTP_GUARD_SC_FAILURES    3
+#define NGX_HTTP_GUARD_SC_COOLDOWN    1000
+
+
+typedef enum {
+    NGX_HTTP_GUARD_SC_DOWN = 0,
+    NGX_HTTP_GUARD_SC_READY
+} ngx_http_guard_sc_state_e;
+
+
+typedef struct {
+    ngx_peer_connection_t        peer;
+    ngx_http_guard_sc_state_e    state;
+    u_char                      *in;
+    size_t                       in_len;
+    u_char                      *out;
+    size_t                       out_len;
+    size_t                       out_cap;
+    ngx_event_t                  retry;
+    ngx_msec_t                   backoff;
+    ngx_queue_t                  waiting;
+} ngx_http_guard_sc_conn_t;
+
+
+typedef struct {
+    ngx_http_request_t          *request;
+    ngx_http_guard_ctx_t        *ctx;
+    ngx_http_guard_sc_conn_t    *conn;
+    uint32_t                     id;
+    ngx_event_t                  timer;
+    ngx_queue_t                  queue;
+    unsigned                     done:1;
+} ngx_http_guard_sc_waiter_t;
+
+
+/* per worker */
+
+static ngx_http_guard_sidecar_conf_t  *ngx_http_guard_sc_conf;
+static ngx_http_guard_sc_conn_t       *ngx_http_guard_sc_conns;
+static ngx_uint_t                      ngx_http_guard_sc_next;
+static uint32_t                        ngx_http_guard_sc_id;
+static ngx_uint_t                      ngx_http_guard_sc_failures;
+static ngx_msec_t                      ngx_http_guard_sc_cooldown;
+static ngx_log_t                      *ngx_http_guard_sc_log;
+
+
+static void ngx_http_guard_sc_connect(ngx_http_guard_sc_conn_t *sc);
+static void ngx_http_guard_sc_retry(ngx_event_t *ev);
+static void ngx_http_guard_sc_close(ngx_http_guard_sc_conn_t *sc,
+    const char *why);
+static void ngx_http_guard_sc_read(ngx_event_t *rev);
+static void ngx_http_guard_sc_write(ngx_event_t *wev);
+static ngx_int_t ngx_http_guard_sc_send(ngx_http_guard_sc_conn_t *sc,
+    gd_frame_type_t type, uint32_t id, json_t *payload);
+static ngx_int_t ngx_http_guard_sc_flush(ngx_http_guard_sc_conn_t *sc);
+static void ngx_http_guard_sc_timeout(ngx_event_t *ev);
+static void ngx_http_guard_sc_wake(ngx_http_guard_sc_waiter_t *w,
+    ngx_int_t verdict, json_t *payload);
+static void ngx_http_guard_sc_waiter_cleanup(void *data);
+static void ngx_http_guard_sc_failed(void);
+
+
+/* configuration: guard_sidecar unix:/path [timeout=25ms] [connections=2] */
+
+char *
+ngx_http_guard_sidecar(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_guard_main_conf_t *gmcf = conf;
+
+    ngx_str_t                      *value, s;
+    ngx_url_t                       u;
+    ngx_int_t                       n;
+    ngx_uint_t                      i;
+    ngx_http_guard_sidecar_conf_t  *scf;
+
+    if (gmcf->sidecar) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strncmp(value[1].data, "unix:", 5) != 0) {
+        return "must be \"unix:/path\": guardd listens on a Unix socket";
+    }
+
+    scf = ngx_pcalloc(cf->pool, sizeof(ngx_http_guard_sidecar_conf_t));
+    if (scf == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = value[1];
+    u.no_resolve = 1;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "guard_sidecar \"%V\": %s",
+                           &value[1], u.err ? u.err : "invalid address");
+        return NGX_CONF_ERROR;
+    }
+
+    scf->addr = &u.addrs[0];
+    scf->timeout = 25;
+    scf->connections = 2;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+            scf->timeout = ngx_parse_time(&s, 0);
+
+            if (scf->timeout == (ngx_msec_t) NGX_ERROR
+                || scf->timeout == 0)
+            {
+                return "has an invalid \"timeout\"";
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "connections=", 12) == 0) {
+            n = ngx_atoi(value[i].data + 12, value[i].len - 12);
+
+            if (n < 1 || n > 64) {
+                return "has an invalid \"connections\" (1 to 64)";
+            }
+
+            scf->connections = n;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "guard_sidecar: unknown parameter \"%V\"",
+                           &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    gmcf->sidecar = scf;
+
+    return NGX_CONF_OK;
+}
+
+
+/* the worker's connections */
+
+ngx_int_t
+ngx_http_guard_sidecar_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                   i;
+    ngx_http_guard_sc_conn_t    *sc;
+    ngx_http_guard_main_conf_t  *gmcf;
+
+    ngx_http_guard_sc_conns = NULL;
+    ngx_http_guard_sc_conf = NULL;
+
+    if (ngx_http_cycle_get_module_main_conf(cycle, ngx_http_core_module)
+        == NULL)
+    {
+        return NGX_OK;
+    }
+
+    gmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_guard_module);
+
+    if (gmcf == NULL || gmcf->sidecar == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_guard_sc_conf = gmcf->sidecar;
+    ngx_http_guard_sc_log = cycle->log;
+
+    ngx_http_guard_sc_conns = ngx_pcalloc(cycle->pool,
+                                          gmcf->sidecar->connections
+                                          * sizeof(ngx_http_guard_sc_conn_t));
+    if (ngx_http_guard_sc_conns == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < gmcf->sidecar->connections; i++) {
+        sc = &ngx_http_guard_sc_conns[i];
+
+        sc->in = ngx_palloc(cycle->pool, NGX_HTTP_GUARD_SC_MAX_FRAME);
+        if (sc->in == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_queue_init(&sc->waiting);
+
+        sc->retry.handler = ngx_http_guard_sc_retry;
+        sc->retry.data = sc;
+        sc->retry.log = cycle->log;
+        sc->retry.cancelable = 1;
+        sc->backoff = NGX_HTTP_GUARD_SC_BACKOFF_MIN;
+
+        ngx_http_guard_sc_connect(sc);
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_guard_sidecar_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t  i;
+
+    if (ngx_http_guard_sc_conns == NULL) {
+        return;
+    }
+
+    for (i = 0; i < ngx_http_guard_sc_conf->connections; i++) {
+        if (ngx_http_guard_sc_conns[i].peer.connection) {
+            ngx_close_connection(ngx_http_guard_sc_conns[i].peer.connection);
+            ngx_http_guard_sc_conns[i].peer.connection = NULL;
+        }
+
+        ngx_free(ngx_http_guard_sc_conns[i].out);
+        ngx_http_guard_sc_conns[i].out = NULL;
+    }
+}
+
+
+static void
+ngx_http_guard_sc_connect(ngx_http_guard_sc_conn_t *sc)
+{
+    json_t            *hello;
+    ngx_int_t          rc;
+    ngx_connection_t  *c;
+
+    ngx_memzero(&sc->peer, sizeof(ngx_peer_connection_t));
+
+    sc->peer.sockaddr = ngx_http_guard_sc_conf->addr->sockaddr;
+    sc->peer.socklen = ngx_http_guard_sc_conf->addr->socklen;
+    sc->peer.name = &ngx_http_guard_sc_conf->addr->name;
+    sc->peer.get = ngx_event_get_peer;
+    sc->peer.log = ngx_http_guard_sc_log;
+    sc->peer.log_error = NGX_ERROR_ERR;
+
+    rc = ngx_event_connect_peer(&sc->peer);
+
+    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+        ngx_http_guard_sc_close(sc, "cannot connect");
+        return;
+    }
+
+    c = sc->peer.connection;
+    c->data = sc;
+    c->read->handler = ngx_http_guard_sc_read;
+    c->write->handler = ngx_http_guard_sc_write;
+    c->log = ngx_http_guard_sc_log;
+    c->read->log = c->log;
+    c->write->log = c->log;
+
+    sc->state = NGX_HTTP_GUARD_SC_READY;
+    sc->in_len = 0;
+    sc->out_len = 0;
+
+    hello = json_pack("{s:i, s:i, s:s}", "version", GD_PROTO_VERSION,
+                      "max_frame", NGX_HTTP_GUARD_SC_MAX_FRAME,
+                      "node", "nginx");
+
+    if (hello == NULL
+        || ngx_http_guard_sc_send(sc, GD_FRAME_HELLO, 0, hello) != NGX_OK)
+    {
+        json_decref(hello);
+        ngx_http_guard_sc_close(sc, "cannot send HELLO");
+        return;
+    }
+
+    json_decref(hello);
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_http_guard_sc_log, 0,
+                   "guard sidecar: connected");
+}
+
+
+static void
+ngx_http_guard_sc_retry(ngx_event_t *ev)
+{
+    ngx_http_guard_sc_conn_t  *sc = ev->data;
+
+    if (sc->state == NGX_HTTP_GUARD_SC_DOWN && !ngx_exiting) {
+        ngx_http_guard_sc_connect(sc);
+    }
+}
+
+
+/* a broken connection fails its waiters and comes back later */
+
+static void
+ngx_http_guard_sc_close(ngx_http_guard_sc_conn_t *sc, const char *why)
+{
+    ngx_queue_t                 *q;
+    ngx_http_guard_sc_waiter_t  *w;
+
+    if (sc->peer.connection) {
+        ngx_log_error(NGX_LOG_WARN, ngx_http_guard_sc_log, 0,
+                      "guard sidecar: connection to %V closed: %s",
+                      sc->peer.name, why);
+        ngx_close_connection(sc->peer.connection);
+        sc->peer.connection = NULL;
+    }
+
+    sc->state = NGX_HTTP_GUARD_SC_DOWN;
+    sc->in_len = 0;
+    sc->out_len = 0;
+
+    while (!ngx_queue_empty(&sc->waiting)) {
+        q = ngx_queue_head(&sc->waiting);
+        w = ngx_queue_data(q, ngx_http_guard_sc_waiter_t, queue);
+        ngx_http_guard_sc_wake(w, NGX_ERROR, NULL);
+    }
+
+    if (!ngx_exiting && !sc->retry.timer_set) {
+        ngx_add_timer(&sc->retry, sc->backoff);
+        sc->backoff = ngx_min(sc->backoff * 2, NGX_HTTP_GUARD_SC_BACKOFF_MAX);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_guard_sc_send(ngx_http_guard_sc_conn_t *sc, gd_frame_type_t type,
+    uint32_t id, json_t *payload)
+{
+    u_char  *frame, *p;
+    size_t   len, cap;
+
+    if (gd_proto_encode(type, id, payload, NGX_HTTP_GUARD_SC_MAX_FRAME,
+                        &frame, &len)
+        != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    if (sc->out_len + len > sc->out_cap) {
+        cap = ngx_max(2 * sc->out_cap, sc->out_len + len);
+
+        p = ngx_alloc(cap, ngx_http_guard_sc_log);
+        if (p == NULL) {
+            free(frame);
+            return NGX_ERROR;
+        }
+
+        if (sc->out) {
+            ngx_memcpy(p, sc->out, sc->out_len);
+            ngx_free(sc->out);
+        }
+
+        sc->out = p;
+        sc->out_cap = cap;
+    }
+
+    ngx_memcpy(sc->out + sc->out_len, frame, len);
+    sc->out_len += len;
+    free(frame);
+
+    return ngx_http_guard_sc_flush(sc);
+}
+
+
+static ngx_int_t
+ngx_http_guard_sc_flush(ngx_http_guard_sc_conn_t *sc)
+{
+    ssize_t            n;
+    ngx_connection_t  *c;
+
+    c = sc->peer.connection;
+
+    while (sc->out_len) {
+        n = c->send(c, sc->out, sc->out_len);
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == NGX_ERROR || n == 0) {
+            return NGX_ERROR;
+        }
+
+        ngx_memmove(sc->out, sc->out + n, sc->out_len - n);
+        sc->out_len -= n;
+    }
+
+    if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_guard_sc_write(ngx_event_t *wev)
+{
+    ngx_connection_t          *c = wev->data;
+    ngx_http_guard_sc_conn_t  *sc = c->data;
+
+    if (ngx_http_guard_sc_flush(sc) != NGX_OK) {
+        ngx_http_guard_sc_close(sc, "write failed");
+    }
+}
+
+
+static void
+ngx_http_guard_sc_read(ngx_event_t *rev)
+{
+    ngx_connection_t          *c = rev->data;
+    ngx_http_guard_sc_conn_t  *sc = c->data;
+
+    char                         err[256];
+    size_t                       used, off;
+    ssize_t                      n;
+    gd_frame_t                   f;
+    ngx_queue_t                 *q;
+    gd_proto_rc_t                rc;
+    ngx_http_guard_sc_waiter_t  *w;
+
+    for ( ;; ) {
+        n = c->recv(c, sc->in + sc->in_len,
+                    NGX_HTTP_GUARD_SC_MAX_FRAME - sc->in_len);
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == NGX_ERROR || n == 0) {
+            ngx_http_guard_sc_close(sc, n == 0 ? "closed by guardd"
+                                               : "read failed");
+            return;
+        }
+
+        sc->in_len += n;
+        off = 0;
+
+        for ( ;; ) {
+            rc = gd_proto_decode(sc->in + off, sc->in_len - off,
+                                 NGX_HTTP_GUARD_SC_MAX_FRAME, &f, &used,
+                                 err, sizeof(err));
+
+            if (rc == GD_PROTO_AGAIN) {
+                break;
+            }
+
+            if (rc == GD_PROTO_ERROR) {
+                ngx_http_guard_sc_close(sc, err);
+                return;
+            }
+
+            off += used;
+
+            if (f.type == GD_FRAME_VERDICT || f.type == GD_FRAME_ERROR) {
+
+                for (q = ngx_queue_head(&sc->waiting);
+                     q != ngx_queue_sentinel(&sc->waiting);
+                     q = ngx_queue_next(q))
+                {
+                    w = ngx_queue_data(q, ngx_http_guard_sc_waiter_t, queue);
+
+                    if (w->id == f.id) {
+                        ngx_http_guard_sc_wake(w,
+                                               f.type == GD_FRAME_VERDICT
+                                               ? NGX_OK : NGX_ERROR,
+                                               f.payload);
+                        break;
+                    }
+                }
+            }
+
+            /* HELLO, ACK, PONG, late VERDICTs: nothing waits for them */
+
+            json_decref(f.payload);
+        }
+
+        ngx_memmove(sc->in, sc->in + off, sc->in_len - off);
+        sc->in_len -= off;
+
+        if (sc->in_len == NGX_HTTP_GUARD_SC_MAX_FRAME) {
+            ngx_http_guard_sc_close(sc, "frame too large");
+            return;
+        }
+    }
+
+    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+        ngx_http_guard_sc_close(sc, "read event");
+    }
+}
+
+
+/* requests */
+
+static ngx_uint_t
+ngx_http_guard_sc_cooling(void)
+{
+    return ngx_http_guard_sc_failures >= NGX_HTTP_GUARD_SC_FAILURES
+           && (ngx_msec_int_t) (ngx_current_msec
+                                - ngx_http_guard_sc_cooldown) < 0;
+}
+
+
+static void
+ngx_http_guard_sc_failed(void)
+{
+    if (++ngx_http_guard_sc_failures >= NGX_HTTP_GUARD_SC_FAILURES
+        && !ngx_http_guard_sc_cooling())
+    {
+        /*
+         * several failures in a row: stop asking for a while; when the
+         * while is over, the next request tries again
+         */
+        ngx_http_guard_sc_cooldown = ngx_current_msec
+                                     + NGX_HTTP_GUARD_SC_COOLDOWN;
+    }
+}
+
+
+static json_t *
+ngx_http_guard_sc_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
+{
+    json_t           *doc, *claims;
+    ngx_uint_t        i;
+    json_error_t      err;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    doc = json_object();
+    if (doc == NULL) {
+        return NULL;
+    }
+
+    json_object_set_new(doc, "tenant",
+                        json_stringn((char *) ctx->tenant.data,
+                                     ctx->tenant.len));
+    json_object_set_new(doc, "subject",
+                        json_stringn((char *) ctx->claims.sub.data,
+                                     ctx->claims.sub.len));
+    json_object_set_new(doc, "method",
+                        json_stringn((char *) r->method_name.data,
+                                     r->method_name.len));
+    json_object_set_new(doc, "route",
+                        json_stringn((char *) r->uri.data, r->uri.len));
+    json_object_set_new(doc, "client_ip",
+                        json_stringn((char *) r->connection->addr_text.data,
+                                     r->connection->addr_text.len));
+    json_object_set_new(doc, "body_size",
+                        json_integer(r->headers_in.content_length_n > 0
+                                     ? r->headers_in.content_length_n : 0));
+    json_object_set_new(doc, "decision_id",
+                        json_stringn((char *) ngx_http_guard_decision_id(r,
+                                                                      ctx),
+                                     NGX_HTTP_GUARD_ID_LEN));
+
+    if (ctx->payload == NULL && ctx->claims.payload.len) {
+        ctx->payload = json_loadb((char *) ctx->claims.payload.data,
+                                  ctx->claims.payload.len,
+                                  NGX_HTTP_GUARD_JSON_FLAGS, &err);
+    }
+
+    if (ctx->payload) {
+        claims = json_deep_copy(ctx->payload);
+        if (claims) {
+            json_object_set_new(doc, "claims", claims);
+        }
+    }
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("traceparent") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "traceparent",
+                               sizeof("traceparent") - 1) == 0)
+        {
+            json_object_set_new(doc, "traceparent",
+                                json_stringn((char *) h[i].value.data,
+                                             h[i].value.len));
+            break;
+        }
+    }
+
+    return doc;
+}
+
+
+/*
+ * Asks guardd.  NGX_AGAIN: the request waits for its VERDICT or timer
+ * (the handler is called again then); NGX_OK: decided, *reason set, and
+ * *shadow when the decision is not to be enforced.
+ */
+
+ngx_int_t
+ngx_http_guard_risk(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
+    ngx_http_guard_reason_e *reason, ngx_uint_t *shadow)
+{
+    json_t                      *doc;
+    ngx_uint_t                   i, mode, cooling;
+    ngx_pool_cleanup_t          *cln;
+    ngx_http_guard_sc_conn_t    *sc;
+    ngx_http_guard_sc_waiter_t  *w;
+
+    mode = ctx->conf->risk;
+
+    if (ctx->risk == NGX_HTTP_GUARD_RISK_WAITING) {
+        return NGX_AGAIN;
+    }
+
+    if (ctx->risk == NGX_HTTP_GUARD_RISK_NONE) {
+
+        sc = NULL;
+        cooling = ngx_http_guard_sc_cooling();
+
+        if (ngx_http_guard_sc_conns && !cooling) {
+            for (i = 0; i < ngx_http_guard_sc_conf->connections; i++) {
+                sc = &ngx_http_guard_sc_conns[ngx_http_guard_sc_next++
+                                     % ngx_http_guard_sc_conf->connections];
+                if (sc->state == NGX_HTTP_GUARD_SC_READY) {
+                    break;
+                }
+                sc = NULL;
+            }
+        }
+
+        ctx->risk = NGX_HTTP_GUARD_RISK_FAILED;
+
+        if (sc) {
+            doc = ngx_http_guard_sc_request(r, ctx);
+            w = ngx_pcalloc(r->pool, sizeof(ngx_http_guard_sc_waiter_t));
+            cln = ngx_pool_cleanup_add(r->pool, 0);
+
+            if (doc && w && cln) {
+                w->request = r;
+                w->ctx = ctx;
+                w->conn = sc;
+                w->id = ++ngx_http_guard_sc_id;
+
+                if (ngx_http_guard_sc_send(sc, GD_FRAME_DECIDE, w->id, doc)
+                    == NGX_OK)
+                {
+                    json_decref(doc);
+
+                    ngx_queue_insert_tail(&sc->waiting, &w->queue);
+
+                    w->timer.handler = ngx_http_guard_sc_timeout;
+                    w->timer.data = w;
+                    w->timer.log = r->connection->log;
+                    ngx_add_timer(&w->timer, ngx_http_guard_sc_conf->timeout);
+
+                    cln->handler = ngx_http_guard_sc_waiter_cleanup;
+                    cln->data = w;
+
+                    ctx->risk = NGX_HTTP_GUARD_RISK_WAITING;
+
+                    return NGX_AGAIN;
+                }
+
+                ngx_http_guard_sc_close(sc, "cannot send DECIDE");
+            }
+
+            json_decref(doc);
+        }
+
+        if (!cooling) {
+            ngx_http_guard_sc_failed();
+        }
+    }
+
+    /* decided, or failed */
+
+    *shadow = (mode == NGX_HTTP_GUARD_RISK_SHADOW);
+
+    switch (ctx->risk) {
+
+    case NGX_HTTP_GUARD_RISK_DENY:
+        *reason = NGX_HTTP_GUARD_RISK_DENIED;
+        break;
+
+    case NGX_HTTP_GUARD_RISK_STEP_UP:
+        *reason = NGX_HTTP_GUARD_RISK_STEP_UP_NEEDED;
+        break;
+
+    case NGX_HTTP_GUARD_RISK_FAILED:
+        *reason = NGX_HTTP_GUARD_SIDECAR_UNAVAILABLE;
+
+        if (ctx->conf->risk_fail_open) {
+            *shadow = 1;
+        }
+
+        break;
+
+    default: /* NGX_HTTP_GUARD_RISK_ALLOW */
+        *reason = NGX_HTTP_GUARD_OK;
+        break;
+    }
+
+    if (ctx->risk_shadow) {
+        *shadow = 1;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_guard_sc_timeout(ngx_event_t *ev)
+{
+    ngx_http_guard_sc_waiter_t  *w = ev->data;
+
+    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                  "guard sidecar: no verdict within %M ms",
+                  ngx_http_guard_sc_conf->timeout);
+
+    ngx_http_guard_sc_wake(w, NGX_ERROR, NULL);
+}
+
+
+static void
+ngx_http_guard_sc_wake(ngx_http_guard_sc_waiter_t *w, ngx_int_t verdict,
+    json_t *payload)
+{
+    json_t                *v;
+    const char            *d;
+    ngx_connection_t      *c;
+    ngx_http_request_t    *r;
+    ngx_http_guard_ctx_t  *ctx;
+
+    if (w->done) {
+        return;
+    }
+
+    w->done = 1;
+    ngx_queue_remove(&w->queue);
+
+    if (w->timer.timer_set) {
+        ngx_del_timer(&w->timer);
+    }
+
+    r = w->request;
+    ctx = w->ctx;
+    ctx->risk = NGX_HTTP_GUARD_RISK_FAILED;
+
+    if (verdict == NGX_OK && payload) {
+        v = json_object_get(payload, "decision");
+        d = json_is_string(v) ? json_string_value(v) : "";
+
+        if (ngx_strcmp(d, "allow") == 0) {
+            ctx->risk = NGX_HTTP_GUARD_RISK_ALLOW;
+
+        } else if (ngx_strcmp(d, "step_up") == 0) {
+            ctx->risk = NGX_HTTP_GUARD_RISK_STEP_UP;
+
+        } else if (ngx_strcmp(d, "deny") == 0) {
+            ctx->risk = NGX_HTTP_GUARD_RISK_DENY;
+        }
+
+        v = json_object_get(payload, "score");
+        ctx->risk_score = json_is_integer(v) ? json_integer_value(v) : 0;
+        ctx->risk_shadow = json_is_true(json_object_get(payload, "shadow"));
+
+        v = json_object_get(payload, "decision_id");
+
+        if (json_is_string(v)
+            && json_string_length(v) == NGX_HTTP_GUARD_ID_LEN)
+        {
+            /* guardd's id: the same in its journal and in our answer */
+            ngx_memcpy(ctx->decision_id, json_string_value(v),
+                       NGX_HTTP_GUARD_ID_LEN);
+            ctx->has_id = 1;
+        }
+    }
+
+    if (ctx->risk == NGX_HTTP_GUARD_RISK_FAILED) {
+        ngx_http_guard_sc_failed();
+
+    } else {
+        ngx_http_guard_sc_failures = 0;
+        w->conn->backoff = NGX_HTTP_GUARD_SC_BACKOFF_MIN;
+    }
+
+    /* resume the request where it waited: in the access phase */
+
+    c = r->connection;
+    r->write_event_handler(r);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_guard_sc_waiter_cleanup(void *data)
+{
+    ngx_http_guard_sc_waiter_t  *w = data;
+
+    /* the request is gone before its verdict */
+
+    if (!w->done) {
+        w->done = 1;
+        ngx_queue_remove(&w->queue);
+
+        if (w->timer.timer_set) {
+            ngx_del_timer(&w->timer);
+        }
+    }
+}

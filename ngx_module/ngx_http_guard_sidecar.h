@@ -1,0 +1,39 @@
+
+/*
+ * Copyright (C) Guard authors
+ *
+ * The sidecar client: risk decisions from guardd over a Unix socket,
+ * without blocking the worker.
+ */
+
+
+#ifndef _NGX_HTTP_GUARD_SIDECAR_H_INCLUDED_
+#define _NGX_HTTP_GUARD_SIDECAR_H_INCLUDED_
+
+
+#include "ngx_http_guard_module.h"
+
+
+#define NGX_HTTP_GUARD_RISK_OFF     0
+#define NGX_HTTP_GUARD_RISK_ON      1
+#define NGX_HTTP_GUARD_RISK_SHADOW  2
+
+
+struct ngx_http_guard_sidecar_conf_s {
+    ngx_addr_t                  *addr;
+    ngx_msec_t                   timeout;
+    ngx_uint_t                   connections;
+};
+
+
+char *ngx_http_guard_sidecar(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_guard_sidecar_init_process(ngx_cycle_t *cycle);
+void ngx_http_guard_sidecar_exit_process(ngx_cycle_t *cycle);
+
+ngx_int_t ngx_http_guard_risk(ngx_http_request_t *r,
+    ngx_http_guard_ctx_t *ctx, ngx_http_guard_reason_e *reason,
+    ngx_uint_t *shadow);
+
+
+#endif /* _NGX_HTTP_GUARD_SIDECAR_H_INCLUDED_ */
