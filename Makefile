@@ -60,6 +60,7 @@ test: setup module unit
 bench: setup module
 	bash bench/jwt.sh
 	bash bench/limits.sh
+	bash bench/sidecar.sh
 
 clean:
 	rm -rf $(BUILD)
