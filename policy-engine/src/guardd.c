@@ -530,6 +530,10 @@ static int handle_decide(gd_conn_t *c, gd_frame_t *f)
             "policy_version", policies->version, "traceparent",
             str_member(in, "traceparent"), "node", conf.node, "shadow",
             res.shadow);
+        if (rec) {
+            json_object_set(rec, "thresholds",
+                            json_object_get(out, "thresholds"));
+        }
         if (rec == NULL || journal_enqueue(0, 0, rec) != 0) {
             logmsg("error", "decision %s could not be journaled", idtext);
         }
