@@ -14,6 +14,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
+use Guard::Frames;
 use IO::Socket::UNIX;
 use IO::Select;
 use JSON::PP ();
@@ -128,35 +129,6 @@ for (1 .. 200) {
 }
 ok(-S "$dir/guardd.sock", 'guardd listens');
 
-sub frame {
-    my ($type, $id, $payload) = @_;
-    my $body = defined $payload ? $json->encode($payload) : '';
-    return pack('NCN', 5 + length $body, $type, $id) . $body;
-}
-
-sub read_frames {
-    my ($s, $n, $timeout) = @_;
-    my ($buf, @frames) = ('');
-    my $sel = IO::Select->new($s);
-    my $end = time + ($timeout // 10);
-    while (@frames < $n) {
-        my $left = $end - time;
-        last if $left <= 0 || !$sel->can_read($left);
-        my $r = sysread $s, $buf, 65536, length $buf;
-        last unless $r;
-        while (length $buf >= 4) {
-            my $len = unpack 'N', $buf;
-            last if length $buf < 4 + $len;
-            my ($type, $id) = unpack 'CN', substr($buf, 4, 5);
-            my $body = substr $buf, 9, $len - 5;
-            push @frames, { type => $type, id => $id,
-                            payload => length $body ? $json->decode($body)
-                                                    : undef };
-            substr($buf, 0, 4 + $len) = '';
-        }
-    }
-    return @frames;
-}
 
 my $s = IO::Socket::UNIX->new(Peer => "$dir/guardd.sock", Type => SOCK_STREAM)
     or die "connect: $!";
