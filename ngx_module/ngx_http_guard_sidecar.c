@@ -56,6 +56,7 @@ typedef struct {
     ngx_event_t                  timer;
     ngx_queue_t                  queue;
     unsigned                     done:1;
+    unsigned                     closed:1;
 } ngx_http_guard_sc_waiter_t;
 
 
@@ -330,10 +331,25 @@ ngx_http_guard_sc_close(ngx_http_guard_sc_conn_t *sc, const char *why)
     sc->in_len = 0;
     sc->out_len = 0;
 
-    while (!ngx_queue_empty(&sc->waiting)) {
-        q = ngx_queue_head(&sc->waiting);
+    /*
+     * the waiters fail, each from a posted event: never inside the call
+     * that found the connection broken, which may be another request's
+     */
+
+    for (q = ngx_queue_head(&sc->waiting);
+         q != ngx_queue_sentinel(&sc->waiting);
+         q = ngx_queue_next(q))
+    {
         w = ngx_queue_data(q, ngx_http_guard_sc_waiter_t, queue);
-        ngx_http_guard_sc_wake(w, NGX_ERROR, NULL);
+
+        if (w->timer.timer_set) {
+            ngx_del_timer(&w->timer);
+        }
+
+        if (!w->timer.posted) {
+            w->closed = 1;
+            ngx_post_event(&w->timer, &ngx_posted_events);
+        }
     }
 
     if (!ngx_exiting && !sc->retry.timer_set) {
@@ -740,9 +756,11 @@ ngx_http_guard_sc_timeout(ngx_event_t *ev)
 {
     ngx_http_guard_sc_waiter_t  *w = ev->data;
 
-    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
-                  "guard sidecar: no verdict within %M ms",
-                  ngx_http_guard_sc_conf->timeout);
+    if (!w->closed) {
+        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                      "guard sidecar: no verdict within %M ms",
+                      ngx_http_guard_sc_conf->timeout);
+    }
 
     ngx_http_guard_sc_wake(w, NGX_ERROR, NULL);
 }
@@ -767,6 +785,10 @@ ngx_http_guard_sc_wake(ngx_http_guard_sc_waiter_t *w, ngx_int_t verdict,
 
     if (w->timer.timer_set) {
         ngx_del_timer(&w->timer);
+    }
+
+    if (w->timer.posted) {
+        ngx_delete_posted_event(&w->timer);
     }
 
     r = w->request;
@@ -832,6 +854,10 @@ ngx_http_guard_sc_waiter_cleanup(void *data)
 
         if (w->timer.timer_set) {
             ngx_del_timer(&w->timer);
+        }
+
+        if (w->timer.posted) {
+            ngx_delete_posted_event(&w->timer);
         }
     }
 }
