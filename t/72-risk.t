@@ -146,11 +146,17 @@ my $id_deny = problem_ok($r, 'risk_deny', 'DELETE by a reader: 80, deny');
 is($r->{status}, 403, 'deny is 403');
 
 # guardd journaled both refusals, under the ids nginx answered with
+# (guardd journals decisions on its writer thread: wait a little for them)
 my $journal = '';
-for my $f (glob "$dir/journal/*.jsonl") {
-    open my $fh, '<', $f or die;
-    local $/;
-    $journal .= <$fh>;
+for (1 .. 50) {
+    $journal = '';
+    for my $f (glob "$dir/journal/*.jsonl") {
+        open my $fh, '<', $f or die;
+        local $/;
+        $journal .= <$fh>;
+    }
+    last if index($journal, $id_deny) >= 0 && index($journal, $id_step) >= 0;
+    sleep 0.1;
 }
 like($journal, qr/"id":"\Q$id_step\E"/, 'the step-up is in the journal');
 like($journal, qr/"id":"\Q$id_deny\E"/, 'the deny is in the journal');
