@@ -9,9 +9,15 @@
 #   auth_request  the peer: nginx auth_request to a minimal HTTP service
 #                 (an nginx location answering 204) on loopback
 #
+#   guard-risk-5  guard with 5% of requests delegated (a map on $request_id)
+#   guard-jwt-5   the same map, if and redirect, without delegation: the
+#                 baseline of guard-risk-5
+#
+# Then decide_bench: DECIDE round-trip p50/p99 against a raw Unix-socket
+# ping-pong of the same sizes (goal: p99 <= 3x), and guardd's decisions
+# per second on its one loop thread (goal: >= 100k/s).
 # Prints ratios to plain and to guard-jwt.  Quote ratios, not absolute
-# numbers.  Not yet measured here: the 5% delegated mix, DECIDE p50/p99
-# against a raw socket ping-pong, and guardd decisions per second.
+# numbers.
 
 . "$(dirname "$0")/lib.sh"
 
@@ -54,10 +60,30 @@ read -r tok < <(bench_mint \
     guard_jwt_keys $dir/keys/jwks.json;
     guard_sidecar unix:$dir/guardd.sock timeout=100ms connections=2;
 
+    # 5% of the requests: the first hex digit of \$request_id is uniform
+    map \$request_id \$risky {
+        ~^0[0-c] on;
+        default  off;
+    }
+
     server {
         listen 127.0.0.1:$port;
 
         location = /plain { empty_gif; }
+        location = /guard-risk-5 {
+            guard on;
+            error_page 418 = @risk;
+            if (\$risky = on) { return 418; }
+            empty_gif;
+        }
+        location @risk { guard on; guard_risk on; empty_gif; }
+        location = /guard-jwt-5 {
+            guard on;
+            error_page 418 = @norisk;
+            if (\$risky = on) { return 418; }
+            empty_gif;
+        }
+        location @norisk { guard on; empty_gif; }
         location = /guard-jwt { guard on; empty_gif; }
         location = /guard-risk { guard on; guard_risk on; empty_gif; }
         location = /auth_request {
@@ -77,7 +103,7 @@ CONF
 
 bench_start
 
-for v in plain guard-jwt guard-risk auth_request; do
+for v in plain guard-jwt guard-risk guard-jwt-5 guard-risk-5 auth_request; do
     bench_variant "$v" "/$v" "Authorization: Bearer $tok"
 done
 
@@ -87,4 +113,10 @@ bench_run
 echo
 echo "Risk delegation, 1 worker + guardd, wrk -c$conns -d$duration, $rounds interleaved rounds (median)"
 bench_report plain guard-jwt
+printf '5%% delegated against its own baseline (guard-risk-5 / guard-jwt-5): %.3f\n' \
+    "$(bench_ratio guard-risk-5 guard-jwt-5)"
+
+echo
+"$repo/policy-engine/build/release/decide_bench" "$dir/guardd.sock" 20000 3
+echo "(goals: DECIDE p99 <= 3x the raw ping-pong; >= 100k decisions/s)"
 bench_errlog_clean
