@@ -67,18 +67,10 @@ my $out = `$guardd -c $dir/guardd.conf -t 2>&1`;
 is($? >> 8, 0, 'guardd -t accepts a valid configuration');
 like($out, qr/policy version [0-9a-f]{64}/, 'and names the policy version');
 
-my $pid = fork // die;
-if ($pid == 0) {
-    open STDERR, '>', "$dir/guardd.log";
-    exec $guardd, '-c', "$dir/guardd.conf";
-    die "exec: $!";
-}
+my $pid = spawn_guardd($guardd, "$dir/guardd.conf", "$dir/guardd.sock",
+                       "$dir/guardd.log");
 END { kill 'KILL', $pid if $pid && kill 0, $pid }
 
-for (1 .. 100) {
-    last if -S "$dir/guardd.sock";
-    sleep 0.05;
-}
 ok(-S "$dir/guardd.sock", 'the socket exists');
 is((stat "$dir/guardd.sock")[2] & 07777, 0660, 'the socket is 0660');
 ok(-f "$dir/guardd.pid", 'the pid file exists');

@@ -115,18 +115,10 @@ write_file('guardd.conf', $json->encode({
     journal => { dir => $journal }, log => 'warn',
 }));
 
-my $pid = fork // die;
-if ($pid == 0) {
-    open STDERR, '>', "$dir/guardd.log";
-    exec $guardd, '-c', "$dir/guardd.conf";
-    die "exec: $!";
-}
+my $pid = spawn_guardd($guardd, "$dir/guardd.conf", "$dir/guardd.sock",
+                       "$dir/guardd.log");
 END { kill 'KILL', $pid if $pid && kill 0, $pid }
 
-for (1 .. 200) {
-    last if -S "$dir/guardd.sock";
-    sleep 0.05;
-}
 ok(-S "$dir/guardd.sock", 'guardd listens');
 
 

@@ -19,6 +19,7 @@ use JSON::PP ();
 use POSIX ();
 use Time::HiRes qw(sleep time);
 use Guard::Test;
+use Guard::Frames;
 
 my $repo = "$FindBin::Bin/..";
 my $guardd = "$repo/policy-engine/build/guardd";
@@ -51,13 +52,8 @@ $t->write_file('guardd.conf', JSON::PP->new->encode({
 
 my $gpid;
 sub start_guardd {
-    $gpid = fork // die;
-    if ($gpid == 0) {
-        open STDERR, '>>', "$dir/guardd.log";
-        exec $guardd, '-c', "$dir/guardd.conf";
-        die "exec: $!";
-    }
-    for (1 .. 100) { last if -S $sock; sleep 0.05 }
+    $gpid = spawn_guardd($guardd, "$dir/guardd.conf", $sock,
+                         "$dir/guardd.log");
     ok(-S $sock, 'guardd is listening');
 }
 sub stop_guardd {

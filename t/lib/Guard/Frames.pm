@@ -1,8 +1,8 @@
 package Guard::Frames;
 
-# The sidecar protocol from the test side, written independently of the
-# C codec (docs/protocol.md): a 4-byte big-endian length, a type byte, a
-# 4-byte request id, a JSON payload.
+# guardd from the test side: starting it, and the sidecar protocol written
+# independently of the C codec (docs/protocol.md): a 4-byte big-endian
+# length, a type byte, a 4-byte request id, a JSON payload.
 
 use strict;
 use warnings;
@@ -10,9 +10,9 @@ use warnings;
 use Exporter qw(import);
 use IO::Select;
 use JSON::PP ();
-use Time::HiRes qw(time);
+use Time::HiRes qw(sleep time);
 
-our @EXPORT = qw(frame read_frames);
+our @EXPORT = qw(frame read_frames spawn_guardd);
 
 my $json = JSON::PP->new->canonical;
 
@@ -48,6 +48,24 @@ sub read_frames {
         }
     }
     return @frames;
+}
+
+# spawn_guardd($guardd, $conf, $socket, $log): starts guardd with its
+# stderr appended to $log, waits (at most 10 s) for its socket; returns
+# the pid, the socket being there or not
+sub spawn_guardd {
+    my ($guardd, $conf, $sock, $log) = @_;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDERR, '>>', $log or die "$log: $!";
+        exec $guardd, '-c', $conf;
+        die "exec: $!";
+    }
+    for (1 .. 200) {
+        last if -S $sock;
+        sleep 0.05;
+    }
+    return $pid;
 }
 
 1;
