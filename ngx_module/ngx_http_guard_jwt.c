@@ -827,9 +827,7 @@ ngx_http_guard_jwt_verify(ngx_http_request_t *r, ngx_http_guard_keyset_t *ks,
 
     ngx_http_guard_reason_e  rc;
 
-    if (token->len > NGX_HTTP_GUARD_TOKEN_MAX) {
-        return NGX_HTTP_GUARD_TOKEN_OVERSIZE;
-    }
+    /* the caller refused tokens over NGX_HTTP_GUARD_TOKEN_MAX already */
 
     last = token->data + token->len;
 

@@ -934,6 +934,28 @@ ngx_http_guard_claim_text(ngx_pool_t *pool, json_t *value, ngx_str_t *out)
 
 
 /*
+ * The verified payload as JSON: parsed at verification, or on first use
+ * for a token that came from the cache.  NULL when there is none.
+ */
+
+json_t *
+ngx_http_guard_payload(ngx_http_guard_ctx_t *ctx)
+{
+    json_error_t  err;
+
+    if (ctx->payload == NULL && ctx->authenticated
+        && ctx->claims.payload.len)
+    {
+        ctx->payload = json_loadb((char *) ctx->claims.payload.data,
+                                  ctx->claims.payload.len,
+                                  NGX_HTTP_GUARD_JSON_FLAGS, &err);
+    }
+
+    return ctx->payload;
+}
+
+
+/*
  * nginx lowercases variable names, so $guard_claim_userid also finds the
  * claim "userId" when there is no claim "userid"
  */
@@ -977,8 +999,7 @@ ngx_http_guard_claim_variable(ngx_http_request_t *r,
     json_t                *value;
     ngx_str_t             *name = (ngx_str_t *) data;
     ngx_str_t              claim, s, *parts;
-    json_error_t           err;
-    ngx_http_guard_ctx_t  *ctx;
+        ngx_http_guard_ctx_t  *ctx;
 
     ctx = ngx_http_guard_get_ctx(r->main);
 
@@ -987,15 +1008,9 @@ ngx_http_guard_claim_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    if (ctx->payload == NULL) {
-        /* a cached token: parse the verified payload on first use */
-        ctx->payload = json_loadb((char *) ctx->claims.payload.data,
-                                  ctx->claims.payload.len,
-                                  NGX_HTTP_GUARD_JSON_FLAGS, &err);
-        if (ctx->payload == NULL) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
+    if (ngx_http_guard_payload(ctx) == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
     }
 
     claim.data = name->data + sizeof("guard_claim_") - 1;

@@ -198,6 +198,7 @@ typedef struct {
 
 u_char *ngx_http_guard_decision_id(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx);
+json_t *ngx_http_guard_payload(ngx_http_guard_ctx_t *ctx);
 
 
 extern ngx_module_t  ngx_http_guard_module;

@@ -559,7 +559,6 @@ ngx_http_guard_sc_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
 {
     json_t           *doc, *claims;
     ngx_uint_t        i;
-    json_error_t      err;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
@@ -585,22 +584,13 @@ ngx_http_guard_sc_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
     json_object_set_new(doc, "body_size",
                         json_integer(r->headers_in.content_length_n > 0
                                      ? r->headers_in.content_length_n : 0));
-    json_object_set_new(doc, "decision_id",
-                        json_stringn((char *) ngx_http_guard_decision_id(r,
-                                                                      ctx),
-                                     NGX_HTTP_GUARD_ID_LEN));
+    /* guardd names the decision: its id becomes the request's */
 
-    if (ctx->payload == NULL && ctx->claims.payload.len) {
-        ctx->payload = json_loadb((char *) ctx->claims.payload.data,
-                                  ctx->claims.payload.len,
-                                  NGX_HTTP_GUARD_JSON_FLAGS, &err);
-    }
+    claims = ngx_http_guard_payload(ctx);
 
-    if (ctx->payload) {
-        claims = json_deep_copy(ctx->payload);
-        if (claims) {
-            json_object_set_new(doc, "claims", claims);
-        }
+    if (claims) {
+        /* shared, not copied: the document is freed before the payload */
+        json_object_set(doc, "claims", claims);
     }
 
     part = &r->headers_in.headers.part;
