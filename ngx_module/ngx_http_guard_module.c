@@ -1406,6 +1406,15 @@ ngx_http_guard_init(ngx_conf_t *cf)
 
     gmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_guard_module);
 
+    if (gmcf->policies && gmcf->policies->residency
+        && gmcf->region.len == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "guard_policies pin tenants to regions but "
+                           "\"guard_region\" is not set: those tenants "
+                           "are refused here");
+    }
+
     /* no shared memory for a module that is loaded but not used */
 
     if (gmcf->used && ngx_http_guard_zone_add(cf, gmcf) != NGX_CONF_OK) {
