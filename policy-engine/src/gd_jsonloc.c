@@ -2,6 +2,7 @@
  * gd_jsonloc: where a JSON pointer points in JSON text, see gd_jsonloc.h.
  */
 #include "gd_jsonloc.h"
+#include "gd_jsonptr.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -120,32 +121,6 @@ static size_t read_key(const char *t, size_t len, size_t p, char *buf,
     return p < len ? p + 1 : len;
 }
 
-/* The next reference token of ptr at *pos, unescaped; -1 at the end. */
-static long next_token(const char *ptr, size_t *pos, char *buf)
-{
-    size_t plen = strlen(ptr);
-    size_t n = 0;
-
-    if (*pos >= plen || ptr[*pos] != '/') {
-        return -1;
-    }
-
-    for ((*pos)++; *pos < plen && ptr[*pos] != '/'; (*pos)++) {
-        char c = ptr[*pos];
-
-        if (c == '~' && *pos + 1 < plen) {
-            (*pos)++;
-            c = ptr[*pos] == '1' ? '/' : '~';
-        }
-        if (n < GD_JSONLOC_KEY_MAX) {
-            buf[n++] = c;
-        }
-    }
-
-    buf[n] = '\0';
-    return (long)n;
-}
-
 void gd_jsonloc_linecol(const char *text, size_t len, size_t off, int *line,
                         int *column)
 {
@@ -170,13 +145,13 @@ void gd_jsonloc_linecol(const char *text, size_t len, size_t off, int *line,
 void gd_jsonloc_find(const char *text, size_t len, const char *ptr,
                      int want_value, int *line, int *column)
 {
-    char tok[GD_JSONLOC_KEY_MAX + 1], key[GD_JSONLOC_KEY_MAX];
+    char tok[GD_JSONPTR_TOKEN_MAX + 1], key[GD_JSONLOC_KEY_MAX];
     size_t ppos = 0, plen = strlen(ptr);
     size_t pos = skip_ws(text, len, 0);
     size_t found = pos;
     long tn;
 
-    while ((tn = next_token(ptr, &ppos, tok)) >= 0) {
+    while ((tn = gd_jsonptr_next(ptr, plen, &ppos, tok)) >= 0) {
         int last = (ppos >= plen);
         size_t member = pos, value = len;
 

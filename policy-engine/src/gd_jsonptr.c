@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GD_JSONPTR_TOKEN_MAX 256
-
 int gd_jsonptr_valid(const char *ptr, size_t len)
 {
     if (len == 0) {
@@ -82,9 +80,35 @@ static int gd_jsonptr_index(const char *tok, size_t len, size_t *index)
     return 0;
 }
 
+long gd_jsonptr_next(const char *ptr, size_t len, size_t *pos, char *buf)
+{
+    size_t start, end;
+    long n;
+
+    if (*pos >= len || ptr[*pos] != '/') {
+        return -1;
+    }
+
+    start = *pos + 1;
+    end = start;
+
+    while (end < len && ptr[end] != '/') {
+        end++;
+    }
+
+    n = gd_jsonptr_token(ptr + start, end - start, buf);
+    if (n < 0) {
+        return -1;
+    }
+
+    buf[n] = '\0';
+    *pos = end;
+    return n;
+}
+
 json_t *gd_jsonptr_get(json_t *root, const char *ptr, size_t len)
 {
-    char buf[GD_JSONPTR_TOKEN_MAX];
+    char buf[GD_JSONPTR_TOKEN_MAX + 1];
     json_t *cur = root;
     size_t pos = 0;
 
@@ -93,14 +117,7 @@ json_t *gd_jsonptr_get(json_t *root, const char *ptr, size_t len)
     }
 
     while (pos < len && cur != NULL) {
-        size_t start = pos + 1;
-        size_t end = start;
-
-        while (end < len && ptr[end] != '/') {
-            end++;
-        }
-
-        long n = gd_jsonptr_token(ptr + start, end - start, buf);
+        long n = gd_jsonptr_next(ptr, len, &pos, buf);
         if (n < 0) {
             return NULL;
         }
@@ -119,8 +136,6 @@ json_t *gd_jsonptr_get(json_t *root, const char *ptr, size_t len)
         } else {
             return NULL;
         }
-
-        pos = end;
     }
 
     return cur;
