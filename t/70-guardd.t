@@ -4,6 +4,9 @@
 # once durable (group commits, a verifiable journal), bad frames closing
 # only their own connection, a 0660 socket, SIGHUP reloads that keep the
 # old policies when the new ones are invalid, and a clean SIGTERM.
+# Then exactly once: records journaled once by id across resends, SIGTERM
+# and kill -9 restarts; bad ids refused; secrets and personal data masked
+# end to end; spill files ingested, deduplicated, set aside when bad.
 
 use strict;
 use warnings;
@@ -12,7 +15,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
-use Guard::Frames;
+use Guard::Frames qw(:DEFAULT journal_records wait_for);
 use IO::Socket::UNIX;
 use IO::Select;
 use JSON::PP ();
@@ -115,6 +118,10 @@ my %ids = map { $_->{id} => 1 } @acks;
 is(scalar keys %ids, $n, 'each request id acknowledged once');
 ok(!grep({ ($_->{payload}{hash} // '') !~ /^[0-9a-f]{64}$/ } @acks),
    'each ACK carries the record hash');
+my %given = map { ($_->{payload}{id} // '') => 1 } @acks;
+ok(!grep({ !/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/ }
+         keys %given) && keys %given == $n,
+   'and the UUIDv7 guardd gave each record without an id');
 
 my $v = `$guardctl audit verify --dir $dir/journal`;
 is($? >> 8, 0, 'the journal verifies');
@@ -242,5 +249,382 @@ like($logtext, qr/stopped: $total records in (\d+) group commits/,
 my ($commits) = $logtext =~ /in (\d+) group commits/;
 ok($commits < $total, "fewer fsyncs ($commits) than records ($total)");
 unlike($logtext, qr/AddressSanitizer|runtime error/, 'no sanitizer report');
+
+# --- exactly once, masking, spill files --------------------------------------
+
+my $jdir = "$dir/journal";
+my $spill = "$dir/spill";
+mkdir $spill or die "$spill: $!";
+my $UUID7 = qr/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+# the new settings are checked
+for my $bad ([{ dedupe_window => 10 }, qr/dedupe_window must be/],
+             [{ dedupe_window => 'many' }, qr/dedupe_window must be/],
+             [{ spill => '' }, qr/spill must name a directory/],
+             [{ spill_orphan_after => 0 }, qr/spill_orphan_after must be/],
+             [{ spil => $spill }, qr/unknown setting "spil"/]) {
+    write_file('bad.conf', $json->encode({ policies => "$dir/pol",
+                                           %{ $bad->[0] } }));
+    my $o = `$guardd -c $dir/bad.conf -t 2>&1`;
+    ok($? >> 8 != 0 && $o =~ $bad->[1],
+       '-t refuses ' . $json->encode($bad->[0]));
+}
+
+write_file('guardd2.conf', $json->encode({
+    listen => "$dir/guardd.sock", pid_file => "$dir/guardd.pid",
+    policies => "$dir/pol", node => 'test-node',
+    journal => { dir => $jdir, segment_size => 65536 },
+    max_frame => 4096, dedupe_window => 10_000,
+    spill => $spill, spill_orphan_after => 30,
+}));
+$out = `$guardd -c $dir/guardd2.conf -t 2>&1`;
+is($? >> 8, 0, '-t accepts dedupe_window, spill and spill_orphan_after');
+
+my $run = 1;
+my $glog;
+sub start {
+    $glog = "$dir/guardd-" . ++$run . '.log';
+    unlink "$dir/guardd.sock";    # left behind by kill -9
+    $pid = spawn_guardd($guardd, "$dir/guardd2.conf", "$dir/guardd.sock",
+                        $glog);
+    ok(-S "$dir/guardd.sock", "guardd (run $run) listens");
+    my $c = connect_sock();
+    print $c frame(1, 1, { version => 1, max_frame => 4096, node => 'nginx' });
+    read_frames($c, 1);
+    return $c;
+}
+sub stop {
+    my ($sig) = @_;
+    kill $sig, $pid;
+    waitpid $pid, 0;
+    my $st = $?;
+    undef $pid;
+    return $st;
+}
+sub slurp {
+    my ($path) = @_;
+    open my $f, '<', $path or return '';
+    local $/;
+    return <$f>;
+}
+my $rid = 10_000;
+sub audit {
+    my ($c, $rec) = @_;
+    print $c frame(4, ++$rid, $rec);
+    my ($f) = read_frames($c, 1);
+    return $f || { type => 0, payload => {} };
+}
+sub new_id {
+    sprintf '%08x-%04x-7%03x-%04x-%04x%08x', rand 2**32, rand 2**16,
+        rand 2**12, 0x8000 | rand 2**14, rand 2**16, rand 2**32;
+}
+sub count_id {
+    my ($id) = @_;
+    return scalar grep { ($_->{id} // '') eq $id } journal_records($jdir);
+}
+sub nrecords { scalar(my @r = journal_records($jdir)) }
+sub is_dup { $_[0]{type} == 5 && $_[0]{payload}{duplicate} && !exists $_[0]{payload}{hash} }
+
+my $c = start();
+
+# the same id twice: journaled once, acknowledged twice
+my $idA = new_id();
+my %recA = (id => $idA, tenant => 'acme', stage => 'jwt', status => 401,
+            reason => 'token_expired');
+my $a1 = audit($c, \%recA);
+is($a1->{type}, 5, 'an AUDIT with an id: ACK');
+is($a1->{payload}{id}, $idA, 'the ACK carries the id');
+like($a1->{payload}{hash} // '', qr/^[0-9a-f]{64}$/, 'and the hash');
+ok(!exists $a1->{payload}{duplicate}, 'and is not a duplicate');
+my $a2 = audit($c, \%recA);
+is($a2->{type}, 5, 'the same id again: ACK too');
+is($a2->{payload}{id}, $idA, 'carrying the id');
+ok(is_dup($a2), 'with duplicate: true and no hash');
+is(count_id($idA), 1, 'the record is journaled once');
+
+# twice in one group commit
+my $idB = new_id();
+print $c frame(4, 501, { id => $idB, seq => 1 }) .
+         frame(4, 502, { id => $idB, seq => 2 });
+my @pair = sort { $a->{id} <=> $b->{id} } read_frames($c, 2);
+ok(@pair == 2 && $pair[0]{payload}{hash} && is_dup($pair[1]),
+   'twice in one write: the first appended, the second a duplicate');
+my @recB = grep { ($_->{id} // '') eq $idB } journal_records($jdir);
+ok(@recB == 1 && $recB[0]{seq} == 1, 'one record, the first sent');
+
+# ids in upper case are the same ids
+my $idU = new_id();
+my $u = audit($c, { id => uc $idU, tenant => 'acme' });
+is($u->{payload}{id}, $idU, 'an upper-case id is acknowledged in lower case');
+is(count_id($idU), 1, 'and journaled in lower case');
+ok(is_dup(audit($c, { id => $idU })), 'the same id in lower case: a duplicate');
+
+# invalid ids: ERROR bad_request, nothing journaled, the connection goes on
+my $nrec = nrecords();
+for my $bad ('not-a-uuid', '', substr($idA, 0, 35), "$idA ", "{$idA}",
+             join('', split /-/, $idA), 'g' . substr($idA, 1), 42, undef,
+             [$idA], { id => $idA }) {
+    my $e = audit($c, { id => $bad, tenant => 'acme' });
+    my $what = defined $bad ? $json->encode([$bad]) : 'null';
+    ok($e->{type} == 8 && $e->{payload}{code} eq 'bad_request',
+       "id $what: ERROR bad_request");
+}
+print $c frame(6, 9);
+my ($pong2) = read_frames($c, 1);
+is($pong2->{type}, 7, 'the connection still works');
+is(nrecords(), $nrec, 'nothing was journaled');
+
+# no id: guardd gives one
+my $g = audit($c, { tenant => 'acme', reason => 'rate_limited' });
+like($g->{payload}{id} // '', $UUID7, 'an AUDIT without an id gets a UUIDv7');
+is(count_id($g->{payload}{id} // 'x'), 1, 'journaled under it');
+
+# masking end to end
+my $jwt = 'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9'
+        . '.eyJzdWIiOiJ1MSIsInRlbmFudCI6ImFjbWUifQ.c2lnbmF0dXJlLXNlY3JldA';
+my $bearer = 'mF_9.B5f-4.1JqMbearersecret';
+my $cookie = 'cookiesecret6b2f';
+my $email = 'alice.smith@example.com';
+my $card = '4111 1111 1111 1111';
+my $idM = new_id();
+my $m = audit($c, { id => $idM, tenant => 'acme', stage => 'jwt',
+                    status => 401, reason => 'token_invalid',
+                    route => "/api/export/$jwt",
+                    headers => { Authorization => "Bearer $bearer",
+                                 Cookie => "session=$cookie",
+                                 'User-Agent' => 'curl/8.0' },
+                    note => "reported by $email, card $card",
+                    client_ip => '192.168.10.20' });
+is($m->{type}, 5, 'a record full of secrets: ACK');
+my ($recM) = grep { ($_->{id} // '') eq $idM } journal_records($jdir);
+is($recM->{route}, '/api/export/[token]', 'the JWT in the route: [token]');
+is_deeply($recM->{headers}, { Authorization => '[masked]',
+                              Cookie => '[masked]',
+                              'User-Agent' => 'curl/8.0' },
+          'Authorization and Cookie: [masked]');
+is($recM->{note}, 'reported by [email], card [card]',
+   'the e-mail address and the card number masked');
+is($recM->{client_ip}, '192.168.10.20', 'the client IP kept');
+
+# guardd's own refusals are masked too
+print $c frame(2, 601, { tenant => 'acme', subject => 'm1', method => 'DELETE',
+                         route => '/users/bob@example.org',
+                         client_ip => '10.0.0.9' });
+my ($vd) = read_frames($c, 1);
+is($vd->{payload}{decision}, 'step_up', 'a DELETE: step_up, journaled');
+my $did = $vd->{payload}{decision_id} // 'x';
+ok(wait_for(10, sub { count_id($did) }), 'the decision is journaled');
+my ($recD) = grep { ($_->{id} // '') eq $did } journal_records($jdir);
+is($recD->{route}, '/users/[email]', 'masked as well');
+
+my @secrets = ($jwt, $bearer, $cookie, $email, $card, '4111111111111111',
+               'bob@example.org');
+sub leaks {
+    my (@files) = @_;
+    my @found;
+    for my $f (@files) {
+        my $text = slurp($f);
+        push @found, "$f: $_" for grep { index($text, $_) >= 0 } @secrets;
+    }
+    return @found;
+}
+is_deeply([leaks(grep { -f } glob "$jdir/* $jdir/.*")], [],
+          'no secret is in any file of the journal directory');
+
+is(stop('TERM') >> 8, 0, 'SIGTERM: guardd exits 0');
+
+# restarted: the set comes back from the journal
+$c = start();
+like(slurp($glog), qr/dedupe: the last \d+ ids of the journal remembered \(window 10000\)/,
+     'the dedupe set is seeded from the journal');
+ok(is_dup(audit($c, \%recA)), 'after a restart, the same id is a duplicate');
+is(count_id($idA), 1, 'still journaled once');
+
+# kill -9 with records in flight: sent again, each journaled once
+my $idK = new_id();
+ok(audit($c, { id => $idK })->{payload}{hash}, 'a record before kill -9');
+my @flight = map { new_id() } 1 .. 50;
+print $c join '', map { frame(4, 700 + $_, { id => $flight[$_ - 1], seq => $_ }) }
+    1 .. 50;
+stop('KILL');
+$c = start();
+ok(is_dup(audit($c, { id => $idK })), 'after kill -9, a journaled id is a duplicate');
+print $c join '', map { frame(4, 800 + $_, { id => $flight[$_ - 1], seq => $_ }) }
+    1 .. 50;
+my @again = read_frames($c, 50, 20);
+is(scalar(grep { $_->{type} == 5 } @again), 50,
+   'the 50 records in flight at kill -9, sent again: all acknowledged');
+my %cnt;
+$cnt{ $_->{id} // '' }++ for journal_records($jdir);
+is(scalar(grep { ($cnt{$_} // 0) == 1 } @flight), 50, 'each journaled exactly once');
+
+# spill files: written as NAME.part, sealed as NAME.jsonl
+my $spill_seq = 0;
+sub spill_name {
+    my ($ext, $ms) = @_;
+    sprintf '%013d-%d-%d.%s', $ms // int(time * 1000), 4242, ++$spill_seq, $ext;
+}
+sub spill_put {
+    my ($name, $text, $mtime) = @_;
+    open my $f, '>', "$spill/.tmp" or die "$spill/.tmp: $!";
+    print $f $text;
+    close $f;
+    utime $mtime, $mtime, "$spill/.tmp" if defined $mtime;
+    rename "$spill/.tmp", "$spill/$name" or die "rename: $!";
+}
+sub lines { join '', map { $json->encode($_) . "\n" } @_ }
+
+my ($s1, $s3) = (new_id(), new_id());
+my $fa = spill_name('jsonl');
+my $texta = lines({ id => $s1, seq => 'a1', note => 'from carol@example.net' },
+                  { id => $idA, seq => 'a2' }, { id => $s3, seq => 'a3' });
+$nrec = nrecords();
+spill_put($fa, $texta);
+ok(wait_for(10, sub { !-e "$spill/$fa" }), 'a sealed spill file is ingested and removed');
+my @recs = journal_records($jdir);
+is(scalar @recs, $nrec + 2, 'two records appended: one id was journaled already');
+is_deeply([map { $_->{seq} } @recs[-2, -1]], ['a1', 'a3'], 'in file order');
+is($recs[-2]{note}, 'from [email]', 'masked');
+is(count_id($idA), 1, 'the known id is not appended again');
+like(slurp($glog), qr/spill \Q$fa\E: 2 records ingested, 1 duplicates, 0 bad lines/,
+     'logged per file');
+ok(is_dup(audit($c, { id => $s3 })), 'a spilled record sent on the socket: a duplicate');
+
+# a bad line in the middle: the good ones journaled, the file set aside
+my ($b1, $b3) = (new_id(), new_id());
+my $fb = spill_name('jsonl');
+spill_put($fb, lines({ id => $b1, seq => 'b1' })
+               . qq({"id": "secret-in-a-bad-line", oops\n)
+               . lines({ id => $b3, seq => 'b3' }));
+ok(wait_for(10, sub { -e "$spill/$fb.rejected" && !-e "$spill/$fb" }),
+   'a file with a bad line is renamed .rejected');
+is(count_id($b1) + count_id($b3), 2, 'its good lines are journaled');
+my $gl = slurp($glog);
+like($gl, qr/spill \Q$fb\E:2: not JSON/, 'the bad line is logged by number');
+like($gl, qr/spill \Q$fb\E: 2 records ingested, 0 duplicates, 1 bad lines/,
+     'and counted');
+unlike($gl, qr/secret-in-a-bad-line/, 'never by content');
+
+# every kind of bad line
+my $c3 = new_id();
+my $fc = spill_name('jsonl');
+spill_put($fc, join "\n", '[1,2]', '{"seq":"no id"}', '{"id":"nope"}',
+          '{"id":42}', '{"id":"' . new_id() . '","a":1,"a":2}',
+          $json->encode({ id => $c3 }), '',
+          $json->encode({ id => new_id(), seq => 'torn' }));
+ok(wait_for(10, sub { -e "$spill/$fc.rejected" }), 'bad lines: .rejected');
+is(count_id($c3), 1, 'the good line is journaled');
+ok(!grep({ ($_->{seq} // '') eq 'torn' } journal_records($jdir)),
+   'a last line without a newline is not');
+$gl = slurp($glog);
+for (['1', 'not a JSON object'], ['2', 'no "id"'],
+     ['3', 'the "id" is not a canonical UUID'],
+     ['4', 'the "id" is not a canonical UUID'], ['5', 'not JSON'],
+     ['7', 'not JSON'], ['8', 'no newline at the end']) {
+    like($gl, qr/spill \Q$fc\E:$_->[0]: \Q$_->[1]\E/, "line $_->[0]: $_->[1]");
+}
+like($gl, qr/spill \Q$fc\E: 1 records ingested, 0 duplicates, 7 bad lines/,
+     '7 bad lines counted');
+
+# .part files: an orphan (its writer died: old mtime) is ingested, one
+# being written is left alone until it is sealed
+my $fresh = spill_name('part', int(time * 1000) - 60_000);    # sorts first
+my $orphan = spill_name('part');
+my ($pf, $po) = (new_id(), new_id());
+spill_put($fresh, lines({ id => $pf, seq => 'fresh' }));
+spill_put($orphan, lines({ id => $po, seq => 'orphan' }), time - 3600);
+ok(wait_for(10, sub { !-e "$spill/$orphan" }), 'an orphaned .part is ingested');
+is(count_id($po), 1, 'its record journaled');
+my $fd = spill_name('jsonl');
+my $d1 = new_id();
+spill_put($fd, lines({ id => $d1 }));
+ok(wait_for(10, sub { !-e "$spill/$fd" }), 'a later sealed file is ingested');
+ok(-e "$spill/$fresh", 'a fresh .part is left alone');
+is(count_id($pf), 0, 'and not read');
+(my $sealed = $fresh) =~ s/\.part$/.jsonl/;
+rename "$spill/$fresh", "$spill/$sealed";
+ok(wait_for(10, sub { !-e "$spill/$sealed" }), 'once sealed, it is ingested');
+is(count_id($pf), 1, 'its record journaled');
+
+# an ingested file put back: all duplicates, nothing appended
+$nrec = nrecords();
+spill_put($fa, $texta);
+ok(wait_for(10, sub { !-e "$spill/$fa" }), 'an ingested file put back is read again');
+is(nrecords(), $nrec, 'nothing appended');
+like(slurp($glog), qr/spill \Q$fa\E: 0 records ingested, 3 duplicates, 0 bad lines/,
+     'three duplicates');
+
+# a file over 256 MiB is set aside unread (a sparse file)
+my $fbig = spill_name('jsonl');
+open my $big, '>', "$spill/.tmp" or die;
+truncate $big, 257 * 1024 * 1024;
+close $big;
+rename "$spill/.tmp", "$spill/$fbig";
+ok(wait_for(10, sub { -e "$spill/$fbig.rejected" }), 'a file over 256 MiB: .rejected');
+like(slurp($glog), qr/spill \Q$fbig\E: larger than 256 MiB/, 'logged');
+unlink "$spill/$fbig.rejected";
+
+# the spill directory gone: one error, guardd goes on, and picks up again
+rename $spill, "$spill.away";
+ok(wait_for(10, sub { slurp($glog) =~ /spill: \Q$spill\E: No such file or directory/ }),
+   'a missing spill directory is logged');
+sleep 2.2;    # two more rounds
+my @errs = slurp($glog) =~ /(spill: \Q$spill\E: No such file)/g;
+is(scalar @errs, 1, 'once per failure streak');
+print $c frame(6, 10);
+my ($pong3) = read_frames($c, 1);
+is($pong3->{type}, 7, 'guardd still serves');
+rename "$spill.away", $spill;
+my $fe = spill_name('jsonl');
+my $e1 = new_id();
+spill_put($fe, lines({ id => $e1 }));
+ok(wait_for(10, sub { !-e "$spill/$fe" }), 'the directory back: ingestion resumes');
+like(slurp($glog), qr/spill: \Q$spill\E can be read again/, 'and says so');
+
+# kill -9 while a big spill file is ingested (most likely: as soon as the
+# journal grows): nothing lost, nothing twice
+my $nmany = 5000;
+my @many_ids = map { new_id() } 1 .. $nmany;
+my $fk = spill_name('jsonl');
+my $jsize = sub { my $t = 0; $t += -s $_ for glob "$jdir/journal-*.jsonl"; $t };
+my $size0 = $jsize->();
+spill_put($fk, lines(map { { id => $_, tenant => 'acme', reason => 'rate_limited' } }
+                     @many_ids));
+my $end = time + 10;
+sleep 0.002 while $jsize->() == $size0 && time < $end;
+stop('KILL');
+note(-e "$spill/$fk" ? 'killed during the ingestion of the file'
+                     : 'guardd finished the file before it was killed');
+$c = start();
+ok(wait_for(20, sub { !-e "$spill/$fk" }), 'restarted: the file is ingested');
+%cnt = ();
+$cnt{ $_->{id} // '' }++ for journal_records($jdir);
+is(scalar(grep { ($cnt{$_} // 0) == 1 } @many_ids), $nmany,
+   "each of its $nmany records journaled exactly once");
+is(stop('TERM') >> 8, 0, 'SIGTERM');
+
+# a file spilled while guardd was down is ingested at startup
+my $fs = spill_name('jsonl');
+my $st1 = new_id();
+spill_put($fs, lines({ id => $st1 }, { id => $idA }));
+$c = start();
+ok(wait_for(10, sub { !-e "$spill/$fs" }), 'a file spilled while guardd was down: ingested at start');
+is(count_id($st1), 1, 'its new record journaled');
+ok(is_dup(audit($c, \%recA)), 'and the first record is still a duplicate');
+is(count_id($idA), 1, 'journaled once over five runs');
+ok(-e "$spill/$fb.rejected" && -e "$spill/$fc.rejected",
+   'the .rejected files are kept');
+
+$v = `$guardctl audit verify --dir $jdir`;
+is($? >> 8, 0, 'guardctl audit verify: the chain is intact') or diag $v;
+is(stop('TERM') >> 8, 0, 'SIGTERM');
+like(slurp($glog),
+     qr/stopped: 1 records in 1 group commits, 2 duplicates, 1 records from 1 spill files/,
+     'the stop line counts duplicates and spilled records');
+
+my @logs = glob "$dir/guardd*.log";
+is_deeply([leaks(@logs)], [], 'no secret is in guardd\'s logs');
+my $all = join '', map { slurp($_) } @logs;
+unlike($all, qr/AddressSanitizer|runtime error|LeakSanitizer/, 'no sanitizer report');
 
 done_testing;

@@ -68,4 +68,18 @@ typedef struct {
 int gd_journal_verify(const char *dir, const char *from_segment,
                       gd_journal_report_t *report);
 
+/* called with each id (its NUL-terminated text and length) */
+typedef void (*gd_journal_id_cb)(const char *id, size_t len, void *arg);
+
+/*
+ * Yields to cb the "id" members (strings) of the newest max records of
+ * the journal in dir that have one, oldest first: the segments are read
+ * from the newest back until max ids were found.  A line that is not a
+ * whole record (a torn last line, damage: see gd_journal_verify) is
+ * skipped.  Returns how many ids were yielded, or -1 (err set) when the
+ * journal cannot be read.
+ */
+long gd_journal_recent_ids(const char *dir, size_t max, gd_journal_id_cb cb,
+                           void *arg, char *err, size_t errlen);
+
 #endif

@@ -451,3 +451,136 @@ int gd_journal_verify(const char *dir, const char *from_segment,
     free(segs);
     return rc;
 }
+
+/* the newest ids, for a dedupe set */
+
+typedef struct {
+    char **ids;
+    size_t n, cap;
+} id_list_t;
+
+static int id_list_push(id_list_t *l, const char *id)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 256;
+        char **more = realloc(l->ids, cap * sizeof(char *));
+        if (more == NULL) {
+            return -1;
+        }
+        l->ids = more;
+        l->cap = cap;
+    }
+    l->ids[l->n] = strdup(id);
+    if (l->ids[l->n] == NULL) {
+        return -1;
+    }
+    l->n++;
+    return 0;
+}
+
+/* the ids of the last (at most) need whole records of a segment that
+ * have one, in order: read from the end back, so that only the lines
+ * needed are parsed */
+static int segment_ids(const char *path, size_t need, id_list_t *l)
+{
+    size_t len = 0;
+    char *text = read_all(path, &len), *end;
+
+    if (text == NULL) {
+        return -1;
+    }
+
+    /* only whole lines: a torn last one is not a record */
+    end = text + len;
+    while (end > text && end[-1] != '\n') {
+        end--;
+    }
+
+    while (end > text && l->n < need) {
+        char *line = end - 1; /* at the line's '\n' */
+        json_error_t jerr;
+        json_t *rec;
+        const char *id;
+        int rc;
+
+        while (line > text && line[-1] != '\n') {
+            line--;
+        }
+
+        rec = json_loadb(line, (size_t)(end - 1 - line), 0, &jerr);
+        id = json_string_value(json_object_get(rec, "id"));
+        rc = id ? id_list_push(l, id) : 0;
+        json_decref(rec);
+        end = line;
+
+        if (rc != 0) {
+            free(text);
+            errno = ENOMEM;
+            return -1;
+        }
+    }
+
+    free(text);
+
+    /* newest first so far: put them in order */
+    for (size_t i = 0; i < l->n / 2; i++) {
+        char *t = l->ids[i];
+        l->ids[i] = l->ids[l->n - 1 - i];
+        l->ids[l->n - 1 - i] = t;
+    }
+    return 0;
+}
+
+long gd_journal_recent_ids(const char *dir, size_t max, gd_journal_id_cb cb,
+                           void *arg, char *err, size_t errlen)
+{
+    unsigned *segs = NULL;
+    id_list_t *per = NULL;
+    size_t total = 0;
+    long n, first, yielded = -1;
+
+    n = list_segments(dir, &segs);
+    if (n < 0) {
+        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        return -1;
+    }
+
+    per = calloc((size_t)n + 1, sizeof(id_list_t));
+    if (per == NULL) {
+        snprintf(err, errlen, "out of memory");
+        free(segs);
+        return -1;
+    }
+
+    /* from the newest segment back, until enough */
+    for (first = n; first > 0 && total < max; first--) {
+        char path[4096];
+
+        segment_path(dir, segs[first - 1], path, sizeof(path));
+        if (segment_ids(path, max - total, &per[first - 1]) != 0) {
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            goto done;
+        }
+        total += per[first - 1].n;
+    }
+
+    /* oldest first (each segment gave no more than was still needed) */
+    yielded = 0;
+    for (long i = first; i < n; i++) {
+        for (size_t k = 0; k < per[i].n; k++) {
+            cb(per[i].ids[k], strlen(per[i].ids[k]), arg);
+            yielded++;
+        }
+    }
+
+done:
+    for (long i = 0; i < n; i++) {
+        for (size_t k = 0; k < per[i].n; k++) {
+            free(per[i].ids[k]);
+        }
+        free(per[i].ids);
+    }
+    free(per);
+    free(segs);
+    return yielded;
+}

@@ -4,10 +4,22 @@
  *   guardd -c guardd.conf [-t]
  *
  * One epoll loop thread serves the Unix socket: it decodes frames with
- * the shared codec (gd_proto), answers HELLO and PING at once, and hands
- * AUDIT records to the writer thread, which appends them to the journal
- * (gd_journal) and fsyncs in group commits; an ACK goes out only after
- * its record was fsynced.  No blocking call runs on the loop thread.
+ * the shared codec (gd_proto), answers HELLO and PING at once, masks
+ * AUDIT records (gd_audit) and hands them to the writer thread, which
+ * appends them to the journal (gd_journal) and fsyncs in group commits;
+ * an ACK goes out only after its record was fsynced.  No blocking call
+ * runs on the loop thread.
+ *
+ * Exactly once: every record has a UUID "id" (guardd gives one to a
+ * record that has none).  The writer, the journal's only user, appends a
+ * record only when its id is not in the set of the last dedupe_window
+ * ids (gd_idset), rebuilt from the journal at startup (after an fsync of
+ * what a killed guardd left in the page cache).  Spill files (records
+ * the nginx module could not send) are ingested by the writer too, one
+ * per round, and removed only after their records were fsynced.  So a
+ * record sent again after a reconnect, a crash or a restart, from the
+ * socket or a spill file, is journaled once and acknowledged as a
+ * duplicate.
  *
  * SIGHUP reloads the policies (the old set stays when the new one is
  * invalid); SIGTERM and SIGINT stop accepting, answer what is in flight,
@@ -15,12 +27,15 @@
  */
 #define _GNU_SOURCE
 
+#include "gd_audit.h"
+#include "gd_idset.h"
 #include "gd_journal.h"
 #include "gd_policy.h"
 #include "gd_proto.h"
 #include "gd_risk.h"
 #include "gd_uuid.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -44,6 +59,13 @@
 #define GD_MAX_EVENTS 64
 #define GD_READ_CHUNK 16384
 
+#define GD_DEDUPE_DEFAULT 262144
+#define GD_DEDUPE_MIN 1024
+#define GD_SPILL_ORPHAN_DEFAULT 60
+#define GD_SPILL_MAX_FILE ((off_t)256 * 1024 * 1024)
+#define GD_SPILL_INTERVAL_MS 1000
+#define GD_SPILL_MAX_STUCK 4096
+
 /* configuration (guardd.conf, JSON) */
 
 typedef struct {
@@ -57,6 +79,9 @@ typedef struct {
     size_t segment_size;
     size_t max_frame;
     char *node;
+    size_t dedupe_window;
+    char *spill; /* NULL: no spill ingestion */
+    long spill_orphan_after;
 } gd_conf_t;
 
 /* a connection */
@@ -82,7 +107,9 @@ struct gd_job_s {
     uint64_t conn;
     uint32_t id;
     json_t *record;
+    uint8_t rid[GD_AUDIT_ID_LEN]; /* the record's "id" */
     int ok;
+    int duplicate; /* ok, and journaled before: not appended again */
     char error[128];
     gd_job_t *next;
 };
@@ -95,7 +122,14 @@ typedef struct {
     int stop;
     int eventfd;
     gd_journal_t *journal;
-    uint64_t commits, records;
+    uint64_t commits, records, duplicates;
+    /* the writer thread's own, read by main only after joining it */
+    gd_idset_t *seen; /* the ids of the last dedupe_window records */
+    int broken;       /* an fsync failed: nothing is appended any more */
+    uint64_t spill_files, spill_records;
+    int spill_dir_failed;
+    char **spill_stuck; /* ingested files that could not be removed */
+    size_t spill_nstuck;
 } gd_writer_t;
 
 static gd_conf_t conf;
@@ -125,11 +159,14 @@ static void logmsg(const char *level, const char *fmt, ...)
     gmtime_r(&now, &tm);
     strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
 
+    /* one line at a time: the loop and the writer thread both log */
+    flockfile(stderr);
     fprintf(stderr, "%s guardd[%d] %s: ", ts, (int)getpid(), level);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
+    funlockfile(stderr);
 }
 
 /* configuration */
@@ -142,10 +179,20 @@ static char *conf_string(json_t *doc, const char *key, const char *dflt)
 
 static int conf_load(const char *path)
 {
-    static const char *known[] = {"listen",  "socket_mode", "socket_group",
-                                  "user",    "pid_file",    "policies",
-                                  "journal", "max_frame",   "node",
-                                  "log",     NULL};
+    static const char *known[] = {"listen",
+                                  "socket_mode",
+                                  "socket_group",
+                                  "user",
+                                  "pid_file",
+                                  "policies",
+                                  "journal",
+                                  "max_frame",
+                                  "node",
+                                  "log",
+                                  "dedupe_window",
+                                  "spill",
+                                  "spill_orphan_after",
+                                  NULL};
     json_error_t err;
     json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
     const char *key;
@@ -201,6 +248,46 @@ static int conf_load(const char *path)
     v = json_object_get(doc, "log");
     verbose = !(json_is_string(v) && strcmp(json_string_value(v), "warn") == 0);
 
+    v = json_object_get(doc, "dedupe_window");
+    conf.dedupe_window = GD_DEDUPE_DEFAULT;
+    if (v != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) < GD_DEDUPE_MIN ||
+            (uint64_t)json_integer_value(v) > GD_IDSET_MAX_CAPACITY) {
+            logmsg("emerg",
+                   "%s: dedupe_window must be an integer from %d to %zu", path,
+                   GD_DEDUPE_MIN, (size_t)GD_IDSET_MAX_CAPACITY);
+            json_decref(doc);
+            return -1;
+        }
+        conf.dedupe_window = (size_t)json_integer_value(v);
+    }
+
+    v = json_object_get(doc, "spill");
+    conf.spill = NULL;
+    if (v != NULL) {
+        if (!json_is_string(v) || json_string_value(v)[0] == '\0') {
+            logmsg("emerg", "%s: spill must name a directory", path);
+            json_decref(doc);
+            return -1;
+        }
+        conf.spill = strdup(json_string_value(v));
+    }
+
+    v = json_object_get(doc, "spill_orphan_after");
+    conf.spill_orphan_after = GD_SPILL_ORPHAN_DEFAULT;
+    if (v != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+            json_integer_value(v) > 86400 * 365) {
+            logmsg("emerg",
+                   "%s: spill_orphan_after must be a number of seconds, at "
+                   "least 1",
+                   path);
+            json_decref(doc);
+            return -1;
+        }
+        conf.spill_orphan_after = (long)json_integer_value(v);
+    }
+
     json_decref(doc);
     return 0;
 }
@@ -220,66 +307,490 @@ static gd_policy_set_t *policies_load(void)
 
 /* the writer thread: journal appends and group commits */
 
+/* the record's id, parsed into rid; -1 when it has none or a bad one */
+static int record_id(json_t *rec, uint8_t rid[GD_AUDIT_ID_LEN])
+{
+    json_t *v = json_object_get(rec, "id");
+
+    if (!json_is_string(v) ||
+        gd_audit_id_parse(json_string_value(v), json_string_length(v), rid) !=
+            0) {
+        return -1;
+    }
+    return 0;
+}
+
+/* the canonical (lowercase) text of rid as the record's "id" */
+static int record_set_id(json_t *rec, const uint8_t rid[GD_AUDIT_ID_LEN])
+{
+    char text[GD_UUID_STRLEN + 1];
+
+    gd_uuid_format(rid, text);
+    text[GD_UUID_STRLEN] = '\0';
+    return json_object_set_new(rec, "id", json_string(text));
+}
+
+/* an fsync failed: what was written may be lost, and the dedupe set may
+ * hold ids that are not durable.  Nothing more is appended (a duplicate
+ * could be acknowledged for a lost record); a restart rebuilds the set
+ * from what the journal really holds. */
+static void journal_broken(const char *what)
+{
+    if (!writer.broken) {
+        logmsg("emerg",
+               "journal: %s: %s; no more records are accepted until guardd "
+               "is restarted",
+               what, strerror(errno));
+    }
+    writer.broken = 1;
+}
+
+/*
+ * Appends rec unless its id was journaled already (writer thread only):
+ * 1 appended, 0 a duplicate, -1 failed (err set).
+ */
+static int journal_once(json_t *rec, const uint8_t rid[GD_AUDIT_ID_LEN],
+                        char *err, size_t errlen)
+{
+    if (writer.broken) {
+        snprintf(err, errlen,
+                 "the journal failed to fsync; guardd must be restarted");
+        return -1;
+    }
+
+    if (gd_idset_has(writer.seen, rid)) {
+        return 0;
+    }
+
+    if (gd_journal_append(writer.journal, rec, err, errlen) != 0) {
+        return -1;
+    }
+
+    gd_idset_add(writer.seen, rid);
+    return 1;
+}
+
+/* spill files: "<ms>-<pid>-<seq>.part" while written, ".jsonl" sealed */
+
+static int has_suffix(const char *name, const char *suffix)
+{
+    size_t n = strlen(name), k = strlen(suffix);
+    return n > k && strcmp(name + n - k, suffix) == 0;
+}
+
+static void spill_stuck_add(const char *name);
+
+/* renames the file to NAME.rejected: kept for the operator, never read
+ * again (when even that fails, it is not read again in this run) */
+static void spill_set_aside(const char *name, const char *why)
+{
+    char from[4096], to[4096];
+
+    snprintf(from, sizeof(from), "%s/%s", conf.spill, name);
+    snprintf(to, sizeof(to), "%s/%s.rejected", conf.spill, name);
+
+    if (rename(from, to) != 0) {
+        logmsg("error", "spill %s: %s, and it cannot be renamed: %s", name, why,
+               strerror(errno));
+        spill_stuck_add(name);
+    } else {
+        logmsg("warn", "spill %s: %s: kept as %s.rejected", name, why, name);
+    }
+}
+
+static int spill_is_stuck(const char *name)
+{
+    for (size_t i = 0; i < writer.spill_nstuck; i++) {
+        if (strcmp(writer.spill_stuck[i], name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* an ingested file that cannot be removed is not read again in this run:
+ * its ids could leave the dedupe window while it waits */
+static void spill_stuck_add(const char *name)
+{
+    char **more;
+
+    if (writer.spill_nstuck == GD_SPILL_MAX_STUCK) {
+        return;
+    }
+    more =
+        realloc(writer.spill_stuck, (writer.spill_nstuck + 1) * sizeof(char *));
+    if (more == NULL) {
+        return;
+    }
+    writer.spill_stuck = more;
+    more[writer.spill_nstuck] = strdup(name);
+    if (more[writer.spill_nstuck] != NULL) {
+        writer.spill_nstuck++;
+    }
+}
+
+static int stop_requested(void)
+{
+    int stop;
+
+    pthread_mutex_lock(&writer.lock);
+    stop = writer.stop;
+    pthread_mutex_unlock(&writer.lock);
+    return stop;
+}
+
+/*
+ * Ingests one spill file: 0 when it is done with (removed or set aside),
+ * -1 when it stays for a later round.
+ */
+static int spill_ingest(const char *name)
+{
+    char path[4096], err[256];
+    uint64_t lineno = 0, added = 0, dups = 0, bad = 0;
+    size_t cap = 0;
+    char *line = NULL;
+    ssize_t n;
+    struct stat st;
+    FILE *f;
+    int fd, aborted = 0;
+
+    snprintf(path, sizeof(path), "%s/%s", conf.spill, name);
+
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        char why[128];
+
+        if (errno == ENOENT) {
+            return 0; /* renamed (sealed) or taken away meanwhile */
+        }
+        snprintf(why, sizeof(why), "cannot open it: %s", strerror(errno));
+        spill_set_aside(name, why);
+        return 0;
+    }
+
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        spill_set_aside(name, "not a regular file");
+        return 0;
+    }
+
+    if (st.st_size > GD_SPILL_MAX_FILE) {
+        close(fd);
+        spill_set_aside(name, "larger than 256 MiB, not read");
+        return 0;
+    }
+
+    f = fdopen(fd, "r");
+    if (f == NULL) {
+        close(fd);
+        logmsg("error", "spill %s: %s", name, strerror(errno));
+        return -1;
+    }
+
+    while ((n = getline(&line, &cap, f)) > 0) {
+        uint8_t rid[GD_AUDIT_ID_LEN];
+        json_error_t jerr;
+        json_t *rec;
+        int rc;
+
+        lineno++;
+
+        /* never the line itself in the log: it may hold secrets */
+        if (line[n - 1] != '\n') {
+            logmsg("warn", "spill %s:%llu: no newline at the end", name,
+                   (unsigned long long)lineno);
+            bad++;
+            continue;
+        }
+
+        rec = json_loadb(line, (size_t)n - 1, JSON_REJECT_DUPLICATES, &jerr);
+        if (rec == NULL) {
+            logmsg("warn", "spill %s:%llu: not JSON (at column %d)", name,
+                   (unsigned long long)lineno, jerr.column);
+            bad++;
+            continue;
+        }
+        if (!json_is_object(rec) || record_id(rec, rid) != 0) {
+            logmsg("warn", "spill %s:%llu: %s", name,
+                   (unsigned long long)lineno,
+                   !json_is_object(rec) ? "not a JSON object"
+                   : json_object_get(rec, "id") == NULL
+                       ? "no \"id\""
+                       : "the \"id\" is not a canonical UUID");
+            json_decref(rec);
+            bad++;
+            continue;
+        }
+
+        if (record_set_id(rec, rid) != 0 || gd_audit_mask(rec) < 0) {
+            logmsg("error", "spill %s:%llu: out of memory", name,
+                   (unsigned long long)lineno);
+            json_decref(rec);
+            aborted = 1;
+            break;
+        }
+
+        rc = journal_once(rec, rid, err, sizeof(err));
+        json_decref(rec);
+
+        if (rc < 0) {
+            logmsg("error", "spill %s:%llu: journal: %s", name,
+                   (unsigned long long)lineno, err);
+            aborted = 1;
+            break;
+        }
+        if (rc == 0) {
+            dups++;
+        } else {
+            added++;
+        }
+
+        if (lineno % 256 == 0 && stop_requested()) {
+            logmsg("notice",
+                   "spill %s: stopped at line %llu, the file stays for "
+                   "the next start",
+                   name, (unsigned long long)lineno);
+            aborted = 1;
+            break;
+        }
+    }
+
+    if (!aborted && ferror(f)) {
+        logmsg("error", "spill %s: read: %s", name, strerror(errno));
+        aborted = 1;
+    }
+
+    free(line);
+    fclose(f);
+
+    /* what was appended is made durable before the file may go */
+    if (added > 0 && !writer.broken && gd_journal_sync(writer.journal) != 0) {
+        journal_broken("fsync");
+    }
+    if (added > 0 && writer.broken) {
+        aborted = 1;
+    }
+
+    pthread_mutex_lock(&writer.lock);
+    writer.records += added;
+    writer.duplicates += dups;
+    writer.spill_records += added;
+    pthread_mutex_unlock(&writer.lock);
+
+    if (aborted) {
+        logmsg("error", "spill %s: left for a later round", name);
+        return -1;
+    }
+
+    writer.spill_files++;
+    logmsg("notice",
+           "spill %s: %llu records ingested, %llu duplicates, %llu bad "
+           "lines",
+           name, (unsigned long long)added, (unsigned long long)dups,
+           (unsigned long long)bad);
+
+    if (bad > 0) {
+        char why[64];
+        snprintf(why, sizeof(why), "%llu bad lines", (unsigned long long)bad);
+        spill_set_aside(name, why);
+        return 0;
+    }
+
+    if (unlink(path) != 0 && errno != ENOENT) {
+        logmsg("error",
+               "spill %s: ingested, but it cannot be removed: %s (guardd "
+               "needs write access to %s); it is not read again until "
+               "guardd restarts",
+               name, strerror(errno), conf.spill);
+        spill_stuck_add(name);
+    }
+
+    return 0;
+}
+
+/*
+ * One round: lists the spill directory and ingests the first file by
+ * name, sealed or orphaned (a .part nobody wrote to for
+ * spill_orphan_after seconds).  1 when more files wait.
+ */
+static int spill_round(void)
+{
+    char best[256] = "";
+    size_t candidates = 0;
+    struct dirent *e;
+    time_t now = time(NULL);
+    DIR *d;
+
+    if (writer.broken) {
+        return 0;
+    }
+
+    d = opendir(conf.spill);
+    if (d == NULL) {
+        if (!writer.spill_dir_failed) {
+            logmsg("error", "spill: %s: %s", conf.spill, strerror(errno));
+            writer.spill_dir_failed = 1;
+        }
+        return 0;
+    }
+    if (writer.spill_dir_failed) {
+        logmsg("notice", "spill: %s can be read again", conf.spill);
+        writer.spill_dir_failed = 0;
+    }
+
+    while ((e = readdir(d)) != NULL) {
+        struct stat st;
+
+        if (e->d_name[0] == '.' || strlen(e->d_name) >= sizeof(best) ||
+            spill_is_stuck(e->d_name)) {
+            continue;
+        }
+        if (has_suffix(e->d_name, ".part")) {
+            if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+                now - st.st_mtime <= conf.spill_orphan_after) {
+                continue;
+            }
+        } else if (!has_suffix(e->d_name, ".jsonl")) {
+            continue;
+        }
+
+        candidates++;
+        if (best[0] == '\0' || strcmp(e->d_name, best) < 0) {
+            strcpy(best, e->d_name);
+        }
+    }
+
+    closedir(d);
+
+    if (candidates == 0) {
+        return 0;
+    }
+
+    return spill_ingest(best) == 0 && candidates > 1;
+}
+
+static void deadline_in(struct timespec *ts, long ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000;
+    if (ts->tv_nsec >= 1000000000) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000;
+    }
+}
+
+static int deadline_passed(const struct timespec *ts)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > ts->tv_sec ||
+           (now.tv_sec == ts->tv_sec && now.tv_nsec >= ts->tv_nsec);
+}
+
+/* appends a group of jobs, then one fsync for all of them */
+static void write_batch(gd_job_t *batch)
+{
+    uint64_t added = 0, dups = 0;
+    int failed = 0;
+
+    for (gd_job_t *job = batch; job; job = job->next) {
+        int rc =
+            journal_once(job->record, job->rid, job->error, sizeof(job->error));
+
+        job->ok = rc >= 0;
+        job->duplicate = rc == 0;
+        added += rc == 1;
+        dups += rc == 0;
+        failed |= rc < 0;
+    }
+
+    /* a duplicate is acknowledged once its first copy is durable: that
+     * copy was synced by an earlier group, or is synced with this one */
+    if (added > 0 && gd_journal_sync(writer.journal) != 0) {
+        journal_broken("fsync");
+        for (gd_job_t *job = batch; job; job = job->next) {
+            if (job->ok) {
+                job->ok = 0;
+                snprintf(job->error, sizeof(job->error), "fsync: %s",
+                         strerror(errno));
+            }
+        }
+        added = dups = 0;
+        failed = 1;
+    }
+
+    if (failed) {
+        for (gd_job_t *job = batch; job; job = job->next) {
+            if (!job->ok) {
+                logmsg("error", "journal: %s", job->error);
+                break;
+            }
+        }
+    }
+
+    pthread_mutex_lock(&writer.lock);
+    writer.commits++;
+    writer.records += added;
+    writer.duplicates += dups;
+    *writer.done_tail = batch;
+    while (*writer.done_tail) {
+        writer.done_tail = &(*writer.done_tail)->next;
+    }
+    pthread_mutex_unlock(&writer.lock);
+
+    uint64_t one = 1;
+    if (write(writer.eventfd, &one, sizeof(one)) < 0) {
+        logmsg("error", "eventfd: %s", strerror(errno));
+    }
+}
+
 static void *writer_main(void *arg)
 {
+    struct timespec spill_due;
+
     (void)arg;
+
+    /* the first spill round at once */
+    deadline_in(&spill_due, 0);
 
     pthread_mutex_lock(&writer.lock);
 
     for (;;) {
-        while (writer.todo == NULL && !writer.stop) {
-            pthread_cond_wait(&writer.cond, &writer.lock);
+        int spill_now = conf.spill != NULL && deadline_passed(&spill_due);
+
+        while (writer.todo == NULL && !writer.stop && !spill_now) {
+            if (conf.spill == NULL) {
+                pthread_cond_wait(&writer.cond, &writer.lock);
+            } else {
+                pthread_cond_timedwait(&writer.cond, &writer.lock, &spill_due);
+                spill_now = deadline_passed(&spill_due);
+            }
         }
 
         if (writer.todo == NULL && writer.stop) {
             break;
         }
 
-        /* take everything queued: one fsync for the whole group */
-        gd_job_t *batch = writer.todo;
-        writer.todo = NULL;
-        writer.todo_tail = &writer.todo;
-        pthread_mutex_unlock(&writer.lock);
-
-        int failed = 0;
-        for (gd_job_t *job = batch; job; job = job->next) {
-            job->ok = gd_journal_append(writer.journal, job->record, job->error,
-                                        sizeof(job->error)) == 0;
-            failed |= !job->ok;
+        if (writer.todo != NULL) {
+            /* take everything queued: one fsync for the whole group */
+            gd_job_t *batch = writer.todo;
+            writer.todo = NULL;
+            writer.todo_tail = &writer.todo;
+            pthread_mutex_unlock(&writer.lock);
+            write_batch(batch);
+            pthread_mutex_lock(&writer.lock);
         }
 
-        if (gd_journal_sync(writer.journal) != 0) {
-            for (gd_job_t *job = batch; job; job = job->next) {
-                if (job->ok) {
-                    job->ok = 0;
-                    snprintf(job->error, sizeof(job->error), "fsync: %s",
-                             strerror(errno));
-                }
-            }
-            failed = 1;
+        /* one spill file per round, between groups: never starved by a
+         * steady flow of AUDITs, nor holding them up for more than a file */
+        if (spill_now && !writer.stop) {
+            pthread_mutex_unlock(&writer.lock);
+            int more = spill_round();
+            deadline_in(&spill_due, more ? 0 : GD_SPILL_INTERVAL_MS);
+            pthread_mutex_lock(&writer.lock);
         }
-
-        if (failed) {
-            logmsg("error", "journal: %s", batch->error);
-        }
-
-        pthread_mutex_lock(&writer.lock);
-        writer.commits++;
-        for (gd_job_t *job = batch; job; job = job->next) {
-            writer.records += job->ok;
-        }
-        *writer.done_tail = batch;
-        while (*writer.done_tail) {
-            writer.done_tail = &(*writer.done_tail)->next;
-        }
-        pthread_mutex_unlock(&writer.lock);
-
-        uint64_t one = 1;
-        if (write(writer.eventfd, &one, sizeof(one)) < 0) {
-            logmsg("error", "eventfd: %s", strerror(errno));
-        }
-
-        pthread_mutex_lock(&writer.lock);
     }
 
     pthread_mutex_unlock(&writer.lock);
@@ -389,8 +900,10 @@ static int conn_error(gd_conn_t *c, uint32_t id, const char *code,
     return rc;
 }
 
-/* hands a record to the writer; conn 0: nobody waits for an ACK */
-static int journal_enqueue(uint64_t conn, uint32_t id, json_t *record)
+/* hands a masked record with the id rid to the writer; conn 0: nobody
+ * waits for an ACK */
+static int journal_enqueue(uint64_t conn, uint32_t id, json_t *record,
+                           const uint8_t rid[GD_AUDIT_ID_LEN])
 {
     gd_job_t *job = calloc(1, sizeof(gd_job_t));
 
@@ -401,6 +914,7 @@ static int journal_enqueue(uint64_t conn, uint32_t id, json_t *record)
     job->conn = conn;
     job->id = id;
     job->record = json_incref(record);
+    memcpy(job->rid, rid, GD_AUDIT_ID_LEN);
 
     pthread_mutex_lock(&writer.lock);
     *writer.todo_tail = job;
@@ -481,6 +995,11 @@ static int handle_decide(gd_conn_t *c, gd_frame_t *f)
         return conn_error(c, f->id, "unavailable", "cannot score");
     }
 
+    /* the caller will not enforce the verdict (guard_risk shadow) */
+    if (json_is_true(json_object_get(in, "shadow"))) {
+        res.shadow = 1;
+    }
+
     if (req.subject) {
         gd_risk_observe_request(risk_state, req.tenant, req.subject,
                                 req.client_ip, req.now);
@@ -534,7 +1053,8 @@ static int handle_decide(gd_conn_t *c, gd_frame_t *f)
             json_object_set(rec, "thresholds",
                             json_object_get(out, "thresholds"));
         }
-        if (rec == NULL || journal_enqueue(0, 0, rec) != 0) {
+        if (rec == NULL || gd_audit_mask(rec) < 0 ||
+            journal_enqueue(0, 0, rec, id) != 0) {
             logmsg("error", "decision %s could not be journaled", idtext);
         }
         json_decref(rec);
@@ -542,6 +1062,44 @@ static int handle_decide(gd_conn_t *c, gd_frame_t *f)
 
     json_decref(out);
     return rc;
+}
+
+/* AUDIT: a record with a UUID "id" (given one when it has none), masked,
+ * then journaled once by the writer, which answers with an ACK */
+static int handle_audit(gd_conn_t *c, gd_frame_t *f)
+{
+    json_t *rec = f->payload;
+    uint8_t rid[GD_AUDIT_ID_LEN];
+
+    if (!json_is_object(rec)) {
+        return conn_error(c, f->id, "bad_request",
+                          "AUDIT needs a record (a JSON object)");
+    }
+
+    if (json_object_get(rec, "id") != NULL) {
+        if (record_id(rec, rid) != 0) {
+            return conn_error(c, f->id, "bad_request",
+                              "the record's \"id\" must be a UUID "
+                              "(8-4-4-4-12 hex digits)");
+        }
+    } else {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        if (gd_uuid7_next(&uuid_gen,
+                          (uint64_t)ts.tv_sec * 1000 +
+                              (uint64_t)ts.tv_nsec / 1000000,
+                          rid) != 0) {
+            return conn_error(c, f->id, "unavailable", "no randomness");
+        }
+    }
+
+    if (record_set_id(rec, rid) != 0 || gd_audit_mask(rec) < 0 ||
+        journal_enqueue(c->serial, f->id, rec, rid) != 0) {
+        return conn_error(c, f->id, "unavailable", "out of memory");
+    }
+
+    return 0;
 }
 
 static int handle_frame(gd_conn_t *c, gd_frame_t *f)
@@ -572,11 +1130,7 @@ static int handle_frame(gd_conn_t *c, gd_frame_t *f)
         break;
 
     case GD_FRAME_AUDIT:
-        if (f->payload == NULL) {
-            rc = conn_error(c, f->id, "bad_request", "AUDIT needs a record");
-        } else if (journal_enqueue(c->serial, f->id, f->payload) != 0) {
-            rc = conn_error(c, f->id, "unavailable", "out of memory");
-        }
+        rc = handle_audit(c, f);
         break;
 
     case GD_FRAME_DECIDE:
@@ -687,13 +1241,22 @@ static void deliver_acks(void)
         gd_conn_t *c = conn_find(done->conn);
 
         if (c) {
-            json_t *p = json_pack("{s:s}", "hash",
-                                  done->ok ? json_string_value(json_object_get(
-                                                 done->record, "hash"))
-                                           : "");
-            int rc = done->ok
-                         ? conn_send(c, GD_FRAME_ACK, done->id, p)
-                         : conn_error(c, done->id, "unavailable", done->error);
+            /* {"id", "hash"}, or {"id", "duplicate": true} */
+            json_t *p =
+                json_pack("{s:O}", "id", json_object_get(done->record, "id"));
+            int rc;
+
+            if (p && done->ok) {
+                json_object_set(p, done->duplicate ? "duplicate" : "hash",
+                                done->duplicate
+                                    ? json_true()
+                                    : json_object_get(done->record, "hash"));
+            }
+            rc = p == NULL
+                     ? conn_error(c, done->id, "unavailable", "out of memory")
+                 : done->ok
+                     ? conn_send(c, GD_FRAME_ACK, done->id, p)
+                     : conn_error(c, done->id, "unavailable", done->error);
             json_decref(p);
             if (rc != 0) {
                 /* closed by the read handler, when it sees the end */
@@ -785,6 +1348,16 @@ static int drop_privileges(void)
     return 0;
 }
 
+/* one id of the journal into the dedupe set */
+static void seed_id(const char *text, size_t len, void *arg)
+{
+    uint8_t rid[GD_AUDIT_ID_LEN];
+
+    if (gd_audit_id_parse(text, len, rid) == 0) {
+        gd_idset_add(arg, rid);
+    }
+}
+
 static int write_pid(void)
 {
     FILE *f = fopen(conf.pid_file, "w");
@@ -827,6 +1400,11 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    if (gd_audit_init() != 0) {
+        logmsg("emerg", "the masking patterns cannot be compiled");
+        return 1;
+    }
+
     policies = policies_load();
     if (policies == NULL) {
         logmsg("emerg", "the policies in %s are invalid", conf.policies);
@@ -845,6 +1423,29 @@ int main(int argc, char **argv)
         logmsg("emerg", "journal: %s", err);
         return 1;
     }
+
+    /* what a killed guardd wrote but did not fsync is in the page cache:
+     * durable from here, before its ids count as journaled */
+    if (gd_journal_sync(writer.journal) != 0) {
+        logmsg("emerg", "journal: fsync: %s", strerror(errno));
+        return 1;
+    }
+
+    writer.seen = gd_idset_new(conf.dedupe_window);
+    if (writer.seen == NULL) {
+        logmsg("emerg", "out of memory for a dedupe window of %zu",
+               conf.dedupe_window);
+        return 1;
+    }
+    long seeded = gd_journal_recent_ids(conf.journal_dir, conf.dedupe_window,
+                                        seed_id, writer.seen, err, sizeof(err));
+    if (seeded < 0) {
+        logmsg("emerg", "journal: %s", err);
+        return 1;
+    }
+    logmsg("info",
+           "dedupe: the last %zu ids of the journal remembered (window %zu)",
+           gd_idset_count(writer.seen), conf.dedupe_window);
 
     gd_uuid_gen_init(&uuid_gen);
     risk_state = gd_risk_state_new(100000);
@@ -868,7 +1469,14 @@ int main(int argc, char **argv)
     sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 
     pthread_mutex_init(&writer.lock, NULL);
-    pthread_cond_init(&writer.cond, NULL);
+    {
+        /* the writer's spill rounds wait on the monotonic clock */
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&writer.cond, &ca);
+        pthread_condattr_destroy(&ca);
+    }
     writer.todo_tail = &writer.todo;
     writer.done_tail = &writer.done;
     writer.eventfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -994,9 +1602,19 @@ int main(int argc, char **argv)
     }
 
     gd_journal_close(writer.journal);
-    logmsg("notice", "stopped: %llu records in %llu group commits",
+    logmsg("notice",
+           "stopped: %llu records in %llu group commits, %llu duplicates, "
+           "%llu records from %llu spill files",
            (unsigned long long)writer.records,
-           (unsigned long long)writer.commits);
+           (unsigned long long)writer.commits,
+           (unsigned long long)writer.duplicates,
+           (unsigned long long)writer.spill_records,
+           (unsigned long long)writer.spill_files);
+    gd_idset_free(writer.seen);
+    for (size_t i = 0; i < writer.spill_nstuck; i++) {
+        free(writer.spill_stuck[i]);
+    }
+    free(writer.spill_stuck);
     unlink(conf.pid_file);
     gd_policy_set_free(policies);
     gd_risk_state_free(risk_state);

@@ -1,7 +1,7 @@
 /*
  * Unit tests for gd_journal: the hash chain across segments and reopens,
- * a torn last line, and verification naming the first altered, removed
- * or reordered record.
+ * a torn last line, verification naming the first altered, removed or
+ * reordered record, and the newest ids (for guardd's dedupe set).
  */
 #include "gd_journal.h"
 #include "tap.h"
@@ -49,6 +49,115 @@ static void spit(const char *path, const char *buf, size_t len)
     FILE *f = fopen(path, "wb");
     fwrite(buf, 1, len, f);
     fclose(f);
+}
+
+/* the ids gd_journal_recent_ids yields, as "first..last/count" */
+typedef struct {
+    char first[64], last[64];
+    long n;
+    int ordered;
+    int prev;
+} ids_seen_t;
+
+static void on_id(const char *id, size_t len, void *arg)
+{
+    ids_seen_t *seen = arg;
+    int k = -1;
+
+    if (seen->n == 0) {
+        snprintf(seen->first, sizeof(seen->first), "%s", id);
+    }
+    snprintf(seen->last, sizeof(seen->last), "%s", id);
+    if (strlen(id) != len || sscanf(id, "id-%d", &k) != 1 ||
+        (seen->n > 0 && k != seen->prev + 1)) {
+        seen->ordered = 0;
+    }
+    seen->prev = k;
+    seen->n++;
+}
+
+static long recent(const char *d, size_t max, ids_seen_t *seen)
+{
+    memset(seen, 0, sizeof(*seen));
+    seen->ordered = 1;
+    return gd_journal_recent_ids(d, max, on_id, seen, err, sizeof(err));
+}
+
+/* the newest ids, oldest first, across segments */
+static void test_recent_ids(void)
+{
+    char rdir[] = "/tmp/gd-journal-ids-XXXXXX";
+    ids_seen_t seen;
+    gd_journal_t *j;
+    int ok = 1;
+
+    TAP_OK(mkdtemp(rdir) != NULL, "a scratch directory for ids");
+    TAP_OK(recent(rdir, 10, &seen) == 0 && seen.n == 0,
+           "an empty journal has no ids");
+
+    j = gd_journal_open(rdir, 2048, err, sizeof(err));
+    for (int i = 0; i < 300 && ok; i++) {
+        char id[32];
+        json_t *rec;
+
+        snprintf(id, sizeof(id), "id-%d", i);
+        rec = json_pack("{s:s, s:i}", "id", id, "seq", i);
+        ok = gd_journal_append(j, rec, err, sizeof(err)) == 0;
+        json_decref(rec);
+        /* records without an id (older AUDITs) are not counted */
+        if (i % 50 == 0) {
+            rec = json_pack("{s:i}", "seq", i);
+            ok = ok && gd_journal_append(j, rec, err, sizeof(err)) == 0;
+            json_decref(rec);
+        }
+    }
+    gd_journal_sync(j);
+    gd_journal_close(j);
+    TAP_OK(ok, "300 records with ids and 6 without, in small segments");
+
+    char seg3[600];
+    snprintf(seg3, sizeof(seg3), "%s/journal-000003.jsonl", rdir);
+    TAP_OK(access(seg3, F_OK) == 0, "over several segments");
+
+    TAP_OK(recent(rdir, 100, &seen) == 100 && seen.n == 100 &&
+               strcmp(seen.first, "id-200") == 0 &&
+               strcmp(seen.last, "id-299") == 0 && seen.ordered,
+           "the newest 100: %s .. %s, oldest first", seen.first, seen.last);
+    TAP_OK(recent(rdir, 1, &seen) == 1 && strcmp(seen.first, "id-299") == 0,
+           "the newest 1: %s", seen.first);
+    TAP_OK(recent(rdir, 299, &seen) == 299 && strcmp(seen.first, "id-1") == 0 &&
+               seen.ordered,
+           "299: from %s", seen.first);
+    TAP_OK(recent(rdir, 100000, &seen) == 300 &&
+               strcmp(seen.first, "id-0") == 0 &&
+               strcmp(seen.last, "id-299") == 0 && seen.ordered,
+           "more than there are: all 300, in order");
+    TAP_OK(recent(rdir, 0, &seen) == 0 && seen.n == 0, "max 0: none");
+
+    /* a torn last line is not a record */
+    j = gd_journal_open(rdir, 1 << 20, err, sizeof(err));
+    gd_journal_close(j);
+    char last[600];
+    for (int k = 1;; k++) {
+        char p[600];
+        snprintf(p, sizeof(p), "%s/journal-%06d.jsonl", rdir, k);
+        if (access(p, F_OK) != 0) {
+            break;
+        }
+        snprintf(last, sizeof(last), "%s", p);
+    }
+    FILE *f = fopen(last, "ab");
+    fputs("{\"id\":\"id-300\",\"torn", f);
+    fclose(f);
+    TAP_OK(recent(rdir, 5, &seen) == 5 && strcmp(seen.last, "id-299") == 0,
+           "a torn last line is skipped");
+
+    TAP_OK(recent("/nonexistent/journal", 5, &seen) == -1,
+           "an unreadable directory: -1 (%s)", err);
+
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", rdir);
+    TAP_OK(system(cmd) == 0, "clean up the ids journal");
 }
 
 int main(void)
@@ -137,6 +246,8 @@ int main(void)
     char cmd[600];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     TAP_OK(system(cmd) == 0, "clean up");
+
+    test_recent_ids();
 
     return tap_done();
 }

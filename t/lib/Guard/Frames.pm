@@ -13,6 +13,7 @@ use JSON::PP ();
 use Time::HiRes qw(sleep time);
 
 our @EXPORT = qw(frame read_frames spawn_guardd);
+our @EXPORT_OK = qw(journal_records wait_for);
 
 my $json = JSON::PP->new->canonical;
 
@@ -66,6 +67,35 @@ sub spawn_guardd {
         sleep 0.05;
     }
     return $pid;
+}
+
+# journal_records($dir): every record of guardd's journal in $dir, in
+# chain order (segments by number, lines in order), each a hashref; a
+# line that is not JSON (a torn last line) is skipped
+sub journal_records {
+    my ($dir) = @_;
+    my @recs;
+    for my $seg (sort glob "$dir/journal-*.jsonl") {
+        open my $f, '<', $seg or next;
+        while (my $line = <$f>) {
+            next unless $line =~ /\n\z/;
+            my $rec = eval { $json->decode($line) };
+            push @recs, $rec if ref $rec eq 'HASH';
+        }
+    }
+    return @recs;
+}
+
+# wait_for($timeout, $cond): polls $cond every 50 ms until it returns true
+# or $timeout seconds passed; returns its last value
+sub wait_for {
+    my ($timeout, $cond) = @_;
+    my $end = time + $timeout;
+    while (1) {
+        my $r = $cond->();
+        return $r if $r || time >= $end;
+        sleep 0.05;
+    }
 }
 
 1;

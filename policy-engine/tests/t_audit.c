@@ -1,0 +1,305 @@
+/*
+ * Unit tests for gd_audit: each masking rule, at any depth, whatever the
+ * value under a secret name; no false positives on ids, hashes,
+ * addresses, traceparents and digit runs failing Luhn; masking twice
+ * changes nothing; and the UUID parser.
+ */
+#include "gd_audit.h"
+#include "tap.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* a header, a payload and a signature, as any JWT */
+#define JWT                                                                    \
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwib"       \
+    "mFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpM"     \
+    "eJf36POk6yJV_adQssw5c"
+
+/* masks a one-member record {"note": in}; the result, or NULL */
+static char *mask_note(const char *in, int *changed)
+{
+    static char out[1024];
+    json_t *rec = json_pack("{s:s}", "note", in);
+    int n = gd_audit_mask(rec);
+
+    if (changed) {
+        *changed = n;
+    }
+    if (n < 0 || !json_is_string(json_object_get(rec, "note"))) {
+        json_decref(rec);
+        return NULL;
+    }
+    snprintf(out, sizeof(out), "%s",
+             json_string_value(json_object_get(rec, "note")));
+    json_decref(rec);
+    return out;
+}
+
+static void note_is(const char *in, const char *want, const char *what)
+{
+    int n;
+    const char *got = mask_note(in, &n);
+
+    TAP_OK(got && strcmp(got, want) == 0 && n == (strcmp(in, want) != 0),
+           "%s: \"%s\" (%d changed)", what, got ? got : "(null)", n);
+}
+
+static void unchanged(const char *in, const char *what)
+{
+    note_is(in, in, what);
+}
+
+static int same_json(json_t *a, json_t *b)
+{
+    char *x = json_dumps(a, JSON_COMPACT | JSON_SORT_KEYS);
+    char *y = json_dumps(b, JSON_COMPACT | JSON_SORT_KEYS);
+    int eq = x && y && strcmp(x, y) == 0;
+
+    free(x);
+    free(y);
+    return eq;
+}
+
+int main(void)
+{
+    json_error_t jerr;
+    uint8_t id[GD_AUDIT_ID_LEN];
+
+    TAP_OK(gd_audit_init() == 0, "the patterns compile");
+    TAP_OK(gd_audit_init() == 0, "and init is idempotent");
+
+    /* (a) secret member names, any case, any value */
+
+    json_t *rec = json_loads(
+        "{\"Authorization\": \"Basic dXNlcjpwYXNz\","
+        " \"COOKIE\": \"sid=abc\","
+        " \"Set-Cookie\": [\"a=1\", \"b=2\"],"
+        " \"token\": {\"nested\": \"x\"},"
+        " \"access_token\": 12345,"
+        " \"id_token\": null, \"refresh_token\": true,"
+        " \"Password\": \"hunter2\", \"passwd\": 1.5,"
+        " \"secret\": \"\", \"client_secret\": \"s\","
+        " \"api_key\": \"k\", \"ApiKey\": \"k\", \"X-API-Key\": \"k\","
+        " \"proxy-authorization\": \"Basic Zm9v\","
+        " \"tokens\": \"kept\", \"reason\": \"token_invalid\"}",
+        0, &jerr);
+    int n = gd_audit_mask(rec);
+    const char *names[] = {
+        "Authorization", "COOKIE",    "Set-Cookie",         "token",
+        "access_token",  "id_token",  "refresh_token",      "Password",
+        "passwd",        "secret",    "client_secret",      "api_key",
+        "ApiKey",        "X-API-Key", "proxy-authorization"};
+    int all = 1;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const char *v = json_string_value(json_object_get(rec, names[i]));
+        if (v == NULL || strcmp(v, "[masked]") != 0) {
+            all = 0;
+            printf("# %s is not masked\n", names[i]);
+        }
+    }
+    TAP_OK(all, "every secret name is [masked], whatever its value or case");
+    TAP_OK(n == 15, "15 values changed (%d)", n);
+    TAP_OK(strcmp(json_string_value(json_object_get(rec, "tokens")), "kept") ==
+                   0 &&
+               strcmp(json_string_value(json_object_get(rec, "reason")),
+                      "token_invalid") == 0,
+           "other names are not secrets");
+    TAP_OK(gd_audit_mask(rec) == 0, "masking again changes nothing");
+    json_decref(rec);
+
+    /* (b) patterns inside strings */
+
+    note_is(JWT, "[token]", "a JWT");
+    note_is("/api/orders?access=" JWT "&x=1", "/api/orders?access=[token]&x=1",
+            "a JWT inside a route");
+    note_is("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.", "[token]",
+            "an unsigned JWT (empty signature)");
+    note_is("jwe eyJhbGciOiJkaXIifQ..aXY.Y3Q.dGFn end", "jwe [token] end",
+            "a JWE (five segments)");
+    unchanged("eyJhbGciOiJIUzI1NiJ9 alone", "a lone base64 segment");
+
+    note_is("Authorization: Bearer abc.DEF-123_~+/xyz==",
+            "Authorization: "
+            "Bearer [masked]",
+            "Bearer and a token68");
+    note_is("sent bearer\tmF_9.B5f-4.1JqM, then", "sent Bearer [masked], then",
+            "bearer in any case, any white space");
+    note_is("BEARER " JWT, "Bearer [masked]", "a bearer JWT");
+    unchanged("the bearer_token was missing", "bearer_token is not a bearer");
+
+    note_is("mail alice.smith+tag@mail.example.co.uk now", "mail [email] now",
+            "an e-mail address");
+    note_is("a@b.io,c@d.org", "[email],[email]", "two e-mail addresses");
+    unchanged("user@localhost", "no dotted domain: not masked");
+    unchanged("/@scope/pkg@1.2.3", "a package spec is not an address");
+
+    note_is("card 4111111111111111 paid", "card [card] paid",
+            "a Luhn-valid card number");
+    note_is("4111 1111 1111 1111", "[card]", "grouped by spaces");
+    note_is("5500-0000-0000-0004.", "[card].", "grouped by dashes");
+    note_is("amex 3782 822463 10005", "amex [card]", "a 15-digit Amex");
+    note_is("6011000990139424,4012888888881881", "[card],[card]", "two cards");
+    unchanged("card 4111111111111112 declined", "a 16-digit run failing Luhn");
+    unchanged("order 1234567812345678", "another run failing Luhn");
+    unchanged("4111111111111111111111", "22 digits: too long for a card");
+    unchanged("411111111111", "12 digits: too short");
+    unchanged("4111  1111 1111 1111", "two spaces split the groups");
+
+    /* no false positives */
+    unchanged("01900000-0000-7000-8000-000000000001", "an all-digit UUID");
+    unchanged("0190abcd-1234-7000-8000-411111111111",
+              "a UUID ending in digits");
+    unchanged("abcdef01-2345-7000-4111-111111111111",
+              "a UUID whose last groups look like a card");
+    unchanged(
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "a SHA-256 in hex");
+    unchanged(
+        "9999999999999999999999999999999999999999999999999999999999999999",
+        "64 hex digits that are all digits");
+    unchanged("10.0.0.1 and 192.168.100.200", "IPv4 addresses");
+    unchanged("2001:db8::8a2e:370:7334 and ::ffff:10.0.0.1", "IPv6 addresses");
+    unchanged("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+              "a traceparent");
+    unchanged("00-41111111111111111111111111111111-1111111111111111-01",
+              "an all-digit traceparent");
+    unchanged("ts 1700000000123 ok", "a millisecond timestamp (fails Luhn)");
+    unchanged("Token expired at 2024-01-15", "prose");
+
+    /* names whose values are never pattern-masked, and the others */
+    rec = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s,"
+                    " s:s}",
+                    "id", "4111111111111111", "hash", "4111111111111111",
+                    "prev_hash", "4111111111111111", "policy_version",
+                    "4111111111111111", "decision_id", "4111111111111111",
+                    "review_of", "4111111111111111", "traceparent",
+                    "4111111111111111", "ts_ms", "4111111111111111",
+                    "route", "4111111111111111", "subject",
+                    "alice@example.com", "tenant", "t@example.com",
+                    "analyst", "soc@example.com");
+    n = gd_audit_mask(rec);
+    TAP_OK(n == 1 &&
+               strcmp(json_string_value(json_object_get(rec, "route")),
+                      "[card]") == 0 &&
+               strcmp(json_string_value(json_object_get(rec, "hash")),
+                      "4111111111111111") == 0 &&
+               strcmp(json_string_value(json_object_get(rec, "subject")),
+                      "alice@example.com") == 0,
+           "id, hash, ... subject, analyst are not pattern-masked, route is "
+           "(%d)",
+           n);
+    json_decref(rec);
+
+    /* nested objects and arrays */
+    rec = json_loads(
+        "{\"id\": \"01900000-0000-7000-8000-000000000001\","
+        " \"route\": \"/x/" JWT "\","
+        " \"headers\": {\"Authorization\": \"Bearer abc\","
+        "               \"Cookie\": \"sid=1\", \"X-Note\": "
+        "\"bob@example.com\"},"
+        " \"list\": [\"4111 1111 1111 1111\", {\"password\": [1, 2]},"
+        "            [[\"deep a@b.cc\"]], 7, null],"
+        " \"claims\": {\"sub\": \"u1\", \"email\": \"carol@example.org\","
+        "              \"roles\": [\"admin\"]}}",
+        0, &jerr);
+    TAP_OK(rec != NULL, "a nested record");
+    n = gd_audit_mask(rec);
+    json_t *want = json_loads(
+        "{\"id\": \"01900000-0000-7000-8000-000000000001\","
+        " \"route\": \"/x/[token]\","
+        " \"headers\": {\"Authorization\": \"[masked]\","
+        "               \"Cookie\": \"[masked]\", \"X-Note\": \"[email]\"},"
+        " \"list\": [\"[card]\", {\"password\": \"[masked]\"},"
+        "            [[\"deep [email]\"]], 7, null],"
+        " \"claims\": {\"sub\": \"u1\", \"email\": \"[email]\","
+        "              \"roles\": [\"admin\"]}}",
+        0, &jerr);
+    TAP_OK(same_json(rec, want), "masked at every depth");
+    TAP_OK(n == 8, "8 values changed (%d)", n);
+    json_t *copy = json_deep_copy(rec);
+    TAP_OK(gd_audit_mask(rec) == 0 && same_json(rec, copy),
+           "masking is idempotent");
+    json_decref(copy);
+    json_decref(want);
+    json_decref(rec);
+
+    /* the outputs themselves are never masked again */
+    unchanged("[token] Bearer [masked] [email] [card] [masked]",
+              "the replacements are stable");
+
+    /* strings with NUL bytes and non-ASCII text */
+    rec = json_object();
+    json_object_set_new(rec, "note",
+                        json_stringn("\xc3\xa9 a@b.io\0 4111111111111111", 27));
+    n = gd_audit_mask(rec);
+    json_t *v = json_object_get(rec, "note");
+    TAP_OK(n == 1 && json_string_length(v) == 18 &&
+               memcmp(json_string_value(v), "\xc3\xa9 [email]\0 [card]", 18) ==
+                   0,
+           "UTF-8 and NUL bytes are kept around the masks");
+    json_decref(rec);
+
+    TAP_OK(gd_audit_mask(NULL) == 0, "NULL: nothing to mask");
+    rec = json_string("mail a@b.io");
+    TAP_OK(gd_audit_mask(rec) == 1 &&
+               strcmp(json_string_value(rec), "mail [email]") == 0,
+           "a bare string is masked too");
+    json_decref(rec);
+
+    /* a long value: linear time, every match replaced */
+    {
+        size_t reps = 20000;
+        char *big = malloc(reps * 20 + 1), *p = big;
+        for (size_t i = 0; i < reps; i++) {
+            memcpy(p, "x a@b.io 41111111 ", 18);
+            p += 18;
+        }
+        *p = '\0';
+        rec = json_pack("{s:s}", "note", big);
+        n = gd_audit_mask(rec);
+        const char *m = json_string_value(json_object_get(rec, "note"));
+        TAP_OK(n == 1 && strstr(m, "@") == NULL &&
+                   strlen(m) == reps * strlen("x [email] 41111111 "),
+               "20000 addresses in one value");
+        json_decref(rec);
+        free(big);
+    }
+
+    /* ids */
+    TAP_OK(gd_audit_id_parse("018bcfe5-6800-7abc-8def-0123456789ab", 36, id) ==
+                   0 &&
+               id[0] == 0x01 && id[1] == 0x8b && id[6] == 0x7a &&
+               id[15] == 0xab,
+           "a lowercase UUID parses");
+    uint8_t up[GD_AUDIT_ID_LEN];
+    TAP_OK(gd_audit_id_parse("018BCFE5-6800-7ABC-8DEF-0123456789AB", 36, up) ==
+                   0 &&
+               memcmp(id, up, sizeof(id)) == 0,
+           "uppercase: the same id");
+    const char *bad[] = {"018bcfe5-6800-7abc-8def-0123456789a",
+                         "018bcfe5-6800-7abc-8def-0123456789abc",
+                         "018bcfe56800-7abc-8def-0123456789ab0",
+                         "018bcfe5-6800-7abc-8def_0123456789ab",
+                         "018bcfe5-6800-7abc-8deg-0123456789ab",
+                         "{18bcfe5-6800-7abc-8def-0123456789ab",
+                         " 18bcfe5-6800-7abc-8def-0123456789ab",
+                         "018bcfe5-6800-7abc-8def-0123456789a\n",
+                         "018bcfe568007abc8def0123456789ab",
+                         ""};
+    int rejected = 1;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (gd_audit_id_parse(bad[i], strlen(bad[i]), id) == 0) {
+            rejected = 0;
+            printf("# accepted: %s\n", bad[i]);
+        }
+    }
+    TAP_OK(rejected, "%zu malformed ids are refused",
+           sizeof(bad) / sizeof(bad[0]));
+    TAP_OK(gd_audit_id_parse("018bcfe5-6800-7abc-8def-0123456789ab", 35, id) !=
+               0,
+           "the length counts");
+    TAP_OK(gd_audit_id_parse(NULL, 36, id) != 0, "NULL is refused");
+
+    return tap_done();
+}
