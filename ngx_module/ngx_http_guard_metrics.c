@@ -14,6 +14,7 @@
 #include "ngx_http_guard_problem.h"
 #include "ngx_http_guard_policy.h"
 #include "ngx_http_guard_zone.h"
+#include "ngx_http_guard_audit.h"
 
 
 static ngx_int_t ngx_http_guard_status_handler(ngx_http_request_t *r);
@@ -58,7 +59,7 @@ ngx_http_guard_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_guard_status_handler(ngx_http_request_t *r)
 {
-    json_t                      *doc, *refused, *shadow;
+    json_t                      *doc, *refused, *shadow, *audit;
     ngx_int_t                    rc;
     ngx_str_t                   *name;
     ngx_buf_t                   *b;
@@ -114,6 +115,12 @@ ngx_http_guard_status_handler(ngx_http_request_t *r)
 
     json_object_set(doc, "refused", refused);
     json_object_set(doc, "shadow", shadow);
+
+    audit = ngx_http_guard_audit_stats(r);
+
+    if (audit) {
+        json_object_set_new(doc, "audit", audit);
+    }
 
     b = ngx_http_guard_json_buf(r, doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 

@@ -20,6 +20,7 @@
 #include "ngx_http_guard_limit.h"
 #include "ngx_http_guard_metrics.h"
 #include "ngx_http_guard_sidecar.h"
+#include "ngx_http_guard_audit.h"
 
 #include "gd_uuid.h"
 
@@ -48,8 +49,10 @@ static ngx_int_t ngx_http_guard_header_filter(ngx_http_request_t *r);
 static ngx_http_guard_ctx_t *ngx_http_guard_get_ctx(ngx_http_request_t *r);
 static ngx_http_guard_ctx_t *ngx_http_guard_create_ctx(ngx_http_request_t *r);
 static void ngx_http_guard_ctx_cleanup(void *data);
+static ngx_int_t ngx_http_guard_log_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_guard_init_process(ngx_cycle_t *cycle);
 static void ngx_http_guard_exit_process(ngx_cycle_t *cycle);
+static void ngx_http_guard_exit_master(ngx_cycle_t *cycle);
 
 static ngx_int_t ngx_http_guard_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -191,6 +194,20 @@ static ngx_command_t  ngx_http_guard_commands[] = {
       0,
       NULL },
 
+    { ngx_string("guard_audit_ring"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_guard_main_conf_t, audit_slots),
+      NULL },
+
+    { ngx_string("guard_audit_spill"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_guard_audit_spill,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("guard_risk"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_enum_slot,
@@ -249,7 +266,7 @@ ngx_module_t  ngx_http_guard_module = {
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
     ngx_http_guard_exit_process,           /* exit process */
-    NULL,                                  /* exit master */
+    ngx_http_guard_exit_master,            /* exit master */
     NGX_MODULE_V1_PADDING
 };
 
@@ -1132,10 +1149,75 @@ ngx_http_guard_header_filter(ngx_http_request_t *r)
 
 /* configuration */
 
+/* the log phase: the audit record of a refusal */
+
+static ngx_int_t
+ngx_http_guard_log_handler(ngx_http_request_t *r)
+{
+    ngx_http_guard_ctx_t  *ctx;
+
+    if (r != r->main) {
+        return NGX_OK;
+    }
+
+    ctx = ngx_http_guard_get_ctx(r);
+
+    if (ctx && (ctx->denied || ctx->shadow_reason != NGX_HTTP_GUARD_OK)) {
+        ngx_http_guard_audit_request(r, ctx);
+    }
+
+    return NGX_OK;
+}
+
+
+/* the traceparent request header (W3C Trace Context), if any */
+
+ngx_int_t
+ngx_http_guard_traceparent(ngx_http_request_t *r, ngx_str_t *value)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NGX_DECLINED;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("traceparent") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "traceparent",
+                               sizeof("traceparent") - 1) == 0)
+        {
+            *value = h[i].value;
+            return NGX_OK;
+        }
+    }
+}
+
+
 static void
 ngx_http_guard_exit_process(ngx_cycle_t *cycle)
 {
+    /* records in flight go back to the ring before the connections go */
+    ngx_http_guard_audit_exit_process(cycle);
     ngx_http_guard_sidecar_exit_process(cycle);
+}
+
+
+static void
+ngx_http_guard_exit_master(ngx_cycle_t *cycle)
+{
+    ngx_http_guard_audit_exit_master(cycle);
 }
 
 
@@ -1144,6 +1226,10 @@ ngx_http_guard_init_process(ngx_cycle_t *cycle)
 {
     /* a worker must not share the master's random block */
     gd_uuid_gen_init(&ngx_http_guard_uuid_gen);
+
+    if (ngx_http_guard_audit_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     return ngx_http_guard_sidecar_init_process(cycle);
 }
@@ -1160,6 +1246,7 @@ ngx_http_guard_create_main_conf(ngx_conf_t *cf)
     }
 
     gmcf->zone_size = NGX_CONF_UNSET_SIZE;
+    gmcf->audit_slots = NGX_CONF_UNSET_UINT;
 
     return gmcf;
 }
@@ -1421,6 +1508,14 @@ ngx_http_guard_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    /* refusals are audited through guardd */
+
+    if (gmcf->used && gmcf->sidecar
+        && ngx_http_guard_audit_add(cf, gmcf) != NGX_CONF_OK)
+    {
+        return NGX_ERROR;
+    }
+
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
@@ -1429,6 +1524,15 @@ ngx_http_guard_init(ngx_conf_t *cf)
     }
 
     *h = ngx_http_guard_handler;
+
+    if (gmcf->audit_zone) {
+        h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = ngx_http_guard_log_handler;
+    }
 
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_guard_header_filter;

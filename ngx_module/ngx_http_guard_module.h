@@ -121,6 +121,9 @@ typedef struct {
     ngx_http_guard_policies_t   *policies;
     ngx_str_t                    region;
     ngx_http_guard_sidecar_conf_t  *sidecar;
+    ngx_uint_t                   audit_slots;
+    ngx_str_t                    audit_spill;
+    ngx_shm_zone_t              *audit_zone;
 } ngx_http_guard_main_conf_t;
 
 
@@ -199,6 +202,7 @@ typedef struct {
 u_char *ngx_http_guard_decision_id(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx);
 json_t *ngx_http_guard_payload(ngx_http_guard_ctx_t *ctx);
+ngx_int_t ngx_http_guard_traceparent(ngx_http_request_t *r, ngx_str_t *value);
 
 
 extern ngx_module_t  ngx_http_guard_module;

@@ -15,6 +15,7 @@
 
 typedef struct {
     ngx_str_t                    name;
+    ngx_str_t                    stage;       /* the stage that refuses */
     ngx_uint_t                   status;
     char                        *type;
     char                        *title;
@@ -27,99 +28,123 @@ typedef struct {
 static ngx_http_guard_reason_t  ngx_http_guard_reasons[] = {
 
     /* NGX_HTTP_GUARD_OK */
-    { ngx_string("none"), NGX_HTTP_OK, NULL, NULL, NULL, NULL },
+    { ngx_string("none"), ngx_string("none"),
+      NGX_HTTP_OK, NULL, NULL, NULL, NULL },
 
-    { ngx_string("token_missing"), NGX_HTTP_UNAUTHORIZED,
+    { ngx_string("token_missing"), ngx_string("jwt"),
+      NGX_HTTP_UNAUTHORIZED,
       "urn:guard:token-missing", "Authentication required",
       "the request carries no bearer token", NULL },
 
-    { ngx_string("token_oversize"), NGX_HTTP_UNAUTHORIZED,
+    { ngx_string("token_oversize"), ngx_string("jwt"),
+      NGX_HTTP_UNAUTHORIZED,
       "urn:guard:token-oversize", "Invalid token",
       "token too large", "invalid_token" },
 
-    { ngx_string("token_malformed"), NGX_HTTP_UNAUTHORIZED,
+    { ngx_string("token_malformed"), ngx_string("jwt"),
+      NGX_HTTP_UNAUTHORIZED,
       "urn:guard:token-malformed", "Invalid token",
       "token malformed", "invalid_token" },
 
-    { ngx_string("token_alg_refused"), NGX_HTTP_UNAUTHORIZED,
+    { ngx_string("token_alg_refused"), ngx_string("jwt"),
+      NGX_HTTP_UNAUTHORIZED,
       "urn:guard:token-alg-refused", "Invalid token",
       "token algorithm not accepted", "invalid_token" },
 
-    { ngx_string("token_crit_refused"), NGX_HTTP_UNAUTHORIZED,
+    { ngx_string("token_crit_refused"), ngx_string("jwt"),
+      NGX_HTTP_UNAUTHORIZED,
       "urn:guard:token-crit-refused", "Invalid token",
       "token has critical header parameters", "invalid_token" },
 
-    { ngx_string("token_key_unknown"), NGX_HTTP_UNAUTHORIZED,
+    { ngx_string("token_key_unknown"), ngx_string("jwt"),
+      NGX_HTTP_UNAUTHORIZED,
       "urn:guard:token-key-unknown", "Invalid token",
       "token signing key not recognized", "invalid_token" },
 
-    { ngx_string("token_invalid"), NGX_HTTP_UNAUTHORIZED,
+    { ngx_string("token_invalid"), ngx_string("jwt"),
+      NGX_HTTP_UNAUTHORIZED,
       "urn:guard:token-invalid", "Invalid token",
       "token signature invalid", "invalid_token" },
 
-    { ngx_string("token_claim_invalid"), NGX_HTTP_UNAUTHORIZED,
+    { ngx_string("token_claim_invalid"), ngx_string("jwt"),
+      NGX_HTTP_UNAUTHORIZED,
       "urn:guard:token-claim-invalid", "Invalid token",
       "token claims missing or malformed", "invalid_token" },
 
-    { ngx_string("token_expired"), NGX_HTTP_UNAUTHORIZED,
+    { ngx_string("token_expired"), ngx_string("jwt"),
+      NGX_HTTP_UNAUTHORIZED,
       "urn:guard:token-expired", "Invalid token",
       "token expired", "invalid_token" },
 
-    { ngx_string("token_not_yet_valid"), NGX_HTTP_UNAUTHORIZED,
+    { ngx_string("token_not_yet_valid"), ngx_string("jwt"),
+      NGX_HTTP_UNAUTHORIZED,
       "urn:guard:token-not-yet-valid", "Invalid token",
       "token not yet valid", "invalid_token" },
 
-    { ngx_string("token_lifetime_exceeded"), NGX_HTTP_UNAUTHORIZED,
+    { ngx_string("token_lifetime_exceeded"), ngx_string("jwt"),
+      NGX_HTTP_UNAUTHORIZED,
       "urn:guard:token-lifetime-exceeded", "Invalid token",
       "token lifetime too long", "invalid_token" },
 
-    { ngx_string("token_issuer_refused"), NGX_HTTP_UNAUTHORIZED,
+    { ngx_string("token_issuer_refused"), ngx_string("jwt"),
+      NGX_HTTP_UNAUTHORIZED,
       "urn:guard:token-issuer-refused", "Invalid token",
       "token issuer not accepted", "invalid_token" },
 
-    { ngx_string("token_audience_refused"), NGX_HTTP_UNAUTHORIZED,
+    { ngx_string("token_audience_refused"), ngx_string("jwt"),
+      NGX_HTTP_UNAUTHORIZED,
       "urn:guard:token-audience-refused", "Invalid token",
       "token audience not accepted", "invalid_token" },
 
-    { ngx_string("tenant_unaddressed"), NGX_HTTP_BAD_REQUEST,
+    { ngx_string("tenant_unaddressed"), ngx_string("tenant"),
+      NGX_HTTP_BAD_REQUEST,
       "urn:guard:tenant-unaddressed", "Tenant not addressed",
       "the request does not name a tenant", NULL },
 
-    { ngx_string("tenant_missing"), NGX_HTTP_FORBIDDEN,
+    { ngx_string("tenant_missing"), ngx_string("tenant"),
+      NGX_HTTP_FORBIDDEN,
       "urn:guard:tenant-missing", "Tenant missing",
       "the token names no tenant", NULL },
 
-    { ngx_string("tenant_mismatch"), NGX_HTTP_FORBIDDEN,
+    { ngx_string("tenant_mismatch"), ngx_string("tenant"),
+      NGX_HTTP_FORBIDDEN,
       "urn:guard:tenant-mismatch", "Tenant mismatch",
       "the token is not valid for the addressed tenant", NULL },
 
-    { ngx_string("residency"), NGX_HTTP_MISDIRECTED_REQUEST,
+    { ngx_string("residency"), ngx_string("residency"),
+      NGX_HTTP_MISDIRECTED_REQUEST,
       "urn:guard:residency", "Wrong region",
       "this tenant is not served in this region", NULL },
 
-    { ngx_string("rate_limited"), NGX_HTTP_TOO_MANY_REQUESTS,
+    { ngx_string("rate_limited"), ngx_string("limits"),
+      NGX_HTTP_TOO_MANY_REQUESTS,
       "urn:guard:rate-limited", "Too many requests",
       "the rate limit is exceeded; retry after the Retry-After delay",
       NULL },
 
-    { ngx_string("concurrency_limited"), NGX_HTTP_TOO_MANY_REQUESTS,
+    { ngx_string("concurrency_limited"), ngx_string("limits"),
+      NGX_HTTP_TOO_MANY_REQUESTS,
       "urn:guard:concurrency-limited", "Too many requests in flight",
       "the tenant has too many requests in flight", NULL },
 
-    { ngx_string("risk_deny"), NGX_HTTP_FORBIDDEN,
+    { ngx_string("risk_deny"), ngx_string("risk"),
+      NGX_HTTP_FORBIDDEN,
       "urn:guard:risk-deny", "Refused by risk policy",
       "the request was refused by the risk policy", NULL },
 
-    { ngx_string("risk_step_up"), NGX_HTTP_UNAUTHORIZED,
+    { ngx_string("risk_step_up"), ngx_string("risk"),
+      NGX_HTTP_UNAUTHORIZED,
       "urn:guard:risk-step-up", "Stronger authentication required",
       "authenticate again with a stronger method",
       "insufficient_user_authentication" },
 
-    { ngx_string("sidecar_unavailable"), NGX_HTTP_SERVICE_UNAVAILABLE,
+    { ngx_string("sidecar_unavailable"), ngx_string("sidecar"),
+      NGX_HTTP_SERVICE_UNAVAILABLE,
       "urn:guard:sidecar-unavailable", "Decision unavailable",
       "the risk decision service is unavailable; retry later", NULL },
 
-    { ngx_string("internal_error"), NGX_HTTP_INTERNAL_SERVER_ERROR,
+    { ngx_string("internal_error"), ngx_string("internal"),
+      NGX_HTTP_INTERNAL_SERVER_ERROR,
       "urn:guard:internal-error", "Internal error",
       "the gateway could not decide", NULL },
 };
@@ -139,6 +164,17 @@ ngx_http_guard_reason_name(ngx_http_guard_reason_e reason)
     }
 
     return &ngx_http_guard_reasons[reason].name;
+}
+
+
+ngx_str_t *
+ngx_http_guard_reason_stage(ngx_http_guard_reason_e reason)
+{
+    if (reason >= NGX_HTTP_GUARD_REASON_LAST) {
+        reason = NGX_HTTP_GUARD_INTERNAL_ERROR;
+    }
+
+    return &ngx_http_guard_reasons[reason].stage;
 }
 
 
@@ -237,6 +273,52 @@ ngx_http_guard_json_buf(ngx_http_request_t *r, json_t *doc, size_t flags)
     b->last_in_chain = 1;
 
     return b;
+}
+
+
+/*
+ * Sets doc[key] to text from the request (a path, a header, a tenant
+ * name), at most max bytes of it.  Bytes that are not valid UTF-8 are
+ * written as %XX, so that the member is never silently dropped.
+ */
+
+ngx_int_t
+ngx_http_guard_json_set_text(json_t *doc, const char *key, u_char *data,
+    size_t len, size_t max)
+{
+    u_char  *p, *q, *copy;
+    json_t  *v;
+
+    if (len > max) {
+        len = max;
+    }
+
+    v = json_stringn((char *) data, len);
+
+    if (v == NULL) {
+        copy = ngx_alloc(3 * len + 1, ngx_cycle->log);
+        if (copy == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (p = data, q = copy; p < data + len; p++) {
+            if (*p < 0x80) {
+                *q++ = *p;
+
+            } else {
+                q = ngx_sprintf(q, "%%%02xd", *p);
+            }
+        }
+
+        v = json_stringn((char *) copy, q - copy);
+        ngx_free(copy);
+
+        if (v == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    return json_object_set_new(doc, key, v) == 0 ? NGX_OK : NGX_ERROR;
 }
 
 

@@ -14,10 +14,13 @@
 
 
 ngx_str_t *ngx_http_guard_reason_name(ngx_http_guard_reason_e reason);
+ngx_str_t *ngx_http_guard_reason_stage(ngx_http_guard_reason_e reason);
 ngx_int_t ngx_http_guard_add_header(ngx_http_request_t *r, char *name,
     ngx_str_t *value);
 ngx_buf_t *ngx_http_guard_json_buf(ngx_http_request_t *r, json_t *doc,
     size_t flags);
+ngx_int_t ngx_http_guard_json_set_text(json_t *doc, const char *key,
+    u_char *data, size_t len, size_t max);
 ngx_int_t ngx_http_guard_refuse(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx, ngx_http_guard_reason_e reason);
 

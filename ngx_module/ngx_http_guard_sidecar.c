@@ -17,6 +17,7 @@
 
 #include "ngx_http_guard_sidecar.h"
 #include "ngx_http_guard_problem.h"
+#include "ngx_http_guard_audit.h"
 
 #include "gd_proto.h"
 
@@ -26,6 +27,8 @@
 #define NGX_HTTP_GUARD_SC_BACKOFF_MAX 5000
 #define NGX_HTTP_GUARD_SC_FAILURES    3
 #define NGX_HTTP_GUARD_SC_COOLDOWN    1000
+/* audit records wait in the ring rather than in a longer output buffer */
+#define NGX_HTTP_GUARD_SC_OUT_MAX     (256 * 1024)
 
 
 typedef enum {
@@ -79,6 +82,8 @@ static void ngx_http_guard_sc_read(ngx_event_t *rev);
 static void ngx_http_guard_sc_write(ngx_event_t *wev);
 static ngx_int_t ngx_http_guard_sc_send(ngx_http_guard_sc_conn_t *sc,
     gd_frame_type_t type, uint32_t id, json_t *payload);
+static ngx_int_t ngx_http_guard_sc_append(ngx_http_guard_sc_conn_t *sc,
+    u_char *data, size_t len);
 static ngx_int_t ngx_http_guard_sc_flush(ngx_http_guard_sc_conn_t *sc);
 static void ngx_http_guard_sc_timeout(ngx_event_t *ev);
 static void ngx_http_guard_sc_wake(ngx_http_guard_sc_waiter_t *w,
@@ -297,6 +302,8 @@ ngx_http_guard_sc_connect(ngx_http_guard_sc_conn_t *sc)
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_http_guard_sc_log, 0,
                    "guard sidecar: connected");
+
+    ngx_http_guard_audit_connected();
 }
 
 
@@ -331,6 +338,9 @@ ngx_http_guard_sc_close(ngx_http_guard_sc_conn_t *sc, const char *why)
     sc->in_len = 0;
     sc->out_len = 0;
 
+    /* the audit records it carried unanswered are queued again */
+    ngx_http_guard_audit_closed(sc - ngx_http_guard_sc_conns);
+
     /*
      * the waiters fail, each from a posted event: never inside the call
      * that found the connection broken, which may be another request's
@@ -363,8 +373,9 @@ static ngx_int_t
 ngx_http_guard_sc_send(ngx_http_guard_sc_conn_t *sc, gd_frame_type_t type,
     uint32_t id, json_t *payload)
 {
-    u_char  *frame, *p;
-    size_t   len, cap;
+    u_char     *frame;
+    size_t      len;
+    ngx_int_t   rc;
 
     if (gd_proto_encode(type, id, payload, NGX_HTTP_GUARD_SC_MAX_FRAME,
                         &frame, &len)
@@ -373,12 +384,29 @@ ngx_http_guard_sc_send(ngx_http_guard_sc_conn_t *sc, gd_frame_type_t type,
         return NGX_ERROR;
     }
 
+    rc = ngx_http_guard_sc_append(sc, frame, len);
+    free(frame);
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_guard_sc_flush(sc);
+}
+
+
+static ngx_int_t
+ngx_http_guard_sc_append(ngx_http_guard_sc_conn_t *sc, u_char *data,
+    size_t len)
+{
+    u_char  *p;
+    size_t   cap;
+
     if (sc->out_len + len > sc->out_cap) {
         cap = ngx_max(2 * sc->out_cap, sc->out_len + len);
 
         p = ngx_alloc(cap, ngx_http_guard_sc_log);
         if (p == NULL) {
-            free(frame);
             return NGX_ERROR;
         }
 
@@ -391,11 +419,71 @@ ngx_http_guard_sc_send(ngx_http_guard_sc_conn_t *sc, gd_frame_type_t type,
         sc->out_cap = cap;
     }
 
-    ngx_memcpy(sc->out + sc->out_len, frame, len);
+    ngx_memcpy(sc->out + sc->out_len, data, len);
     sc->out_len += len;
-    free(frame);
 
-    return ngx_http_guard_sc_flush(sc);
+    return NGX_OK;
+}
+
+
+/*
+ * A connection for an audit record: ready, and not backed up (records
+ * wait better in the shared ring, where any worker can send them).
+ * NGX_DECLINED when there is none.
+ */
+
+ngx_int_t
+ngx_http_guard_sidecar_pick(void)
+{
+    ngx_uint_t                 i, n;
+    ngx_http_guard_sc_conn_t  *sc;
+
+    if (ngx_http_guard_sc_conns == NULL) {
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < ngx_http_guard_sc_conf->connections; i++) {
+        n = ngx_http_guard_sc_next++ % ngx_http_guard_sc_conf->connections;
+        sc = &ngx_http_guard_sc_conns[n];
+
+        if (sc->state == NGX_HTTP_GUARD_SC_READY
+            && sc->out_len < NGX_HTTP_GUARD_SC_OUT_MAX)
+        {
+            return n;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* an AUDIT frame whose payload is a serialized record */
+
+ngx_int_t
+ngx_http_guard_sidecar_audit(ngx_uint_t conn, uint32_t id, u_char *record,
+    size_t len)
+{
+    u_char                     header[GD_PROTO_HEADER];
+    ngx_http_guard_sc_conn_t  *sc;
+
+    sc = &ngx_http_guard_sc_conns[conn];
+
+    if (sc->state != NGX_HTTP_GUARD_SC_READY) {
+        return NGX_ERROR;
+    }
+
+    if (gd_proto_header(GD_FRAME_AUDIT, id, len, NGX_HTTP_GUARD_SC_MAX_FRAME,
+                        header)
+        != 0
+        || ngx_http_guard_sc_append(sc, header, GD_PROTO_HEADER) != NGX_OK
+        || ngx_http_guard_sc_append(sc, record, len) != NGX_OK
+        || ngx_http_guard_sc_flush(sc) != NGX_OK)
+    {
+        ngx_http_guard_sc_close(sc, "cannot send AUDIT");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -489,7 +577,15 @@ ngx_http_guard_sc_read(ngx_event_t *rev)
 
             off += used;
 
-            if (f.type == GD_FRAME_VERDICT || f.type == GD_FRAME_ERROR) {
+            if ((f.type == GD_FRAME_ACK || f.type == GD_FRAME_ERROR)
+                && (f.id & NGX_HTTP_GUARD_AUDIT_ID))
+            {
+                ngx_http_guard_audit_answer(f.id, f.type == GD_FRAME_ACK,
+                                            f.payload);
+
+            } else if (f.type == GD_FRAME_VERDICT
+                       || f.type == GD_FRAME_ERROR)
+            {
 
                 for (q = ngx_queue_head(&sc->waiting);
                      q != ngx_queue_sentinel(&sc->waiting);
@@ -507,7 +603,7 @@ ngx_http_guard_sc_read(ngx_event_t *rev)
                 }
             }
 
-            /* HELLO, ACK, PONG, late VERDICTs: nothing waits for them */
+            /* HELLO, PONG, late VERDICTs: nothing waits for them */
 
             json_decref(f.payload);
         }
@@ -557,34 +653,42 @@ ngx_http_guard_sc_failed(void)
 static json_t *
 ngx_http_guard_sc_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
 {
-    json_t           *doc, *claims;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
+    json_t     *doc, *claims;
+    ngx_str_t   tp;
 
     doc = json_object();
     if (doc == NULL) {
         return NULL;
     }
 
-    json_object_set_new(doc, "tenant",
-                        json_stringn((char *) ctx->tenant.data,
-                                     ctx->tenant.len));
-    json_object_set_new(doc, "subject",
-                        json_stringn((char *) ctx->claims.sub.data,
-                                     ctx->claims.sub.len));
-    json_object_set_new(doc, "method",
-                        json_stringn((char *) r->method_name.data,
-                                     r->method_name.len));
-    json_object_set_new(doc, "route",
-                        json_stringn((char *) r->uri.data, r->uri.len));
-    json_object_set_new(doc, "client_ip",
-                        json_stringn((char *) r->connection->addr_text.data,
-                                     r->connection->addr_text.len));
+    /* request text: at most a frame's worth, invalid UTF-8 as %XX */
+
+    if (ngx_http_guard_json_set_text(doc, "tenant", ctx->tenant.data,
+                                     ctx->tenant.len, 1024) != NGX_OK
+        || ngx_http_guard_json_set_text(doc, "subject", ctx->claims.sub.data,
+                                        ctx->claims.sub.len, 1024) != NGX_OK
+        || ngx_http_guard_json_set_text(doc, "method", r->method_name.data,
+                                        r->method_name.len, 64) != NGX_OK
+        || ngx_http_guard_json_set_text(doc, "route", r->uri.data,
+                                        r->uri.len, 4096) != NGX_OK
+        || ngx_http_guard_json_set_text(doc, "client_ip",
+                                        r->connection->addr_text.data,
+                                        r->connection->addr_text.len, 64)
+           != NGX_OK)
+    {
+        json_decref(doc);
+        return NULL;
+    }
+
     json_object_set_new(doc, "body_size",
                         json_integer(r->headers_in.content_length_n > 0
                                      ? r->headers_in.content_length_n : 0));
     /* guardd names the decision: its id becomes the request's */
+
+    if (ctx->conf->risk == NGX_HTTP_GUARD_RISK_SHADOW) {
+        /* not enforced: guardd journals a shadow refusal, not a refusal */
+        json_object_set_new(doc, "shadow", json_true());
+    }
 
     claims = ngx_http_guard_payload(ctx);
 
@@ -593,30 +697,12 @@ ngx_http_guard_sc_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
         json_object_set(doc, "claims", claims);
     }
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == sizeof("traceparent") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "traceparent",
-                               sizeof("traceparent") - 1) == 0)
-        {
-            json_object_set_new(doc, "traceparent",
-                                json_stringn((char *) h[i].value.data,
-                                             h[i].value.len));
-            break;
-        }
+    if (ngx_http_guard_traceparent(r, &tp) == NGX_OK
+        && ngx_http_guard_json_set_text(doc, "traceparent", tp.data, tp.len,
+                                        64) != NGX_OK)
+    {
+        json_decref(doc);
+        return NULL;
     }
 
     return doc;
@@ -672,7 +758,8 @@ ngx_http_guard_risk(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
                 w->request = r;
                 w->ctx = ctx;
                 w->conn = sc;
-                w->id = ++ngx_http_guard_sc_id;
+                /* DECIDE ids never have the bit of AUDIT ids */
+                w->id = ++ngx_http_guard_sc_id & ~NGX_HTTP_GUARD_AUDIT_ID;
 
                 if (ngx_http_guard_sc_send(sc, GD_FRAME_DECIDE, w->id, doc)
                     == NGX_OK)

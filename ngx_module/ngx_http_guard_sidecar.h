@@ -31,6 +31,10 @@ char *ngx_http_guard_sidecar(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_int_t ngx_http_guard_sidecar_init_process(ngx_cycle_t *cycle);
 void ngx_http_guard_sidecar_exit_process(ngx_cycle_t *cycle);
 
+ngx_int_t ngx_http_guard_sidecar_pick(void);
+ngx_int_t ngx_http_guard_sidecar_audit(ngx_uint_t conn, uint32_t id,
+    u_char *record, size_t len);
+
 ngx_int_t ngx_http_guard_risk(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx, ngx_http_guard_reason_e *reason,
     ngx_uint_t *shadow);

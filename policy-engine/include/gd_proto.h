@@ -68,4 +68,12 @@ gd_proto_rc_t gd_proto_decode(const uint8_t *buf, size_t len, size_t max_frame,
 int gd_proto_encode(gd_frame_type_t type, uint32_t id, const json_t *payload,
                     size_t max_frame, uint8_t **out, size_t *outlen);
 
+/*
+ * Writes the header of a frame whose payload (payload_len bytes, a JSON
+ * object already serialized, or none) the caller sends after it.
+ * Returns -1 for an unknown type or a frame that would exceed max_frame.
+ */
+int gd_proto_header(gd_frame_type_t type, uint32_t id, size_t payload_len,
+                    size_t max_frame, uint8_t out[GD_PROTO_HEADER]);
+
 #endif

@@ -99,16 +99,26 @@ gd_proto_rc_t gd_proto_decode(const uint8_t *buf, size_t len, size_t max_frame,
     return GD_PROTO_OK;
 }
 
+int gd_proto_header(gd_frame_type_t type, uint32_t id, size_t payload_len,
+                    size_t max_frame, uint8_t out[GD_PROTO_HEADER])
+{
+    if (gd_proto_type_name((int)type) == NULL || max_frame < GD_PROTO_HEADER ||
+        payload_len > max_frame - GD_PROTO_HEADER) {
+        return -1;
+    }
+
+    put_be32(out, (uint32_t)(GD_PROTO_HEADER - 4 + payload_len));
+    out[4] = (uint8_t)type;
+    put_be32(out + 5, id);
+    return 0;
+}
+
 int gd_proto_encode(gd_frame_type_t type, uint32_t id, const json_t *payload,
                     size_t max_frame, uint8_t **out, size_t *outlen)
 {
     char *text = NULL;
     size_t plen = 0;
     uint8_t *buf;
-
-    if (gd_proto_type_name((int)type) == NULL) {
-        return -1;
-    }
 
     if (payload) {
         if (!json_is_object(payload)) {
@@ -122,20 +132,17 @@ int gd_proto_encode(gd_frame_type_t type, uint32_t id, const json_t *payload,
         plen = strlen(text);
     }
 
-    if (GD_PROTO_HEADER + plen > max_frame) {
-        free(text);
-        return -1;
-    }
-
     buf = malloc(GD_PROTO_HEADER + plen);
     if (buf == NULL) {
         free(text);
         return -1;
     }
 
-    put_be32(buf, (uint32_t)(GD_PROTO_HEADER - 4 + plen));
-    buf[4] = (uint8_t)type;
-    put_be32(buf + 5, id);
+    if (gd_proto_header(type, id, plen, max_frame, buf) != 0) {
+        free(buf);
+        free(text);
+        return -1;
+    }
 
     if (plen) {
         memcpy(buf + GD_PROTO_HEADER, text, plen);
