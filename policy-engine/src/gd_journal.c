@@ -24,6 +24,10 @@ struct gd_journal_s {
     int fd;
     size_t size;
     char last[GD_JOURNAL_HASH_LEN + 1];
+    /* lines appended since the last sync: one write(2) per group */
+    char *buf;
+    size_t buf_len, buf_cap;
+    int failed; /* a write failed: appended lines were lost */
 };
 
 /* segments */
@@ -105,14 +109,33 @@ static char *read_all(const char *path, size_t *len)
 
 /* hashing */
 
+static int sha256_hex(const char *prev_hash, const char *canon, size_t len,
+                      char *out)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int rc = -1;
+
+    if (ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+        EVP_DigestUpdate(ctx, prev_hash, GD_JOURNAL_HASH_LEN) == 1 &&
+        EVP_DigestUpdate(ctx, canon, len) == 1 &&
+        EVP_DigestFinal_ex(ctx, md, &mdlen) == 1) {
+        for (unsigned i = 0; i < mdlen; i++) {
+            snprintf(out + 2 * i, 3, "%02x", md[i]);
+        }
+        rc = 0;
+    }
+
+    EVP_MD_CTX_free(ctx);
+    return rc;
+}
+
 int gd_journal_hash(const json_t *rec, const char *prev_hash, char *out)
 {
     json_t *copy = json_copy((json_t *)rec);
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen;
     char *canon;
-    EVP_MD_CTX *ctx;
-    int rc = -1;
+    int rc;
 
     if (copy == NULL) {
         return -1;
@@ -126,19 +149,7 @@ int gd_journal_hash(const json_t *rec, const char *prev_hash, char *out)
         return -1;
     }
 
-    ctx = EVP_MD_CTX_new();
-
-    if (ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
-        EVP_DigestUpdate(ctx, prev_hash, GD_JOURNAL_HASH_LEN) == 1 &&
-        EVP_DigestUpdate(ctx, canon, strlen(canon)) == 1 &&
-        EVP_DigestFinal_ex(ctx, md, &mdlen) == 1) {
-        for (unsigned i = 0; i < mdlen; i++) {
-            snprintf(out + 2 * i, 3, "%02x", md[i]);
-        }
-        rc = 0;
-    }
-
-    EVP_MD_CTX_free(ctx);
+    rc = sha256_hex(prev_hash, canon, strlen(canon), out);
     free(canon);
     return rc;
 }
@@ -263,73 +274,117 @@ failed:
     return NULL;
 }
 
+/* writes the buffered lines to the open segment */
+static int flush_lines(gd_journal_t *j)
+{
+    size_t off = 0;
+
+    while (off < j->buf_len) {
+        ssize_t n = write(j->fd, j->buf + off, j->buf_len - off);
+
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            j->failed = 1;
+            return -1;
+        }
+        off += (size_t)n;
+    }
+
+    j->buf_len = 0;
+    return 0;
+}
+
 int gd_journal_append(gd_journal_t *j, json_t *rec, char *err, size_t errlen)
 {
     char hash[GD_JOURNAL_HASH_LEN + 1];
-    char *line;
-    size_t len, off = 0;
+    char *canon;
+    size_t len, need;
 
     if (!json_is_object(rec)) {
         snprintf(err, errlen, "a record must be a JSON object");
         return -1;
     }
 
+    if (j->failed) {
+        snprintf(err, errlen, "an earlier write failed");
+        return -1;
+    }
+
+    /*
+     * One serialization: the canonical form (with prev_hash, without
+     * hash) is hashed, and the line is that form with the hash added as
+     * its last member; readers parse lines, so member order is free.
+     */
+    json_object_del(rec, "hash");
     json_object_set_new(rec, "prev_hash", json_string(j->last));
 
-    if (gd_journal_hash(rec, j->last, hash) != 0) {
+    canon = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
+    if (canon == NULL) {
+        snprintf(err, errlen, "cannot encode the record");
+        return -1;
+    }
+    len = strlen(canon);
+
+    if (len < 2 || sha256_hex(j->last, canon, len, hash) != 0) {
+        free(canon);
         snprintf(err, errlen, "cannot hash the record");
         return -1;
     }
 
-    json_object_set_new(rec, "hash", json_string(hash));
+    /* ... "}" becomes ... ,"hash":"HEX"}\n */
+    need = len - 1 + sizeof(",\"hash\":\"\"}\n") - 1 + GD_JOURNAL_HASH_LEN;
 
-    line = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
-    if (line == NULL) {
-        snprintf(err, errlen, "cannot encode the record");
-        return -1;
-    }
-
-    len = strlen(line);
-    line[len++] = '\n'; /* replaces the NUL: written with its length */
-
-    if (j->size > 0 && j->size + len > j->segment_max) {
+    if (j->size > 0 && j->size + j->buf_len + need > j->segment_max) {
         /* rotate: the new segment continues the same chain */
-        if (fsync(j->fd) != 0 || close(j->fd) != 0) {
+        if (flush_lines(j) != 0 || fsync(j->fd) != 0 || close(j->fd) != 0) {
             snprintf(err, errlen, "rotate: %s", strerror(errno));
-            j->fd = -1;
-            free(line);
+            j->failed = 1;
+            free(canon);
             return -1;
         }
         j->fd = -1;
         j->segment++;
         if (open_segment(j, err, errlen) != 0) {
-            free(line);
+            j->failed = 1;
+            free(canon);
             return -1;
         }
     }
 
-    while (off < len) {
-        ssize_t n = write(j->fd, line + off, len - off);
+    /* + 1: sprintf() ends with a NUL, not counted in buf_len */
+    if (j->buf_len + need + 1 > j->buf_cap) {
+        size_t cap = (j->buf_len + need + 1) * 2;
+        char *more = realloc(j->buf, cap);
 
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            snprintf(err, errlen, "write: %s", strerror(errno));
-            free(line);
+        if (more == NULL) {
+            free(canon);
+            snprintf(err, errlen, "out of memory");
             return -1;
         }
-        off += (size_t)n;
+        j->buf = more;
+        j->buf_cap = cap;
     }
 
-    free(line);
-    j->size += len;
+    memcpy(j->buf + j->buf_len, canon, len - 1);
+    j->buf_len += len - 1;
+    j->buf_len += (size_t)sprintf(j->buf + j->buf_len, ",\"hash\":\"%s\"}\n",
+                                  hash);
+    free(canon);
+
+    json_object_set_new(rec, "hash", json_string(hash));
+    j->size += need;
     memcpy(j->last, hash, sizeof(hash));
     return 0;
 }
 
 int gd_journal_sync(gd_journal_t *j)
 {
+    if (j->failed || flush_lines(j) != 0) {
+        errno = errno ? errno : EIO;
+        return -1;
+    }
     return fsync(j->fd);
 }
 
@@ -344,9 +399,13 @@ void gd_journal_close(gd_journal_t *j)
         return;
     }
     if (j->fd >= 0) {
+        if (!j->failed) {
+            flush_lines(j);
+        }
         fsync(j->fd);
         close(j->fd);
     }
+    free(j->buf);
     free(j->dir);
     free(j);
 }
