@@ -1,22 +1,23 @@
 /*
  * decide_bench: DECIDE round trips to a running guardd, against a raw
- * Unix-socket ping-pong of the same size, and guardd's decisions per
- * second (it serves on one loop thread: per core).  Used by
- * bench/sidecar.sh.
+ * Unix-socket ping-pong of the same sizes (a DECIDE out, a VERDICT back,
+ * answered by a separate process), and guardd's decisions per second,
+ * and, given guardd's pid, per second of guardd's CPU time (per core: the
+ * load generator shares this machine's cores).  Used by bench/sidecar.sh.
  *
- *   decide_bench SOCKET [ROUNDTRIPS] [SECONDS]
+ *   decide_bench SOCKET [ROUNDTRIPS] [SECONDS] [GUARDD_PID]
  */
 #define _GNU_SOURCE
 
 #include "gd_proto.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -94,17 +95,45 @@ static int connect_unix(const char *path)
     return fd;
 }
 
-static void *echo_main(void *arg)
+/* the raw peer: answers each frame of the request's size with a frame of
+ * the verdict's size, from another process, as guardd does */
+static void echo_main(int fd, const uint8_t *answer, size_t alen)
 {
-    int fd = *(int *)arg;
     uint8_t buf[65536];
 
     for (;;) {
-        ssize_t n = read_frame(fd, buf, sizeof(buf));
-        if (n < 0 || write_all(fd, buf, (size_t)n) != 0) {
-            return NULL;
+        if (read_frame(fd, buf, sizeof(buf)) < 0 ||
+            write_all(fd, answer, alen) != 0) {
+            _exit(0);
         }
     }
+}
+
+/* user + system CPU seconds of a process, or -1 */
+static double cpu_seconds(const char *pid)
+{
+    char path[64], text[1024], *p;
+    unsigned long ut, st;
+    FILE *f;
+    size_t n;
+
+    snprintf(path, sizeof(path), "/proc/%s/stat", pid);
+    f = fopen(path, "r");
+    if (f == NULL) {
+        return -1;
+    }
+    n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+
+    /* after the command name in parentheses: fields 3 and on */
+    p = strrchr(text, ')');
+    if (p == NULL ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+               &ut, &st) != 2) {
+        return -1;
+    }
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 static void report(const char *name, double *lat, int n)
@@ -122,10 +151,12 @@ int main(int argc, char **argv)
     size_t dlen;
     double *lat_d, *lat_r;
     int fd, sv[2];
-    pthread_t echo;
+    pid_t echo;
+    const char *gpid = argc > 4 ? argv[4] : NULL;
 
     if (argc < 2) {
-        fprintf(stderr, "usage: decide_bench SOCKET [N] [SECONDS]\n");
+        fprintf(stderr,
+                "usage: decide_bench SOCKET [N] [SECONDS] [GUARDD_PID]\n");
         return 2;
     }
 
@@ -153,10 +184,17 @@ int main(int argc, char **argv)
     }
     size_t vlen =
         (size_t)((buf[0] << 24) | (buf[1] << 16) | (buf[2] << 8) | buf[3]) + 4;
+    uint8_t *verdict = malloc(vlen);
+    memcpy(verdict, buf, vlen);
 
-    /* the same sizes over a raw Unix socket pair with an echo thread */
+    /* the same sizes over a raw Unix socket pair, echoed by a process */
     socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
-    pthread_create(&echo, NULL, echo_main, &sv[1]);
+    echo = fork();
+    if (echo == 0) {
+        close(sv[0]);
+        echo_main(sv[1], verdict, vlen);
+    }
+    close(sv[1]);
     for (int i = 0; i < n; i++) {
         double t0 = now_us();
         write_all(sv[0], decide, dlen);
@@ -164,6 +202,8 @@ int main(int argc, char **argv)
         lat_r[i] = now_us() - t0;
     }
     close(sv[0]);
+    waitpid(echo, NULL, 0);
+    free(verdict);
 
     printf("request %zu bytes, verdict %zu bytes, %d round trips each\n", dlen,
            vlen, n);
@@ -173,22 +213,63 @@ int main(int argc, char **argv)
            lat_d[(int)(n * 0.99)] / lat_r[(int)(n * 0.99)],
            lat_d[n / 2] / lat_r[n / 2]);
 
-    /* throughput: a window of 64 DECIDEs in flight on one connection */
-    long done = 0, sent = 0;
+    /*
+     * throughput: a window of 64 DECIDEs in flight on one connection,
+     * written and read in batches so that the generator, which shares
+     * the cores, takes as little CPU as it can
+     */
+    enum { WINDOW = 64 };
+    static uint8_t rbuf[1 << 20];
+    uint8_t *batch = malloc(dlen * WINDOW);
+    long done = 0, sent = WINDOW;
+    size_t have = 0;
+    double cpu0 = gpid ? cpu_seconds(gpid) : -1;
     double t0 = now_us(), end = t0 + seconds * 1e6;
-    while (now_us() < end || done < sent) {
-        while (sent - done < 64 && now_us() < end) {
-            write_all(fd, decide, dlen);
-            sent++;
-        }
-        if (read_frame(fd, buf, sizeof(buf)) < 0) {
+
+    for (int i = 0; i < WINDOW; i++) {
+        memcpy(batch + (size_t)i * dlen, decide, dlen);
+    }
+    write_all(fd, batch, dlen * WINDOW);
+
+    while (done < sent) {
+        ssize_t r = read(fd, rbuf + have, sizeof(rbuf) - have);
+        size_t off = 0;
+        long got = 0;
+
+        if (r <= 0) {
             fprintf(stderr, "guardd closed the connection\n");
             return 1;
         }
-        done++;
+        have += (size_t)r;
+        while (have - off >= 4) {
+            size_t len = ((size_t)rbuf[off] << 24 | (size_t)rbuf[off + 1] << 16 |
+                          (size_t)rbuf[off + 2] << 8 | rbuf[off + 3]) +
+                         4;
+            if (have - off < len) {
+                break;
+            }
+            off += len;
+            got++;
+        }
+        memmove(rbuf, rbuf + off, have - off);
+        have -= off;
+        done += got;
+        if (got && now_us() < end) {
+            write_all(fd, batch, dlen * (size_t)got);
+            sent += got;
+        }
     }
+
+    double wall = (now_us() - t0) / 1e6;
     printf("guardd decisions per second (one loop thread): %.0f\n",
-           done / ((now_us() - t0) / 1e6));
+           done / wall);
+    if (cpu0 >= 0) {
+        double cpu = cpu_seconds(gpid) - cpu0;
+        printf("guardd CPU: %.2f s in %.2f s; decisions per CPU-second "
+               "(per core): %.0f\n",
+               cpu, wall, cpu > 0 ? done / cpu : 0);
+    }
+    free(batch);
 
     close(fd);
     free(decide);

@@ -61,6 +61,20 @@ gd_proto_rc_t gd_proto_decode(const uint8_t *buf, size_t len, size_t max_frame,
                               gd_frame_t *frame, size_t *used, char *err,
                               size_t errlen);
 
+/* a growing output buffer (malloc()ed; data may be NULL when empty) */
+typedef struct {
+    uint8_t *data;
+    size_t len, cap;
+} gd_proto_buf_t;
+
+/*
+ * Appends a frame to out, serializing payload (may be NULL) straight into
+ * it.  Returns -1 (out unchanged) when the frame would exceed max_frame
+ * or on no memory.
+ */
+int gd_proto_append(gd_proto_buf_t *out, gd_frame_type_t type, uint32_t id,
+                    const json_t *payload, size_t max_frame);
+
 /*
  * Encodes a frame into a new malloc()ed buffer.  payload may be NULL.
  * Returns -1 when the frame would exceed max_frame or on no memory.

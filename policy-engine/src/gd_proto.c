@@ -113,44 +113,66 @@ int gd_proto_header(gd_frame_type_t type, uint32_t id, size_t payload_len,
     return 0;
 }
 
+/* json_dump_callback() output, appended to a buffer */
+static int append_cb(const char *data, size_t size, void *arg)
+{
+    gd_proto_buf_t *b = arg;
+
+    if (b->len + size > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        uint8_t *more;
+
+        while (cap < b->len + size) {
+            cap *= 2;
+        }
+        more = realloc(b->data, cap);
+        if (more == NULL) {
+            return -1;
+        }
+        b->data = more;
+        b->cap = cap;
+    }
+
+    memcpy(b->data + b->len, data, size);
+    b->len += size;
+    return 0;
+}
+
+int gd_proto_append(gd_proto_buf_t *out, gd_frame_type_t type, uint32_t id,
+                    const json_t *payload, size_t max_frame)
+{
+    static const uint8_t zero[GD_PROTO_HEADER];
+    size_t start = out->len;
+
+    if (gd_proto_type_name((int)type) == NULL ||
+        (payload && !json_is_object(payload))) {
+        return -1;
+    }
+
+    /* the header once the payload's length is known */
+    if (append_cb((const char *)zero, GD_PROTO_HEADER, out) != 0 ||
+        (payload &&
+         json_dump_callback(payload, append_cb, out, JSON_COMPACT) != 0) ||
+        gd_proto_header(type, id, out->len - start - GD_PROTO_HEADER,
+                        max_frame, out->data + start) != 0) {
+        out->len = start;
+        return -1;
+    }
+
+    return 0;
+}
+
 int gd_proto_encode(gd_frame_type_t type, uint32_t id, const json_t *payload,
                     size_t max_frame, uint8_t **out, size_t *outlen)
 {
-    char *text = NULL;
-    size_t plen = 0;
-    uint8_t *buf;
+    gd_proto_buf_t b = {0};
 
-    if (payload) {
-        if (!json_is_object(payload)) {
-            return -1;
-        }
-
-        text = json_dumps(payload, JSON_COMPACT);
-        if (text == NULL) {
-            return -1;
-        }
-        plen = strlen(text);
-    }
-
-    buf = malloc(GD_PROTO_HEADER + plen);
-    if (buf == NULL) {
-        free(text);
+    if (gd_proto_append(&b, type, id, payload, max_frame) != 0) {
+        free(b.data);
         return -1;
     }
 
-    if (gd_proto_header(type, id, plen, max_frame, buf) != 0) {
-        free(buf);
-        free(text);
-        return -1;
-    }
-
-    if (plen) {
-        memcpy(buf + GD_PROTO_HEADER, text, plen);
-    }
-
-    free(text);
-
-    *out = buf;
-    *outlen = GD_PROTO_HEADER + plen;
+    *out = b.data;
+    *outlen = b.len;
     return 0;
 }

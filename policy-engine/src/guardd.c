@@ -58,6 +58,7 @@
 
 #define GD_MAX_EVENTS 64
 #define GD_READ_CHUNK 16384
+#define GD_OUT_HIGH_WATER (256 * 1024)
 
 #define GD_DEDUPE_DEFAULT 262144
 #define GD_DEDUPE_MIN 1024
@@ -96,6 +97,7 @@ struct gd_conn_s {
     uint8_t *out;
     size_t out_len, out_cap;
     size_t max_frame;
+    int want_write; /* EPOLLOUT is on */
     gd_conn_t *next;
 };
 
@@ -835,7 +837,11 @@ static void conn_want_write(gd_conn_t *c, int on)
 {
     struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0),
                              .data.ptr = c};
-    epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
+
+    if (c->want_write != on) {
+        c->want_write = on;
+        epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    }
 }
 
 /* writes what it can now; the rest waits for EPOLLOUT */
@@ -866,29 +872,22 @@ static int conn_flush(gd_conn_t *c)
 static int conn_send(gd_conn_t *c, gd_frame_type_t type, uint32_t id,
                      json_t *payload)
 {
-    uint8_t *frame;
-    size_t len;
+    gd_proto_buf_t out = {c->out, c->out_len, c->out_cap};
+    int rc = gd_proto_append(&out, type, id, payload, c->max_frame);
 
-    if (gd_proto_encode(type, id, payload, c->max_frame, &frame, &len) != 0) {
+    c->out = out.data;
+    c->out_len = out.len;
+    c->out_cap = out.cap;
+
+    if (rc != 0) {
         return -1;
     }
 
-    if (c->out_len + len > c->out_cap) {
-        size_t cap = (c->out_len + len) * 2;
-        uint8_t *more = realloc(c->out, cap);
-        if (more == NULL) {
-            free(frame);
-            return -1;
-        }
-        c->out = more;
-        c->out_cap = cap;
-    }
-
-    memcpy(c->out + c->out_len, frame, len);
-    c->out_len += len;
-    free(frame);
-
-    return conn_flush(c);
+    /*
+     * answers are sent together, once the frames of a read (or the ACKs
+     * of a group commit) are handled: one send(2) for many frames
+     */
+    return c->out_len > GD_OUT_HIGH_WATER ? conn_flush(c) : 0;
 }
 
 static int conn_error(gd_conn_t *c, uint32_t id, const char *code,
@@ -937,7 +936,7 @@ static int handle_decide(gd_conn_t *c, gd_frame_t *f)
     gd_risk_request_t req = {0};
     gd_risk_result_t res;
     const gd_policy_t *p;
-    json_t *in = f->payload, *v, *signals, *out;
+    json_t *in = f->payload, *v, *signals, *thresholds, *out;
     uint8_t id[GD_UUID_LEN];
     char idtext[GD_UUID_STRLEN + 1];
     struct timespec ts;
@@ -1009,20 +1008,47 @@ static int handle_decide(gd_conn_t *c, gd_frame_t *f)
         }
     }
 
+    /*
+     * built member by member: json_pack() parses its format every time,
+     * and these strings are known to be UTF-8 (the policy loader checked
+     * the signal ids; the rest is ASCII made here)
+     */
     signals = json_array();
-    for (size_t i = 0; i < res.nmatches; i++) {
-        json_array_append_new(
-            signals, json_pack("{s:s, s:i, s:b}", "id", res.matches[i].id,
-                               "weight", (int)res.matches[i].weight, "shadow",
-                               res.matches[i].shadow));
+    thresholds = json_object();
+    out = json_object();
+    if (signals == NULL || thresholds == NULL || out == NULL) {
+        json_decref(signals);
+        json_decref(thresholds);
+        json_decref(out);
+        return conn_error(c, f->id, "unavailable", "out of memory");
     }
+    for (size_t i = 0; i < res.nmatches; i++) {
+        json_t *m = json_object();
+        if (m == NULL || json_array_append_new(signals, m) != 0) {
+            break;
+        }
+        json_object_set_new_nocheck(m, "id",
+                                    json_string_nocheck(res.matches[i].id));
+        json_object_set_new_nocheck(m, "weight",
+                                    json_integer(res.matches[i].weight));
+        json_object_set_new_nocheck(m, "shadow",
+                                    json_boolean(res.matches[i].shadow));
+    }
+    json_object_set_new_nocheck(thresholds, "step_up",
+                                json_integer(res.step_up));
+    json_object_set_new_nocheck(thresholds, "deny", json_integer(res.deny));
 
-    out =
-        json_pack("{s:s, s:i, s:o, s:{s:i, s:i}, s:s, s:s, s:b}", "decision",
-                  gd_risk_decision_name(res.decision), "score", (int)res.score,
-                  "signals", signals, "thresholds", "step_up", (int)res.step_up,
-                  "deny", (int)res.deny, "policy_version", policies->version,
-                  "decision_id", idtext, "shadow", res.shadow);
+    json_object_set_new_nocheck(
+        out, "decision",
+        json_string_nocheck(gd_risk_decision_name(res.decision)));
+    json_object_set_new_nocheck(out, "score", json_integer(res.score));
+    json_object_set_new_nocheck(out, "signals", signals);
+    json_object_set_new_nocheck(out, "thresholds", thresholds);
+    json_object_set_new_nocheck(out, "policy_version",
+                                json_string_nocheck(policies->version));
+    json_object_set_new_nocheck(out, "decision_id",
+                                json_string_nocheck(idtext));
+    json_object_set_new_nocheck(out, "shadow", json_boolean(res.shadow));
     if (out == NULL) {
         return conn_error(c, f->id, "unavailable", "out of memory");
     }
@@ -1216,6 +1242,11 @@ static void conn_read(gd_conn_t *c)
 
         memmove(c->in, c->in + off, c->in_len - off);
         c->in_len -= off;
+
+        if (c->out_len > 0 && conn_flush(c) != 0) {
+            conn_close(c, strerror(errno));
+            return;
+        }
     }
 }
 
@@ -1267,6 +1298,12 @@ static void deliver_acks(void)
         json_decref(done->record);
         free(done);
         done = next;
+    }
+
+    for (gd_conn_t *c = conns; c; c = c->next) {
+        if (c->out_len > 0 && conn_flush(c) != 0) {
+            shutdown(c->fd, SHUT_RDWR);
+        }
     }
 }
 
