@@ -17,7 +17,7 @@ MODULE_SRCS := config $(wildcard ngx_module/*.[ch]) \
                $(wildcard policy-engine/src/*.c) \
                $(wildcard policy-engine/include/*.h)
 
-.PHONY: all module setup run stop test unit guardctl bench clean
+.PHONY: all module setup run stop test unit guardctl daemons bench clean
 
 all: module
 
@@ -48,7 +48,11 @@ unit:
 guardctl:
 	$(MAKE) -C policy-engine build/guardctl
 
-run: setup module guardctl
+# the demo's guardd and guardctl, optimized, without the sanitizers
+daemons:
+	$(MAKE) -C policy-engine release build/release/guardctl
+
+run: setup module daemons
 	@sh conf/demo.sh start
 
 stop:
@@ -61,6 +65,7 @@ bench: setup module
 	bash bench/jwt.sh
 	bash bench/limits.sh
 	bash bench/sidecar.sh
+	bash bench/audit.sh
 
 clean:
 	rm -rf $(BUILD)
