@@ -4,6 +4,8 @@
 # nginx (stock Debian binary + the freshly built guard module) listens on
 # 127.0.0.1:${GUARD_DEMO_PORT:-8080} and guards /api/<tenant>/..., proxying
 # to an example upstream on the next port that echoes what it was told.
+# guardd (build/demo/guardd.sock) scores /api/<tenant>/admin/... and
+# journals every refusal in build/demo/journal.
 # Demo keys and tokens are made fresh in build/demo on every start.
 set -eu
 
@@ -14,6 +16,8 @@ upstream=$((port + 1))
 nginx=${GUARD_NGINX:-/usr/sbin/nginx}
 py=/usr/bin/python3
 tool=$repo/t/tools/jwt_tool.py
+guardd=$repo/policy-engine/build/release/guardd
+guardctl=$repo/policy-engine/build/release/guardctl
 
 stop() {
     if [ -f "$demo/nginx.pid" ] && kill -0 "$(cat "$demo/nginx.pid")" 2>/dev/null
@@ -22,6 +26,13 @@ stop() {
         echo "demo gateway stopped"
     else
         echo "demo gateway is not running"
+    fi
+    # after nginx: its master spills the records guardd has not acknowledged
+    sleep 0.5
+    if [ -f "$demo/guardd.pid" ] && kill -0 "$(cat "$demo/guardd.pid")" 2>/dev/null
+    then
+        kill -TERM "$(cat "$demo/guardd.pid")"
+        echo "guardd stopped"
     fi
 }
 
@@ -40,6 +51,28 @@ start() {
     acme_jwk=$("$py" "$tool" gen --kty RSA --bits 2048 --kid acme-2026 \
         --alg RS256 "$demo/keys")
     printf '{"keys": [%s]}\n' "$acme_jwk" > "$demo/policies/keys/acme.jwks.json"
+
+    # guardd: the same policies, the journal, the spill directory that
+    # nginx's workers (nobody) write into
+    mkdir -p "$demo/journal" "$demo/spill"
+    chmod 1777 "$demo/spill"
+    group=""
+    [ "$(id -u)" = 0 ] && group='"socket_group": "nogroup",'
+    cat > "$demo/guardd.conf" <<JSON
+{"listen": "$demo/guardd.sock", $group "pid_file": "$demo/guardd.pid",
+ "policies": "$demo/policies", "journal": {"dir": "$demo/journal"},
+ "spill": "$demo/spill", "node": "demo-guardd"}
+JSON
+    setsid "$guardd" -c "$demo/guardd.conf" </dev/null >/dev/null \
+        2>>"$demo/logs/guardd.log" &
+    for _ in $(seq 50); do
+        [ -S "$demo/guardd.sock" ] && break
+        sleep 0.1
+    done
+    if [ ! -S "$demo/guardd.sock" ]; then
+        echo "guardd did not start; see $demo/logs/guardd.log" >&2
+        exit 1
+    fi
 
     sed -e "s|@MODULE@|$repo/build/ngx_http_guard_module.so|g" \
         -e "s|@DEMO@|$demo|g" \
@@ -88,8 +121,8 @@ Config: $demo/nginx.conf   Logs: $demo/logs/   Stop: make stop
 A valid token for tenant acme (RS256), addressed to acme: 200
   curl -s -H "Authorization: Bearer \$(cat $demo/token-acme)" $base/api/acme/orders
 
-The same token addressed to tenant beta: 403 tenant_mismatch
-  curl -s -H "Authorization: Bearer \$(cat $demo/token-acme)" $base/api/beta/orders
+A token for tenant gamma addressed to tenant beta: 403 tenant_mismatch
+  curl -s -H "Authorization: Bearer \$(cat $demo/token-gamma)" $base/api/beta/orders
 
 A token for beta (ES256), addressed to beta: 200
   curl -s -H "Authorization: Bearer \$(cat $demo/token-beta)" $base/api/beta/orders
@@ -108,11 +141,22 @@ burst 10. Thirty requests in a row: about a dozen pass, the rest get 429
 with Retry-After and RateLimit fields
   for i in \$(seq 30); do curl -s -o /dev/null -w '%{http_code} ' -H "Authorization: Bearer \$(cat $demo/token-gamma)" $base/api/gamma/orders; done; echo
 
+Acme's admin API asks guardd (guard_risk on). A DELETE by a reader scores
+the signals "delete" and "no-admin-role", plus "new-ip" the first time and
+"off-hours" outside 07:00-20:00 in Paris: step-up (401) or deny (403)
+  curl -si -X DELETE -H "Authorization: Bearer \$(cat $demo/token-acme)" $base/api/acme/admin/users/7
+
+Every refusal above is an audit record in guardd's journal, for the SOC:
+  $guardctl blocked --dir $demo/journal
+  $guardctl show --dir $demo/journal ID
+  $guardctl review --socket $demo/guardd.sock --dir $demo/journal ID --verdict confirmed --analyst you
+  $guardctl audit verify --dir $demo/journal
+
 Policies: $demo/policies (version in every access log line)
-  $repo/policy-engine/build/guardctl policy check $demo/policies
+  $guardctl policy check $demo/policies
 
 Every decision is in $demo/logs/access.log (tenant, subject, decision,
-reason, decision id).
+reason, decision id); guardd logs to $demo/logs/guardd.log.
 MSG
 }
 
