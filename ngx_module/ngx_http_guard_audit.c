@@ -33,6 +33,7 @@
 #define NGX_HTTP_GUARD_AUDIT_BATCH    256    /* records sent at a time */
 #define NGX_HTTP_GUARD_AUDIT_SEAL     1      /* s idle: seal the spill */
 #define NGX_HTTP_GUARD_AUDIT_SPILL_MAX  (16 * 1024 * 1024)
+#define NGX_HTTP_GUARD_AUDIT_ALL      ((ngx_uint_t) -1)   /* connections */
 
 
 typedef enum {
@@ -83,6 +84,7 @@ typedef struct {
     u_char                       name[NGX_MAX_PATH];
     size_t                       size;
     time_t                       last;
+    time_t                       complained;  /* errors: a line a second */
     ngx_uint_t                   seq;
     ngx_log_t                   *log;
 } ngx_http_guard_spill_t;
@@ -95,6 +97,7 @@ static json_t *ngx_http_guard_audit_record(ngx_http_request_t *r,
 static void ngx_http_guard_audit_drain(void);
 static void ngx_http_guard_audit_tick(ngx_event_t *ev);
 static void ngx_http_guard_audit_advance(ngx_http_guard_audit_sh_t *sh);
+static void ngx_http_guard_audit_requeue(ngx_uint_t conn);
 static ngx_int_t ngx_http_guard_spill_write(ngx_http_guard_spill_t *sp,
     u_char *data, size_t len);
 static void ngx_http_guard_spill_seal(ngx_http_guard_spill_t *sp);
@@ -332,30 +335,11 @@ ngx_http_guard_audit_init_process(ngx_cycle_t *cycle)
 void
 ngx_http_guard_audit_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                    i;
-    ngx_http_guard_audit_sh_t    *sh;
-    ngx_http_guard_audit_slot_t  *slot;
-
     if (ngx_http_guard_audit == NULL) {
         return;
     }
 
-    sh = ngx_http_guard_audit->sh;
-
-    ngx_shmtx_lock(&ngx_http_guard_audit->shpool->mutex);
-
-    for (i = 0; i < sh->nslots; i++) {
-        slot = &sh->slots[i];
-
-        if (slot->state == NGX_HTTP_GUARD_AUDIT_SENT
-            && slot->owner == ngx_pid)
-        {
-            slot->state = NGX_HTTP_GUARD_AUDIT_QUEUED;
-        }
-    }
-
-    ngx_shmtx_unlock(&ngx_http_guard_audit->shpool->mutex);
-
+    ngx_http_guard_audit_requeue(NGX_HTTP_GUARD_AUDIT_ALL);
     ngx_http_guard_spill_seal(&ngx_http_guard_spill);
 
     if (ngx_http_guard_audit_kick.posted) {
@@ -805,13 +789,20 @@ ngx_http_guard_audit_connected(void)
 void
 ngx_http_guard_audit_closed(ngx_uint_t conn)
 {
+    if (ngx_http_guard_audit) {
+        ngx_http_guard_audit_requeue(conn);
+    }
+}
+
+
+/* this worker's unanswered records on conn (or on all) go back to queue */
+
+static void
+ngx_http_guard_audit_requeue(ngx_uint_t conn)
+{
     ngx_uint_t                    i;
     ngx_http_guard_audit_sh_t    *sh;
     ngx_http_guard_audit_slot_t  *slot;
-
-    if (ngx_http_guard_audit == NULL) {
-        return;
-    }
 
     sh = ngx_http_guard_audit->sh;
 
@@ -821,7 +812,8 @@ ngx_http_guard_audit_closed(ngx_uint_t conn)
         slot = &sh->slots[i];
 
         if (slot->state == NGX_HTTP_GUARD_AUDIT_SENT
-            && slot->owner == ngx_pid && slot->conn == conn)
+            && slot->owner == ngx_pid
+            && (conn == NGX_HTTP_GUARD_AUDIT_ALL || slot->conn == conn))
         {
             slot->state = NGX_HTTP_GUARD_AUDIT_QUEUED;
         }
@@ -984,8 +976,12 @@ ngx_http_guard_spill_write(ngx_http_guard_spill_t *sp, u_char *data,
                                NGX_FILE_CREATE_OR_OPEN, 0660);
 
         if (sp->fd == NGX_INVALID_FILE) {
-            ngx_log_error(NGX_LOG_ERR, sp->log, ngx_errno,
-                          ngx_open_file_n " \"%s\" failed", sp->name);
+            if (sp->complained != ngx_time()) {
+                sp->complained = ngx_time();
+                ngx_log_error(NGX_LOG_ERR, sp->log, ngx_errno,
+                              ngx_open_file_n " \"%s\" failed", sp->name);
+            }
+
             return NGX_ERROR;
         }
 
@@ -998,8 +994,12 @@ ngx_http_guard_spill_write(ngx_http_guard_spill_t *sp, u_char *data,
     n = ngx_write_fd(sp->fd, line, p - line);
 
     if (n != p - line) {
-        ngx_log_error(NGX_LOG_ERR, sp->log, ngx_errno,
-                      "guard: cannot write the spill file \"%s\"", sp->name);
+        if (sp->complained != ngx_time()) {
+            sp->complained = ngx_time();
+            ngx_log_error(NGX_LOG_ERR, sp->log, ngx_errno,
+                          "guard: cannot write the spill file \"%s\"",
+                          sp->name);
+        }
 
         if (n > 0) {
             /* a torn line: guardd sets the file aside for the operator */
