@@ -242,9 +242,10 @@ int main(int argc, char **argv)
         }
         have += (size_t)r;
         while (have - off >= 4) {
-            size_t len = ((size_t)rbuf[off] << 24 | (size_t)rbuf[off + 1] << 16 |
-                          (size_t)rbuf[off + 2] << 8 | rbuf[off + 3]) +
-                         4;
+            size_t len =
+                ((size_t)rbuf[off] << 24 | (size_t)rbuf[off + 1] << 16 |
+                 (size_t)rbuf[off + 2] << 8 | rbuf[off + 3]) +
+                4;
             if (have - off < len) {
                 break;
             }

@@ -53,8 +53,8 @@ int gd_audit_init(void);
  * The string values of the members id, hash, prev_hash, policy_version,
  * decision_id, review_of, traceparent and ts_ms (hex hashes and ids hold
  * digit runs), and tenant, subject and analyst (who the record is about,
- * what SOC searches by) are never pattern-masked.  A string that a pattern cannot
- * be matched against (a PCRE2 match error) becomes "[masked]" whole.
+ * what SOC searches by) are never pattern-masked.  A string that a pattern
+ * cannot be matched against (a PCRE2 match error) becomes "[masked]" whole.
  *
  * Calls gd_audit_init() when it was not called.  Returns the number of
  * values changed (0 when rec was already masked), or -1 when out of

@@ -369,8 +369,8 @@ int gd_journal_append(gd_journal_t *j, json_t *rec, char *err, size_t errlen)
 
     memcpy(j->buf + j->buf_len, canon, len - 1);
     j->buf_len += len - 1;
-    j->buf_len += (size_t)sprintf(j->buf + j->buf_len, ",\"hash\":\"%s\"}\n",
-                                  hash);
+    j->buf_len +=
+        (size_t)sprintf(j->buf + j->buf_len, ",\"hash\":\"%s\"}\n", hash);
     free(canon);
 
     json_object_set_new(rec, "hash", json_string(hash));

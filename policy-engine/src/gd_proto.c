@@ -153,8 +153,8 @@ int gd_proto_append(gd_proto_buf_t *out, gd_frame_type_t type, uint32_t id,
     if (append_cb((const char *)zero, GD_PROTO_HEADER, out) != 0 ||
         (payload &&
          json_dump_callback(payload, append_cb, out, JSON_COMPACT) != 0) ||
-        gd_proto_header(type, id, out->len - start - GD_PROTO_HEADER,
-                        max_frame, out->data + start) != 0) {
+        gd_proto_header(type, id, out->len - start - GD_PROTO_HEADER, max_frame,
+                        out->data + start) != 0) {
         out->len = start;
         return -1;
     }

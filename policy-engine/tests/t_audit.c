@@ -174,10 +174,9 @@ int main(void)
                     "prev_hash", "4111111111111111", "policy_version",
                     "4111111111111111", "decision_id", "4111111111111111",
                     "review_of", "4111111111111111", "traceparent",
-                    "4111111111111111", "ts_ms", "4111111111111111",
-                    "route", "4111111111111111", "subject",
-                    "alice@example.com", "tenant", "t@example.com",
-                    "analyst", "soc@example.com");
+                    "4111111111111111", "ts_ms", "4111111111111111", "route",
+                    "4111111111111111", "subject", "alice@example.com",
+                    "tenant", "t@example.com", "analyst", "soc@example.com");
     n = gd_audit_mask(rec);
     TAP_OK(n == 1 &&
                strcmp(json_string_value(json_object_get(rec, "route")),
