@@ -46,6 +46,7 @@ typedef struct {
     size_t                       out_len;
     size_t                       out_cap;
     ngx_event_t                  retry;
+    ngx_event_t                  flush;       /* posted: sends what waits */
     ngx_msec_t                   backoff;
     ngx_queue_t                  waiting;
 } ngx_http_guard_sc_conn_t;
@@ -85,6 +86,8 @@ static ngx_int_t ngx_http_guard_sc_send(ngx_http_guard_sc_conn_t *sc,
 static ngx_int_t ngx_http_guard_sc_append(ngx_http_guard_sc_conn_t *sc,
     u_char *data, size_t len);
 static ngx_int_t ngx_http_guard_sc_flush(ngx_http_guard_sc_conn_t *sc);
+static void ngx_http_guard_sc_later(ngx_http_guard_sc_conn_t *sc);
+static void ngx_http_guard_sc_flush_handler(ngx_event_t *ev);
 static void ngx_http_guard_sc_timeout(ngx_event_t *ev);
 static void ngx_http_guard_sc_wake(ngx_http_guard_sc_waiter_t *w,
     ngx_int_t verdict, json_t *payload);
@@ -223,6 +226,10 @@ ngx_http_guard_sidecar_init_process(ngx_cycle_t *cycle)
         sc->retry.cancelable = 1;
         sc->backoff = NGX_HTTP_GUARD_SC_BACKOFF_MIN;
 
+        sc->flush.handler = ngx_http_guard_sc_flush_handler;
+        sc->flush.data = sc;
+        sc->flush.log = cycle->log;
+
         ngx_http_guard_sc_connect(sc);
     }
 
@@ -338,6 +345,10 @@ ngx_http_guard_sc_close(ngx_http_guard_sc_conn_t *sc, const char *why)
     sc->in_len = 0;
     sc->out_len = 0;
 
+    if (sc->flush.posted) {
+        ngx_delete_posted_event(&sc->flush);
+    }
+
     /* the audit records it carried unanswered are queued again */
     ngx_http_guard_audit_closed(sc - ngx_http_guard_sc_conns);
 
@@ -391,7 +402,9 @@ ngx_http_guard_sc_send(ngx_http_guard_sc_conn_t *sc, gd_frame_type_t type,
         return NGX_ERROR;
     }
 
-    return ngx_http_guard_sc_flush(sc);
+    ngx_http_guard_sc_later(sc);
+
+    return NGX_OK;
 }
 
 
@@ -476,14 +489,43 @@ ngx_http_guard_sidecar_audit(ngx_uint_t conn, uint32_t id, u_char *record,
                         header)
         != 0
         || ngx_http_guard_sc_append(sc, header, GD_PROTO_HEADER) != NGX_OK
-        || ngx_http_guard_sc_append(sc, record, len) != NGX_OK
-        || ngx_http_guard_sc_flush(sc) != NGX_OK)
+        || ngx_http_guard_sc_append(sc, record, len) != NGX_OK)
     {
         ngx_http_guard_sc_close(sc, "cannot send AUDIT");
         return NGX_ERROR;
     }
 
+    ngx_http_guard_sc_later(sc);
+
     return NGX_OK;
+}
+
+
+/*
+ * Frames are sent once the events of this loop iteration are handled:
+ * the calls of many requests leave in one send(2), and guardd reads them
+ * in one read.
+ */
+
+static void
+ngx_http_guard_sc_later(ngx_http_guard_sc_conn_t *sc)
+{
+    if (!sc->flush.posted) {
+        ngx_post_event(&sc->flush, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_guard_sc_flush_handler(ngx_event_t *ev)
+{
+    ngx_http_guard_sc_conn_t  *sc = ev->data;
+
+    if (sc->state == NGX_HTTP_GUARD_SC_READY
+        && ngx_http_guard_sc_flush(sc) != NGX_OK)
+    {
+        ngx_http_guard_sc_close(sc, "write failed");
+    }
 }
 
 
