@@ -121,9 +121,14 @@ static int sha256_hex(const char *prev_hash, const char *canon, size_t len,
         EVP_DigestUpdate(ctx, prev_hash, GD_JOURNAL_HASH_LEN) == 1 &&
         EVP_DigestUpdate(ctx, canon, len) == 1 &&
         EVP_DigestFinal_ex(ctx, md, &mdlen) == 1) {
+        static const char hex[] = "0123456789abcdef";
+
+        /* (snprintf per byte costs more than the digest) */
         for (unsigned i = 0; i < mdlen; i++) {
-            snprintf(out + 2 * i, 3, "%02x", md[i]);
+            out[2 * i] = hex[md[i] >> 4];
+            out[2 * i + 1] = hex[md[i] & 0xf];
         }
+        out[2 * mdlen] = '\0';
         rc = 0;
     }
 

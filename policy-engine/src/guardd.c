@@ -1273,14 +1273,18 @@ static void deliver_acks(void)
 
         if (c) {
             /* {"id", "hash"}, or {"id", "duplicate": true} */
-            json_t *p =
-                json_pack("{s:O}", "id", json_object_get(done->record, "id"));
+            json_t *p = json_object();
             int rc;
 
+            /* member by member (json_pack parses its format each time) */
+            if (p) {
+                json_object_set_nocheck(p, "id",
+                                        json_object_get(done->record, "id"));
+            }
             if (p && done->ok) {
-                json_object_set(p, done->duplicate ? "duplicate" : "hash",
-                                done->duplicate
-                                    ? json_true()
+                json_object_set_nocheck(
+                    p, done->duplicate ? "duplicate" : "hash",
+                    done->duplicate ? json_true()
                                     : json_object_get(done->record, "hash"));
             }
             rc = p == NULL
