@@ -418,6 +418,24 @@ stop_guardd();
 my $v = `$guardctl audit verify --dir $dir/journal`;
 is($? >> 8, 0, 'the journal verifies') or diag $v;
 
+# one altered byte in one record of the journal: audit verify names it
+my ($seg) = sort glob "$dir/journal/*.jsonl";
+open my $sf, '<:raw', $seg or die;
+my @lines = <$sf>;
+close $sf;
+my $victim = int(@lines / 2);
+my $orig = $lines[$victim];
+(my $bad = $orig) =~ s/"status":(\d)/'"status":' . ($1 == 4 ? 5 : 4)/e;
+isnt($bad, $orig, 'one byte of a record changed');
+open $sf, '>:raw', $seg or die;
+print $sf @lines[0 .. $victim - 1], $bad, @lines[$victim + 1 .. $#lines];
+close $sf;
+$v = `$guardctl audit verify --dir $dir/journal`;
+is($? >> 8, 1, 'audit verify: the chain is broken');
+my $name = (split m{/}, $seg)[-1];
+like($v, qr/\Q$name\E line @{[$victim + 1]}: .*altered/,
+     'it names the segment and the line of the altered record');
+
 $t->errlog_ok('no alert or emerg after the refused reload', since_mark => 1);
 
 done_testing;
