@@ -18,6 +18,7 @@
 #include "ngx_http_guard_sidecar.h"
 #include "ngx_http_guard_problem.h"
 #include "ngx_http_guard_audit.h"
+#include "ngx_http_guard_policy.h"
 
 #include "gd_proto.h"
 
@@ -93,6 +94,8 @@ static void ngx_http_guard_sc_wake(ngx_http_guard_sc_waiter_t *w,
     ngx_int_t verdict, json_t *payload);
 static void ngx_http_guard_sc_waiter_cleanup(void *data);
 static void ngx_http_guard_sc_failed(void);
+static ngx_int_t ngx_http_guard_sc_claims(json_t *doc,
+    ngx_http_guard_policy_t *gp, json_t *claims);
 
 
 /* configuration: guard_sidecar unix:/path [timeout=25ms] [connections=2] */
@@ -734,9 +737,11 @@ ngx_http_guard_sc_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
 
     claims = ngx_http_guard_payload(ctx);
 
-    if (claims) {
-        /* shared, not copied: the document is freed before the payload */
-        json_object_set(doc, "claims", claims);
+    if (claims && ngx_http_guard_sc_claims(doc, ctx->policy, claims)
+                  != NGX_OK)
+    {
+        json_decref(doc);
+        return NULL;
     }
 
     if (ngx_http_guard_traceparent(r, &tp) == NGX_OK
@@ -748,6 +753,50 @@ ngx_http_guard_sc_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
     }
 
     return doc;
+}
+
+
+/*
+ * The claims guardd is sent: those the tenant's risk signals read, as
+ * nginx's copy of the policies names them; all of them for a tenant
+ * nginx has no policy for.  Values are shared, not copied: the document
+ * is freed before the payload.
+ */
+
+static ngx_int_t
+ngx_http_guard_sc_claims(json_t *doc, ngx_http_guard_policy_t *gp,
+    json_t *claims)
+{
+    json_t                  *selected, *v;
+    ngx_uint_t               i;
+    const gd_risk_policy_t  *risk;
+
+    if (gp == NULL) {
+        return json_object_set(doc, "claims", claims) == 0 ? NGX_OK
+                                                            : NGX_ERROR;
+    }
+
+    selected = json_object();
+    if (selected == NULL || json_object_set_new(doc, "claims", selected)) {
+        return NGX_ERROR;
+    }
+
+    risk = &gp->p->risk;
+
+    for (i = 0; gp->p->has_risk && i < risk->nsignals; i++) {
+
+        if (risk->signals[i].cond != GD_RISK_CLAIM) {
+            continue;
+        }
+
+        v = json_object_get(claims, risk->signals[i].claim);
+
+        if (v && json_object_set(selected, risk->signals[i].claim, v)) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 

@@ -16,6 +16,8 @@ use lib "$FindBin::Bin/lib";
 
 use Test::More;
 use IO::Socket::INET;
+use IO::Socket::UNIX;
+use IO::Select;
 use JSON::PP ();
 use POSIX ();
 use Time::HiRes qw(sleep time);
@@ -47,7 +49,9 @@ $t->write_file('pol/acme.json', <<'JSON');
   "risk": {
     "thresholds": {"step_up": 40, "deny": 70},
     "signals": [
-      {"id": "destructive", "weight": 80, "when": {"method": ["DELETE"]}}
+      {"id": "destructive", "weight": 80, "when": {"method": ["DELETE"]}},
+      {"id": "not-admin", "weight": 1,
+       "when": {"claim": {"name": "roles", "lacks": "admin"}}}
     ]
   }
 }
@@ -211,7 +215,7 @@ $want{problem_ok($r, 'rate_limited', 'rate limited', token => $acme)} =
 $r = req('DELETE', '/r/x', $acme);
 my $risk_id = problem_ok($r, 'risk_deny', 'risk deny', token => $acme);
 $want{$risk_id} = { stage => 'risk', reason => 'risk_deny', status => 403,
-                    tenant => 'acme', score => 80 };
+                    tenant => 'acme', score => 81 };
 
 $r = req('DELETE', '/shadow/x', $acme);
 is($r->{status}, 200, 'a shadow refusal passes');
@@ -238,7 +242,8 @@ for my $id (sort keys %want) {
 }
 
 my @risk = @{ $by->{$risk_id} // [] };
-is_deeply([map { $_->{id} } @{ $risk[0]{signals} // [] }], ['destructive'],
+is_deeply([map { $_->{id} } @{ $risk[0]{signals} // [] }],
+          ['destructive', 'not-admin'],
           'the risk record keeps the signals guardd matched');
 
 my ($shadow);
@@ -311,6 +316,62 @@ start_guardd();
 $by = wait_journal(\@reload);
 is(scalar(grep { @{ $by->{$_} // [] } == 1 } @reload), 5,
    'records from before a reload arrive once');
+
+# DECIDE carries only the claims the tenant's risk signals read: a
+# stand-in guardd records what it is sent
+stop_guardd();
+my ($rich) = $t->mint({ kid => 'hs256', claims => {
+    sub => 'r1', tenant_id => 'acme', exp => $exp, roles => ['reader'],
+    email => 'r1@acme.example', ssn => '078-05-1120' } });
+my $fake = fork // die;
+if ($fake == 0) {
+    unlink $sock;
+    my $l = IO::Socket::UNIX->new(Local => $sock, Listen => 16,
+                                  Type => SOCK_STREAM) or POSIX::_exit(1);
+    chmod 0666, $sock;
+    my $sel = IO::Select->new($l);
+    my %buf;
+    my $end = time + 20;
+    open my $log, '>', "$dir/decides.jsonl" or POSIX::_exit(1);
+    $log->autoflush(1);
+    while (time < $end) {
+        for my $h ($sel->can_read(0.1)) {
+            if ($h == $l) { my $c = $l->accept or next; $sel->add($c); next }
+            my $n = sysread $h, $buf{$h}, 65536, length($buf{$h} // '');
+            if (!$n) { $sel->remove($h); next }
+            while (length $buf{$h} >= 9) {
+                my ($len, $type, $id) = unpack 'NCN', $buf{$h};
+                last if length $buf{$h} < 4 + $len;
+                my $body = substr $buf{$h}, 9, $len - 5;
+                substr($buf{$h}, 0, 4 + $len) = '';
+                if ($type == 1) {
+                    syswrite $h, frame(1, $id, { version => 1,
+                        max_frame => 65536, node => 'fake' });
+                } elsif ($type == 2) {
+                    print $log "$body\n";
+                    syswrite $h, frame(3, $id, { decision => 'allow',
+                        score => 0, signals => [],
+                        decision_id => '01900000-0000-7000-8000-000000000001' });
+                }
+                # AUDITs are not acknowledged: they wait for the real one
+            }
+        }
+    }
+    POSIX::_exit(0);
+}
+for (1 .. 100) {
+    $r = req('GET', '/r/claims', $rich);
+    last if ($r->{status} // 0) == 200 && -s "$dir/decides.jsonl";
+    sleep 0.1;
+}
+kill 'KILL', $fake;
+waitpid $fake, 0;
+open my $dl, '<', "$dir/decides.jsonl" or die;
+my ($decide) = map { $json->decode($_) } grep { /"r1"/ } <$dl>;
+is_deeply($decide->{claims}, { roles => ['reader'] },
+          'DECIDE sends the claims the risk rules read, and no others');
+unlink $sock;
+start_guardd();
 
 # the ring's size cannot change on a reload (its records would be lost)
 $t->errlog_ok('no alert or emerg before the refused reload');
