@@ -30,7 +30,7 @@
 #define NGX_HTTP_GUARD_AUDIT_SLOTS    1024
 #define NGX_HTTP_GUARD_AUDIT_RESEND   5      /* s without an ACK */
 #define NGX_HTTP_GUARD_AUDIT_TICK     1000   /* ms */
-#define NGX_HTTP_GUARD_AUDIT_BATCH    256    /* records sent at a time */
+#define NGX_HTTP_GUARD_AUDIT_BATCH    64     /* records sent at a time */
 #define NGX_HTTP_GUARD_AUDIT_SEAL     1      /* s idle: seal the spill */
 #define NGX_HTTP_GUARD_AUDIT_SPILL_MAX  (16 * 1024 * 1024)
 #define NGX_HTTP_GUARD_AUDIT_ALL      ((ngx_uint_t) -1)   /* connections */
@@ -113,6 +113,7 @@ static ngx_http_guard_spill_t        ngx_http_guard_spill = { .fd = -1 };
 static ngx_event_t                   ngx_http_guard_audit_timer;
 static ngx_event_t                   ngx_http_guard_audit_kick;
 static ngx_msec_t                    ngx_http_guard_audit_complained;
+static u_char                       *ngx_http_guard_audit_copies;
 
 
 /* guard_audit_spill /path; */
@@ -307,6 +308,14 @@ ngx_http_guard_audit_init_process(ngx_cycle_t *cycle)
 
     if (gmcf == NULL || gmcf->audit_zone == NULL) {
         return NGX_OK;
+    }
+
+    /* a batch of records, copied out of the ring to be sent */
+    ngx_http_guard_audit_copies = ngx_palloc(cycle->pool,
+                                             NGX_HTTP_GUARD_AUDIT_BATCH
+                                             * NGX_HTTP_GUARD_AUDIT_DATA);
+    if (ngx_http_guard_audit_copies == NULL) {
+        return NGX_ERROR;
     }
 
     ngx_http_guard_audit = gmcf->audit_zone->data;
@@ -679,13 +688,15 @@ ngx_http_guard_audit_record(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 static void
 ngx_http_guard_audit_drain(void)
 {
+    u_char                       *p;
     time_t                        now;
     uint64_t                      n;
     ngx_int_t                     conn;
     ngx_uint_t                    i, count, more;
     ngx_http_guard_audit_sh_t    *sh;
     ngx_http_guard_audit_slot_t  *slot;
-    uint32_t                      batch[NGX_HTTP_GUARD_AUDIT_BATCH];
+    uint32_t                      index[NGX_HTTP_GUARD_AUDIT_BATCH];
+    size_t                        len[NGX_HTTP_GUARD_AUDIT_BATCH];
 
     if (ngx_http_guard_audit == NULL) {
         return;
@@ -701,6 +712,11 @@ ngx_http_guard_audit_drain(void)
     now = ngx_time();
     count = 0;
     more = 0;
+
+    /*
+     * the records are copied under the lock: once it is released, an
+     * earlier send's late ACK may free a slot and another worker reuse it
+     */
 
     ngx_shmtx_lock(&ngx_http_guard_audit->shpool->mutex);
 
@@ -724,22 +740,22 @@ ngx_http_guard_audit_drain(void)
         slot->conn = conn;
         slot->sent = now;
 
-        batch[count++] = (uint32_t) (n % sh->nslots);
+        index[count] = (uint32_t) (n % sh->nslots);
+        len[count] = slot->len;
+        ngx_memcpy(ngx_http_guard_audit_copies
+                   + count * NGX_HTTP_GUARD_AUDIT_DATA,
+                   slot->data, slot->len);
+        count++;
     }
 
     ngx_shmtx_unlock(&ngx_http_guard_audit->shpool->mutex);
 
-    /*
-     * the slots are this worker's now: nobody else sends or frees them
-     * before their ACK or before RESEND seconds
-     */
-
     for (i = 0; i < count; i++) {
-        slot = &sh->slots[batch[i]];
+        p = ngx_http_guard_audit_copies + i * NGX_HTTP_GUARD_AUDIT_DATA;
 
         if (ngx_http_guard_sidecar_audit(conn,
-                                         NGX_HTTP_GUARD_AUDIT_ID | batch[i],
-                                         slot->data, slot->len)
+                                         NGX_HTTP_GUARD_AUDIT_ID | index[i],
+                                         p, len[i])
             != NGX_OK)
         {
             /* the connection closed: its records are queued again */
