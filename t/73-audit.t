@@ -125,6 +125,26 @@ $t->write_conf(workers => 2, http => <<'CONF');
         location / { return 200 "backend\n"; }
     }
 CONF
+# configuration errors that nginx -t catches
+my $good = $t->read_file('nginx.conf');
+for my $case (
+    [ 'guard_audit_spill %%DIR%%/nowhere;', qr/nowhere.* failed/,
+      'a spill directory that does not exist' ],
+    [ 'guard_audit_spill %%DIR%%/nginx.conf;', qr/is not a directory/,
+      'a spill path that is a file' ],
+    [ 'guard_audit_ring 4;', qr/guard_audit_ring must be from 8/,
+      'a ring too small' ],
+) {
+    my ($line, $re, $what) = @$case;
+    my ($directive) = $line =~ /^(\S+)/;
+    (my $conf = $good) =~ s/\Q$directive\E [^;]*;/$line/
+        or die "no $directive to replace";
+    $t->write_file('nginx.conf', $t->subst($conf));
+    my ($rc, $out) = $t->test_conf;
+    ok($rc != 0 && $out =~ $re, "nginx -t refuses $what") or diag $out;
+}
+$t->write_file('nginx.conf', $good);
+
 $t->run;
 
 my $exp = time() + 3600;
