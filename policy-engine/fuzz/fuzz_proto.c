@@ -2,7 +2,8 @@
  * libFuzzer target for gd_proto_decode(): `make -C policy-engine fuzz`
  * (needs clang).  Decodes every frame of the input, as a server reading
  * one connection would, and checks that no frame claims more bytes than
- * it was given.
+ * it was given, and that encoding a decoded frame again gives a frame
+ * that decodes to the same thing.
  */
 #include "gd_proto.h"
 
@@ -23,6 +24,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (used > size) {
             abort();
         }
+
+        uint8_t *again;
+        size_t len, used2;
+        gd_frame_t g;
+
+        if (gd_proto_encode(f.type, f.id, f.payload, 65536, &again, &len) ==
+            0) {
+            if (gd_proto_decode(again, len, 65536, &g, &used2, err,
+                                sizeof(err)) != GD_PROTO_OK ||
+                used2 != len || g.type != f.type || g.id != f.id ||
+                (f.payload == NULL) != (g.payload == NULL) ||
+                (f.payload && !json_equal(f.payload, g.payload))) {
+                abort();
+            }
+            json_decref(g.payload);
+            free(again);
+        }
+
         json_decref(f.payload);
         data += used;
         size -= used;
