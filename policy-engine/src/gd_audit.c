@@ -217,38 +217,56 @@ static int apply_rule(int rule, const char *text, size_t len,
 }
 
 /* 1 changed, 0 not, -1 out of memory */
+/*
+ * The rules run again over their own output until nothing changes: a
+ * placeholder can make a boundary that a pattern wanted where the text
+ * it replaced did not (an e-mail right after a masked one), and masking
+ * must be idempotent.  Text that still changes after GD_AUDIT_PASSES
+ * passes is masked whole.
+ */
+#define GD_AUDIT_PASSES 4
+
 static int mask_string(json_t *s, pcre2_match_data *md)
 {
     gd_audit_buf_t cur = {NULL, 0, 0};
     const char *text = json_string_value(s);
     size_t len = json_string_length(s);
-    int rule, rc = 0;
+    int rule, pass, changed = 1, rc = 0;
 
-    for (rule = 0; rule < GD_RE_N; rule++) {
-        gd_audit_buf_t next = {NULL, 0, 0};
-        int r = apply_rule(rule, text, len, md, &next);
+    for (pass = 0; changed && pass < GD_AUDIT_PASSES; pass++) {
+        changed = 0;
 
-        if (r == 1) {
-            free(cur.data);
-            cur = next;
-            text = cur.data;
-            len = cur.len;
-            rc = 1;
-            continue;
+        for (rule = 0; rule < GD_RE_N; rule++) {
+            gd_audit_buf_t next = {NULL, 0, 0};
+            int r = apply_rule(rule, text, len, md, &next);
+
+            if (r == 1) {
+                free(cur.data);
+                cur = next;
+                text = cur.data;
+                len = cur.len;
+                changed = rc = 1;
+                continue;
+            }
+
+            free(next.data);
+
+            if (r == -1) {
+                free(cur.data);
+                return -1;
+            }
+
+            if (r == -2) {
+                /* cannot tell what is in it: nothing of it is kept */
+                free(cur.data);
+                return json_string_set(s, GD_AUDIT_MASKED) == 0 ? 1 : -1;
+            }
         }
+    }
 
-        free(next.data);
-
-        if (r == -1) {
-            free(cur.data);
-            return -1;
-        }
-
-        if (r == -2) {
-            /* cannot tell what is in it: nothing of it is kept */
-            free(cur.data);
-            return json_string_set(s, GD_AUDIT_MASKED) == 0 ? 1 : -1;
-        }
+    if (changed) {
+        free(cur.data);
+        return json_string_set(s, GD_AUDIT_MASKED) == 0 ? 1 : -1;
     }
 
     if (rc == 1) {
