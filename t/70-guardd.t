@@ -622,6 +622,45 @@ like(slurp($glog),
      qr/stopped: 1 records in 1 group commits, 2 duplicates, 1 records from 1 spill files/,
      'the stop line counts duplicates and spilled records');
 
+# started as root with "user": it drops to that user after binding the
+# socket and opening the journal, and still serves, reloads and journals
+SKIP: {
+    skip 'needs root', 7 if $> != 0;
+    my ($uid, $gid) = (getpwnam 'nobody')[2, 3];
+    skip 'no user nobody', 7 unless defined $uid;
+    my $dd = "$dir/drop";
+    mkdir $dd;
+    chmod 0755, $dir, $dd;
+    mkdir "$dd/pol";
+    chmod 0755, "$dd/pol";
+    write_file('drop/pol/plain.json', '{"tenant": "plain"}');
+    chmod 0644, "$dd/pol/plain.json";
+    write_file('drop/guardd.conf', $json->encode({
+        listen => "$dd/g.sock", pid_file => "$dd/g.pid",
+        policies => "$dd/pol", user => 'nobody',
+        journal => { dir => "$dd/journal" },
+    }));
+    my $gp = spawn_guardd($guardd, "$dd/guardd.conf", "$dd/g.sock",
+                          "$dir/guardd-drop.log");
+    my ($ruid, $euid) = slurp("/proc/$gp/status") =~ /^Uid:\s+(\d+)\s+(\d+)/m;
+    is_deeply([$ruid, $euid], [$uid, $uid], 'guardd runs as nobody');
+    is((stat "$dd/journal")[4], $uid, 'its journal directory is nobody\'s');
+    my $ds = IO::Socket::UNIX->new(Peer => "$dd/g.sock", Type => SOCK_STREAM);
+    ok($ds, 'the socket still accepts');
+    print $ds frame(4, 9, { tenant => 'plain', reason => 'token_missing' })
+        if $ds;
+    my ($ack) = $ds ? read_frames($ds, 1) : ();
+    is($ack->{type} // 0, 5, 'an AUDIT is journaled and acknowledged');
+    kill 'HUP', $gp;
+    ok(wait_for(10, sub { slurp("$dir/guardd-drop.log") =~ /reloaded/ }),
+       'SIGHUP reloads the policies as nobody');
+    kill 'TERM', $gp;
+    waitpid $gp, 0;
+    is($? >> 8, 0, 'SIGTERM: exit 0');
+    like(slurp("$dir/guardd-drop.log"), qr/running as nobody/,
+         'the drop is logged');
+}
+
 my @logs = glob "$dir/guardd*.log";
 is_deeply([leaks(@logs)], [], 'no secret is in guardd\'s logs');
 my $all = join '', map { slurp($_) } @logs;
