@@ -477,7 +477,8 @@ my $after = status()->{audit};
 is($after->{dropped} - $before->{dropped}, 14,
    'a full ring and no spill file: 14 of 30 records dropped');
 my @opens = $t->errlog(since_mark => 1) =~ /open\(\) ".*spill.*" failed/g;
-ok(@opens >= 1 && @opens <= 3, 'logged, not once per record');
+# at most a line a second in each of the two workers
+ok(@opens >= 1 && @opens < 14, 'logged, not once per record (' . @opens . ')');
 chmod 0777, "$dir/spill";
 start_guardd();
 for (1 .. 100) { last if status()->{audit}{pending} == 0; sleep 0.1 }
