@@ -75,6 +75,15 @@ sub start_guardd {
 }
 sub stop_guardd {
     my ($sig) = @_;
+    # a clean stop first lets the ring drain: every ACK has arrived
+    if (!$sig && $t->pid && $t->pid_alive($t->pid)) {
+        for (1 .. 100) {
+            my $r = $t->get('/status');
+            my $p = eval { $json->decode($r->{body})->{audit}{pending} };
+            last if defined $p && $p == 0;
+            sleep 0.1;
+        }
+    }
     kill $sig // 'TERM', $gpid;
     waitpid $gpid, 0;
     undef $gpid;
