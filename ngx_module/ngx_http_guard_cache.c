@@ -22,10 +22,15 @@
 
 typedef struct {
     ngx_http_guard_lru_node_t    lru;         /* expires: the token's exp */
+    u_short                      key_len;     /* the zone's key layout */
     u_char                       key[NGX_HTTP_GUARD_HASH_LEN];
     size_t                       len;
     u_char                       data[1];
 } ngx_http_guard_cache_node_t;
+
+
+#define NGX_HTTP_GUARD_CACHE_OFF                                             \
+    offsetof(ngx_http_guard_cache_node_t, key_len)
 
 
 /* the packed claims: this header, then lengths, then bytes */
@@ -199,6 +204,7 @@ ngx_http_guard_cache_put(ngx_http_request_t *r, u_char *key,
     }
 
     ngx_memcpy(&cn->lru.node.key, key, sizeof(ngx_rbtree_key_t));
+    cn->key_len = NGX_HTTP_GUARD_HASH_LEN;
     ngx_memcpy(cn->key, key, NGX_HTTP_GUARD_HASH_LEN);
 
     cn->lru.expires = (uint64_t) claims->exp * 1000000;
@@ -216,77 +222,22 @@ static void
 ngx_http_guard_cache_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
 {
-    ngx_rbtree_node_t           **p;
-    ngx_http_guard_cache_node_t  *cn, *ct;
-
-    for ( ;; ) {
-
-        if (node->key < temp->key) {
-            p = &temp->left;
-
-        } else if (node->key > temp->key) {
-            p = &temp->right;
-
-        } else {
-            cn = (ngx_http_guard_cache_node_t *) node;
-            ct = (ngx_http_guard_cache_node_t *) temp;
-
-            p = (ngx_memcmp(cn->key, ct->key, NGX_HTTP_GUARD_HASH_LEN) < 0)
-                ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
+    ngx_http_guard_zone_insert(temp, node, sentinel,
+                               NGX_HTTP_GUARD_CACHE_OFF);
 }
 
 
 static ngx_http_guard_cache_node_t *
 ngx_http_guard_cache_lookup(ngx_http_guard_cache_sh_t *cache, u_char *key)
 {
-    ngx_int_t                     rc;
-    ngx_rbtree_key_t              hash;
-    ngx_rbtree_node_t            *node, *sentinel;
-    ngx_http_guard_cache_node_t  *cn;
+    ngx_rbtree_key_t  hash;
 
     ngx_memcpy(&hash, key, sizeof(ngx_rbtree_key_t));
 
-    node = cache->lru.rbtree.root;
-    sentinel = cache->lru.rbtree.sentinel;
-
-    while (node != sentinel) {
-
-        if (hash < node->key) {
-            node = node->left;
-            continue;
-        }
-
-        if (hash > node->key) {
-            node = node->right;
-            continue;
-        }
-
-        cn = (ngx_http_guard_cache_node_t *) node;
-
-        rc = ngx_memcmp(key, cn->key, NGX_HTTP_GUARD_HASH_LEN);
-
-        if (rc == 0) {
-            return cn;
-        }
-
-        node = (rc < 0) ? node->left : node->right;
-    }
-
-    return NULL;
+    return (ngx_http_guard_cache_node_t *)
+               ngx_http_guard_zone_lookup(&cache->lru.rbtree, key,
+                                          NGX_HTTP_GUARD_HASH_LEN, hash,
+                                          NGX_HTTP_GUARD_CACHE_OFF);
 }
 
 

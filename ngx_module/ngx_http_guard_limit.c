@@ -64,8 +64,6 @@ typedef struct {
 } ngx_http_guard_rate_check_t;
 
 
-static ngx_rbtree_node_t *ngx_http_guard_limit_lookup(ngx_rbtree_t *tree,
-    ngx_str_t *key, uint32_t hash, size_t offset);
 static void ngx_http_guard_limit_rate_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static void ngx_http_guard_limit_conc_insert(ngx_rbtree_node_t *temp,
@@ -84,12 +82,7 @@ ngx_http_guard_limit_init(ngx_http_guard_limit_sh_t *sh)
 }
 
 
-/* both node types end with (len, data): the offset of len tells which */
-
-#define ngx_http_guard_limit_len(n, off)                                     \
-    (*(u_short *) ((u_char *) (n) + (off)))
-#define ngx_http_guard_limit_data(n, off)                                    \
-    ((u_char *) (n) + (off) + sizeof(u_short))
+/* both node types end with their key: (len, data) */
 
 #define NGX_HTTP_GUARD_RATE_OFF                                              \
     offsetof(ngx_http_guard_rate_node_t, len)
@@ -98,50 +91,11 @@ ngx_http_guard_limit_init(ngx_http_guard_limit_sh_t *sh)
 
 
 static void
-ngx_http_guard_limit_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
-    ngx_rbtree_node_t *sentinel, size_t off)
-{
-    ngx_int_t            rc;
-    ngx_rbtree_node_t  **p;
-
-    for ( ;; ) {
-
-        if (node->key < temp->key) {
-            p = &temp->left;
-
-        } else if (node->key > temp->key) {
-            p = &temp->right;
-
-        } else {
-            rc = ngx_memn2cmp(ngx_http_guard_limit_data(node, off),
-                              ngx_http_guard_limit_data(temp, off),
-                              ngx_http_guard_limit_len(node, off),
-                              ngx_http_guard_limit_len(temp, off));
-
-            p = (rc < 0) ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
-}
-
-
-static void
 ngx_http_guard_limit_rate_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
 {
-    ngx_http_guard_limit_insert(temp, node, sentinel,
-                                NGX_HTTP_GUARD_RATE_OFF);
+    ngx_http_guard_zone_insert(temp, node, sentinel,
+                               NGX_HTTP_GUARD_RATE_OFF);
 }
 
 
@@ -149,44 +103,8 @@ static void
 ngx_http_guard_limit_conc_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
 {
-    ngx_http_guard_limit_insert(temp, node, sentinel,
-                                NGX_HTTP_GUARD_CONC_OFF);
-}
-
-
-static ngx_rbtree_node_t *
-ngx_http_guard_limit_lookup(ngx_rbtree_t *tree, ngx_str_t *key,
-    uint32_t hash, size_t off)
-{
-    ngx_int_t           rc;
-    ngx_rbtree_node_t  *node, *sentinel;
-
-    node = tree->root;
-    sentinel = tree->sentinel;
-
-    while (node != sentinel) {
-
-        if (hash < node->key) {
-            node = node->left;
-            continue;
-        }
-
-        if (hash > node->key) {
-            node = node->right;
-            continue;
-        }
-
-        rc = ngx_memn2cmp(key->data, ngx_http_guard_limit_data(node, off),
-                          key->len, ngx_http_guard_limit_len(node, off));
-
-        if (rc == 0) {
-            return node;
-        }
-
-        node = (rc < 0) ? node->left : node->right;
-    }
-
-    return NULL;
+    ngx_http_guard_zone_insert(temp, node, sentinel,
+                               NGX_HTTP_GUARD_CONC_OFF);
 }
 
 
@@ -390,9 +308,10 @@ ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     for (i = 0; i < n; i++) {
         c = &checks[i];
 
-        c->node = ngx_http_guard_limit_lookup(&zone->sh->limit.rate.rbtree,
-                                              &c->key, c->hash,
-                                              NGX_HTTP_GUARD_RATE_OFF);
+        c->node = ngx_http_guard_zone_lookup(&zone->sh->limit.rate.rbtree,
+                                             c->key.data, c->key.len,
+                                             c->hash,
+                                             NGX_HTTP_GUARD_RATE_OFF);
 
         c->tat = now;
 
@@ -522,9 +441,9 @@ ngx_http_guard_limit_concurrency(ngx_http_request_t *r,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    node = ngx_http_guard_limit_lookup(&zone->sh->limit.conc_rbtree,
-                                       &ctx->tenant, hash,
-                                       NGX_HTTP_GUARD_CONC_OFF);
+    node = ngx_http_guard_zone_lookup(&zone->sh->limit.conc_rbtree,
+                                      ctx->tenant.data, ctx->tenant.len,
+                                      hash, NGX_HTTP_GUARD_CONC_OFF);
 
     if (node) {
         cn = (ngx_http_guard_conc_node_t *) node;

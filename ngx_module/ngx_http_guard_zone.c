@@ -132,6 +132,83 @@ ngx_http_guard_zone_get(ngx_http_request_t *r)
 }
 
 
+/* the rbtree insert of every tree of the zone, its entries' key at off */
+
+void
+ngx_http_guard_zone_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
+    ngx_rbtree_node_t *sentinel, size_t off)
+{
+    ngx_int_t            rc;
+    ngx_rbtree_node_t  **p;
+
+    for ( ;; ) {
+
+        if (node->key < temp->key) {
+            p = &temp->left;
+
+        } else if (node->key > temp->key) {
+            p = &temp->right;
+
+        } else {
+            rc = ngx_memn2cmp(ngx_http_guard_zone_key_data(node, off),
+                              ngx_http_guard_zone_key_data(temp, off),
+                              ngx_http_guard_zone_key_len(node, off),
+                              ngx_http_guard_zone_key_len(temp, off));
+
+            p = (rc < 0) ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+ngx_rbtree_node_t *
+ngx_http_guard_zone_lookup(ngx_rbtree_t *tree, u_char *key, size_t len,
+    ngx_rbtree_key_t hash, size_t off)
+{
+    ngx_int_t           rc;
+    ngx_rbtree_node_t  *node, *sentinel;
+
+    node = tree->root;
+    sentinel = tree->sentinel;
+
+    while (node != sentinel) {
+
+        if (hash < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (hash > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        rc = ngx_memn2cmp(key, ngx_http_guard_zone_key_data(node, off), len,
+                          ngx_http_guard_zone_key_len(node, off));
+
+        if (rc == 0) {
+            return node;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
 /* the wall clock in microseconds: shared by workers, kept across reloads */
 
 uint64_t

@@ -33,6 +33,22 @@ typedef struct {
 } ngx_http_guard_zone_t;
 
 
+/*
+ * Every tree of the zone is keyed the same way: the rbtree key is a hash
+ * of the entry's key, and the key itself, a u_short length then its
+ * bytes, sits at a fixed offset in the entry (each tree its own).
+ */
+
+#define ngx_http_guard_zone_key_len(n, off)                                  \
+    (*(u_short *) ((u_char *) (n) + (off)))
+#define ngx_http_guard_zone_key_data(n, off)                                 \
+    ((u_char *) (n) + (off) + sizeof(u_short))
+
+
+void ngx_http_guard_zone_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel, size_t off);
+ngx_rbtree_node_t *ngx_http_guard_zone_lookup(ngx_rbtree_t *tree,
+    u_char *key, size_t len, ngx_rbtree_key_t hash, size_t off);
 uint64_t ngx_http_guard_zone_now(void);
 void ngx_http_guard_lru_free_locked(ngx_http_guard_zone_t *zone,
     ngx_http_guard_lru_t *lru, ngx_http_guard_lru_node_t *ln);
