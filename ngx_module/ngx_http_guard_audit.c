@@ -22,6 +22,7 @@
 #include "ngx_http_guard_problem.h"
 #include "ngx_http_guard_policy.h"
 #include "ngx_http_guard_sidecar.h"
+#include "ngx_http_guard_zone.h"
 
 #include "gd_audit.h"
 
@@ -254,36 +255,25 @@ ngx_http_guard_audit_add(ngx_conf_t *cf, ngx_http_guard_main_conf_t *gmcf)
 static ngx_int_t
 ngx_http_guard_audit_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
-    ngx_http_guard_audit_zone_t  *ozone = data;
-
+    ngx_uint_t                    fresh;
     ngx_http_guard_audit_zone_t  *zone;
 
     zone = shm_zone->data;
-
-    if (ozone) {
-        /* a reload: the records in the ring stay */
-        zone->sh = ozone->sh;
-        zone->shpool = ozone->shpool;
-        return NGX_OK;
-    }
-
     zone->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
-    if (shm_zone->shm.exists) {
-        zone->sh = zone->shpool->data;
-        return NGX_OK;
-    }
-
-    zone->sh = ngx_slab_calloc(zone->shpool,
-                               sizeof(ngx_http_guard_audit_sh_t)
-                               + zone->nslots
-                                 * sizeof(ngx_http_guard_audit_slot_t));
+    /* on a reload, the records in the ring stay */
+    zone->sh = ngx_http_guard_shm_data(shm_zone, data,
+                                       sizeof(ngx_http_guard_audit_sh_t)
+                                       + zone->nslots
+                                         * sizeof(ngx_http_guard_audit_slot_t),
+                                       &fresh);
     if (zone->sh == NULL) {
         return NGX_ERROR;
     }
 
-    zone->sh->nslots = zone->nslots;
-    zone->shpool->data = zone->sh;
+    if (fresh) {
+        zone->sh->nslots = zone->nslots;
+    }
 
     return NGX_OK;
 }

@@ -69,51 +69,70 @@ ngx_http_guard_zone_add(ngx_conf_t *cf, ngx_http_guard_main_conf_t *gmcf)
 static ngx_int_t
 ngx_http_guard_zone_init(ngx_shm_zone_t *shm_zone, void *data)
 {
-    ngx_http_guard_zone_t  *ozone = data;
-
-    size_t                  len;
+    ngx_uint_t              fresh;
     ngx_http_guard_zone_t  *zone;
 
     zone = shm_zone->data;
-
-    if (ozone) {
-        /* a reload with an unchanged size: keep everything */
-        zone->sh = ozone->sh;
-        zone->shpool = ozone->shpool;
-        return NGX_OK;
-    }
-
     zone->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    if (shm_zone->shm.exists) {
-        zone->sh = zone->shpool->data;
-        return NGX_OK;
-    }
-
-    zone->sh = ngx_slab_calloc(zone->shpool, sizeof(ngx_http_guard_sh_t));
+    zone->sh = ngx_http_guard_shm_data(shm_zone, data,
+                                       sizeof(ngx_http_guard_sh_t), &fresh);
     if (zone->sh == NULL) {
         return NGX_ERROR;
     }
 
-    zone->shpool->data = zone->sh;
+    if (fresh) {
+        ngx_http_guard_cache_init(&zone->sh->cache);
+        ngx_http_guard_limit_init(&zone->sh->limit);
+    }
 
-    ngx_http_guard_cache_init(&zone->sh->cache);
-    ngx_http_guard_limit_init(&zone->sh->limit);
+    return NGX_OK;
+}
+
+
+/*
+ * The shared structure of one of the module's zones: the one the zone
+ * holds already (a reload kept the zone, with its contents), or a new one
+ * of size bytes, zeroed (*fresh set: the caller initializes it).
+ */
+
+void *
+ngx_http_guard_shm_data(ngx_shm_zone_t *shm_zone, void *data, size_t size,
+    ngx_uint_t *fresh)
+{
+    void             *sh;
+    size_t            len;
+    ngx_slab_pool_t  *shpool;
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+    *fresh = 0;
+
+    if (data || shm_zone->shm.exists) {
+        return shpool->data;
+    }
+
+    sh = ngx_slab_calloc(shpool, size);
+    if (sh == NULL) {
+        return NULL;
+    }
+
+    shpool->data = sh;
 
     len = sizeof(" in guard zone \"\"") + shm_zone->shm.name.len;
 
-    zone->shpool->log_ctx = ngx_slab_alloc(zone->shpool, len);
-    if (zone->shpool->log_ctx == NULL) {
-        return NGX_ERROR;
+    shpool->log_ctx = ngx_slab_alloc(shpool, len);
+    if (shpool->log_ctx == NULL) {
+        return NULL;
     }
 
-    ngx_sprintf(zone->shpool->log_ctx, " in guard zone \"%V\"%Z",
+    ngx_sprintf(shpool->log_ctx, " in guard zone \"%V\"%Z",
                 &shm_zone->shm.name);
 
     /* a full zone evicts, it is not an error worth a log line */
-    zone->shpool->log_nomem = 0;
+    shpool->log_nomem = 0;
 
-    return NGX_OK;
+    *fresh = 1;
+
+    return sh;
 }
 
 

@@ -49,6 +49,8 @@ void ngx_http_guard_zone_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel, size_t off);
 ngx_rbtree_node_t *ngx_http_guard_zone_lookup(ngx_rbtree_t *tree,
     u_char *key, size_t len, ngx_rbtree_key_t hash, size_t off);
+void *ngx_http_guard_shm_data(ngx_shm_zone_t *shm_zone, void *data,
+    size_t size, ngx_uint_t *fresh);
 uint64_t ngx_http_guard_zone_now(void);
 void ngx_http_guard_lru_free_locked(ngx_http_guard_zone_t *zone,
     ngx_http_guard_lru_t *lru, ngx_http_guard_lru_node_t *ln);
