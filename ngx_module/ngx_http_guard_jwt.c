@@ -110,6 +110,8 @@ static char *ngx_http_guard_jwt_oct_key(ngx_conf_t *cf, json_t *jwk,
     ngx_http_guard_key_t *key);
 static void ngx_http_guard_jwt_keyset_cleanup(void *data);
 
+static ngx_int_t ngx_http_guard_jwt_parts(ngx_str_t *token,
+    ngx_str_t *part);
 static ngx_int_t ngx_http_guard_jwt_b64(ngx_pool_t *pool, u_char *p,
     size_t len, ngx_str_t *out);
 static ngx_int_t ngx_http_guard_jwt_verify_sig(ngx_http_request_t *r,
@@ -753,34 +755,52 @@ ngx_http_guard_jwt_token(ngx_http_request_t *r,
 json_t *
 ngx_http_guard_jwt_peek(ngx_http_request_t *r, ngx_str_t *token)
 {
-    u_char        *dot1, *dot2, *last;
-    ngx_str_t      pb;
-    json_error_t   err;
+    ngx_str_t     part[3], pb;
+    json_error_t  err;
 
-    if (token->len > NGX_HTTP_GUARD_TOKEN_MAX) {
-        return NULL;
-    }
-
-    last = token->data + token->len;
-
-    dot1 = ngx_strlchr(token->data, last, '.');
-    if (dot1 == NULL) {
-        return NULL;
-    }
-
-    dot2 = ngx_strlchr(dot1 + 1, last, '.');
-    if (dot2 == NULL) {
-        return NULL;
-    }
-
-    if (ngx_http_guard_jwt_b64(r->pool, dot1 + 1, dot2 - dot1 - 1, &pb)
-        != NGX_OK)
+    if (token->len > NGX_HTTP_GUARD_TOKEN_MAX
+        || ngx_http_guard_jwt_parts(token, part) != NGX_OK
+        || ngx_http_guard_jwt_b64(r->pool, part[1].data, part[1].len, &pb)
+           != NGX_OK)
     {
         return NULL;
     }
 
     return json_loadb((char *) pb.data, pb.len, NGX_HTTP_GUARD_JSON_FLAGS,
                       &err);
+}
+
+
+/* the three base64url parts of a JWS compact serialization */
+
+static ngx_int_t
+ngx_http_guard_jwt_parts(ngx_str_t *token, ngx_str_t *part)
+{
+    u_char      *p, *dot, *last;
+    ngx_uint_t   i;
+
+    p = token->data;
+    last = token->data + token->len;
+
+    for (i = 0; i < 2; i++) {
+        dot = ngx_strlchr(p, last, '.');
+        if (dot == NULL) {
+            return NGX_DECLINED;
+        }
+
+        part[i].data = p;
+        part[i].len = dot - p;
+        p = dot + 1;
+    }
+
+    if (ngx_strlchr(p, last, '.') != NULL) {
+        return NGX_DECLINED;
+    }
+
+    part[2].data = p;
+    part[2].len = last - p;
+
+    return NGX_OK;
 }
 
 
@@ -818,9 +838,8 @@ ngx_http_guard_reason_e
 ngx_http_guard_jwt_verify(ngx_http_request_t *r, ngx_http_guard_keyset_t *ks,
     ngx_str_t *token, json_t **payload, ngx_str_t *payload_text)
 {
-    u_char                *dot1, *dot2, *last;
     json_t                *header, *v;
-    ngx_str_t              hb, pb, sig, data, kid, alg;
+    ngx_str_t              part[3], hb, pb, sig, data, kid, alg;
     ngx_uint_t             i, tried;
     json_error_t           err;
     ngx_http_guard_key_t  *key;
@@ -829,23 +848,12 @@ ngx_http_guard_jwt_verify(ngx_http_request_t *r, ngx_http_guard_keyset_t *ks,
 
     /* the caller refused tokens over NGX_HTTP_GUARD_TOKEN_MAX already */
 
-    last = token->data + token->len;
-
-    dot1 = ngx_strlchr(token->data, last, '.');
-    if (dot1 == NULL) {
-        return NGX_HTTP_GUARD_TOKEN_MALFORMED;
-    }
-
-    dot2 = ngx_strlchr(dot1 + 1, last, '.');
-    if (dot2 == NULL || ngx_strlchr(dot2 + 1, last, '.') != NULL) {
-        return NGX_HTTP_GUARD_TOKEN_MALFORMED;
-    }
-
-    if (ngx_http_guard_jwt_b64(r->pool, token->data, dot1 - token->data, &hb)
-        != NGX_OK
-        || ngx_http_guard_jwt_b64(r->pool, dot1 + 1, dot2 - dot1 - 1, &pb)
+    if (ngx_http_guard_jwt_parts(token, part) != NGX_OK
+        || ngx_http_guard_jwt_b64(r->pool, part[0].data, part[0].len, &hb)
            != NGX_OK
-        || ngx_http_guard_jwt_b64(r->pool, dot2 + 1, last - dot2 - 1, &sig)
+        || ngx_http_guard_jwt_b64(r->pool, part[1].data, part[1].len, &pb)
+           != NGX_OK
+        || ngx_http_guard_jwt_b64(r->pool, part[2].data, part[2].len, &sig)
            != NGX_OK)
     {
         return NGX_HTTP_GUARD_TOKEN_MALFORMED;
@@ -888,8 +896,9 @@ ngx_http_guard_jwt_verify(ngx_http_request_t *r, ngx_http_guard_keyset_t *ks,
         goto done;
     }
 
+    /* the signing input: header "." payload */
     data.data = token->data;
-    data.len = dot2 - token->data;
+    data.len = part[1].data + part[1].len - token->data;
 
     key = ks->keys.elts;
     tried = 0;
