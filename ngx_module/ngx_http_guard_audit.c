@@ -282,19 +282,10 @@ ngx_http_guard_audit_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 /* the worker's part */
 
 ngx_int_t
-ngx_http_guard_audit_init_process(ngx_cycle_t *cycle)
+ngx_http_guard_audit_init_process(ngx_cycle_t *cycle,
+    ngx_http_guard_main_conf_t *gmcf)
 {
-    ngx_http_guard_main_conf_t  *gmcf;
-
     ngx_http_guard_audit = NULL;
-
-    if (ngx_http_cycle_get_module_main_conf(cycle, ngx_http_core_module)
-        == NULL)
-    {
-        return NGX_OK;
-    }
-
-    gmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_guard_module);
 
     if (gmcf == NULL || gmcf->audit_zone == NULL) {
         return NGX_OK;
@@ -356,22 +347,14 @@ ngx_http_guard_audit_exit_process(ngx_cycle_t *cycle)
  */
 
 void
-ngx_http_guard_audit_exit_master(ngx_cycle_t *cycle)
+ngx_http_guard_audit_exit_master(ngx_cycle_t *cycle,
+    ngx_http_guard_main_conf_t *gmcf)
 {
     uint64_t                      n, left;
     ngx_http_guard_spill_t        sp;
     ngx_http_guard_audit_sh_t    *sh;
     ngx_http_guard_audit_zone_t  *zone;
-    ngx_http_guard_main_conf_t   *gmcf;
     ngx_http_guard_audit_slot_t  *slot;
-
-    if (ngx_http_cycle_get_module_main_conf(cycle, ngx_http_core_module)
-        == NULL)
-    {
-        return;
-    }
-
-    gmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_guard_module);
 
     if (gmcf == NULL || gmcf->audit_zone == NULL) {
         return;

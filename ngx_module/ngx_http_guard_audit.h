@@ -22,9 +22,11 @@ char *ngx_http_guard_audit_spill(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_guard_audit_add(ngx_conf_t *cf,
     ngx_http_guard_main_conf_t *gmcf);
-ngx_int_t ngx_http_guard_audit_init_process(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_guard_audit_init_process(ngx_cycle_t *cycle,
+    ngx_http_guard_main_conf_t *gmcf);
 void ngx_http_guard_audit_exit_process(ngx_cycle_t *cycle);
-void ngx_http_guard_audit_exit_master(ngx_cycle_t *cycle);
+void ngx_http_guard_audit_exit_master(ngx_cycle_t *cycle,
+    ngx_http_guard_main_conf_t *gmcf);
 
 void ngx_http_guard_audit_request(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx);

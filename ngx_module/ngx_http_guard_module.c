@@ -53,6 +53,8 @@ static ngx_int_t ngx_http_guard_log_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_guard_init_process(ngx_cycle_t *cycle);
 static void ngx_http_guard_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_guard_exit_master(ngx_cycle_t *cycle);
+static ngx_http_guard_main_conf_t *ngx_http_guard_cycle_main_conf(
+    ngx_cycle_t *cycle);
 
 static ngx_int_t ngx_http_guard_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -1217,21 +1219,41 @@ ngx_http_guard_exit_process(ngx_cycle_t *cycle)
 static void
 ngx_http_guard_exit_master(ngx_cycle_t *cycle)
 {
-    ngx_http_guard_audit_exit_master(cycle);
+    ngx_http_guard_audit_exit_master(cycle,
+                                     ngx_http_guard_cycle_main_conf(cycle));
 }
 
 
 static ngx_int_t
 ngx_http_guard_init_process(ngx_cycle_t *cycle)
 {
+    ngx_http_guard_main_conf_t  *gmcf;
+
     /* a worker must not share the master's random block */
     gd_uuid_gen_init(&ngx_http_guard_uuid_gen);
 
-    if (ngx_http_guard_audit_init_process(cycle) != NGX_OK) {
+    gmcf = ngx_http_guard_cycle_main_conf(cycle);
+
+    if (ngx_http_guard_audit_init_process(cycle, gmcf) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    return ngx_http_guard_sidecar_init_process(cycle);
+    return ngx_http_guard_sidecar_init_process(cycle, gmcf);
+}
+
+
+/* the module's main configuration in a cycle: NULL without an http block */
+
+static ngx_http_guard_main_conf_t *
+ngx_http_guard_cycle_main_conf(ngx_cycle_t *cycle)
+{
+    if (ngx_http_cycle_get_module_main_conf(cycle, ngx_http_core_module)
+        == NULL)
+    {
+        return NULL;
+    }
+
+    return ngx_http_cycle_get_module_main_conf(cycle, ngx_http_guard_module);
 }
 
 

@@ -93,6 +93,7 @@ static void ngx_http_guard_sc_timeout(ngx_event_t *ev);
 static void ngx_http_guard_sc_wake(ngx_http_guard_sc_waiter_t *w,
     ngx_int_t verdict, json_t *payload);
 static void ngx_http_guard_sc_waiter_cleanup(void *data);
+static void ngx_http_guard_sc_detach(ngx_http_guard_sc_waiter_t *w);
 static void ngx_http_guard_sc_failed(void);
 static ngx_int_t ngx_http_guard_sc_claims(json_t *doc,
     ngx_http_guard_policy_t *gp, json_t *claims);
@@ -182,22 +183,14 @@ ngx_http_guard_sidecar(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 /* the worker's connections */
 
 ngx_int_t
-ngx_http_guard_sidecar_init_process(ngx_cycle_t *cycle)
+ngx_http_guard_sidecar_init_process(ngx_cycle_t *cycle,
+    ngx_http_guard_main_conf_t *gmcf)
 {
-    ngx_uint_t                   i;
-    ngx_http_guard_sc_conn_t    *sc;
-    ngx_http_guard_main_conf_t  *gmcf;
+    ngx_uint_t                 i;
+    ngx_http_guard_sc_conn_t  *sc;
 
     ngx_http_guard_sc_conns = NULL;
     ngx_http_guard_sc_conf = NULL;
-
-    if (ngx_http_cycle_get_module_main_conf(cycle, ngx_http_core_module)
-        == NULL)
-    {
-        return NGX_OK;
-    }
-
-    gmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_guard_module);
 
     if (gmcf == NULL || gmcf->sidecar == NULL) {
         return NGX_OK;
@@ -948,16 +941,7 @@ ngx_http_guard_sc_wake(ngx_http_guard_sc_waiter_t *w, ngx_int_t verdict,
         return;
     }
 
-    w->done = 1;
-    ngx_queue_remove(&w->queue);
-
-    if (w->timer.timer_set) {
-        ngx_del_timer(&w->timer);
-    }
-
-    if (w->timer.posted) {
-        ngx_delete_posted_event(&w->timer);
-    }
+    ngx_http_guard_sc_detach(w);
 
     r = w->request;
     ctx = w->ctx;
@@ -1017,15 +1001,24 @@ ngx_http_guard_sc_waiter_cleanup(void *data)
     /* the request is gone before its verdict */
 
     if (!w->done) {
-        w->done = 1;
-        ngx_queue_remove(&w->queue);
+        ngx_http_guard_sc_detach(w);
+    }
+}
 
-        if (w->timer.timer_set) {
-            ngx_del_timer(&w->timer);
-        }
 
-        if (w->timer.posted) {
-            ngx_delete_posted_event(&w->timer);
-        }
+/* a waiter leaves its connection's queue and its timer */
+
+static void
+ngx_http_guard_sc_detach(ngx_http_guard_sc_waiter_t *w)
+{
+    w->done = 1;
+    ngx_queue_remove(&w->queue);
+
+    if (w->timer.timer_set) {
+        ngx_del_timer(&w->timer);
+    }
+
+    if (w->timer.posted) {
+        ngx_delete_posted_event(&w->timer);
     }
 }

@@ -28,7 +28,8 @@ struct ngx_http_guard_sidecar_conf_s {
 
 char *ngx_http_guard_sidecar(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-ngx_int_t ngx_http_guard_sidecar_init_process(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_guard_sidecar_init_process(ngx_cycle_t *cycle,
+    ngx_http_guard_main_conf_t *gmcf);
 void ngx_http_guard_sidecar_exit_process(ngx_cycle_t *cycle);
 
 ngx_int_t ngx_http_guard_sidecar_pick(void);
