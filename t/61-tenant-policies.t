@@ -29,7 +29,7 @@ use JSON::PP;
 use POSIX ();
 use Socket qw(SOL_SOCKET SO_LINGER);
 use Time::HiRes qw(sleep time);
-use Guard::Test;
+use Guard::Test qw(:DEFAULT wait_for);
 
 my $t = Guard::Test->new;
 my $kd = $t->jwt_keys;
@@ -109,15 +109,6 @@ sub refusal_ok {
     };
 }
 
-sub bounded_wait {
-    my ($secs, $cond) = @_;
-    my $end = time + $secs;
-    while (1) {
-        my $v = $cond->();
-        return $v if $v || time >= $end;
-        sleep 0.02;
-    }
-}
 
 # --- the slow backend --------------------------------------------------------
 
@@ -247,7 +238,7 @@ sub release {
 # all the ids arrived at the backend (bounded)
 sub wait_recv {
     my (@ids) = @_;
-    return bounded_wait(5, sub {
+    return wait_for(5, sub {
         my $log = $t->read_file($BLOG) // '';
         !grep { $log !~ /^recv \Q$_\E$/m } @ids;
     });
@@ -257,7 +248,7 @@ sub wait_recv {
 sub wait_logged {
     my ($id, $secs) = @_;
     my $st;
-    bounded_wait($secs // 5, sub {
+    wait_for($secs // 5, sub {
         my $log = $t->read_file("$dir/ids.log") // '';
         ($st) = $log =~ /^\Q$id\E (\d{3}) /m;
         defined $st;
@@ -938,7 +929,7 @@ my $conc = tok('conc');
     my %old = map { $_ => 1 } $t->worker_pids;
     $t->errlog_mark;
     kill 'HUP', $master;
-    my $ok = bounded_wait(10, sub {
+    my $ok = wait_for(10, sub {
         (grep { !$old{$_} } $t->worker_pids) >= 2
     });
     ok($ok, '(f) reload: two new workers');
@@ -946,7 +937,7 @@ my $conc = tok('conc');
     ok((grep { $t->pid_alive($_) } keys %old) >= 1,
        '(f) an old worker is still serving the held request');
     my $new_version;
-    bounded_wait(5, sub {
+    wait_for(5, sub {
         my $r = req('/t/gamma/x', tok('gamma'));
         $new_version = $r->{headers}{'x-policy-version'} // '';
         $new_version ne ($old_version // '')
@@ -967,7 +958,7 @@ my $conc = tok('conc');
     my $ra = finish_req($socks->[0]);
     is($ra->{status}, 200, '(f) the held request ends with 200');
     ok($old{ $ra->{headers}{'x-pid'} // 0 }, '(f) ... answered by an old worker');
-    ok(bounded_wait(10, sub { !grep { $t->pid_alive($_) } keys %old }),
+    ok(wait_for(10, sub { !grep { $t->pid_alive($_) } keys %old }),
        '(f) the old workers exit');
 
     my ($ids3, $socks3) = hold('conc', $conc, 1);
@@ -991,9 +982,9 @@ my $conc = tok('conc');
     my %old = map { $_ => 1 } $t->worker_pids;
     $t->errlog_mark;
     kill 'HUP', $t->pid;
-    ok(bounded_wait(10, sub { (grep { !$old{$_} } $t->worker_pids) >= 2 }),
+    ok(wait_for(10, sub { (grep { !$old{$_} } $t->worker_pids) >= 2 }),
        '(g) reload: two new workers');
-    ok(bounded_wait(10, sub { !grep { $t->pid_alive($_) } keys %old }),
+    ok(wait_for(10, sub { !grep { $t->pid_alive($_) } keys %old }),
        '(g) the old workers are gone after worker_shutdown_timeout');
     my @resp = map { finish_req($_, 3) } @$socks;
     ok(!grep({ ($_->{status} // 0) == 200 } @resp),

@@ -10,6 +10,7 @@ use warnings;
 use Exporter qw(import);
 use IO::Select;
 use JSON::PP ();
+use Guard::Test qw(wait_for);    # re-exported: one poll helper
 use Time::HiRes qw(sleep time);
 
 our @EXPORT = qw(frame read_frames spawn_guardd);
@@ -86,16 +87,5 @@ sub journal_records {
     return @recs;
 }
 
-# wait_for($timeout, $cond): polls $cond every 50 ms until it returns true
-# or $timeout seconds passed; returns its last value
-sub wait_for {
-    my ($timeout, $cond) = @_;
-    my $end = time + $timeout;
-    while (1) {
-        my $r = $cond->();
-        return $r if $r || time >= $end;
-        sleep 0.05;
-    }
-}
 
 1;

@@ -36,7 +36,7 @@ use Time::HiRes qw(sleep time);
 
 our @EXPORT    = qw(b64url b64url_decode json_enc forge_hs forge_raw
                    problem_ok $UUID7);
-our @EXPORT_OK = @EXPORT;
+our @EXPORT_OK = (@EXPORT, 'wait_for');
 
 # a UUIDv7 in text form (RFC 9562)
 our $UUID7 = qr/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -238,8 +238,9 @@ sub _port_open {
     return 1;
 }
 
-# Poll $cond every 50 ms until true or $secs passed; returns the last value.
-sub _wait_for {
+# wait_for($secs, $cond): polls $cond every 50 ms until it returns true or
+# $secs passed; returns its last value.
+sub wait_for {
     my ($secs, $cond) = @_;
     my $end = time + $secs;
     while (1) {
@@ -268,17 +269,17 @@ sub run {
     };
     $fail->("exit code $rc") if $rc;
 
-    my $pid = _wait_for(5, sub {
+    my $pid = wait_for(5, sub {
         my $p = $self->read_file('nginx.pid');
         return $p && $p =~ /^(\d+)/ && _alive($1) ? $1 : 0;
     }) or $fail->("no live pid in $d/nginx.pid");
     $self->{pid} = $pid;
 
     my $nw = $self->_conf_workers;
-    _wait_for(5, sub { $self->worker_pids >= $nw })
+    wait_for(5, sub { $self->worker_pids >= $nw })
         or $fail->("expected $nw worker(s), found " . $self->worker_pids);
     for my $port ($self->_listen_ports) {
-        _wait_for(5, sub { _port_open($port) })
+        wait_for(5, sub { _port_open($port) })
             or $fail->("port $port does not accept connections");
     }
     return $self;
@@ -344,7 +345,7 @@ sub reload {
     my $mark = (-s "$self->{dir}/error.log") || 0;
     kill 'HUP', $master or croak "kill HUP $master: $!";
 
-    my $r = _wait_for(10, sub {
+    my $r = wait_for(10, sub {
         my $log = $self->_errlog_from($mark);
         return 'emerg' if $log =~ /\[emerg\]/;
         my @new = grep { !$old{$_} } $self->worker_pids;
@@ -353,7 +354,7 @@ sub reload {
     return 0 unless $r && $r eq 'ok';
 
     for my $port ($self->_listen_ports) {
-        _wait_for(5, sub { _port_open($port) }) or return 0;
+        wait_for(5, sub { _port_open($port) }) or return 0;
     }
     return 1;
 }
@@ -369,9 +370,9 @@ sub stop {
         kill $sig, $master;
         kill 'KILL', @workers if $sig eq 'KILL' && @workers;
         my $secs = $sig eq 'QUIT' ? 10 : 3;
-        if (_wait_for($secs, sub { !_alive($master) })) {
+        if (wait_for($secs, sub { !_alive($master) })) {
             # workers exit before the master; make sure of it anyway
-            _wait_for(3, sub { !grep { _alive($_) } @workers });
+            wait_for(3, sub { !grep { _alive($_) } @workers });
             kill 'KILL', grep { _alive($_) } @workers;
             return 1;
         }
