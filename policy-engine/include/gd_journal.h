@@ -52,6 +52,21 @@ void gd_journal_close(gd_journal_t *j);
  */
 int gd_journal_hash(const json_t *rec, const char *prev_hash, char *out);
 
+/*
+ * Reads every record of the journal in dir, in chain order (segments by
+ * number, lines in order), and calls cb with each (a borrowed reference),
+ * its segment file name and its line (1-based).  cb returns 0 to go on,
+ * anything else to stop (gd_journal_scan returns it).  Lines that are
+ * not JSON objects are skipped and counted in *skipped (which may be
+ * NULL).  Returns 0, cb's value, or -1 with err set when dir or a
+ * segment cannot be read.  (guardctl's SOC commands read with it.)
+ */
+typedef int (*gd_journal_record_cb)(json_t *rec, const char *segment,
+                                    uint64_t line, void *arg);
+
+int gd_journal_scan(const char *dir, gd_journal_record_cb cb, void *arg,
+                    uint64_t *skipped, char *err, size_t errlen);
+
 typedef struct {
     uint64_t records;
     char segment[256]; /* the first bad record's segment, or "" */

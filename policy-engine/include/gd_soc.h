@@ -51,21 +51,6 @@ int64_t gd_soc_ts_ms(const json_t *rec);
 const char *gd_soc_str(const json_t *rec, const char *key);
 
 /*
- * Reads every record of the journal in dir, in chain order (segments by
- * number, lines in order), and calls cb with each (a borrowed reference),
- * its segment file name and its line (1-based).  cb returns 0 to go on,
- * anything else to stop (gd_soc_journal_scan returns it).  Lines that
- * are not JSON objects are skipped and counted in *skipped (which may be
- * NULL).  Returns 0, cb's value, or -1 with err set when dir or a
- * segment cannot be read.
- */
-typedef int (*gd_soc_record_cb)(json_t *rec, const char *segment, uint64_t line,
-                                void *arg);
-
-int gd_soc_journal_scan(const char *dir, gd_soc_record_cb cb, void *arg,
-                        uint64_t *skipped, char *err, size_t errlen);
-
-/*
  * The newest records: keeps at most limit records (0: all) by ts_ms,
  * and among equal ts_ms the later one in the journal (a larger seq).
  */

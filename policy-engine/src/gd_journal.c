@@ -87,6 +87,72 @@ static void segment_path(const char *dir, unsigned n, char *path, size_t len)
     snprintf(path, len, "%s/journal-%06u.jsonl", dir, n);
 }
 
+int gd_journal_scan(const char *dir, gd_journal_record_cb cb, void *arg,
+                    uint64_t *skipped, char *err, size_t errlen)
+{
+    unsigned *segs = NULL;
+    long count = list_segments(dir, &segs);
+    int rc = 0;
+
+    if (skipped) {
+        *skipped = 0;
+    }
+
+    if (count < 0) {
+        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        return -1;
+    }
+
+    for (long i = 0; i < count && rc == 0; i++) {
+        char path[4096];
+        const char *name;
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t len;
+        uint64_t lineno = 0;
+        FILE *f;
+
+        segment_path(dir, segs[i], path, sizeof(path));
+        name = strrchr(path, '/') + 1;
+
+        f = fopen(path, "r");
+        if (f == NULL) {
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            rc = -1;
+            break;
+        }
+
+        while (rc == 0 && (len = getline(&line, &cap, f)) >= 0) {
+            json_error_t jerr;
+            json_t *rec;
+
+            lineno++;
+            rec = json_loadb(line, (size_t)len, 0, &jerr);
+            if (!json_is_object(rec)) {
+                if (skipped) {
+                    (*skipped)++;
+                }
+                json_decref(rec);
+                continue;
+            }
+
+            rc = cb(rec, name, lineno, arg);
+            json_decref(rec);
+        }
+
+        if (rc == 0 && ferror(f)) {
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            rc = -1;
+        }
+
+        free(line);
+        fclose(f);
+    }
+
+    free(segs);
+    return rc;
+}
+
 static char *read_all(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");

@@ -4,7 +4,6 @@
 #include "gd_soc.h"
 
 #include <ctype.h>
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -269,111 +268,6 @@ int64_t gd_soc_ts_ms(const json_t *rec)
     return json_is_integer(v) && json_integer_value(v) >= 0
                ? (int64_t)json_integer_value(v)
                : -1;
-}
-
-/* reading the journal */
-
-static int segment_name(const char *name, unsigned *n)
-{
-    if (strlen(name) != 20 || strncmp(name, "journal-", 8) != 0 ||
-        strcmp(name + 14, ".jsonl") != 0 ||
-        strspn(name + 8, "0123456789") != 6) {
-        return -1;
-    }
-    *n = (unsigned)strtoul(name + 8, NULL, 10);
-    return 0;
-}
-
-static int uint_cmp(const void *a, const void *b)
-{
-    unsigned x = *(const unsigned *)a, y = *(const unsigned *)b;
-    return (x > y) - (x < y);
-}
-
-int gd_soc_journal_scan(const char *dir, gd_soc_record_cb cb, void *arg,
-                        uint64_t *skipped, char *err, size_t errlen)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    unsigned *segs = NULL, n;
-    size_t count = 0;
-    int rc = 0;
-
-    if (skipped) {
-        *skipped = 0;
-    }
-
-    if (d == NULL) {
-        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
-        return -1;
-    }
-
-    while ((e = readdir(d)) != NULL) {
-        if (segment_name(e->d_name, &n) == 0) {
-            unsigned *more = realloc(segs, (count + 1) * sizeof(n));
-            if (more == NULL) {
-                snprintf(err, errlen, "out of memory");
-                free(segs);
-                closedir(d);
-                return -1;
-            }
-            segs = more;
-            segs[count++] = n;
-        }
-    }
-    closedir(d);
-
-    if (count > 1) {
-        qsort(segs, count, sizeof(unsigned), uint_cmp);
-    }
-
-    for (size_t i = 0; i < count && rc == 0; i++) {
-        char path[4096], name[32];
-        char *line = NULL;
-        size_t cap = 0;
-        ssize_t len;
-        uint64_t lineno = 0;
-        FILE *f;
-
-        snprintf(name, sizeof(name), "journal-%06u.jsonl", segs[i]);
-        snprintf(path, sizeof(path), "%s/%s", dir, name);
-
-        f = fopen(path, "r");
-        if (f == NULL) {
-            snprintf(err, errlen, "%s: %s", path, strerror(errno));
-            rc = -1;
-            break;
-        }
-
-        while (rc == 0 && (len = getline(&line, &cap, f)) >= 0) {
-            json_error_t jerr;
-            json_t *rec;
-
-            lineno++;
-            rec = json_loadb(line, (size_t)len, 0, &jerr);
-            if (!json_is_object(rec)) {
-                if (skipped) {
-                    (*skipped)++;
-                }
-                json_decref(rec);
-                continue;
-            }
-
-            rc = cb(rec, name, lineno, arg);
-            json_decref(rec);
-        }
-
-        if (rc == 0 && ferror(f)) {
-            snprintf(err, errlen, "%s: %s", path, strerror(errno));
-            rc = -1;
-        }
-
-        free(line);
-        fclose(f);
-    }
-
-    free(segs);
-    return rc;
 }
 
 /* the newest records: a min-heap of at most limit entries */

@@ -430,7 +430,7 @@ static int blocked(int argc, char **argv)
 
     gd_soc_top_init(&ctx.top, limit);
 
-    rc = gd_soc_journal_scan(dir, blocked_cb, &ctx, &skipped, err, sizeof(err));
+    rc = gd_journal_scan(dir, blocked_cb, &ctx, &skipped, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "guardctl: %s\n",
                 rc == -1 ? err : "out of memory while reading the journal");
@@ -532,7 +532,7 @@ static int show_find(const char *dir, show_ctx_t *ctx)
 {
     char err[512];
     uint64_t skipped;
-    int rc = gd_soc_journal_scan(dir, show_cb, ctx, &skipped, err, sizeof(err));
+    int rc = gd_journal_scan(dir, show_cb, ctx, &skipped, err, sizeof(err));
 
     if (rc != 0) {
         fprintf(stderr, "guardctl: %s\n",

@@ -3,6 +3,7 @@
  * newest-N selection against a brute force, reading the journal's
  * segments in order, base64url, and private JWKs as PEM.
  */
+#include "gd_journal.h"
 #include "gd_soc.h"
 #include "tap.h"
 
@@ -230,8 +231,7 @@ int main(void)
     spit(dir, "journal-000001.jsonl", "{\"n\":1}\nnot json\n[2]\n{\"n\":2}\n");
     spit(dir, "journal-1.jsonl", "{\"n\":-1}\n");
     spit(dir, "notes.txt", "{\"n\":-2}\n");
-    TAP_OK(gd_soc_journal_scan(dir, scan_cb, &s, &skipped, err, sizeof(err)) ==
-               0,
+    TAP_OK(gd_journal_scan(dir, scan_cb, &s, &skipped, err, sizeof(err)) == 0,
            "scan");
     TAP_OK(strcmp(s.seen, "000001.jsonl:1:1 000001.jsonl:4:2 "
                           "000002.jsonl:1:3 000002.jsonl:2:4 "
@@ -241,11 +241,11 @@ int main(void)
            (unsigned long long)skipped);
     spit(dir, "journal-000003.jsonl", "{\"n\":99}\n{\"n\":100}\n");
     s.seen[0] = '\0';
-    TAP_OK(gd_soc_journal_scan(dir, scan_cb, &s, NULL, err, sizeof(err)) == 7,
+    TAP_OK(gd_journal_scan(dir, scan_cb, &s, NULL, err, sizeof(err)) == 7,
            "a callback stops the scan with its value");
     TAP_OK(strstr(s.seen, ":100") == NULL, "and nothing after it is read");
-    TAP_OK(gd_soc_journal_scan("/nonexistent/x", scan_cb, &s, NULL, err,
-                               sizeof(err)) == -1 &&
+    TAP_OK(gd_journal_scan("/nonexistent/x", scan_cb, &s, NULL, err,
+                           sizeof(err)) == -1 &&
                strstr(err, "/nonexistent/x") != NULL,
            "a missing directory: %s", err);
     {
