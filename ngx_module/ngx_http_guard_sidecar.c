@@ -43,9 +43,7 @@ typedef struct {
     ngx_http_guard_sc_state_e    state;
     u_char                      *in;
     size_t                       in_len;
-    u_char                      *out;
-    size_t                       out_len;
-    size_t                       out_cap;
+    gd_proto_buf_t               out;         /* malloc()ed, by gd_proto */
     ngx_event_t                  retry;
     ngx_event_t                  flush;       /* posted: sends what waits */
     ngx_msec_t                   backoff;
@@ -84,8 +82,6 @@ static void ngx_http_guard_sc_read(ngx_event_t *rev);
 static void ngx_http_guard_sc_write(ngx_event_t *wev);
 static ngx_int_t ngx_http_guard_sc_send(ngx_http_guard_sc_conn_t *sc,
     gd_frame_type_t type, uint32_t id, json_t *payload);
-static ngx_int_t ngx_http_guard_sc_append(ngx_http_guard_sc_conn_t *sc,
-    u_char *data, size_t len);
 static ngx_int_t ngx_http_guard_sc_flush(ngx_http_guard_sc_conn_t *sc);
 static void ngx_http_guard_sc_later(ngx_http_guard_sc_conn_t *sc);
 static void ngx_http_guard_sc_flush_handler(ngx_event_t *ev);
@@ -248,8 +244,8 @@ ngx_http_guard_sidecar_exit_process(ngx_cycle_t *cycle)
             ngx_http_guard_sc_conns[i].peer.connection = NULL;
         }
 
-        ngx_free(ngx_http_guard_sc_conns[i].out);
-        ngx_http_guard_sc_conns[i].out = NULL;
+        free(ngx_http_guard_sc_conns[i].out.data);
+        ngx_memzero(&ngx_http_guard_sc_conns[i].out, sizeof(gd_proto_buf_t));
     }
 }
 
@@ -287,7 +283,7 @@ ngx_http_guard_sc_connect(ngx_http_guard_sc_conn_t *sc)
 
     sc->state = NGX_HTTP_GUARD_SC_READY;
     sc->in_len = 0;
-    sc->out_len = 0;
+    sc->out.len = 0;
 
     hello = json_pack("{s:i, s:i, s:s}", "version", GD_PROTO_VERSION,
                       "max_frame", NGX_HTTP_GUARD_SC_MAX_FRAME,
@@ -339,7 +335,7 @@ ngx_http_guard_sc_close(ngx_http_guard_sc_conn_t *sc, const char *why)
 
     sc->state = NGX_HTTP_GUARD_SC_DOWN;
     sc->in_len = 0;
-    sc->out_len = 0;
+    sc->out.len = 0;
 
     if (sc->flush.posted) {
         ngx_delete_posted_event(&sc->flush);
@@ -380,56 +376,16 @@ static ngx_int_t
 ngx_http_guard_sc_send(ngx_http_guard_sc_conn_t *sc, gd_frame_type_t type,
     uint32_t id, json_t *payload)
 {
-    u_char     *frame;
-    size_t      len;
-    ngx_int_t   rc;
+    /* serialized straight into the output buffer */
 
-    if (gd_proto_encode(type, id, payload, NGX_HTTP_GUARD_SC_MAX_FRAME,
-                        &frame, &len)
+    if (gd_proto_append(&sc->out, type, id, payload,
+                        NGX_HTTP_GUARD_SC_MAX_FRAME)
         != 0)
     {
         return NGX_ERROR;
     }
 
-    rc = ngx_http_guard_sc_append(sc, frame, len);
-    free(frame);
-
-    if (rc != NGX_OK) {
-        return NGX_ERROR;
-    }
-
     ngx_http_guard_sc_later(sc);
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_guard_sc_append(ngx_http_guard_sc_conn_t *sc, u_char *data,
-    size_t len)
-{
-    u_char  *p;
-    size_t   cap;
-
-    if (sc->out_len + len > sc->out_cap) {
-        cap = ngx_max(2 * sc->out_cap, sc->out_len + len);
-
-        p = ngx_alloc(cap, ngx_http_guard_sc_log);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (sc->out) {
-            ngx_memcpy(p, sc->out, sc->out_len);
-            ngx_free(sc->out);
-        }
-
-        sc->out = p;
-        sc->out_cap = cap;
-    }
-
-    ngx_memcpy(sc->out + sc->out_len, data, len);
-    sc->out_len += len;
 
     return NGX_OK;
 }
@@ -456,7 +412,7 @@ ngx_http_guard_sidecar_pick(void)
         sc = &ngx_http_guard_sc_conns[n];
 
         if (sc->state == NGX_HTTP_GUARD_SC_READY
-            && sc->out_len < NGX_HTTP_GUARD_SC_OUT_MAX)
+            && sc->out.len < NGX_HTTP_GUARD_SC_OUT_MAX)
         {
             return n;
         }
@@ -484,8 +440,8 @@ ngx_http_guard_sidecar_audit(ngx_uint_t conn, uint32_t id, u_char *record,
     if (gd_proto_header(GD_FRAME_AUDIT, id, len, NGX_HTTP_GUARD_SC_MAX_FRAME,
                         header)
         != 0
-        || ngx_http_guard_sc_append(sc, header, GD_PROTO_HEADER) != NGX_OK
-        || ngx_http_guard_sc_append(sc, record, len) != NGX_OK)
+        || gd_proto_buf_add(&sc->out, header, GD_PROTO_HEADER) != 0
+        || gd_proto_buf_add(&sc->out, record, len) != 0)
     {
         ngx_http_guard_sc_close(sc, "cannot send AUDIT");
         return NGX_ERROR;
@@ -533,8 +489,8 @@ ngx_http_guard_sc_flush(ngx_http_guard_sc_conn_t *sc)
 
     c = sc->peer.connection;
 
-    while (sc->out_len) {
-        n = c->send(c, sc->out, sc->out_len);
+    while (sc->out.len) {
+        n = c->send(c, sc->out.data, sc->out.len);
 
         if (n == NGX_AGAIN) {
             break;
@@ -544,8 +500,8 @@ ngx_http_guard_sc_flush(ngx_http_guard_sc_conn_t *sc)
             return NGX_ERROR;
         }
 
-        ngx_memmove(sc->out, sc->out + n, sc->out_len - n);
-        sc->out_len -= n;
+        ngx_memmove(sc->out.data, sc->out.data + n, sc->out.len - n);
+        sc->out.len -= n;
     }
 
     if (ngx_handle_write_event(c->write, 0) != NGX_OK) {

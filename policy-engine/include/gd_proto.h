@@ -67,6 +67,9 @@ typedef struct {
     size_t len, cap;
 } gd_proto_buf_t;
 
+/* Appends size bytes to b, growing it.  0, or -1 (no memory: b as it was). */
+int gd_proto_buf_add(gd_proto_buf_t *b, const void *data, size_t size);
+
 /*
  * Appends a frame to out, serializing payload (may be NULL) straight into
  * it.  Returns -1 (out unchanged) when the frame would exceed max_frame

@@ -2,6 +2,7 @@
  * gd_audit: masking audit records and parsing their ids, see gd_audit.h.
  */
 #include "gd_audit.h"
+#include "gd_proto.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -113,33 +114,6 @@ static int name_is(const char *name, const char *const *list)
     return 0;
 }
 
-/* a growing output buffer */
-
-typedef struct {
-    char *data;
-    size_t len, cap;
-} gd_audit_buf_t;
-
-static int buf_add(gd_audit_buf_t *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->len + n + 1) * 2;
-        char *more = realloc(b->data, cap);
-
-        if (more == NULL) {
-            return -1;
-        }
-        b->data = more;
-        b->cap = cap;
-    }
-
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return 0;
-}
-
-/* 13 to 19 digits (separators skipped) that pass the Luhn check */
 static int card_ok(const char *s, size_t len)
 {
     unsigned sum = 0, digits = 0;
@@ -170,7 +144,7 @@ static int card_ok(const char *s, size_t len)
  * nothing matched, -1 when out of memory, -2 on a match error.
  */
 static int apply_rule(int rule, const char *text, size_t len,
-                      pcre2_match_data *md, gd_audit_buf_t *out)
+                      pcre2_match_data *md, gd_proto_buf_t *out)
 {
     const char *repl = gd_audit_rules[rule].replacement;
     PCRE2_SIZE start = 0, copied = 0;
@@ -200,8 +174,8 @@ static int apply_rule(int rule, const char *text, size_t len,
             continue;
         }
 
-        if (buf_add(out, text + copied, ov[0] - copied) != 0 ||
-            buf_add(out, repl, strlen(repl)) != 0) {
+        if (gd_proto_buf_add(out, text + copied, ov[0] - copied) != 0 ||
+            gd_proto_buf_add(out, repl, strlen(repl)) != 0) {
             return -1;
         }
         copied = ov[1];
@@ -213,7 +187,7 @@ static int apply_rule(int rule, const char *text, size_t len,
         return 0;
     }
 
-    return buf_add(out, text + copied, len - copied) == 0 ? 1 : -1;
+    return gd_proto_buf_add(out, text + copied, len - copied) == 0 ? 1 : -1;
 }
 
 /* 1 changed, 0 not, -1 out of memory */
@@ -228,7 +202,7 @@ static int apply_rule(int rule, const char *text, size_t len,
 
 static int mask_string(json_t *s, pcre2_match_data *md)
 {
-    gd_audit_buf_t cur = {NULL, 0, 0};
+    gd_proto_buf_t cur = {NULL, 0, 0};
     const char *text = json_string_value(s);
     size_t len = json_string_length(s);
     int rule, pass, changed = 1, rc = 0;
@@ -237,13 +211,13 @@ static int mask_string(json_t *s, pcre2_match_data *md)
         changed = 0;
 
         for (rule = 0; rule < GD_RE_N; rule++) {
-            gd_audit_buf_t next = {NULL, 0, 0};
+            gd_proto_buf_t next = {NULL, 0, 0};
             int r = apply_rule(rule, text, len, md, &next);
 
             if (r == 1) {
                 free(cur.data);
                 cur = next;
-                text = cur.data;
+                text = (const char *)cur.data;
                 len = cur.len;
                 changed = rc = 1;
                 continue;
@@ -270,7 +244,7 @@ static int mask_string(json_t *s, pcre2_match_data *md)
     }
 
     if (rc == 1) {
-        rc = json_string_setn(s, cur.data, cur.len) == 0 ? 1 : -1;
+        rc = json_string_setn(s, (const char *)cur.data, cur.len) == 0 ? 1 : -1;
     }
 
     free(cur.data);

@@ -113,10 +113,11 @@ int gd_proto_header(gd_frame_type_t type, uint32_t id, size_t payload_len,
     return 0;
 }
 
-/* json_dump_callback() output, appended to a buffer */
-static int append_cb(const char *data, size_t size, void *arg)
+int gd_proto_buf_add(gd_proto_buf_t *b, const void *data, size_t size)
 {
-    gd_proto_buf_t *b = arg;
+    if (size == 0) {
+        return 0;
+    }
 
     if (b->len + size > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
@@ -136,6 +137,12 @@ static int append_cb(const char *data, size_t size, void *arg)
     memcpy(b->data + b->len, data, size);
     b->len += size;
     return 0;
+}
+
+/* json_dump_callback() output, appended to a buffer */
+static int append_cb(const char *data, size_t size, void *arg)
+{
+    return gd_proto_buf_add(arg, data, size);
 }
 
 int gd_proto_append(gd_proto_buf_t *out, gd_frame_type_t type, uint32_t id,
