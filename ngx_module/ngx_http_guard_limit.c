@@ -9,9 +9,17 @@
  * requests back-to-back (tolerance tau = burst * T).  Each key (tenant,
  * rule, and the subject for per-subject rules) keeps one number, its
  * theoretical arrival time (TAT), in an rbtree with an LRU queue in the
- * guard zone.  The zone mutex is held only around the lookups and
- * updates; every matching rule is checked before any is charged, so a
- * request refused by one rule costs nothing in the others.
+ * guard zone, and the emission interval it was counted in.  Time is the
+ * zone clock (ngx_http_guard_zone_clock_locked()), shared by the workers.
+ * The zone mutex is held only around the lookups and updates; every
+ * matching rule is checked before any is charged, so a request refused
+ * by one rule costs nothing in the others, and a request that a later
+ * stage refuses gets its charges back (ngx_http_guard_limit_refund()).
+ *
+ * A key counted under another rule (a reload changed its requests or
+ * period) is converted on use: what it has used, in requests, stays
+ * used, and it never waits more than the new rule can make it wait
+ * (TAT at most now + tau + T).
  *
  * Concurrency: a count of in-flight requests per tenant.  The slot is
  * released by a request pool cleanup, which runs on every path: normal
@@ -31,6 +39,7 @@
 
 typedef struct {
     ngx_http_guard_lru_node_t    lru;         /* expires: the TAT */
+    uint64_t                     t;           /* its emission interval */
     u_short                      len;
     u_char                       data[1];
 } ngx_http_guard_rate_node_t;
@@ -61,7 +70,16 @@ typedef struct {
     uint64_t                     tau;
     unsigned                     over:1;
     unsigned                     shadow:1;
+    unsigned                     charged:1;
 } ngx_http_guard_rate_check_t;
+
+
+struct ngx_http_guard_rate_charge_s {
+    ngx_http_guard_zone_t       *zone;
+    ngx_http_guard_rate_check_t *checks;
+    ngx_uint_t                   n;
+    uint64_t                     now;         /* when they were charged */
+};
 
 
 static void ngx_http_guard_limit_rate_insert(ngx_rbtree_node_t *temp,
@@ -145,6 +163,111 @@ ngx_http_guard_rate_key(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 }
 
 
+/*
+ * The TAT of a key as the rule of check c sees it at now: a key counted
+ * in another emission interval (a reload changed the rule) is converted,
+ * the requests it used staying used; and no key ever waits longer than
+ * the rule can make it wait: the TAT is at most now + tau + T.
+ */
+
+static uint64_t
+ngx_http_guard_rate_tat(ngx_http_guard_rate_check_t *c,
+    ngx_http_guard_rate_node_t *rn, uint64_t now)
+{
+    uint64_t  ahead, max, q;
+
+    if (rn == NULL || rn->lru.expires <= now) {
+        return now;
+    }
+
+    ahead = rn->lru.expires - now;
+    max = c->tau + c->t;
+
+    if (rn->t != c->t && rn->t != 0) {
+        q = ahead / rn->t;
+
+        if (q > max / c->t) {
+            ahead = max;
+
+        } else {
+            ahead = q * c->t
+                    + (uint64_t) ((double) (ahead % rn->t) / rn->t * c->t);
+        }
+    }
+
+    return now + ngx_min(ahead, max);
+}
+
+
+/*
+ * The RateLimit numbers of a check (draft-ietf-httpapi-ratelimit-headers):
+ * r, the requests that would pass now, and t, the seconds until one more
+ * would (0 when the bucket is full): on a refusal, the delay until a
+ * request is allowed again, which Retry-After carries too.
+ */
+
+static void
+ngx_http_guard_rate_numbers(ngx_http_guard_rate_check_t *c, uint64_t now,
+    uint64_t *r, uint64_t *t)
+{
+    uint64_t  ahead, avail, wait;
+
+    ahead = (c->tat > now) ? c->tat - now : 0;
+    avail = (c->tau + c->t > ahead) ? c->tau + c->t - ahead : 0;
+
+    *r = avail / c->t;
+
+    if (ahead == 0) {
+        *t = 0;
+        return;
+    }
+
+    wait = (*r == 0) ? ahead - c->tau : c->t - avail % c->t;
+
+    /* delay-seconds: rounded up, and a wait is at least 1 */
+    *t = (wait + 999999) / 1000000;
+}
+
+
+static void
+ngx_http_guard_rate_pick(ngx_http_guard_limit_info_t *info,
+    ngx_http_guard_rate_check_t *checks, ngx_uint_t n, ngx_uint_t report,
+    uint64_t now)
+{
+    uint64_t    rem, t;
+    ngx_uint_t  i;
+
+    /* the reported rule: the one that refused, or the one nearest to */
+
+    if (!info->refused) {
+        report = 0;
+
+        for (i = 0; i < n; i++) {
+            ngx_http_guard_rate_numbers(&checks[i], now, &rem, &t);
+
+            if (i == 0 || rem < info->remaining) {
+                info->remaining = rem;
+                report = i;
+            }
+        }
+    }
+
+    ngx_http_guard_rate_numbers(&checks[report], now, &info->remaining,
+                                &info->reset);
+
+    if (info->refused) {
+        info->remaining = 0;
+
+        if (info->reset == 0) {
+            info->reset = 1;
+        }
+    }
+
+    info->name.data = (u_char *) checks[report].rule->name;
+    info->name.len = ngx_strlen(checks[report].rule->name);
+}
+
+
 static ngx_int_t
 ngx_http_guard_rate_report(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     ngx_http_guard_rate_check_t *checks, ngx_uint_t n, ngx_uint_t report,
@@ -152,7 +275,6 @@ ngx_http_guard_rate_report(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 {
     u_char                       *p;
     size_t                        len;
-    uint64_t                      ahead, rem;
     ngx_uint_t                    i;
     ngx_http_guard_limit_info_t  *info;
 
@@ -187,38 +309,7 @@ ngx_http_guard_rate_report(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
         info->policy.len = p - info->policy.data;
     }
 
-    /* the reported rule: the one that refused, or the one nearest to */
-
-    if (!info->refused) {
-        report = 0;
-
-        for (i = 0; i < n; i++) {
-            ahead = checks[i].tat - now;
-
-            rem = (checks[i].tau + checks[i].t > ahead)
-                  ? (checks[i].tau + checks[i].t - ahead) / checks[i].t : 0;
-
-            if (i == 0 || rem < info->remaining) {
-                info->remaining = rem;
-                report = i;
-            }
-        }
-
-        /* seconds until the bucket is full again */
-        info->reset = (checks[report].tat - now + 999999) / 1000000;
-
-    } else {
-        info->remaining = 0;
-        ahead = checks[report].tat - now - checks[report].tau;
-        info->reset = (ahead + 999999) / 1000000;
-
-        if (info->reset == 0) {
-            info->reset = 1;
-        }
-    }
-
-    info->name.data = (u_char *) checks[report].rule->name;
-    info->name.len = ngx_strlen(checks[report].rule->name);
+    ngx_http_guard_rate_pick(info, checks, n, report, now);
     info->set = 1;
 
     return NGX_OK;
@@ -229,13 +320,14 @@ ngx_http_guard_reason_e
 ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     ngx_uint_t *shadow)
 {
-    size_t                        size;
-    uint64_t                      now;
-    ngx_uint_t                    i, n, refused, shadowed;
-    const gd_policy_t            *p;
-    ngx_http_guard_zone_t        *zone;
-    ngx_http_guard_rate_node_t   *rn;
-    ngx_http_guard_rate_check_t  *checks, *c;
+    size_t                         size;
+    uint64_t                       now;
+    ngx_uint_t                     i, n, refused, shadowed, charged;
+    const gd_policy_t             *p;
+    ngx_http_guard_zone_t         *zone;
+    ngx_http_guard_rate_node_t    *rn;
+    ngx_http_guard_rate_check_t   *checks, *c;
+    ngx_http_guard_rate_charge_t  *charge;
 
     if (ctx->policy == NULL || ctx->policy->p->nrates == 0
         || ctx->rate_done)
@@ -297,11 +389,18 @@ ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
         return NGX_HTTP_GUARD_OK;
     }
 
-    now = ngx_http_guard_zone_now();
+    charge = ngx_palloc(r->pool, sizeof(ngx_http_guard_rate_charge_t));
+    if (charge == NULL) {
+        return NGX_HTTP_GUARD_INTERNAL_ERROR;
+    }
+
     refused = n;
     shadowed = 0;
+    charged = 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
+
+    now = ngx_http_guard_zone_clock_locked(zone);
 
     /* check every rule before charging any */
 
@@ -313,15 +412,9 @@ ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
                                              c->hash,
                                              NGX_HTTP_GUARD_RATE_OFF);
 
-        c->tat = now;
-
-        if (c->node) {
-            rn = (ngx_http_guard_rate_node_t *) c->node;
-
-            if (rn->lru.expires > now) {
-                c->tat = rn->lru.expires;
-            }
-        }
+        c->tat = ngx_http_guard_rate_tat(c,
+                                   (ngx_http_guard_rate_node_t *) c->node,
+                                   now);
 
         if (c->tat - now > c->tau) {
             c->over = 1;
@@ -374,12 +467,25 @@ ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 
             c->tat += c->t;
             rn->lru.expires = c->tat;
+            rn->t = c->t;
             ngx_queue_insert_head(&zone->sh->limit.rate.queue,
                                   &rn->lru.queue);
+
+            c->charged = 1;
+            charged = 1;
         }
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (charged) {
+        /* a stage after this one may still refuse: then it is given back */
+        charge->zone = zone;
+        charge->checks = checks;
+        charge->n = n;
+        charge->now = now;
+        ctx->rate_charge = charge;
+    }
 
     ctx->limit.refused = (refused != n);
 
@@ -400,6 +506,82 @@ ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     }
 
     return NGX_HTTP_GUARD_OK;
+}
+
+
+/*
+ * A request that Guard refuses after the rate stage charged it (the
+ * concurrency stage, guardd's verdict, any later stage) uses no quota:
+ * called by ngx_http_guard_refuse(), once.  Each TAT the request moved
+ * forward moves back by the interval it was charged, which leaves the
+ * charges of the requests counted since in place; never before now,
+ * where a TAT means an idle key anyway.  A key evicted and counted anew
+ * meanwhile, or counted under a rule a reload changed, is left alone.
+ */
+
+void
+ngx_http_guard_limit_refund(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
+{
+    uint64_t                       now;
+    ngx_uint_t                     i;
+    ngx_rbtree_node_t             *node;
+    ngx_http_guard_zone_t         *zone;
+    ngx_http_guard_rate_node_t    *rn;
+    ngx_http_guard_rate_check_t   *c;
+    ngx_http_guard_rate_charge_t  *charge;
+
+    charge = ctx->rate_charge;
+
+    if (charge == NULL) {
+        return;
+    }
+
+    ctx->rate_charge = NULL;
+    zone = charge->zone;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    now = ngx_http_guard_zone_clock_locked(zone);
+
+    for (i = 0; i < charge->n; i++) {
+        c = &charge->checks[i];
+
+        if (!c->charged) {
+            continue;
+        }
+
+        c->charged = 0;
+        c->tat -= c->t;
+
+        node = ngx_http_guard_zone_lookup(&zone->sh->limit.rate.rbtree,
+                                          c->key.data, c->key.len, c->hash,
+                                          NGX_HTTP_GUARD_RATE_OFF);
+        if (node == NULL) {
+            continue;
+        }
+
+        rn = (ngx_http_guard_rate_node_t *) node;
+
+        if (rn->t != c->t) {
+            continue;
+        }
+
+        rn->lru.expires = (rn->lru.expires > now + c->t)
+                          ? rn->lru.expires - c->t : now;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "guard: rate charges given back, tenant \"%V\"",
+                   &ctx->tenant);
+
+    /* the RateLimit fields as if the request had not been counted */
+
+    if (ctx->limit.set && !ctx->limit.refused) {
+        ngx_http_guard_rate_pick(&ctx->limit, charge->checks, charge->n, 0,
+                                 charge->now);
+    }
 }
 
 

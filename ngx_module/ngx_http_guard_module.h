@@ -168,11 +168,16 @@ typedef struct {
     ngx_str_t                    policy;      /* RateLimit-Policy value */
     ngx_str_t                    name;        /* the rule reported */
     uint64_t                     remaining;
-    uint64_t                     reset;       /* seconds */
+    uint64_t                     reset;       /* t=, seconds */
     unsigned                     set:1;
     unsigned                     refused:1;
     unsigned                     sent:1;
 } ngx_http_guard_limit_info_t;
+
+
+/* what the rate limit stage charged, given back by a refusal */
+
+typedef struct ngx_http_guard_rate_charge_s  ngx_http_guard_rate_charge_t;
 
 
 typedef struct {
@@ -183,6 +188,7 @@ typedef struct {
     ngx_str_t                    tenant;
     ngx_http_guard_policy_t     *policy;      /* the tenant's, or NULL */
     ngx_http_guard_limit_info_t  limit;
+    ngx_http_guard_rate_charge_t  *rate_charge;
     ngx_http_guard_reason_e      reason;
     ngx_http_guard_reason_e      shadow_reason;
     ngx_http_guard_risk_e        risk;

@@ -11,6 +11,7 @@
 
 #include "ngx_http_guard_problem.h"
 #include "ngx_http_guard_metrics.h"
+#include "ngx_http_guard_limit.h"
 
 
 typedef struct {
@@ -379,6 +380,9 @@ ngx_http_guard_refuse(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     }
 
     rs = &ngx_http_guard_reasons[reason];
+
+    /* a refused request uses no quota of the rate rules it passed */
+    ngx_http_guard_limit_refund(r, ctx);
 
     ngx_http_guard_metrics_count(r, reason, 0);
 

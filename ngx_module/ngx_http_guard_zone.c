@@ -241,6 +241,46 @@ ngx_http_guard_zone_now(void)
 }
 
 
+/*
+ * The time base of everything the workers count in time together: the
+ * rate limits, and any later stage that does (a circuit breaker).  In
+ * microseconds, read afresh from the system's monotonic clock under the
+ * zone mutex, and never less than the last value any worker got: the
+ * zone keeps it.  Two workers therefore never see each other's state
+ * as being in the future, as they did with their own cached clocks,
+ * which stand a few milliseconds apart; and a step of the wall clock
+ * does not move it.  CLOCK_MONOTONIC is system-wide and goes on across
+ * reloads, as the zone does.  The zone mutex must be held.
+ */
+
+uint64_t
+ngx_http_guard_zone_clock_locked(ngx_http_guard_zone_t *zone)
+{
+    uint64_t         now;
+#if (NGX_HAVE_CLOCK_MONOTONIC)
+    struct timespec  ts;
+
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) {
+        now = (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+
+    } else {
+        now = 0;
+    }
+#else
+    struct timeval   tv;
+
+    ngx_gettimeofday(&tv);
+    now = (uint64_t) tv.tv_sec * 1000000 + tv.tv_usec;
+#endif
+
+    if (now > zone->sh->clock) {
+        zone->sh->clock = now;
+    }
+
+    return zone->sh->clock;
+}
+
+
 void
 ngx_http_guard_lru_free_locked(ngx_http_guard_zone_t *zone,
     ngx_http_guard_lru_t *lru, ngx_http_guard_lru_node_t *ln)
@@ -286,7 +326,8 @@ ngx_http_guard_lru_expire(ngx_http_guard_zone_t *zone,
  * when the zone is still full, the least recently used token cache
  * entries and rate keys, a few of each at a time, as limit_req does.
  * NULL when even that fails: the caller does without (a full zone never
- * turns into a refusal).
+ * turns into a refusal).  "now" is the wall clock of the token cache;
+ * the rate keys expire on the zone clock.
  */
 
 void *
@@ -297,7 +338,8 @@ ngx_http_guard_zone_alloc_locked(ngx_http_guard_zone_t *zone, size_t size,
     ngx_uint_t   tries;
 
     ngx_http_guard_lru_expire(zone, &zone->sh->cache.lru, now, 0);
-    ngx_http_guard_lru_expire(zone, &zone->sh->limit.rate, now, 0);
+    ngx_http_guard_lru_expire(zone, &zone->sh->limit.rate,
+                              ngx_http_guard_zone_clock_locked(zone), 0);
 
     for (tries = 0; /* void */ ; tries++) {
         p = ngx_slab_alloc_locked(zone->shpool, size);

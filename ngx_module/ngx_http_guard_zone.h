@@ -24,6 +24,7 @@ typedef struct {
     ngx_http_guard_cache_sh_t    cache;
     ngx_http_guard_limit_sh_t    limit;
     ngx_http_guard_metrics_sh_t  metrics;
+    uint64_t                     clock;       /* ngx_http_guard_zone_clock */
 } ngx_http_guard_sh_t;
 
 
@@ -52,6 +53,7 @@ ngx_rbtree_node_t *ngx_http_guard_zone_lookup(ngx_rbtree_t *tree,
 void *ngx_http_guard_shm_data(ngx_shm_zone_t *shm_zone, void *data,
     size_t size, ngx_uint_t *fresh);
 uint64_t ngx_http_guard_zone_now(void);
+uint64_t ngx_http_guard_zone_clock_locked(ngx_http_guard_zone_t *zone);
 void ngx_http_guard_lru_free_locked(ngx_http_guard_zone_t *zone,
     ngx_http_guard_lru_t *lru, ngx_http_guard_lru_node_t *ln);
 void *ngx_http_guard_zone_alloc_locked(ngx_http_guard_zone_t *zone,
