@@ -7,7 +7,12 @@
 # rules on one request (checked before any is charged), the _default.json
 # fallback, counters shared by two workers and kept across reloads,
 # guard_limit_headers off, $guard_limit_remaining, shadow mode, a zone too
-# small for every key, and bad policy files (nginx -t and reload).
+# small for every key, and bad policy files (nginx -t and reload).  Also:
+# a rule raised or lowered by a reload (the key's use converted, never a
+# longer wait than the new rule allows), requests refused by the
+# concurrency stage given their rate charges back, the RateLimit t=
+# parameter of draft-ietf-httpapi-ratelimit-headers on every response,
+# and a high-rate rule under load on two workers (no false refusals).
 #
 # GCRA: T = period / requests; from idle burst + 1 requests pass back to
 # back, then one every T.  "requests: 2, period: 1m" with the default
@@ -25,6 +30,7 @@ use Test::More;
 use JSON::PP;
 use POSIX qw(ceil);
 use Time::HiRes qw(sleep time);
+use IO::Socket::INET;
 use Guard::Test;
 
 my $t = Guard::Test->new;
@@ -113,6 +119,13 @@ sub ratelimit {
 
 sub statuses { join ' ', map { $_->{status} // 'none' } @_ }
 
+sub reason_of {
+    my ($r) = @_;
+    return (($r->{status} // 'none') . ' '
+            . ((eval { decode_json($r->{body} // '') } || {})->{reason}
+               // 'none')) =~ s/^429 //r;
+}
+
 # The Retry-After a refusal must carry: ceil(ahead - e), where ahead is
 # the wait in seconds right after the charging request sent at $since,
 # and e the time nginx saw pass since then: at most what the client saw
@@ -157,7 +170,8 @@ sub limited_ok {
 }
 
 # An allowed response.  %o: name => the reported rule, r => remaining,
-# policy => RateLimit-Policy; none => 1: no rule applied (no fields).
+# t => the RateLimit t= (a number or [min, max]), policy =>
+# RateLimit-Policy; none => 1: no rule applied (no fields).
 sub allowed_ok {
     my ($r, $name, %o) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
@@ -176,9 +190,15 @@ sub allowed_ok {
         }
         is($r->{headers}{'ratelimit-policy'}, $o{policy},
            "RateLimit-Policy $o{policy}") if defined $o{policy};
-        my ($n, $rem) = ratelimit($r);
+        my ($n, $rem, $reset) = ratelimit($r);
         is($n, $o{name}, "RateLimit names \"$o{name}\"") if defined $o{name};
         is($rem, $o{r}, "RateLimit r=$o{r}") if defined $o{r};
+        if (defined $o{t}) {
+            my ($lo, $hi) = ref $o{t} ? @{ $o{t} } : ($o{t}, $o{t});
+            ok($reset >= $lo && $reset <= $hi, "RateLimit t=$reset is "
+               . ($lo == $hi ? $lo : "$lo..$hi")
+               . ' (seconds until one more request is allowed)');
+        }
         is($r->{headers}{'x-remaining'}, $rem,
            '$guard_limit_remaining equals RateLimit r=');
         is($1, $rem, '$guard_limit_remaining passed upstream equals RateLimit r=')
@@ -229,6 +249,12 @@ policy($t, 'pol', 'shadow-all.json', tenant_policy('shadow-all',
        { shadow => JSON::PP::true },
        rule('one', 1, '1m', match => { path => '/sa/one/**' }),
        rule('two', 1, '1m', match => { path => '/sa/two/**' })));
+policy($t, 'pol', 'raise.json', tenant_policy('raise', rule('rl', 1, '1h')));
+policy($t, 'pol', 'lower.json',
+       tenant_policy('lower', rule('lw', 100, '1h', burst => 99)));
+policy($t, 'pol', 'bulk.json', { tenant => 'bulk', limits => {
+       rate => [ rule('bk', 5, '1h', burst => 4) ],
+       concurrency => { max => 1 } } });
 policy($t, 'pol', 'bind-a.json', tenant_policy('bind-a', rule('a-rule', 1, '1m')));
 policy($t, 'pol', 'bind-b.json', tenant_policy('bind-b', rule('b-rule', 1, '1m')));
 
@@ -276,7 +302,8 @@ my @who = (map({ ['burst', "b$_"] } 1 .. 3),
            ['multi2', 'V1'],
            ['d1', 'x'], ['d2', 'x'],
            ['workers', 'w'], ['keep', 'k'], ['quiet', 'q'],
-           ['shadow-rule', 's'], ['shadow-all', 's']);
+           ['shadow-rule', 's'], ['shadow-all', 's'],
+           ['raise', 'x'], ['lower', 'x'], ['bulk', 'u']);
 my %tok;
 {
     my @t = $t->mint(map {
@@ -298,7 +325,9 @@ my $version = guardctl_version($P);
 
 {
     my $api = '"api";q=10;w=1';
+    my $ta = time;
     my @r = pipeline($t, '/gif/x', $tok{'burst/b1'}, 20);
+    my $tb = time;
     is(scalar @r, 20, 'burst: 20 pipelined responses');
     is(statuses(@r), join(' ', (200) x 6, (429) x 14),
        'burst 10/s, burst 5: exactly 6 x 200, then 14 x 429, in order');
@@ -331,24 +360,47 @@ my $version = guardctl_version($P);
 
     # --- recovery: 1 request per 100 ms, the full burst after 600 ms ---------
 
-    my $t0 = time;
+    # The first request of the burst above set the TAT to its arrival
+    # + 600 ms; g ms after that arrival floor(g / 100) requests pass.
+    # nginx saw g somewhere between (this pipeline's start - the end of
+    # the burst's) and (this pipeline's end - the start of the burst's):
+    # the count must lie in that window, whatever the machine's load.
     sleep 0.25;
+    my $tc = time;
     @r = pipeline($t, '/gif/x', $tok{'burst/b2'}, 5);
-    my $gap = time - $t0;
-    is(statuses(@r), '200 200 429 429 429',
-       'recovery: 250 ms later exactly 2 more are allowed (1 per 100 ms)')
-        or diag(sprintf "%.0f ms after the end of the first burst",
-                        $gap * 1000);
-    @rem = map { (ratelimit($_))[1] // 'none' } @r[0, 1];
-    is("@rem", '1 0', 'recovery: RateLimit r= 1, 0');
-    limited_ok($r[2], 'recovery: then 429 again', name => 'api', retry => 1);
+    my $td = time;
+    my ($klo, $khi) = (int(($tc - $tb) * 10), int(($td - $ta) * 10));
+    $khi = 5 if $khi > 5;
+    my $st = statuses(@r);
+    my $k = () = $st =~ /200/g;
+    ok($st =~ /^(?:200 )*(?:429(?: |$))*$/ && $k >= $klo && $k <= $khi,
+       "recovery: 250 ms later 1 more per 100 ms elapsed ($klo..$khi)")
+        or diag(sprintf "%s; %.0f..%.0f ms after the burst began", $st,
+                        ($tc - $tb) * 1000, ($td - $ta) * 1000);
+    ok($k >= 2, 'recovery: at least the 2 of 250 ms came back') or diag $st;
+    @rem = map { (ratelimit($_))[1] // 'none' } @r[0 .. $k - 1];
+    is($rem[-1], 0, "recovery: RateLimit r= down to 0 (@rem)") if $k;
+    SKIP: {
+        skip "recovery: $khi ms windows elapsed, none refused", 1 if $k >= 5;
+        limited_ok($r[$k], 'recovery: then 429 again', name => 'api',
+                   retry => 1);
+    }
 
+    # after 600 ms of silence the burst is full again: 6 pass, then one
+    # more per 100 ms the pipeline itself took (none, unless the machine
+    # stalled the pipeline)
     sleep 0.75;
+    my $te = time;
     @r = pipeline($t, '/gif/x', $tok{'burst/b3'}, 8);
-    is(statuses(@r), join(' ', (200) x 6, 429, 429),
-       'recovery: after a pause of 750 ms all 6 are available again');
+    my $extra = int((time - $te) * 10);
+    $st = statuses(@r);
+    $k = () = $st =~ /200/g;
+    ok($st =~ /^(?:200 )*(?:429(?: |$))*$/ && $k >= 6 && $k <= 6 + $extra,
+       'recovery: after a pause of 750 ms all 6 are available again')
+        or diag $st;
     @rem = map { (ratelimit($_))[1] // 'none' } @r[0 .. 5];
-    is("@rem", '5 4 3 2 1 0', 'recovery: RateLimit r= 5 4 3 2 1 0 again');
+    is("@rem", '5 4 3 2 1 0', 'recovery: RateLimit r= 5 4 3 2 1 0 again')
+        if $extra == 0;
 }
 
 # --- Retry-After of a slow rule ------------------------------------------------
@@ -366,10 +418,13 @@ my $version = guardctl_version($P);
 
     # 2 per minute, burst 1: two back to back, the third waits T = 30 s
     $since = time;
+    # t= is the wait for one more request (draft-ietf-httpapi-ratelimit-
+    # headers-10, 4.1.2), on allowed responses as on refusals: 30 s each
+    # time here, not the 60 s until the bucket is full again
     allowed_ok(get('/slow', 'slow1/s'), 'slow, burst 1: request 1 allowed',
-               name => 'slow', r => 1);
+               name => 'slow', r => 1, t => 30);
     allowed_ok(get('/slow', 'slow1/s'), 'slow, burst 1: request 2 allowed',
-               name => 'slow', r => 0);
+               name => 'slow', r => 0, t => within(30, $since));
     limited_ok(get('/slow', 'slow1/s'),
                'slow, burst 1: request 3 refused, Retry-After 30',
                policy => '"slow";q=2;w=60', name => 'slow',
@@ -657,6 +712,160 @@ my $workers_since;
                name => 'orders-create', retry => within(60, $orders_since));
     limited_ok(get('/w', 'workers/w'), 'reload: workers counter kept',
                name => 'w5', retry => within(12, $workers_since));
+}
+
+# --- a reload that raises or lowers a rule ------------------------------------------------
+
+{
+    # raised: 1 per hour, used up, then 100 per second with a burst of
+    # 10.  The request used stays used, in requests: 1 of the new 11, so
+    # the next request passes with r=9 (not a 429 for the rest of the
+    # hour, nor a fresh bucket).
+    my $since = time;
+    allowed_ok(get('/r', 'raise/x'), 'raise: 1 per hour, request 1',
+               policy => '"rl";q=1;w=3600', name => 'rl', r => 0, t => 3600);
+    limited_ok(get('/r', 'raise/x'), 'raise: request 2 refused for an hour',
+               name => 'rl', retry => within(3600, $since));
+    policy($t, 'pol', 'raise.json',
+           tenant_policy('raise', rule('rl', 100, '1s', burst => 10)));
+
+    # lowered: 100 per hour with a burst of 99 (T = 36 s), 3 used, then
+    # 1 per hour with a burst of 2: the 3 requests used are the new
+    # burst + 1, so the next is refused, and waits no more than the new
+    # T of 3600 s (the third request's share, less the time passed at
+    # 100 new seconds per old one)
+    my $lsince = time;
+    for my $i (1 .. 3) {
+        allowed_ok(get('/l', 'lower/x'), "lower: 100 per hour, request $i",
+                   name => 'lw', r => 100 - $i);
+    }
+    policy($t, 'pol', 'lower.json',
+           tenant_policy('lower', rule('lw', 1, '1h', burst => 2)));
+
+    ok($t->reload, 'rule change: reload');
+
+    my $r = get('/r', 'raise/x');
+    allowed_ok($r, 'raise: after the reload the next request passes, r=9',
+               policy => '"rl";q=100;w=1', name => 'rl', r => 9, t => 1);
+    my $ra = 0;
+    for my $i (1 .. 12) {
+        $r = get('/r', 'raise/x');
+        my $v = $r->{headers}{'retry-after'} // 0;
+        $ra = $v if $v > $ra;
+    }
+    ok($ra <= 1, "raise: no Retry-After longer than the new rule's (max $ra)");
+
+    my $lo = ceil(3600 - 100 * (time - $lsince + 0.002));
+    limited_ok(get('/l', 'lower/x'),
+               'lower: after the reload the 3 used requests count: refused',
+               policy => '"lw";q=1;w=3600', name => 'lw',
+               retry => [$lo < 1 ? 1 : $lo, 3600]);
+}
+
+# --- a request refused by a later stage gives its rate charge back ---------------------
+
+{
+    # bk: 5 per hour (burst 4), and 1 request in flight at most.  One
+    # request is held in flight (its body never comes); every request
+    # meanwhile is refused by the concurrency stage, after the rate
+    # stage charged it: the refusal gives the charge back, so the rate
+    # rule never trips, however many the client sends.
+    my $hold = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                     PeerPort => $t->port(0), Proto => 'tcp');
+    ok($hold, 'refund: a connection to hold a request') or diag $@;
+    print $hold "POST /hold HTTP/1.1\r\nHost: localhost\r\n"
+              . "Authorization: Bearer $tok{'bulk/u'}\r\n"
+              . "Content-Length: 10\r\n\r\n";
+    $hold->flush;
+
+    my ($allowed, $r) = (0);
+    for (1 .. 100) {
+        $r = get('/gif/x', 'bulk/u');
+        last if ($r->{status} // 0) == 429;
+        $allowed++;
+        sleep 0.02;
+    }
+    problem_ok($r, 'concurrency_limited',
+               "refund: the held request fills the bulkhead ($allowed passed "
+               . 'before it arrived)');
+
+    my (@st, @rem);
+    for (1 .. 10) {
+        $r = get('/gif/x', 'bulk/u');
+        push @st, reason_of($r);
+        push @rem, (ratelimit($r))[1] // 'none';
+    }
+    is("@st", join(' ', ('concurrency_limited') x 10),
+       'refund: 10 more refused by the bulkhead, none by the rate rule');
+    is("@rem", join(' ', (4 - $allowed) x 10),
+       'refund: each refusal reports r= as if it had not been counted');
+
+    close $hold;
+    my $n = 0;
+    for (1 .. 100) {
+        $r = get('/gif/x', 'bulk/u');
+        last if ($r->{status} // 0) == 200;
+        $n++;
+        sleep 0.02;
+    }
+    allowed_ok($r, "refund: once the held request ends the next passes "
+               . "($n refused meanwhile), r=" . (3 - $allowed)
+               . ': only the allowed requests were charged',
+               name => 'bk', r => 3 - $allowed);
+}
+
+# --- a high-rate rule on two workers under load: no false refusals -------------------------
+
+SKIP: {
+    # 1,000,000 per second with a burst of 1000: tau is 1 ms.  The
+    # workers once each counted with their own cached clock, a few ms
+    # apart, and refused about 1.6% of requests at 23k per second; they
+    # now share one clock that never runs backwards.
+    chomp(my $wrk = `command -v wrk 2>/dev/null` // '');
+    skip 'wrk is not installed (scripts/setup.sh installs it)', 5
+        unless $wrk;
+
+    my $h = Guard::Test->new;
+    policy($h, 'pol', 'fast.json',
+           tenant_policy('fast', rule('fast', 1000000, '1s', burst => 1000)));
+    $h->write_conf(workers => 2, http => <<"EOF");
+    guard_policies %%DIR%%/pol;
+    log_format guard_st '\$status \$pid';
+    server {
+        listen 127.0.0.1:%%PORT_0%% reuseport;
+        guard_jwt_keys %%KEYS%%/jwks.json;
+        access_log %%DIR%%/fast.log guard_st;
+        location / { guard on; empty_gif; }
+    }
+EOF
+    $h->run;
+    my ($ft) = $h->mint({ kid => 'hs256',
+                          claims => { sub => 'f', tenant_id => 'fast',
+                                      exp => $exp } });
+    my $port = $h->port(0);
+    my $t0 = time;
+    my $out = `timeout 30 $wrk -t2 -c32 -d3s -H 'Authorization: Bearer $ft' http://127.0.0.1:$port/x 2>&1`;
+    my $secs = time - $t0;
+    note($out);
+
+    my (%st, %pid);
+    if (open my $fh, '<', $h->dir . '/fast.log') {
+        while (<$fh>) {
+            my ($code, $pid) = split;
+            $st{$code}++;
+            $pid{$pid}++;
+        }
+    }
+    my $total = 0;
+    $total += $_ for values %st;
+    ok($total >= 1000, "high rate: $total requests in "
+       . sprintf('%.1f s (%.0f per second)', $secs, $total / ($secs || 1)));
+    ok($total / ($secs || 1) < 1000000, 'high rate: below the limit');
+    is(scalar keys %pid, 2, 'high rate: both workers served');
+    is($st{429} // 0, 0, 'high rate: no request refused')
+        or diag explain \%st;
+    $h->stop;
+    $h->errlog_ok('high rate: no alert/emerg');
 }
 
 # --- a zone too small to hold every key ----------------------------------------------------
