@@ -75,10 +75,10 @@ typedef struct {
 
 
 struct ngx_http_guard_rate_charge_s {
-    ngx_http_guard_zone_t       *zone;
-    ngx_http_guard_rate_check_t *checks;
-    ngx_uint_t                   n;
-    uint64_t                     now;         /* when they were charged */
+    ngx_http_guard_zone_t         *zone;
+    ngx_http_guard_rate_check_t   *checks;
+    ngx_uint_t                     n;
+    uint64_t                       now;       /* when they were charged */
 };
 
 

@@ -355,6 +355,12 @@ ngx_http_guard_handler(ngx_http_request_t *r)
     ngx_http_guard_loc_conf_t   *glcf;
     ngx_http_guard_main_conf_t  *gmcf;
 
+    /*
+     * The stages, in order, then the risk verdict.  The rate stage
+     * charges the tenant's rules; a refusal by any later stage gives the
+     * charges back (ngx_http_guard_refuse()).
+     */
+
     static ngx_http_guard_stage_pt  stages[] = {
         ngx_http_guard_residency_check,
         ngx_http_guard_limit_rate,
