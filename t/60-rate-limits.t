@@ -814,6 +814,42 @@ my $workers_since;
                name => 'bk', r => 3 - $allowed);
 }
 
+# --- and by the risk stage, after the bulkhead ------------------------------------------------
+
+{
+    # guardd is not there, and guard_risk_fail is closed: the risk stage
+    # refuses every request with 503, after the rate stage counted it.
+    # None of them uses the 1 request per hour.
+    my $k = Guard::Test->new;
+    policy($k, 'pol', 'rk.json', tenant_policy('rk', rule('rk', 1, '1h')));
+    $k->write_conf(http => <<"EOF");
+    guard_policies %%DIR%%/pol;
+    guard_sidecar unix:%%DIR%%/no-guardd.sock timeout=300ms;
+    server {
+        listen 127.0.0.1:%%PORT_0%%;
+        guard_jwt_keys %%KEYS%%/jwks.json;
+$HEADERS
+        location /risk/ { guard on; guard_risk on; guard_risk_fail closed;
+                          empty_gif; }
+        location /      { guard on; empty_gif; }
+    }
+EOF
+    $k->run;
+    my ($kt) = $k->mint({ kid => 'hs256',
+                          claims => { sub => 'k', tenant_id => 'rk',
+                                      exp => $exp } });
+    my @st = map {
+        reason_of(req($k, 'GET', '/risk/x', $kt))
+    } 1 .. 3;
+    is("@st", join(' ', ('503 sidecar_unavailable') x 3),
+       'refund: the risk stage refuses 3 requests, none by the rate rule');
+    allowed_ok(req($k, 'GET', '/x', $kt),
+               'refund: then the one request of the hour still passes',
+               name => 'rk', r => 0);
+    $k->stop;
+    $k->errlog_ok('refund (risk): no alert/emerg');
+}
+
 # --- a high-rate rule on two workers under load: no false refusals -------------------------
 
 SKIP: {
