@@ -328,35 +328,58 @@ my $version = guardctl_version($P);
     my $ta = time;
     my @r = pipeline($t, '/gif/x', $tok{'burst/b1'}, 20);
     my $tb = time;
+    my @rem;
     is(scalar @r, 20, 'burst: 20 pipelined responses');
-    is(statuses(@r), join(' ', (200) x 6, (429) x 14),
-       'burst 10/s, burst 5: exactly 6 x 200, then 14 x 429, in order');
 
-    my @rem = map { (ratelimit($_))[1] // 'none' } @r[0 .. 5];
-    is("@rem", '5 4 3 2 1 0', 'burst: RateLimit r= on the 200s: 5 4 3 2 1 0');
-    for my $i (0 .. 5) {
-        my $ok = ($r[$i]{headers}{'content-type'} // '') eq 'image/gif'
-              && length($r[$i]{body}) == 43
-              && ($r[$i]{headers}{'ratelimit-policy'} // '') eq $api
-              && ($r[$i]{headers}{'x-remaining'} // '') eq (5 - $i)
-              && ($r[$i]{headers}{'x-decision'} // '') eq 'allow'
-              && !defined $r[$i]{headers}{'retry-after'};
-        ok($ok, "burst: 200 #" . ($i + 1) . ": the gif, $api, "
-              . "\$guard_limit_remaining " . (5 - $i) . ", no Retry-After")
-            or diag explain $r[$i]{headers};
+    # nginx answers the 20 within a few ms: exactly 6 pass.  Only if the
+    # machine stalled the pipeline for 100 ms (measured from here, which
+    # bounds what nginx saw) could one more have passed per 100 ms.
+    my $extra = int(($tb - $ta) * 10);
+    my $k1 = () = statuses(@r) =~ /200/g;
+    if ($extra) {
+        my $st = statuses(@r);
+        my $k = () = $st =~ /200/g;
+        ok($st =~ /^(?:200 )+(?:429(?: |$))+$/ && $k >= 6 && $k <= 6 + $extra,
+           "burst 10/s, burst 5: 6 x 200 and at most $extra more (the "
+           . 'pipeline took ' . int(($tb - $ta) * 1000) . ' ms), then 429s')
+            or diag $st;
     }
-    for my $i (6, 7, 19) {
-        limited_ok($r[$i], 'burst: 429 #' . ($i - 5) . ' of 14',
-                   policy => $api, name => 'api', retry => 1);
+
+    SKIP: {
+        skip 'burst: the pipeline was stalled, exact counts not checked', 14
+            if $extra;
+        is(statuses(@r), join(' ', (200) x 6, (429) x 14),
+           'burst 10/s, burst 5: exactly 6 x 200, then 14 x 429, in order');
+
+        @rem = map { (ratelimit($_))[1] // 'none' } @r[0 .. 5];
+        is("@rem", '5 4 3 2 1 0',
+           'burst: RateLimit r= on the 200s: 5 4 3 2 1 0');
+        for my $i (0 .. 5) {
+            my $ok = ($r[$i]{headers}{'content-type'} // '') eq 'image/gif'
+                  && length($r[$i]{body}) == 43
+                  && ($r[$i]{headers}{'ratelimit-policy'} // '') eq $api
+                  && ($r[$i]{headers}{'x-remaining'} // '') eq (5 - $i)
+                  && ($r[$i]{headers}{'x-decision'} // '') eq 'allow'
+                  && !defined $r[$i]{headers}{'retry-after'};
+            ok($ok, "burst: 200 #" . ($i + 1) . ": the gif, $api, "
+                  . "\$guard_limit_remaining " . (5 - $i) . ", no Retry-After")
+                or diag explain $r[$i]{headers};
+        }
+        for my $i (6, 7, 19) {
+            limited_ok($r[$i], 'burst: 429 #' . ($i - 5) . ' of 14',
+                       policy => $api, name => 'api', retry => 1);
+        }
+        my @ra = map { $_->{headers}{'retry-after'} // 'none' } @r[6 .. 19];
+        is("@ra", join(' ', (1) x 14), 'burst: every 429 has Retry-After: 1');
+        my @reason = map {
+            (eval { decode_json($_->{body}) } || {})->{reason} // 'none'
+        } @r[6 .. 19];
+        is("@reason", join(' ', ('rate_limited') x 14),
+           'burst: every 429 is problem+json with reason rate_limited');
+        my %ids = map { ($_->{headers}{'guard-decision-id'} // '') => 1 }
+                  @r[6 .. 19];
+        is(scalar keys %ids, 14, 'burst: 14 distinct decision ids');
     }
-    my @ra = map { $_->{headers}{'retry-after'} // 'none' } @r[6 .. 19];
-    is("@ra", join(' ', (1) x 14), 'burst: every 429 has Retry-After: 1');
-    my @reason = map { (eval { decode_json($_->{body}) } || {})->{reason} // 'none' }
-                 @r[6 .. 19];
-    is("@reason", join(' ', ('rate_limited') x 14),
-       'burst: every 429 is problem+json with reason rate_limited');
-    my %ids = map { ($_->{headers}{'guard-decision-id'} // '') => 1 } @r[6 .. 19];
-    is(scalar keys %ids, 14, 'burst: 14 distinct decision ids');
 
     # --- recovery: 1 request per 100 ms, the full burst after 600 ms ---------
 
@@ -370,14 +393,16 @@ my $version = guardctl_version($P);
     @r = pipeline($t, '/gif/x', $tok{'burst/b2'}, 5);
     my $td = time;
     my ($klo, $khi) = (int(($tc - $tb) * 10), int(($td - $ta) * 10));
+    $klo -= $k1 - 6 if $k1 > 6;     # a stalled burst let more through
     $khi = 5 if $khi > 5;
     my $st = statuses(@r);
     my $k = () = $st =~ /200/g;
-    ok($st =~ /^(?:200 )*(?:429(?: |$))*$/ && $k >= $klo && $k <= $khi,
+    # (allowed first, then refused: unless the pipeline itself took 100 ms)
+    ok(($st =~ /^(?:200 )*(?:429(?: |$))*$/ || $td - $tc >= 0.1)
+       && $k >= $klo && $k <= $khi,
        "recovery: 250 ms later 1 more per 100 ms elapsed ($klo..$khi)")
         or diag(sprintf "%s; %.0f..%.0f ms after the burst began", $st,
                         ($tc - $tb) * 1000, ($td - $ta) * 1000);
-    ok($k >= 2, 'recovery: at least the 2 of 250 ms came back') or diag $st;
     @rem = map { (ratelimit($_))[1] // 'none' } @r[0 .. $k - 1];
     is($rem[-1], 0, "recovery: RateLimit r= down to 0 (@rem)") if $k;
     SKIP: {
@@ -392,15 +417,16 @@ my $version = guardctl_version($P);
     sleep 0.75;
     my $te = time;
     @r = pipeline($t, '/gif/x', $tok{'burst/b3'}, 8);
-    my $extra = int((time - $te) * 10);
+    my $more = int((time - $te) * 10);
     $st = statuses(@r);
     $k = () = $st =~ /200/g;
-    ok($st =~ /^(?:200 )*(?:429(?: |$))*$/ && $k >= 6 && $k <= 6 + $extra,
+    ok(($st =~ /^(?:200 )*(?:429(?: |$))*$/ || $more)
+       && $k >= 6 && $k <= 6 + $more,
        'recovery: after a pause of 750 ms all 6 are available again')
         or diag $st;
     @rem = map { (ratelimit($_))[1] // 'none' } @r[0 .. 5];
     is("@rem", '5 4 3 2 1 0', 'recovery: RateLimit r= 5 4 3 2 1 0 again')
-        if $extra == 0;
+        if $more == 0;
 }
 
 # --- Retry-After of a slow rule ------------------------------------------------
