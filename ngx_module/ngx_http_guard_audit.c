@@ -305,12 +305,16 @@ ngx_http_guard_audit_init_process(ngx_cycle_t *cycle,
     ngx_http_guard_spill.dir = gmcf->audit_spill;
     ngx_http_guard_spill.log = cycle->log;
 
+    /* nginx's debug lines read a connection through ev->data */
+
     ngx_http_guard_audit_timer.handler = ngx_http_guard_audit_tick;
+    ngx_http_guard_audit_timer.data = &ngx_http_guard_event_connection;
     ngx_http_guard_audit_timer.log = cycle->log;
     ngx_http_guard_audit_timer.cancelable = 1;
     ngx_add_timer(&ngx_http_guard_audit_timer, NGX_HTTP_GUARD_AUDIT_TICK);
 
     ngx_http_guard_audit_kick.handler = ngx_http_guard_audit_tick;
+    ngx_http_guard_audit_kick.data = &ngx_http_guard_event_connection;
     ngx_http_guard_audit_kick.log = cycle->log;
 
     return NGX_OK;

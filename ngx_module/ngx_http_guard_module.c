@@ -96,6 +96,18 @@ static ngx_conf_enum_t  ngx_http_guard_risk_fail_modes[] = {
 };
 
 
+/* as limit_req_log_level, and crit */
+
+static ngx_conf_enum_t  ngx_http_guard_log_levels[] = {
+    { ngx_string("info"), NGX_LOG_INFO },
+    { ngx_string("notice"), NGX_LOG_NOTICE },
+    { ngx_string("warn"), NGX_LOG_WARN },
+    { ngx_string("error"), NGX_LOG_ERR },
+    { ngx_string("crit"), NGX_LOG_CRIT },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_command_t  ngx_http_guard_commands[] = {
 
     { ngx_string("guard"),
@@ -195,6 +207,13 @@ static ngx_command_t  ngx_http_guard_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
+
+    { ngx_string("guard_sidecar_log_level"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_guard_main_conf_t, sidecar_log_level),
+      &ngx_http_guard_log_levels },
 
     { ngx_string("guard_audit_ring"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -337,6 +356,16 @@ static ngx_str_t  ngx_http_guard_cache_statuses[] = {
 
 
 static gd_uuid_gen_t  ngx_http_guard_uuid_gen;
+
+
+/*
+ * The connection of Guard's own events that belong to no connection (the
+ * audit tick, the sidecar's reconnect and flush): nginx's debug lines
+ * about an event read its connection's fd through ev->data, so such an
+ * event points at this one, whose fd is -1 (as the cache manager's).
+ */
+
+ngx_connection_t  ngx_http_guard_event_connection;
 
 
 /* the access phase */
@@ -1232,6 +1261,8 @@ ngx_http_guard_init_process(ngx_cycle_t *cycle)
     /* a worker must not share the master's random block */
     gd_uuid_gen_init(&ngx_http_guard_uuid_gen);
 
+    ngx_http_guard_event_connection.fd = (ngx_socket_t) -1;
+
     gmcf = ngx_http_guard_cycle_main_conf(cycle);
 
     if (ngx_http_guard_audit_init_process(cycle, gmcf) != NGX_OK) {
@@ -1268,6 +1299,7 @@ ngx_http_guard_create_main_conf(ngx_conf_t *cf)
     }
 
     gmcf->zone_size = NGX_CONF_UNSET_SIZE;
+    gmcf->sidecar_log_level = NGX_CONF_UNSET_UINT;
     gmcf->audit_slots = NGX_CONF_UNSET_UINT;
 
     return gmcf;
@@ -1277,6 +1309,10 @@ ngx_http_guard_create_main_conf(ngx_conf_t *cf)
 static char *
 ngx_http_guard_init_main_conf(ngx_conf_t *cf, void *conf)
 {
+    ngx_http_guard_main_conf_t *gmcf = conf;
+
+    ngx_conf_init_uint_value(gmcf->sidecar_log_level, NGX_LOG_ERR);
+
     return ngx_http_guard_zone_size(cf, conf);
 }
 
