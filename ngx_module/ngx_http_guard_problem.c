@@ -12,6 +12,8 @@
 #include "ngx_http_guard_problem.h"
 #include "ngx_http_guard_metrics.h"
 
+#include "gd_audit.h"
+
 
 typedef struct {
     ngx_str_t                    name;
@@ -279,19 +281,22 @@ ngx_http_guard_json_buf(ngx_http_request_t *r, json_t *doc, size_t flags)
 /*
  * Sets doc[key] to text from the request (a path, a header, a tenant
  * name), at most max bytes of it.  Bytes that are not valid UTF-8 are
- * written as %XX, so that the member is never silently dropped.
+ * written as %XX, so that the member is never silently dropped.  Longer
+ * text is masked before it is cut (gd_audit_mask_cut), so that no part of
+ * a secret across the cut is kept; shorter text is masked with the whole
+ * record (and again by guardd).
  */
 
 ngx_int_t
 ngx_http_guard_json_set_text(json_t *doc, const char *key, u_char *data,
     size_t len, size_t max)
 {
+    char    *cut;
+    size_t   n;
     u_char  *p, *q, *copy;
     json_t  *v;
 
-    if (len > max) {
-        len = max;
-    }
+    copy = NULL;
 
     v = json_stringn((char *) data, len);
 
@@ -310,12 +315,32 @@ ngx_http_guard_json_set_text(json_t *doc, const char *key, u_char *data,
             }
         }
 
-        v = json_stringn((char *) copy, q - copy);
-        ngx_free(copy);
+        data = copy;
+        len = q - copy;
 
-        if (v == NULL) {
-            return NGX_ERROR;
+        if (len <= max) {
+            v = json_stringn((char *) data, len);
         }
+    }
+
+    if (len > max) {
+        if (v) {
+            json_decref(v);
+            v = NULL;
+        }
+
+        if (gd_audit_mask_cut(key, (char *) data, len, max, &cut, &n) == 0) {
+            v = json_stringn(cut, n);
+            free(cut);
+        }
+    }
+
+    if (copy) {
+        ngx_free(copy);
+    }
+
+    if (v == NULL) {
+        return NGX_ERROR;
     }
 
     return json_object_set_new(doc, key, v) == 0 ? NGX_OK : NGX_ERROR;
