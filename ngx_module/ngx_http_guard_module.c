@@ -631,13 +631,17 @@ static void
 ngx_http_guard_shadow(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     ngx_http_guard_reason_e reason)
 {
+    ngx_log_t  log;
+
     if (ctx->shadow_reason == NGX_HTTP_GUARD_OK) {
         ctx->shadow_reason = reason;
     }
 
     ngx_http_guard_metrics_count(r, reason, 1);
 
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+    ngx_http_guard_request_log(r, &log);
+
+    ngx_log_error(NGX_LOG_INFO, &log, 0,
                   "guard: shadow refusal, reason: %V, tenant: \"%V\", "
                   "decision: %*s", ngx_http_guard_reason_name(reason),
                   &ctx->tenant, (size_t) NGX_HTTP_GUARD_ID_LEN,
@@ -775,6 +779,7 @@ ngx_http_guard_decision_id(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
 {
     u_char       id[GD_UUID_LEN];
     uint64_t     ms;
+    ngx_log_t    log;
     ngx_time_t  *tp;
 
     if (ctx->has_id) {
@@ -785,7 +790,8 @@ ngx_http_guard_decision_id(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
     ms = (uint64_t) tp->sec * 1000 + tp->msec;
 
     if (gd_uuid7_next(&ngx_http_guard_uuid_gen, ms, id) != 0) {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_ALERT,
+                      ngx_http_guard_request_log(r, &log), 0,
                       "guard: no randomness for a decision id");
         return NULL;
     }

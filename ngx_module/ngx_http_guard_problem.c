@@ -15,6 +15,14 @@
 #include "gd_audit.h"
 
 
+/* the bytes of a path that Guard's log lines show, at most */
+#define NGX_HTTP_GUARD_LOG_PATH  512
+
+
+static u_char *ngx_http_guard_log_handler(ngx_log_t *log, u_char *buf,
+    size_t len);
+
+
 typedef struct {
     ngx_str_t                    name;
     ngx_str_t                    stage;       /* the stage that refuses */
@@ -347,6 +355,89 @@ ngx_http_guard_json_set_text(json_t *doc, const char *key, u_char *data,
 }
 
 
+/*
+ * The log for Guard's own lines about a request: a copy of the request's
+ * log whose context says "client: ..., server: ..., request: ..., host:
+ * ..." as nginx's does, but with the path masked (gd_audit, as in audit
+ * records), without the query string (it may carry an access_token or an
+ * e-mail address: "?[masked]" stands for it) and without the referrer.
+ * log is the caller's (usually on its stack); it is returned.
+ */
+
+ngx_log_t *
+ngx_http_guard_request_log(ngx_http_request_t *r, ngx_log_t *log)
+{
+    *log = *r->connection->log;
+    log->data = r;
+    log->handler = ngx_http_guard_log_handler;
+
+    return log;
+}
+
+
+static u_char *
+ngx_http_guard_log_handler(ngx_log_t *log, u_char *buf, size_t len)
+{
+    char                      *path;
+    size_t                     n;
+    u_char                    *p, *last, *s;
+    ngx_http_request_t        *r;
+    ngx_http_core_srv_conf_t  *cscf;
+
+    r = log->data;
+    p = buf;
+    last = buf + len;
+
+    if (log->action) {
+        p = ngx_slprintf(p, last, " while %s", log->action);
+    }
+
+    cscf = ngx_http_get_module_srv_conf(r, ngx_http_core_module);
+
+    p = ngx_slprintf(p, last, ", client: %V, server: %V",
+                     &r->connection->addr_text, &cscf->server_name);
+
+    if (r->method_name.len == 0) {
+        return p;
+    }
+
+    p = ngx_slprintf(p, last, ", request: \"%V ", &r->method_name);
+
+    /* the decoded path, masked, its control characters escaped */
+
+    if (gd_audit_mask_cut("route", (char *) r->uri.data, r->uri.len,
+                          NGX_HTTP_GUARD_LOG_PATH, &path, &n)
+        == 0)
+    {
+        for (s = (u_char *) path; s < (u_char *) path + n; s++) {
+
+            if (last - p < 4) {
+                break;
+            }
+
+            if (*s < 0x20 || *s == 0x7f || *s == '"' || *s == '\\') {
+                p = ngx_sprintf(p, "\\x%02xd", *s);
+
+            } else {
+                *p++ = *s;
+            }
+        }
+
+        free(path);
+    }
+
+    p = ngx_slprintf(p, last, "%s%s%V\"",
+                     r->args.len ? "?[masked]" : "",
+                     r->http_protocol.len ? " " : "", &r->http_protocol);
+
+    if (r->headers_in.server.len) {
+        p = ngx_slprintf(p, last, ", host: \"%V\"", &r->headers_in.server);
+    }
+
+    return p;
+}
+
+
 static ngx_int_t
 ngx_http_guard_problem_body(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     ngx_http_guard_reason_t *rs, ngx_buf_t **out)
@@ -391,6 +482,7 @@ ngx_http_guard_refuse(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     ngx_int_t                 rc;
     ngx_buf_t                *b;
     ngx_str_t                 id;
+    ngx_log_t                 log;
     ngx_chain_t               out;
     ngx_http_guard_reason_t  *rs;
 
@@ -411,7 +503,11 @@ ngx_http_guard_refuse(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     ctx->decided = 1;
     ctx->denied = 1;
 
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+    /* the query string may carry a token: see ngx_http_guard_request_log */
+
+    ngx_http_guard_request_log(r, &log);
+
+    ngx_log_error(NGX_LOG_INFO, &log, 0,
                   "guard: refused with %ui, reason: %V, decision: %*s",
                   rs->status, &rs->name,
                   (size_t) NGX_HTTP_GUARD_ID_LEN, ctx->decision_id);

@@ -930,13 +930,15 @@ ngx_http_guard_risk(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 static void
 ngx_http_guard_sc_timeout(ngx_event_t *ev)
 {
+    ngx_log_t                    log;
     ngx_http_guard_sc_waiter_t  *w;
 
     w = (ngx_http_guard_sc_waiter_t *)
             ((u_char *) ev - offsetof(ngx_http_guard_sc_waiter_t, timer));
 
     if (!w->closed) {
-        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+        ngx_log_error(NGX_LOG_WARN,
+                      ngx_http_guard_request_log(w->request, &log), 0,
                       "guard sidecar: no verdict within %M ms",
                       ngx_http_guard_sc_conf->timeout);
     }
