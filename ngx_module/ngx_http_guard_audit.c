@@ -415,6 +415,7 @@ ngx_http_guard_audit_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
     char                         *text;
     size_t                        len;
     json_t                       *rec;
+    ngx_log_t                     log;
     ngx_int_t                     conn;
     ngx_uint_t                    i, full;
     ngx_http_guard_audit_sh_t    *sh;
@@ -463,7 +464,7 @@ ngx_http_guard_audit_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
 
     if (text == NULL) {
         (void) ngx_atomic_fetch_add(&sh->dropped, 1);
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_ERR, ngx_http_guard_request_log(r, &log), 0,
                       "guard: cannot make the audit record of decision %*s",
                       (size_t) NGX_HTTP_GUARD_ID_LEN, ctx->decision_id);
         return;
@@ -512,7 +513,8 @@ ngx_http_guard_audit_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
 
             if (ngx_current_msec - ngx_http_guard_audit_complained > 1000) {
                 ngx_http_guard_audit_complained = ngx_current_msec;
-                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                ngx_log_error(NGX_LOG_ERR,
+                              ngx_http_guard_request_log(r, &log), 0,
                               "guard: the audit ring is full and there is "
                               "no spill file: audit record %*s dropped",
                               (size_t) NGX_HTTP_GUARD_ID_LEN,
