@@ -305,12 +305,16 @@ ngx_http_guard_audit_init_process(ngx_cycle_t *cycle,
     ngx_http_guard_spill.dir = gmcf->audit_spill;
     ngx_http_guard_spill.log = cycle->log;
 
+    /* nginx's debug lines read a connection through ev->data */
+
     ngx_http_guard_audit_timer.handler = ngx_http_guard_audit_tick;
+    ngx_http_guard_audit_timer.data = &ngx_http_guard_event_connection;
     ngx_http_guard_audit_timer.log = cycle->log;
     ngx_http_guard_audit_timer.cancelable = 1;
     ngx_add_timer(&ngx_http_guard_audit_timer, NGX_HTTP_GUARD_AUDIT_TICK);
 
     ngx_http_guard_audit_kick.handler = ngx_http_guard_audit_tick;
+    ngx_http_guard_audit_kick.data = &ngx_http_guard_event_connection;
     ngx_http_guard_audit_kick.log = cycle->log;
 
     return NGX_OK;
@@ -411,6 +415,7 @@ ngx_http_guard_audit_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
     char                         *text;
     size_t                        len;
     json_t                       *rec;
+    ngx_log_t                     log;
     ngx_int_t                     conn;
     ngx_uint_t                    i, full;
     ngx_http_guard_audit_sh_t    *sh;
@@ -459,7 +464,7 @@ ngx_http_guard_audit_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
 
     if (text == NULL) {
         (void) ngx_atomic_fetch_add(&sh->dropped, 1);
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_ERR, ngx_http_guard_request_log(r, &log), 0,
                       "guard: cannot make the audit record of decision %*s",
                       (size_t) NGX_HTTP_GUARD_ID_LEN, ctx->decision_id);
         return;
@@ -508,7 +513,8 @@ ngx_http_guard_audit_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
 
             if (ngx_current_msec - ngx_http_guard_audit_complained > 1000) {
                 ngx_http_guard_audit_complained = ngx_current_msec;
-                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                ngx_log_error(NGX_LOG_ERR,
+                              ngx_http_guard_request_log(r, &log), 0,
                               "guard: the audit ring is full and there is "
                               "no spill file: audit record %*s dropped",
                               (size_t) NGX_HTTP_GUARD_ID_LEN,

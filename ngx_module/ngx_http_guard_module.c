@@ -96,6 +96,18 @@ static ngx_conf_enum_t  ngx_http_guard_risk_fail_modes[] = {
 };
 
 
+/* as limit_req_log_level, and crit */
+
+static ngx_conf_enum_t  ngx_http_guard_log_levels[] = {
+    { ngx_string("info"), NGX_LOG_INFO },
+    { ngx_string("notice"), NGX_LOG_NOTICE },
+    { ngx_string("warn"), NGX_LOG_WARN },
+    { ngx_string("error"), NGX_LOG_ERR },
+    { ngx_string("crit"), NGX_LOG_CRIT },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_command_t  ngx_http_guard_commands[] = {
 
     { ngx_string("guard"),
@@ -195,6 +207,13 @@ static ngx_command_t  ngx_http_guard_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
+
+    { ngx_string("guard_sidecar_log_level"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_guard_main_conf_t, sidecar_log_level),
+      &ngx_http_guard_log_levels },
 
     { ngx_string("guard_audit_ring"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -337,6 +356,16 @@ static ngx_str_t  ngx_http_guard_cache_statuses[] = {
 
 
 static gd_uuid_gen_t  ngx_http_guard_uuid_gen;
+
+
+/*
+ * The connection of Guard's own events that belong to no connection (the
+ * audit tick, the sidecar's reconnect and flush): nginx's debug lines
+ * about an event read its connection's fd through ev->data, so such an
+ * event points at this one, whose fd is -1 (as the cache manager's).
+ */
+
+ngx_connection_t  ngx_http_guard_event_connection;
 
 
 /* the access phase */
@@ -608,13 +637,17 @@ static void
 ngx_http_guard_shadow(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     ngx_http_guard_reason_e reason)
 {
+    ngx_log_t  log;
+
     if (ctx->shadow_reason == NGX_HTTP_GUARD_OK) {
         ctx->shadow_reason = reason;
     }
 
     ngx_http_guard_metrics_count(r, reason, 1);
 
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+    ngx_http_guard_request_log(r, &log);
+
+    ngx_log_error(NGX_LOG_INFO, &log, 0,
                   "guard: shadow refusal, reason: %V, tenant: \"%V\", "
                   "decision: %*s", ngx_http_guard_reason_name(reason),
                   &ctx->tenant, (size_t) NGX_HTTP_GUARD_ID_LEN,
@@ -752,6 +785,7 @@ ngx_http_guard_decision_id(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
 {
     u_char       id[GD_UUID_LEN];
     uint64_t     ms;
+    ngx_log_t    log;
     ngx_time_t  *tp;
 
     if (ctx->has_id) {
@@ -762,7 +796,8 @@ ngx_http_guard_decision_id(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
     ms = (uint64_t) tp->sec * 1000 + tp->msec;
 
     if (gd_uuid7_next(&ngx_http_guard_uuid_gen, ms, id) != 0) {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_ALERT,
+                      ngx_http_guard_request_log(r, &log), 0,
                       "guard: no randomness for a decision id");
         return NULL;
     }
@@ -1238,6 +1273,8 @@ ngx_http_guard_init_process(ngx_cycle_t *cycle)
     /* a worker must not share the master's random block */
     gd_uuid_gen_init(&ngx_http_guard_uuid_gen);
 
+    ngx_http_guard_event_connection.fd = (ngx_socket_t) -1;
+
     gmcf = ngx_http_guard_cycle_main_conf(cycle);
 
     if (ngx_http_guard_audit_init_process(cycle, gmcf) != NGX_OK) {
@@ -1274,6 +1311,7 @@ ngx_http_guard_create_main_conf(ngx_conf_t *cf)
     }
 
     gmcf->zone_size = NGX_CONF_UNSET_SIZE;
+    gmcf->sidecar_log_level = NGX_CONF_UNSET_UINT;
     gmcf->audit_slots = NGX_CONF_UNSET_UINT;
 
     return gmcf;
@@ -1283,6 +1321,10 @@ ngx_http_guard_create_main_conf(ngx_conf_t *cf)
 static char *
 ngx_http_guard_init_main_conf(ngx_conf_t *cf, void *conf)
 {
+    ngx_http_guard_main_conf_t *gmcf = conf;
+
+    ngx_conf_init_uint_value(gmcf->sidecar_log_level, NGX_LOG_ERR);
+
     return ngx_http_guard_zone_size(cf, conf);
 }
 

@@ -121,6 +121,7 @@ typedef struct {
     ngx_http_guard_policies_t   *policies;
     ngx_str_t                    region;
     ngx_http_guard_sidecar_conf_t  *sidecar;
+    ngx_uint_t                   sidecar_log_level;
     ngx_uint_t                   audit_slots;
     ngx_str_t                    audit_spill;
     ngx_shm_zone_t              *audit_zone;
@@ -211,7 +212,8 @@ json_t *ngx_http_guard_payload(ngx_http_guard_ctx_t *ctx);
 ngx_int_t ngx_http_guard_traceparent(ngx_http_request_t *r, ngx_str_t *value);
 
 
-extern ngx_module_t  ngx_http_guard_module;
+extern ngx_module_t      ngx_http_guard_module;
+extern ngx_connection_t  ngx_http_guard_event_connection;
 
 
 #endif /* _NGX_HTTP_GUARD_MODULE_H_INCLUDED_ */

@@ -13,6 +13,16 @@
 #include "ngx_http_guard_metrics.h"
 #include "ngx_http_guard_limit.h"
 
+#include "gd_audit.h"
+
+
+/* the bytes of a path that Guard's log lines show, at most */
+#define NGX_HTTP_GUARD_LOG_PATH  512
+
+
+static u_char *ngx_http_guard_log_handler(ngx_log_t *log, u_char *buf,
+    size_t len);
+
 
 typedef struct {
     ngx_str_t                    name;
@@ -280,19 +290,22 @@ ngx_http_guard_json_buf(ngx_http_request_t *r, json_t *doc, size_t flags)
 /*
  * Sets doc[key] to text from the request (a path, a header, a tenant
  * name), at most max bytes of it.  Bytes that are not valid UTF-8 are
- * written as %XX, so that the member is never silently dropped.
+ * written as %XX, so that the member is never silently dropped.  Longer
+ * text is masked before it is cut (gd_audit_mask_cut), so that no part of
+ * a secret across the cut is kept; shorter text is masked with the whole
+ * record (and again by guardd).
  */
 
 ngx_int_t
 ngx_http_guard_json_set_text(json_t *doc, const char *key, u_char *data,
     size_t len, size_t max)
 {
+    char    *cut;
+    size_t   n;
     u_char  *p, *q, *copy;
     json_t  *v;
 
-    if (len > max) {
-        len = max;
-    }
+    copy = NULL;
 
     v = json_stringn((char *) data, len);
 
@@ -311,15 +324,118 @@ ngx_http_guard_json_set_text(json_t *doc, const char *key, u_char *data,
             }
         }
 
-        v = json_stringn((char *) copy, q - copy);
-        ngx_free(copy);
+        data = copy;
+        len = q - copy;
 
-        if (v == NULL) {
-            return NGX_ERROR;
+        if (len <= max) {
+            v = json_stringn((char *) data, len);
         }
     }
 
+    if (len > max) {
+        if (v) {
+            json_decref(v);
+            v = NULL;
+        }
+
+        if (gd_audit_mask_cut(key, (char *) data, len, max, &cut, &n) == 0) {
+            v = json_stringn(cut, n);
+            free(cut);
+        }
+    }
+
+    if (copy) {
+        ngx_free(copy);
+    }
+
+    if (v == NULL) {
+        return NGX_ERROR;
+    }
+
     return json_object_set_new(doc, key, v) == 0 ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * The log for Guard's own lines about a request: a copy of the request's
+ * log whose context says "client: ..., server: ..., request: ..., host:
+ * ..." as nginx's does, but with the path masked (gd_audit, as in audit
+ * records), without the query string (it may carry an access_token or an
+ * e-mail address: "?[masked]" stands for it) and without the referrer.
+ * log is the caller's (usually on its stack); it is returned.
+ */
+
+ngx_log_t *
+ngx_http_guard_request_log(ngx_http_request_t *r, ngx_log_t *log)
+{
+    *log = *r->connection->log;
+    log->data = r;
+    log->handler = ngx_http_guard_log_handler;
+
+    return log;
+}
+
+
+static u_char *
+ngx_http_guard_log_handler(ngx_log_t *log, u_char *buf, size_t len)
+{
+    char                      *path;
+    size_t                     n;
+    u_char                    *p, *last, *s;
+    ngx_http_request_t        *r;
+    ngx_http_core_srv_conf_t  *cscf;
+
+    r = log->data;
+    p = buf;
+    last = buf + len;
+
+    if (log->action) {
+        p = ngx_slprintf(p, last, " while %s", log->action);
+    }
+
+    cscf = ngx_http_get_module_srv_conf(r, ngx_http_core_module);
+
+    p = ngx_slprintf(p, last, ", client: %V, server: %V",
+                     &r->connection->addr_text, &cscf->server_name);
+
+    if (r->method_name.len == 0) {
+        return p;
+    }
+
+    p = ngx_slprintf(p, last, ", request: \"%V ", &r->method_name);
+
+    /* the decoded path, masked, its control characters escaped */
+
+    if (gd_audit_mask_cut("route", (char *) r->uri.data, r->uri.len,
+                          NGX_HTTP_GUARD_LOG_PATH, &path, &n)
+        == 0)
+    {
+        for (s = (u_char *) path; s < (u_char *) path + n; s++) {
+
+            if (last - p < 4) {
+                break;
+            }
+
+            if (*s < 0x20 || *s == 0x7f || *s == '"' || *s == '\\') {
+                p = ngx_sprintf(p, "\\x%02xd", *s);
+
+            } else {
+                *p++ = *s;
+            }
+        }
+
+        free(path);
+    }
+
+    p = ngx_slprintf(p, last, "%s%s%V\"",
+                     r->args.len ? "?[masked]" : "",
+                     r->http_protocol.len ? " " : "", &r->http_protocol);
+
+    if (r->headers_in.server.len) {
+        p = ngx_slprintf(p, last, ", host: \"%V\"", &r->headers_in.server);
+    }
+
+    return p;
 }
 
 
@@ -367,6 +483,7 @@ ngx_http_guard_refuse(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     ngx_int_t                 rc;
     ngx_buf_t                *b;
     ngx_str_t                 id;
+    ngx_log_t                 log;
     ngx_chain_t               out;
     ngx_http_guard_reason_t  *rs;
 
@@ -390,7 +507,11 @@ ngx_http_guard_refuse(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     ctx->decided = 1;
     ctx->denied = 1;
 
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+    /* the query string may carry a token: see ngx_http_guard_request_log */
+
+    ngx_http_guard_request_log(r, &log);
+
+    ngx_log_error(NGX_LOG_INFO, &log, 0,
                   "guard: refused with %ui, reason: %V, decision: %*s",
                   rs->status, &rs->name,
                   (size_t) NGX_HTTP_GUARD_ID_LEN, ctx->decision_id);

@@ -23,6 +23,8 @@ ngx_int_t ngx_http_guard_json_set_text(json_t *doc, const char *key,
     u_char *data, size_t len, size_t max);
 ngx_int_t ngx_http_guard_refuse(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx, ngx_http_guard_reason_e reason);
+ngx_log_t *ngx_http_guard_request_log(ngx_http_request_t *r,
+    ngx_log_t *log);
 
 
 #endif /* _NGX_HTTP_GUARD_PROBLEM_H_INCLUDED_ */

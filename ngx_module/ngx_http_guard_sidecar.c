@@ -51,6 +51,12 @@ typedef struct {
 } ngx_http_guard_sc_conn_t;
 
 
+/* the connection whose retry or flush event ev is (ev->data is not it) */
+#define ngx_http_guard_sc_of(ev, member)                                     \
+    ((ngx_http_guard_sc_conn_t *)                                             \
+         ((u_char *) (ev) - offsetof(ngx_http_guard_sc_conn_t, member)))
+
+
 typedef struct {
     ngx_http_request_t          *request;
     ngx_http_guard_ctx_t        *ctx;
@@ -72,9 +78,14 @@ static uint32_t                        ngx_http_guard_sc_id;
 static ngx_uint_t                      ngx_http_guard_sc_failures;
 static ngx_msec_t                      ngx_http_guard_sc_cooldown;
 static ngx_log_t                      *ngx_http_guard_sc_log;
+static ngx_log_t                       ngx_http_guard_sc_quiet_log;
+static ngx_uint_t                      ngx_http_guard_sc_log_level;
+static ngx_msec_t                      ngx_http_guard_sc_complained;
+static ngx_uint_t                      ngx_http_guard_sc_unreported;
 
 
 static void ngx_http_guard_sc_connect(ngx_http_guard_sc_conn_t *sc);
+static void ngx_http_guard_sc_unreachable(ngx_err_t err);
 static void ngx_http_guard_sc_retry(ngx_event_t *ev);
 static void ngx_http_guard_sc_close(ngx_http_guard_sc_conn_t *sc,
     const char *why);
@@ -194,6 +205,19 @@ ngx_http_guard_sidecar_init_process(ngx_cycle_t *cycle,
 
     ngx_http_guard_sc_conf = gmcf->sidecar;
     ngx_http_guard_sc_log = cycle->log;
+    ngx_http_guard_sc_log_level = gmcf->sidecar_log_level;
+    ngx_http_guard_sc_complained = 0;
+    ngx_http_guard_sc_unreported = 0;
+
+    /*
+     * nginx logs a failed connect() itself, at "crit" or "error", on
+     * every attempt: it logs into a copy of the log that lets only alerts
+     * through, and the worker says it at most once a second, at the level
+     * of guard_sidecar_log_level
+     */
+
+    ngx_http_guard_sc_quiet_log = *cycle->log;
+    ngx_http_guard_sc_quiet_log.log_level = NGX_LOG_ALERT;
 
     ngx_http_guard_sc_conns = ngx_pcalloc(cycle->pool,
                                           gmcf->sidecar->connections
@@ -212,14 +236,16 @@ ngx_http_guard_sidecar_init_process(ngx_cycle_t *cycle,
 
         ngx_queue_init(&sc->waiting);
 
+        /* nginx's debug lines read a connection through ev->data */
+
         sc->retry.handler = ngx_http_guard_sc_retry;
-        sc->retry.data = sc;
+        sc->retry.data = &ngx_http_guard_event_connection;
         sc->retry.log = cycle->log;
         sc->retry.cancelable = 1;
         sc->backoff = NGX_HTTP_GUARD_SC_BACKOFF_MIN;
 
         sc->flush.handler = ngx_http_guard_sc_flush_handler;
-        sc->flush.data = sc;
+        sc->flush.data = &ngx_http_guard_event_connection;
         sc->flush.log = cycle->log;
 
         ngx_http_guard_sc_connect(sc);
@@ -263,12 +289,16 @@ ngx_http_guard_sc_connect(ngx_http_guard_sc_conn_t *sc)
     sc->peer.socklen = ngx_http_guard_sc_conf->addr->socklen;
     sc->peer.name = &ngx_http_guard_sc_conf->addr->name;
     sc->peer.get = ngx_event_get_peer;
-    sc->peer.log = ngx_http_guard_sc_log;
+    sc->peer.log = &ngx_http_guard_sc_quiet_log;
     sc->peer.log_error = NGX_ERROR_ERR;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_http_guard_sc_log, 0,
+                   "guard sidecar: connecting to %V", sc->peer.name);
 
     rc = ngx_event_connect_peer(&sc->peer);
 
     if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+        ngx_http_guard_sc_unreachable(ngx_socket_errno);
         ngx_http_guard_sc_close(sc, "cannot connect");
         return;
     }
@@ -306,10 +336,36 @@ ngx_http_guard_sc_connect(ngx_http_guard_sc_conn_t *sc)
 }
 
 
+/* a failed connect(): a line a second at the most, with what it hid */
+
+static void
+ngx_http_guard_sc_unreachable(ngx_err_t err)
+{
+    ngx_http_guard_sc_unreported++;
+
+    if (ngx_http_guard_sc_complained
+        && ngx_current_msec - ngx_http_guard_sc_complained < 1000)
+    {
+        return;
+    }
+
+    ngx_log_error(ngx_http_guard_sc_log_level, ngx_http_guard_sc_log, err,
+                  "guard sidecar: cannot connect to %V, %ui attempt(s) "
+                  "failed since the last such line",
+                  &ngx_http_guard_sc_conf->addr->name,
+                  ngx_http_guard_sc_unreported);
+
+    ngx_http_guard_sc_complained = ngx_current_msec;
+    ngx_http_guard_sc_unreported = 0;
+}
+
+
 static void
 ngx_http_guard_sc_retry(ngx_event_t *ev)
 {
-    ngx_http_guard_sc_conn_t  *sc = ev->data;
+    ngx_http_guard_sc_conn_t  *sc;
+
+    sc = ngx_http_guard_sc_of(ev, retry);
 
     if (sc->state == NGX_HTTP_GUARD_SC_DOWN && !ngx_exiting) {
         ngx_http_guard_sc_connect(sc);
@@ -471,7 +527,9 @@ ngx_http_guard_sc_later(ngx_http_guard_sc_conn_t *sc)
 static void
 ngx_http_guard_sc_flush_handler(ngx_event_t *ev)
 {
-    ngx_http_guard_sc_conn_t  *sc = ev->data;
+    ngx_http_guard_sc_conn_t  *sc;
+
+    sc = ngx_http_guard_sc_of(ev, flush);
 
     if (sc->state == NGX_HTTP_GUARD_SC_READY
         && ngx_http_guard_sc_flush(sc) != NGX_OK)
@@ -808,8 +866,9 @@ ngx_http_guard_risk(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 
                     ngx_queue_insert_tail(&sc->waiting, &w->queue);
 
+                    /* the request's connection, for nginx's debug lines */
                     w->timer.handler = ngx_http_guard_sc_timeout;
-                    w->timer.data = w;
+                    w->timer.data = r->connection;
                     w->timer.log = r->connection->log;
                     ngx_add_timer(&w->timer, ngx_http_guard_sc_conf->timeout);
 
@@ -871,10 +930,15 @@ ngx_http_guard_risk(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 static void
 ngx_http_guard_sc_timeout(ngx_event_t *ev)
 {
-    ngx_http_guard_sc_waiter_t  *w = ev->data;
+    ngx_log_t                    log;
+    ngx_http_guard_sc_waiter_t  *w;
+
+    w = (ngx_http_guard_sc_waiter_t *)
+            ((u_char *) ev - offsetof(ngx_http_guard_sc_waiter_t, timer));
 
     if (!w->closed) {
-        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+        ngx_log_error(NGX_LOG_WARN,
+                      ngx_http_guard_request_log(w->request, &log), 0,
                       "guard sidecar: no verdict within %M ms",
                       ngx_http_guard_sc_conf->timeout);
     }

@@ -304,6 +304,47 @@ for my $secret ($acme, $eu, $expired, $jwt_in_path, 'bob@example.com',
                                   . substr($secret, 0, 12));
 }
 
+# masking comes before the cut: a secret across a field's limit (the
+# route: 512 bytes in a record, 4096 in DECIDE) leaves no piece of itself
+my $email = 'bob.victim@example.com';
+my $card = '4111111111111111';
+my $tail = '/' . ('y' x 40);
+my $pre501 = '/' . ('x/' x 250);    # 501 bytes: the e-mail across 512
+my $pre507 = '/' . ('x/' x 253);    # 507 bytes: [card] across 512 too
+my $pre480 = '/' . ('x/' x 239) . 'x';
+my @cut = (
+    [ "$pre501$email$tail", $pre501 . '[email]/yyy',
+      'an e-mail across the cut: masked, then cut after its placeholder' ],
+    [ "$pre507$card$tail", $pre507,
+      'a card number across the cut: its placeholder is not split' ],
+    [ "$pre480/$jwt_in_path$tail",
+      substr("$pre480/[token]$tail", 0, 512),
+      'a token across the cut: masked, then cut' ],
+);
+my @cut_ids = map { problem_ok(req('GET', $_->[0]), 'token_missing',
+                               'a long path: ' . substr($_->[2], 0, 12)) }
+              @cut;
+$by = wait_journal(\@cut_ids);
+for my $i (0 .. $#cut) {
+    my $route = $by->{$cut_ids[$i]}[0]{route} // '';
+    is($route, $cut[$i][1], $cut[$i][2]);
+    ok(length $route <= 512, 'the route is at most 512 bytes');
+}
+# DECIDE: guardd journals its risk refusal with the route it was sent
+my $pre4091 = '/' . ('x/' x 2045);    # with "/r": [email] across 4096
+$r = req('DELETE', "/r$pre4091$email$tail", $acme);
+my $decide_id = problem_ok($r, 'risk_deny', 'a risk refusal of a long path',
+                           token => $acme);
+$by = wait_journal([$decide_id]);
+my $drec = $by->{$decide_id}[0] // {};
+is($drec->{stage}, 'risk', 'DECIDE: guardd journaled the refusal');
+is($drec->{route}, "/r$pre4091",
+   'DECIDE: an e-mail across 4096 bytes leaves nothing, not even [em');
+my $routes = join "\n", map { $_->{route} // '' } journal();
+for my $piece ('bob.vi', 'victim', '@exa', '411111', 'eyJhbGci', 'c2lnbmF0') {
+    ok(index($routes, $piece) < 0, "no piece of a cut secret: $piece");
+}
+
 # guardd away: records wait in the ring, then arrive
 stop_guardd();
 my @away = map { req('GET', "/away/$_")->{headers}{'guard-decision-id'} }

@@ -63,6 +63,24 @@ int gd_audit_init(void);
 int gd_audit_mask(json_t *rec);
 
 /*
+ * The value of the member `name` of a record, made of text (len bytes,
+ * UTF-8), masked as gd_audit_mask() masks that member and then cut to at
+ * most limit bytes: masking comes first, so that a secret that straddles
+ * the cut is a placeholder by then and no part of it is kept.  The cut
+ * never splits a placeholder (it moves before it) nor a UTF-8 sequence,
+ * and the cut text is masked again (a cut can end a run of digits or a
+ * domain): the result is a fixed point of the masking.  The value of a
+ * secret member is "[masked]" (or "" under 8 bytes); that of a member
+ * never pattern-masked (tenant, subject, ...) is only cut.  name may be
+ * NULL (any other member).
+ *
+ * *out is malloc()ed, NUL-terminated, *outlen bytes.  0, or -1 when out
+ * of memory.
+ */
+int gd_audit_mask_cut(const char *name, const char *text, size_t len,
+                      size_t limit, char **out, size_t *outlen);
+
+/*
  * Parses exactly the 36-character canonical text form of a UUID
  * (8-4-4-4-12 hex digits, either case) into out.  0 or -1.
  */

@@ -190,7 +190,6 @@ static int apply_rule(int rule, const char *text, size_t len,
     return gd_proto_buf_add(out, text + copied, len - copied) == 0 ? 1 : -1;
 }
 
-/* 1 changed, 0 not, -1 out of memory */
 /*
  * The rules run again over their own output until nothing changes: a
  * placeholder can make a boundary that a pattern wanted where the text
@@ -200,11 +199,15 @@ static int apply_rule(int rule, const char *text, size_t len,
  */
 #define GD_AUDIT_PASSES 4
 
-static int mask_string(json_t *s, pcre2_match_data *md)
+/*
+ * Masks text to a fixed point: 1 with the result in *res (malloc'ed by
+ * gd_proto_buf_add), 0 when nothing matched (*res untouched), -1 when out
+ * of memory.
+ */
+static int mask_text(const char *text, size_t len, pcre2_match_data *md,
+                     gd_proto_buf_t *res)
 {
     gd_proto_buf_t cur = {NULL, 0, 0};
-    const char *text = json_string_value(s);
-    size_t len = json_string_length(s);
     int rule, pass, changed = 1, rc = 0;
 
     for (pass = 0; changed && pass < GD_AUDIT_PASSES; pass++) {
@@ -232,22 +235,45 @@ static int mask_string(json_t *s, pcre2_match_data *md)
 
             if (r == -2) {
                 /* cannot tell what is in it: nothing of it is kept */
-                free(cur.data);
-                return json_string_set(s, GD_AUDIT_MASKED) == 0 ? 1 : -1;
+                changed = 1;
+                pass = GD_AUDIT_PASSES;
+                break;
             }
         }
     }
 
     if (changed) {
-        free(cur.data);
-        return json_string_set(s, GD_AUDIT_MASKED) == 0 ? 1 : -1;
+        /* no fixed point, or a match error: masked whole */
+        cur.len = 0;
+        if (gd_proto_buf_add(&cur, GD_AUDIT_MASKED,
+                             sizeof(GD_AUDIT_MASKED) - 1) != 0) {
+            free(cur.data);
+            return -1;
+        }
+        rc = 1;
     }
 
     if (rc == 1) {
-        rc = json_string_setn(s, (const char *)cur.data, cur.len) == 0 ? 1 : -1;
+        *res = cur;
     }
 
-    free(cur.data);
+    return rc;
+}
+
+/* 1 changed, 0 not, -1 out of memory */
+static int mask_string(json_t *s, pcre2_match_data *md)
+{
+    gd_proto_buf_t res = {NULL, 0, 0};
+    int rc = mask_text(json_string_value(s), json_string_length(s), md, &res);
+
+    if (rc == 1) {
+        rc = json_string_setn(s, res.data ? (const char *)res.data : "",
+                              res.len) == 0
+                 ? 1
+                 : -1;
+    }
+
+    free(res.data);
     return rc;
 }
 
@@ -338,6 +364,137 @@ int gd_audit_mask(json_t *rec)
     n = mask_value(rec, md, 1);
     pcre2_match_data_free(md);
     return n;
+}
+
+/* cutting */
+
+/* what masking leaves, longest first ("Bearer [masked]" holds "[masked]") */
+static const char *const gd_audit_placeholders[] = {
+    GD_AUDIT_BEARER, GD_AUDIT_MASKED, GD_AUDIT_TOKEN,
+    GD_AUDIT_EMAIL,  GD_AUDIT_CARD,   NULL};
+
+/*
+ * Where to cut s (len > limit) to at most limit bytes: never inside a
+ * placeholder (the cut moves before it) nor inside a UTF-8 sequence.
+ */
+static size_t cut_point(const char *s, size_t len, size_t limit)
+{
+    size_t cut = limit, i, at, plen;
+    int moved = 1;
+
+    while (moved) {
+        moved = 0;
+
+        for (i = 0; gd_audit_placeholders[i] != NULL; i++) {
+            plen = strlen(gd_audit_placeholders[i]);
+
+            for (at = cut >= plen ? cut - plen + 1 : 0; at < cut; at++) {
+                if (at + plen <= len &&
+                    memcmp(s + at, gd_audit_placeholders[i], plen) == 0) {
+                    cut = at;
+                    moved = 1;
+                    break;
+                }
+            }
+        }
+    }
+
+    while (cut > 0 && ((unsigned char)s[cut] & 0xc0) == 0x80) {
+        cut--;
+    }
+
+    return cut;
+}
+
+static int copy_out(const char *text, size_t len, char **out, size_t *outlen)
+{
+    char *p = malloc(len + 1);
+
+    if (p == NULL) {
+        return -1;
+    }
+
+    memcpy(p, text, len);
+    p[len] = '\0';
+    *out = p;
+    *outlen = len;
+    return 0;
+}
+
+int gd_audit_mask_cut(const char *name, const char *text, size_t len,
+                      size_t limit, char **out, size_t *outlen)
+{
+    gd_proto_buf_t cur = {NULL, 0, 0};
+    pcre2_match_data *md;
+    int round, rc;
+
+    *out = NULL;
+    *outlen = 0;
+
+    if (name != NULL && name_is(name, gd_audit_secret_names)) {
+        return copy_out(GD_AUDIT_MASKED,
+                        limit >= sizeof(GD_AUDIT_MASKED) - 1
+                            ? sizeof(GD_AUDIT_MASKED) - 1
+                            : 0,
+                        out, outlen);
+    }
+
+    if (name != NULL && name_is(name, gd_audit_plain_names)) {
+        return copy_out(text, len > limit ? cut_point(text, len, limit) : len,
+                        out, outlen);
+    }
+
+    if (gd_audit_init() != 0) {
+        return -1;
+    }
+
+    md = pcre2_match_data_create(1, NULL);
+    if (md == NULL) {
+        return -1;
+    }
+
+    /*
+     * masked whole first, so that a secret across the cut is a
+     * placeholder by then; the cut text is masked again, as a cut can
+     * end a run that a pattern wanted ended (digits, a domain), and a
+     * placeholder may be longer than what it replaced
+     */
+    for (round = 0; round < GD_AUDIT_PASSES; round++) {
+        gd_proto_buf_t next = {NULL, 0, 0};
+
+        rc = mask_text(text, len, md, &next);
+        if (rc < 0) {
+            pcre2_match_data_free(md);
+            free(cur.data);
+            return -1;
+        }
+
+        if (rc == 1) {
+            free(cur.data);
+            cur = next;
+            text = cur.data ? (const char *)cur.data : "";
+            len = cur.len;
+        }
+
+        if (len <= limit) {
+            break;
+        }
+
+        len = cut_point(text, len, limit);
+    }
+
+    pcre2_match_data_free(md);
+
+    if (len > limit || round == GD_AUDIT_PASSES) {
+        /* never settled: nothing of it is kept */
+        text = GD_AUDIT_MASKED;
+        len = limit >= sizeof(GD_AUDIT_MASKED) - 1 ? sizeof(GD_AUDIT_MASKED) - 1
+                                                   : 0;
+    }
+
+    rc = copy_out(text, len, out, outlen);
+    free(cur.data);
+    return rc;
 }
 
 /* ids */

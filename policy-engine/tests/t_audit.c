@@ -61,6 +61,292 @@ static int same_json(json_t *a, json_t *b)
     return eq;
 }
 
+/*
+ * Masking and cutting (gd_audit_mask_cut): texts with a secret at every
+ * offset around each field limit the module uses.  A secret is leaked
+ * when any piece of it is left: a digit of a card number, 3 bytes of an
+ * e-mail address, 4 bytes of a JWT or of a bearer credential.
+ */
+
+enum {
+    SECRET_EMAIL,
+    SECRET_CARD,
+    SECRET_CARD_GROUPED,
+    SECRET_JWT,
+    SECRET_BEARER,
+    SECRET_N
+};
+
+static const struct {
+    const char *text;  /* as it stands in a path */
+    const char *piece; /* no piece of this may be left */
+    size_t piece_len;  /* the length of a piece that counts */
+    int digits;        /* no digit may be left */
+} secrets[SECRET_N] = {
+    {"bob.victim@example.com", "bob.victim@example.com", 3, 0},
+    {"4111111111111111", NULL, 0, 1},
+    {"4111 1111 1111 1111", NULL, 0, 1},
+    {JWT, JWT, 4, 0},
+    {"Bearer mF_9.B5f-4.1JqMxyzzy", "mF_9.B5f-4.1JqMxyzzy", 4, 0},
+};
+
+/* 1 when text holds a piece of secret k */
+static int leaks(const char *text, size_t len, int k)
+{
+    if (secrets[k].digits) {
+        for (size_t i = 0; i < len; i++) {
+            if (text[i] >= '0' && text[i] <= '9') {
+                return 1;
+            }
+        }
+        return 0;
+    }
+
+    size_t plen = secrets[k].piece_len, slen = strlen(secrets[k].piece);
+    for (size_t at = 0; at + plen <= slen; at++) {
+        for (size_t i = 0; i + plen <= len; i++) {
+            if (memcmp(text + i, secrets[k].piece + at, plen) == 0) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* text ends inside a UTF-8 sequence, or with the head of a placeholder */
+static int torn(const char *text, size_t len)
+{
+    static const char *const ph[] = {"Bearer [masked]", "[masked]", "[token]",
+                                     "[email]", "[card]"};
+    size_t i = len;
+
+    while (i > 0 && ((unsigned char)text[i - 1] & 0xc0) == 0x80) {
+        i--;
+    }
+    if (i > 0 && (unsigned char)text[i - 1] >= 0xc0) {
+        size_t need = (unsigned char)text[i - 1] >= 0xf0   ? 4
+                      : (unsigned char)text[i - 1] >= 0xe0 ? 3
+                                                           : 2;
+        if (len - (i - 1) != need) {
+            return 1;
+        }
+    }
+
+    for (size_t p = 0; p < sizeof(ph) / sizeof(ph[0]); p++) {
+        for (size_t k = 1; k < strlen(ph[p]); k++) {
+            if (k <= len && memcmp(text + len - k, ph[p], k) == 0 &&
+                !(k >= strlen("[masked]") &&
+                  memcmp(text + len - k, "[masked]", 8) == 0)) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* n bytes of "/é/é...": no secret's piece, a UTF-8 sequence to cut */
+static size_t filler(char *out, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        if (i % 3 == 1 && i + 2 <= n) {
+            out[i++] = (char)0xc3;
+            out[i++] = (char)0xa9;
+        } else {
+            out[i++] = '/';
+        }
+    }
+    return n;
+}
+
+/* checks one masked-and-cut text; 1 good */
+static int cut_ok(const char *out, size_t outlen, size_t limit, int k,
+                  const char **why)
+{
+    char *again;
+    size_t againlen;
+    json_t *rec;
+    int fixed;
+
+    if (outlen > limit) {
+        *why = "longer than the limit";
+        return 0;
+    }
+    if (leaks(out, outlen, k)) {
+        *why = "a piece of the secret is left";
+        return 0;
+    }
+    if (torn(out, outlen)) {
+        *why = "cut inside a placeholder or a UTF-8 sequence";
+        return 0;
+    }
+    if (gd_audit_mask_cut("route", out, outlen, limit, &again, &againlen) !=
+        0) {
+        *why = "out of memory";
+        return 0;
+    }
+    fixed = againlen == outlen && memcmp(again, out, outlen) == 0;
+    free(again);
+    rec = json_object();
+    json_object_set_new(rec, "route", json_stringn(out, outlen));
+    fixed = fixed && gd_audit_mask(rec) == 0;
+    json_decref(rec);
+    if (!fixed) {
+        *why = "masking it again changes it";
+        return 0;
+    }
+    return 1;
+}
+
+static void mask_cut_tests(void)
+{
+    static const size_t limits[] = {8, 32, 64, 128, 512, 1024, 4096};
+    static char text[8192];
+    char *out;
+    size_t outlen;
+    int cases = 0, bad = 0, whole = 0, leaked_before = 0;
+    const char *why = NULL;
+
+    for (int k = 0; k < SECRET_N; k++) {
+        size_t slen = strlen(secrets[k].text);
+
+        for (size_t li = 0; li < sizeof(limits) / sizeof(limits[0]); li++) {
+            size_t limit = limits[li];
+            size_t from = limit > slen + 8 ? limit - slen - 8 : 0;
+
+            /* the secret before, across and just after the cut */
+            for (size_t off = from; off <= limit + 2; off++) {
+                size_t len = filler(text, off);
+                memcpy(text + len, secrets[k].text, slen);
+                len += slen;
+                len += filler(text + len, 16);
+
+                cases++;
+                if (gd_audit_mask_cut("route", text, len, limit, &out,
+                                      &outlen) != 0 ||
+                    !cut_ok(out, outlen, limit, k, &why)) {
+                    if (bad++ < 5) {
+                        printf("# %s at %zu, limit %zu: %s: \"%.*s\"\n",
+                               secrets[k].text, off, limit,
+                               why ? why : "failed", (int)outlen,
+                               out ? out : "");
+                    }
+                }
+                whole +=
+                    off + slen <= limit && outlen >= off + strlen("[card]");
+
+                /* the old way, cut then mask, is caught by the check */
+                if (off < limit && off + slen > limit) {
+                    json_t *rec = json_object();
+                    json_object_set_new(rec, "route",
+                                        json_stringn(text, limit));
+                    if (gd_audit_mask(rec) >= 0) {
+                        json_t *v = json_object_get(rec, "route");
+                        leaked_before += leaks(json_string_value(v),
+                                               json_string_length(v), k);
+                    }
+                    json_decref(rec);
+                }
+                free(out);
+                out = NULL;
+            }
+        }
+    }
+
+    TAP_OK(bad == 0,
+           "%d texts, each secret at every offset around each limit: "
+           "no piece left, within the limit, no torn placeholder or "
+           "character, masked again unchanged (%d bad)",
+           cases, bad);
+    TAP_OK(whole > 0, "a secret before the cut leaves its placeholder (%d)",
+           whole);
+    TAP_OK(leaked_before > 0,
+           "the check sees what cutting before masking leaked (%d texts)",
+           leaked_before);
+
+    /* seeded mixes of secrets and filler, any limit */
+    {
+        unsigned long seed = 20261201;
+        int mixes = 0, mbad = 0;
+
+        for (int i = 0; i < 3000; i++) {
+            size_t len = 0, limit;
+            int parts;
+
+            seed = seed * 6364136223846793005UL + 1442695040888963407UL;
+            parts = 1 + (int)((seed >> 33) % 12);
+            for (int p = 0; p < parts; p++) {
+                seed = seed * 6364136223846793005UL + 1442695040888963407UL;
+                int k = (int)((seed >> 33) % SECRET_N);
+                size_t f = (size_t)((seed >> 40) % 9);
+                if (len + f + 4 + strlen(secrets[k].text) >= sizeof(text)) {
+                    break;
+                }
+                /* "é" ends every secret's run and starts none (secrets
+                 * run into each other are another matter) */
+                memcpy(text + len, "\xc3\xa9", 2);
+                len += 2 + filler(text + len + 2, f);
+                memcpy(text + len, "\xc3\xa9", 2);
+                len += 2;
+                memcpy(text + len, secrets[k].text, strlen(secrets[k].text));
+                len += strlen(secrets[k].text);
+            }
+            seed = seed * 6364136223846793005UL + 1442695040888963407UL;
+            limit = (size_t)((seed >> 33) % (len + 8));
+
+            mixes++;
+            if (gd_audit_mask_cut("route", text, len, limit, &out, &outlen) !=
+                0) {
+                mbad++;
+                continue;
+            }
+            for (int k = 0; k < SECRET_N; k++) {
+                if (!cut_ok(out, outlen, limit, k, &why)) {
+                    if (mbad++ < 3) {
+                        printf("# limit %zu: %s: \"%.*s\"\n", limit, why,
+                               (int)outlen, out);
+                    }
+                    break;
+                }
+            }
+            free(out);
+        }
+        TAP_OK(mbad == 0, "%d seeded mixes of secrets, cut anywhere (%d bad)",
+               mixes, mbad);
+    }
+
+    /* members never pattern-masked are only cut; secret members masked */
+    TAP_OK(gd_audit_mask_cut("subject", "bob@example.com", 15, 7, &out,
+                             &outlen) == 0 &&
+               outlen == 7 && memcmp(out, "bob@exa", 7) == 0,
+           "the subject is kept as issued: only cut");
+    free(out);
+    TAP_OK(gd_audit_mask_cut("tenant", "t\xc3\xa9", 3, 2, &out, &outlen) == 0 &&
+               outlen == 1,
+           "never inside a UTF-8 sequence");
+    free(out);
+    TAP_OK(gd_audit_mask_cut("Authorization", "Basic Zm9v", 10, 100, &out,
+                             &outlen) == 0 &&
+               strcmp(out, "[masked]") == 0,
+           "a secret member is [masked]");
+    free(out);
+    TAP_OK(gd_audit_mask_cut("route", "/a/" JWT, strlen("/a/" JWT), 100, &out,
+                             &outlen) == 0 &&
+               strcmp(out, "/a/[token]") == 0,
+           "a text within the limit is masked, not cut");
+    free(out);
+    TAP_OK(gd_audit_mask_cut("route", "/a/bob@example.com", 18, 8, &out,
+                             &outlen) == 0 &&
+               strcmp(out, "/a/") == 0,
+           "a placeholder across the cut goes whole: \"%s\"", out);
+    free(out);
+    TAP_OK(gd_audit_mask_cut(NULL, "", 0, 0, &out, &outlen) == 0 &&
+               outlen == 0 && out[0] == '\0',
+           "empty text, limit 0");
+    free(out);
+}
+
 int main(void)
 {
     json_error_t jerr;
@@ -364,6 +650,8 @@ int main(void)
                "20000 seeded texts: masked %d, a second pass changed %d",
                masked, bad);
     }
+
+    mask_cut_tests();
 
     return tap_done();
 }
