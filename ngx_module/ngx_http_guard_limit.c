@@ -323,6 +323,7 @@ ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     size_t                         size;
     uint64_t                       now;
     ngx_uint_t                     i, n, refused, shadowed, charged;
+    ngx_log_t                      log;
     const gd_policy_t             *p;
     ngx_http_guard_zone_t         *zone;
     ngx_http_guard_rate_node_t    *rn;
@@ -453,7 +454,8 @@ ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 
                 if (rn == NULL) {
                     /* a full zone never refuses: this key is not kept */
-                    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                    ngx_log_error(NGX_LOG_WARN,
+                                  ngx_http_guard_request_log(r, &log), 0,
                                   "guard: zone full, rate key not kept");
                     continue;
                 }
@@ -592,6 +594,7 @@ ngx_http_guard_limit_concurrency(ngx_http_request_t *r,
     size_t                       size;
     uint32_t                     hash;
     ngx_uint_t                   over, in_shadow;
+    ngx_log_t                    log;
     const gd_policy_t           *p;
     ngx_rbtree_node_t           *node;
     ngx_pool_cleanup_t          *cln;
@@ -641,8 +644,8 @@ ngx_http_guard_limit_concurrency(ngx_http_request_t *r,
                                               ngx_http_guard_zone_now());
         if (cn == NULL) {
             ngx_shmtx_unlock(&zone->shpool->mutex);
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "guard: zone full, concurrency not counted");
+            ngx_log_error(NGX_LOG_WARN, ngx_http_guard_request_log(r, &log),
+                          0, "guard: zone full, concurrency not counted");
             return NGX_HTTP_GUARD_OK;
         }
 
