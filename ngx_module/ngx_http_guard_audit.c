@@ -859,7 +859,13 @@ ngx_http_guard_audit_answer(uint32_t id, ngx_uint_t acked, json_t *payload)
 
     ngx_shmtx_lock(&ngx_http_guard_audit->shpool->mutex);
 
+    /*
+     * an ERROR names no record: a refusal counts only for a slot this
+     * worker sent last (an answer comes back on the sender's connection)
+     */
+
     if (slot->state != NGX_HTTP_GUARD_AUDIT_SENT
+        || (bad && slot->owner != ngx_pid)
         || (rid && (ngx_strlen(rid) != NGX_HTTP_GUARD_ID_LEN
                     || ngx_memcmp(rid, slot->id, NGX_HTTP_GUARD_ID_LEN)
                        != 0)))

@@ -350,7 +350,7 @@ if ($fake == 0) {
     chmod 0666, $sock;
     my $sel = IO::Select->new($l);
     my (%buf, %tried);
-    my $end = time + 60;
+    my $end = time + 90;
     open my $log, '>', "$dir/audits.log" or POSIX::_exit(1);
     $log->autoflush(1);
     while (time < $end) {
@@ -366,6 +366,14 @@ if ($fake == 0) {
                 if ($type == 1) {
                     syswrite $h, frame(1, $id, { version => 1,
                         max_frame => 65536, node => 'fake' });
+                } elsif ($type == 2) {
+                    my $d = eval { $json->decode($body) } // {};
+                    syswrite $h, ($d->{route} // '') =~ m{^/r/refuse/}
+                        ? frame(8, $id, { code => 'bad_payload',
+                                          message => 'refused for the test' })
+                        : frame(3, $id, { decision => 'allow', score => 0,
+                              signals => [], decision_id =>
+                              '01900000-0000-7000-8000-000000000001' });
                 } elsif ($type == 4) {
                     my $rec = eval { $json->decode($body) } // {};
                     my $route = $rec->{route} // '';
@@ -431,6 +439,15 @@ like($t->errlog(since_mark => 1),
      'naming the code and the file');
 is(status()->{audit}{dead_letter} - $before->{dead_letter}, 1,
    'still one dead letter');
+
+# a DECIDE guardd refuses fails that request alone (fail closed: 503),
+# and does not count as guardd failing: the next request is served
+my @refused = map { req('GET', "/r/refuse/$_", $acme)->{status} } 1 .. 5;
+is_deeply(\@refused, [(503) x 5], 'each refused DECIDE: 503 for itself');
+is(req('GET', '/r/fine', $acme)->{status}, 200,
+   'the next request is decided at once: guardd is not counted as down');
+like($t->errlog(since_mark => 1),
+     qr/guardd refused the DECIDE \(bad_payload\)/, 'the refusal is logged');
 
 # guardd never ingests the dead-letter file
 kill 'KILL', $fake;
