@@ -66,6 +66,7 @@ typedef struct {
     ngx_atomic_t                 spilled;
     ngx_atomic_t                 dropped;
     ngx_atomic_t                 rejected;
+    ngx_atomic_t                 dead_letter;
     ngx_http_guard_audit_slot_t  slots[1];
 } ngx_http_guard_audit_sh_t;
 
@@ -102,6 +103,8 @@ static void ngx_http_guard_audit_requeue(ngx_uint_t conn);
 static ngx_int_t ngx_http_guard_spill_write(ngx_http_guard_spill_t *sp,
     u_char *data, size_t len);
 static void ngx_http_guard_spill_seal(ngx_http_guard_spill_t *sp);
+static ngx_int_t ngx_http_guard_dead_letter(u_char *data, size_t len,
+    json_t *error, u_char *path);
 
 
 static ngx_str_t  ngx_http_guard_audit_zone_name = ngx_string("guard_audit");
@@ -820,19 +823,26 @@ ngx_http_guard_audit_requeue(ngx_uint_t conn)
 
 /*
  * guardd's answer to an AUDIT: an ACK (journaled, or a duplicate of a
- * journaled record) frees its slot; an ERROR "bad_request" means the
- * record will never be accepted (it is dropped, and said so); any other
- * ERROR leaves it for a later try.
+ * journaled record) frees its slot; an ERROR that refuses the record
+ * ("bad_payload", "bad_request") means it will never be accepted: it
+ * moves to the dead-letter file, is counted and logged once, and its
+ * slot is freed, so the records behind it flow; any other ERROR
+ * ("unavailable") leaves it for a later try.
  */
 
 void
 ngx_http_guard_audit_answer(uint32_t id, ngx_uint_t acked, json_t *payload)
 {
     json_t                       *v;
-    const char                   *code, *rid;
+    size_t                        len;
+    ngx_int_t                     rc;
+    const char                   *rid;
     ngx_uint_t                    index, bad;
     ngx_http_guard_audit_sh_t    *sh;
     ngx_http_guard_audit_slot_t  *slot;
+    u_char                        did[NGX_HTTP_GUARD_ID_LEN];
+    u_char                        path[NGX_MAX_PATH];
+    u_char                        data[NGX_HTTP_GUARD_AUDIT_DATA];
 
     if (ngx_http_guard_audit == NULL) {
         return;
@@ -848,15 +858,20 @@ ngx_http_guard_audit_answer(uint32_t id, ngx_uint_t acked, json_t *payload)
     v = json_object_get(payload, "id");
     rid = json_is_string(v) ? json_string_value(v) : NULL;
 
-    v = json_object_get(payload, "code");
-    code = json_is_string(v) ? json_string_value(v) : "";
-    bad = !acked && ngx_strcmp(code, "bad_request") == 0;
+    bad = !acked && ngx_http_guard_sidecar_refused(payload);
+    len = 0;
 
     slot = &sh->slots[index];
 
     ngx_shmtx_lock(&ngx_http_guard_audit->shpool->mutex);
 
+    /*
+     * an ERROR names no record: a refusal counts only for a slot this
+     * worker sent last (an answer comes back on the sender's connection)
+     */
+
     if (slot->state != NGX_HTTP_GUARD_AUDIT_SENT
+        || (bad && slot->owner != ngx_pid)
         || (rid && (ngx_strlen(rid) != NGX_HTTP_GUARD_ID_LEN
                     || ngx_memcmp(rid, slot->id, NGX_HTTP_GUARD_ID_LEN)
                        != 0)))
@@ -864,6 +879,13 @@ ngx_http_guard_audit_answer(uint32_t id, ngx_uint_t acked, json_t *payload)
         /* a late answer: the slot was answered already */
         ngx_shmtx_unlock(&ngx_http_guard_audit->shpool->mutex);
         return;
+    }
+
+    if (bad) {
+        /* copied out: once the lock is released, the slot is reused */
+        len = slot->len;
+        ngx_memcpy(data, slot->data, len);
+        ngx_memcpy(did, slot->id, NGX_HTTP_GUARD_ID_LEN);
     }
 
     if (acked || bad) {
@@ -883,11 +905,124 @@ ngx_http_guard_audit_answer(uint32_t id, ngx_uint_t acked, json_t *payload)
                                     ? &sh->duplicates : &sh->acked, 1);
 
     } else if (bad) {
+        /* logged once: the record is never sent again */
         (void) ngx_atomic_fetch_add(&sh->rejected, 1);
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "guard: guardd refused audit record %*s",
-                      (size_t) NGX_HTTP_GUARD_ID_LEN, slot->id);
+
+        rc = ngx_http_guard_dead_letter(data, len, payload, path);
+
+        if (rc == NGX_OK) {
+            (void) ngx_atomic_fetch_add(&sh->dead_letter, 1);
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "guard: guardd refused audit record %*s (%s): "
+                          "moved to \"%s\"",
+                          (size_t) NGX_HTTP_GUARD_ID_LEN, did,
+                          json_string_value(json_object_get(payload, "code")),
+                          path);
+
+        } else {
+            (void) ngx_atomic_fetch_add(&sh->dropped, 1);
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "guard: guardd refused audit record %*s (%s), "
+                          "and %s: it is dropped",
+                          (size_t) NGX_HTTP_GUARD_ID_LEN, did,
+                          json_string_value(json_object_get(payload, "code")),
+                          rc == NGX_DECLINED
+                          ? "there is no guard_audit_spill directory for "
+                            "the dead-letter file"
+                          : "it cannot be written to the dead-letter file");
+        }
     }
+}
+
+
+/*
+ * The dead-letter file: DIR/dead-letter.jsonl.dead beside the spill files
+ * (guardd never reads it: it is not a spill file name), for the operator.
+ * One line per record guardd refused, appended by one write(2) from any
+ * worker: {"ts_ms", "code", "message" (guardd's, which never quotes the
+ * record), "record"}, the record as it was sent (masked), or as a string
+ * when it is not JSON.  NGX_DECLINED: no spill directory.
+ */
+
+static ngx_int_t
+ngx_http_guard_dead_letter(u_char *data, size_t len, json_t *error,
+    u_char *path)
+{
+    u_char        *p;
+    char          *text;
+    size_t         n;
+    ssize_t        written;
+    json_t        *line, *rec, *v;
+    ngx_fd_t       fd;
+    ngx_time_t    *tp;
+    json_error_t   err;
+
+    if (ngx_http_guard_spill.dir.data == NULL) {
+        return NGX_DECLINED;
+    }
+
+    p = ngx_snprintf(path, NGX_MAX_PATH - 1, "%V/dead-letter.jsonl.dead",
+                     &ngx_http_guard_spill.dir);
+    *p = '\0';
+
+    rec = json_loadb((char *) data, len, NGX_HTTP_GUARD_JSON_FLAGS, &err);
+
+    if (rec == NULL) {
+        rec = ngx_http_guard_json_text(data, len);
+    }
+
+    tp = ngx_timeofday();
+    line = json_pack("{s:I, s:o?}", "ts_ms",
+                     (json_int_t) tp->sec * 1000 + tp->msec, "record", rec);
+    if (line == NULL) {
+        return NGX_ERROR;
+    }
+
+    v = json_object_get(error, "code");
+    if (json_is_string(v)) {
+        json_object_set(line, "code", v);
+    }
+
+    v = json_object_get(error, "message");
+    if (json_is_string(v)) {
+        json_object_set(line, "message", v);
+    }
+
+    text = json_dumps(line, JSON_COMPACT);
+    json_decref(line);
+
+    if (text == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = ngx_strlen(text);
+    text[n] = LF;    /* json_dumps ends it with a NUL, replaced */
+
+    fd = ngx_open_file(path, NGX_FILE_APPEND, NGX_FILE_CREATE_OR_OPEN, 0660);
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_errno,
+                      ngx_open_file_n " \"%s\" failed", path);
+        free(text);
+        return NGX_ERROR;
+    }
+
+    written = ngx_write_fd(fd, text, n + 1);
+
+    if (written != (ssize_t) n + 1) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_errno,
+                      "guard: cannot write the dead-letter file \"%s\"",
+                      path);
+    }
+
+    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_errno,
+                      ngx_close_file_n " \"%s\" failed", path);
+    }
+
+    free(text);
+
+    return written == (ssize_t) n + 1 ? NGX_OK : NGX_ERROR;
 }
 
 
@@ -926,7 +1061,7 @@ ngx_http_guard_audit_stats(ngx_http_request_t *r)
     pending = sh->tail - sh->head;
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
                      "ring", (json_int_t) sh->nslots,
                      "pending", (json_int_t) pending,
                      "recorded", (json_int_t) sh->recorded,
@@ -935,7 +1070,8 @@ ngx_http_guard_audit_stats(ngx_http_request_t *r)
                      "duplicates", (json_int_t) sh->duplicates,
                      "spilled", (json_int_t) sh->spilled,
                      "dropped", (json_int_t) sh->dropped,
-                     "rejected", (json_int_t) sh->rejected);
+                     "rejected", (json_int_t) sh->rejected,
+                     "dead_letter", (json_int_t) sh->dead_letter);
 }
 
 

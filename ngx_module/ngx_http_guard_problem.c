@@ -288,12 +288,137 @@ ngx_http_guard_json_buf(ngx_http_request_t *r, json_t *doc, size_t flags)
 
 
 /*
+ * How request text is carried in frames and records (docs/protocol.md,
+ * "How text is carried"): printable ASCII and valid UTF-8 sequences as
+ * they are; every other byte (NUL, the other control characters, DEL,
+ * bytes that are not part of valid UTF-8) as %XX.  So what the module
+ * sends is always a string guardd accepts, whatever the request held.
+ */
+
+static size_t
+ngx_http_guard_utf8_len(u_char *p, u_char *end)
+{
+    size_t    n, i;
+    uint32_t  u, min;
+
+    /* the length of the valid UTF-8 sequence at p (RFC 3629), or 0 */
+
+    if (*p >= 0xc2 && *p <= 0xdf) {
+        n = 2;
+        u = *p & 0x1f;
+        min = 0x80;
+
+    } else if (*p >= 0xe0 && *p <= 0xef) {
+        n = 3;
+        u = *p & 0x0f;
+        min = 0x800;
+
+    } else if (*p >= 0xf0 && *p <= 0xf4) {
+        n = 4;
+        u = *p & 0x07;
+        min = 0x10000;
+
+    } else {
+        return 0;
+    }
+
+    if ((size_t) (end - p) < n) {
+        return 0;
+    }
+
+    for (i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+
+        u = (u << 6) | (p[i] & 0x3f);
+    }
+
+    if (u < min || u > 0x10ffff || (u >= 0xd800 && u <= 0xdfff)) {
+        return 0;
+    }
+
+    return n;
+}
+
+
+/* the bytes up to the first one that must be escaped */
+
+static size_t
+ngx_http_guard_text_clean(u_char *data, size_t len)
+{
+    size_t   n;
+    u_char  *p, *end;
+
+    end = data + len;
+
+    for (p = data; p < end; p += n) {
+
+        if (*p >= 0x20 && *p < 0x7f) {
+            n = 1;
+            continue;
+        }
+
+        n = (*p < 0x80) ? 0 : ngx_http_guard_utf8_len(p, end);
+
+        if (n == 0) {
+            break;
+        }
+    }
+
+    return p - data;
+}
+
+
+/* a JSON string of request text, escaped as above */
+
+json_t *
+ngx_http_guard_json_text(u_char *data, size_t len)
+{
+    size_t   n;
+    json_t  *v;
+    u_char  *p, *q, *end, *copy;
+
+    n = ngx_http_guard_text_clean(data, len);
+
+    if (n == len) {
+        return json_stringn((char *) data, len);
+    }
+
+    copy = ngx_alloc(3 * len + 1, ngx_cycle->log);
+    if (copy == NULL) {
+        return NULL;
+    }
+
+    q = ngx_cpymem(copy, data, n);
+    end = data + len;
+
+    for (p = data + n; p < end; p += n) {
+        n = ngx_http_guard_text_clean(p, end - p);
+
+        if (n) {
+            q = ngx_cpymem(q, p, n);
+            continue;
+        }
+
+        q = ngx_sprintf(q, "%%%02xd", *p);
+        n = 1;
+    }
+
+    v = json_stringn((char *) copy, q - copy);
+    ngx_free(copy);
+
+    return v;
+}
+
+
+/*
  * Sets doc[key] to text from the request (a path, a header, a tenant
- * name), at most max bytes of it.  Bytes that are not valid UTF-8 are
- * written as %XX, so that the member is never silently dropped.  Longer
- * text is masked before it is cut (gd_audit_mask_cut), so that no part of
- * a secret across the cut is kept; shorter text is masked with the whole
- * record (and again by guardd).
+ * name), at most max bytes of it, carried as above: the member is never
+ * silently dropped, and never refused by guardd.  Longer text is masked
+ * before it is cut (gd_audit_mask_cut), so that no part of a secret
+ * across the cut is kept; shorter text is masked with the whole record
+ * (and again by guardd).
  */
 
 ngx_int_t
@@ -302,54 +427,30 @@ ngx_http_guard_json_set_text(json_t *doc, const char *key, u_char *data,
 {
     char    *cut;
     size_t   n;
-    u_char  *p, *q, *copy;
     json_t  *v;
 
-    copy = NULL;
-
-    v = json_stringn((char *) data, len);
-
-    if (v == NULL) {
-        copy = ngx_alloc(3 * len + 1, ngx_cycle->log);
-        if (copy == NULL) {
-            return NGX_ERROR;
-        }
-
-        for (p = data, q = copy; p < data + len; p++) {
-            if (*p < 0x80) {
-                *q++ = *p;
-
-            } else {
-                q = ngx_sprintf(q, "%%%02xd", *p);
-            }
-        }
-
-        data = copy;
-        len = q - copy;
-
-        if (len <= max) {
-            v = json_stringn((char *) data, len);
-        }
-    }
-
-    if (len > max) {
-        if (v) {
-            json_decref(v);
-            v = NULL;
-        }
-
-        if (gd_audit_mask_cut(key, (char *) data, len, max, &cut, &n) == 0) {
-            v = json_stringn(cut, n);
-            free(cut);
-        }
-    }
-
-    if (copy) {
-        ngx_free(copy);
-    }
+    v = ngx_http_guard_json_text(data, len);
 
     if (v == NULL) {
         return NGX_ERROR;
+    }
+
+    if (json_string_length(v) > max) {
+        if (gd_audit_mask_cut(key, json_string_value(v),
+                              json_string_length(v), max, &cut, &n)
+            != 0)
+        {
+            json_decref(v);
+            return NGX_ERROR;
+        }
+
+        json_decref(v);
+        v = json_stringn(cut, n);
+        free(cut);
+
+        if (v == NULL) {
+            return NGX_ERROR;
+        }
     }
 
     return json_object_set_new(doc, key, v) == 0 ? NGX_OK : NGX_ERROR;
@@ -436,6 +537,109 @@ ngx_http_guard_log_handler(ngx_log_t *log, u_char *buf, size_t len)
     }
 
     return p;
+}
+
+
+/*
+ * A claim value (from the verified token) as it is carried: its strings
+ * escaped as request text is (jansson keeps NUL in a string; guardd
+ * refuses it).  A new reference; the value itself when nothing changes.
+ */
+
+static ngx_uint_t
+ngx_http_guard_json_is_clean(json_t *v)
+{
+    size_t       i;
+    json_t      *item;
+    const char  *key;
+
+    switch (json_typeof(v)) {
+
+    case JSON_STRING:
+        return ngx_http_guard_text_clean((u_char *) json_string_value(v),
+                                         json_string_length(v))
+               == json_string_length(v);
+
+    case JSON_ARRAY:
+        json_array_foreach(v, i, item) {
+            if (!ngx_http_guard_json_is_clean(item)) {
+                return 0;
+            }
+        }
+
+        return 1;
+
+    case JSON_OBJECT:
+        json_object_foreach(v, key, item) {
+            if (!ngx_http_guard_json_is_clean(item)) {
+                return 0;
+            }
+        }
+
+        return 1;
+
+    default:
+        return 1;
+    }
+}
+
+
+json_t *
+ngx_http_guard_json_clean(json_t *v)
+{
+    size_t       i;
+    json_t      *copy, *item, *clean;
+    const char  *key;
+
+    if (ngx_http_guard_json_is_clean(v)) {
+        return json_incref(v);
+    }
+
+    switch (json_typeof(v)) {
+
+    case JSON_STRING:
+        return ngx_http_guard_json_text((u_char *) json_string_value(v),
+                                        json_string_length(v));
+
+    case JSON_ARRAY:
+        copy = json_array();
+        if (copy == NULL) {
+            return NULL;
+        }
+
+        json_array_foreach(v, i, item) {
+            clean = ngx_http_guard_json_clean(item);
+
+            if (clean == NULL || json_array_append_new(copy, clean) != 0) {
+                json_decref(copy);
+                return NULL;
+            }
+        }
+
+        return copy;
+
+    case JSON_OBJECT:
+        copy = json_object();
+        if (copy == NULL) {
+            return NULL;
+        }
+
+        /* member names: jansson refuses a NUL in them when it parses */
+
+        json_object_foreach(v, key, item) {
+            clean = ngx_http_guard_json_clean(item);
+
+            if (clean == NULL || json_object_set_new(copy, key, clean) != 0) {
+                json_decref(copy);
+                return NULL;
+            }
+        }
+
+        return copy;
+
+    default:
+        return json_incref(v);
+    }
 }
 
 

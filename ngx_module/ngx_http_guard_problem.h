@@ -21,6 +21,8 @@ ngx_buf_t *ngx_http_guard_json_buf(ngx_http_request_t *r, json_t *doc,
     size_t flags);
 ngx_int_t ngx_http_guard_json_set_text(json_t *doc, const char *key,
     u_char *data, size_t len, size_t max);
+json_t *ngx_http_guard_json_text(u_char *data, size_t len);
+json_t *ngx_http_guard_json_clean(json_t *v);
 ngx_int_t ngx_http_guard_refuse(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx, ngx_http_guard_reason_e reason);
 ngx_log_t *ngx_http_guard_request_log(ngx_http_request_t *r,

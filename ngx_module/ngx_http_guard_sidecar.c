@@ -478,6 +478,31 @@ ngx_http_guard_sidecar_pick(void)
 }
 
 
+/*
+ * An ERROR that says guardd refuses the request itself (its payload, or
+ * a member of it), as opposed to "unavailable" (or any other code),
+ * which is guardd's trouble and worth another try (docs/protocol.md).
+ */
+
+ngx_uint_t
+ngx_http_guard_sidecar_refused(json_t *error)
+{
+    json_t      *v;
+    const char  *code;
+
+    v = json_object_get(error, "code");
+
+    if (!json_is_string(v)) {
+        return 0;
+    }
+
+    code = json_string_value(v);
+
+    return ngx_strcmp(code, "bad_payload") == 0
+           || ngx_strcmp(code, "bad_request") == 0;
+}
+
+
 /* an AUDIT frame whose payload is a serialized record */
 
 ngx_int_t
@@ -629,6 +654,16 @@ ngx_http_guard_sc_read(ngx_event_t *rev)
 
             off += used;
 
+            if (rc == GD_PROTO_BAD_PAYLOAD) {
+                /* only that request fails (an AUDIT is tried again) */
+                ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                              "guard sidecar: %s", err);
+
+                if (f.type == GD_FRAME_VERDICT || f.type == GD_FRAME_ACK) {
+                    f.type = GD_FRAME_ERROR;
+                }
+            }
+
             if ((f.type == GD_FRAME_ACK || f.type == GD_FRAME_ERROR)
                 && (f.id & NGX_HTTP_GUARD_AUDIT_ID))
             {
@@ -713,7 +748,7 @@ ngx_http_guard_sc_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
         return NULL;
     }
 
-    /* request text: at most a frame's worth, invalid UTF-8 as %XX */
+    /* request text: at most a frame's worth, escaped (json_set_text) */
 
     if (ngx_http_guard_json_set_text(doc, "tenant", ctx->tenant.data,
                                      ctx->tenant.len, 1024) != NGX_OK
@@ -766,8 +801,9 @@ ngx_http_guard_sc_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
 /*
  * The claims guardd is sent: those the tenant's risk signals read, as
  * nginx's copy of the policies names them; all of them for a tenant
- * nginx has no policy for.  Values are shared, not copied: the document
- * is freed before the payload.
+ * nginx has no policy for.  Values are shared, not copied (the document
+ * is freed before the payload), unless a string in them must be escaped
+ * to be carried (ngx_http_guard_json_clean).
  */
 
 static ngx_int_t
@@ -779,8 +815,10 @@ ngx_http_guard_sc_claims(json_t *doc, ngx_http_guard_policy_t *gp,
     const gd_risk_policy_t  *risk;
 
     if (gp == NULL) {
-        return json_object_set(doc, "claims", claims) == 0 ? NGX_OK
-                                                            : NGX_ERROR;
+        v = ngx_http_guard_json_clean(claims);
+
+        return v && json_object_set_new(doc, "claims", v) == 0 ? NGX_OK
+                                                                : NGX_ERROR;
     }
 
     selected = json_object();
@@ -798,7 +836,15 @@ ngx_http_guard_sc_claims(json_t *doc, ngx_http_guard_policy_t *gp,
 
         v = json_object_get(claims, risk->signals[i].claim);
 
-        if (v && json_object_set(selected, risk->signals[i].claim, v)) {
+        if (v == NULL) {
+            continue;
+        }
+
+        v = ngx_http_guard_json_clean(v);
+
+        if (v == NULL
+            || json_object_set_new(selected, risk->signals[i].claim, v))
+        {
             return NGX_ERROR;
         }
     }
@@ -997,7 +1043,16 @@ ngx_http_guard_sc_wake(ngx_http_guard_sc_waiter_t *w, ngx_int_t verdict,
         }
     }
 
-    if (ctx->risk == NGX_HTTP_GUARD_RISK_FAILED) {
+    if (ctx->risk == NGX_HTTP_GUARD_RISK_FAILED
+        && verdict == NGX_ERROR
+        && ngx_http_guard_sidecar_refused(payload))
+    {
+        /* guardd is well: it refused this request, which alone fails */
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "guard sidecar: guardd refused the DECIDE (%s)",
+                      json_string_value(json_object_get(payload, "code")));
+
+    } else if (ctx->risk == NGX_HTTP_GUARD_RISK_FAILED) {
         ngx_http_guard_sc_failed();
 
     } else {

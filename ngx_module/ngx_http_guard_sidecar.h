@@ -35,6 +35,7 @@ void ngx_http_guard_sidecar_exit_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_guard_sidecar_pick(void);
 ngx_int_t ngx_http_guard_sidecar_audit(ngx_uint_t conn, uint32_t id,
     u_char *record, size_t len);
+ngx_uint_t ngx_http_guard_sidecar_refused(json_t *error);
 
 ngx_int_t ngx_http_guard_risk(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx, ngx_http_guard_reason_e *reason,

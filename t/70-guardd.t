@@ -192,10 +192,20 @@ is(scalar(grep { $_->{payload}{decision} eq ($_->{id} % 2 ? 'step_up'
 
 # journaled: every decision that is not an allow
 my $refusals = 4 + 25;    # v2, v3, 2 of the burst, 25 of the 50
-# bad frames close their connection only
+# a bad payload is answered for its id, the connection goes on
 my $good = connect_sock();
-for my $case (['garbage JSON', pack('NCN', 5 + 3, 4, 9) . '{x]'],
-              ['unknown type', pack('NCN', 5, 0x7f, 1)],
+{
+    my $c = connect_sock();
+    print $c pack('NCN', 5 + 3, 4, 9) . '{x]' . frame(6, 10);
+    my @f = read_frames($c, 2);
+    ok(@f == 2 && $f[0]{type} == 8 && $f[0]{id} == 9
+       && $f[0]{payload}{code} eq 'bad_payload',
+       'garbage JSON: ERROR bad_payload for its id');
+    ok(@f == 2 && $f[1]{type} == 7 && $f[1]{id} == 10,
+       'and the connection goes on');
+}
+# framing errors close their connection only
+for my $case (['unknown type', pack('NCN', 5, 0x7f, 1)],
               ['oversize frame', pack('NCN', 1 << 20, 4, 1)],
               ['short length', pack('N', 2)]) {
     my $bad = connect_sock();

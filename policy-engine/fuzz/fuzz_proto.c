@@ -2,8 +2,9 @@
  * libFuzzer target for gd_proto_decode(): `make -C policy-engine fuzz`
  * (needs clang).  Decodes every frame of the input, as a server reading
  * one connection would, and checks that no frame claims more bytes than
- * it was given, and that encoding a decoded frame again gives a frame
- * that decodes to the same thing.
+ * it was given, that a refused payload still consumes its whole frame
+ * (the stream stays in step), and that encoding a decoded frame again
+ * gives a frame that decodes to the same thing.
  */
 #include "gd_proto.h"
 
@@ -18,6 +19,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     while (size > 0) {
         gd_proto_rc_t rc =
             gd_proto_decode(data, size, 4096, &f, &used, err, sizeof(err));
+        if (rc == GD_PROTO_BAD_PAYLOAD) {
+            /* answered with an ERROR by the caller, then the next frame */
+            if (used > size || used < GD_PROTO_HEADER || f.payload != NULL ||
+                gd_proto_type_name(f.type) == NULL) {
+                abort();
+            }
+            data += used;
+            size -= used;
+            continue;
+        }
         if (rc != GD_PROTO_OK) {
             break;
         }

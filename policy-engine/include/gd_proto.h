@@ -41,9 +41,10 @@ typedef struct {
 } gd_frame_t;
 
 typedef enum {
-    GD_PROTO_OK = 1,    /* a whole frame was decoded */
-    GD_PROTO_AGAIN = 0, /* more bytes are needed */
-    GD_PROTO_ERROR = -1 /* the stream is bad: close the connection */
+    GD_PROTO_OK = 1,          /* a whole frame was decoded */
+    GD_PROTO_AGAIN = 0,       /* more bytes are needed */
+    GD_PROTO_ERROR = -1,      /* a framing error: close the connection */
+    GD_PROTO_BAD_PAYLOAD = -2 /* a whole frame whose payload is refused */
 } gd_proto_rc_t;
 
 /* The name of a frame type ("DECIDE"), or NULL for an unknown type. */
@@ -52,10 +53,19 @@ const char *gd_proto_type_name(int type);
 /*
  * Decodes the first frame of buf.  On GD_PROTO_OK, *used is the number
  * of bytes the frame took, and frame->payload must be json_decref()ed.
- * On GD_PROTO_ERROR, err (errlen bytes) says why: a frame larger than
- * max_frame, shorter than a header, of an unknown type, or a payload that
- * is not a JSON object.  The length is checked before anything else, so a
- * peer can never make the decoder wait for more than max_frame bytes.
+ *
+ * On GD_PROTO_ERROR (a framing error: the stream cannot be read on, so
+ * the connection must be closed), err (errlen bytes) says why: a frame
+ * larger than max_frame, shorter than a header, or of an unknown type.
+ * The length is checked before anything else, so a peer can never make
+ * the decoder wait for more than max_frame bytes.
+ *
+ * On GD_PROTO_BAD_PAYLOAD, the frame is whole and well framed, but its
+ * payload is not an acceptable JSON object (not JSON, not UTF-8, a NUL
+ * in a string, not an object, a duplicate member name): frame->type,
+ * frame->id and *used are set, frame->payload is NULL, and err says why
+ * (never quoting the payload).  The stream stays in step: the caller
+ * answers that request (ERROR) and decodes the next frame at used.
  */
 gd_proto_rc_t gd_proto_decode(const uint8_t *buf, size_t len, size_t max_frame,
                               gd_frame_t *frame, size_t *used, char *err,

@@ -34,6 +34,30 @@ static void put_be32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)v;
 }
 
+/* why jansson refused a payload, without quoting it */
+static const char *json_why(const json_error_t *jerr)
+{
+    switch (json_error_code(jerr)) {
+    case json_error_invalid_utf8:
+        return "text that is not UTF-8";
+    case json_error_null_character:
+    case json_error_null_byte_in_key:
+        return "a NUL character in a string";
+    case json_error_duplicate_key:
+        return "a duplicate member name";
+    case json_error_premature_end_of_input:
+        return "it ends too early";
+    case json_error_end_of_input_expected:
+        return "bytes after the value";
+    case json_error_stack_overflow:
+        return "it is nested too deeply";
+    case json_error_numeric_overflow:
+        return "a number out of range";
+    default:
+        return "a syntax error";
+    }
+}
+
 gd_proto_rc_t gd_proto_decode(const uint8_t *buf, size_t len, size_t max_frame,
                               gd_frame_t *frame, size_t *used, char *err,
                               size_t errlen)
@@ -80,10 +104,19 @@ gd_proto_rc_t gd_proto_decode(const uint8_t *buf, size_t len, size_t max_frame,
         frame->payload = json_loadb((const char *)buf + GD_PROTO_HEADER, plen,
                                     JSON_REJECT_DUPLICATES, &jerr);
 
+        /* well framed: the frame is skipped, the stream stays in step */
+        *used = (size_t)flen + 4;
+
         if (frame->payload == NULL) {
-            snprintf(err, errlen, "%s payload is not JSON: %s",
-                     gd_proto_type_name(frame->type), jerr.text);
-            return GD_PROTO_ERROR;
+            if (json_error_code(&jerr) == json_error_out_of_memory) {
+                /* not the payload's fault: the connection starts over */
+                snprintf(err, errlen, "out of memory");
+                return GD_PROTO_ERROR;
+            }
+            /* jansson's text may quote the payload: only its kind */
+            snprintf(err, errlen, "%s payload is not acceptable JSON: %s",
+                     gd_proto_type_name(frame->type), json_why(&jerr));
+            return GD_PROTO_BAD_PAYLOAD;
         }
 
         if (!json_is_object(frame->payload)) {
@@ -91,7 +124,7 @@ gd_proto_rc_t gd_proto_decode(const uint8_t *buf, size_t len, size_t max_frame,
             frame->payload = NULL;
             snprintf(err, errlen, "%s payload is not a JSON object",
                      gd_proto_type_name(frame->type));
-            return GD_PROTO_ERROR;
+            return GD_PROTO_BAD_PAYLOAD;
         }
     }
 

@@ -1039,7 +1039,7 @@ static int recv_frame(conn_t *c, gd_frame_t *f, char *err, size_t errlen)
             c->len -= used;
             return 0;
         }
-        if (rc == GD_PROTO_ERROR) {
+        if (rc == GD_PROTO_ERROR || rc == GD_PROTO_BAD_PAYLOAD) {
             snprintf(err, errlen, "guardd sent a bad frame: %s", derr);
             return -1;
         }

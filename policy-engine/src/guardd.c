@@ -1172,6 +1172,17 @@ static int handle_frame(gd_conn_t *c, gd_frame_t *f)
     return rc;
 }
 
+/* a well-framed frame whose payload the codec refused (why: its kind) */
+static int handle_bad_payload(gd_conn_t *c, gd_frame_t *f, const char *why)
+{
+    logmsg("warn", "connection %llu: %s %u refused: %s",
+           (unsigned long long)c->serial, gd_proto_type_name(f->type), f->id,
+           why);
+    return conn_error(c, f->id, "bad_payload",
+                      "the payload is not a JSON object guardd accepts "
+                      "(UTF-8, no NUL, no duplicate member names)");
+}
+
 static void conn_read(gd_conn_t *c)
 {
     for (;;) {
@@ -1230,7 +1241,13 @@ static void conn_read(gd_conn_t *c)
                 return;
             }
 
-            int hrc = handle_frame(c, &f);
+            /*
+             * a payload guardd cannot accept is that request's problem
+             * only: an ERROR for its id, and the connection goes on
+             */
+            int hrc = rc == GD_PROTO_BAD_PAYLOAD
+                          ? handle_bad_payload(c, &f, err)
+                          : handle_frame(c, &f);
             json_decref(f.payload);
             off += used;
 

@@ -1,6 +1,7 @@
 /*
  * Unit tests for gd_proto: round trips, frames split at every byte,
- * several frames in one buffer, every decode error, and a bounded,
+ * several frames in one buffer, every framing error, refused payloads
+ * (reported per frame, the stream kept in step), and a bounded,
  * seeded mutation run over valid frames (under ASan+UBSan).
  */
 #include "gd_proto.h"
@@ -85,21 +86,49 @@ int main(void)
     uint8_t zero[9] = {0, 0, 0, 5, 0, 0, 0, 0, 1};
     TAP_OK(dec(zero, 9, &f, &used, err) == GD_PROTO_ERROR, "type 0 is unknown");
 
-    const char *bad[] = {"{\"a\":", "[1,2]", "\"x\"", "{\"a\":1,\"a\":2}",
-                         "nul\x01"};
+    /*
+     * a well-framed frame whose payload is refused: reported with its
+     * type and id, skipped whole, and the next frame decodes
+     */
+    const char *bad[] = {"{\"a\":",
+                         "[1,2]",
+                         "\"x\"",
+                         "{\"a\":1,\"a\":2}",
+                         "nul\x01",
+                         "{\"sub\":\"a\\u0000b\"}",
+                         "{\"k\\u0000\":1}",
+                         "{\"route\":\"/\xff\xfe\"}",
+                         "{\"secret-text\": tru}",
+                         "{\"a\":1} x"};
+    uint8_t ping[GD_PROTO_HEADER] = {0, 0, 0, 5, GD_FRAME_PING, 0, 0, 0, 9};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         size_t n = strlen(bad[i]);
-        uint8_t *fr = malloc(GD_PROTO_HEADER + n);
+        uint8_t *fr = malloc(GD_PROTO_HEADER + n + GD_PROTO_HEADER);
         fr[0] = 0;
         fr[1] = 0;
         fr[2] = (uint8_t)((n + 5) >> 8);
         fr[3] = (uint8_t)(n + 5);
         fr[4] = GD_FRAME_AUDIT;
         memset(fr + 5, 0, 4);
+        fr[8] = (uint8_t)(i + 1);
         memcpy(fr + GD_PROTO_HEADER, bad[i], n);
-        TAP_OK(dec(fr, GD_PROTO_HEADER + n, &f, &used, err) == GD_PROTO_ERROR &&
-                   f.payload == NULL,
-               "a malformed payload is refused: %s", err);
+        memcpy(fr + GD_PROTO_HEADER + n, ping, GD_PROTO_HEADER);
+        err[0] = '\0';
+        TAP_OK(dec(fr, GD_PROTO_HEADER + n + GD_PROTO_HEADER, &f, &used, err) ==
+                       GD_PROTO_BAD_PAYLOAD &&
+                   f.payload == NULL && f.type == GD_FRAME_AUDIT &&
+                   f.id == i + 1 && used == GD_PROTO_HEADER + n,
+               "a refused payload is that frame's problem: %s", err);
+        TAP_OK(strstr(err, "secret") == NULL && strstr(err, "tru") == NULL &&
+                   strstr(err, "sub") == NULL,
+               "the reason does not quote the payload");
+        TAP_OK(dec(fr + used, GD_PROTO_HEADER, &f, &used, err) == GD_PROTO_OK &&
+                   f.type == GD_FRAME_PING && f.id == 9,
+               "the next frame decodes");
+        /* a prefix of it is still "again", never a refusal */
+        TAP_OK(dec(fr, GD_PROTO_HEADER + n - 1, &f, &used, err) ==
+                   GD_PROTO_AGAIN,
+               "a part of it asks for more bytes");
         free(fr);
     }
 
@@ -121,9 +150,9 @@ int main(void)
                gd_proto_type_name(0) == NULL && gd_proto_type_name(200) == NULL,
            "type names");
 
-    /* mutations: every outcome is a clean OK / AGAIN / ERROR */
+    /* mutations: every outcome is a clean OK / AGAIN / ERROR / BAD */
     srand(20261121);
-    long ok = 0, again_n = 0, error_n = 0, broken = 0;
+    long ok = 0, again_n = 0, error_n = 0, bad_n = 0, broken = 0;
     uint8_t *m = malloc(len);
     for (long i = 0; i < 200000; i++) {
         memcpy(m, buf, len);
@@ -141,6 +170,11 @@ int main(void)
             json_decref(f.payload);
         } else if (rc == GD_PROTO_AGAIN) {
             again_n++;
+        } else if (rc == GD_PROTO_BAD_PAYLOAD) {
+            bad_n++;
+            if (used > n || used < GD_PROTO_HEADER || f.payload != NULL) {
+                broken++;
+            }
         } else {
             error_n++;
         }
@@ -148,8 +182,8 @@ int main(void)
     free(m);
     TAP_OK(broken == 0,
            "200000 mutated frames: %ld ok, %ld again, %ld "
-           "error, none out of bounds",
-           ok, again_n, error_n);
+           "error, %ld bad payload, none out of bounds",
+           ok, again_n, error_n, bad_n);
 
     free(buf);
     free(buf2);
