@@ -348,4 +348,8 @@ is($? >> 8, 0, 'then the journal verifies');
 like($out, qr/^ok: 9 records/, 'with the 9 whole records');
 is(stop($pid), 0, 'guardd stops');
 
+my $all = join '', map { slurp($_) } glob "$dir/*.log";
+unlike($all, qr/AddressSanitizer|runtime error|LeakSanitizer/,
+       'no sanitizer report');
+
 done_testing();
