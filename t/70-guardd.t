@@ -652,7 +652,12 @@ SKIP: {
     }));
     my $gp = spawn_guardd($guardd, "$dd/guardd.conf", "$dd/g.sock",
                           "$dir/guardd-drop.log");
-    my ($ruid, $euid) = slurp("/proc/$gp/status") =~ /^Uid:\s+(\d+)\s+(\d+)/m;
+    # the socket is bound before the drop: wait for it (bounded)
+    my ($ruid, $euid);
+    wait_for(10, sub {
+        ($ruid, $euid) = slurp("/proc/$gp/status") =~ /^Uid:\s+(\d+)\s+(\d+)/m;
+        defined $euid && $euid == $uid;
+    });
     is_deeply([$ruid, $euid], [$uid, $uid], 'guardd runs as nobody');
     is((stat "$dd/journal")[4], $uid, 'its journal directory is nobody\'s');
     my $ds = IO::Socket::UNIX->new(Peer => "$dd/g.sock", Type => SOCK_STREAM);

@@ -28,9 +28,21 @@ typedef struct gd_journal_s gd_journal_t;
  * its last record.  Segments rotate when they reach segment_max bytes.
  * NULL with err set on failure (including a last segment whose last
  * record cannot be read: the journal is not extended past damage).
+ *
+ * A torn tail (the bytes after the last newline of the last segment that
+ * has one, and any later segment holding no newline: a write cut off by a
+ * crash, never acknowledged) is truncated away; gd_journal_torn() says
+ * what was dropped.
  */
 gd_journal_t *gd_journal_open(const char *dir, size_t segment_max, char *err,
                               size_t errlen);
+
+/*
+ * The bytes of a torn tail that gd_journal_open() dropped (0 when there
+ * was none); *segment and *line (1-based) name where it began.
+ */
+size_t gd_journal_torn(const gd_journal_t *j, const char **segment,
+                       uint64_t *line);
 
 /*
  * Appends rec (an object; "prev_hash" and "hash" are set in it) as one
@@ -72,13 +84,16 @@ typedef struct {
     char segment[256]; /* the first bad record's segment, or "" */
     uint64_t line;     /* and its line (1-based) */
     char reason[256];
+    uint64_t torn_bytes; /* a torn tail's size (segment and line name it) */
 } gd_journal_report_t;
 
 /*
  * Walks the chain of every segment from from_segment (a file name, or
  * NULL for the first).  Returns 0 when the chain is intact, 1 when a
- * record is bad (report names the first one), -1 when the journal cannot
- * be read (report->reason says why).
+ * record is bad (report names the first one), 2 when every whole record
+ * is intact but the journal ends in a torn tail (the one gd_journal_open
+ * drops: report names where it begins and its size), -1 when the journal
+ * cannot be read (report->reason says why).
  */
 int gd_journal_verify(const char *dir, const char *from_segment,
                       gd_journal_report_t *report);

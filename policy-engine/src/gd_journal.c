@@ -28,6 +28,10 @@ struct gd_journal_s {
     char *buf;
     size_t buf_len, buf_cap;
     int failed; /* a write failed: appended lines were lost */
+    /* what gd_journal_open dropped: a torn tail */
+    size_t torn_bytes;
+    char torn_segment[32];
+    uint64_t torn_line;
 };
 
 /* segments */
@@ -293,11 +297,21 @@ gd_journal_t *gd_journal_open(const char *dir, size_t segment_max, char *err,
         while (end > text && end[-1] != '\n') {
             end--;
         }
-        if ((size_t)(end - text) != len &&
-            truncate(path, (off_t)(end - text)) != 0) {
-            snprintf(err, errlen, "%s: %s", path, strerror(errno));
-            free(text);
-            goto failed;
+        if ((size_t)(end - text) != len) {
+            if (truncate(path, (off_t)(end - text)) != 0) {
+                snprintf(err, errlen, "%s: %s", path, strerror(errno));
+                free(text);
+                goto failed;
+            }
+
+            /* named where it began: the earliest segment holding part */
+            j->torn_bytes += len - (size_t)(end - text);
+            snprintf(j->torn_segment, sizeof(j->torn_segment),
+                     "journal-%06u.jsonl", segs[i]);
+            j->torn_line = 1;
+            for (const char *p = text; p < end; p++) {
+                j->torn_line += *p == '\n';
+            }
         }
 
         if (end == text) {
@@ -459,6 +473,14 @@ int gd_journal_sync(gd_journal_t *j)
     return fsync(j->fd);
 }
 
+size_t gd_journal_torn(const gd_journal_t *j, const char **segment,
+                       uint64_t *line)
+{
+    *segment = j->torn_segment;
+    *line = j->torn_line;
+    return j->torn_bytes;
+}
+
 const char *gd_journal_last_hash(const gd_journal_t *j)
 {
     return j->last;
@@ -489,7 +511,7 @@ int gd_journal_verify(const char *dir, const char *from_segment,
     unsigned *segs = NULL, from = 0;
     char prev[GD_JOURNAL_HASH_LEN + 1] = GD_JOURNAL_ZERO;
     int first = 1, rc = 0;
-    long n;
+    long n, tail;
 
     memset(report, 0, sizeof(*report));
 
@@ -505,6 +527,33 @@ int gd_journal_verify(const char *dir, const char *from_segment,
         snprintf(report->reason, sizeof(report->reason), "%.200s: %s", dir,
                  strerror(errno));
         return -1;
+    }
+
+    /*
+     * The tail gd_journal_open drops: what follows the last newline of
+     * the last segment that has one (segment tail), and every later
+     * segment, which holds no newline.  Anywhere else a line without its
+     * newline is damage.
+     */
+    for (tail = n - 1; tail >= 0; tail--) {
+        char path[4096];
+        size_t len = 0;
+        char *text;
+        int whole;
+
+        segment_path(dir, segs[tail], path, sizeof(path));
+        text = read_all(path, &len);
+        if (text == NULL) {
+            snprintf(report->reason, sizeof(report->reason),
+                     "journal-%06u.jsonl: %s", segs[tail], strerror(errno));
+            free(segs);
+            return -1;
+        }
+        whole = memchr(text, '\n', len) != NULL;
+        free(text);
+        if (whole) {
+            break;
+        }
     }
 
     for (long i = 0; i < n && rc == 0; i++) {
@@ -531,13 +580,23 @@ int gd_journal_verify(const char *dir, const char *from_segment,
             json_error_t jerr;
             json_t *rec, *h, *p;
 
-            next = strchr(line, '\n');
+            next = memchr(line, '\n', (size_t)(text + len - line));
+            lineno++;
+            if (next == NULL && i >= tail) {
+                /* torn: a write cut off by a crash, never acknowledged */
+                if (report->torn_bytes == 0) {
+                    snprintf(report->segment, sizeof(report->segment),
+                             "journal-%06u.jsonl", segs[i]);
+                    report->line = lineno;
+                }
+                report->torn_bytes += (uint64_t)(text + len - line);
+                break;
+            }
             if (next == NULL) {
                 next = text + len;
             } else {
                 *next++ = '\0';
             }
-            lineno++;
 
             rec = json_loads(line, JSON_REJECT_DUPLICATES, &jerr);
             h = rec ? json_object_get(rec, "hash") : NULL;
@@ -579,6 +638,14 @@ int gd_journal_verify(const char *dir, const char *from_segment,
     }
 
     free(segs);
+
+    if (rc == 0 && report->torn_bytes > 0) {
+        snprintf(report->reason, sizeof(report->reason),
+                 "the last line is torn (%llu bytes without a newline): a "
+                 "write cut off by a crash, never acknowledged",
+                 (unsigned long long)report->torn_bytes);
+        rc = 2;
+    }
     return rc;
 }
 

@@ -183,6 +183,13 @@ static int audit_verify(int argc, char **argv)
                report.segment, (unsigned long long)report.line, report.reason,
                (unsigned long long)report.records);
         return 1;
+    case 2:
+        /* not tampering: what a crash leaves, and guardd drops at start */
+        printf("TORN: %s line %llu: %s; guardd drops it when it opens the "
+               "journal (the %llu records before it are intact)\n",
+               report.segment, (unsigned long long)report.line, report.reason,
+               (unsigned long long)report.records);
+        return 3;
     default:
         fprintf(stderr, "guardctl: %s\n", report.reason);
         return 2;

@@ -48,6 +48,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -59,6 +60,16 @@
 #define GD_MAX_EVENTS 64
 #define GD_READ_CHUNK 16384
 #define GD_OUT_HIGH_WATER (256 * 1024)
+
+/* connection limits (guardd.conf) */
+#define GD_FD_RESERVE 32 /* descriptors kept for the journal, spill, ... */
+#define GD_MIN_CONNECTIONS 4
+#define GD_MAX_OUTPUT_DEFAULT (1024 * 1024)
+#define GD_IDLE_DEFAULT 60
+#define GD_STUCK_DEFAULT 30
+#define GD_ACCEPT_PAUSE_MS 100 /* out of descriptors: listener off */
+#define GD_SWEEP_MS 1000       /* idle and stuck connections checked */
+#define GD_LOG_EVERY_MS 10000  /* a repeated condition: one line each */
 
 #define GD_DEDUPE_DEFAULT 262144
 #define GD_DEDUPE_MIN 1024
@@ -83,6 +94,12 @@ typedef struct {
     size_t dedupe_window;
     char *spill; /* NULL: no spill ingestion */
     long spill_orphan_after;
+    size_t max_connections;
+    long idle_timeout;       /* s, before HELLO; 0: never */
+    long hello_idle_timeout; /* s, after HELLO; 0: never */
+    size_t max_output;       /* answers queued per connection */
+    long stuck_timeout;      /* s over max_output before closing */
+    long nofile;             /* RLIMIT_NOFILE (soft), -1: unlimited */
 } gd_conf_t;
 
 /* a connection */
@@ -97,7 +114,12 @@ struct gd_conn_s {
     uint8_t *out;
     size_t out_len, out_cap;
     size_t max_frame;
-    int want_write; /* EPOLLOUT is on */
+    int want_write;    /* EPOLLOUT is on */
+    int paused;        /* EPOLLIN is off: answers over max_output */
+    int backlog;       /* whole frames wait in `in`: decode before reading */
+    int hello;         /* it said HELLO (the nginx module's pool does) */
+    int64_t active_ms; /* last frame received or byte sent */
+    int64_t paused_ms; /* when it was paused */
     gd_conn_t *next;
 };
 
@@ -140,9 +162,27 @@ static gd_policy_set_t *policies;
 static gd_risk_state_t *risk_state;
 static gd_uuid_gen_t uuid_gen;
 static gd_conn_t *conns;
+static size_t nconns;
 static uint64_t next_serial = 1;
 static int epfd;
 static int verbose = 1;
+
+/* the loop's clock (CLOCK_MONOTONIC, ms), read after each wait */
+static int64_t now_ms;
+static int backlog_ready; /* a resumed connection has frames to decode */
+static int sweep_needed;  /* a connection may time out */
+static int64_t sweep_due_ms;
+static int accept_paused; /* out of descriptors: listener out of epoll */
+static int64_t accept_resume_ms;
+
+/* a condition logged at most once per GD_LOG_EVERY_MS */
+typedef struct {
+    int64_t last_ms;
+    int logged;
+    uint64_t count; /* since the last line */
+} gd_every_t;
+
+static gd_every_t every_emfile, every_refused;
 
 static void logmsg(const char *level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -179,6 +219,77 @@ static char *conf_string(json_t *doc, const char *key, const char *dflt)
     return strdup(json_is_string(v) ? json_string_value(v) : dflt);
 }
 
+/* an integer setting from min to max, or dflt when absent */
+static int conf_integer(json_t *doc, const char *key, long long dflt,
+                        long long min, long long max, const char *what,
+                        const char *path, long long *out)
+{
+    json_t *v = json_object_get(doc, key);
+
+    *out = dflt;
+    if (v == NULL) {
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < min ||
+        json_integer_value(v) > max) {
+        logmsg("emerg", "%s: %s must be %s from %lld to %lld", path, key, what,
+               min, max);
+        return -1;
+    }
+    *out = json_integer_value(v);
+    return 0;
+}
+
+/* connection limits: max_connections (sized from RLIMIT_NOFILE by
+ * default), idle and stuck timeouts, the output cap */
+static int conf_limits(json_t *doc, const char *path)
+{
+    struct rlimit rl;
+    long long room, v;
+
+    conf.nofile = getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+                          rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 1048576
+                      ? (long)rl.rlim_cur
+                      : -1;
+    room = conf.nofile < 0 ? 65536 : conf.nofile - GD_FD_RESERVE;
+    if (room < GD_MIN_CONNECTIONS) {
+        room = GD_MIN_CONNECTIONS;
+    }
+
+    if (conf_integer(doc, "max_connections", room, 1, 1048576, "an integer",
+                     path, &v) != 0) {
+        return -1;
+    }
+    conf.max_connections = (size_t)v;
+
+    if (conf_integer(doc, "idle_timeout", GD_IDLE_DEFAULT, 0, 86400 * 365,
+                     "a number of seconds", path, &v) != 0) {
+        return -1;
+    }
+    conf.idle_timeout = (long)v;
+
+    if (conf_integer(doc, "hello_idle_timeout", 0, 0, 86400 * 365,
+                     "a number of seconds", path, &v) != 0) {
+        return -1;
+    }
+    conf.hello_idle_timeout = (long)v;
+
+    if (conf_integer(doc, "max_output", GD_MAX_OUTPUT_DEFAULT, 4096,
+                     1024LL * 1024 * 1024, "a number of bytes", path,
+                     &v) != 0) {
+        return -1;
+    }
+    conf.max_output = (size_t)v;
+
+    if (conf_integer(doc, "stuck_timeout", GD_STUCK_DEFAULT, 1, 86400,
+                     "a number of seconds", path, &v) != 0) {
+        return -1;
+    }
+    conf.stuck_timeout = (long)v;
+
+    return 0;
+}
+
 static int conf_load(const char *path)
 {
     static const char *known[] = {"listen",
@@ -194,6 +305,11 @@ static int conf_load(const char *path)
                                   "dedupe_window",
                                   "spill",
                                   "spill_orphan_after",
+                                  "max_connections",
+                                  "idle_timeout",
+                                  "hello_idle_timeout",
+                                  "max_output",
+                                  "stuck_timeout",
                                   NULL};
     json_error_t err;
     json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
@@ -288,6 +404,11 @@ static int conf_load(const char *path)
             return -1;
         }
         conf.spill_orphan_after = (long)json_integer_value(v);
+    }
+
+    if (conf_limits(doc, path) != 0) {
+        json_decref(doc);
+        return -1;
     }
 
     json_decref(doc);
@@ -831,17 +952,72 @@ static void conn_close(gd_conn_t *c, const char *why)
     free(c->in);
     free(c->out);
     free(c);
+    nconns--;
+}
+
+/* what epoll reports: input unless paused, output while some waits */
+static void conn_events(gd_conn_t *c, int want_write, int paused)
+{
+    struct epoll_event ev = {.events = (paused ? 0 : EPOLLIN) |
+                                       (want_write ? EPOLLOUT : 0),
+                             .data.ptr = c};
+
+    if (c->want_write != want_write || c->paused != paused) {
+        c->want_write = want_write;
+        c->paused = paused;
+        epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    }
 }
 
 static void conn_want_write(gd_conn_t *c, int on)
 {
-    struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0),
-                             .data.ptr = c};
+    conn_events(c, on, c->paused);
+}
 
-    if (c->want_write != on) {
-        c->want_write = on;
-        epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
+/*
+ * Backpressure: a connection whose unsent answers reach max_output is
+ * not read (nor its buffered frames decoded) until they drain below half
+ * of it; one that stays over it for stuck_timeout is closed (sweep).
+ */
+static void conn_pause(gd_conn_t *c)
+{
+    if (!c->paused) {
+        c->paused_ms = now_ms;
+        sweep_needed = 1;
+        conn_events(c, c->want_write, 1);
     }
+}
+
+static void conn_resume(gd_conn_t *c)
+{
+    if (c->paused && c->out_len <= conf.max_output / 2) {
+        conn_events(c, c->want_write, 0);
+        backlog_ready |= c->backlog;
+    }
+}
+
+/* a whole frame came in */
+static void conn_heard(gd_conn_t *c, const gd_frame_t *f)
+{
+    c->active_ms = now_ms;
+    c->hello |= f->type == GD_FRAME_HELLO;
+    sweep_needed |=
+        (c->hello ? conf.hello_idle_timeout : conf.idle_timeout) > 0;
+}
+
+/* 1 when a line about e is due: the first, then one per GD_LOG_EVERY_MS;
+ * *more is how many times it happened unlogged since the last line */
+static int every_due(gd_every_t *e, uint64_t *more)
+{
+    e->count++;
+    if (e->logged && now_ms - e->last_ms < GD_LOG_EVERY_MS) {
+        return 0;
+    }
+    *more = e->count - 1;
+    e->count = 0;
+    e->last_ms = now_ms;
+    e->logged = 1;
+    return 1;
 }
 
 /* writes what it can now; the rest waits for EPOLLOUT */
@@ -863,6 +1039,8 @@ static int conn_flush(gd_conn_t *c)
 
         memmove(c->out, c->out + n, c->out_len - (size_t)n);
         c->out_len -= (size_t)n;
+        c->active_ms = now_ms;
+        conn_resume(c);
     }
 
     conn_want_write(c, 0);
@@ -1186,7 +1364,7 @@ static int handle_bad_payload(gd_conn_t *c, gd_frame_t *f, const char *why)
 static void conn_read(gd_conn_t *c)
 {
     for (;;) {
-        if (c->in_cap - c->in_len < GD_READ_CHUNK) {
+        if (!c->backlog && c->in_cap - c->in_len < GD_READ_CHUNK) {
             size_t cap = c->in_cap ? c->in_cap * 2 : GD_READ_CHUNK * 2;
             uint8_t *more;
 
@@ -1205,9 +1383,12 @@ static void conn_read(gd_conn_t *c)
             c->in_cap = cap;
         }
 
-        ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+        /* frames left undecoded by backpressure go first */
+        ssize_t n = c->backlog ? 0
+                               : recv(c->fd, c->in + c->in_len,
+                                      c->in_cap - c->in_len, 0);
 
-        if (n == 0) {
+        if (n == 0 && !c->backlog) {
             conn_close(c, NULL);
             return;
         }
@@ -1222,10 +1403,16 @@ static void conn_read(gd_conn_t *c)
             break;
         }
         c->in_len += (size_t)n;
+        c->backlog = 0;
 
         /* decode every whole frame */
         size_t off = 0;
         for (;;) {
+            if (c->out_len >= conf.max_output) {
+                c->backlog = 1; /* the rest waits for the answers to drain */
+                break;
+            }
+
             gd_frame_t f;
             size_t used;
             char err[256];
@@ -1245,6 +1432,7 @@ static void conn_read(gd_conn_t *c)
              * a payload guardd cannot accept is that request's problem
              * only: an ERROR for its id, and the connection goes on
              */
+            conn_heard(c, &f);
             int hrc = rc == GD_PROTO_BAD_PAYLOAD
                           ? handle_bad_payload(c, &f, err)
                           : handle_frame(c, &f);
@@ -1263,6 +1451,130 @@ static void conn_read(gd_conn_t *c)
         if (c->out_len > 0 && conn_flush(c) != 0) {
             conn_close(c, strerror(errno));
             return;
+        }
+
+        if (c->out_len >= conf.max_output) {
+            conn_pause(c);
+            return;
+        }
+    }
+}
+
+/* new connections: over max_connections accepted and closed at once;
+ * out of descriptors, the listener leaves epoll for a moment */
+static void accept_conns(int lfd)
+{
+    uint64_t more;
+
+    for (;;) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                return;
+            }
+
+            /* EMFILE, ENFILE, ENOBUFS, ENOMEM: level-triggered, the
+             * listener would wake the loop again at once */
+            if (every_due(&every_emfile, &more)) {
+                logmsg("error",
+                       "accept: %s (%zu connections open): not accepting "
+                       "for %d ms at a time (%llu more times since the "
+                       "last line)",
+                       strerror(errno), nconns, GD_ACCEPT_PAUSE_MS,
+                       (unsigned long long)more);
+            }
+            epoll_ctl(epfd, EPOLL_CTL_DEL, lfd, NULL);
+            accept_paused = 1;
+            accept_resume_ms = now_ms + GD_ACCEPT_PAUSE_MS;
+            return;
+        }
+
+        if (nconns >= conf.max_connections) {
+            close(fd);
+            if (every_due(&every_refused, &more)) {
+                logmsg("warn",
+                       "refusing connections: max_connections (%zu) are "
+                       "open (%llu more refused since the last line)",
+                       conf.max_connections, (unsigned long long)more);
+            }
+            continue;
+        }
+
+        gd_conn_t *c = calloc(1, sizeof(gd_conn_t));
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+
+        if (c == NULL) {
+            close(fd);
+            continue;
+        }
+        c->fd = fd;
+        c->serial = next_serial++;
+        c->max_frame = conf.max_frame;
+        c->active_ms = now_ms;
+        c->next = conns;
+        conns = c;
+        nconns++;
+        sweep_needed |= conf.idle_timeout > 0;
+        ev.data.ptr = c;
+        epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+    }
+}
+
+/* closes connections idle or stuck past their timeouts */
+static void sweep(void)
+{
+    gd_conn_t *c, *next;
+
+    sweep_needed = 0;
+
+    for (c = conns; c; c = next) {
+        long idle = c->hello ? conf.hello_idle_timeout : conf.idle_timeout;
+
+        next = c->next;
+
+        if (c->paused) {
+            sweep_needed = 1;
+            if (now_ms - c->paused_ms >= conf.stuck_timeout * 1000) {
+                char why[160];
+                snprintf(why, sizeof(why),
+                         "stuck: %zu bytes of answers unread for %ld s "
+                         "(max_output %zu, stuck_timeout %ld)",
+                         c->out_len, (long)((now_ms - c->paused_ms) / 1000),
+                         conf.max_output, conf.stuck_timeout);
+                conn_close(c, why);
+            }
+            continue;
+        }
+
+        if (idle > 0) {
+            sweep_needed = 1;
+            if (now_ms - c->active_ms >= idle * 1000) {
+                logmsg("info", "closing connection %llu: idle for %ld s (%s)",
+                       (unsigned long long)c->serial, idle,
+                       c->hello ? "hello_idle_timeout" : "idle_timeout");
+                conn_close(c, NULL);
+            }
+        }
+    }
+}
+
+/* decodes the frames of connections that backpressure held and that
+ * drained since */
+static void run_backlogs(void)
+{
+    gd_conn_t *c, *next;
+
+    while (backlog_ready) {
+        backlog_ready = 0;
+        for (c = conns; c; c = next) {
+            next = c->next;
+            if (c->backlog && !c->paused) {
+                conn_read(c);
+            }
         }
     }
 }
@@ -1416,6 +1728,29 @@ static void seed_id(const char *text, size_t len, void *arg)
     }
 }
 
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* how long the loop may wait: until the listener comes back, or the next
+ * sweep of connections that may time out; -1: no limit */
+static int loop_timeout(void)
+{
+    int64_t t = -1;
+
+    if (accept_paused) {
+        t = accept_resume_ms - now_ms;
+    }
+    if (sweep_needed && (t < 0 || sweep_due_ms - now_ms < t)) {
+        t = sweep_due_ms - now_ms;
+    }
+    return t < 0 ? (accept_paused || sweep_needed ? 0 : -1) : (int)t;
+}
+
 static int write_pid(void)
 {
     FILE *f = fopen(conf.pid_file, "w");
@@ -1480,6 +1815,19 @@ int main(int argc, char **argv)
     if (writer.journal == NULL) {
         logmsg("emerg", "journal: %s", err);
         return 1;
+    }
+    {
+        const char *seg;
+        uint64_t line;
+        size_t torn = gd_journal_torn(writer.journal, &seg, &line);
+
+        /* never its content: it may hold anything */
+        if (torn > 0) {
+            logmsg("warn",
+                   "journal: dropped a torn last line (%s line %llu, %zu "
+                   "bytes): a write cut off by a crash, never acknowledged",
+                   seg, (unsigned long long)line, torn);
+        }
     }
 
     /* what a killed guardd wrote but did not fsync is in the page cache:
@@ -1556,9 +1904,28 @@ int main(int argc, char **argv)
 
     logmsg("notice", "listening on %s (mode %04o), policy version %s",
            conf.listen, (unsigned)conf.socket_mode, policies->version);
+    logmsg("info",
+           "max_connections %zu (RLIMIT_NOFILE %ld), idle_timeout %ld s, "
+           "hello_idle_timeout %ld s, max_output %zu, stuck_timeout %ld s",
+           conf.max_connections, conf.nofile, conf.idle_timeout,
+           conf.hello_idle_timeout, conf.max_output, conf.stuck_timeout);
+    if (conf.nofile >= 0 &&
+        conf.max_connections + GD_FD_RESERVE > (size_t)conf.nofile) {
+        logmsg("warn",
+               "max_connections %zu leaves fewer than %d of the %ld file "
+               "descriptors (RLIMIT_NOFILE) to the journal, the spill files "
+               "and the policies; when they run out, guardd stops accepting "
+               "for a moment at a time",
+               conf.max_connections, GD_FD_RESERVE, conf.nofile);
+    }
+
+    now_ms = monotonic_ms();
+    sweep_due_ms = now_ms + GD_SWEEP_MS;
 
     while (running) {
-        int n = epoll_wait(epfd, events, GD_MAX_EVENTS, -1);
+        int n = epoll_wait(epfd, events, GD_MAX_EVENTS, loop_timeout());
+
+        now_ms = monotonic_ms();
 
         if (n < 0) {
             if (errno == EINTR) {
@@ -1572,23 +1939,7 @@ int main(int argc, char **argv)
             void *ptr = events[i].data.ptr;
 
             if (ptr == &lfd) {
-                int fd;
-                while ((fd = accept4(lfd, NULL, NULL,
-                                     SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
-                    gd_conn_t *c = calloc(1, sizeof(gd_conn_t));
-                    if (c == NULL) {
-                        close(fd);
-                        continue;
-                    }
-                    c->fd = fd;
-                    c->serial = next_serial++;
-                    c->max_frame = conf.max_frame;
-                    c->next = conns;
-                    conns = c;
-                    ev.events = EPOLLIN;
-                    ev.data.ptr = c;
-                    epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
-                }
+                accept_conns(lfd);
 
             } else if (ptr == &sfd) {
                 struct signalfd_siginfo si;
@@ -1619,6 +1970,12 @@ int main(int argc, char **argv)
             } else {
                 gd_conn_t *c = ptr;
 
+                /* paused, its input is not read: a hang-up would be
+                 * reported again and again */
+                if (c->paused && (events[i].events & (EPOLLHUP | EPOLLERR))) {
+                    conn_close(c, NULL);
+                    continue;
+                }
                 if (events[i].events & EPOLLOUT) {
                     if (conn_flush(c) != 0) {
                         conn_close(c, strerror(errno));
@@ -1629,6 +1986,22 @@ int main(int argc, char **argv)
                     conn_read(c);
                 }
             }
+        }
+
+        run_backlogs();
+
+        if (accept_paused && now_ms >= accept_resume_ms) {
+            accept_paused = 0;
+            ev.events = EPOLLIN;
+            ev.data.ptr = &lfd;
+            epoll_ctl(epfd, EPOLL_CTL_ADD, lfd, &ev);
+        }
+
+        if (now_ms >= sweep_due_ms) {
+            if (sweep_needed) {
+                sweep();
+            }
+            sweep_due_ms = now_ms + GD_SWEEP_MS;
         }
     }
 

@@ -196,11 +196,44 @@ int main(void)
     FILE *f = fopen(seg(last), "ab");
     fputs("{\"seq\":999,\"torn", f);
     fclose(f);
+    uint64_t nl = 0;
+    for (size_t k = 0; k < len; k++) {
+        nl += buf[k] == '\n';
+    }
     free(buf);
+
+    /* verify names it as torn (2), not as a broken chain */
+    char tname[600];
+    snprintf(tname, sizeof(tname), "journal-%06d.jsonl", last);
+    TAP_OK(gd_journal_verify(dir, NULL, &rep) == 2 && rep.records == 120 &&
+               rep.torn_bytes == strlen("{\"seq\":999,\"torn") &&
+               rep.line == nl + 1 && strcmp(rep.segment, tname) == 0,
+           "a torn tail: verify says torn: %s line %llu: %s", rep.segment,
+           (unsigned long long)rep.line, rep.reason);
+
+    /* an empty segment after it: still the tail (open drops the same) */
+    snprintf(tname, sizeof(tname), "%s/journal-%06d.jsonl", dir, last + 1);
+    f = fopen(tname, "wb");
+    fputs("{\"x", f);
+    fclose(f);
+    TAP_OK(gd_journal_verify(dir, NULL, &rep) == 2 &&
+               rep.torn_bytes == strlen("{\"seq\":999,\"torn{\"x"),
+           "a torn tail across a rotation: torn, %llu bytes",
+           (unsigned long long)rep.torn_bytes);
+
     j = gd_journal_open(dir, 4096, err, sizeof(err));
+    const char *tseg = NULL;
+    uint64_t tline = 0;
+    TAP_OK(j != NULL &&
+               gd_journal_torn(j, &tseg, &tline) ==
+                   strlen("{\"seq\":999,\"torn{\"x") &&
+               tline == nl + 1 && strstr(seg(last), tseg) != NULL,
+           "open says what it dropped: %s line %llu", tseg ? tseg : "",
+           (unsigned long long)tline);
     TAP_OK(j != NULL && append_n(j, 120, 1) == 0,
            "a torn last line is dropped at open");
     gd_journal_close(j);
+    last++; /* the chain went on in the (emptied) segment after it */
     TAP_OK(gd_journal_verify(dir, NULL, &rep) == 0 && rep.records == 121,
            "and the chain stays intact");
 
