@@ -9,6 +9,8 @@ use warnings;
 
 use Exporter qw(import);
 use IO::Select;
+use IO::Socket::UNIX;
+use Socket qw(SOCK_STREAM);
 use JSON::PP ();
 use Guard::Test qw(wait_for);    # re-exported: one poll helper
 use Time::HiRes qw(sleep time);
@@ -63,8 +65,10 @@ sub spawn_guardd {
         exec $guardd, '-c', $conf;
         die "exec: $!";
     }
+    # the socket file exists from bind(); it accepts after listen()
     for (1 .. 200) {
-        last if -S $sock;
+        last if -S $sock
+                && IO::Socket::UNIX->new(Peer => $sock, Type => SOCK_STREAM);
         sleep 0.05;
     }
     return $pid;
