@@ -30,7 +30,7 @@ MODULE_SRCS := config $(wildcard ngx_module/*.[ch]) \
                $(wildcard policy-engine/src/*.c) \
                $(wildcard policy-engine/include/*.h)
 
-.PHONY: all module asan setup run stop test unit guardctl daemons bench clean
+.PHONY: all module asan setup run stop test test-asan unit guardctl daemons bench clean
 
 all: module
 
@@ -93,8 +93,36 @@ run: setup module daemons
 stop:
 	@sh conf/demo.sh stop
 
-test: setup module unit
-	prove -r -j2 policy-engine/build/tests t/
+# make test: two passes, both must pass; each one's time is printed.
+#  1. the unit tests and the end-to-end suite against the module;
+#  2. the end-to-end suite against the sanitizer variant, nginx started
+#     with the ASan runtime preloaded and an error_log at debug level, so
+#     that the debug paths run too; a sanitizer report or a crashed worker
+#     fails the test that saw it (copies in build/asan/reports/).
+# make test-asan runs the second pass alone.
+SAN_TEST_ENV := GUARD_MODULE=$(ASAN_MODULE) GUARD_SANITIZE=1 \
+                GUARD_ERROR_LOG_LEVEL=debug \
+                GUARD_SANITIZE_REPORTS=$(ASAN_DIR)/reports
+
+test: setup module asan unit
+	@rc=0; t0=$$SECONDS; \
+	prove -r -j2 policy-engine/build/tests t/ || rc=1; \
+	t1=$$SECONDS; rm -rf $(ASAN_DIR)/reports; \
+	$(SAN_TEST_ENV) prove -r -j2 t/ || rc=1; \
+	t2=$$SECONDS; \
+	echo "make test: pass 1 (module) $$((t1 - t0)) s," \
+	     "pass 2 (ASan+UBSan, debug log) $$((t2 - t1)) s"; \
+	if [ -d $(ASAN_DIR)/reports ]; then \
+	    echo "sanitizer reports and crashes:"; ls $(ASAN_DIR)/reports; fi; \
+	exit $$rc
+
+test-asan: setup asan unit
+	@rm -rf $(ASAN_DIR)/reports; t0=$$SECONDS; rc=0; \
+	$(SAN_TEST_ENV) prove -r -j2 t/ || rc=1; \
+	echo "make test-asan: $$((SECONDS - t0)) s"; \
+	if [ -d $(ASAN_DIR)/reports ]; then \
+	    echo "sanitizer reports and crashes:"; ls $(ASAN_DIR)/reports; fi; \
+	exit $$rc
 
 bench: setup module
 	bash bench/jwt.sh
