@@ -271,7 +271,7 @@ sub _sanitizer_env {
 # process "exited on signal" included.
 sub sanitizer_reports {
     my ($self) = @_;
-    my $d = $self->{dir};
+    my $d = $self->{dir} // return ();
     my @r;
     opendir my $dh, $d or return ();
     for my $f (sort grep { /^(?:asan|ubsan)\.\d+$/ } readdir $dh) {
