@@ -323,13 +323,15 @@ sub _report_text {
     } @r;
 }
 
-# _fail_on_reports($when): one failing test for reports nobody saw yet.
+# _fail_on_reports($when): one failing test for reports nobody saw yet;
+# true if there were any.
 sub _fail_on_reports {
     my ($self, $when) = @_;
-    my @r = $self->_unreported_reports or return;
+    my @r = $self->_unreported_reports or return 0;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     Test::More::ok(0, "no sanitizer report and no crashed process ($when)");
     Test::More::diag($self->_report_text(@r));
+    return 1;
 }
 
 # Ports of "listen [127.0.0.1:|localhost:|*:]NNNN" lines in nginx.conf.
@@ -370,7 +372,9 @@ sub wait_for {
     }
 }
 
-# run: start nginx (daemon), wait for the pid file and all listen ports.
+# run: start nginx (daemon), wait for the pid file and all listen ports;
+# dies if it fails to start, or if a process crashed or hit a sanitizer
+# while starting.
 sub run {
     my ($self) = @_;
     croak "Guard::Test: nginx already running (pid $self->{pid})"
@@ -383,9 +387,11 @@ sub run {
     my $fail = sub {
         my ($why) = @_;
         $self->stop if $self->{pid};
+        my @log = split /^/, $self->errlog;
+        splice @log, 0, @log - 40 if @log > 40;
         die "Guard::Test: nginx failed to start: $why\n"
           . "--- nginx stderr ---\n$out"
-          . "--- error.log ---\n" . $self->errlog . "---\n";
+          . "--- error.log (the last 40 lines) ---\n" . join('', @log) . "---\n";
     };
     $fail->("exit code $rc") if $rc;
 
@@ -401,6 +407,12 @@ sub run {
     for my $port ($self->_listen_ports) {
         wait_for(5, sub { _port_open($port) })
             or $fail->("port $port does not accept connections");
+    }
+    # a process that crashed or hit a sanitizer while starting: fail now,
+    # rather than let every request of the test time out
+    if (my @r = $self->_unreported_reports) {
+        $fail->("sanitizer report or crash while starting\n"
+                . $self->_report_text(@r));
     }
     return $self;
 }
@@ -454,7 +466,8 @@ sub worker_pids {
 
 # reload: HUP; true once all old workers are gone and the new ones exist
 # (and all listen ports of the current nginx.conf accept connections);
-# false if an [emerg] shows up in error.log or on timeout.
+# false if an [emerg] shows up in error.log or on timeout, and false with
+# a failing test if a process crashed or hit a sanitizer.
 sub reload {
     my ($self) = @_;
     my $master = $self->{pid};
@@ -476,6 +489,9 @@ sub reload {
     for my $port ($self->_listen_ports) {
         wait_for(5, sub { _port_open($port) }) or return 0;
     }
+    # new workers that crashed or hit a sanitizer: a failing test, and
+    # the reload failed
+    return 0 if $self->_fail_on_reports('after a reload');
     return 1;
 }
 
