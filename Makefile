@@ -39,7 +39,7 @@ setup:
 
 module: $(MODULE)
 
-asan: $(ASAN_MODULE)
+asan: $(ASAN_MODULE) $(ASAN_DIR)/ubsan_init.so
 
 # configure_tree(tree, extra configure arguments): a fresh copy of the
 # nginx-dev tree, configured with Debian's flags and the module.  The
@@ -75,6 +75,12 @@ $(ASAN_BUILD)/objs/Makefile: config $(NGINX_SRC)/conf_flags
 
 $(ASAN_MODULE): $(ASAN_BUILD)/objs/Makefile $(MODULE_SRCS)
 	$(call build_module,$(ASAN_BUILD),$@)
+
+# preloaded by the test harness after libubsan, so that UBSan reads its
+# options before nginx overwrites its environment (see the file)
+$(ASAN_DIR)/ubsan_init.so: t/tools/ubsan_init.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -shared -fPIC -o $@ $<
 
 # policy-engine: shared library, unit tests (ASan+UBSan)
 unit:

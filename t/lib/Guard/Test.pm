@@ -239,9 +239,12 @@ sub _exec_nginx {
 # dir/asan.PID.  No leak checks: nginx does not free its pools at exit.
 # GCC's UBSan reads its options lazily, at the first report, from
 # /proc/self/environ, which nginx has overwritten with the process title
-# by then: in a worker a UBSan report goes to stderr, i.e. error.log
-# ("runtime error: ..."), and the worker exits with code 1 (the module
-# is built with -fno-sanitize-recover); sanitizer_reports finds it there.
+# by then; ubsan_init.so (t/tools/ubsan_init.c, built by make asan next
+# to the module) makes it read them at start, with the help of a
+# suppressions file.  Its reports go to stderr whatever log_path says,
+# and a worker's stderr is error.log ("runtime error: ..." and the
+# stack); sanitizer_reports finds them there.  Without ubsan_init.so a
+# UBSan report has no stack and the worker exits with code 1.
 sub _sanitizer_env {
     my ($self) = @_;
     return () unless $self->{sanitize} && -f $self->{module};
@@ -253,14 +256,19 @@ sub _sanitizer_env {
         croak "Guard::Test: GUARD_SANITIZE set, but $self->{module} is "
             . "not linked with libasan (build it with make asan)"
             unless @l && $l[0] =~ /libasan/;
+        my $init = File::Spec->catfile(dirname($self->{module}),
+                                       'ubsan_init.so');
+        push @l, $init if @l == 2 && -f $init;
         join ':', @l;
     };
     my $common = 'halt_on_error=1:abort_on_error=1:disable_coredump=1'
                . ':print_stacktrace=1';
+    my $supp = $self->write_file('ubsan.supp',
+                                 "signed-integer-overflow:guard-ubsan-init\n");
     return (
         LD_PRELOAD   => $libs,
         ASAN_OPTIONS => "$common:detect_leaks=0:log_path=$d/asan",
-        UBSAN_OPTIONS => "$common:log_path=$d/ubsan",
+        UBSAN_OPTIONS => "$common:suppressions=$supp",
     );
 }
 
@@ -313,14 +321,17 @@ sub _unreported_reports {
     return @new;
 }
 
+# the first 5 reports, each cut to 60 lines
 sub _report_text {
     my ($self, @r) = @_;
-    return join '', map {
+    my $rest = @r > 5 ? "... and " . (@r - 5) . " more reports\n" : '';
+    splice @r, 5 if @r > 5;
+    return join('', map {
         my @l = split /\n/, $_->[1];
         my $more = @l > 60 ? "\n... (" . (@l - 60) . " more lines)" : '';
         "--- $self->{dir}/$_->[0]\n" . join("\n", @l[0 .. ($#l < 59 ? $#l : 59)])
         . "$more\n";
-    } @r;
+    } @r) . $rest;
 }
 
 # _fail_on_reports($when): one failing test for reports nobody saw yet;
@@ -671,6 +682,15 @@ sub raw_request {
 
     my $r = parse_response($raw, head => $opt{head});
     $r->{error} = $err if defined $err;
+
+    # no answer because a worker crashed or hit a sanitizer (say, in a
+    # crash loop that began after run returned): stop the test here
+    if (!defined $r->{status} && $self->{pid}
+        and my @rep = $self->_unreported_reports)
+    {
+        die "Guard::Test: no response, and a process crashed or hit a "
+          . "sanitizer\n" . $self->_report_text(@rep);
+    }
     return $r;
 }
 
