@@ -201,9 +201,10 @@ EOT
 }
 
 # under GUARD_SANITIZE (make test's second pass), nginx runs with the ASan
-# runtime preloaded, and only nginx
+# runtime preloaded (and UBSan's, and ubsan_init.so next to the module),
+# and only nginx
 SKIP: {
-    skip 'GUARD_SANITIZE is not set', 3 unless $ENV{GUARD_SANITIZE};
+    skip 'GUARD_SANITIZE is not set', 4 unless $ENV{GUARD_SANITIZE};
     my $t7 = Guard::Test->new;
     $t7->write_conf(http => 'server { listen 127.0.0.1:%%PORT_0%%;
                                       location / { return 200 "x"; } }');
@@ -213,6 +214,7 @@ SKIP: {
     my ($w) = $t7->worker_pids;
     like($maps->($w), qr{/libasan\.so}, 'worker runs with libasan');
     unlike($maps->($$), qr{/libasan\.so}, 'the test itself does not');
+    like($maps->($w), qr{/ubsan_init\.so}, 'worker runs with ubsan_init.so');
     $t7->stop;
 }
 
