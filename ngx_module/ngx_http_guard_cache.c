@@ -62,6 +62,7 @@ static ngx_http_guard_cache_node_t *ngx_http_guard_cache_lookup(
 static size_t ngx_http_guard_cache_pack_size(ngx_http_guard_claims_t *c);
 static void ngx_http_guard_cache_pack(ngx_http_guard_claims_t *c,
     u_char *p);
+static u_char *ngx_http_guard_cache_cpystr(u_char *p, ngx_str_t *s);
 static ngx_int_t ngx_http_guard_cache_unpack(ngx_pool_t *pool, u_char *p,
     size_t len, ngx_http_guard_claims_t *c);
 
@@ -296,17 +297,29 @@ ngx_http_guard_cache_pack(ngx_http_guard_claims_t *c, u_char *p)
         p = ngx_cpymem(p, &len, sizeof(uint32_t));
     }
 
-    p = ngx_cpymem(p, c->sub.data, c->sub.len);
-    p = ngx_cpymem(p, c->iss.data, c->iss.len);
-    p = ngx_cpymem(p, c->payload.data, c->payload.len);
+    p = ngx_http_guard_cache_cpystr(p, &c->sub);
+    p = ngx_http_guard_cache_cpystr(p, &c->iss);
+    p = ngx_http_guard_cache_cpystr(p, &c->payload);
 
     for (i = 0; i < c->naud; i++) {
-        p = ngx_cpymem(p, c->aud[i].data, c->aud[i].len);
+        p = ngx_http_guard_cache_cpystr(p, &c->aud[i]);
     }
 
     for (i = 0; i < c->ntenants; i++) {
-        p = ngx_cpymem(p, c->tenants[i].data, c->tenants[i].len);
+        p = ngx_http_guard_cache_cpystr(p, &c->tenants[i]);
     }
+}
+
+
+/*
+ * ngx_cpymem() of a string that may be empty: an absent claim is
+ * { 0, NULL }, and memcpy() from NULL is undefined even for 0 bytes
+ */
+
+static u_char *
+ngx_http_guard_cache_cpystr(u_char *p, ngx_str_t *s)
+{
+    return s->len ? ngx_cpymem(p, s->data, s->len) : p;
 }
 
 

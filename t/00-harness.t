@@ -146,6 +146,78 @@ ok(!$t->pid_alive($master), "DESTROY stopped nginx");
     like($@, qr/failed to start.*unknown directive "nope"/s, 'run failure dies');
 }
 
+# --- sanitizer reports, crashed workers, the environment switches --------------
+
+# a report found in any of nginx's outputs fails the test that owns it, once
+# (these are made up: not copied to make test's report directory)
+{
+    delete local $ENV{GUARD_SANITIZE_REPORTS};
+    my $t4 = Guard::Test->new(load_module => 0);
+    is_deeply([$t4->sanitizer_reports], [], 'no reports in a new dir');
+    $t4->write_file('asan.42', "==42==ERROR: AddressSanitizer: x\n");
+    $t4->write_file('error.log', join '',
+        "2026/01/01 00:00:00 [notice] 1#1: start worker process 2\n",
+        "/src/x.c:7:9: runtime error: signed integer overflow\n",
+        "    #0 0x1 in f /src/x.c:7\n",
+        "2026/01/01 00:00:00 [notice] 1#1: worker process 2 exited with code 1\n",
+        "2026/01/01 00:00:01 [alert] 1#1: worker process 3 exited on signal 11\n");
+    my @r = $t4->sanitizer_reports;
+    is_deeply([map { $_->[0] } @r], [qw(asan.42 error.log error.log)],
+              'an ASan file, a UBSan report and a crash found');
+    like($r[1][1], qr/runtime error.*\n.*#0 0x1 in f/, 'UBSan report with its stack');
+    is(scalar(() = $t4->_unreported_reports), 3, 'three reports to fail on');
+    is(scalar(() = $t4->_unreported_reports), 0, '... once');
+}
+
+# ... and a report nobody looked at fails the test file at exit
+{
+    my $t5 = Guard::Test->new(load_module => 0);
+    my $script = $t5->write_file('report.t', <<'EOT');
+use strict; use warnings; use Test::More; use Guard::Test;
+my $t = Guard::Test->new(load_module => 0);
+$t->write_file('error.log', "/x.c:1:1: runtime error: load of null pointer\n");
+ok(1, 'a passing test');
+done_testing;
+EOT
+    my $lib = "$FindBin::Bin/lib";
+    delete local $ENV{GUARD_SANITIZE_REPORTS};
+    my $out = qx{$^X -I$lib $script 2>&1};
+    isnt($?, 0, 'a report nobody checked fails the test file') or diag $out;
+    like($out, qr/not ok 2 - no sanitizer report and no crashed process/,
+         '... with a failing test that names it');
+    like($out, qr/runtime error: load of null pointer/, '... and shows it');
+}
+
+# GUARD_ERROR_LOG_LEVEL: the level of the generated error_log; errlog and
+# friends leave the [debug] lines out, errlog(raw => 1) has them
+{
+    local $ENV{GUARD_ERROR_LOG_LEVEL} = 'debug';
+    my $t6 = Guard::Test->new(load_module => 0);
+    my $c = $t6->read_file($t6->write_conf(http => ''));
+    like($c, qr{^error_log \S+/error\.log debug;$}m, 'error_log at debug');
+    $t6->write_file('error.log', "a [debug] 1#1: x\nb [info] 1#1: y\n");
+    is($t6->errlog, "b [info] 1#1: y\n", 'errlog leaves [debug] lines out');
+    like($t6->errlog(raw => 1), qr/\[debug\]/, 'errlog(raw => 1) has them');
+}
+
+# under GUARD_SANITIZE (make test's second pass), nginx runs with the ASan
+# runtime preloaded (and UBSan's, and ubsan_init.so next to the module),
+# and only nginx
+SKIP: {
+    skip 'GUARD_SANITIZE is not set', 4 unless $ENV{GUARD_SANITIZE};
+    my $t7 = Guard::Test->new;
+    $t7->write_conf(http => 'server { listen 127.0.0.1:%%PORT_0%%;
+                                      location / { return 200 "x"; } }');
+    $t7->run;
+    my $maps = sub { local (@ARGV, $/) = "/proc/$_[0]/maps"; <> // '' };
+    like($maps->($t7->pid), qr{/libasan\.so}, 'master runs with libasan');
+    my ($w) = $t7->worker_pids;
+    like($maps->($w), qr{/libasan\.so}, 'worker runs with libasan');
+    unlike($maps->($$), qr{/libasan\.so}, 'the test itself does not');
+    like($maps->($w), qr{/ubsan_init\.so}, 'worker runs with ubsan_init.so');
+    $t7->stop;
+}
+
 # --- token helpers -------------------------------------------------------------
 
 is(b64url("\xfb\xff"), '-_8', 'b64url');

@@ -13,6 +13,22 @@ package Guard::Test;
 #
 # Core Perl modules only.  nginx is always stopped when the object goes
 # away or the program ends (END block, also on die / INT / TERM).
+#
+# Environment switches (make test sets them for its second pass):
+#   GUARD_MODULE=path           the module to load (default build/...so)
+#   GUARD_NGINX=path            the nginx binary (default /usr/sbin/nginx)
+#   GUARD_SANITIZE=1            the module is a sanitizer build (make asan):
+#                               nginx runs with the ASan and UBSan runtimes
+#                               preloaded, reports go to dir/asan.PID and
+#                               dir/ubsan.PID, and any report fails the test
+#   GUARD_SANITIZE_REPORTS=dir  also copy every report there
+#   GUARD_ERROR_LOG_LEVEL=lvl   level of the generated error_log (default
+#                               info); errlog() and friends still see only
+#                               the lines above debug, errlog(raw => 1) all
+#
+# Whatever the switches, a report of a sanitizer or a worker that "exited
+# on signal" fails the test: in errlog_ok, or, if that did not see it,
+# as an extra failing test when nginx stops (stop, DESTROY, END).
 
 use strict;
 use warnings;
@@ -77,6 +93,8 @@ sub new {
                    // "$REPO/build/ngx_http_guard_module.so",
         nginx   => $opt{nginx} // $ENV{GUARD_NGINX} // '/usr/sbin/nginx',
         use_module => $opt{load_module} // 1,
+        sanitize => $opt{sanitize} // $ENV{GUARD_SANITIZE},
+        log_level => $ENV{GUARD_ERROR_LOG_LEVEL} || 'info',
         ports   => [],
         owner   => $$,
     }, $class;
@@ -172,7 +190,7 @@ sub write_conf {
     $conf .= "load_module $self->{module};\n" if $load;
     $conf .= "worker_processes " . ($opt{workers} // 1) . ";\n"
           .  "pid $d/nginx.pid;\n"
-          .  "error_log $d/error.log info;\n"
+          .  "error_log $d/error.log $self->{log_level};\n"
           .  ($opt{main} // '') . "\n"
           .  "events {\n    worker_connections 1024;\n"
           .  ($opt{events} // '') . "\n}\n"
@@ -200,8 +218,10 @@ sub _nginx_args {
 # Run nginx with @args, stdout+stderr into $out; returns (exit code, output).
 sub _exec_nginx {
     my ($self, $out, @args) = @_;
+    my %env = $self->_sanitizer_env;
     my $pid = fork // croak "fork: $!";
     if (!$pid) {
+        @ENV{keys %env} = values %env;
         open STDIN, '<', '/dev/null';
         open STDOUT, '>', $out or POSIX::_exit(126);
         open STDERR, '>&', \*STDOUT or POSIX::_exit(126);
@@ -210,6 +230,119 @@ sub _exec_nginx {
     waitpid $pid, 0;
     my $rc = $? & 127 ? 128 + ($? & 127) : $? >> 8;
     return ($rc, $self->read_file($out) // '');
+}
+
+# The environment nginx (and nothing else the tests run) gets under
+# GUARD_SANITIZE: the runtimes the module was linked with, preloaded into
+# the stock nginx, and options that make the first ASan report kill the
+# process (abort: "exited on signal 6" in error.log) and leave a file,
+# dir/asan.PID.  No leak checks: nginx does not free its pools at exit.
+# GCC's UBSan reads its options lazily, at the first report, from
+# /proc/self/environ, which nginx has overwritten with the process title
+# by then; ubsan_init.so (t/tools/ubsan_init.c, built by make asan next
+# to the module) makes it read them at start, with the help of a
+# suppressions file.  Its reports go to stderr whatever log_path says,
+# and a worker's stderr is error.log ("runtime error: ..." and the
+# stack); sanitizer_reports finds them there.  Without ubsan_init.so a
+# UBSan report has no stack and the worker exits with code 1.
+sub _sanitizer_env {
+    my ($self) = @_;
+    return () unless $self->{sanitize} && -f $self->{module};
+    my $d = $self->{dir};
+    my $libs = $self->{san_libs} //= do {
+        my $ldd = `ldd '$self->{module}' 2>/dev/null`;
+        my @l = map { $ldd =~ m{\b\Q$_\E\S*\s+=>\s+(/\S+)} ? $1 : () }
+                qw(libasan.so libubsan.so);
+        croak "Guard::Test: GUARD_SANITIZE set, but $self->{module} is "
+            . "not linked with libasan (build it with make asan)"
+            unless @l && $l[0] =~ /libasan/;
+        my $init = File::Spec->catfile(dirname($self->{module}),
+                                       'ubsan_init.so');
+        push @l, $init if @l == 2 && -f $init;
+        join ':', @l;
+    };
+    my $common = 'halt_on_error=1:abort_on_error=1:disable_coredump=1'
+               . ':print_stacktrace=1';
+    my $supp = $self->write_file('ubsan.supp',
+                                 "signed-integer-overflow:guard-ubsan-init\n");
+    return (
+        LD_PRELOAD   => $libs,
+        ASAN_OPTIONS => "$common:detect_leaks=0:log_path=$d/asan",
+        UBSAN_OPTIONS => "$common:suppressions=$supp",
+    );
+}
+
+# sanitizer_reports: the reports of this object's nginx so far, as
+# [file name, text] pairs: ASan's report files, and each report found in
+# nginx's logs and captured output (UBSan writes to stderr whatever its
+# log_path, and a worker's stderr is error.log), a line saying that a
+# process "exited on signal" included.
+sub sanitizer_reports {
+    my ($self) = @_;
+    my $d = $self->{dir} // return ();
+    my @r;
+    opendir my $dh, $d or return ();
+    for my $f (sort grep { /^(?:asan|ubsan)\.\d+$/ } readdir $dh) {
+        push @r, [$f, $self->read_file($f) // ''];
+    }
+    for my $f (qw(error.log nginx.stderr nginx-t.out test_conf.log)) {
+        open my $fh, '<:raw', "$d/$f" or next;
+        my $cur;
+        while (my $l = <$fh>) {
+            if ($l =~ /runtime error:|ERROR: \w+Sanitizer|exited on signal/) {
+                push @r, $cur = [$f, $l];
+            } elsif ($cur && $l =~ /^\s+#\d+ /) {
+                $cur->[1] .= $l;      # the stack trace of a UBSan report
+            } else {
+                undef $cur;
+            }
+        }
+    }
+    return @r;
+}
+
+# _unreported_reports: sanitizer_reports not yet turned into a failure;
+# marks them reported, and copies them to GUARD_SANITIZE_REPORTS.
+sub _unreported_reports {
+    my ($self) = @_;
+    my @new;
+    for my $r ($self->sanitizer_reports) {
+        my $key = "$r->[0]\0$r->[1]";
+        next if $self->{reported}{$key}++;
+        push @new, $r;
+        my $to = $ENV{GUARD_SANITIZE_REPORTS} or next;
+        (my $test = File::Basename::basename($0)) =~ s/\.t$//;
+        (my $tag = File::Basename::basename($self->{dir})) =~ s/^guard-test-//;
+        make_path($to);
+        open my $fh, '>>:raw', "$to/$test.$tag.$r->[0]" or next;
+        print $fh $r->[1];
+        close $fh;
+    }
+    return @new;
+}
+
+# the first 5 reports, each cut to 60 lines
+sub _report_text {
+    my ($self, @r) = @_;
+    my $rest = @r > 5 ? "... and " . (@r - 5) . " more reports\n" : '';
+    splice @r, 5 if @r > 5;
+    return join('', map {
+        my @l = split /\n/, $_->[1];
+        my $more = @l > 60 ? "\n... (" . (@l - 60) . " more lines)" : '';
+        "--- $self->{dir}/$_->[0]\n" . join("\n", @l[0 .. ($#l < 59 ? $#l : 59)])
+        . "$more\n";
+    } @r) . $rest;
+}
+
+# _fail_on_reports($when): one failing test for reports nobody saw yet;
+# true if there were any.
+sub _fail_on_reports {
+    my ($self, $when) = @_;
+    my @r = $self->_unreported_reports or return 0;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    Test::More::ok(0, "no sanitizer report and no crashed process ($when)");
+    Test::More::diag($self->_report_text(@r));
+    return 1;
 }
 
 # Ports of "listen [127.0.0.1:|localhost:|*:]NNNN" lines in nginx.conf.
@@ -250,7 +383,9 @@ sub wait_for {
     }
 }
 
-# run: start nginx (daemon), wait for the pid file and all listen ports.
+# run: start nginx (daemon), wait for the pid file and all listen ports;
+# dies if it fails to start, or if a process crashed or hit a sanitizer
+# while starting.
 sub run {
     my ($self) = @_;
     croak "Guard::Test: nginx already running (pid $self->{pid})"
@@ -263,9 +398,11 @@ sub run {
     my $fail = sub {
         my ($why) = @_;
         $self->stop if $self->{pid};
+        my @log = split /^/, $self->errlog;
+        splice @log, 0, @log - 40 if @log > 40;
         die "Guard::Test: nginx failed to start: $why\n"
           . "--- nginx stderr ---\n$out"
-          . "--- error.log ---\n" . $self->errlog . "---\n";
+          . "--- error.log (the last 40 lines) ---\n" . join('', @log) . "---\n";
     };
     $fail->("exit code $rc") if $rc;
 
@@ -281,6 +418,12 @@ sub run {
     for my $port ($self->_listen_ports) {
         wait_for(5, sub { _port_open($port) })
             or $fail->("port $port does not accept connections");
+    }
+    # a process that crashed or hit a sanitizer while starting: fail now,
+    # rather than let every request of the test time out
+    if (my @r = $self->_unreported_reports) {
+        $fail->("sanitizer report or crash while starting\n"
+                . $self->_report_text(@r));
     }
     return $self;
 }
@@ -334,7 +477,8 @@ sub worker_pids {
 
 # reload: HUP; true once all old workers are gone and the new ones exist
 # (and all listen ports of the current nginx.conf accept connections);
-# false if an [emerg] shows up in error.log or on timeout.
+# false if an [emerg] shows up in error.log or on timeout, and false with
+# a failing test if a process crashed or hit a sanitizer.
 sub reload {
     my ($self) = @_;
     my $master = $self->{pid};
@@ -356,6 +500,9 @@ sub reload {
     for my $port ($self->_listen_ports) {
         wait_for(5, sub { _port_open($port) }) or return 0;
     }
+    # new workers that crashed or hit a sanitizer: a failing test, and
+    # the reload failed
+    return 0 if $self->_fail_on_reports('after a reload');
     return 1;
 }
 
@@ -374,9 +521,11 @@ sub stop {
             # workers exit before the master; make sure of it anyway
             wait_for(3, sub { !grep { _alive($_) } @workers });
             kill 'KILL', grep { _alive($_) } @workers;
+            $self->_fail_on_reports('when nginx stopped');
             return 1;
         }
     }
+    $self->_fail_on_reports('when nginx stopped');
     return 0;
 }
 
@@ -385,13 +534,20 @@ sub DESTROY {
     local ($?, $@, $!);
     return unless $self->{owner} && $self->{owner} == $$;
     $self->stop if $self->{pid};
+    # also reports of nginx -t runs; END has checked what lives to the end
+    $self->_fail_on_reports('when the test object went away')
+        unless ${^GLOBAL_PHASE} eq 'DESTRUCT';
     delete $LIVE{refaddr $self};
 }
 
+# runs before Test::Builder's own END (Test::More was loaded first), so
+# that a failure added here still decides the exit status
 END {
     local ($?, $!);
     for my $t (grep { defined } values %LIVE) {
-        $t->stop if $t->{pid} && $t->{owner} == $$;
+        next unless $t->{owner} == $$;
+        $t->stop if $t->{pid};
+        $t->_fail_on_reports('at exit');
     }
 }
 
@@ -404,17 +560,24 @@ for my $sig (qw(INT TERM)) {
 # ---------------------------------------------------------------------------
 # error log
 
+# errlog(since_mark => 0|1, raw => 0|1): error.log; without raw, the
+# [debug] lines that GUARD_ERROR_LOG_LEVEL=debug adds are left out, so
+# that tests see what they would see at the default level.
 sub errlog {
     my ($self, %opt) = @_;
-    return $self->_errlog_from($opt{since_mark} ? $self->{mark} // 0 : 0);
+    return $self->_errlog_from($opt{since_mark} ? $self->{mark} // 0 : 0,
+                               $opt{raw});
 }
 
 sub _errlog_from {
-    my ($self, $off) = @_;
+    my ($self, $off, $raw) = @_;
     open my $fh, '<:raw', "$self->{dir}/error.log" or return '';
     seek $fh, $off, 0 if $off;
     local $/;
-    return scalar(<$fh>) // '';
+    my $log = scalar(<$fh>) // '';
+    $log =~ s/^[^\n]*? \[debug\] [^\n]*\n?//mg
+        if !$raw && $self->{log_level} =~ /^debug/;
+    return $log;
 }
 
 # errlog_mark: later errlog/errlog_ok/errlog_like(since_mark => 1) only
@@ -425,13 +588,18 @@ sub errlog_mark {
     return $self->{mark};
 }
 
-# errlog_ok($name, since_mark => 0|1): no [alert] / [emerg] lines.
+# errlog_ok($name, since_mark => 0|1): no [alert] / [emerg] lines, and
+# no sanitizer report or crashed process (since the start, whatever the
+# mark) that an earlier check did not already fail on.
 sub errlog_ok {
     my ($self, $name, %opt) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     my @bad = grep { /\[(?:alert|emerg)\]/ } split /\n/, $self->errlog(%opt);
-    my $ok = Test::More::ok(!@bad, $name // 'error.log has no alert/emerg');
+    my @rep = $self->_unreported_reports;
+    my $ok = Test::More::ok(!@bad && !@rep,
+                            $name // 'error.log has no alert/emerg');
     Test::More::diag(join "\n", @bad) if @bad;
+    Test::More::diag($self->_report_text(@rep)) if @rep;
     return $ok;
 }
 
@@ -514,6 +682,15 @@ sub raw_request {
 
     my $r = parse_response($raw, head => $opt{head});
     $r->{error} = $err if defined $err;
+
+    # no answer because a worker crashed or hit a sanitizer (say, in a
+    # crash loop that began after run returned): stop the test here
+    if (!defined $r->{status} && $self->{pid}
+        and my @rep = $self->_unreported_reports)
+    {
+        die "Guard::Test: no response, and a process crashed or hit a "
+          . "sanitizer\n" . $self->_report_text(@rep);
+    }
     return $r;
 }
 
