@@ -195,8 +195,12 @@ EOT
     my $t6 = Guard::Test->new(load_module => 0);
     my $c = $t6->read_file($t6->write_conf(http => ''));
     like($c, qr{^error_log \S+/error\.log debug;$}m, 'error_log at debug');
-    $t6->write_file('error.log', "a [debug] 1#1: x\nb [info] 1#1: y\n");
-    is($t6->errlog, "b [info] 1#1: y\n", 'errlog leaves [debug] lines out');
+    my $ts = '2026/01/01 00:00:00';
+    $t6->write_file('error.log', "$ts [debug] 1#1: x\n"
+                    . "$ts [debug] 1#1: proxy header:\n\"GET /?t=s HTTP/1.0\n"
+                    . "Host: h\n\n$ts [info] 1#1: y\n");
+    is($t6->errlog, "$ts [info] 1#1: y\n",
+       'errlog leaves [debug] lines out, with the lines they span');
     like($t6->errlog(raw => 1), qr/\[debug\]/, 'errlog(raw => 1) has them');
 }
 

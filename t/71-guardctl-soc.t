@@ -482,10 +482,15 @@ SKIP: {
 import json
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
+from jwt.utils import base64url_encode
 k = ec.generate_private_key(ec.SECP256R1())
-jwk = json.loads(ECAlgorithm.to_jwk(k))
-jwk.update(kid="es-1", alg="ES256")
+n = k.private_numbers()
+# x, y and d at their full 32 bytes (RFC 7518 6.2.1.2): PyJWT's to_jwk
+# drops leading zero bytes, one key in 128 or so
+b = lambda i: base64url_encode(i.to_bytes(32, "big")).decode()
+jwk = {"kty": "EC", "crv": "P-256", "x": b(n.public_numbers.x),
+       "y": b(n.public_numbers.y), "d": b(n.private_value),
+       "kid": "es-1", "alg": "ES256"}
 json.dump({"keys": [jwk]}, open("$dir/ec.jwks", "w"))
 open("$dir/ec.pub", "wb").write(k.public_key().public_bytes(
     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))

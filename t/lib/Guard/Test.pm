@@ -575,7 +575,10 @@ sub _errlog_from {
     seek $fh, $off, 0 if $off;
     local $/;
     my $log = scalar(<$fh>) // '';
-    $log =~ s/^[^\n]*? \[debug\] [^\n]*\n?//mg
+    # a debug entry goes with the lines it spans (nginx logs a request's
+    # headers on several); a sanitizer's lines are never taken with it
+    $log =~ s{^[^\n]*? \[debug\] [^\n]*(?:\n|\z)
+              (?:(?!\d{4}/\d\d/\d\d\ |==|[^\n]*runtime\ error)[^\n]*(?:\n|\z))*}{}mgx
         if !$raw && $self->{log_level} =~ /^debug/;
     return $log;
 }
