@@ -393,42 +393,16 @@ stop_guardd();
 my ($rich) = $t->mint({ kid => 'hs256', claims => {
     sub => 'r1', tenant_id => 'acme', exp => $exp, roles => ['reader'],
     email => 'r1@acme.example', ssn => '078-05-1120' } });
-my $fake = fork // die;
-if ($fake == 0) {
-    unlink $sock;
-    my $l = IO::Socket::UNIX->new(Local => $sock, Listen => 16,
-                                  Type => SOCK_STREAM) or POSIX::_exit(1);
-    chmod 0666, $sock;
-    my $sel = IO::Select->new($l);
-    my %buf;
-    my $end = time + 20;
-    open my $log, '>', "$dir/decides.jsonl" or POSIX::_exit(1);
-    $log->autoflush(1);
-    while (time < $end) {
-        for my $h ($sel->can_read(0.1)) {
-            if ($h == $l) { my $c = $l->accept or next; $sel->add($c); next }
-            my $n = sysread $h, $buf{$h}, 65536, length($buf{$h} // '');
-            if (!$n) { $sel->remove($h); next }
-            while (length $buf{$h} >= 9) {
-                my ($len, $type, $id) = unpack 'NCN', $buf{$h};
-                last if length $buf{$h} < 4 + $len;
-                my $body = substr $buf{$h}, 9, $len - 5;
-                substr($buf{$h}, 0, 4 + $len) = '';
-                if ($type == 1) {
-                    syswrite $h, frame(1, $id, { version => 1,
-                        max_frame => 65536, node => 'fake' });
-                } elsif ($type == 2) {
-                    print $log "$body\n";
-                    syswrite $h, frame(3, $id, { decision => 'allow',
-                        score => 0, signals => [],
-                        decision_id => '01900000-0000-7000-8000-000000000001' });
-                }
-                # AUDITs are not acknowledged: they wait for the real one
-            }
-        }
-    }
-    POSIX::_exit(0);
-}
+open my $dlog, '>', "$dir/decides.jsonl" or die;
+$dlog->autoflush(1);
+my $fake = stand_in_guardd($sock, 20, sub {
+    my ($type, $id, $body) = @_;
+    # AUDITs are not acknowledged: they wait for the real one
+    return '' unless $type == 2;
+    print $dlog "$body\n";
+    return frame(3, $id, { decision => 'allow', score => 0, signals => [],
+        decision_id => '01900000-0000-7000-8000-000000000001' });
+});
 for (1 .. 100) {
     $r = req('GET', '/r/claims', $rich);
     last if ($r->{status} // 0) == 200 && -s "$dir/decides.jsonl";

@@ -342,59 +342,33 @@ unlike($t->errlog, qr/guard sidecar: .*(closed by guardd|refused)/,
 
 for (1 .. 100) { last if (status()->{audit}{pending} // 1) == 0; sleep 0.1 }
 stop_guardd();
-unlink $sock;
-my $fake = fork // die;
-if ($fake == 0) {
-    my $l = IO::Socket::UNIX->new(Local => $sock, Listen => 16,
-                                  Type => SOCK_STREAM) or POSIX::_exit(1);
-    chmod 0666, $sock;
-    my $sel = IO::Select->new($l);
-    my (%buf, %tried);
-    my $end = time + 90;
-    open my $log, '>', "$dir/audits.log" or POSIX::_exit(1);
-    $log->autoflush(1);
-    while (time < $end) {
-        for my $h ($sel->can_read(0.1)) {
-            if ($h == $l) { my $c = $l->accept or next; $sel->add($c); next }
-            my $n = sysread $h, $buf{$h}, 65536, length($buf{$h} // '');
-            if (!$n) { $sel->remove($h); next }
-            while (length $buf{$h} >= 9) {
-                my ($len, $type, $id) = unpack 'NCN', $buf{$h};
-                last if length $buf{$h} < 4 + $len;
-                my $body = substr $buf{$h}, 9, $len - 5;
-                substr($buf{$h}, 0, 4 + $len) = '';
-                if ($type == 1) {
-                    syswrite $h, frame(1, $id, { version => 1,
-                        max_frame => 65536, node => 'fake' });
-                } elsif ($type == 2) {
-                    my $d = eval { $json->decode($body) } // {};
-                    syswrite $h, ($d->{route} // '') =~ m{^/r/refuse/}
-                        ? frame(8, $id, { code => 'bad_payload',
-                                          message => 'refused for the test' })
-                        : frame(3, $id, { decision => 'allow', score => 0,
-                              signals => [], decision_id =>
-                              '01900000-0000-7000-8000-000000000001' });
-                } elsif ($type == 4) {
-                    my $rec = eval { $json->decode($body) } // {};
-                    my $route = $rec->{route} // '';
-                    print $log "$rec->{id} $route\n";
-                    if ($route =~ m{^/poison/}) {
-                        syswrite $h, frame(8, $id, { code => 'bad_payload',
-                            message => 'refused for the test' });
-                    } elsif ($route =~ m{^/retry/} && !$tried{$rec->{id}}++) {
-                        syswrite $h, frame(8, $id, { code => 'unavailable',
-                            message => 'try again' });
-                    } else {
-                        syswrite $h, frame(5, $id, { id => $rec->{id},
-                            hash => '0' x 64 });
-                    }
-                }
-            }
-        }
+open my $alog, '>', "$dir/audits.log" or die;
+$alog->autoflush(1);
+my %tried;
+my $fake = stand_in_guardd($sock, 90, sub {
+    my ($type, $id, $body) = @_;
+    if ($type == 2) {
+        my $d = eval { $json->decode($body) } // {};
+        return ($d->{route} // '') =~ m{^/r/refuse/}
+            ? frame(8, $id, { code => 'bad_payload',
+                              message => 'refused for the test' })
+            : frame(3, $id, { decision => 'allow', score => 0,
+                  signals => [], decision_id =>
+                  '01900000-0000-7000-8000-000000000001' });
     }
-    POSIX::_exit(0);
-}
-wait_for(10, sub { -S $sock });
+    return '' unless $type == 4;
+    my $rec = eval { $json->decode($body) } // {};
+    my $route = $rec->{route} // '';
+    print $alog "$rec->{id} $route\n";
+    if ($route =~ m{^/poison/}) {
+        return frame(8, $id, { code => 'bad_payload',
+                               message => 'refused for the test' });
+    } elsif ($route =~ m{^/retry/} && !$tried{$rec->{id}}++) {
+        return frame(8, $id, { code => 'unavailable',
+                               message => 'try again' });
+    }
+    return frame(5, $id, { id => $rec->{id}, hash => '0' x 64 });
+});
 
 my $before = status()->{audit};
 $t->errlog_mark;

@@ -12,10 +12,11 @@ use IO::Select;
 use IO::Socket::UNIX;
 use Socket qw(SOCK_STREAM);
 use JSON::PP ();
+use POSIX ();
 use Guard::Test qw(wait_for);    # re-exported: one poll helper
 use Time::HiRes qw(sleep time);
 
-our @EXPORT = qw(frame read_frames spawn_guardd);
+our @EXPORT = qw(frame read_frames spawn_guardd stand_in_guardd);
 our @EXPORT_OK = qw(journal_records wait_for);
 
 my $json = JSON::PP->new->canonical;
@@ -71,6 +72,50 @@ sub spawn_guardd {
                 && IO::Socket::UNIX->new(Peer => $sock, Type => SOCK_STREAM);
         sleep 0.05;
     }
+    return $pid;
+}
+
+# stand_in_guardd($sock, $secs, $answer): a forked stand-in for guardd on
+# the Unix socket $sock for at most $secs seconds; it answers HELLO, and
+# every other frame with what $answer->($type, $id, $body) returns (frame
+# bytes, or '' for no answer).  Returns its pid, once it accepts.
+sub stand_in_guardd {
+    my ($sock, $secs, $answer) = @_;
+    unlink $sock;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        my $l = IO::Socket::UNIX->new(Local => $sock, Listen => 16,
+                                      Type => SOCK_STREAM) or POSIX::_exit(1);
+        chmod 0666, $sock;
+        my $sel = IO::Select->new($l);
+        my %buf;
+        my $end = time + $secs;
+        while (time < $end) {
+            for my $h ($sel->can_read(0.1)) {
+                if ($h == $l) {
+                    my $c = $l->accept or next;
+                    $sel->add($c);
+                    next;
+                }
+                my $n = sysread $h, $buf{$h}, 65536, length($buf{$h} // '');
+                if (!$n) { $sel->remove($h); next }
+                while (length $buf{$h} >= 9) {
+                    my ($len, $type, $id) = unpack 'NCN', $buf{$h};
+                    last if length $buf{$h} < 4 + $len;
+                    my $body = substr $buf{$h}, 9, $len - 5;
+                    substr($buf{$h}, 0, 4 + $len) = '';
+                    syswrite $h, $type == 1
+                        ? frame(1, $id, { version => 1, max_frame => 65536,
+                                          node => 'stand-in' })
+                        : $answer->($type, $id, $body);
+                }
+            }
+        }
+        POSIX::_exit(0);
+    }
+    wait_for(10, sub {
+        -S $sock && IO::Socket::UNIX->new(Peer => $sock, Type => SOCK_STREAM)
+    });
     return $pid;
 }
 
