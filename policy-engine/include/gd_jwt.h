@@ -121,11 +121,13 @@ gd_jwt_rc_t gd_jwt_times(const json_t *payload, gd_jwt_times_t *t);
  * 0) and a maximum lifetime (0 or negative: none):
  *   GD_JWT_CLAIM_INVALID      a date outside 0 .. GD_JWT_DATE_MAX;
  *   GD_JWT_EXPIRED            now >= exp + leeway;
- *   GD_JWT_NOT_YET_VALID      now < nbf - leeway, or now < iat - leeway;
- * and with a maximum lifetime:
+ *   GD_JWT_NOT_YET_VALID      now < nbf - leeway;
+ * with a maximum lifetime:
  *   GD_JWT_CLAIM_INVALID      no "iat";
  *   GD_JWT_LIFETIME_EXCEEDED  exp - iat > max_lifetime, or
- *                             exp - now > max_lifetime + leeway.
+ *                             exp - now > max_lifetime + leeway;
+ * and last:
+ *   GD_JWT_NOT_YET_VALID      now < iat - leeway (issued in the future).
  * now is taken within 0 .. GD_JWT_DATE_MAX.  No step can overflow.
  */
 gd_jwt_rc_t gd_jwt_check_times(const gd_jwt_times_t *t, int64_t now,

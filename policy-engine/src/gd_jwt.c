@@ -292,9 +292,8 @@ gd_jwt_rc_t gd_jwt_check_times(const gd_jwt_times_t *t, int64_t now,
         return GD_JWT_EXPIRED;
     }
 
-    /* now < nbf - leeway, now < iat - leeway */
-    if ((t->has_nbf && t->nbf - now > leeway) ||
-        (t->has_iat && t->iat - now > leeway)) {
+    /* now < nbf - leeway */
+    if (t->has_nbf && t->nbf - now > leeway) {
         return GD_JWT_NOT_YET_VALID;
     }
 
@@ -314,6 +313,11 @@ gd_jwt_rc_t gd_jwt_check_times(const gd_jwt_times_t *t, int64_t now,
         if (left > 0 && left - leeway > max_lifetime) {
             return GD_JWT_LIFETIME_EXCEEDED;
         }
+    }
+
+    /* issued in the future: now < iat - leeway */
+    if (t->has_iat && t->iat - now > leeway) {
+        return GD_JWT_NOT_YET_VALID;
     }
 
     return GD_JWT_OK;
