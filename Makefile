@@ -5,6 +5,8 @@
 #   make run      install what is missing, build, start the demo gateway
 #   make stop     stop the demo gateway
 #   make test     install what is missing, build, run the whole suite
+#   make fuzz     run every libFuzzer target for FUZZ_SECONDS (default 60)
+#                 each from its seed corpus (needs clang); fails on a crash
 
 SHELL       := /bin/bash
 NGINX_SRC   ?= /usr/share/nginx/src
@@ -17,7 +19,9 @@ MODULE_SRCS := config $(wildcard ngx_module/*.[ch]) \
                $(wildcard policy-engine/src/*.c) \
                $(wildcard policy-engine/include/*.h)
 
-.PHONY: all module setup run stop test unit guardctl daemons bench clean
+FUZZ_SECONDS ?= 60
+
+.PHONY: all module setup run stop test unit guardctl daemons bench fuzz clean
 
 all: module
 
@@ -60,6 +64,10 @@ stop:
 
 test: setup module unit
 	prove -r -j2 policy-engine/build/tests t/
+
+fuzz:
+	@sh scripts/setup.sh fuzz
+	$(MAKE) -C policy-engine fuzz FUZZ_SECONDS=$(FUZZ_SECONDS)
 
 bench: setup module
 	bash bench/jwt.sh
