@@ -37,37 +37,35 @@ int gd_jwt_split(const char *token, size_t len, gd_jwt_span_t part[3])
 }
 
 /*
- * The base64url alphabet (RFC 4648 section 5) mapped to the standard one
- * that OpenSSL decodes; 0 for any other character.
+ * The base64url alphabet (RFC 4648 section 5) in the standard one that
+ * OpenSSL decodes; 0 for every other character, "+", "/" and "=" too.
  */
-static unsigned char gd_b64url_std(char c)
-{
-    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-        (c >= '0' && c <= '9')) {
-        return (unsigned char)c;
-    }
+static const unsigned char gd_b64url_std[256] = {
+    ['A'] = 'A', ['B'] = 'B', ['C'] = 'C', ['D'] = 'D', ['E'] = 'E',
+    ['F'] = 'F', ['G'] = 'G', ['H'] = 'H', ['I'] = 'I', ['J'] = 'J',
+    ['K'] = 'K', ['L'] = 'L', ['M'] = 'M', ['N'] = 'N', ['O'] = 'O',
+    ['P'] = 'P', ['Q'] = 'Q', ['R'] = 'R', ['S'] = 'S', ['T'] = 'T',
+    ['U'] = 'U', ['V'] = 'V', ['W'] = 'W', ['X'] = 'X', ['Y'] = 'Y',
+    ['Z'] = 'Z', ['a'] = 'a', ['b'] = 'b', ['c'] = 'c', ['d'] = 'd',
+    ['e'] = 'e', ['f'] = 'f', ['g'] = 'g', ['h'] = 'h', ['i'] = 'i',
+    ['j'] = 'j', ['k'] = 'k', ['l'] = 'l', ['m'] = 'm', ['n'] = 'n',
+    ['o'] = 'o', ['p'] = 'p', ['q'] = 'q', ['r'] = 'r', ['s'] = 's',
+    ['t'] = 't', ['u'] = 'u', ['v'] = 'v', ['w'] = 'w', ['x'] = 'x',
+    ['y'] = 'y', ['z'] = 'z', ['0'] = '0', ['1'] = '1', ['2'] = '2',
+    ['3'] = '3', ['4'] = '4', ['5'] = '5', ['6'] = '6', ['7'] = '7',
+    ['8'] = '8', ['9'] = '9', ['-'] = '+', ['_'] = '/'};
 
-    if (c == '-') {
-        return '+';
-    }
-
-    if (c == '_') {
-        return '/';
-    }
-
-    return 0;
-}
-
+/* copies n characters in the standard alphabet; -1 for one outside */
 static int gd_b64url_std_copy(const char *in, size_t n, unsigned char *buf)
 {
+    int ok = 1;
+
     for (size_t i = 0; i < n; i++) {
-        buf[i] = gd_b64url_std(in[i]);
-        if (buf[i] == 0) {
-            return -1;
-        }
+        buf[i] = gd_b64url_std[(unsigned char)in[i]];
+        ok &= buf[i] != 0;
     }
 
-    return 0;
+    return ok ? 0 : -1;
 }
 
 int gd_b64url_decode(const char *in, size_t len, uint8_t *out, size_t *out_len)

@@ -43,6 +43,32 @@ void gd_errors_add(gd_errors_t *errs, const char *fmt, ...)
     vsnprintf(line, (size_t)n + 1, fmt, ap);
     va_end(ap);
 
+    /* one line each: control characters (from member names) as \xNN */
+    size_t ctl = 0;
+    for (int i = 0; i < n; i++) {
+        ctl += (unsigned char)line[i] < 0x20 || line[i] == 0x7f;
+    }
+    if (ctl) {
+        char *esc = malloc((size_t)n + 3 * ctl + 1), *e = esc;
+
+        if (esc == NULL) {
+            free(line);
+            return;
+        }
+        for (int i = 0; i < n; i++) {
+            unsigned char c = (unsigned char)line[i];
+
+            if (c < 0x20 || c == 0x7f) {
+                e += sprintf(e, "\\x%02x", c);
+            } else {
+                *e++ = (char)c;
+            }
+        }
+        *e = '\0';
+        free(line);
+        line = esc;
+    }
+
     lines = realloc(errs->lines, (errs->n + 1) * sizeof(char *));
     if (lines == NULL) {
         free(line);
