@@ -2,8 +2,10 @@
 
 # JWT refusals: missing / malformed / oversize tokens, alg none, alg
 # mismatch and confusion, unknown kids, crit, key-carrying headers, time
-# claims and leeway, max lifetime, issuer and audience, tenant missing,
-# nothing of the token echoed, duplicate JSON members.  Every refusal is
+# claims and leeway, max lifetime (also against the time left, whatever
+# iat says), NumericDate ranges, canonical base64url (one spelling per
+# token), NUL and invalid UTF-8 in the payload, issuer and audience, tenant
+# missing, nothing of the token echoed, duplicate JSON members.  Every refusal is
 # checked as a whole problem+json response, and against the access log
 # ($guard_decision, $guard_reason, $guard_decision_id).
 #
