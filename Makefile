@@ -8,6 +8,8 @@
 #                 against the module, then against its sanitizer variant
 #                 (build/asan/, ASan + UBSan) with a debug error log
 #   make asan     build the sanitizer variant only
+#   make fuzz     run every libFuzzer target for FUZZ_SECONDS (default 60)
+#                 each from its seed corpus (needs clang); fails on a crash
 
 SHELL       := /bin/bash
 NGINX_SRC   ?= /usr/share/nginx/src
@@ -30,7 +32,10 @@ MODULE_SRCS := config $(wildcard ngx_module/*.[ch]) \
                $(wildcard policy-engine/src/*.c) \
                $(wildcard policy-engine/include/*.h)
 
-.PHONY: all module asan setup run stop test test-asan unit guardctl daemons bench clean
+FUZZ_SECONDS ?= 60
+
+.PHONY: all module asan setup run stop test test-asan unit guardctl daemons \
+        bench fuzz clean
 
 all: module
 
@@ -129,6 +134,10 @@ test-asan: setup asan unit
 	if [ -d $(ASAN_DIR)/reports ]; then \
 	    echo "sanitizer reports and crashes:"; ls $(ASAN_DIR)/reports; fi; \
 	exit $$rc
+
+fuzz:
+	@sh scripts/setup.sh fuzz
+	$(MAKE) -C policy-engine fuzz FUZZ_SECONDS=$(FUZZ_SECONDS)
 
 bench: setup module
 	bash bench/jwt.sh

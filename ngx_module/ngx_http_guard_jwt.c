@@ -110,14 +110,10 @@ static char *ngx_http_guard_jwt_oct_key(ngx_conf_t *cf, json_t *jwk,
     ngx_http_guard_key_t *key);
 static void ngx_http_guard_jwt_keyset_cleanup(void *data);
 
-static ngx_int_t ngx_http_guard_jwt_parts(ngx_str_t *token,
-    ngx_str_t *part);
-static ngx_int_t ngx_http_guard_jwt_b64(ngx_pool_t *pool, u_char *p,
-    size_t len, ngx_str_t *out);
+static ngx_int_t ngx_http_guard_jwt_b64(ngx_pool_t *pool,
+    gd_jwt_span_t *in, ngx_str_t *out);
 static ngx_int_t ngx_http_guard_jwt_verify_sig(ngx_http_request_t *r,
     ngx_http_guard_key_t *key, ngx_str_t *data, ngx_str_t *sig);
-static ngx_int_t ngx_http_guard_jwt_number(json_t *payload, const char *name,
-    time_t *value);
 static ngx_int_t ngx_http_guard_jwt_string(json_t *v, ngx_str_t *out);
 
 
@@ -386,8 +382,8 @@ static char *
 ngx_http_guard_jwt_b64_member(ngx_conf_t *cf, json_t *jwk, const char *name,
     ngx_str_t *out)
 {
-    json_t     *v;
-    ngx_str_t   s;
+    json_t         *v;
+    gd_jwt_span_t   s;
 
     v = json_object_get(jwk, name);
 
@@ -395,8 +391,14 @@ ngx_http_guard_jwt_b64_member(ngx_conf_t *cf, json_t *jwk, const char *name,
         return "a required key member is missing";
     }
 
-    if (ngx_http_guard_jwt_string(v, &s) != NGX_OK
-        || ngx_http_guard_jwt_b64(cf->pool, s.data, s.len, out) != NGX_OK
+    if (!json_is_string(v)) {
+        return "a key member is not base64url";
+    }
+
+    s.p = json_string_value(v);
+    s.len = json_string_length(v);
+
+    if (ngx_http_guard_jwt_b64(cf->pool, &s, out) != NGX_OK
         || out->len == 0)
     {
         return "a key member is not base64url";
@@ -755,78 +757,37 @@ ngx_http_guard_jwt_token(ngx_http_request_t *r,
 json_t *
 ngx_http_guard_jwt_peek(ngx_http_request_t *r, ngx_str_t *token)
 {
-    ngx_str_t     part[3], pb;
-    json_error_t  err;
+    ngx_str_t      pb;
+    gd_jwt_rc_t    rc;
+    gd_jwt_span_t  part[3];
 
     if (token->len > NGX_HTTP_GUARD_TOKEN_MAX
-        || ngx_http_guard_jwt_parts(token, part) != NGX_OK
-        || ngx_http_guard_jwt_b64(r->pool, part[1].data, part[1].len, &pb)
-           != NGX_OK)
+        || gd_jwt_split((char *) token->data, token->len, part) != 0
+        || ngx_http_guard_jwt_b64(r->pool, &part[1], &pb) != NGX_OK)
     {
         return NULL;
     }
 
-    return json_loadb((char *) pb.data, pb.len, NGX_HTTP_GUARD_JSON_FLAGS,
-                      &err);
-}
-
-
-/* the three base64url parts of a JWS compact serialization */
-
-static ngx_int_t
-ngx_http_guard_jwt_parts(ngx_str_t *token, ngx_str_t *part)
-{
-    u_char      *p, *dot, *last;
-    ngx_uint_t   i;
-
-    p = token->data;
-    last = token->data + token->len;
-
-    for (i = 0; i < 2; i++) {
-        dot = ngx_strlchr(p, last, '.');
-        if (dot == NULL) {
-            return NGX_DECLINED;
-        }
-
-        part[i].data = p;
-        part[i].len = dot - p;
-        p = dot + 1;
-    }
-
-    if (ngx_strlchr(p, last, '.') != NULL) {
-        return NGX_DECLINED;
-    }
-
-    part[2].data = p;
-    part[2].len = last - p;
-
-    return NGX_OK;
+    return gd_jwt_payload(pb.data, pb.len, &rc);
 }
 
 
 /* requests: the JWS signature */
 
+/*
+ * RFC 7515: base64url with all trailing '=' omitted, and canonical
+ * (RFC 4648 section 3.5), so that a token has one spelling only
+ */
+
 static ngx_int_t
-ngx_http_guard_jwt_b64(ngx_pool_t *pool, u_char *p, size_t len,
-    ngx_str_t *out)
+ngx_http_guard_jwt_b64(ngx_pool_t *pool, gd_jwt_span_t *in, ngx_str_t *out)
 {
-    ngx_str_t  src;
-
-    /* RFC 7515: base64url with all trailing '=' omitted */
-
-    if (ngx_strlchr(p, p + len, '=') != NULL) {
-        return NGX_ERROR;
-    }
-
-    out->data = ngx_pnalloc(pool, ngx_base64_decoded_length(len) + 1);
+    out->data = ngx_pnalloc(pool, GD_B64URL_DECODED_MAX(in->len));
     if (out->data == NULL) {
         return NGX_ERROR;
     }
 
-    src.data = p;
-    src.len = len;
-
-    if (ngx_decode_base64url(out, &src) != NGX_OK) {
+    if (gd_b64url_decode(in->p, in->len, out->data, &out->len) != 0) {
         return NGX_ERROR;
     }
 
@@ -838,57 +799,41 @@ ngx_http_guard_reason_e
 ngx_http_guard_jwt_verify(ngx_http_request_t *r, ngx_http_guard_keyset_t *ks,
     ngx_str_t *token, json_t **payload, ngx_str_t *payload_text)
 {
-    json_t                *header, *v;
-    ngx_str_t              part[3], hb, pb, sig, data, kid, alg;
+    ngx_str_t              hb, pb, sig, data, kid, alg;
     ngx_uint_t             i, tried;
-    json_error_t           err;
+    gd_jwt_rc_t            jrc;
+    gd_jwt_span_t          part[3];
+    gd_jwt_header_t        h;
     ngx_http_guard_key_t  *key;
 
     ngx_http_guard_reason_e  rc;
 
     /* the caller refused tokens over NGX_HTTP_GUARD_TOKEN_MAX already */
 
-    if (ngx_http_guard_jwt_parts(token, part) != NGX_OK
-        || ngx_http_guard_jwt_b64(r->pool, part[0].data, part[0].len, &hb)
-           != NGX_OK
-        || ngx_http_guard_jwt_b64(r->pool, part[1].data, part[1].len, &pb)
-           != NGX_OK
-        || ngx_http_guard_jwt_b64(r->pool, part[2].data, part[2].len, &sig)
-           != NGX_OK)
+    if (gd_jwt_split((char *) token->data, token->len, part) != 0
+        || ngx_http_guard_jwt_b64(r->pool, &part[0], &hb) != NGX_OK
+        || ngx_http_guard_jwt_b64(r->pool, &part[1], &pb) != NGX_OK
+        || ngx_http_guard_jwt_b64(r->pool, &part[2], &sig) != NGX_OK)
     {
         return NGX_HTTP_GUARD_TOKEN_MALFORMED;
     }
 
-    header = json_loadb((char *) hb.data, hb.len, NGX_HTTP_GUARD_JSON_FLAGS,
-                        &err);
+    switch (gd_jwt_header(hb.data, hb.len, &h)) {
 
-    if (header == NULL) {
+    case GD_JWT_OK:
+        break;
+
+    case GD_JWT_CRIT:
+        return NGX_HTTP_GUARD_TOKEN_CRIT_REFUSED;
+
+    default:
         return NGX_HTTP_GUARD_TOKEN_MALFORMED;
     }
 
-    rc = NGX_HTTP_GUARD_TOKEN_MALFORMED;
-
-    if (!json_is_object(header)
-        || ngx_http_guard_jwt_string(json_object_get(header, "alg"), &alg)
-           != NGX_OK)
-    {
-        goto done;
-    }
-
-    if (json_object_get(header, "crit") != NULL) {
-        /* no extension is understood, so none may be critical */
-        rc = NGX_HTTP_GUARD_TOKEN_CRIT_REFUSED;
-        goto done;
-    }
-
-    kid.len = 0;
-    kid.data = NULL;
-
-    v = json_object_get(header, "kid");
-
-    if (v != NULL && ngx_http_guard_jwt_string(v, &kid) != NGX_OK) {
-        goto done;
-    }
+    alg.data = (u_char *) h.alg;
+    alg.len = h.alg_len;
+    kid.data = (u_char *) h.kid;
+    kid.len = h.kid_len;
 
     if (sig.len == 0) {
         /* "alg": "none" and other unsigned forms */
@@ -898,7 +843,7 @@ ngx_http_guard_jwt_verify(ngx_http_request_t *r, ngx_http_guard_keyset_t *ks,
 
     /* the signing input: header "." payload */
     data.data = token->data;
-    data.len = part[1].data + part[1].len - token->data;
+    data.len = part[1].p + part[1].len - (char *) token->data;
 
     key = ks->keys.elts;
     tried = 0;
@@ -906,7 +851,7 @@ ngx_http_guard_jwt_verify(ngx_http_request_t *r, ngx_http_guard_keyset_t *ks,
 
     for (i = 0; i < ks->keys.nelts; i++) {
 
-        if (v != NULL) {
+        if (h.kid != NULL) {
             if (key[i].kid.len != kid.len
                 || ngx_memcmp(key[i].kid.data, kid.data, kid.len) != 0)
             {
@@ -945,12 +890,12 @@ ngx_http_guard_jwt_verify(ngx_http_request_t *r, ngx_http_guard_keyset_t *ks,
             rc = NGX_HTTP_GUARD_TOKEN_INVALID;
         }
 
-        if (v != NULL) {
+        if (h.kid != NULL) {
             break;
         }
     }
 
-    if (tried == 0 && v == NULL) {
+    if (tried == 0 && h.kid == NULL) {
         /* no kid and no key for this algorithm */
         rc = NGX_HTTP_GUARD_TOKEN_ALG_REFUSED;
     }
@@ -959,18 +904,13 @@ ngx_http_guard_jwt_verify(ngx_http_request_t *r, ngx_http_guard_keyset_t *ks,
 
 verified:
 
-    *payload = json_loadb((char *) pb.data, pb.len,
-                          NGX_HTTP_GUARD_JSON_FLAGS, &err);
+    *payload = gd_jwt_payload(pb.data, pb.len, &jrc);
 
     if (*payload == NULL) {
-        rc = NGX_HTTP_GUARD_TOKEN_MALFORMED;
-        goto done;
-    }
-
-    if (!json_is_object(*payload)) {
-        json_decref(*payload);
-        *payload = NULL;
-        rc = NGX_HTTP_GUARD_TOKEN_MALFORMED;
+        /* "\u0000" or a number out of range: the claims' fault */
+        rc = (jrc == GD_JWT_CLAIM_INVALID)
+             ? NGX_HTTP_GUARD_TOKEN_CLAIM_INVALID
+             : NGX_HTTP_GUARD_TOKEN_MALFORMED;
         goto done;
     }
 
@@ -978,7 +918,7 @@ verified:
 
 done:
 
-    json_decref(header);
+    json_decref(h.root);
 
     return rc;
 }
@@ -1111,41 +1051,6 @@ ngx_http_guard_jwt_string(json_t *v, ngx_str_t *out)
 
 
 static ngx_int_t
-ngx_http_guard_jwt_number(json_t *payload, const char *name, time_t *value)
-{
-    double   d;
-    json_t  *v;
-
-    v = json_object_get(payload, name);
-
-    if (v == NULL) {
-        return NGX_DECLINED;
-    }
-
-    if (json_is_integer(v)) {
-        *value = (time_t) json_integer_value(v);
-        return NGX_OK;
-    }
-
-    if (!json_is_real(v)) {
-        return NGX_ERROR;
-    }
-
-    /* NumericDate may have a fraction; keep whole seconds, in range */
-
-    d = json_real_value(v);
-
-    if (!(d > -1e15 && d < 1e15)) {
-        return NGX_ERROR;
-    }
-
-    *value = (time_t) d;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
 ngx_http_guard_jwt_copy(ngx_pool_t *pool, json_t *v, ngx_str_t *out)
 {
     ngx_str_t  s;
@@ -1170,28 +1075,22 @@ ngx_http_guard_reason_e
 ngx_http_guard_jwt_claims(ngx_http_request_t *r, json_t *payload,
     ngx_http_guard_claims_t *claims)
 {
-    size_t      i;
-    json_t     *v;
-    ngx_int_t   rc;
+    size_t           i;
+    json_t          *v;
+    ngx_int_t        rc;
+    gd_jwt_times_t   t;
 
-    if (ngx_http_guard_jwt_number(payload, "exp", &claims->exp) != NGX_OK) {
-        /* "exp" is always required */
+    /* "exp" is required; every date is range-checked */
+
+    if (gd_jwt_times(payload, &t) != GD_JWT_OK) {
         return NGX_HTTP_GUARD_TOKEN_CLAIM_INVALID;
     }
 
-    rc = ngx_http_guard_jwt_number(payload, "nbf", &claims->nbf);
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_GUARD_TOKEN_CLAIM_INVALID;
-    }
-
-    claims->has_nbf = (rc == NGX_OK);
-
-    rc = ngx_http_guard_jwt_number(payload, "iat", &claims->iat);
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_GUARD_TOKEN_CLAIM_INVALID;
-    }
-
-    claims->has_iat = (rc == NGX_OK);
+    claims->exp = (time_t) t.exp;
+    claims->nbf = (time_t) t.nbf;
+    claims->iat = (time_t) t.iat;
+    claims->has_nbf = t.has_nbf;
+    claims->has_iat = t.has_iat;
 
     v = json_object_get(payload, "sub");
     if (v != NULL) {
@@ -1289,26 +1188,31 @@ ngx_http_guard_jwt_check(ngx_http_request_t *r,
     ngx_http_guard_loc_conf_t *conf, ngx_array_t *issuers,
     ngx_http_guard_claims_t *claims)
 {
-    time_t  now;
+    gd_jwt_times_t  t;
 
-    now = ngx_time();
+    t.exp = claims->exp;
+    t.nbf = claims->nbf;
+    t.iat = claims->iat;
+    t.has_nbf = claims->has_nbf;
+    t.has_iat = claims->has_iat;
 
-    if (now >= claims->exp + conf->leeway) {
+    switch (gd_jwt_check_times(&t, ngx_time(), conf->leeway,
+                               conf->max_lifetime))
+    {
+    case GD_JWT_OK:
+        break;
+
+    case GD_JWT_EXPIRED:
         return NGX_HTTP_GUARD_TOKEN_EXPIRED;
-    }
 
-    if (claims->has_nbf && now + conf->leeway < claims->nbf) {
+    case GD_JWT_NOT_YET_VALID:
         return NGX_HTTP_GUARD_TOKEN_NOT_YET_VALID;
-    }
 
-    if (conf->max_lifetime > 0) {
-        if (!claims->has_iat) {
-            return NGX_HTTP_GUARD_TOKEN_CLAIM_INVALID;
-        }
+    case GD_JWT_LIFETIME_EXCEEDED:
+        return NGX_HTTP_GUARD_TOKEN_LIFETIME_EXCEEDED;
 
-        if (claims->exp - claims->iat > conf->max_lifetime) {
-            return NGX_HTTP_GUARD_TOKEN_LIFETIME_EXCEEDED;
-        }
+    default:
+        return NGX_HTTP_GUARD_TOKEN_CLAIM_INVALID;
     }
 
     if (issuers

@@ -16,16 +16,18 @@
 
 #include <jansson.h>
 
+#include "gd_jwt.h"
+
 
 #define NGX_HTTP_GUARD_TOKEN_MAX       8192
 #define NGX_HTTP_GUARD_HASH_LEN        32
 #define NGX_HTTP_GUARD_ID_LEN          36
 
 /*
- * token JSON: duplicate members are refused (no parser differentials),
- * "\u0000" is valid JSON and every string is handled with its length
+ * token JSON: duplicate members and "\u0000" are refused (gd_jwt.h);
+ * the verified payload is parsed again with these for cached tokens
  */
-#define NGX_HTTP_GUARD_JSON_FLAGS      (JSON_REJECT_DUPLICATES|JSON_ALLOW_NUL)
+#define NGX_HTTP_GUARD_JSON_FLAGS      GD_JWT_JSON_FLAGS
 
 
 /* the reason taxonomy: see docs/reasons.md; keep in step with problem.c */

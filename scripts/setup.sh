@@ -1,12 +1,19 @@
 #!/bin/sh
 # Installs the Debian packages that Guard builds, runs and tests with.
 # Idempotent and quiet when everything is already there.
+#
+#   sh scripts/setup.sh          what make, make run and make test need
+#   sh scripts/setup.sh fuzz     and clang with libFuzzer, for make fuzz
 set -eu
 
 PKGS="nginx nginx-dev libjansson-dev libssl-dev libpcre2-dev libhiredis-dev
 libjwt-dev libpq-dev zlib1g-dev gcc make perl openssl curl wrk bc
 redis-server postgresql python3 python3-jwt python3-cryptography
 python3-jsonschema"
+
+if [ "${1:-}" = fuzz ]; then
+    PKGS="$PKGS clang libclang-rt-dev"
+fi
 
 missing=""
 for p in $PKGS; do

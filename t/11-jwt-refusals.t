@@ -2,8 +2,10 @@
 
 # JWT refusals: missing / malformed / oversize tokens, alg none, alg
 # mismatch and confusion, unknown kids, crit, key-carrying headers, time
-# claims and leeway, max lifetime, issuer and audience, tenant missing,
-# nothing of the token echoed, duplicate JSON members.  Every refusal is
+# claims and leeway, max lifetime (also against the time left, whatever
+# iat says), NumericDate ranges, canonical base64url (one spelling per
+# token), NUL and invalid UTF-8 in the payload, issuer and audience, tenant
+# missing, nothing of the token echoed, duplicate JSON members.  Every refusal is
 # checked as a whole problem+json response, and against the access log
 # ($guard_decision, $guard_reason, $guard_decision_id).
 #
@@ -18,6 +20,7 @@ use lib "$FindBin::Bin/lib";
 
 use Test::More;
 use JSON::PP ();
+use Digest::SHA ();
 use Guard::Test;
 
 my %STATUS = (tenant_unaddressed => 400, tenant_missing => 403,
@@ -279,7 +282,8 @@ refused($t->get('/cookie/', headers => bearer(hs({ %ok }))),
         refused($t->get('/', headers => bearer($tok)), 'token_key_unknown',
                 "kid \"$show\": token_key_unknown", token => $tok);
     }
-    # a NUL inside the kid: the header JSON has "\u0000"
+    # a NUL inside the kid: the header JSON has "\u0000", refused as it
+    # is read, never compared as a shorter C string
     my $nul_hdr = json_enc({ alg => 'HS256', kid => "rs256\x{0}x" });
     like($nul_hdr, qr/\\u0000/, 'header text carries \u0000');
     my $nul = forge_hs($nul_hdr, { %ok }, $HS);
@@ -287,7 +291,7 @@ refused($t->get('/cookie/', headers => bearer(hs({ %ok }))),
     is($r->{status}, 401, 'kid "rs256\u0000x": 401');
     like($r->{headers}{'www-authenticate'} // '', qr/error="invalid_token"/,
          'kid "rs256\u0000x": error="invalid_token"');
-    refused($r, 'token_key_unknown', 'kid "rs256\u0000x": token_key_unknown',
+    refused($r, 'token_malformed', 'kid "rs256\u0000x": token_malformed',
             token => $nul);
     $t->errlog_unlike(qr/passwd/, 'error.log never mentions passwd', since_mark => 1);
 }
@@ -428,6 +432,141 @@ refused($t->get('/cookie/', headers => bearer(hs({ %ok }))),
              'max_lifetime 1h, exp-iat = 30m: accepted', tenant => 'acme');
     accepted($t->get('/', headers => bearer($tk[1])),
              'no max_lifetime: the 2h token is accepted', tenant => 'acme');
+
+    # iat is not trusted: the time left (exp - now) counts too
+    my $ten = $now + 10 * 365 * 86400;
+    my $long = hs({ %base, exp => $ten, iat => $ten - 60 });
+    refused($t->get('/life/', headers => bearer($long)), 'token_lifetime_exceeded',
+            'max_lifetime 1h, ten-year token with iat = exp-60: '
+            . 'token_lifetime_exceeded', token => $long);
+    my $edge = hs({ %base, exp => $now + 3600 + 20, iat => $now + 20 });
+    accepted($t->get('/life/', headers => bearer($edge)),
+             'max_lifetime 1h, exp - now = 1h+20s (within the leeway): accepted',
+             tenant => 'acme');
+    my $over = hs({ %base, exp => $now + 1800, iat => $now + 600 });
+    refused($t->get('/life/', headers => bearer($over)), 'token_not_yet_valid',
+            'max_lifetime 1h, iat = now+600: token_not_yet_valid', token => $over);
+}
+
+# --- NumericDate ranges and iat in the future ----------------------------------------------
+
+{
+    $now = time();
+    my $e = $now + 3600;
+    my $iat_future = hs({ tenant_id => 'acme', exp => $e, iat => $now + 600 });
+    refused($t->get('/', headers => bearer($iat_future)), 'token_not_yet_valid',
+            'iat = now+600: token_not_yet_valid', token => $iat_future);
+    my $iat_near = hs({ tenant_id => 'acme', exp => $e, iat => $now + 10 });
+    accepted($t->get('/', headers => bearer($iat_near)),
+             'iat = now+10, within the leeway: accepted', tenant => 'acme');
+    my $frac = hs(qq({"exp":$e.75,"iat":$now.5,"tenant_id":"acme"}));
+    accepted($t->get('/life/', headers => bearer($frac)),
+             'exp and iat with a fraction: accepted', tenant => 'acme');
+    my $max = hs(qq({"exp":253402300799,"tenant_id":"acme"}));
+    accepted($t->get('/', headers => bearer($max)),
+             'exp = 253402300799 (9999-12-31T23:59:59Z): accepted', tenant => 'acme');
+
+    # outside 0 .. 253402300799, or not a number: refused before any
+    # arithmetic (an integer beyond 64 bits or a real beyond double too)
+    my @bad = ('9223372036854775807', '-9223372036854775807',
+               '-9223372036854775808', '9223372036854775808',
+               '253402300800', '-1', '-0.5', '1e300', '-1e300', '1e400',
+               '1.7976931348623157e308', '"NaN"', '"Infinity"', '"-Infinity"',
+               '"1e3"', 'true', '[1]', '{}');
+    for my $claim (qw(exp nbf iat)) {
+        for my $v (@bad) {
+            my %c = (exp => $e, $claim => $v);
+            my $json = '{' . join(',', map { qq("$_":$c{$_}) } sort keys %c)
+                     . ',"tenant_id":"acme"}';
+            my $tok = hs($json);
+            for my $loc ('/', '/life/') {
+                refused($t->get($loc, headers => bearer($tok)), 'token_claim_invalid',
+                        "$loc $claim = $v: token_claim_invalid", token => $tok);
+            }
+        }
+    }
+}
+
+# --- one spelling per token: canonical base64url ----------------------------------------------
+
+{
+    my $B64 = join '', 'A' .. 'Z', 'a' .. 'z', '0' .. '9', '-', '_';
+    # the same bits with the unused low bits of the last character set
+    my $respell = sub {
+        my ($seg) = @_;
+        my $unused = (length($seg) % 4 == 2) ? 15 : 3;
+        my $i = index($B64, substr($seg, -1));
+        return substr($seg, 0, -1) . substr($B64, $i | $unused, 1);
+    };
+    my $sign = sub {
+        my ($h, $p) = @_;
+        return "$h.$p." . b64url(Digest::SHA::hmac_sha256("$h.$p", $HS));
+    };
+
+    my $e = time() + 3600;
+    # header: 29 bytes, payload: 49 bytes, HMAC: 32 bytes: no segment is 4n
+    my $payload = qq({"exp":$e,"tenant_id":"acme","sub":"bob"});
+    my $good = hs($payload);
+    my ($h, $p, $s) = split /\./, $good;
+    ok(length($h) % 4 && length($p) % 4 && length($s) % 4,
+       'no segment is a multiple of 4 characters: ' . join ' ', map { length } $h, $p, $s);
+    accepted($t->get('/', headers => bearer($good)), 'canonical token: accepted',
+             tenant => 'acme', sub => 'bob');
+
+    my %alt = (
+        header    => $sign->($respell->($h), $p),
+        payload   => $sign->($h, $respell->($p)),
+        signature => "$h.$p." . $respell->($s),
+    );
+    my %idx = (header => 0, payload => 1, signature => 2);
+    for my $seg (sort keys %alt) {
+        my $i = $idx{$seg};
+        my $a = (split /\./, $alt{$seg})[$i];
+        my $g = ($h, $p, $s)[$i];
+        ok($a ne $g && b64url_decode($a) eq b64url_decode($g),
+           "$seg respelled: other text ($a), same bytes");
+        refused($t->get('/', headers => bearer($alt{$seg})), 'token_malformed',
+                "non-canonical base64url in the $seg: token_malformed",
+                token => $alt{$seg});
+    }
+    my $len1 = "$h.$p." . $s . 'AA';
+    refused($t->get('/', headers => bearer($len1)), 'token_malformed',
+            'a segment of 4n+1 characters: token_malformed', token => $len1);
+}
+
+# --- NUL, control characters and invalid UTF-8 in the payload -----------------------------------
+
+{
+    my $e = time() + 3600;
+    my %nul = (
+        'NUL in sub'           => qq({"exp":$e,"tenant_id":"acme","sub":"al\\u0000ice"}),
+        'NUL at the end of sub' => qq({"exp":$e,"tenant_id":"acme","sub":"alice\\u0000"}),
+        'NUL in the tenant'    => qq({"exp":$e,"tenant_id":"ac\\u0000me"}),
+        'NUL in a nested claim' => qq({"exp":$e,"tenant_id":"acme","x":{"y":["\\u0000"]}}),
+        'NUL in a member name' => qq({"exp":$e,"tenant_id":"acme","a\\u0000b":1}),
+    );
+    for my $name (sort keys %nul) {
+        like($nul{$name}, qr/\\u0000/, "$name: the payload text has \\u0000");
+        my $tok = hs($nul{$name});
+        refused($t->get('/', headers => bearer($tok)), 'token_claim_invalid',
+                "$name: token_claim_invalid", token => $tok);
+    }
+    # the signature is checked first: a NUL under a bad signature
+    my $bad = forge_hs('{"alg":"HS256","kid":"hs256"}', $nul{'NUL in sub'}, 'x' x 32);
+    refused($t->get('/', headers => bearer($bad)), 'token_invalid',
+            'NUL in sub, wrong key: token_invalid', token => $bad);
+
+    my %mal = (
+        'invalid UTF-8 in sub'    => qq({"exp":$e,"tenant_id":"acme","sub":"al\xffice"}),
+        'overlong UTF-8 in sub'   => qq({"exp":$e,"tenant_id":"acme","sub":"\xc0\x80"}),
+        'a lone surrogate in sub' => qq({"exp":$e,"tenant_id":"acme","sub":"\\ud800"}),
+        'a raw control character' => qq({"exp":$e,"tenant_id":"acme","sub":"a\x01b"}),
+    );
+    for my $name (sort keys %mal) {
+        my $tok = hs($mal{$name});
+        refused($t->get('/', headers => bearer($tok)), 'token_malformed',
+                "$name: token_malformed", token => $tok);
+    }
 }
 
 # --- issuer and audience ------------------------------------------------------------------------
@@ -536,6 +675,8 @@ refused($t->get('/cookie/', headers => bearer(hs({ %ok }))),
     like($log, qr/^403 deny tenant_missing \S+$/m, 'access log: a tenant_missing line');
 }
 
+# under a sanitizer build of the module, any report fails
+$t->errlog_unlike(qr/runtime error|AddressSanitizer/, 'no sanitizer report');
 $t->errlog_ok;
 
 done_testing;

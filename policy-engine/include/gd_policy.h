@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #define GD_POLICY_VERSION_LEN 64
 
 /* every error, one line each: "FILE:LINE:COLUMN: POINTER: message" */
@@ -120,6 +122,18 @@ typedef struct {
  */
 gd_policy_set_t *gd_policy_set_load(const char *dir, gd_errors_t *errs);
 void gd_policy_set_free(gd_policy_set_t *set);
+
+/*
+ * Parses and checks the text of one policy file: file names it in the
+ * errors, dir resolves its "jwks", is_default for _default.json.  Returns
+ * its JSON document (json_decref() it), or NULL when the text is not
+ * JSON.  *p holds what could be read (free it with gd_policy_free()
+ * in every case); it is the policy when no error was added to errs.
+ */
+json_t *gd_policy_parse(const char *file, const char *text, size_t len,
+                        const char *dir, int is_default, gd_policy_t *p,
+                        gd_errors_t *errs);
+void gd_policy_free(gd_policy_t *p);
 
 /* The tenant's policy, else the default one, else NULL. */
 const gd_policy_t *gd_policy_find(const gd_policy_set_t *set,

@@ -43,6 +43,32 @@ void gd_errors_add(gd_errors_t *errs, const char *fmt, ...)
     vsnprintf(line, (size_t)n + 1, fmt, ap);
     va_end(ap);
 
+    /* one line each: control characters (from member names) as \xNN */
+    size_t ctl = 0;
+    for (int i = 0; i < n; i++) {
+        ctl += (unsigned char)line[i] < 0x20 || line[i] == 0x7f;
+    }
+    if (ctl) {
+        char *esc = malloc((size_t)n + 3 * ctl + 1), *e = esc;
+
+        if (esc == NULL) {
+            free(line);
+            return;
+        }
+        for (int i = 0; i < n; i++) {
+            unsigned char c = (unsigned char)line[i];
+
+            if (c < 0x20 || c == 0x7f) {
+                e += sprintf(e, "\\x%02x", c);
+            } else {
+                *e++ = (char)c;
+            }
+        }
+        *e = '\0';
+        free(line);
+        line = esc;
+    }
+
     lines = realloc(errs->lines, (errs->n + 1) * sizeof(char *));
     if (lines == NULL) {
         free(line);
@@ -981,6 +1007,49 @@ static void policy_free(gd_policy_t *p)
     free(p->risk.time_zone);
 }
 
+void gd_policy_free(gd_policy_t *p)
+{
+    policy_free(p);
+    memset(p, 0, sizeof(*p));
+}
+
+json_t *gd_policy_parse(const char *file, const char *text, size_t len,
+                        const char *dir, int is_default, gd_policy_t *p,
+                        gd_errors_t *errs)
+{
+    json_error_t jerr;
+    json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+
+    memset(p, 0, sizeof(*p));
+
+    if (doc == NULL) {
+        int line = jerr.line, column = jerr.column;
+
+        /* jansson counts characters; errors here count bytes */
+        if (jerr.position > 0) {
+            size_t at = (size_t)jerr.position - 1;
+
+            gd_jsonloc_linecol(text, len, at, &line, &column);
+        }
+        if (line < 1) {
+            line = 1;
+        }
+        if (column < 1) {
+            column = 1;
+        }
+        gd_errors_add(errs, "%s:%d:%d: : invalid JSON: %s", file, line, column,
+                      jerr.text);
+        return NULL;
+    }
+
+    gd_vctx_t c = {.file = file, .text = text, .len = len, .errs = errs};
+
+    p->file = strdup(file);
+    load_policy(&c, doc, p, dir, is_default);
+
+    return doc;
+}
+
 void gd_policy_set_free(gd_policy_set_t *set)
 {
     if (set == NULL) {
@@ -1110,8 +1179,7 @@ gd_policy_set_t *gd_policy_set_load(const char *dir, gd_errors_t *errs)
 
     for (size_t i = 0; i < nfiles; i++) {
         char path[4096];
-        size_t len;
-        json_error_t jerr;
+        size_t len, nerrs = errs->n;
         int is_default = strcmp(files[i], "_default.json") == 0;
 
         snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
@@ -1121,33 +1189,19 @@ gd_policy_set_t *gd_policy_set_load(const char *dir, gd_errors_t *errs)
             continue;
         }
 
-        json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+        gd_policy_t p;
+        json_t *doc =
+            gd_policy_parse(path, text, len, dir, is_default, &p, errs);
         if (doc == NULL) {
-            int line = jerr.line, column = jerr.column;
-
-            /* jansson counts characters; errors here count bytes */
-            if (jerr.position > 0) {
-                size_t at = (size_t)jerr.position - 1;
-
-                gd_jsonloc_linecol(text, len, at, &line, &column);
-            }
-            if (line < 1) {
-                line = 1;
-            }
-            if (column < 1) {
-                column = 1;
-            }
-            gd_errors_add(errs, "%s:%d:%d: : invalid JSON: %s", path, line,
-                          column, jerr.text);
             free(text);
             continue;
         }
 
-        gd_vctx_t c = {.file = path, .text = text, .len = len, .errs = errs};
-        gd_policy_t p = {0};
-
-        p.file = strdup(path);
-        load_policy(&c, doc, &p, dir, is_default);
+        gd_vctx_t c = {.file = path,
+                       .text = text,
+                       .len = len,
+                       .errs = errs,
+                       .failed = errs->n != nerrs};
 
         if (!is_default && p.tenant) {
             for (size_t j = 0; j < set->ntenants; j++) {

@@ -415,5 +415,18 @@ int main(void)
     gd_jsonloc_find(text, strlen(text), "/a/5", 1, &line, &col);
     TAP_OK(col == 7, "a missing item points at its array: column %d", col);
 
+    /* a member name with a line break cannot forge an error line */
+    const char *nl = "{\"tenant\": \"a\", \"x\\nf.json:1:1: / ok\\u007f\": 1}";
+    gd_policy_t p;
+    json_t *doc = gd_policy_parse("f.json", nl, strlen(nl), "/p", 0, &p, &errs);
+    TAP_OK(doc != NULL && errs.n == 1 && strchr(errs.lines[0], '\n') == NULL &&
+               strstr(errs.lines[0], "/x\\x0af.json:1:1: ~1 ok\\x7f: unknown") !=
+                   NULL,
+           "control characters in an error are escaped: %s",
+           errs.n ? errs.lines[0] : "none");
+    gd_policy_free(&p);
+    json_decref(doc);
+    gd_errors_free(&errs);
+
     return tap_done();
 }
