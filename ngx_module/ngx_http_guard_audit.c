@@ -910,27 +910,21 @@ ngx_http_guard_audit_answer(uint32_t id, ngx_uint_t acked, json_t *payload)
 
         rc = ngx_http_guard_dead_letter(data, len, payload, path);
 
-        if (rc == NGX_OK) {
-            (void) ngx_atomic_fetch_add(&sh->dead_letter, 1);
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "guard: guardd refused audit record %*s (%s): "
-                          "moved to \"%s\"",
-                          (size_t) NGX_HTTP_GUARD_ID_LEN, did,
-                          json_string_value(json_object_get(payload, "code")),
-                          path);
+        (void) ngx_atomic_fetch_add(rc == NGX_OK ? &sh->dead_letter
+                                                 : &sh->dropped, 1);
 
-        } else {
-            (void) ngx_atomic_fetch_add(&sh->dropped, 1);
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "guard: guardd refused audit record %*s (%s), "
-                          "and %s: it is dropped",
-                          (size_t) NGX_HTTP_GUARD_ID_LEN, did,
-                          json_string_value(json_object_get(payload, "code")),
-                          rc == NGX_DECLINED
-                          ? "there is no guard_audit_spill directory for "
-                            "the dead-letter file"
-                          : "it cannot be written to the dead-letter file");
-        }
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "guard: guardd refused audit record %*s (%s): %s%s%s",
+                      (size_t) NGX_HTTP_GUARD_ID_LEN, did,
+                      json_string_value(json_object_get(payload, "code")),
+                      rc == NGX_OK ? "moved to \""
+                      : rc == NGX_DECLINED
+                      ? "dropped, there is no guard_audit_spill directory "
+                        "for the dead-letter file"
+                      : "dropped, it cannot be written to the dead-letter "
+                        "file",
+                      rc == NGX_OK ? path : (u_char *) "",
+                      rc == NGX_OK ? "\"" : "");
     }
 }
 

@@ -998,6 +998,7 @@ ngx_http_guard_sc_wake(ngx_http_guard_sc_waiter_t *w, ngx_int_t verdict,
     json_t *payload)
 {
     json_t                *v;
+    ngx_log_t              log;
     const char            *d;
     ngx_connection_t      *c;
     ngx_http_request_t    *r;
@@ -1048,7 +1049,7 @@ ngx_http_guard_sc_wake(ngx_http_guard_sc_waiter_t *w, ngx_int_t verdict,
         && ngx_http_guard_sidecar_refused(payload))
     {
         /* guardd is well: it refused this request, which alone fails */
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_WARN, ngx_http_guard_request_log(r, &log), 0,
                       "guard sidecar: guardd refused the DECIDE (%s)",
                       json_string_value(json_object_get(payload, "code")));
 
