@@ -30,7 +30,8 @@ SAN_CONF    := --with-cc-opt='$(SAN_FLAGS) -O1 -g' \
 
 MODULE_SRCS := config $(wildcard ngx_module/*.[ch]) \
                $(wildcard policy-engine/src/*.c) \
-               $(wildcard policy-engine/include/*.h)
+               $(wildcard policy-engine/include/*.h) \
+               $(wildcard policy-engine/include/*.def)
 
 FUZZ_SECONDS ?= 60
 

@@ -1561,6 +1561,12 @@ ngx_http_guard_init(ngx_conf_t *cf)
     ngx_http_core_main_conf_t   *cmcf;
     ngx_http_guard_main_conf_t  *gmcf;
 
+    /* the refusals' bodies and headers, once per process */
+
+    if (ngx_http_guard_problem_init(cf->log) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     gmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_guard_module);
 
     if (gmcf->policies && gmcf->policies->residency

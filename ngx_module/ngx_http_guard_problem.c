@@ -24,147 +24,171 @@ static u_char *ngx_http_guard_log_handler(ngx_log_t *log, u_char *buf,
     size_t len);
 
 
+/*
+ * The module's view of a row of the reason table (gd_reason.def): what
+ * every refusal for the reason sends, built once per process at
+ * configuration time by ngx_http_guard_problem_init().  The table is
+ * compiled in, so a reload builds nothing again.
+ */
+
 typedef struct {
     ngx_str_t                    name;
     ngx_str_t                    stage;       /* the stage that refuses */
     ngx_uint_t                   status;
-    char                        *type;
-    char                        *title;
-    char                        *detail;
-    /* RFC 6750 error code for WWW-Authenticate, or NULL */
-    char                        *bearer_error;
+    /* the problem+json body with a zero decision id, and a LF */
+    ngx_str_t                    body;
+    /* with a 401: Bearer realm="guard" and the RFC 6750 error */
+    ngx_str_t                    www_authenticate;
 } ngx_http_guard_reason_t;
 
 
-static ngx_http_guard_reason_t  ngx_http_guard_reasons[] = {
+static ngx_http_guard_reason_t
+    ngx_http_guard_reasons[NGX_HTTP_GUARD_REASON_LAST];
 
-    /* NGX_HTTP_GUARD_OK */
-    { ngx_string("none"), ngx_string("none"),
-      NGX_HTTP_OK, NULL, NULL, NULL, NULL },
-
-    { ngx_string("token_missing"), ngx_string("jwt"),
-      NGX_HTTP_UNAUTHORIZED,
-      "urn:guard:token-missing", "Authentication required",
-      "the request carries no bearer token", NULL },
-
-    { ngx_string("token_oversize"), ngx_string("jwt"),
-      NGX_HTTP_UNAUTHORIZED,
-      "urn:guard:token-oversize", "Invalid token",
-      "token too large", "invalid_token" },
-
-    { ngx_string("token_malformed"), ngx_string("jwt"),
-      NGX_HTTP_UNAUTHORIZED,
-      "urn:guard:token-malformed", "Invalid token",
-      "token malformed", "invalid_token" },
-
-    { ngx_string("token_alg_refused"), ngx_string("jwt"),
-      NGX_HTTP_UNAUTHORIZED,
-      "urn:guard:token-alg-refused", "Invalid token",
-      "token algorithm not accepted", "invalid_token" },
-
-    { ngx_string("token_crit_refused"), ngx_string("jwt"),
-      NGX_HTTP_UNAUTHORIZED,
-      "urn:guard:token-crit-refused", "Invalid token",
-      "token has critical header parameters", "invalid_token" },
-
-    { ngx_string("token_key_unknown"), ngx_string("jwt"),
-      NGX_HTTP_UNAUTHORIZED,
-      "urn:guard:token-key-unknown", "Invalid token",
-      "token signing key not recognized", "invalid_token" },
-
-    { ngx_string("token_invalid"), ngx_string("jwt"),
-      NGX_HTTP_UNAUTHORIZED,
-      "urn:guard:token-invalid", "Invalid token",
-      "token signature invalid", "invalid_token" },
-
-    { ngx_string("token_claim_invalid"), ngx_string("jwt"),
-      NGX_HTTP_UNAUTHORIZED,
-      "urn:guard:token-claim-invalid", "Invalid token",
-      "token claims missing or malformed", "invalid_token" },
-
-    { ngx_string("token_expired"), ngx_string("jwt"),
-      NGX_HTTP_UNAUTHORIZED,
-      "urn:guard:token-expired", "Invalid token",
-      "token expired", "invalid_token" },
-
-    { ngx_string("token_not_yet_valid"), ngx_string("jwt"),
-      NGX_HTTP_UNAUTHORIZED,
-      "urn:guard:token-not-yet-valid", "Invalid token",
-      "token not yet valid", "invalid_token" },
-
-    { ngx_string("token_lifetime_exceeded"), ngx_string("jwt"),
-      NGX_HTTP_UNAUTHORIZED,
-      "urn:guard:token-lifetime-exceeded", "Invalid token",
-      "token lifetime too long", "invalid_token" },
-
-    { ngx_string("token_issuer_refused"), ngx_string("jwt"),
-      NGX_HTTP_UNAUTHORIZED,
-      "urn:guard:token-issuer-refused", "Invalid token",
-      "token issuer not accepted", "invalid_token" },
-
-    { ngx_string("token_audience_refused"), ngx_string("jwt"),
-      NGX_HTTP_UNAUTHORIZED,
-      "urn:guard:token-audience-refused", "Invalid token",
-      "token audience not accepted", "invalid_token" },
-
-    { ngx_string("tenant_unaddressed"), ngx_string("tenant"),
-      NGX_HTTP_BAD_REQUEST,
-      "urn:guard:tenant-unaddressed", "Tenant not addressed",
-      "the request does not name a tenant", NULL },
-
-    { ngx_string("tenant_missing"), ngx_string("tenant"),
-      NGX_HTTP_FORBIDDEN,
-      "urn:guard:tenant-missing", "Tenant missing",
-      "the token names no tenant", NULL },
-
-    { ngx_string("tenant_mismatch"), ngx_string("tenant"),
-      NGX_HTTP_FORBIDDEN,
-      "urn:guard:tenant-mismatch", "Tenant mismatch",
-      "the token is not valid for the addressed tenant", NULL },
-
-    { ngx_string("residency"), ngx_string("residency"),
-      NGX_HTTP_MISDIRECTED_REQUEST,
-      "urn:guard:residency", "Wrong region",
-      "this tenant is not served in this region", NULL },
-
-    { ngx_string("rate_limited"), ngx_string("limits"),
-      NGX_HTTP_TOO_MANY_REQUESTS,
-      "urn:guard:rate-limited", "Too many requests",
-      "the rate limit is exceeded; retry after the Retry-After delay",
-      NULL },
-
-    { ngx_string("concurrency_limited"), ngx_string("limits"),
-      NGX_HTTP_TOO_MANY_REQUESTS,
-      "urn:guard:concurrency-limited", "Too many requests in flight",
-      "the tenant has too many requests in flight", NULL },
-
-    { ngx_string("risk_deny"), ngx_string("risk"),
-      NGX_HTTP_FORBIDDEN,
-      "urn:guard:risk-deny", "Refused by risk policy",
-      "the request was refused by the risk policy", NULL },
-
-    { ngx_string("risk_step_up"), ngx_string("risk"),
-      NGX_HTTP_UNAUTHORIZED,
-      "urn:guard:risk-step-up", "Stronger authentication required",
-      "authenticate again with a stronger method",
-      "insufficient_user_authentication" },
-
-    { ngx_string("sidecar_unavailable"), ngx_string("sidecar"),
-      NGX_HTTP_SERVICE_UNAVAILABLE,
-      "urn:guard:sidecar-unavailable", "Decision unavailable",
-      "the risk decision service is unavailable; retry later", NULL },
-
-    { ngx_string("internal_error"), ngx_string("internal"),
-      NGX_HTTP_INTERNAL_SERVER_ERROR,
-      "urn:guard:internal-error", "Internal error",
-      "the gateway could not decide", NULL },
-};
+/* the bytes of a body after the decision id: "}" and LF */
+#define NGX_HTTP_GUARD_PROBLEM_TAIL  (sizeof("\"}\n") - 1)
 
 
 static ngx_str_t  ngx_http_guard_problem_type =
     ngx_string("application/problem+json");
 static ngx_str_t  ngx_http_guard_no_store = ngx_string("no-store");
 static ngx_str_t  ngx_http_guard_retry_soon = ngx_string("1");
+
+
+static ngx_int_t ngx_http_guard_problem_build(ngx_http_guard_reason_t *rs,
+    const gd_reason_t *info, ngx_log_t *log);
+
+
+/*
+ * Builds every reason's body and headers, once per process (in the master
+ * at the first configuration; workers inherit them).  They are never
+ * freed: the table is constant, and a reload that fails must not leave
+ * the master with freed bodies.
+ */
+
+ngx_int_t
+ngx_http_guard_problem_init(ngx_log_t *log)
+{
+    ngx_uint_t                i;
+    const gd_reason_t        *info;
+    ngx_http_guard_reason_t  *rs;
+
+    static ngx_uint_t         built;
+
+    if (built) {
+        return NGX_OK;
+    }
+
+    for (i = 0; i < NGX_HTTP_GUARD_REASON_LAST; i++) {
+        rs = &ngx_http_guard_reasons[i];
+        info = gd_reason(i);
+
+        rs->name.data = (u_char *) info->name;
+        rs->name.len = ngx_strlen(info->name);
+        rs->stage.data = (u_char *) info->stage;
+        rs->stage.len = ngx_strlen(info->stage);
+        rs->status = info->status;
+
+        if (i != NGX_HTTP_GUARD_OK
+            && ngx_http_guard_problem_build(rs, info, log) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    built = 1;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_guard_problem_build(ngx_http_guard_reason_t *rs,
+    const gd_reason_t *info, ngx_log_t *log)
+{
+    char    *text;
+    size_t   len;
+    u_char   zero[NGX_HTTP_GUARD_ID_LEN], *p;
+    json_t  *doc;
+
+    /* the body as it was packed per refusal, with a zero decision id */
+
+    ngx_memset(zero, '0', NGX_HTTP_GUARD_ID_LEN);
+
+    doc = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s#}",
+                    "type", info->type,
+                    "title", info->title,
+                    "status", info->status,
+                    "detail", info->detail,
+                    "reason", info->name,
+                    "decision_id", (char *) zero,
+                    (int) NGX_HTTP_GUARD_ID_LEN);
+    if (doc == NULL) {
+        return NGX_ERROR;
+    }
+
+    text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(doc);
+
+    if (text == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = ngx_strlen(text);
+
+    rs->body.data = ngx_alloc(len + 1, log);
+    if (rs->body.data == NULL) {
+        free(text);
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(rs->body.data, text, len);
+    *p++ = LF;
+    rs->body.len = p - rs->body.data;
+    free(text);
+
+    /* the decision id is the last member: filled in per refusal */
+
+    if (rs->body.len < NGX_HTTP_GUARD_PROBLEM_TAIL + NGX_HTTP_GUARD_ID_LEN
+        || ngx_strncmp(p - NGX_HTTP_GUARD_PROBLEM_TAIL - NGX_HTTP_GUARD_ID_LEN,
+                       zero, NGX_HTTP_GUARD_ID_LEN)
+           != 0)
+    {
+        ngx_log_error(NGX_LOG_EMERG, log, 0,
+                      "guard: the problem body of \"%V\" does not end "
+                      "with its decision id", &rs->name);
+        return NGX_ERROR;
+    }
+
+    if (info->status != NGX_HTTP_UNAUTHORIZED) {
+        return NGX_OK;
+    }
+
+    len = sizeof("Bearer realm=\"guard\"") - 1;
+
+    if (info->bearer_error) {
+        len += sizeof(", error=\"\", error_description=\"\"") - 1
+               + ngx_strlen(info->bearer_error) + ngx_strlen(info->detail);
+    }
+
+    p = ngx_alloc(len, log);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    rs->www_authenticate.data = p;
+    p = ngx_cpymem(p, "Bearer realm=\"guard\"",
+                   sizeof("Bearer realm=\"guard\"") - 1);
+
+    if (info->bearer_error) {
+        p = ngx_sprintf(p, ", error=\"%s\", error_description=\"%s\"",
+                        info->bearer_error, info->detail);
+    }
+
+    rs->www_authenticate.len = p - rs->www_authenticate.data;
+
+    return NGX_OK;
+}
 
 
 ngx_str_t *
@@ -212,38 +236,14 @@ static ngx_int_t
 ngx_http_guard_www_authenticate(ngx_http_request_t *r,
     ngx_http_guard_reason_t *rs)
 {
-    u_char     *p;
-    size_t      len;
-    ngx_str_t   value;
-
-    if (rs->status != NGX_HTTP_UNAUTHORIZED) {
+    if (rs->www_authenticate.len == 0) {
         return NGX_OK;
     }
 
-    len = sizeof("Bearer realm=\"guard\"") - 1;
-
-    if (rs->bearer_error) {
-        len += sizeof(", error=\"\", error_description=\"\"") - 1
-               + ngx_strlen(rs->bearer_error) + ngx_strlen(rs->detail);
-    }
-
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    value.data = p;
-    p = ngx_cpymem(p, "Bearer realm=\"guard\"",
-                   sizeof("Bearer realm=\"guard\"") - 1);
-
-    if (rs->bearer_error) {
-        p = ngx_sprintf(p, ", error=\"%s\", error_description=\"%s\"",
-                        rs->bearer_error, rs->detail);
-    }
-
-    value.len = p - value.data;
-
-    if (ngx_http_guard_add_header(r, "WWW-Authenticate", &value) != NGX_OK) {
+    if (ngx_http_guard_add_header(r, "WWW-Authenticate",
+                                  &rs->www_authenticate)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -643,31 +643,26 @@ ngx_http_guard_json_clean(json_t *v)
 }
 
 
+/* the reason's body, built at configuration time, with the decision id */
+
 static ngx_int_t
 ngx_http_guard_problem_body(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     ngx_http_guard_reason_t *rs, ngx_buf_t **out)
 {
-    json_t     *doc;
     ngx_buf_t  *b;
 
-    doc = json_pack("{s:s, s:s, s:i, s:s, s:s%, s:s#}",
-                    "type", rs->type,
-                    "title", rs->title,
-                    "status", (int) rs->status,
-                    "detail", rs->detail,
-                    "reason", rs->name.data, rs->name.len,
-                    "decision_id", ctx->decision_id,
-                    (int) NGX_HTTP_GUARD_ID_LEN);
-    if (doc == NULL) {
-        return NGX_ERROR;
-    }
-
-    b = ngx_http_guard_json_buf(r, doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(doc);
-
+    b = ngx_create_temp_buf(r->pool, rs->body.len);
     if (b == NULL) {
         return NGX_ERROR;
     }
+
+    b->last = ngx_cpymem(b->last, rs->body.data, rs->body.len);
+
+    ngx_memcpy(b->last - NGX_HTTP_GUARD_PROBLEM_TAIL - NGX_HTTP_GUARD_ID_LEN,
+               ctx->decision_id, NGX_HTTP_GUARD_ID_LEN);
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
 
     *out = b;
 

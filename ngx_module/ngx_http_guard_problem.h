@@ -13,6 +13,7 @@
 #include "ngx_http_guard_module.h"
 
 
+ngx_int_t ngx_http_guard_problem_init(ngx_log_t *log);
 ngx_str_t *ngx_http_guard_reason_name(ngx_http_guard_reason_e reason);
 ngx_str_t *ngx_http_guard_reason_stage(ngx_http_guard_reason_e reason);
 ngx_int_t ngx_http_guard_add_header(ngx_http_request_t *r, char *name,

@@ -1,0 +1,31 @@
+/*
+ * gd_reason: the reason table, see gd_reason.h.
+ */
+#include "gd_reason.h"
+
+#include <string.h>
+
+static const gd_reason_t gd_reasons[] = {
+#define GD_REASON(id, name, stage, status, type, title, detail, bearer, words) \
+    {name, stage, status, type, title, detail, bearer, words},
+#include "gd_reason.def"
+#undef GD_REASON
+};
+
+const gd_reason_t *gd_reason(gd_reason_e reason)
+{
+    if ((unsigned)reason >= GD_REASON_LAST) {
+        reason = GD_REASON_INTERNAL_ERROR;
+    }
+    return &gd_reasons[reason];
+}
+
+gd_reason_e gd_reason_find(const char *name)
+{
+    for (int i = 0; name && i < GD_REASON_LAST; i++) {
+        if (strcmp(name, gd_reasons[i].name) == 0) {
+            return (gd_reason_e)i;
+        }
+    }
+    return GD_REASON_LAST;
+}
