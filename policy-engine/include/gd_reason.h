@@ -6,9 +6,11 @@
 #define GD_REASON_H
 
 typedef enum {
+#define GD_STAGE(name, words)
 #define GD_REASON(id, ...) GD_REASON_##id,
 #include "gd_reason.def"
 #undef GD_REASON
+#undef GD_STAGE
     GD_REASON_LAST
 } gd_reason_e;
 
@@ -29,5 +31,8 @@ const gd_reason_t *gd_reason(gd_reason_e reason);
 
 /* The reason named name, or GD_REASON_LAST when none is. */
 gd_reason_e gd_reason_find(const char *name);
+
+/* What a stage of an audit record checks, in short, or NULL. */
+const char *gd_reason_stage_words(const char *stage);
 
 #endif

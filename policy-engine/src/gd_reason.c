@@ -5,11 +5,23 @@
 
 #include <string.h>
 
+static const struct {
+    const char *name, *words;
+} gd_stages[] = {
+#define GD_STAGE(name, words) {name, words},
+#define GD_REASON(...)
+#include "gd_reason.def"
+#undef GD_REASON
+#undef GD_STAGE
+};
+
 static const gd_reason_t gd_reasons[] = {
+#define GD_STAGE(name, words)
 #define GD_REASON(id, name, stage, status, type, title, detail, bearer, words) \
     {name, stage, status, type, title, detail, bearer, words},
 #include "gd_reason.def"
 #undef GD_REASON
+#undef GD_STAGE
 };
 
 const gd_reason_t *gd_reason(gd_reason_e reason)
@@ -28,4 +40,15 @@ gd_reason_e gd_reason_find(const char *name)
         }
     }
     return GD_REASON_LAST;
+}
+
+const char *gd_reason_stage_words(const char *stage)
+{
+    for (size_t i = 0; stage && i < sizeof(gd_stages) / sizeof(gd_stages[0]);
+         i++) {
+        if (strcmp(stage, gd_stages[i].name) == 0) {
+            return gd_stages[i].words;
+        }
+    }
+    return NULL;
 }

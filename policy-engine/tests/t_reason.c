@@ -82,9 +82,11 @@ static void table_is_whole(void)
             TAP_OK(0, "%s has type %s", rs->name, urn);
         }
         if (rs->title == NULL || rs->detail == NULL || rs->words == NULL ||
-            rs->stage == NULL || rs->status < 400 || rs->status > 599) {
+            gd_reason_stage_words(rs->stage) == NULL || rs->status < 400 ||
+            rs->status > 599) {
             words = 0;
-            TAP_OK(0, "%s has a status, a stage and words", rs->name);
+            TAP_OK(0, "%s has a status, a stage with words and words",
+                   rs->name);
         }
         if (rs->bearer_error && rs->status != 401) {
             auth = 0;
@@ -93,8 +95,12 @@ static void table_is_whole(void)
     }
     TAP_OK(names, "every name is found, once");
     TAP_OK(urns, "every type is urn:guard: and the name with dashes");
-    TAP_OK(words, "every refusal has a 4xx/5xx status, a stage, a title, a "
-                  "detail and words for guardctl explain");
+    TAP_OK(words, "every refusal has a 4xx/5xx status, a title, a detail, "
+                  "and words for guardctl explain, for itself and its stage");
+    TAP_OK(gd_reason_stage_words("jwt") != NULL &&
+               gd_reason_stage_words("no_such_stage") == NULL &&
+               gd_reason_stage_words(NULL) == NULL,
+           "stage words are found by name");
     TAP_OK(auth, "only 401 refusals name a WWW-Authenticate error");
 }
 
