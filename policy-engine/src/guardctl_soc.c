@@ -6,6 +6,7 @@
 #include "guardctl.h"
 
 #include "gd_journal.h"
+#include "gd_reason.h"
 #include "gd_soc.h"
 
 #include <errno.h>
@@ -414,69 +415,13 @@ static int show_find(const char *dir, show_ctx_t *ctx)
     return 0;
 }
 
-static const char *stage_words(const char *stage)
-{
-    static const struct {
-        const char *stage, *words;
-    } known[] = {
-        {"jwt", "the token check (signature, algorithm and claims)"},
-        {"tenant", "the tenant binding (the token's tenant against the "
-                   "request's)"},
-        {"residency", "the tenant's residency rule (allowed regions)"},
-        {"rate", "the tenant's rate limits"},
-        {"limits", "the tenant's rate and concurrency limits"},
-        {"concurrency", "the tenant's concurrency limit"},
-        {"risk", "guardd's risk scoring (the tenant policy's risk signals)"},
-        {"policy", "the tenant's policy"},
-        {NULL, NULL}};
-
-    for (int i = 0; stage && known[i].stage; i++) {
-        if (strcmp(stage, known[i].stage) == 0) {
-            return known[i].words;
-        }
-    }
-    return NULL;
-}
+/* what a reason means, in short, or NULL (gd_reason.def) */
 
 static const char *reason_words(const char *reason)
 {
-    /* docs/reasons.md, in short */
-    static const struct {
-        const char *reason, *words;
-    } known[] = {
-        {"token_missing", "no bearer token"},
-        {"token_oversize", "the token is longer than 8 KiB"},
-        {"token_malformed", "the token is not a well-formed JWT"},
-        {"token_alg_refused",
-         "the token's algorithm is refused (none, or not the key's)"},
-        {"token_crit_refused", "the token has a crit header"},
-        {"token_key_unknown", "the token's kid is not in the key set"},
-        {"token_invalid", "the signature does not verify"},
-        {"token_claim_invalid", "a claim is missing or of the wrong type"},
-        {"token_expired", "the token has expired (exp)"},
-        {"token_not_yet_valid", "the token is not valid yet (nbf)"},
-        {"token_lifetime_exceeded", "exp - iat exceeds the maximum lifetime"},
-        {"token_issuer_refused", "the issuer (iss) is not accepted"},
-        {"token_audience_refused", "the audience (aud) is not accepted"},
-        {"tenant_unaddressed", "the request addresses no tenant"},
-        {"tenant_missing", "the token names no tenant"},
-        {"tenant_mismatch", "the token's tenant is not the addressed one"},
-        {"residency", "the tenant may not be served in this region"},
-        {"rate_limited", "a rate rule of the tenant's policy was exceeded"},
-        {"concurrency_limited", "too many requests of the tenant in flight"},
-        {"internal_error", "the gateway could not decide and failed closed"},
-        {"risk_deny", "the risk score reached the deny threshold"},
-        {"risk_step_up",
-         "the risk score reached the step-up threshold: a stronger "
-         "authentication is needed"},
-        {NULL, NULL}};
+    gd_reason_e r = gd_reason_find(reason);
 
-    for (int i = 0; reason && known[i].reason; i++) {
-        if (strcmp(reason, known[i].reason) == 0) {
-            return known[i].words;
-        }
-    }
-    return NULL;
+    return r == GD_REASON_LAST ? NULL : gd_reason(r)->words;
 }
 
 static void ago(int64_t ts, int64_t now, char *out, size_t len)
@@ -571,7 +516,7 @@ static void explain(const located_t *at, int64_t now)
     }
 
     if (stage) {
-        const char *w = stage_words(stage);
+        const char *w = gd_reason_stage_words(stage);
         snprintf(buf, sizeof(buf), "%s%s%s", stage, w ? ": " : "", w ? w : "");
         field("stage", buf);
     }

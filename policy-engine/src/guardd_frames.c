@@ -7,6 +7,8 @@
 
 #include "guardd.h"
 
+#include "gd_reason.h"
+
 #include <string.h>
 #include <time.h>
 
@@ -150,6 +152,9 @@ static int handle_decide(gd_conn_t *c, gd_frame_t *f)
 
     /* every decision that is not an allow is journaled */
     if (res.decision != GD_RISK_ALLOW) {
+        const gd_reason_t *rs =
+            gd_reason(res.decision == GD_RISK_DENY ? GD_REASON_RISK_DENY
+                                                   : GD_REASON_RISK_STEP_UP);
         json_t *rec = json_pack(
             "{s:s, s:I, s:s, s:s?, s:s?, s:s?, s:s?, s:s, s:s, s:i, s:s,"
             " s:i, s:O, s:s, s:s?, s:s, s:b}",
@@ -157,13 +162,11 @@ static int handle_decide(gd_conn_t *c, gd_frame_t *f)
             (json_int_t)((uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000),
             "tenant", req.tenant, "subject", req.subject, "client_ip",
             req.client_ip, "method", req.method, "route", req.route, "stage",
-            "risk", "outcome", res.shadow ? "shadow_deny" : "deny", "status",
-            res.decision == GD_RISK_DENY ? 403 : 401, "reason",
-            res.decision == GD_RISK_DENY ? "risk_deny" : "risk_step_up",
-            "score", (int)res.score, "signals", json_object_get(out, "signals"),
-            "policy_version", policies->version, "traceparent",
-            str_member(in, "traceparent"), "node", conf.node, "shadow",
-            res.shadow);
+            rs->stage, "outcome", res.shadow ? "shadow_deny" : "deny", "status",
+            rs->status, "reason", rs->name, "score", (int)res.score, "signals",
+            json_object_get(out, "signals"), "policy_version",
+            policies->version, "traceparent", str_member(in, "traceparent"),
+            "node", conf.node, "shadow", res.shadow);
         if (rec) {
             json_object_set(rec, "thresholds",
                             json_object_get(out, "thresholds"));
