@@ -45,7 +45,7 @@ typedef struct {
 static ngx_http_guard_reason_t
     ngx_http_guard_reasons[NGX_HTTP_GUARD_REASON_LAST];
 
-/* the bytes of a body after the decision id: "}" and LF */
+/* the bytes of a body after the decision id: the quote, "}" and LF */
 #define NGX_HTTP_GUARD_PROBLEM_TAIL  (sizeof("\"}\n") - 1)
 
 
