@@ -25,6 +25,7 @@
 #include "ngx_http_guard_zone.h"
 
 #include "gd_audit.h"
+#include "gd_audit_record.h"
 
 
 #define NGX_HTTP_GUARD_AUDIT_DATA     1952   /* a record's bytes, at most */
@@ -92,10 +93,22 @@ typedef struct {
 } ngx_http_guard_spill_t;
 
 
+/* request text for a record, escaped (ngx_http_guard_json_text) */
+
+typedef struct {
+    gd_audit_text_t             *text;
+    ngx_str_t                   *value;
+} ngx_http_guard_audit_text_t;
+
+#define NGX_HTTP_GUARD_AUDIT_TEXTS    8
+
+
 static ngx_int_t ngx_http_guard_audit_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
-static json_t *ngx_http_guard_audit_record(ngx_http_request_t *r,
-    ngx_http_guard_ctx_t *ctx, size_t limit);
+static ngx_int_t ngx_http_guard_audit_record(ngx_http_request_t *r,
+    ngx_http_guard_ctx_t *ctx, char **text, size_t *len);
+static void ngx_http_guard_audit_text(ngx_http_guard_audit_text_t *t,
+    gd_audit_text_t *text, ngx_str_t *value);
 static void ngx_http_guard_audit_drain(void);
 static void ngx_http_guard_audit_tick(ngx_event_t *ev);
 static void ngx_http_guard_audit_advance(ngx_http_guard_audit_sh_t *sh);
@@ -417,55 +430,21 @@ ngx_http_guard_audit_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
 {
     char                         *text;
     size_t                        len;
-    json_t                       *rec;
     ngx_log_t                     log;
     ngx_int_t                     conn;
-    ngx_uint_t                    i, full;
+    ngx_uint_t                    full;
     ngx_http_guard_audit_sh_t    *sh;
     ngx_http_guard_audit_slot_t  *slot;
-
-    static size_t  limits[] = { 512, 128, 32, 8 };
 
     if (ngx_http_guard_audit == NULL || !ctx->has_id) {
         return;
     }
 
-    /* long text from the request is cut until the record fits a slot */
-
-    text = NULL;
-    len = 0;
-
-    for (i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
-        rec = ngx_http_guard_audit_record(r, ctx, limits[i]);
-        if (rec == NULL) {
-            break;
-        }
-
-        if (gd_audit_mask(rec) < 0) {
-            json_decref(rec);
-            break;
-        }
-
-        text = json_dumps(rec, JSON_COMPACT);
-        json_decref(rec);
-
-        if (text == NULL) {
-            break;
-        }
-
-        len = ngx_strlen(text);
-
-        if (len <= NGX_HTTP_GUARD_AUDIT_DATA) {
-            break;
-        }
-
-        free(text);
-        text = NULL;
-    }
-
     sh = ngx_http_guard_audit->sh;
 
-    if (text == NULL) {
+    /* built once: long text from the request is cut to fit a slot */
+
+    if (ngx_http_guard_audit_record(r, ctx, &text, &len) != NGX_OK) {
         (void) ngx_atomic_fetch_add(&sh->dropped, 1);
         ngx_log_error(NGX_LOG_ERR, ngx_http_guard_request_log(r, &log), 0,
                       "guard: cannot make the audit record of decision %*s",
@@ -540,39 +519,56 @@ ngx_http_guard_audit_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
 }
 
 
-static json_t *
+/*
+ * The record of a refusal (or a shadow refusal), made by the shared
+ * builder from the decision: the request's text escaped as in every
+ * document Guard writes, masked and cut by the builder to fit a slot.
+ */
+
+static ngx_int_t
 ngx_http_guard_audit_record(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
-    size_t limit)
+    char **text, size_t *len)
 {
-    json_t                      *rec, *rules;
-    ngx_str_t                    s, *tenant;
-    ngx_time_t                  *tp;
-    ngx_msec_int_t               ms;
-    ngx_http_guard_reason_e      reason;
-    ngx_http_guard_main_conf_t  *gmcf;
+    ngx_int_t                     rc;
+    ngx_str_t                     tp, *tenant, *s;
+    ngx_uint_t                    i, n;
+    ngx_time_t                   *now;
+    ngx_msec_int_t                ms;
+    gd_audit_text_t               rule;
+    gd_audit_decision_t           d;
+    ngx_http_guard_reason_e       reason;
+    ngx_http_guard_main_conf_t   *gmcf;
+    ngx_http_guard_audit_text_t   texts[NGX_HTTP_GUARD_AUDIT_TEXTS];
+    json_t                       *escaped[NGX_HTTP_GUARD_AUDIT_TEXTS];
 
     gmcf = ngx_http_get_module_main_conf(r, ngx_http_guard_module);
-    tp = ngx_timeofday();
+    now = ngx_timeofday();
 
     reason = ctx->denied ? ctx->reason : ctx->shadow_reason;
 
-    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
-                           + (tp->msec - r->start_msec));
+    ms = (ngx_msec_int_t) ((now->sec - r->start_sec) * 1000
+                           + (now->msec - r->start_msec));
 
-    rec = json_pack("{s:s#, s:I, s:s, s:s#, s:s#, s:i, s:I}",
-                    "id", ctx->decision_id, (int) NGX_HTTP_GUARD_ID_LEN,
-                    "ts_ms", (json_int_t) r->start_sec * 1000
-                             + r->start_msec,
-                    "outcome", ctx->denied ? "deny" : "shadow_deny",
-                    "stage", ngx_http_guard_reason_stage(reason)->data,
-                    (int) ngx_http_guard_reason_stage(reason)->len,
-                    "reason", ngx_http_guard_reason_name(reason)->data,
-                    (int) ngx_http_guard_reason_name(reason)->len,
-                    "status", (int) r->headers_out.status,
-                    "latency_ms", (json_int_t) ngx_max(ms, 0));
-    if (rec == NULL) {
-        return NULL;
-    }
+    ngx_memzero(&d, sizeof(gd_audit_decision_t));
+
+    d.id.data = (char *) ctx->decision_id;
+    d.id.len = NGX_HTTP_GUARD_ID_LEN;
+    d.ts_ms = (int64_t) r->start_sec * 1000 + r->start_msec;
+    d.shadow = !ctx->denied;
+
+    s = ngx_http_guard_reason_stage(reason);
+    d.stage.data = (char *) s->data;
+    d.stage.len = s->len;
+
+    s = ngx_http_guard_reason_name(reason);
+    d.reason.data = (char *) s->data;
+    d.reason.len = s->len;
+
+    d.status = (int) r->headers_out.status;
+    d.latency_ms = ngx_max(ms, 0);
+
+    d.source.data = "nginx";
+    d.source.len = sizeof("nginx") - 1;
 
     /* the verified tenant, else the addressed one, even before a token */
 
@@ -581,87 +577,96 @@ ngx_http_guard_audit_record(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
         && ngx_http_complex_value(r, ctx->conf->tenant, &ctx->addressed)
            != NGX_OK)
     {
-        json_decref(rec);
-        return NULL;
+        return NGX_ERROR;
     }
 
     tenant = ctx->tenant.len ? &ctx->tenant : &ctx->addressed;
 
-    if ((tenant->len
-         && ngx_http_guard_json_set_text(rec, "tenant", tenant->data,
-                                         tenant->len, limit) != NGX_OK)
-        || (ctx->authenticated && ctx->claims.sub.len
-            && ngx_http_guard_json_set_text(rec, "subject",
-                                            ctx->claims.sub.data,
-                                            ctx->claims.sub.len, limit)
-               != NGX_OK)
-        || ngx_http_guard_json_set_text(rec, "client_ip",
-                                        r->connection->addr_text.data,
-                                        r->connection->addr_text.len, 64)
-           != NGX_OK
-        || ngx_http_guard_json_set_text(rec, "method", r->method_name.data,
-                                        r->method_name.len,
-                                        ngx_min(limit, 32)) != NGX_OK
-        || ngx_http_guard_json_set_text(rec, "route", r->uri.data,
-                                        r->uri.len, limit) != NGX_OK
-        || ngx_http_guard_json_set_text(rec, "node",
-                                        ngx_cycle->hostname.data,
-                                        ngx_cycle->hostname.len, 64)
-           != NGX_OK
-        || json_object_set_new(rec, "source", json_string("nginx")) != 0)
-    {
-        json_decref(rec);
-        return NULL;
+    n = 0;
+
+    if (tenant->len) {
+        ngx_http_guard_audit_text(&texts[n++], &d.tenant, tenant);
     }
 
-    if (gmcf->policies
-        && ngx_http_guard_json_set_text(rec, "policy_version",
-                                        gmcf->policies->version.data,
-                                        gmcf->policies->version.len, 64)
-           != NGX_OK)
-    {
-        json_decref(rec);
-        return NULL;
+    if (ctx->authenticated && ctx->claims.sub.len) {
+        ngx_http_guard_audit_text(&texts[n++], &d.subject, &ctx->claims.sub);
     }
 
-    if (ngx_http_guard_traceparent(r, &s) == NGX_OK
-        && ngx_http_guard_json_set_text(rec, "traceparent", s.data, s.len,
-                                        64) != NGX_OK)
-    {
-        json_decref(rec);
-        return NULL;
+    ngx_http_guard_audit_text(&texts[n++], &d.client_ip,
+                              &r->connection->addr_text);
+
+    ngx_http_guard_audit_text(&texts[n++], &d.method, &r->method_name);
+
+    ngx_http_guard_audit_text(&texts[n++], &d.route, &r->uri);
+
+    ngx_http_guard_audit_text(&texts[n++], &d.node,
+                              (ngx_str_t *) &ngx_cycle->hostname);
+
+    if (gmcf->policies) {
+        ngx_http_guard_audit_text(&texts[n++], &d.policy_version,
+                                  &gmcf->policies->version);
+    }
+
+    if (ngx_http_guard_traceparent(r, &tp) == NGX_OK) {
+        ngx_http_guard_audit_text(&texts[n++], &d.traceparent, &tp);
     }
 
     if (ctx->denied && ctx->shadow_reason != NGX_HTTP_GUARD_OK) {
-        s = *ngx_http_guard_reason_name(ctx->shadow_reason);
-        json_object_set_new(rec, "shadow_reason",
-                            json_stringn((char *) s.data, s.len));
+        s = ngx_http_guard_reason_name(ctx->shadow_reason);
+        d.shadow_reason.data = (char *) s->data;
+        d.shadow_reason.len = s->len;
     }
 
     if (reason == NGX_HTTP_GUARD_RATE_LIMITED && ctx->limit.name.len) {
-        rules = json_array();
-
-        if (rules == NULL
-            || json_object_set_new(rec, "rules", rules) != 0
-            || json_array_append_new(rules,
-                                     json_stringn((char *)
-                                                  ctx->limit.name.data,
-                                                  ctx->limit.name.len))
-               != 0)
-        {
-            json_decref(rec);
-            return NULL;
-        }
+        rule.data = (char *) ctx->limit.name.data;
+        rule.len = ctx->limit.name.len;
+        d.rules = &rule;
+        d.nrules = 1;
     }
 
     if (ctx->risk == NGX_HTTP_GUARD_RISK_DENY
         || ctx->risk == NGX_HTTP_GUARD_RISK_STEP_UP
         || ctx->risk == NGX_HTTP_GUARD_RISK_ALLOW)
     {
-        json_object_set_new(rec, "score", json_integer(ctx->risk_score));
+        d.has_score = 1;
+        d.score = ctx->risk_score;
     }
 
-    return rec;
+    rc = NGX_ERROR;
+
+    for (i = 0; i < n; i++) {
+        escaped[i] = ngx_http_guard_json_text(texts[i].value->data,
+                                              texts[i].value->len);
+
+        if (escaped[i] == NULL) {
+            goto done;
+        }
+
+        texts[i].text->data = json_string_value(escaped[i]);
+        texts[i].text->len = json_string_length(escaped[i]);
+    }
+
+    if (gd_audit_record_text(&d, NGX_HTTP_GUARD_AUDIT_DATA, text, len) == 0)
+    {
+        rc = NGX_OK;
+    }
+
+done:
+
+    while (i--) {
+        json_decref(escaped[i]);
+    }
+
+    return rc;
+}
+
+
+static void
+ngx_http_guard_audit_text(ngx_http_guard_audit_text_t *t,
+    gd_audit_text_t *text, ngx_str_t *value)
+{
+    t->text = text;
+    t->value = value;
 }
 
 
@@ -793,12 +798,15 @@ ngx_http_guard_audit_closed(ngx_uint_t conn)
 }
 
 
-/* this worker's unanswered records on conn (or on all) go back to queue */
+/*
+ * this worker's unanswered records on conn (or on all) go back to queue;
+ * only [head, tail) holds records, every other slot is free
+ */
 
 static void
 ngx_http_guard_audit_requeue(ngx_uint_t conn)
 {
-    ngx_uint_t                    i;
+    uint64_t                      n;
     ngx_http_guard_audit_sh_t    *sh;
     ngx_http_guard_audit_slot_t  *slot;
 
@@ -806,8 +814,8 @@ ngx_http_guard_audit_requeue(ngx_uint_t conn)
 
     ngx_shmtx_lock(&ngx_http_guard_audit->shpool->mutex);
 
-    for (i = 0; i < sh->nslots; i++) {
-        slot = &sh->slots[i];
+    for (n = sh->head; n < sh->tail; n++) {
+        slot = &sh->slots[n % sh->nslots];
 
         if (slot->state == NGX_HTTP_GUARD_AUDIT_SENT
             && slot->owner == ngx_pid

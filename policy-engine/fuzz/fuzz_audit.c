@@ -5,9 +5,13 @@
  * and must be idempotent: a second pass changes nothing (what is left
  * matches no pattern).  It is also masked and cut (gd_audit_mask_cut) to
  * a limit taken from its first bytes: the result fits the limit and is
- * a fixed point of both masking and cutting.
+ * a fixed point of both masking and cutting.  And it is the route (and,
+ * its first half, the tenant) of a record cut to a budget taken from its
+ * first bytes (gd_audit_record_text): the record fits, is JSON, and is a
+ * fixed point of the masking.
  */
 #include "gd_audit.h"
+#include "gd_audit_record.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +61,48 @@ static void mask_cut(const uint8_t *data, size_t size)
     free(out);
 }
 
+static void record(const uint8_t *data, size_t size)
+{
+    gd_audit_decision_t d = {0};
+    size_t max, outlen;
+    char *out;
+    json_t *rec;
+
+    if (size < 2) {
+        return;
+    }
+    max = ((size_t)data[0] << 8 | data[1]) % 4096;
+    data += 2;
+    size -= 2;
+
+    d.id = gd_audit_text("0190a3b2-7c4d-7e5f-8a6b-1c2d3e4f5a6b");
+    d.stage = gd_audit_text("authentication");
+    d.reason = gd_audit_text("token_invalid");
+    d.status = 401;
+    d.latency_ms = 0;
+    d.route.data = (const char *)data;
+    d.route.len = size;
+    d.tenant.data = (const char *)data;
+    d.tenant.len = size / 2;
+    d.method = gd_audit_text("GET");
+    d.client_ip = gd_audit_text("127.0.0.1");
+    d.node = gd_audit_text("node");
+
+    if (gd_audit_record_text(&d, max, &out, &outlen) != 0) {
+        return;
+    }
+    if (outlen > max || strlen(out) != outlen) {
+        abort();
+    }
+    rec =
+        json_loadb(out, outlen, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
+    if (!json_is_object(rec) || gd_audit_mask(rec) != 0) {
+        abort();
+    }
+    json_decref(rec);
+    free(out);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     json_t *s = json_stringn((const char *)data, size);
@@ -77,6 +123,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_decref(rec);
 
     mask_cut(data, size);
+    record(data, size);
 
     return 0;
 }

@@ -7,6 +7,7 @@
 
 #include "guardd.h"
 
+#include "gd_audit_record.h"
 #include "gd_reason.h"
 
 #include <string.h>
@@ -155,24 +156,32 @@ static int handle_decide(gd_conn_t *c, gd_frame_t *f)
         const gd_reason_t *rs =
             gd_reason(res.decision == GD_RISK_DENY ? GD_REASON_RISK_DENY
                                                    : GD_REASON_RISK_STEP_UP);
-        json_t *rec = json_pack(
-            "{s:s, s:I, s:s, s:s?, s:s?, s:s?, s:s?, s:s, s:s, s:i, s:s,"
-            " s:i, s:O, s:s, s:s?, s:s, s:b}",
-            "id", idtext, "ts_ms",
-            (json_int_t)((uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000),
-            "tenant", req.tenant, "subject", req.subject, "client_ip",
-            req.client_ip, "method", req.method, "route", req.route, "stage",
-            rs->stage, "outcome", res.shadow ? "shadow_deny" : "deny", "status",
-            rs->status, "reason", rs->name, "score", (int)res.score, "signals",
-            json_object_get(out, "signals"), "policy_version",
-            policies->version, "traceparent", str_member(in, "traceparent"),
-            "node", conf.node, "shadow", res.shadow);
-        if (rec) {
-            json_object_set(rec, "thresholds",
-                            json_object_get(out, "thresholds"));
-        }
-        if (rec == NULL || gd_audit_mask(rec) < 0 ||
-            journal_enqueue(0, 0, rec, id) != 0) {
+        gd_audit_decision_t d = {0};
+        json_t *rec;
+
+        d.id = gd_audit_text(idtext);
+        d.ts_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        d.shadow = res.shadow;
+        d.stage = gd_audit_text(rs->stage);
+        d.reason = gd_audit_text(rs->name);
+        d.status = rs->status;
+        d.latency_ms = -1;
+        d.tenant = gd_audit_text(req.tenant);
+        d.subject = gd_audit_text(req.subject);
+        d.client_ip = gd_audit_text(req.client_ip);
+        d.method = gd_audit_text(req.method);
+        d.route = gd_audit_text(req.route);
+        d.node = gd_audit_text(conf.node);
+        d.policy_version = gd_audit_text(policies->version);
+        d.traceparent = gd_audit_text(str_member(in, "traceparent"));
+        d.has_score = 1;
+        d.score = res.score;
+        d.signals = json_object_get(out, "signals");
+        d.thresholds = json_object_get(out, "thresholds");
+        d.nulls = 1;
+
+        rec = gd_audit_record(&d);
+        if (rec == NULL || journal_enqueue(0, 0, rec, id) != 0) {
             logmsg("error", "decision %s could not be journaled", idtext);
         }
         json_decref(rec);
