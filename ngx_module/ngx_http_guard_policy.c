@@ -229,10 +229,11 @@ ngx_http_guard_policy_find(ngx_http_guard_policies_t *policies,
 
 
 /*
- * The policy stage.  The addressed tenant (guard_tenant), and the policy that applies: the
- * addressed tenant's; with no binding, the tenant the token names, read
- * before verification only when some tenant has keys or issuers of its
- * own (the signature is then checked with that tenant's keys alone).
+ * The policy stage: the addressed tenant (guard_tenant), and the policy
+ * that applies: the addressed tenant's; with no binding, the tenant the
+ * token names, read before verification only when some tenant has keys
+ * or issuers of its own (the signature is then checked with that
+ * tenant's keys alone).
  */
 
 ngx_int_t

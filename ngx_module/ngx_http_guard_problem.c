@@ -295,7 +295,7 @@ ngx_http_guard_www_authenticate(ngx_http_request_t *r,
 }
 
 
-/* "retry soon", for the refusals that pass */
+/* Retry-After: 1, for the refusals that soon pass (concurrency, sidecar) */
 
 static ngx_int_t
 ngx_http_guard_retry_after(ngx_http_request_t *r,
