@@ -3,12 +3,13 @@
 # Guard's refusals with nginx's own mechanisms.  error_page: a refusal
 # whose status the location has an error_page for goes there (401 to a
 # login page, 429 and 503 to a fallback), with the Guard-Decision-Id and
-# RateLimit headers, the refusal counted and logged as ever; a status
+# RateLimit headers, the refusal logged and audited as ever; a status
 # without one is the problem+json body.  satisfy any: Guard's allow
-# admits the request; its 401 and 403 let allow/deny and auth_basic
-# admit it, and when none does the client gets Guard's refusal (or the
-# error_page for it); other refusals (429) end the request at once.  And
-# guard_log_level, the level of the refusal lines.
+# admits the request; its 401 and 403 (also a risk_deny, after waiting
+# for guardd's verdict) let allow/deny and auth_basic admit it, with no
+# refusal logged or audited, and when none does the client gets Guard's
+# refusal (or the error_page for it); other refusals (429) end the
+# request at once.  And guard_log_level, the level of the refusal lines.
 
 use strict;
 use warnings;
@@ -20,6 +21,7 @@ use Test::More;
 use JSON::PP;
 use MIME::Base64 ();
 use Guard::Test;
+use Guard::Frames;
 
 my $t = Guard::Test->new;
 my $dir = $t->dir;
@@ -39,12 +41,47 @@ chomp $hash;
 $t->write_file('htpasswd', "staff:$hash\n");
 chmod 0644, "$dir/htpasswd";
 
+# a stand-in guardd: DECIDE for /risk/ is "unavailable" (sidecar_unavailable),
+# for the others a deny; every AUDIT is written to audits.log and acknowledged
+my $json = JSON::PP->new->canonical;
+my $alog = "$dir/audits.log";
+my $fake = stand_in_guardd("$dir/guardd.sock", 120, sub {
+    my ($type, $id, $body) = @_;
+    my $d = eval { $json->decode($body) } // {};
+    if ($type == 2) {
+        return ($d->{route} // '') =~ m{^/risk/}
+            ? frame(8, $id, { code => 'unavailable', message => 'test' })
+            : frame(3, $id, { decision => 'deny', score => 90, signals => [],
+                              decision_id => sprintf('01900000-0000-7000-8000-%012d',
+                                                     $id) });
+    }
+    return '' unless $type == 4;
+    open my $f, '>>', $alog or die "$alog: $!";
+    print $f join(' ', map { $_ // '-' } @$d{qw(id route outcome reason)}),
+             "\n";
+    close $f;
+    return frame(5, $id, { id => $d->{id}, hash => '0' x 64 });
+});
+END { kill 'KILL', $fake if $fake }
+
+# the audit line of a decision id, once it arrived
+sub audited {
+    my ($id) = @_;
+    for (1 .. 50) {
+        my ($line) = grep { index($_, $id) == 0 }
+                     split /\n/, ($t->read_file('audits.log') // '');
+        return $line if defined $line;
+        select undef, undef, undef, 0.1;
+    }
+    return '';
+}
+
 $t->write_conf(http => <<'CONF');
     log_format guard '$uri $status $guard_decision $guard_reason '
                      '$guard_decision_id';
 
     guard_policies %%DIR%%/pol;
-    guard_sidecar unix:%%DIR%%/nobody-listens.sock timeout=100ms;
+    guard_sidecar unix:%%DIR%%/guardd.sock timeout=2s;
 
     server {
         listen 127.0.0.1:%%PORT_0%%;
@@ -100,6 +137,23 @@ $t->write_conf(http => <<'CONF');
             proxy_pass http://127.0.0.1:%%PORT_1%%;
         }
 
+        # guardd's verdict (a deny) is waited for, then the other
+        # modules decide
+        location /risk-any/ {
+            satisfy any;
+            guard_risk on;
+            allow 127.0.0.1;
+            deny all;
+            proxy_pass http://127.0.0.1:%%PORT_1%%;
+        }
+
+        location /risk-nobody/ {
+            satisfy any;
+            guard_risk on;
+            deny all;
+            proxy_pass http://127.0.0.1:%%PORT_1%%;
+        }
+
         location /basic/ {
             satisfy any;
             auth_basic "staff";
@@ -151,6 +205,7 @@ my $id = $r->{headers}{'guard-decision-id'} // '';
 like($id, $UUID7, 'the page carries the Guard-Decision-Id');
 like(logged($id), qr{^/ep/x 200 deny token_missing \Q$id\E$},
      'the request is logged as refused, with its decision id');
+is(audited($id), "$id /ep/x deny token_missing", 'and audited');
 $t->errlog_like(qr/\[info\].*guard: refused with 401, reason: token_missing, decision: \Q$id\E/,
                 'the refusal line, at info by default');
 
@@ -170,6 +225,7 @@ like($r->{headers}{'ratelimit'} // '', qr/"api";r=0/,
      'and the RateLimit fields of the refusal');
 like(logged($id), qr{^/ep/x 200 deny rate_limited \Q$id\E$},
      'rate refusal logged with its decision id');
+is(audited($id), "$id /ep/x deny rate_limited", 'and audited');
 
 # a status without an error_page: the problem+json body as ever
 $r = $t->get('/ep/x', headers => [Authorization => "Bearer $none"]);
@@ -184,6 +240,7 @@ is($r->{headers}{'retry-after'}, '1', 'with the refusal\'s Retry-After');
 $id = $r->{headers}{'guard-decision-id'} // '';
 like(logged($id), qr{^/risk/x 200 deny sidecar_unavailable \Q$id\E$},
      'sidecar refusal logged with its decision id');
+is(audited($id), "$id /risk/x deny sidecar_unavailable", 'and audited');
 
 # guard_log_level
 $r = $t->get('/quiet/x');
@@ -203,6 +260,8 @@ ok(!defined $r->{headers}{'guard-decision-id'}
    'without the headers of a refusal');
 $t->errlog_unlike(qr/guard: refused.*request: "GET \/any\/x /,
                   'and no refusal is counted or logged for it');
+my ($admitted) = logged('/any/x 200') =~ /^\/any\/x 200 deny token_missing (\S+)$/;
+ok($admitted, '$guard_decision and $guard_reason say what Guard decided');
 
 $r = $t->get('/any/x', headers => [Authorization => "Bearer $acme"]);
 is($r->{body}, "backend /any/x\n", 'satisfy any: Guard\'s allow admits');
@@ -212,6 +271,7 @@ $id = problem_ok($r, 'token_missing',
                  'satisfy any, deny all, no token: Guard\'s refusal');
 like(logged($id), qr{^/nobody/x 401 deny token_missing \Q$id\E$},
      'logged as Guard\'s refusal');
+is(audited($id), "$id /nobody/x deny token_missing", 'and audited');
 $t->errlog_like(qr/guard: refused with 401, reason: token_missing, decision: \Q$id\E/,
                 'the refusal line');
 
@@ -239,6 +299,22 @@ ok((grep { /^Basic realm="staff"/ } @wa) && (grep { /^Bearer realm="guard"/ } @w
 $r = $t->get('/basic/x');
 is($r->{status}, 401, 'satisfy any, no credentials at all: 401');
 like($r->{body}, qr/"reason":"token_missing"/, 'Guard\'s refusal');
+
+# risk: the request waits for guardd's deny, resumes, and then allow
+# admits it; where nothing admits it, Guard's 403 with guardd's id
+$r = $t->get('/risk-any/x', headers => [Authorization => "Bearer $acme"]);
+is($r->{status}, 200, 'satisfy any: allow admits a request guardd denies');
+is($r->{body}, "backend /risk-any/x\n", 'after the verdict');
+
+$r = $t->get('/risk-nobody/x', headers => [Authorization => "Bearer $acme"]);
+$id = problem_ok($r, 'risk_deny', 'satisfy any, deny all: Guard\'s risk_deny');
+like($id, qr/^01900000-0000-7000-8000-/, 'with guardd\'s decision id');
+is(audited($id), "$id /risk-nobody/x deny risk_deny", 'and audited');
+
+# the admitted requests left no audit record
+ok(length(audited($id)) && !grep({ /\/any\/x|\/risk-any\// }
+                                 split /\n/, $t->read_file('audits.log')),
+   'no audit record for the requests another module admitted');
 
 # a refusal other than 401/403 does not wait for the other modules
 $r = $t->get('/basic/x', headers => [Authorization => "Bearer $slow"]);
