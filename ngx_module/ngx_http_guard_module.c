@@ -377,34 +377,33 @@ ngx_http_guard_handler(ngx_http_request_t *r)
         ngx_http_guard_reset_ctx(ctx, glcf);
     }
 
-    for ( ;; ) {
-        stage = &ngx_http_guard_stages[ctx->stage];
-
-        if (stage->check == NULL) {
-            break;
-        }
-
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "guard: %V stage", &stage->name);
+    for (stage = &ngx_http_guard_stages[ctx->stage]; stage->check; stage++) {
 
         shadow = 0;
         rc = stage->check(r, ctx, &shadow);
+
+        if (rc == NGX_HTTP_GUARD_OK) {
+            continue;
+        }
+
+        ctx->stage = stage - ngx_http_guard_stages;
 
         if (rc == NGX_AGAIN) {
             /* the stage resumes the request; it continues here */
             return NGX_AGAIN;
         }
 
-        if (rc != NGX_HTTP_GUARD_OK) {
-            if (!shadow) {
-                return ngx_http_guard_refused(r, ctx, rc);
-            }
+        if (!shadow) {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "guard: refused by the %V stage", &stage->name);
 
-            ngx_http_guard_shadow(r, ctx, rc);
+            return ngx_http_guard_refused(r, ctx, rc);
         }
 
-        ctx->stage++;
+        ngx_http_guard_shadow(r, ctx, rc);
     }
+
+    ctx->stage = stage - ngx_http_guard_stages;
 
     ctx->reason = NGX_HTTP_GUARD_OK;
     ctx->decided = 1;
