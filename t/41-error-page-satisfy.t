@@ -57,7 +57,7 @@ my $fake = stand_in_guardd("$dir/guardd.sock", 120, sub {
     }
     return '' unless $type == 4;
     open my $f, '>>', $alog or die "$alog: $!";
-    print $f join(' ', map { $_ // '-' } @$d{qw(id route outcome reason)}),
+    print $f join(' ', map { $_ // '-' } @$d{qw(id route outcome reason status)}),
              "\n";
     close $f;
     return frame(5, $id, { id => $d->{id}, hash => '0' x 64 });
@@ -205,7 +205,8 @@ my $id = $r->{headers}{'guard-decision-id'} // '';
 like($id, $UUID7, 'the page carries the Guard-Decision-Id');
 like(logged($id), qr{^/ep/x 200 deny token_missing \Q$id\E$},
      'the request is logged as refused, with its decision id');
-is(audited($id), "$id /ep/x deny token_missing", 'and audited');
+is(audited($id), "$id /ep/x deny token_missing 200",
+   'and audited, with the status sent');
 $t->errlog_like(qr/\[info\].*guard: refused with 401, reason: token_missing, decision: \Q$id\E/,
                 'the refusal line, at info by default');
 
@@ -225,7 +226,7 @@ like($r->{headers}{'ratelimit'} // '', qr/"api";r=0/,
      'and the RateLimit fields of the refusal');
 like(logged($id), qr{^/ep/x 200 deny rate_limited \Q$id\E$},
      'rate refusal logged with its decision id');
-is(audited($id), "$id /ep/x deny rate_limited", 'and audited');
+is(audited($id), "$id /ep/x deny rate_limited 200", 'and audited');
 
 # a status without an error_page: the problem+json body as ever
 $r = $t->get('/ep/x', headers => [Authorization => "Bearer $none"]);
@@ -240,7 +241,7 @@ is($r->{headers}{'retry-after'}, '1', 'with the refusal\'s Retry-After');
 $id = $r->{headers}{'guard-decision-id'} // '';
 like(logged($id), qr{^/risk/x 200 deny sidecar_unavailable \Q$id\E$},
      'sidecar refusal logged with its decision id');
-is(audited($id), "$id /risk/x deny sidecar_unavailable", 'and audited');
+is(audited($id), "$id /risk/x deny sidecar_unavailable 200", 'and audited');
 
 # guard_log_level
 $r = $t->get('/quiet/x');
@@ -271,7 +272,7 @@ $id = problem_ok($r, 'token_missing',
                  'satisfy any, deny all, no token: Guard\'s refusal');
 like(logged($id), qr{^/nobody/x 401 deny token_missing \Q$id\E$},
      'logged as Guard\'s refusal');
-is(audited($id), "$id /nobody/x deny token_missing", 'and audited');
+is(audited($id), "$id /nobody/x deny token_missing 401", 'and audited');
 $t->errlog_like(qr/guard: refused with 401, reason: token_missing, decision: \Q$id\E/,
                 'the refusal line');
 
@@ -309,7 +310,7 @@ is($r->{body}, "backend /risk-any/x\n", 'after the verdict');
 $r = $t->get('/risk-nobody/x', headers => [Authorization => "Bearer $acme"]);
 $id = problem_ok($r, 'risk_deny', 'satisfy any, deny all: Guard\'s risk_deny');
 like($id, qr/^01900000-0000-7000-8000-/, 'with guardd\'s decision id');
-is(audited($id), "$id /risk-nobody/x deny risk_deny", 'and audited');
+is(audited($id), "$id /risk-nobody/x deny risk_deny 403", 'and audited');
 
 # the admitted requests left no audit record
 ok(length(audited($id)) && !grep({ /\/any\/x|\/risk-any\// }
