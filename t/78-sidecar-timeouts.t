@@ -13,31 +13,17 @@ use lib "$FindBin::Bin/lib";
 
 use Test::More;
 use IO::Socket::INET;
-use IO::Socket::UNIX;
-use POSIX ();
 use Time::HiRes qw(sleep time);
 use Guard::Test qw(:DEFAULT wait_for);
+use Guard::Frames;
 
 my $t = Guard::Test->new;
 my $dir = $t->dir;
 my $sock = "$dir/silent.sock";
 
-# a sidecar that accepts and reads, and never answers
-my $silent = fork // die;
-if ($silent == 0) {
-    my $l = IO::Socket::UNIX->new(Local => $sock, Listen => 16,
-                                  Type => SOCK_STREAM) or POSIX::_exit(1);
-    chmod 0666, $sock;
-    my @held;
-    my $end = time + 60;
-    while (time < $end) {
-        my $c = $l->accept or next;
-        push @held, $c;
-    }
-    POSIX::_exit(0);
-}
+# a sidecar that says HELLO, reads, and never answers
+my $silent = stand_in_guardd($sock, 60, sub { '' });
 END { kill 'KILL', $silent if $silent }
-for (1 .. 100) { last if -S $sock; sleep 0.05 }
 
 $t->write_conf(http => <<'CONF');
     guard_sidecar unix:%%DIR%%/silent.sock timeout=100ms connections=1;
