@@ -316,7 +316,7 @@ ngx_http_guard_rate_report(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 }
 
 
-ngx_http_guard_reason_e
+ngx_int_t
 ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     ngx_uint_t *shadow)
 {
@@ -587,7 +587,7 @@ ngx_http_guard_limit_refund(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
 }
 
 
-ngx_http_guard_reason_e
+ngx_int_t
 ngx_http_guard_limit_concurrency(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx, ngx_uint_t *shadow)
 {

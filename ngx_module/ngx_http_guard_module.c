@@ -4,51 +4,37 @@
  *
  * ngx_http_guard_module: inline enforcement for multi-tenant API gateways.
  *
- * This file holds the directives, the configuration, the access phase
- * handler that runs the stages in their fixed order, and the variables.
+ * This file holds the directives, the configuration, and the access
+ * phase handler that runs the stages of the request path (the table
+ * below, docs/request-path.md) in their fixed order.
  */
 
 
 #include "ngx_http_guard_module.h"
+#include "ngx_http_guard_ctx.h"
+#include "ngx_http_guard_variables.h"
 #include "ngx_http_guard_jwt.h"
+#include "ngx_http_guard_auth.h"
 #include "ngx_http_guard_tenant.h"
-#include "ngx_http_guard_cache.h"
 #include "ngx_http_guard_zone.h"
 #include "ngx_http_guard_problem.h"
 #include "ngx_http_guard_policy.h"
 #include "ngx_http_guard_residency.h"
 #include "ngx_http_guard_limit.h"
+#include "ngx_http_guard_risk.h"
 #include "ngx_http_guard_metrics.h"
 #include "ngx_http_guard_sidecar.h"
 #include "ngx_http_guard_audit.h"
 
-#include "gd_uuid.h"
-
-#include <openssl/evp.h>
-
-
-typedef ngx_http_guard_reason_e (*ngx_http_guard_stage_pt)(
-    ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx, ngx_uint_t *shadow);
-
 
 static ngx_int_t ngx_http_guard_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_guard_select_policy(ngx_http_request_t *r,
-    ngx_http_guard_loc_conf_t *conf, ngx_http_guard_main_conf_t *gmcf,
-    ngx_http_guard_ctx_t *ctx, ngx_str_t *token);
-static ngx_http_guard_reason_e ngx_http_guard_authenticate(
-    ngx_http_request_t *r, ngx_http_guard_loc_conf_t *conf,
-    ngx_http_guard_ctx_t *ctx, ngx_str_t *token,
-    ngx_http_guard_keyset_t *keys, ngx_array_t *issuers);
-static ngx_http_guard_reason_e ngx_http_guard_auth_shadow(
-    ngx_http_request_t *r, ngx_http_guard_loc_conf_t *conf,
-    ngx_http_guard_ctx_t *ctx, ngx_str_t *token,
-    ngx_http_guard_policy_t *gp);
+static ngx_int_t ngx_http_guard_refused(ngx_http_request_t *r,
+    ngx_http_guard_ctx_t *ctx, ngx_http_guard_reason_e reason);
+static ngx_int_t ngx_http_guard_allowed(ngx_http_request_t *r);
+static ngx_int_t ngx_http_guard_satisfy_any_handler(ngx_http_request_t *r);
 static void ngx_http_guard_shadow(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx, ngx_http_guard_reason_e reason);
 static ngx_int_t ngx_http_guard_header_filter(ngx_http_request_t *r);
-static ngx_http_guard_ctx_t *ngx_http_guard_get_ctx(ngx_http_request_t *r);
-static ngx_http_guard_ctx_t *ngx_http_guard_create_ctx(ngx_http_request_t *r);
-static void ngx_http_guard_ctx_cleanup(void *data);
 static ngx_int_t ngx_http_guard_log_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_guard_init_process(ngx_cycle_t *cycle);
 static void ngx_http_guard_exit_process(ngx_cycle_t *cycle);
@@ -56,19 +42,11 @@ static void ngx_http_guard_exit_master(ngx_cycle_t *cycle);
 static ngx_http_guard_main_conf_t *ngx_http_guard_cycle_main_conf(
     ngx_cycle_t *cycle);
 
-static ngx_int_t ngx_http_guard_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
-static ngx_int_t ngx_http_guard_claim_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
-static ngx_int_t ngx_http_guard_policy_version_variable(
-    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
-
 static void *ngx_http_guard_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_guard_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_guard_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_guard_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
-static ngx_int_t ngx_http_guard_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_guard_init(ngx_conf_t *cf);
 
 static char *ngx_http_guard_jwt_keys(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -92,6 +70,17 @@ static ngx_conf_enum_t  ngx_http_guard_risk_modes[] = {
 static ngx_conf_enum_t  ngx_http_guard_risk_fail_modes[] = {
     { ngx_string("closed"), 0 },
     { ngx_string("open"), 1 },
+    { ngx_null_string, 0 }
+};
+
+
+/* as limit_req_log_level */
+
+static ngx_conf_enum_t  ngx_http_guard_refusal_log_levels[] = {
+    { ngx_string("info"), NGX_LOG_INFO },
+    { ngx_string("notice"), NGX_LOG_NOTICE },
+    { ngx_string("warn"), NGX_LOG_WARN },
+    { ngx_string("error"), NGX_LOG_ERR },
     { ngx_null_string, 0 }
 };
 
@@ -250,6 +239,13 @@ static ngx_command_t  ngx_http_guard_commands[] = {
       0,
       NULL },
 
+    { ngx_string("guard_log_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_guard_loc_conf_t, log_level),
+      &ngx_http_guard_refusal_log_levels },
+
     { ngx_string("guard_limit_headers"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -292,70 +288,38 @@ ngx_module_t  ngx_http_guard_module = {
 };
 
 
-enum {
-    NGX_HTTP_GUARD_VAR_TENANT = 0,
-    NGX_HTTP_GUARD_VAR_SUBJECT,
-    NGX_HTTP_GUARD_VAR_DECISION,
-    NGX_HTTP_GUARD_VAR_REASON,
-    NGX_HTTP_GUARD_VAR_DECISION_ID,
-    NGX_HTTP_GUARD_VAR_TOKEN_CACHE,
-    NGX_HTTP_GUARD_VAR_LIMIT_REMAINING,
-    NGX_HTTP_GUARD_VAR_RISK_SCORE
+
+
+/*
+ * The request path: the stages in the order they run.  A stage that
+ * passes moves ctx->stage on; a stage that waits leaves it where it is,
+ * and the resumed request continues there.  Adding a stage is a file of
+ * its own and a row here (ngx_http_guard_stage_t): check for the access
+ * phase, outcome for the log phase once the response is known.
+ */
+
+static ngx_http_guard_stage_t  ngx_http_guard_stages[] = {
+
+    { ngx_string("token"), ngx_http_guard_auth_token, NULL },
+    { ngx_string("policy"), ngx_http_guard_policy_select, NULL },
+    { ngx_string("authentication"), ngx_http_guard_auth_check, NULL },
+    { ngx_string("tenant"), ngx_http_guard_tenant_check, NULL },
+    { ngx_string("shadow authentication"), ngx_http_guard_auth_shadow_check,
+      NULL },
+    { ngx_string("residency"), ngx_http_guard_residency_check, NULL },
+
+    /*
+     * the rate stage charges the tenant's rules; a refusal by any later
+     * stage gives the charges back (ngx_http_guard_refuse())
+     */
+    { ngx_string("rate"), ngx_http_guard_limit_rate, NULL },
+    { ngx_string("concurrency"), ngx_http_guard_limit_concurrency, NULL },
+
+    /* the one stage that may wait (NGX_AGAIN) */
+    { ngx_string("risk"), ngx_http_guard_risk, NULL },
+
+    { ngx_null_string, NULL, NULL }
 };
-
-
-static ngx_http_variable_t  ngx_http_guard_vars[] = {
-
-    { ngx_string("guard_tenant"), NULL, ngx_http_guard_variable,
-      NGX_HTTP_GUARD_VAR_TENANT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("guard_subject"), NULL, ngx_http_guard_variable,
-      NGX_HTTP_GUARD_VAR_SUBJECT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("guard_decision"), NULL, ngx_http_guard_variable,
-      NGX_HTTP_GUARD_VAR_DECISION, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("guard_reason"), NULL, ngx_http_guard_variable,
-      NGX_HTTP_GUARD_VAR_REASON, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("guard_decision_id"), NULL, ngx_http_guard_variable,
-      NGX_HTTP_GUARD_VAR_DECISION_ID, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("guard_token_cache"), NULL, ngx_http_guard_variable,
-      NGX_HTTP_GUARD_VAR_TOKEN_CACHE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("guard_limit_remaining"), NULL, ngx_http_guard_variable,
-      NGX_HTTP_GUARD_VAR_LIMIT_REMAINING, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("guard_risk_score"), NULL, ngx_http_guard_variable,
-      NGX_HTTP_GUARD_VAR_RISK_SCORE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("guard_policy_version"), NULL,
-      ngx_http_guard_policy_version_variable, 0, 0, 0 },
-
-    { ngx_string("guard_claim_"), NULL, ngx_http_guard_claim_variable,
-      0, NGX_HTTP_VAR_PREFIX|NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-      ngx_http_null_variable
-};
-
-
-static ngx_str_t  ngx_http_guard_decisions[] = {
-    ngx_string("allow"),
-    ngx_string("deny"),
-    ngx_string("shadow_deny")
-};
-
-
-static ngx_str_t  ngx_http_guard_cache_statuses[] = {
-    ngx_null_string,
-    ngx_string("hit"),
-    ngx_string("miss"),
-    ngx_string("off")
-};
-
-
-static gd_uuid_gen_t  ngx_http_guard_uuid_gen;
 
 
 /*
@@ -373,29 +337,11 @@ ngx_connection_t  ngx_http_guard_event_connection;
 static ngx_int_t
 ngx_http_guard_handler(ngx_http_request_t *r)
 {
-    ngx_str_t                    token;
     ngx_int_t                    rc;
-    ngx_uint_t                   i, shadow;
-    ngx_array_t                 *issuers;
+    ngx_uint_t                   shadow;
     ngx_http_guard_ctx_t        *ctx;
-    ngx_http_guard_policy_t     *gp;
-    ngx_http_guard_keyset_t     *keys;
-    ngx_http_guard_reason_e      reason, shadowed;
+    ngx_http_guard_stage_t      *stage;
     ngx_http_guard_loc_conf_t   *glcf;
-    ngx_http_guard_main_conf_t  *gmcf;
-
-    /*
-     * The stages, in order, then the risk verdict.  The rate stage
-     * charges the tenant's rules; a refusal by any later stage gives the
-     * charges back (ngx_http_guard_refuse()).
-     */
-
-    static ngx_http_guard_stage_pt  stages[] = {
-        ngx_http_guard_residency_check,
-        ngx_http_guard_limit_rate,
-        ngx_http_guard_limit_concurrency,
-        NULL
-    };
 
     glcf = ngx_http_get_module_loc_conf(r, ngx_http_guard_module);
 
@@ -411,126 +357,53 @@ ngx_http_guard_handler(ngx_http_request_t *r)
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-    } else if (ctx->decided && ctx->conf == glcf) {
-        /* an internal redirect within the same guard configuration */
+        ctx->conf = glcf;
+
+    } else if (ctx->denied) {
+        /* refused, and redirected: an error_page is served */
         return NGX_DECLINED;
 
-    } else if (ctx->conf == glcf && ctx->risk != NGX_HTTP_GUARD_RISK_NONE) {
-        /* resumed by guardd's verdict, or by its timer */
-        goto risk;
+    } else if (ctx->conf == glcf) {
+
+        if (ctx->decided) {
+            /* an internal redirect within the same guard configuration */
+            return ngx_http_guard_allowed(r);
+        }
+
+        /* resumed after waiting (a VERDICT, or its timer): at its stage */
 
     } else {
         /* an internal redirect to other guard settings: decide again */
-        if (ctx->payload) {
-            json_decref(ctx->payload);
-            ctx->payload = NULL;
-        }
-
-        ngx_memzero(&ctx->claims, sizeof(ngx_http_guard_claims_t));
-        ngx_str_null(&ctx->tenant);
-        ctx->policy = NULL;
-        ctx->risk = NGX_HTTP_GUARD_RISK_NONE;
-        ctx->decided = 0;
-        ctx->authenticated = 0;
+        ngx_http_guard_reset_ctx(ctx, glcf);
     }
 
-    ctx->conf = glcf;
+    for (stage = &ngx_http_guard_stages[ctx->stage]; stage->check; stage++) {
 
-    gmcf = ngx_http_get_module_main_conf(r, ngx_http_guard_module);
-
-    rc = ngx_http_guard_jwt_token(r, glcf, &token);
-
-    if (rc == NGX_ERROR) {
-        return ngx_http_guard_refuse(r, ctx, NGX_HTTP_GUARD_INTERNAL_ERROR);
-    }
-
-    if (rc == NGX_DECLINED) {
-        return ngx_http_guard_refuse(r, ctx, NGX_HTTP_GUARD_TOKEN_MISSING);
-    }
-
-    /* the tenant's policy decides which keys and issuers count */
-
-    if (ngx_http_guard_select_policy(r, glcf, gmcf, ctx, &token) != NGX_OK) {
-        return ngx_http_guard_refuse(r, ctx, NGX_HTTP_GUARD_INTERNAL_ERROR);
-    }
-
-    gp = ctx->policy;
-    keys = glcf->keys;
-    issuers = glcf->issuers;
-    shadow = 0;
-
-    if (gp && (gp->keys || gp->issuers)) {
-        if (gp->p->shadow || gp->p->auth_shadow) {
-            shadow = 1;
-
-        } else {
-            keys = gp->keys ? gp->keys : keys;
-            issuers = gp->issuers ? gp->issuers : issuers;
-        }
-    }
-
-    reason = ngx_http_guard_authenticate(r, glcf, ctx, &token, keys,
-                                         issuers);
-
-    /* in shadow mode: would the tenant's own keys and issuers refuse? */
-    shadowed = NGX_HTTP_GUARD_OK;
-
-    if (reason == NGX_HTTP_GUARD_OK && shadow) {
-        shadowed = ngx_http_guard_auth_shadow(r, glcf, ctx, &token, gp);
-    }
-
-    if (reason == NGX_HTTP_GUARD_OK) {
-        reason = ngx_http_guard_tenant_bind(r, glcf, ctx);
-    }
-
-    if (reason != NGX_HTTP_GUARD_OK) {
-        return ngx_http_guard_refuse(r, ctx, reason);
-    }
-
-    if (shadowed != NGX_HTTP_GUARD_OK) {
-        ngx_http_guard_shadow(r, ctx, shadowed);
-    }
-
-    if (ctx->policy == NULL) {
-        /* nothing bound: the policy of the token's (verified) tenant */
-        ctx->policy = ngx_http_guard_policy_find(gmcf->policies,
-                                                 &ctx->tenant);
-    }
-
-    for (i = 0; stages[i]; i++) {
         shadow = 0;
-        reason = stages[i](r, ctx, &shadow);
+        rc = stage->check(r, ctx, &shadow);
 
-        if (reason == NGX_HTTP_GUARD_OK) {
+        if (rc == NGX_HTTP_GUARD_OK) {
             continue;
         }
 
-        if (!shadow) {
-            return ngx_http_guard_refuse(r, ctx, reason);
-        }
+        ctx->stage = stage - ngx_http_guard_stages;
 
-        ngx_http_guard_shadow(r, ctx, reason);
-    }
-
-risk:
-
-    /* risk delegation: the only stage that may wait */
-
-    if (glcf->risk != NGX_HTTP_GUARD_RISK_OFF) {
-        shadow = 0;
-
-        if (ngx_http_guard_risk(r, ctx, &reason, &shadow) == NGX_AGAIN) {
+        if (rc == NGX_AGAIN) {
+            /* the stage resumes the request; it continues here */
             return NGX_AGAIN;
         }
 
-        if (reason != NGX_HTTP_GUARD_OK) {
-            if (!shadow) {
-                return ngx_http_guard_refuse(r, ctx, reason);
-            }
+        if (!shadow) {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "guard: refused by the %V stage", &stage->name);
 
-            ngx_http_guard_shadow(r, ctx, reason);
+            return ngx_http_guard_refused(r, ctx, rc);
         }
+
+        ngx_http_guard_shadow(r, ctx, rc);
     }
+
+    ctx->stage = stage - ngx_http_guard_stages;
 
     ctx->reason = NGX_HTTP_GUARD_OK;
     ctx->decided = 1;
@@ -542,96 +415,88 @@ risk:
                    &ctx->tenant, (size_t) NGX_HTTP_GUARD_ID_LEN,
                    ngx_http_guard_decision_id(r, ctx));
 
-    /* no opinion for the other access modules: they still apply */
-
-    return NGX_DECLINED;
+    return ngx_http_guard_allowed(r);
 }
 
 
 /*
- * The addressed tenant (guard_tenant), and the policy that applies: the
- * addressed tenant's; with no binding, the tenant the token names, read
- * before verification only when some tenant has keys or issuers of its
- * own (the signature is then checked with that tenant's keys alone).
+ * An allow.  Guard has no opinion for the other access modules, which
+ * still apply (NGX_DECLINED); under "satisfy any" it admits the request
+ * (NGX_OK), as allow and auth_basic do.
  */
 
 static ngx_int_t
-ngx_http_guard_select_policy(ngx_http_request_t *r,
-    ngx_http_guard_loc_conf_t *conf, ngx_http_guard_main_conf_t *gmcf,
-    ngx_http_guard_ctx_t *ctx, ngx_str_t *token)
+ngx_http_guard_allowed(ngx_http_request_t *r)
 {
-    json_t                   *payload;
-    ngx_int_t                 rc;
-    ngx_http_guard_claims_t   peek;
+    ngx_http_core_loc_conf_t  *clcf;
 
-    if (conf->tenant) {
-        if (ngx_http_complex_value(r, conf->tenant, &ctx->addressed)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
-        ctx->policy = ngx_http_guard_policy_find(gmcf->policies,
-                                                 &ctx->addressed);
-        return NGX_OK;
-    }
-
-    if (gmcf->policies == NULL || !gmcf->policies->tenant_auth) {
-        return NGX_OK;
-    }
-
-    payload = ngx_http_guard_jwt_peek(r, token);
-
-    if (payload == NULL) {
-        /* a malformed token: verification will say so */
-        return NGX_OK;
-    }
-
-    ngx_memzero(&peek, sizeof(ngx_http_guard_claims_t));
-
-    rc = ngx_http_guard_tenant_extract(r, &conf->tenant_claim, payload,
-                                       &peek);
-    json_decref(payload);
-
-    if (rc != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (peek.ntenants) {
-        ctx->policy = ngx_http_guard_policy_find(gmcf->policies,
-                                                 &peek.tenants[0]);
-    }
-
-    return NGX_OK;
+    return (clcf->satisfy == NGX_HTTP_SATISFY_ANY) ? NGX_OK : NGX_DECLINED;
 }
 
 
 /*
- * A tenant's own keys and issuers in shadow mode: the token was accepted
- * with the location's; would the tenant's have accepted it too?
+ * A refusal.  Under "satisfy any" a 401 or 403 waits for the other
+ * access modules: one that admits the request wins, as with auth_basic
+ * and allow; when none does, ngx_http_guard_satisfy_any_handler() gives
+ * Guard's refusal.  Any other refusal ends the request at once.
  */
 
-static ngx_http_guard_reason_e
-ngx_http_guard_auth_shadow(ngx_http_request_t *r,
-    ngx_http_guard_loc_conf_t *conf, ngx_http_guard_ctx_t *ctx,
-    ngx_str_t *token, ngx_http_guard_policy_t *gp)
+static ngx_int_t
+ngx_http_guard_refused(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
+    ngx_http_guard_reason_e reason)
 {
-    ngx_http_guard_ctx_t     try;
-    ngx_http_guard_reason_e  reason;
+    ngx_uint_t                 status;
+    ngx_http_core_loc_conf_t  *clcf;
 
-    ngx_memzero(&try, sizeof(ngx_http_guard_ctx_t));
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+    status = ngx_http_guard_reason_status(reason);
 
-    reason = ngx_http_guard_authenticate(r, conf, &try, token,
-                                         gp->keys ? gp->keys : conf->keys,
-                                         gp->issuers ? gp->issuers
-                                                     : conf->issuers);
-    if (try.payload) {
-        json_decref(try.payload);
+    if (clcf->satisfy == NGX_HTTP_SATISFY_ANY
+        && (status == NGX_HTTP_UNAUTHORIZED || status == NGX_HTTP_FORBIDDEN))
+    {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "guard: refusal %V waits for satisfy any",
+                       ngx_http_guard_reason_name(reason));
+
+        /* Guard's decision; counted, logged and audited if it stands */
+        ctx->reason = reason;
+        ctx->decided = 1;
+        ctx->denied = 1;
+        ctx->deferred = 1;
+
+        return status;
     }
 
-    return reason;
+    return ngx_http_guard_refuse(r, ctx, reason);
 }
 
+
+/*
+ * Under "satisfy any": the last access handler of the location (it sits
+ * after every other one).  Reached only when none admitted the request;
+ * if Guard refused it, Guard's refusal is the answer.
+ */
+
+static ngx_int_t
+ngx_http_guard_satisfy_any_handler(ngx_http_request_t *r)
+{
+    ngx_http_guard_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_guard_module);
+
+    if (ctx == NULL || !ctx->deferred) {
+        return NGX_DECLINED;
+    }
+
+    ctx->deferred = 0;
+
+    return ngx_http_guard_refuse(r, ctx, ctx->reason);
+}
+
+
+/* the one record of a shadow refusal, whichever stage made it */
 
 static void
 ngx_http_guard_shadow(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
@@ -652,511 +517,6 @@ ngx_http_guard_shadow(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
                   "decision: %*s", ngx_http_guard_reason_name(reason),
                   &ctx->tenant, (size_t) NGX_HTTP_GUARD_ID_LEN,
                   ngx_http_guard_decision_id(r, ctx));
-}
-
-
-static ngx_http_guard_reason_e
-ngx_http_guard_authenticate(ngx_http_request_t *r,
-    ngx_http_guard_loc_conf_t *conf, ngx_http_guard_ctx_t *ctx,
-    ngx_str_t *token, ngx_http_guard_keyset_t *keys, ngx_array_t *issuers)
-{
-    u_char                   key[NGX_HTTP_GUARD_HASH_LEN];
-    ngx_int_t                rc;
-    ngx_http_guard_reason_e  reason;
-
-    if (token->len > NGX_HTTP_GUARD_TOKEN_MAX) {
-        return NGX_HTTP_GUARD_TOKEN_OVERSIZE;
-    }
-
-    ctx->cache_status = NGX_HTTP_GUARD_CACHE_OFF;
-
-    if (conf->cache) {
-        if (ngx_http_guard_cache_key(
-                ngx_http_guard_jwt_keyset_fingerprint(keys),
-                &conf->tenant_claim.name, token, key)
-            != NGX_OK)
-        {
-            return NGX_HTTP_GUARD_INTERNAL_ERROR;
-        }
-
-        rc = ngx_http_guard_cache_get(r, key, &ctx->claims);
-
-        if (rc == NGX_ERROR) {
-            return NGX_HTTP_GUARD_INTERNAL_ERROR;
-        }
-
-        if (rc == NGX_OK) {
-            ctx->cache_status = NGX_HTTP_GUARD_CACHE_HIT;
-            ctx->authenticated = 1;
-
-            /* a cached token still meets exp, nbf, iss and aud */
-            return ngx_http_guard_jwt_check(r, conf, issuers, &ctx->claims);
-        }
-
-        ctx->cache_status = NGX_HTTP_GUARD_CACHE_MISS;
-    }
-
-    reason = ngx_http_guard_jwt_verify(r, keys, token, &ctx->payload,
-                                       &ctx->claims.payload);
-    if (reason != NGX_HTTP_GUARD_OK) {
-        return reason;
-    }
-
-    reason = ngx_http_guard_jwt_claims(r, ctx->payload, &ctx->claims);
-    if (reason != NGX_HTTP_GUARD_OK) {
-        return reason;
-    }
-
-    if (ngx_http_guard_tenant_extract(r, &conf->tenant_claim, ctx->payload,
-                                      &ctx->claims)
-        != NGX_OK)
-    {
-        return NGX_HTTP_GUARD_INTERNAL_ERROR;
-    }
-
-    ctx->authenticated = 1;
-
-    if (conf->cache) {
-        ngx_http_guard_cache_put(r, key, &ctx->claims);
-    }
-
-    return ngx_http_guard_jwt_check(r, conf, issuers, &ctx->claims);
-}
-
-
-/*
- * The context is kept in a pool cleanup as well, so that it survives
- * internal redirects, which clear module contexts (as realip does).
- */
-
-static ngx_http_guard_ctx_t *
-ngx_http_guard_get_ctx(ngx_http_request_t *r)
-{
-    ngx_pool_cleanup_t    *cln;
-    ngx_http_guard_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_guard_module);
-
-    if (ctx || !(r->internal || r->filter_finalize)) {
-        return ctx;
-    }
-
-    for (cln = r->pool->cleanup; cln; cln = cln->next) {
-        if (cln->handler == ngx_http_guard_ctx_cleanup) {
-            ctx = cln->data;
-            ngx_http_set_ctx(r, ctx, ngx_http_guard_module);
-            return ctx;
-        }
-    }
-
-    return NULL;
-}
-
-
-static ngx_http_guard_ctx_t *
-ngx_http_guard_create_ctx(ngx_http_request_t *r)
-{
-    ngx_pool_cleanup_t    *cln;
-    ngx_http_guard_ctx_t  *ctx;
-
-    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_guard_ctx_t));
-    if (cln == NULL) {
-        return NULL;
-    }
-
-    ctx = cln->data;
-    ngx_memzero(ctx, sizeof(ngx_http_guard_ctx_t));
-
-    cln->handler = ngx_http_guard_ctx_cleanup;
-
-    ngx_http_set_ctx(r, ctx, ngx_http_guard_module);
-
-    return ctx;
-}
-
-
-/*
- * The decision id, a UUIDv7, made when first needed: by a refusal, a
- * variable or a log line.  Returns NULL when there is no randomness.
- */
-
-u_char *
-ngx_http_guard_decision_id(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
-{
-    u_char       id[GD_UUID_LEN];
-    uint64_t     ms;
-    ngx_log_t    log;
-    ngx_time_t  *tp;
-
-    if (ctx->has_id) {
-        return ctx->decision_id;
-    }
-
-    tp = ngx_timeofday();
-    ms = (uint64_t) tp->sec * 1000 + tp->msec;
-
-    if (gd_uuid7_next(&ngx_http_guard_uuid_gen, ms, id) != 0) {
-        ngx_log_error(NGX_LOG_ALERT,
-                      ngx_http_guard_request_log(r, &log), 0,
-                      "guard: no randomness for a decision id");
-        return NULL;
-    }
-
-    gd_uuid_format(id, (char *) ctx->decision_id);
-    ctx->has_id = 1;
-
-    return ctx->decision_id;
-}
-
-
-static void
-ngx_http_guard_ctx_cleanup(void *data)
-{
-    ngx_http_guard_ctx_t  *ctx = data;
-
-    if (ctx->payload) {
-        json_decref(ctx->payload);
-        ctx->payload = NULL;
-    }
-}
-
-
-/* variables */
-
-/* values with control characters never reach headers or logs */
-
-static ngx_int_t
-ngx_http_guard_set_value(ngx_http_variable_value_t *v, ngx_str_t *s)
-{
-    u_char  *p, *last;
-
-    last = s->data + s->len;
-
-    for (p = s->data; p < last; p++) {
-        if (*p < 0x20 || *p == 0x7f) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-    }
-
-    v->len = s->len;
-    v->data = s->data;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_guard_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
-    uintptr_t data)
-{
-    ngx_str_t              s;
-    ngx_http_guard_ctx_t  *ctx;
-
-    ctx = ngx_http_guard_get_ctx(r->main);
-
-    if (ctx == NULL) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    switch (data) {
-
-    case NGX_HTTP_GUARD_VAR_TENANT:
-        s = ctx->tenant;
-        break;
-
-    case NGX_HTTP_GUARD_VAR_SUBJECT:
-        if (!ctx->authenticated) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-
-        s = ctx->claims.sub;
-        break;
-
-    case NGX_HTTP_GUARD_VAR_DECISION:
-        if (!ctx->decided) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-
-        s = ngx_http_guard_decisions[ctx->denied ? 1
-                                     : ctx->shadow_reason ? 2 : 0];
-        break;
-
-    case NGX_HTTP_GUARD_VAR_REASON:
-        if (ctx->decided && ctx->reason != NGX_HTTP_GUARD_OK) {
-            s = *ngx_http_guard_reason_name(ctx->reason);
-
-        } else if (ctx->shadow_reason != NGX_HTTP_GUARD_OK) {
-            s = *ngx_http_guard_reason_name(ctx->shadow_reason);
-
-        } else {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-
-        break;
-
-    case NGX_HTTP_GUARD_VAR_LIMIT_REMAINING:
-        if (!ctx->limit.set) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-
-        s.data = ngx_pnalloc(r->pool, NGX_INT64_LEN);
-        if (s.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        s.len = ngx_sprintf(s.data, "%uL", ctx->limit.remaining) - s.data;
-        break;
-
-    case NGX_HTTP_GUARD_VAR_RISK_SCORE:
-        if (ctx->risk < NGX_HTTP_GUARD_RISK_ALLOW
-            || ctx->risk == NGX_HTTP_GUARD_RISK_FAILED)
-        {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-
-        s.data = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-        if (s.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        s.len = ngx_sprintf(s.data, "%i", ctx->risk_score) - s.data;
-        break;
-
-    case NGX_HTTP_GUARD_VAR_DECISION_ID:
-        s.data = ngx_http_guard_decision_id(r, ctx);
-        if (s.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        s.len = NGX_HTTP_GUARD_ID_LEN;
-        break;
-
-    default: /* NGX_HTTP_GUARD_VAR_TOKEN_CACHE */
-        s = ngx_http_guard_cache_statuses[ctx->cache_status];
-        break;
-    }
-
-    if (s.len == 0) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    return ngx_http_guard_set_value(v, &s);
-}
-
-
-/* a claim value as text: strings raw, other scalars and objects as JSON */
-
-static ngx_int_t
-ngx_http_guard_claim_text(ngx_pool_t *pool, json_t *value, ngx_str_t *out)
-{
-    char  *text;
-
-    if (json_is_string(value)) {
-        out->data = (u_char *) json_string_value(value);
-        out->len = json_string_length(value);
-        return NGX_OK;
-    }
-
-    if (json_is_null(value)) {
-        ngx_str_null(out);
-        return NGX_OK;
-    }
-
-    text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
-    if (text == NULL) {
-        return NGX_ERROR;
-    }
-
-    out->len = ngx_strlen(text);
-    out->data = ngx_pnalloc(pool, out->len);
-
-    if (out->data == NULL) {
-        free(text);
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(out->data, text, out->len);
-    free(text);
-
-    return NGX_OK;
-}
-
-
-/*
- * The verified payload as JSON: parsed at verification, or on first use
- * for a token that came from the cache.  NULL when there is none.
- */
-
-json_t *
-ngx_http_guard_payload(ngx_http_guard_ctx_t *ctx)
-{
-    json_error_t  err;
-
-    if (ctx->payload == NULL && ctx->authenticated
-        && ctx->claims.payload.len)
-    {
-        ctx->payload = json_loadb((char *) ctx->claims.payload.data,
-                                  ctx->claims.payload.len,
-                                  NGX_HTTP_GUARD_JSON_FLAGS, &err);
-    }
-
-    return ctx->payload;
-}
-
-
-/*
- * nginx lowercases variable names, so $guard_claim_userid also finds the
- * claim "userId" when there is no claim "userid"
- */
-
-static json_t *
-ngx_http_guard_claim_lookup(json_t *payload, ngx_str_t *name)
-{
-    void        *it;
-    json_t      *value;
-    const char  *key;
-
-    value = json_object_getn(payload, (char *) name->data, name->len);
-
-    if (value) {
-        return value;
-    }
-
-    for (it = json_object_iter(payload);
-         it;
-         it = json_object_iter_next(payload, it))
-    {
-        key = json_object_iter_key(it);
-
-        if (ngx_strlen(key) == name->len
-            && ngx_strncasecmp((u_char *) key, name->data, name->len) == 0)
-        {
-            return json_object_iter_value(it);
-        }
-    }
-
-    return NULL;
-}
-
-
-static ngx_int_t
-ngx_http_guard_claim_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
-{
-    u_char                *p;
-    size_t                 i, n, len;
-    json_t                *value;
-    ngx_str_t             *name = (ngx_str_t *) data;
-    ngx_str_t              claim, s, *parts;
-        ngx_http_guard_ctx_t  *ctx;
-
-    ctx = ngx_http_guard_get_ctx(r->main);
-
-    if (ctx == NULL || !ctx->authenticated) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    if (ngx_http_guard_payload(ctx) == NULL) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    claim.data = name->data + sizeof("guard_claim_") - 1;
-    claim.len = name->len - (sizeof("guard_claim_") - 1);
-
-    value = ngx_http_guard_claim_lookup(ctx->payload, &claim);
-
-    if (value == NULL) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    if (!json_is_array(value)) {
-        if (ngx_http_guard_claim_text(r->pool, value, &s) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-    } else {
-        /* arrays are joined by "," */
-        n = json_array_size(value);
-
-        parts = ngx_palloc(r->pool, (n + 1) * sizeof(ngx_str_t));
-        if (parts == NULL) {
-            return NGX_ERROR;
-        }
-
-        len = 0;
-
-        for (i = 0; i < n; i++) {
-            if (ngx_http_guard_claim_text(r->pool, json_array_get(value, i),
-                                          &parts[i])
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            len += parts[i].len + 1;
-        }
-
-        s.data = ngx_pnalloc(r->pool, len);
-        if (s.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        p = s.data;
-
-        for (i = 0; i < n; i++) {
-            if (i) {
-                *p++ = ',';
-            }
-
-            p = ngx_cpymem(p, parts[i].data, parts[i].len);
-        }
-
-        s.len = p - s.data;
-    }
-
-    if (s.len == 0) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    return ngx_http_guard_set_value(v, &s);
-}
-
-
-static ngx_int_t
-ngx_http_guard_policy_version_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
-{
-    ngx_http_guard_main_conf_t  *gmcf;
-
-    gmcf = ngx_http_get_module_main_conf(r, ngx_http_guard_module);
-
-    if (gmcf->policies == NULL) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    v->len = gmcf->policies->version.len;
-    v->data = gmcf->policies->version.data;
-    v->valid = 1;
-    v->no_cacheable = 0;
-    v->not_found = 0;
-
-    return NGX_OK;
 }
 
 
@@ -1190,13 +550,15 @@ ngx_http_guard_header_filter(ngx_http_request_t *r)
 }
 
 
-/* configuration */
-
-/* the log phase: the audit record of a refusal */
+/*
+ * The log phase: the outcome hooks of the stages the request passed, and
+ * the audit record of a refusal (not of one that "satisfy any" overrode)
+ */
 
 static ngx_int_t
 ngx_http_guard_log_handler(ngx_http_request_t *r)
 {
+    ngx_uint_t             i;
     ngx_http_guard_ctx_t  *ctx;
 
     if (r != r->main) {
@@ -1205,7 +567,19 @@ ngx_http_guard_log_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_guard_get_ctx(r);
 
-    if (ctx && (ctx->denied || ctx->shadow_reason != NGX_HTTP_GUARD_OK)) {
+    if (ctx == NULL) {
+        return NGX_OK;
+    }
+
+    for (i = 0; i < ctx->stage && ngx_http_guard_stages[i].check; i++) {
+        if (ngx_http_guard_stages[i].outcome) {
+            ngx_http_guard_stages[i].outcome(r, ctx);
+        }
+    }
+
+    if ((ctx->denied && !ctx->deferred)
+        || ctx->shadow_reason != NGX_HTTP_GUARD_OK)
+    {
         ngx_http_guard_audit_request(r, ctx);
     }
 
@@ -1270,8 +644,7 @@ ngx_http_guard_init_process(ngx_cycle_t *cycle)
 {
     ngx_http_guard_main_conf_t  *gmcf;
 
-    /* a worker must not share the master's random block */
-    gd_uuid_gen_init(&ngx_http_guard_uuid_gen);
+    ngx_http_guard_ctx_init_process();
 
     ngx_http_guard_event_connection.fd = (ngx_socket_t) -1;
 
@@ -1357,6 +730,7 @@ ngx_http_guard_create_loc_conf(ngx_conf_t *cf)
     conf->limit_headers = NGX_CONF_UNSET;
     conf->risk = NGX_CONF_UNSET_UINT;
     conf->risk_fail_open = NGX_CONF_UNSET_UINT;
+    conf->log_level = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -1368,6 +742,7 @@ ngx_http_guard_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_guard_loc_conf_t *prev = parent;
     ngx_http_guard_loc_conf_t *conf = child;
 
+    ngx_http_core_loc_conf_t    *clcf;
     ngx_http_guard_main_conf_t  *gmcf;
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
@@ -1380,6 +755,8 @@ ngx_http_guard_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->risk, prev->risk,
                               NGX_HTTP_GUARD_RISK_OFF);
     ngx_conf_merge_uint_value(conf->risk_fail_open, prev->risk_fail_open, 0);
+    ngx_conf_merge_uint_value(conf->log_level, prev->log_level,
+                              NGX_LOG_INFO);
 
     if (conf->keys == NULL) {
         conf->keys = prev->keys;
@@ -1407,6 +784,13 @@ ngx_http_guard_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->enable) {
         gmcf->used = 1;
+
+        /* the core module's settings are merged before Guard's */
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+        if (clcf->satisfy == NGX_HTTP_SATISFY_ANY) {
+            gmcf->satisfy_any = 1;
+        }
     }
 
     if (conf->enable && conf->risk != NGX_HTTP_GUARD_RISK_OFF
@@ -1536,28 +920,12 @@ ngx_http_guard_tenant_claim(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 static ngx_int_t
-ngx_http_guard_add_variables(ngx_conf_t *cf)
-{
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_guard_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
 ngx_http_guard_init(ngx_conf_t *cf)
 {
+    ngx_uint_t                   outcomes;
+    ngx_array_t                 *a;
     ngx_http_handler_pt         *h;
+    ngx_http_guard_stage_t      *stage;
     ngx_http_core_main_conf_t   *cmcf;
     ngx_http_guard_main_conf_t  *gmcf;
 
@@ -1601,7 +969,36 @@ ngx_http_guard_init(ngx_conf_t *cf)
 
     *h = ngx_http_guard_handler;
 
-    if (gmcf->audit_zone) {
+    /*
+     * Access handlers run in the reverse order of this array, so Guard's
+     * (pushed last: a dynamic module comes after the static ones) runs
+     * first.  Under "satisfy any", a second one goes to the front: it
+     * runs after every other, and answers with Guard's refusal when none
+     * admitted the request.
+     */
+
+    if (gmcf->satisfy_any) {
+        a = &cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers;
+
+        if (ngx_array_push(a) == NULL) {
+            return NGX_ERROR;
+        }
+
+        h = a->elts;
+        ngx_memmove(&h[1], &h[0],
+                    (a->nelts - 1) * sizeof(ngx_http_handler_pt));
+        h[0] = ngx_http_guard_satisfy_any_handler;
+    }
+
+    outcomes = 0;
+
+    for (stage = ngx_http_guard_stages; stage->check; stage++) {
+        if (stage->outcome) {
+            outcomes = 1;
+        }
+    }
+
+    if (gmcf->audit_zone || outcomes) {
         h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
         if (h == NULL) {
             return NGX_ERROR;

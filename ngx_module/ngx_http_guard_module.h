@@ -131,6 +131,7 @@ typedef struct {
     ngx_uint_t                   audit_slots;
     ngx_str_t                    audit_spill;
     ngx_shm_zone_t              *audit_zone;
+    ngx_flag_t                   satisfy_any; /* "guard on" there */
 } ngx_http_guard_main_conf_t;
 
 
@@ -148,6 +149,7 @@ typedef struct {
     ngx_flag_t                   limit_headers;
     ngx_uint_t                   risk;
     ngx_uint_t                   risk_fail_open;
+    ngx_uint_t                   log_level;   /* of refusal lines */
 } ngx_http_guard_loc_conf_t;
 
 
@@ -189,11 +191,14 @@ typedef struct ngx_http_guard_rate_charge_s  ngx_http_guard_rate_charge_t;
 
 typedef struct {
     ngx_http_guard_loc_conf_t   *conf;        /* conf that decided */
+    ngx_uint_t                   stage;       /* the stage it is at */
+    ngx_str_t                    token;
     ngx_http_guard_claims_t      claims;
     json_t                      *payload;     /* parsed lazily */
     ngx_str_t                    addressed;   /* guard_tenant's value */
     ngx_str_t                    tenant;
     ngx_http_guard_policy_t     *policy;      /* the tenant's, or NULL */
+    ngx_http_guard_policy_t     *auth_policy; /* its keys, in shadow */
     ngx_http_guard_limit_info_t  limit;
     ngx_http_guard_rate_charge_t  *rate_charge;
     ngx_http_guard_reason_e      reason;
@@ -209,7 +214,34 @@ typedef struct {
     unsigned                     holds_slot:1;
     unsigned                     rate_done:1;
     unsigned                     risk_shadow:1;
+    unsigned                     deferred:1;  /* refused, satisfy any */
+    unsigned                     auth_shadow:1;
 } ngx_http_guard_ctx_t;
+
+
+/*
+ * A stage of the request path (docs/request-path.md): a row of the
+ * table in ngx_http_guard_module.c, in the order the stages run.
+ *
+ * check runs in the access phase.  It returns NGX_HTTP_GUARD_OK, a
+ * refusal reason (with *shadow set when that refusal is only recorded,
+ * not enforced), or NGX_AGAIN: the request waits, and the stage resumes
+ * it itself (from a posted event); the handler then calls the same
+ * stage again.  outcome, if any, runs in the log phase, once the
+ * response is known, for a request that passed the stage.
+ */
+
+typedef ngx_int_t (*ngx_http_guard_stage_pt)(ngx_http_request_t *r,
+    ngx_http_guard_ctx_t *ctx, ngx_uint_t *shadow);
+typedef void (*ngx_http_guard_outcome_pt)(ngx_http_request_t *r,
+    ngx_http_guard_ctx_t *ctx);
+
+
+typedef struct {
+    ngx_str_t                    name;
+    ngx_http_guard_stage_pt      check;
+    ngx_http_guard_outcome_pt    outcome;
+} ngx_http_guard_stage_t;
 
 
 u_char *ngx_http_guard_decision_id(ngx_http_request_t *r,

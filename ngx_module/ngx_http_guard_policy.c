@@ -12,6 +12,7 @@
 
 #include "ngx_http_guard_policy.h"
 #include "ngx_http_guard_jwt.h"
+#include "ngx_http_guard_tenant.h"
 
 
 static char *ngx_http_guard_policy_init(ngx_conf_t *cf,
@@ -224,4 +225,67 @@ ngx_http_guard_policy_find(ngx_http_guard_policies_t *policies,
     }
 
     return &policies->tenants[p - policies->set->tenants];
+}
+
+
+/*
+ * The policy stage: the addressed tenant (guard_tenant), and the policy
+ * that applies: the addressed tenant's; with no binding, the tenant the
+ * token names, read before verification only when some tenant has keys
+ * or issuers of its own (the signature is then checked with that
+ * tenant's keys alone).
+ */
+
+ngx_int_t
+ngx_http_guard_policy_select(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
+    ngx_uint_t *shadow)
+{
+    json_t                      *payload;
+    ngx_int_t                    rc;
+    ngx_http_guard_claims_t      peek;
+    ngx_http_guard_loc_conf_t   *conf;
+    ngx_http_guard_main_conf_t  *gmcf;
+
+    conf = ctx->conf;
+    gmcf = ngx_http_get_module_main_conf(r, ngx_http_guard_module);
+
+    if (conf->tenant) {
+        if (ngx_http_complex_value(r, conf->tenant, &ctx->addressed)
+            != NGX_OK)
+        {
+            return NGX_HTTP_GUARD_INTERNAL_ERROR;
+        }
+
+        ctx->policy = ngx_http_guard_policy_find(gmcf->policies,
+                                                 &ctx->addressed);
+        return NGX_HTTP_GUARD_OK;
+    }
+
+    if (gmcf->policies == NULL || !gmcf->policies->tenant_auth) {
+        return NGX_HTTP_GUARD_OK;
+    }
+
+    payload = ngx_http_guard_jwt_peek(r, &ctx->token);
+
+    if (payload == NULL) {
+        /* a malformed token: verification will say so */
+        return NGX_HTTP_GUARD_OK;
+    }
+
+    ngx_memzero(&peek, sizeof(ngx_http_guard_claims_t));
+
+    rc = ngx_http_guard_tenant_extract(r, &conf->tenant_claim, payload,
+                                       &peek);
+    json_decref(payload);
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_GUARD_INTERNAL_ERROR;
+    }
+
+    if (peek.ntenants) {
+        ctx->policy = ngx_http_guard_policy_find(gmcf->policies,
+                                                 &peek.tenants[0]);
+    }
+
+    return NGX_HTTP_GUARD_OK;
 }

@@ -38,6 +38,8 @@ char *ngx_http_guard_policies_load(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_http_guard_policy_t *ngx_http_guard_policy_find(
     ngx_http_guard_policies_t *policies, ngx_str_t *tenant);
+ngx_int_t ngx_http_guard_policy_select(ngx_http_request_t *r,
+    ngx_http_guard_ctx_t *ctx, ngx_uint_t *shadow);
 
 
 #endif /* _NGX_HTTP_GUARD_POLICY_H_INCLUDED_ */

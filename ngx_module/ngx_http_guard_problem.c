@@ -213,6 +213,47 @@ ngx_http_guard_reason_stage(ngx_http_guard_reason_e reason)
 }
 
 
+ngx_uint_t
+ngx_http_guard_reason_status(ngx_http_guard_reason_e reason)
+{
+    if (reason == NGX_HTTP_GUARD_OK || reason >= NGX_HTTP_GUARD_REASON_LAST) {
+        reason = NGX_HTTP_GUARD_INTERNAL_ERROR;
+    }
+
+    return ngx_http_guard_reasons[reason].status;
+}
+
+
+/*
+ * Whether nginx answers status with the location's error_page: the test
+ * of ngx_http_special_response_handler(), which then redirects
+ */
+
+static ngx_uint_t
+ngx_http_guard_error_page(ngx_http_request_t *r, ngx_uint_t status)
+{
+    ngx_uint_t                 i;
+    ngx_http_err_page_t       *err_page;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (r->error_page || clcf->error_pages == NULL || r->uri_changes == 0) {
+        return 0;
+    }
+
+    err_page = clcf->error_pages->elts;
+
+    for (i = 0; i < clcf->error_pages->nelts; i++) {
+        if (err_page[i].status == (ngx_int_t) status) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 ngx_int_t
 ngx_http_guard_add_header(ngx_http_request_t *r, char *name, ngx_str_t *value)
 {
@@ -251,6 +292,23 @@ ngx_http_guard_www_authenticate(ngx_http_request_t *r,
     r->headers_out.www_authenticate += r->headers_out.headers.last->nelts - 1;
 
     return NGX_OK;
+}
+
+
+/* Retry-After: 1, for the refusals that soon pass (concurrency, sidecar) */
+
+static ngx_int_t
+ngx_http_guard_retry_after(ngx_http_request_t *r,
+    ngx_http_guard_reason_e reason)
+{
+    if (reason != NGX_HTTP_GUARD_CONCURRENCY_LIMITED
+        && reason != NGX_HTTP_GUARD_SIDECAR_UNAVAILABLE)
+    {
+        return NGX_OK;
+    }
+
+    return ngx_http_guard_add_header(r, "Retry-After",
+                                     &ngx_http_guard_retry_soon);
 }
 
 
@@ -671,8 +729,12 @@ ngx_http_guard_problem_body(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 
 
 /*
- * Sends the refusal from the access phase and finalizes the request;
- * the caller returns NGX_DONE.
+ * Refuses the request from the access phase: counted, logged (at
+ * guard_log_level), and answered.  With an error_page for the status,
+ * the refusal's headers are set and the status is returned for nginx to
+ * redirect, as auth_request and limit_req do; otherwise the problem+json
+ * body is sent, the request finalized, and NGX_DONE returned.  The
+ * caller returns what this returns.
  */
 
 ngx_int_t
@@ -710,10 +772,27 @@ ngx_http_guard_refuse(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 
     ngx_http_guard_request_log(r, &log);
 
-    ngx_log_error(NGX_LOG_INFO, &log, 0,
+    ngx_log_error(ctx->conf->log_level, &log, 0,
                   "guard: refused with %ui, reason: %V, decision: %*s",
                   rs->status, &rs->name,
                   (size_t) NGX_HTTP_GUARD_ID_LEN, ctx->decision_id);
+
+    id.data = ctx->decision_id;
+    id.len = NGX_HTTP_GUARD_ID_LEN;
+
+    if (ngx_http_guard_error_page(r, rs->status)) {
+
+        /* the page has the decision id, and what the status asks for */
+
+        if (ngx_http_guard_add_header(r, "Guard-Decision-Id", &id) != NGX_OK
+            || ngx_http_guard_www_authenticate(r, rs) != NGX_OK
+            || ngx_http_guard_retry_after(r, reason) != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return rs->status;
+    }
 
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         r->keepalive = 0;
@@ -730,9 +809,6 @@ ngx_http_guard_refuse(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     r->headers_out.content_type_lowcase = NULL;
     r->headers_out.charset.len = 0;
 
-    id.data = ctx->decision_id;
-    id.len = NGX_HTTP_GUARD_ID_LEN;
-
     if (ngx_http_guard_add_header(r, "Guard-Decision-Id", &id) != NGX_OK
         || ngx_http_guard_www_authenticate(r, rs) != NGX_OK
         || ngx_http_guard_add_header(r, "Cache-Control",
@@ -743,12 +819,7 @@ ngx_http_guard_refuse(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
         return NGX_DONE;
     }
 
-    if ((reason == NGX_HTTP_GUARD_CONCURRENCY_LIMITED
-         || reason == NGX_HTTP_GUARD_SIDECAR_UNAVAILABLE)
-        && ngx_http_guard_add_header(r, "Retry-After",
-                                     &ngx_http_guard_retry_soon)
-           != NGX_OK)
-    {
+    if (ngx_http_guard_retry_after(r, reason) != NGX_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return NGX_DONE;
     }

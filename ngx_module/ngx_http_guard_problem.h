@@ -16,6 +16,7 @@
 ngx_int_t ngx_http_guard_problem_init(ngx_log_t *log);
 ngx_str_t *ngx_http_guard_reason_name(ngx_http_guard_reason_e reason);
 ngx_str_t *ngx_http_guard_reason_stage(ngx_http_guard_reason_e reason);
+ngx_uint_t ngx_http_guard_reason_status(ngx_http_guard_reason_e reason);
 ngx_int_t ngx_http_guard_add_header(ngx_http_request_t *r, char *name,
     ngx_str_t *value);
 ngx_buf_t *ngx_http_guard_json_buf(ngx_http_request_t *r, json_t *doc,

@@ -13,7 +13,7 @@
 #include "ngx_http_guard_policy.h"
 
 
-ngx_http_guard_reason_e
+ngx_int_t
 ngx_http_guard_residency_check(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx, ngx_uint_t *shadow)
 {

@@ -14,7 +14,7 @@
 #include "ngx_http_guard_module.h"
 
 
-ngx_http_guard_reason_e ngx_http_guard_residency_check(ngx_http_request_t *r,
+ngx_int_t ngx_http_guard_residency_check(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx, ngx_uint_t *shadow);
 
 

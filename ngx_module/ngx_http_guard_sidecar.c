@@ -6,9 +6,11 @@
  *
  * Each worker keeps a small pool of non-blocking connections to guardd
  * ("guard_sidecar unix:/path connections=N"), and many DECIDE calls share
- * each one: a request id ties every VERDICT to its request, in any order.
- * A request that asks suspends (the access handler returns NGX_AGAIN)
- * and resumes on its VERDICT or on its timer, never blocking the worker.
+ * each one: a request id ties every VERDICT to its request, in any order
+ * (the waiting requests are found by id in a red-black tree).  A request
+ * that asks suspends (the access handler returns NGX_AGAIN) and resumes
+ * from a posted event after its VERDICT or its timer, never blocking the
+ * worker.
  * Broken connections come back with a growing backoff; after several
  * failures in a row the client stops asking for a second and applies the
  * fail mode at once.  Frames go through the shared codec (gd_proto).
@@ -18,7 +20,6 @@
 #include "ngx_http_guard_sidecar.h"
 #include "ngx_http_guard_problem.h"
 #include "ngx_http_guard_audit.h"
-#include "ngx_http_guard_policy.h"
 
 #include "gd_proto.h"
 
@@ -57,15 +58,19 @@ typedef struct {
          ((u_char *) (ev) - offsetof(ngx_http_guard_sc_conn_t, member)))
 
 
+/* a request waiting for its VERDICT, found by id in the worker's tree */
+
 typedef struct {
+    ngx_rbtree_node_t            node;        /* key: the DECIDE id */
     ngx_http_request_t          *request;
-    ngx_http_guard_ctx_t        *ctx;
     ngx_http_guard_sc_conn_t    *conn;
+    ngx_http_guard_sidecar_done_pt  done;
+    void                        *data;
     uint32_t                     id;
     ngx_event_t                  timer;
-    ngx_queue_t                  queue;
-    unsigned                     done:1;
-    unsigned                     closed:1;
+    ngx_event_t                  resume;      /* posted */
+    ngx_queue_t                  queue;       /* the connection's */
+    unsigned                     finished:1;
 } ngx_http_guard_sc_waiter_t;
 
 
@@ -82,6 +87,10 @@ static ngx_log_t                       ngx_http_guard_sc_quiet_log;
 static ngx_uint_t                      ngx_http_guard_sc_log_level;
 static ngx_msec_t                      ngx_http_guard_sc_complained;
 static ngx_uint_t                      ngx_http_guard_sc_unreported;
+static ngx_msec_t                      ngx_http_guard_sc_timeout_logged;
+static ngx_uint_t                      ngx_http_guard_sc_timeouts;
+static ngx_rbtree_t                    ngx_http_guard_sc_waiters;
+static ngx_rbtree_node_t               ngx_http_guard_sc_sentinel;
 
 
 static void ngx_http_guard_sc_connect(ngx_http_guard_sc_conn_t *sc);
@@ -96,14 +105,14 @@ static ngx_int_t ngx_http_guard_sc_send(ngx_http_guard_sc_conn_t *sc,
 static ngx_int_t ngx_http_guard_sc_flush(ngx_http_guard_sc_conn_t *sc);
 static void ngx_http_guard_sc_later(ngx_http_guard_sc_conn_t *sc);
 static void ngx_http_guard_sc_flush_handler(ngx_event_t *ev);
+static ngx_http_guard_sc_waiter_t *ngx_http_guard_sc_find(uint32_t id);
 static void ngx_http_guard_sc_timeout(ngx_event_t *ev);
 static void ngx_http_guard_sc_wake(ngx_http_guard_sc_waiter_t *w,
     ngx_int_t verdict, json_t *payload);
+static void ngx_http_guard_sc_resume(ngx_event_t *ev);
 static void ngx_http_guard_sc_waiter_cleanup(void *data);
 static void ngx_http_guard_sc_detach(ngx_http_guard_sc_waiter_t *w);
 static void ngx_http_guard_sc_failed(void);
-static ngx_int_t ngx_http_guard_sc_claims(json_t *doc,
-    ngx_http_guard_policy_t *gp, json_t *claims);
 
 
 /* configuration: guard_sidecar unix:/path [timeout=25ms] [connections=2] */
@@ -199,6 +208,9 @@ ngx_http_guard_sidecar_init_process(ngx_cycle_t *cycle,
     ngx_http_guard_sc_conns = NULL;
     ngx_http_guard_sc_conf = NULL;
 
+    ngx_rbtree_init(&ngx_http_guard_sc_waiters, &ngx_http_guard_sc_sentinel,
+                    ngx_rbtree_insert_value);
+
     if (gmcf == NULL || gmcf->sidecar == NULL) {
         return NGX_OK;
     }
@@ -208,6 +220,8 @@ ngx_http_guard_sidecar_init_process(ngx_cycle_t *cycle,
     ngx_http_guard_sc_log_level = gmcf->sidecar_log_level;
     ngx_http_guard_sc_complained = 0;
     ngx_http_guard_sc_unreported = 0;
+    ngx_http_guard_sc_timeout_logged = 0;
+    ngx_http_guard_sc_timeouts = 0;
 
     /*
      * nginx logs a failed connect() itself, at "crit" or "error", on
@@ -400,25 +414,13 @@ ngx_http_guard_sc_close(ngx_http_guard_sc_conn_t *sc, const char *why)
     /* the audit records it carried unanswered are queued again */
     ngx_http_guard_audit_closed(sc - ngx_http_guard_sc_conns);
 
-    /*
-     * the waiters fail, each from a posted event: never inside the call
-     * that found the connection broken, which may be another request's
-     */
+    /* the waiters fail; each resumes from a posted event */
 
-    for (q = ngx_queue_head(&sc->waiting);
-         q != ngx_queue_sentinel(&sc->waiting);
-         q = ngx_queue_next(q))
-    {
+    while (!ngx_queue_empty(&sc->waiting)) {
+        q = ngx_queue_head(&sc->waiting);
         w = ngx_queue_data(q, ngx_http_guard_sc_waiter_t, queue);
 
-        if (w->timer.timer_set) {
-            ngx_del_timer(&w->timer);
-        }
-
-        if (!w->timer.posted) {
-            w->closed = 1;
-            ngx_post_event(&w->timer, &ngx_posted_events);
-        }
+        ngx_http_guard_sc_wake(w, NGX_ERROR, NULL);
     }
 
     if (!ngx_exiting && !sc->retry.timer_set) {
@@ -617,7 +619,6 @@ ngx_http_guard_sc_read(ngx_event_t *rev)
     size_t                       used, off;
     ssize_t                      n;
     gd_frame_t                   f;
-    ngx_queue_t                 *q;
     gd_proto_rc_t                rc;
     ngx_http_guard_sc_waiter_t  *w;
 
@@ -673,20 +674,12 @@ ngx_http_guard_sc_read(ngx_event_t *rev)
             } else if (f.type == GD_FRAME_VERDICT
                        || f.type == GD_FRAME_ERROR)
             {
+                w = ngx_http_guard_sc_find(f.id);
 
-                for (q = ngx_queue_head(&sc->waiting);
-                     q != ngx_queue_sentinel(&sc->waiting);
-                     q = ngx_queue_next(q))
-                {
-                    w = ngx_queue_data(q, ngx_http_guard_sc_waiter_t, queue);
-
-                    if (w->id == f.id) {
-                        ngx_http_guard_sc_wake(w,
-                                               f.type == GD_FRAME_VERDICT
-                                               ? NGX_OK : NGX_ERROR,
-                                               f.payload);
-                        break;
-                    }
+                if (w && w->conn == sc) {
+                    ngx_http_guard_sc_wake(w, f.type == GD_FRAME_VERDICT
+                                              ? NGX_OK : NGX_ERROR,
+                                           f.payload);
                 }
             }
 
@@ -737,239 +730,124 @@ ngx_http_guard_sc_failed(void)
 }
 
 
-static json_t *
-ngx_http_guard_sc_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
-{
-    json_t     *doc, *claims;
-    ngx_str_t   tp;
-
-    doc = json_object();
-    if (doc == NULL) {
-        return NULL;
-    }
-
-    /* request text: at most a frame's worth, escaped (json_set_text) */
-
-    if (ngx_http_guard_json_set_text(doc, "tenant", ctx->tenant.data,
-                                     ctx->tenant.len, 1024) != NGX_OK
-        || ngx_http_guard_json_set_text(doc, "subject", ctx->claims.sub.data,
-                                        ctx->claims.sub.len, 1024) != NGX_OK
-        || ngx_http_guard_json_set_text(doc, "method", r->method_name.data,
-                                        r->method_name.len, 64) != NGX_OK
-        || ngx_http_guard_json_set_text(doc, "route", r->uri.data,
-                                        r->uri.len, 4096) != NGX_OK
-        || ngx_http_guard_json_set_text(doc, "client_ip",
-                                        r->connection->addr_text.data,
-                                        r->connection->addr_text.len, 64)
-           != NGX_OK)
-    {
-        json_decref(doc);
-        return NULL;
-    }
-
-    json_object_set_new(doc, "body_size",
-                        json_integer(r->headers_in.content_length_n > 0
-                                     ? r->headers_in.content_length_n : 0));
-    /* guardd names the decision: its id becomes the request's */
-
-    if (ctx->conf->risk == NGX_HTTP_GUARD_RISK_SHADOW) {
-        /* not enforced: guardd journals a shadow refusal, not a refusal */
-        json_object_set_new(doc, "shadow", json_true());
-    }
-
-    claims = ngx_http_guard_payload(ctx);
-
-    if (claims && ngx_http_guard_sc_claims(doc, ctx->policy, claims)
-                  != NGX_OK)
-    {
-        json_decref(doc);
-        return NULL;
-    }
-
-    if (ngx_http_guard_traceparent(r, &tp) == NGX_OK
-        && ngx_http_guard_json_set_text(doc, "traceparent", tp.data, tp.len,
-                                        64) != NGX_OK)
-    {
-        json_decref(doc);
-        return NULL;
-    }
-
-    return doc;
-}
-
-
 /*
- * The claims guardd is sent: those the tenant's risk signals read, as
- * nginx's copy of the policies names them; all of them for a tenant
- * nginx has no policy for.  Values are shared, not copied (the document
- * is freed before the payload), unless a string in them must be escaped
- * to be carried (ngx_http_guard_json_clean).
- */
-
-static ngx_int_t
-ngx_http_guard_sc_claims(json_t *doc, ngx_http_guard_policy_t *gp,
-    json_t *claims)
-{
-    json_t                  *selected, *v;
-    ngx_uint_t               i;
-    const gd_risk_policy_t  *risk;
-
-    if (gp == NULL) {
-        v = ngx_http_guard_json_clean(claims);
-
-        return v && json_object_set_new(doc, "claims", v) == 0 ? NGX_OK
-                                                                : NGX_ERROR;
-    }
-
-    selected = json_object();
-    if (selected == NULL || json_object_set_new(doc, "claims", selected)) {
-        return NGX_ERROR;
-    }
-
-    risk = &gp->p->risk;
-
-    for (i = 0; gp->p->has_risk && i < risk->nsignals; i++) {
-
-        if (risk->signals[i].cond != GD_RISK_CLAIM) {
-            continue;
-        }
-
-        v = json_object_get(claims, risk->signals[i].claim);
-
-        if (v == NULL) {
-            continue;
-        }
-
-        v = ngx_http_guard_json_clean(v);
-
-        if (v == NULL
-            || json_object_set_new(selected, risk->signals[i].claim, v))
-        {
-            return NGX_ERROR;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-/*
- * Asks guardd.  NGX_AGAIN: the request waits for its VERDICT or timer
- * (the handler is called again then); NGX_OK: decided, *reason set, and
- * *shadow when the decision is not to be enforced.
+ * A DECIDE call for request r: build makes its payload once a connection
+ * is ready, done takes the answer (a VERDICT: NGX_OK; an ERROR, a timeout
+ * or a broken connection: NGX_ERROR, payload NULL unless an ERROR) and
+ * says whether it was a usable one.  NGX_AGAIN: the request waits, and is
+ * resumed from a posted event once done has run; NGX_DECLINED: there is
+ * no asking now (no ready connection, or the client is cooling down), a
+ * failure is counted.
  */
 
 ngx_int_t
-ngx_http_guard_risk(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
-    ngx_http_guard_reason_e *reason, ngx_uint_t *shadow)
+ngx_http_guard_sidecar_call(ngx_http_request_t *r,
+    ngx_http_guard_sidecar_build_pt build, ngx_http_guard_sidecar_done_pt done,
+    void *data)
 {
     json_t                      *doc;
-    ngx_uint_t                   i, mode, cooling;
+    ngx_uint_t                   i, cooling;
     ngx_pool_cleanup_t          *cln;
     ngx_http_guard_sc_conn_t    *sc;
     ngx_http_guard_sc_waiter_t  *w;
 
-    mode = ctx->conf->risk;
+    sc = NULL;
+    cooling = ngx_http_guard_sc_cooling();
 
-    if (ctx->risk == NGX_HTTP_GUARD_RISK_WAITING) {
-        return NGX_AGAIN;
+    if (ngx_http_guard_sc_conns && !cooling) {
+        for (i = 0; i < ngx_http_guard_sc_conf->connections; i++) {
+            sc = &ngx_http_guard_sc_conns[ngx_http_guard_sc_next++
+                                 % ngx_http_guard_sc_conf->connections];
+            if (sc->state == NGX_HTTP_GUARD_SC_READY) {
+                break;
+            }
+            sc = NULL;
+        }
     }
 
-    if (ctx->risk == NGX_HTTP_GUARD_RISK_NONE) {
+    if (sc) {
+        doc = build(r, data);
+        w = ngx_pcalloc(r->pool, sizeof(ngx_http_guard_sc_waiter_t));
+        cln = ngx_pool_cleanup_add(r->pool, 0);
 
-        sc = NULL;
-        cooling = ngx_http_guard_sc_cooling();
+        if (doc && w && cln) {
+            w->request = r;
+            w->conn = sc;
+            w->done = done;
+            w->data = data;
+            /* DECIDE ids never have the bit of AUDIT ids */
+            w->id = ++ngx_http_guard_sc_id & ~NGX_HTTP_GUARD_AUDIT_ID;
 
-        if (ngx_http_guard_sc_conns && !cooling) {
-            for (i = 0; i < ngx_http_guard_sc_conf->connections; i++) {
-                sc = &ngx_http_guard_sc_conns[ngx_http_guard_sc_next++
-                                     % ngx_http_guard_sc_conf->connections];
-                if (sc->state == NGX_HTTP_GUARD_SC_READY) {
-                    break;
-                }
-                sc = NULL;
-            }
-        }
+            if (ngx_http_guard_sc_send(sc, GD_FRAME_DECIDE, w->id, doc)
+                == NGX_OK)
+            {
+                json_decref(doc);
 
-        ctx->risk = NGX_HTTP_GUARD_RISK_FAILED;
+                ngx_queue_insert_tail(&sc->waiting, &w->queue);
 
-        if (sc) {
-            doc = ngx_http_guard_sc_request(r, ctx);
-            w = ngx_pcalloc(r->pool, sizeof(ngx_http_guard_sc_waiter_t));
-            cln = ngx_pool_cleanup_add(r->pool, 0);
+                w->node.key = w->id;
+                ngx_rbtree_insert(&ngx_http_guard_sc_waiters, &w->node);
 
-            if (doc && w && cln) {
-                w->request = r;
-                w->ctx = ctx;
-                w->conn = sc;
-                /* DECIDE ids never have the bit of AUDIT ids */
-                w->id = ++ngx_http_guard_sc_id & ~NGX_HTTP_GUARD_AUDIT_ID;
+                /* the request's connection, for nginx's debug lines */
+                w->timer.handler = ngx_http_guard_sc_timeout;
+                w->timer.data = r->connection;
+                w->timer.log = r->connection->log;
+                ngx_add_timer(&w->timer, ngx_http_guard_sc_conf->timeout);
 
-                if (ngx_http_guard_sc_send(sc, GD_FRAME_DECIDE, w->id, doc)
-                    == NGX_OK)
-                {
-                    json_decref(doc);
+                w->resume.handler = ngx_http_guard_sc_resume;
+                w->resume.data = r->connection;
+                w->resume.log = r->connection->log;
 
-                    ngx_queue_insert_tail(&sc->waiting, &w->queue);
+                cln->handler = ngx_http_guard_sc_waiter_cleanup;
+                cln->data = w;
 
-                    /* the request's connection, for nginx's debug lines */
-                    w->timer.handler = ngx_http_guard_sc_timeout;
-                    w->timer.data = r->connection;
-                    w->timer.log = r->connection->log;
-                    ngx_add_timer(&w->timer, ngx_http_guard_sc_conf->timeout);
-
-                    cln->handler = ngx_http_guard_sc_waiter_cleanup;
-                    cln->data = w;
-
-                    ctx->risk = NGX_HTTP_GUARD_RISK_WAITING;
-
-                    return NGX_AGAIN;
-                }
-
-                ngx_http_guard_sc_close(sc, "cannot send DECIDE");
+                return NGX_AGAIN;
             }
 
-            json_decref(doc);
+            ngx_http_guard_sc_close(sc, "cannot send DECIDE");
         }
 
-        if (!cooling) {
-            ngx_http_guard_sc_failed();
+        json_decref(doc);
+    }
+
+    if (!cooling) {
+        ngx_http_guard_sc_failed();
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* the waiter of a DECIDE id, or NULL: a VERDICT after its timeout */
+
+static ngx_http_guard_sc_waiter_t *
+ngx_http_guard_sc_find(uint32_t id)
+{
+    ngx_rbtree_key_t    key;
+    ngx_rbtree_node_t  *node, *sentinel;
+
+    key = id;
+    node = ngx_http_guard_sc_waiters.root;
+    sentinel = ngx_http_guard_sc_waiters.sentinel;
+
+    while (node != sentinel) {
+
+        if (key < node->key) {
+            node = node->left;
+            continue;
         }
-    }
 
-    /* decided, or failed */
-
-    *shadow = (mode == NGX_HTTP_GUARD_RISK_SHADOW);
-
-    switch (ctx->risk) {
-
-    case NGX_HTTP_GUARD_RISK_DENY:
-        *reason = NGX_HTTP_GUARD_RISK_DENIED;
-        break;
-
-    case NGX_HTTP_GUARD_RISK_STEP_UP:
-        *reason = NGX_HTTP_GUARD_RISK_STEP_UP_NEEDED;
-        break;
-
-    case NGX_HTTP_GUARD_RISK_FAILED:
-        *reason = NGX_HTTP_GUARD_SIDECAR_UNAVAILABLE;
-
-        if (ctx->conf->risk_fail_open) {
-            *shadow = 1;
+        if (key > node->key) {
+            node = node->right;
+            continue;
         }
 
-        break;
-
-    default: /* NGX_HTTP_GUARD_RISK_ALLOW */
-        *reason = NGX_HTTP_GUARD_OK;
-        break;
+        return (ngx_http_guard_sc_waiter_t *)
+                   ((u_char *) node
+                    - offsetof(ngx_http_guard_sc_waiter_t, node));
     }
 
-    if (ctx->risk_shadow) {
-        *shadow = 1;
-    }
-
-    return NGX_OK;
+    return NULL;
 }
 
 
@@ -982,88 +860,81 @@ ngx_http_guard_sc_timeout(ngx_event_t *ev)
     w = (ngx_http_guard_sc_waiter_t *)
             ((u_char *) ev - offsetof(ngx_http_guard_sc_waiter_t, timer));
 
-    if (!w->closed) {
+    /* a line a second at the most, with how many it hid */
+
+    ngx_http_guard_sc_timeouts++;
+
+    if (ngx_http_guard_sc_timeout_logged == 0
+        || ngx_current_msec - ngx_http_guard_sc_timeout_logged >= 1000)
+    {
         ngx_log_error(NGX_LOG_WARN,
                       ngx_http_guard_request_log(w->request, &log), 0,
-                      "guard sidecar: no verdict within %M ms",
-                      ngx_http_guard_sc_conf->timeout);
+                      "guard sidecar: no verdict within %M ms, "
+                      "%ui request(s) since the last such line",
+                      ngx_http_guard_sc_conf->timeout,
+                      ngx_http_guard_sc_timeouts);
+
+        ngx_http_guard_sc_timeout_logged = ngx_current_msec;
+        ngx_http_guard_sc_timeouts = 0;
     }
 
     ngx_http_guard_sc_wake(w, NGX_ERROR, NULL);
 }
 
 
+/*
+ * The answer: the caller takes it at once, and the request resumes from
+ * a posted event, never inside the loop that read the answer (or that
+ * found the connection broken), which may be another request's.
+ */
+
 static void
 ngx_http_guard_sc_wake(ngx_http_guard_sc_waiter_t *w, ngx_int_t verdict,
     json_t *payload)
 {
-    json_t                *v;
-    ngx_log_t              log;
-    const char            *d;
-    ngx_connection_t      *c;
-    ngx_http_request_t    *r;
-    ngx_http_guard_ctx_t  *ctx;
+    ngx_log_t  log;
 
-    if (w->done) {
+    if (w->finished) {
         return;
     }
 
     ngx_http_guard_sc_detach(w);
 
-    r = w->request;
-    ctx = w->ctx;
-    ctx->risk = NGX_HTTP_GUARD_RISK_FAILED;
+    if (w->done(w->request, w->data, verdict, payload) == NGX_OK) {
+        ngx_http_guard_sc_failures = 0;
+        w->conn->backoff = NGX_HTTP_GUARD_SC_BACKOFF_MIN;
 
-    if (verdict == NGX_OK && payload) {
-        v = json_object_get(payload, "decision");
-        d = json_is_string(v) ? json_string_value(v) : "";
-
-        if (ngx_strcmp(d, "allow") == 0) {
-            ctx->risk = NGX_HTTP_GUARD_RISK_ALLOW;
-
-        } else if (ngx_strcmp(d, "step_up") == 0) {
-            ctx->risk = NGX_HTTP_GUARD_RISK_STEP_UP;
-
-        } else if (ngx_strcmp(d, "deny") == 0) {
-            ctx->risk = NGX_HTTP_GUARD_RISK_DENY;
-        }
-
-        v = json_object_get(payload, "score");
-        ctx->risk_score = json_is_integer(v) ? json_integer_value(v) : 0;
-        ctx->risk_shadow = json_is_true(json_object_get(payload, "shadow"));
-
-        v = json_object_get(payload, "decision_id");
-
-        if (json_is_string(v)
-            && json_string_length(v) == NGX_HTTP_GUARD_ID_LEN)
-        {
-            /* guardd's id: the same in its journal and in our answer */
-            ngx_memcpy(ctx->decision_id, json_string_value(v),
-                       NGX_HTTP_GUARD_ID_LEN);
-            ctx->has_id = 1;
-        }
-    }
-
-    if (ctx->risk == NGX_HTTP_GUARD_RISK_FAILED
-        && verdict == NGX_ERROR
-        && ngx_http_guard_sidecar_refused(payload))
+    } else if (verdict == NGX_ERROR && ngx_http_guard_sidecar_refused(payload))
     {
         /* guardd is well: it refused this request, which alone fails */
-        ngx_log_error(NGX_LOG_WARN, ngx_http_guard_request_log(r, &log), 0,
+        ngx_log_error(NGX_LOG_WARN,
+                      ngx_http_guard_request_log(w->request, &log), 0,
                       "guard sidecar: guardd refused the DECIDE (%s)",
                       json_string_value(json_object_get(payload, "code")));
 
-    } else if (ctx->risk == NGX_HTTP_GUARD_RISK_FAILED) {
-        ngx_http_guard_sc_failed();
-
     } else {
-        ngx_http_guard_sc_failures = 0;
-        w->conn->backoff = NGX_HTTP_GUARD_SC_BACKOFF_MIN;
+        ngx_http_guard_sc_failed();
     }
 
-    /* resume the request where it waited: in the access phase */
+    ngx_post_event(&w->resume, &ngx_posted_events);
+}
 
+
+/* resume the request where it waited: in the access phase */
+
+static void
+ngx_http_guard_sc_resume(ngx_event_t *ev)
+{
+    ngx_connection_t            *c;
+    ngx_http_request_t          *r;
+    ngx_http_guard_sc_waiter_t  *w;
+
+    w = (ngx_http_guard_sc_waiter_t *)
+            ((u_char *) ev - offsetof(ngx_http_guard_sc_waiter_t, resume));
+
+    r = w->request;
     c = r->connection;
+
     r->write_event_handler(r);
     ngx_http_run_posted_requests(c);
 }
@@ -1074,27 +945,28 @@ ngx_http_guard_sc_waiter_cleanup(void *data)
 {
     ngx_http_guard_sc_waiter_t  *w = data;
 
-    /* the request is gone before its verdict */
+    /* the request is gone before its verdict, or before it resumed */
 
-    if (!w->done) {
+    if (!w->finished) {
         ngx_http_guard_sc_detach(w);
+    }
+
+    if (w->resume.posted) {
+        ngx_delete_posted_event(&w->resume);
     }
 }
 
 
-/* a waiter leaves its connection's queue and its timer */
+/* a waiter leaves its connection's queue, the id tree and its timer */
 
 static void
 ngx_http_guard_sc_detach(ngx_http_guard_sc_waiter_t *w)
 {
-    w->done = 1;
+    w->finished = 1;
     ngx_queue_remove(&w->queue);
+    ngx_rbtree_delete(&ngx_http_guard_sc_waiters, &w->node);
 
     if (w->timer.timer_set) {
         ngx_del_timer(&w->timer);
-    }
-
-    if (w->timer.posted) {
-        ngx_delete_posted_event(&w->timer);
     }
 }

@@ -2,8 +2,8 @@
 /*
  * Copyright (C) Guard authors
  *
- * The sidecar client: risk decisions from guardd over a Unix socket,
- * without blocking the worker.
+ * The sidecar client: connections to guardd over a Unix socket, and
+ * the frames on them, without blocking the worker.
  */
 
 
@@ -14,16 +14,19 @@
 #include "ngx_http_guard_module.h"
 
 
-#define NGX_HTTP_GUARD_RISK_OFF     0
-#define NGX_HTTP_GUARD_RISK_ON      1
-#define NGX_HTTP_GUARD_RISK_SHADOW  2
-
-
 struct ngx_http_guard_sidecar_conf_s {
     ngx_addr_t                  *addr;
     ngx_msec_t                   timeout;
     ngx_uint_t                   connections;
 };
+
+
+/* a DECIDE call: its payload, and what takes the answer */
+
+typedef json_t *(*ngx_http_guard_sidecar_build_pt)(ngx_http_request_t *r,
+    void *data);
+typedef ngx_int_t (*ngx_http_guard_sidecar_done_pt)(ngx_http_request_t *r,
+    void *data, ngx_int_t verdict, json_t *payload);
 
 
 char *ngx_http_guard_sidecar(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -37,9 +40,9 @@ ngx_int_t ngx_http_guard_sidecar_audit(ngx_uint_t conn, uint32_t id,
     u_char *record, size_t len);
 ngx_uint_t ngx_http_guard_sidecar_refused(json_t *error);
 
-ngx_int_t ngx_http_guard_risk(ngx_http_request_t *r,
-    ngx_http_guard_ctx_t *ctx, ngx_http_guard_reason_e *reason,
-    ngx_uint_t *shadow);
+ngx_int_t ngx_http_guard_sidecar_call(ngx_http_request_t *r,
+    ngx_http_guard_sidecar_build_pt build,
+    ngx_http_guard_sidecar_done_pt done, void *data);
 
 
 #endif /* _NGX_HTTP_GUARD_SIDECAR_H_INCLUDED_ */

@@ -13,6 +13,7 @@
 
 
 #include "ngx_http_guard_tenant.h"
+#include "ngx_http_guard_policy.h"
 
 #include "gd_jsonptr.h"
 
@@ -181,4 +182,32 @@ ngx_http_guard_tenant_bind(ngx_http_request_t *r,
     }
 
     return NGX_HTTP_GUARD_TENANT_MISMATCH;
+}
+
+
+/*
+ * The tenant stage: the request's tenant is bound, and with it the
+ * policy of the token's (verified) tenant when nothing was addressed.
+ */
+
+ngx_int_t
+ngx_http_guard_tenant_check(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
+    ngx_uint_t *shadow)
+{
+    ngx_http_guard_reason_e      reason;
+    ngx_http_guard_main_conf_t  *gmcf;
+
+    reason = ngx_http_guard_tenant_bind(r, ctx->conf, ctx);
+
+    if (reason != NGX_HTTP_GUARD_OK) {
+        return reason;
+    }
+
+    if (ctx->policy == NULL) {
+        gmcf = ngx_http_get_module_main_conf(r, ngx_http_guard_module);
+        ctx->policy = ngx_http_guard_policy_find(gmcf->policies,
+                                                 &ctx->tenant);
+    }
+
+    return NGX_HTTP_GUARD_OK;
 }

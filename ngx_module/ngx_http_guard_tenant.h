@@ -22,5 +22,7 @@ ngx_int_t ngx_http_guard_tenant_extract(ngx_http_request_t *r,
 ngx_http_guard_reason_e ngx_http_guard_tenant_bind(ngx_http_request_t *r,
     ngx_http_guard_loc_conf_t *conf, ngx_http_guard_ctx_t *ctx);
 
+ngx_int_t ngx_http_guard_tenant_check(ngx_http_request_t *r,
+    ngx_http_guard_ctx_t *ctx, ngx_uint_t *shadow);
 
 #endif /* _NGX_HTTP_GUARD_TENANT_H_INCLUDED_ */
