@@ -35,18 +35,11 @@ typedef struct {
 } guardctl_opt_t;
 
 /* the rows of a table of options */
-#define OPT_VALUE(name, var)                                                   \
-    {                                                                          \
-        name, &(var), NULL, NULL                                               \
-    }
-#define OPT_LIST(name, list, n)                                                \
-    {                                                                          \
-        name, list, &(n), NULL                                                 \
-    }
-#define OPT_FLAG(name, var)                                                    \
-    {                                                                          \
-        name, NULL, NULL, &(var)                                               \
-    }
+/* clang-format off */
+#define OPT(name, var) {name, &(var), NULL, NULL}
+#define OPT_LIST(name, list, n) {name, list, &(n), NULL}
+#define OPT_FLAG(name, var) {name, NULL, NULL, &(var)}
+/* clang-format on */
 
 int opts_parse(const char *cmd, int argc, char **argv,
                const guardctl_opt_t *opts, const char **arg);

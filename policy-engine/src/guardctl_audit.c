@@ -11,7 +11,7 @@ int audit_verify(int argc, char **argv)
     const char *from = NULL;
     gd_journal_report_t report;
     const guardctl_opt_t opts[] = {
-        OPT_VALUE("--dir", dir), OPT_VALUE("--from", from), {NULL}};
+        OPT("--dir", dir), OPT("--from", from), {NULL}};
     int rc = opts_parse(NULL, argc, argv, opts, NULL);
 
     if (rc != 0) {

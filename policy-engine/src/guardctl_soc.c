@@ -260,13 +260,13 @@ int blocked(int argc, char **argv)
     uint64_t skipped;
     char err[512];
     const guardctl_opt_t opts[] = {OPT_FLAG("--json", json),
-                                   OPT_VALUE("--dir", dir),
-                                   OPT_VALUE("--tenant", ctx.tenant),
-                                   OPT_VALUE("--subject", ctx.subject),
-                                   OPT_VALUE("--reason", ctx.reason),
-                                   OPT_VALUE("--since", since),
-                                   OPT_VALUE("--until", until),
-                                   OPT_VALUE("--limit", limit_arg),
+                                   OPT("--dir", dir),
+                                   OPT("--tenant", ctx.tenant),
+                                   OPT("--subject", ctx.subject),
+                                   OPT("--reason", ctx.reason),
+                                   OPT("--since", since),
+                                   OPT("--until", until),
+                                   OPT("--limit", limit_arg),
                                    {NULL}};
 
     rc = opts_parse("blocked", argc, argv, opts, NULL);
@@ -746,7 +746,7 @@ int show(int argc, char **argv)
     int json = 0, rc;
     int64_t now = gd_soc_now_ms();
     const guardctl_opt_t opts[] = {
-        OPT_FLAG("--json", json), OPT_VALUE("--dir", dir), {NULL}};
+        OPT_FLAG("--json", json), OPT("--dir", dir), {NULL}};
 
     rc = opts_parse("show", argc, argv, opts, &ctx.id);
     if (rc != 0) {
@@ -815,9 +815,9 @@ int review(int argc, char **argv)
     int rc;
 
     const guardctl_opt_t opts[] = {
-        OPT_VALUE("--dir", dir),         OPT_VALUE("--verdict", verdict),
-        OPT_VALUE("--analyst", analyst), OPT_VALUE("--note", note),
-        OPT_VALUE("--socket", path),     {NULL}};
+        OPT("--dir", dir),         OPT("--verdict", verdict),
+        OPT("--analyst", analyst), OPT("--note", note),
+        OPT("--socket", path),     {NULL}};
 
     if (path == NULL || *path == '\0') {
         path = "/run/guard/guardd.sock";

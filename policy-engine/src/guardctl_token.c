@@ -272,18 +272,17 @@ int token_mint(int argc, char **argv)
     }
 
     {
-        const guardctl_opt_t opts[] = {
-            OPT_VALUE("--key", keyfile),
-            OPT_VALUE("--kid", kid),
-            OPT_VALUE("--tenant", tenant),
-            OPT_VALUE("--sub", sub),
-            OPT_VALUE("--ttl", ttl_arg),
-            OPT_LIST("--claim", claims, nclaims),
-            OPT_VALUE("--iss", iss),
-            OPT_VALUE("--aud", aud),
-            OPT_VALUE("--alg", alg_arg),
-            OPT_VALUE("--tenant-claim", tenant_claim),
-            {NULL}};
+        const guardctl_opt_t opts[] = {OPT("--key", keyfile),
+                                       OPT("--kid", kid),
+                                       OPT("--tenant", tenant),
+                                       OPT("--sub", sub),
+                                       OPT("--ttl", ttl_arg),
+                                       OPT_LIST("--claim", claims, nclaims),
+                                       OPT("--iss", iss),
+                                       OPT("--aud", aud),
+                                       OPT("--alg", alg_arg),
+                                       OPT("--tenant-claim", tenant_claim),
+                                       {NULL}};
 
         rc = opts_parse("token mint", argc, argv, opts, NULL);
         if (rc != 0) {
