@@ -28,10 +28,24 @@ SAN_FLAGS   := -fsanitize=address,undefined -fno-sanitize-recover=all \
 SAN_CONF    := --with-cc-opt='$(SAN_FLAGS) -O1 -g' \
                --with-ld-opt='$(SAN_FLAGS)'
 
-MODULE_SRCS := config $(wildcard ngx_module/*.[ch]) \
-               $(wildcard policy-engine/src/*.c) \
+# what the module is built from: its own sources, and policy-engine's
+# library (every policy-engine/src/gd_*.c), which nginx's make builds in
+# each configured tree and the module links (see config, config.make)
+MODULE_SRCS := config config.make $(wildcard ngx_module/*.[ch]) \
+               $(wildcard policy-engine/src/gd_*.c) \
                $(wildcard policy-engine/include/*.h) \
-               $(wildcard policy-engine/include/*.def)
+               $(wildcard policy-engine/include/*.def) \
+               policy-engine/Makefile
+
+# config lists policy-engine's headers by a glob when nginx is configured:
+# a tree is configured again when that set of names changes (this file is
+# rewritten only then), not when a header's content does
+GUARD_HEADERS := $(BUILD)/guard-headers.list
+GUARD_HEADER_NAMES := $(sort $(notdir $(wildcard policy-engine/include/*.h \
+                                   policy-engine/include/*.def)))
+ifneq ($(GUARD_HEADER_NAMES),$(shell cat $(GUARD_HEADERS) 2>/dev/null))
+$(shell mkdir -p $(BUILD) && echo '$(GUARD_HEADER_NAMES)' > $(GUARD_HEADERS))
+endif
 
 FUZZ_SECONDS ?= 60
 
@@ -70,13 +84,15 @@ define build_module
 	mv -f $(2).tmp $(2)
 endef
 
-$(NGX_BUILD)/objs/Makefile: config $(NGINX_SRC)/conf_flags
+$(NGX_BUILD)/objs/Makefile: config config.make $(GUARD_HEADERS) \
+                            $(NGINX_SRC)/conf_flags
 	$(call configure_tree,$(NGX_BUILD))
 
 $(MODULE): $(NGX_BUILD)/objs/Makefile $(MODULE_SRCS)
 	$(call build_module,$(NGX_BUILD),$@)
 
-$(ASAN_BUILD)/objs/Makefile: config $(NGINX_SRC)/conf_flags
+$(ASAN_BUILD)/objs/Makefile: config config.make $(GUARD_HEADERS) \
+                             $(NGINX_SRC)/conf_flags
 	$(call configure_tree,$(ASAN_BUILD),$(SAN_CONF))
 
 $(ASAN_MODULE): $(ASAN_BUILD)/objs/Makefile $(MODULE_SRCS)
@@ -88,7 +104,8 @@ $(ASAN_DIR)/ubsan_init.so: t/tools/ubsan_init.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -shared -fPIC -o $@ $<
 
-# policy-engine: shared library, unit tests (ASan+UBSan)
+# policy-engine: its library (ASan+UBSan variant), guardd, guardctl and
+# the unit tests, all with the sanitizers
 unit:
 	$(MAKE) -C policy-engine
 

@@ -13,6 +13,7 @@
  */
 #include "guardctl.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,10 +40,14 @@ int usage(void)
     return 2;
 }
 
-int usage_error(const char *fmt, const char *arg)
+int usage_error(const char *fmt, ...)
 {
+    va_list ap;
+
     fprintf(stderr, "guardctl: ");
-    fprintf(stderr, fmt, arg);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
     fputc('\n', stderr);
     return usage();
 }
@@ -52,7 +57,8 @@ int usage_error(const char *fmt, const char *arg)
  * when argv[*i] is that option (*val set, or NULL when the value is
  * missing), 0 when it is another argument.
  */
-int opt(int argc, char **argv, int *i, const char *name, const char **val)
+static int opt(int argc, char **argv, int *i, const char *name,
+               const char **val)
 {
     size_t n = strlen(name);
 
@@ -68,6 +74,50 @@ int opt(int argc, char **argv, int *i, const char *name, const char **val)
     }
     *val = *i + 1 < argc ? argv[++*i] : NULL;
     return 1;
+}
+
+/*
+ * The arguments of a subcommand, by its table of options (ended by a
+ * {NULL}); the one argument that is not an option goes to *arg (NULL:
+ * none is taken).  0, or usage()'s exit status after a message naming
+ * cmd (none when cmd is NULL).
+ */
+int opts_parse(const char *cmd, int argc, char **argv,
+               const guardctl_opt_t *opts, const char **arg)
+{
+    for (int i = 0; i < argc; i++) {
+        const guardctl_opt_t *o;
+        const char *v = NULL;
+
+        for (o = opts; o->name; o++) {
+            if (o->flag ? strcmp(argv[i], o->name) == 0
+                        : opt(argc, argv, &i, o->name, &v)) {
+                break;
+            }
+        }
+
+        if (o->name == NULL) {
+            if (arg == NULL || argv[i][0] == '-' || *arg != NULL) {
+                return cmd == NULL ? usage()
+                                   : usage_error("%s: %s argument \"%s\"", cmd,
+                                                 arg ? "unexpected" : "unknown",
+                                                 argv[i]);
+            }
+            *arg = argv[i];
+        } else if (o->flag) {
+            *o->flag = 1;
+        } else if (v == NULL) {
+            return cmd == NULL
+                       ? usage()
+                       : usage_error("%s: %s needs a value", cmd, argv[i]);
+        } else if (o->n) {
+            o->value[(*o->n)++] = v;
+        } else {
+            *o->value = v;
+        }
+    }
+
+    return 0;
 }
 
 const char *journal_dir(void)

@@ -20,8 +20,29 @@
 
 /* guardctl.c */
 int usage(void);
-int usage_error(const char *fmt, const char *arg);
-int opt(int argc, char **argv, int *i, const char *name, const char **val);
+int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * An option of a subcommand: "--name VALUE" or "--name=VALUE", its value
+ * stored in *value, or appended to value[(*n)++] when n is set (an option
+ * given again and again); or, with flag set, "--name" alone setting *flag.
+ */
+typedef struct {
+    const char *name;
+    const char **value;
+    size_t *n;
+    int *flag;
+} guardctl_opt_t;
+
+/* the rows of a table of options */
+/* clang-format off */
+#define OPT(name, var) {name, &(var), NULL, NULL}
+#define OPT_LIST(name, list, n) {name, list, &(n), NULL}
+#define OPT_FLAG(name, var) {name, NULL, NULL, &(var)}
+/* clang-format on */
+
+int opts_parse(const char *cmd, int argc, char **argv,
+               const guardctl_opt_t *opts, const char **arg);
 const char *journal_dir(void);
 
 /* the subcommands: argc and argv after their name */
@@ -40,9 +61,8 @@ typedef struct {
     size_t len;
 } conn_t;
 
-int send_frame(conn_t *c, gd_frame_type_t type, uint32_t id, json_t *payload,
-               size_t max_frame, char *err, size_t errlen);
-int await(conn_t *c, uint32_t id, gd_frame_type_t want, json_t **answer,
-          char *err, size_t errlen);
+int exchange(conn_t *c, gd_frame_type_t type, uint32_t id, json_t *payload,
+             size_t max_frame, gd_frame_type_t want, json_t **answer, char *err,
+             size_t errlen);
 
 #endif /* GUARDCTL_H */

@@ -10,19 +10,12 @@ int audit_verify(int argc, char **argv)
     const char *dir = journal_dir();
     const char *from = NULL;
     gd_journal_report_t report;
+    const guardctl_opt_t opts[] = {
+        OPT("--dir", dir), OPT("--from", from), {NULL}};
+    int rc = opts_parse(NULL, argc, argv, opts, NULL);
 
-    for (int i = 0; i < argc; i++) {
-        if (opt(argc, argv, &i, "--dir", &dir)) {
-            if (dir == NULL) {
-                return usage();
-            }
-        } else if (opt(argc, argv, &i, "--from", &from)) {
-            if (from == NULL) {
-                return usage();
-            }
-        } else {
-            return usage();
-        }
+    if (rc != 0) {
+        return rc;
     }
 
     switch (gd_journal_verify(dir, from, &report)) {

@@ -32,8 +32,9 @@ static int wait_fd(conn_t *c, short events)
     }
 }
 
-int send_frame(conn_t *c, gd_frame_type_t type, uint32_t id, json_t *payload,
-               size_t max_frame, char *err, size_t errlen)
+static int send_frame(conn_t *c, gd_frame_type_t type, uint32_t id,
+                      json_t *payload, size_t max_frame, char *err,
+                      size_t errlen)
 {
     uint8_t *frame;
     size_t len, off = 0;
@@ -113,8 +114,8 @@ static int recv_frame(conn_t *c, gd_frame_t *f, char *err, size_t errlen)
 }
 
 /* waits for the answer to request id: 0 with *answer (a new reference) */
-int await(conn_t *c, uint32_t id, gd_frame_type_t want, json_t **answer,
-          char *err, size_t errlen)
+static int await(conn_t *c, uint32_t id, gd_frame_type_t want, json_t **answer,
+                 char *err, size_t errlen)
 {
     for (;;) {
         gd_frame_t f;
@@ -148,4 +149,16 @@ int await(conn_t *c, uint32_t id, gd_frame_type_t want, json_t **answer,
         *answer = f.payload;
         return 0;
     }
+}
+
+/* sends request id and waits for its answer, of the type want: 0 with
+ * *answer (a new reference), or -1 with err set */
+int exchange(conn_t *c, gd_frame_type_t type, uint32_t id, json_t *payload,
+             size_t max_frame, gd_frame_type_t want, json_t **answer, char *err,
+             size_t errlen)
+{
+    if (send_frame(c, type, id, payload, max_frame, err, errlen) != 0) {
+        return -1;
+    }
+    return await(c, id, want, answer, err, errlen);
 }

@@ -233,6 +233,23 @@ static int parse_limit(const char *s, size_t *limit)
     return 0;
 }
 
+/* --since, --until: a time from a duration before now or ISO 8601; 0, or
+ * usage()'s exit status */
+static int time_bound(const char *name, const char *text, int64_t now,
+                      int64_t *ms, int *has)
+{
+    if (text == NULL) {
+        return 0;
+    }
+    if (gd_soc_parse_time(text, now, ms) != 0) {
+        return usage_error("%s: \"%s\" is not a duration (30m, 1h, 2d) or an "
+                           "ISO 8601 time",
+                           name, text);
+    }
+    *has = 1;
+    return 0;
+}
+
 int blocked(int argc, char **argv)
 {
     blocked_ctx_t ctx = {0};
@@ -243,51 +260,27 @@ int blocked(int argc, char **argv)
     int json = 0, rc;
     uint64_t skipped;
     char err[512];
+    const guardctl_opt_t opts[] = {OPT_FLAG("--json", json),
+                                   OPT("--dir", dir),
+                                   OPT("--tenant", ctx.tenant),
+                                   OPT("--subject", ctx.subject),
+                                   OPT("--reason", ctx.reason),
+                                   OPT("--since", since),
+                                   OPT("--until", until),
+                                   OPT("--limit", limit_arg),
+                                   {NULL}};
 
-    for (int i = 0; i < argc; i++) {
-        const char *v = NULL;
-
-        if (strcmp(argv[i], "--json") == 0) {
-            json = 1;
-            continue;
-        }
-        if (opt(argc, argv, &i, "--dir", &v)) {
-            dir = v;
-        } else if (opt(argc, argv, &i, "--tenant", &v)) {
-            ctx.tenant = v;
-        } else if (opt(argc, argv, &i, "--subject", &v)) {
-            ctx.subject = v;
-        } else if (opt(argc, argv, &i, "--reason", &v)) {
-            ctx.reason = v;
-        } else if (opt(argc, argv, &i, "--since", &v)) {
-            since = v;
-        } else if (opt(argc, argv, &i, "--until", &v)) {
-            until = v;
-        } else if (opt(argc, argv, &i, "--limit", &v)) {
-            limit_arg = v;
-        } else {
-            return usage_error("blocked: unknown argument \"%s\"", argv[i]);
-        }
-        if (v == NULL) {
-            return usage_error("blocked: %s needs a value", argv[i]);
-        }
+    rc = opts_parse("blocked", argc, argv, opts, NULL);
+    if (rc != 0) {
+        return rc;
     }
 
-    if (since) {
-        if (gd_soc_parse_time(since, now, &ctx.since) != 0) {
-            return usage_error("--since: \"%s\" is not a duration (30m, 1h, "
-                               "2d) or an ISO 8601 time",
-                               since);
-        }
-        ctx.has_since = 1;
+    rc = time_bound("--since", since, now, &ctx.since, &ctx.has_since);
+    if (rc == 0) {
+        rc = time_bound("--until", until, now, &ctx.until, &ctx.has_until);
     }
-    if (until) {
-        if (gd_soc_parse_time(until, now, &ctx.until) != 0) {
-            return usage_error("--until: \"%s\" is not a duration (30m, 1h, "
-                               "2d) or an ISO 8601 time",
-                               until);
-        }
-        ctx.has_until = 1;
+    if (rc != 0) {
+        return rc;
     }
     if (limit_arg && parse_limit(limit_arg, &limit) != 0) {
         return usage_error("--limit: \"%s\" is not a number (0: no limit)",
@@ -697,22 +690,12 @@ int show(int argc, char **argv)
     const char *dir = journal_dir();
     int json = 0, rc;
     int64_t now = gd_soc_now_ms();
+    const guardctl_opt_t opts[] = {
+        OPT_FLAG("--json", json), OPT("--dir", dir), {NULL}};
 
-    for (int i = 0; i < argc; i++) {
-        const char *v = NULL;
-
-        if (strcmp(argv[i], "--json") == 0) {
-            json = 1;
-        } else if (opt(argc, argv, &i, "--dir", &v)) {
-            if (v == NULL) {
-                return usage_error("show: %s needs a value", argv[i]);
-            }
-            dir = v;
-        } else if (argv[i][0] == '-' || ctx.id != NULL) {
-            return usage_error("show: unexpected argument \"%s\"", argv[i]);
-        } else {
-            ctx.id = argv[i];
-        }
+    rc = opts_parse("show", argc, argv, opts, &ctx.id);
+    if (rc != 0) {
+        return rc;
     }
     if (ctx.id == NULL) {
         return usage_error("show: %s", "which decision id?");
@@ -776,32 +759,18 @@ int review(int argc, char **argv)
     char err[512];
     int rc;
 
+    const guardctl_opt_t opts[] = {
+        OPT("--dir", dir),         OPT("--verdict", verdict),
+        OPT("--analyst", analyst), OPT("--note", note),
+        OPT("--socket", path),     {NULL}};
+
     if (path == NULL || *path == '\0') {
         path = "/run/guard/guardd.sock";
     }
 
-    for (int i = 0; i < argc; i++) {
-        const char *v = NULL;
-
-        if (opt(argc, argv, &i, "--dir", &v)) {
-            dir = v;
-        } else if (opt(argc, argv, &i, "--verdict", &v)) {
-            verdict = v;
-        } else if (opt(argc, argv, &i, "--analyst", &v)) {
-            analyst = v;
-        } else if (opt(argc, argv, &i, "--note", &v)) {
-            note = v;
-        } else if (opt(argc, argv, &i, "--socket", &v)) {
-            path = v;
-        } else if (argv[i][0] == '-' || ctx.id != NULL) {
-            return usage_error("review: unexpected argument \"%s\"", argv[i]);
-        } else {
-            ctx.id = argv[i];
-            continue;
-        }
-        if (v == NULL) {
-            return usage_error("review: %s needs a value", argv[i]);
-        }
+    rc = opts_parse("review", argc, argv, opts, &ctx.id);
+    if (rc != 0) {
+        return rc;
     }
 
     if (ctx.id == NULL || verdict == NULL || analyst == NULL) {
@@ -852,9 +821,8 @@ int review(int argc, char **argv)
     hello =
         json_pack("{s:i, s:I, s:s}", "version", GD_PROTO_VERSION, "max_frame",
                   (json_int_t)GD_PROTO_DEFAULT_MAX_FRAME, "node", "guardctl");
-    if (send_frame(c, GD_FRAME_HELLO, 1, hello, max_frame, err, sizeof(err)) !=
-            0 ||
-        await(c, 1, GD_FRAME_HELLO, &ans, err, sizeof(err)) != 0) {
+    if (exchange(c, GD_FRAME_HELLO, 1, hello, max_frame, GD_FRAME_HELLO, &ans,
+                 err, sizeof(err)) != 0) {
         fprintf(stderr, "guardctl: %s\n", err);
         rc = 1;
         goto done;
@@ -884,9 +852,8 @@ int review(int argc, char **argv)
         goto done;
     }
 
-    if (send_frame(c, GD_FRAME_AUDIT, 2, rec, max_frame, err, sizeof(err)) !=
-            0 ||
-        await(c, 2, GD_FRAME_ACK, &ans, err, sizeof(err)) != 0) {
+    if (exchange(c, GD_FRAME_AUDIT, 2, rec, max_frame, GD_FRAME_ACK, &ans, err,
+                 sizeof(err)) != 0) {
         fprintf(stderr, "guardctl: %s\n", err);
         rc = 1;
         goto done;

@@ -271,39 +271,24 @@ int token_mint(int argc, char **argv)
         return 1;
     }
 
-    for (int i = 0; i < argc; i++) {
-        const char *v = NULL;
+    {
+        const guardctl_opt_t opts[] = {OPT("--key", keyfile),
+                                       OPT("--kid", kid),
+                                       OPT("--tenant", tenant),
+                                       OPT("--sub", sub),
+                                       OPT("--ttl", ttl_arg),
+                                       OPT_LIST("--claim", claims, nclaims),
+                                       OPT("--iss", iss),
+                                       OPT("--aud", aud),
+                                       OPT("--alg", alg_arg),
+                                       OPT("--tenant-claim", tenant_claim),
+                                       {NULL}};
 
-        if (opt(argc, argv, &i, "--key", &v)) {
-            keyfile = v;
-        } else if (opt(argc, argv, &i, "--kid", &v)) {
-            kid = v;
-        } else if (opt(argc, argv, &i, "--tenant", &v)) {
-            tenant = v;
-        } else if (opt(argc, argv, &i, "--sub", &v)) {
-            sub = v;
-        } else if (opt(argc, argv, &i, "--ttl", &v)) {
-            ttl_arg = v;
-        } else if (opt(argc, argv, &i, "--claim", &v)) {
-            if (v) {
-                claims[nclaims++] = v;
-            }
-        } else if (opt(argc, argv, &i, "--iss", &v)) {
-            iss = v;
-        } else if (opt(argc, argv, &i, "--aud", &v)) {
-            aud = v;
-        } else if (opt(argc, argv, &i, "--alg", &v)) {
-            alg_arg = v;
-        } else if (opt(argc, argv, &i, "--tenant-claim", &v)) {
-            tenant_claim = v;
-        } else {
-            rc = usage_error("token mint: unknown argument \"%s\"", argv[i]);
+        rc = opts_parse("token mint", argc, argv, opts, NULL);
+        if (rc != 0) {
             goto done;
         }
-        if (v == NULL) {
-            rc = usage_error("token mint: %s needs a value", argv[i]);
-            goto done;
-        }
+        rc = 1;
     }
 
     if (keyfile == NULL || kid == NULL || tenant == NULL) {

@@ -171,7 +171,6 @@ void loop_run(void);
 
 /* guardd_conn.c */
 extern gd_conn_t *conns;
-extern int backlog_ready; /* a resumed connection has frames to decode */
 extern int accept_paused; /* out of descriptors: listener out of epoll */
 extern int64_t accept_resume_ms;
 int listen_socket(void);

@@ -25,8 +25,8 @@
 gd_conn_t *conns;
 static size_t nconns;
 static uint64_t next_serial = 1;
-int backlog_ready; /* a resumed connection has frames to decode */
-int accept_paused; /* out of descriptors: listener out of epoll */
+static int backlog_ready; /* a resumed connection has frames to decode */
+int accept_paused;        /* out of descriptors: listener out of epoll */
 int64_t accept_resume_ms;
 
 static gd_every_t every_emfile, every_refused;
