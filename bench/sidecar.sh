@@ -22,15 +22,17 @@
 # numbers.  With BASELINE_MODULE (bench/lib.sh), each against the
 # baseline too; the baseline nginx asks a guardd of its own when
 # BASELINE_GUARDD names one (its decide_bench is then run too), else the
-# same guardd.
+# same guardd.  GUARD_GUARDD: the current guardd (default: the release
+# build of this tree).
 
 . "$(dirname "$0")/lib.sh"
 
 bench_init
 
-# the optimized guardd, not the sanitizer build the tests use
+# the optimized guardd, not the sanitizer build the tests use (and
+# decide_bench); GUARD_GUARDD: another guardd
 make -s -C "$repo/policy-engine" release >&2
-guardd=$repo/policy-engine/build/release/guardd
+guardd=${GUARD_GUARDD:-$repo/policy-engine/build/release/guardd}
 
 mkdir -p "$dir/gpol"
 cat > "$dir/gpol/acme.json" <<'JSON'
