@@ -38,19 +38,7 @@ command -v valgrind >/dev/null \
 
 bench_init
 
-mkdir -p "$dir/policies"
-cat > "$dir/policies/full.json" <<'JSON'
-{
-  "tenant": "full",
-  "limits": {
-    "rate": [
-      {"name": "api", "requests": 1000000000, "period": "1s",
-       "burst": 1000}
-    ],
-    "concurrency": {"max": 1000000}
-  }
-}
-JSON
+bench_policy full concurrency
 
 # the backend: a plain nginx of its own, outside valgrind
 up_port=$(bench_free_port)

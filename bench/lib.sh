@@ -1,6 +1,7 @@
 # bench/lib.sh: what every benchmark shares.  Source it, then:
 #   bench_init                    temp dir, port, keys, CPU pinning
 #   bench_mint SPEC...            tokens from JSON specs (t/tools/jwt_tool.py)
+#   bench_policy TENANT [concurrency]  a policy whose limits never trip
 #   bench_conf_head               the common start of nginx.conf
 #   bench_start                   start nginx with $dir/nginx.conf
 #   bench_check NAME URL HDRS...  the variant must answer 200
@@ -90,6 +91,26 @@ bench_mint() {
     printf '%s\n' "$@" | sed "s|\"kid\":\"\([a-z0-9]*\)\"|\"kid\":\"\1\",\"key\":\"$dir/keys/\1.KEYEXT\"|" \
         | sed 's|\(hs[0-9]*\)\.KEYEXT|\1.key|; s|\.KEYEXT|.pem|' \
         | $py "$repo/t/tools/jwt_tool.py" mint
+}
+
+# bench_policy TENANT [concurrency]: $dir/policies/TENANT.json with a rate
+# rule that never trips (and a concurrency limit that never trips)
+bench_policy() {
+    local conc=""
+    [ "${2:-}" != concurrency ] || conc=',
+    "concurrency": {"max": 1000000}'
+    mkdir -p "$dir/policies"
+    cat > "$dir/policies/$1.json" <<JSON
+{
+  "tenant": "$1",
+  "limits": {
+    "rate": [
+      {"name": "api", "requests": 1000000000, "period": "1s",
+       "burst": 1000}
+    ]$conc
+  }
+}
+JSON
 }
 
 # the start of every bench nginx.conf, up to the inside of http { }

@@ -24,30 +24,8 @@
 
 bench_init
 
-mkdir -p "$dir/policies"
-cat > "$dir/policies/acme.json" <<'JSON'
-{
-  "tenant": "acme",
-  "limits": {
-    "rate": [
-      {"name": "api", "requests": 1000000000, "period": "1s",
-       "burst": 1000}
-    ]
-  }
-}
-JSON
-cat > "$dir/policies/full.json" <<'JSON'
-{
-  "tenant": "full",
-  "limits": {
-    "rate": [
-      {"name": "api", "requests": 1000000000, "period": "1s",
-       "burst": 1000}
-    ],
-    "concurrency": {"max": 1000000}
-  }
-}
-JSON
+bench_policy acme
+bench_policy full concurrency
 
 read -r free acme full < <(bench_mint \
     "{\"kid\":\"hs256\",\"alg\":\"HS256\",\"claims\":{\"sub\":\"bench\",\"tenant_id\":\"free\",\"exp\":$((now + 86400))}}" \
