@@ -217,7 +217,7 @@ bench_run() {
 # (and BASE2's); with a baseline, the baseline's own ratios to its BASE
 # (and BASE2) and current / baseline, the ratio of the two medians
 bench_report() {
-    local b v i runs
+    local b v i runs w=12
     local -a bases=("$1") cols=()
     [ -z "${2:-}" ] || bases+=("$2")
     for b in "${bases[@]}"; do
@@ -225,19 +225,22 @@ bench_report() {
         [ -z "$baseline" ] || cols+=("base:$b")
     done
     [ -z "$baseline" ] || cols+=("cur/base")
+    for b in "${cols[@]}"; do
+        ((${#b} < w)) || w=$((${#b} + 1))
+    done
     echo
     [ -z "$baseline" ] || echo "ratio: the current module, base: the baseline ($baseline)"
     printf '%-18s' variant
-    printf ' %12s' "${cols[@]}"
+    printf " %${w}s" "${cols[@]}"
     printf '   runs%s\n' "${baseline:+ (current | baseline)}"
     for v in $variants; do
         printf '%-18s' "$v"
         for b in "${bases[@]}"; do
             for i in "${bench_inst[@]}"; do
-                printf ' %12.3f' "$(bench_ratio "$v$i" "$b$i")"
+                printf " %${w}.3f" "$(bench_ratio "$v$i" "$b$i")"
             done
         done
-        [ -z "$baseline" ] || printf ' %12.3f' "$(bench_ratio "$v" "$v@base")"
+        [ -z "$baseline" ] || printf " %${w}.3f" "$(bench_ratio "$v" "$v@base")"
         runs=""
         for i in "${bench_inst[@]}"; do
             runs+="${runs:+| }$(echo "${bench_runs[$v$i]}" \
