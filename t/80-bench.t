@@ -9,9 +9,9 @@
 #   BASELINE_MODULE=DIR/ngx_http_guard_module.so bash bench/callgrind.sh
 #
 # The tables have the current module's ratios, the baseline's and
-# current / baseline for every variant.  Skipped without wrk; the
-# callgrind part without valgrind (scripts/setup.sh bench).  Asserts no
-# figure, only that each is there.
+# current / baseline for every variant.  Skipped without wrk and in the
+# sanitizer pass; the callgrind part without valgrind (scripts/setup.sh
+# bench).  Asserts no figure, only that each is there.
 
 use strict;
 use warnings;
@@ -24,6 +24,9 @@ my $repo = "$FindBin::Bin/..";
 
 plan skip_all => 'wrk is not installed (sh scripts/setup.sh)'
     unless system('command -v wrk >/dev/null 2>&1') == 0;
+plan skip_all => 'the benchmarks measure the optimized module, not the '
+    . 'sanitizer build (GUARD_SANITIZE)'
+    if $ENV{GUARD_SANITIZE};
 
 my $tmp = tempdir('guard-bench-t-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 my $rev = system("git -C '$repo' rev-parse -q --verify main >/dev/null") == 0
