@@ -42,7 +42,7 @@ bench_inst=("")
 
 # bench_runs and bench_med are keyed by NAME, and by NAME@base for the
 # baseline's
-declare -A bench_url bench_args bench_runs bench_med
+declare -A bench_url bench_args bench_runs bench_med bench_pair
 
 bench_cleanup() {
     [ -f "$dir/nginx.pid" ] && kill -QUIT "$(cat "$dir/nginx.pid")" 2>/dev/null
@@ -206,16 +206,27 @@ bench_run() {
 
     for v in $variants; do
         for i in "${bench_inst[@]}"; do
-            bench_med[$v$i]=$(echo "${bench_runs[$v$i]}" | tr ' ' '\n' \
-                | grep -v '^$' | sort -g \
-                | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
+            bench_med[$v$i]=$(echo "${bench_runs[$v$i]}" | bench_median)
         done
+        # current / baseline: the median of the rounds' ratios, each of
+        # two runs made one right after the other, so that load that
+        # comes and goes on the machine weighs on both sides of a ratio
+        [ -z "$baseline" ] || bench_pair[$v]=$(paste -d' ' \
+            <(echo "${bench_runs[$v]}" | tr ' ' '\n' | grep -v '^$') \
+            <(echo "${bench_runs[$v@base]}" | tr ' ' '\n' | grep -v '^$') \
+            | awk '{print $1 / $2}' | bench_median)
     done
+}
+
+# the median of the numbers on stdin (separated by blanks or lines)
+bench_median() {
+    tr ' ' '\n' | grep -v '^$' | sort -g \
+        | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'
 }
 
 # bench_report BASE [BASE2]: ratios of every variant's median to BASE's
 # (and BASE2's); with a baseline, the baseline's own ratios to its BASE
-# (and BASE2) and current / baseline, the ratio of the two medians
+# (and BASE2) and current / baseline (the median of the rounds' ratios)
 bench_report() {
     local b v i runs w=12
     local -a bases=("$1") cols=()
@@ -240,7 +251,7 @@ bench_report() {
                 printf " %${w}.3f" "$(bench_ratio "$v$i" "$b$i")"
             done
         done
-        [ -z "$baseline" ] || printf " %${w}.3f" "$(bench_ratio "$v" "$v@base")"
+        [ -z "$baseline" ] || printf " %${w}.3f" "${bench_pair[$v]}"
         runs=""
         for i in "${bench_inst[@]}"; do
             runs+="${runs:+| }$(echo "${bench_runs[$v$i]}" \
