@@ -9,8 +9,9 @@
 #                rate rule that never trips (and RateLimit fields on)
 #   guard-limit-nohdr  the same with `guard_limit_headers off`: the stage
 #                without the two extra response header lines
-#   proxy        plain nginx proxy: proxy_pass over a keepalive connection
-#                to empty_gif in the same server
+#   proxy        plain nginx proxy: proxy_pass over keepalive connections
+#                to empty_gif in the same server (the one worker serves
+#                the backend's request too, in this row and the next)
 #   guard-full-proxy  the full inline path in front of the same proxy:
 #                cached HS256 token, tenant binding, a rate rule and a
 #                concurrency limit that never trip
@@ -43,7 +44,7 @@ read -r free acme full < <(bench_mint \
 
     upstream up {
         server 127.0.0.1:$port;
-        keepalive 16;
+        keepalive 1024;
     }
 
     server {
