@@ -211,11 +211,16 @@ bench_run() {
         # current / baseline: the median of the rounds' ratios, each of
         # two runs made one right after the other, so that load that
         # comes and goes on the machine weighs on both sides of a ratio
-        [ -z "$baseline" ] || bench_pair[$v]=$(paste -d' ' \
-            <(echo "${bench_runs[$v]}" | tr ' ' '\n' | grep -v '^$') \
-            <(echo "${bench_runs[$v@base]}" | tr ' ' '\n' | grep -v '^$') \
-            | awk '{print $1 / $2}' | bench_median)
+        [ -z "$baseline" ] \
+            || bench_pair[$v]=$(bench_round_ratios "$v" "$v@base" | bench_median)
     done
+}
+
+# bench_round_ratios A B: A's req/s over B's, one line per round
+bench_round_ratios() {
+    paste -d' ' <(echo "${bench_runs[$1]}" | tr ' ' '\n' | grep -v '^$') \
+        <(echo "${bench_runs[$2]}" | tr ' ' '\n' | grep -v '^$') \
+        | awk '{print $1 / $2}'
 }
 
 # the median of the numbers on stdin (separated by blanks or lines)
@@ -273,8 +278,10 @@ bench_ratio() {
     echo "${bench_med[$1]} / ${bench_med[$2]}" | bc -l
 }
 
-# bench_derived LABEL A B: "LABEL: A / B = 0.950" for the current module;
-# with a baseline, the baseline's too and their ratio
+# bench_derived LABEL A B: "LABEL: A / B = 0.950" for the current module
+# (the ratio of the medians); with a baseline, the baseline's too, and
+# cur/base: the median over the rounds of the current module's A / B over
+# the baseline's in the same round
 bench_derived() {
     local cur base
     cur=$(bench_ratio "$2" "$3")
@@ -284,7 +291,9 @@ bench_derived() {
     fi
     base=$(bench_ratio "$2@base" "$3@base")
     printf '%s: %s / %s = %.3f, baseline %.3f, cur/base %.3f\n' "$1" "$2" \
-        "$3" "$cur" "$base" "$(echo "$cur / $base" | bc -l)"
+        "$3" "$cur" "$base" "$(paste -d' ' <(bench_round_ratios "$2" "$3") \
+            <(bench_round_ratios "$2@base" "$3@base") \
+            | awk '{print $1 / $2}' | bench_median)"
 }
 
 bench_errlog_clean() {
