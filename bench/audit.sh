@@ -19,6 +19,8 @@
 . "$(dirname "$0")/lib.sh"
 
 bench_init
+# guard-audit has a second nginx of its own
+bench_no_baseline
 
 make -s -C "$repo/policy-engine" release >&2
 guardd=$repo/policy-engine/build/release/guardd

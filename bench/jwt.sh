@@ -14,6 +14,7 @@
 # Prints the median req/s ratio of each variant to plain, and the RS256
 # uncached rate next to `openssl speed rsa2048` verify/s on this machine.
 # Quote the ratios, not the absolute numbers: these are noisy VMs.
+# With BASELINE_MODULE (bench/lib.sh), each against the baseline too.
 
 . "$(dirname "$0")/lib.sh"
 
@@ -59,7 +60,9 @@ echo
 echo "JWT authentication, 1 worker, wrk -c$conns -d$duration, $rounds interleaved rounds (median)"
 bench_report plain plain-return
 echo
-printf 'rs256-nocache req/s vs openssl speed rsa2048 verify/s: %.3f\n' \
-    "$(echo "${bench_med[rs256-nocache]} / $verify" | bc -l)"
+for i in "${bench_inst[@]}"; do
+    printf 'rs256-nocache%s req/s vs openssl speed rsa2048 verify/s: %.3f\n' \
+        "$i" "$(echo "${bench_med[rs256-nocache$i]} / $verify" | bc -l)"
+done
 echo "(goals: cached >= 0.90 x plain; uncached RS256 >= 0.8 x openssl verify)"
 bench_errlog_clean

@@ -1,15 +1,27 @@
 # bench/lib.sh: what every benchmark shares.  Source it, then:
 #   bench_init                    temp dir, port, keys, CPU pinning
 #   bench_mint SPEC...            tokens from JSON specs (t/tools/jwt_tool.py)
+#   bench_policy TENANT [concurrency]  a policy whose limits never trip
 #   bench_conf_head               the common start of nginx.conf
 #   bench_start                   start nginx with $dir/nginx.conf
 #   bench_check NAME URL HDRS...  the variant must answer 200
 #   bench_run                     A/B interleaved wrk rounds over $variants
-#   bench_report BASE             medians and ratios to variant BASE
+#   bench_report BASE [BASE2]     medians and ratios to variant BASE
+#   bench_derived LABEL A B       the ratio A / B, and the baseline's
+#   bench_no_baseline             ignore BASELINE_MODULE
 #
-# A variant is a name in $variants; its URL is url_NAME and its extra
-# wrk arguments are in args_NAME (set with bench_variant).
-# Environment: ROUNDS (5), DURATION (3s), CONNS (32), KEEP (keep the dir).
+# A variant is a name in $variants; its URL is bench_url[NAME] and its
+# extra wrk arguments are in bench_args[NAME] (set with bench_variant).
+# Environment: ROUNDS (5), DURATION (3s), CONNS (32), KEEP (keep the dir),
+# GUARD_MODULE (the module, default build/ngx_http_guard_module.so).
+#
+# BASELINE_MODULE=/path/to/old/ngx_http_guard_module.so: bench_start also
+# starts a second nginx, the baseline, from the same nginx.conf with that
+# module, its own port, pid file and error log (and what the script adds
+# to bench_base_sed, a sed script).  bench_run then measures every variant
+# on both, one right after the other, alternating which goes first, and
+# the report adds the baseline's ratios and current / baseline.  Both run
+# on the same CPU (worker_cpu_affinity), one at a time.
 
 set -euo pipefail
 
@@ -22,11 +34,20 @@ duration=${DURATION:-3s}
 conns=${CONNS:-32}
 py=/usr/bin/python3
 variants=""
+baseline=${BASELINE_MODULE:-}
+bench_base_sed=""
+# the suffixes of the instances: "" the current module, "@base" the baseline
+bench_inst=("")
+[ -z "$baseline" ] || bench_inst+=("@base")
 
-declare -A bench_url bench_args bench_runs bench_med
+# bench_runs and bench_med are keyed by NAME, and by NAME@base for the
+# baseline's
+declare -A bench_url bench_args bench_runs bench_med bench_pair
 
 bench_cleanup() {
     [ -f "$dir/nginx.pid" ] && kill -QUIT "$(cat "$dir/nginx.pid")" 2>/dev/null
+    [ -f "$dir/base/nginx.pid" ] \
+        && kill -QUIT "$(cat "$dir/base/nginx.pid")" 2>/dev/null
     if [ -n "${KEEP:-}" ]; then
         echo "kept $dir" >&2
         return
@@ -37,13 +58,18 @@ bench_cleanup() {
 
 bench_init() {
     [ -f "$module" ] || { echo "build the module first: make" >&2; exit 1; }
+    if [ -n "$baseline" ] && [ ! -f "$baseline" ]; then
+        echo "BASELINE_MODULE $baseline: no such file" >&2
+        exit 1
+    fi
     command -v wrk >/dev/null || { echo "wrk is missing: make setup" >&2; exit 1; }
 
     dir=$(mktemp -d /tmp/guard-bench.XXXXXX)
     chmod 755 "$dir"
     trap bench_cleanup EXIT
 
-    port=$($py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    port=$(bench_free_port)
+    base_port=$(bench_free_port)
     $py "$repo/t/tools/jwt_tool.py" keys "$dir/keys" >/dev/null
 
     affinity=""
@@ -56,11 +82,35 @@ bench_init() {
     now=$(date +%s)
 }
 
+bench_free_port() {
+    $py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
 # bench_mint '{"kid":"hs256","claims":{...}}' ...: one token per line
 bench_mint() {
     printf '%s\n' "$@" | sed "s|\"kid\":\"\([a-z0-9]*\)\"|\"kid\":\"\1\",\"key\":\"$dir/keys/\1.KEYEXT\"|" \
         | sed 's|\(hs[0-9]*\)\.KEYEXT|\1.key|; s|\.KEYEXT|.pem|' \
         | $py "$repo/t/tools/jwt_tool.py" mint
+}
+
+# bench_policy TENANT [concurrency]: $dir/policies/TENANT.json with a rate
+# rule that never trips (and a concurrency limit that never trips)
+bench_policy() {
+    local conc=""
+    [ "${2:-}" != concurrency ] || conc=',
+    "concurrency": {"max": 1000000}'
+    mkdir -p "$dir/policies"
+    cat > "$dir/policies/$1.json" <<JSON
+{
+  "tenant": "$1",
+  "limits": {
+    "rate": [
+      {"name": "api", "requests": 1000000000, "period": "1s",
+       "burst": 1000}
+    ]$conc
+  }
+}
+JSON
 }
 
 # the start of every bench nginx.conf, up to the inside of http { }
@@ -85,8 +135,22 @@ CONF
 
 bench_start() {
     "$nginx" -p "$dir/" -c "$dir/nginx.conf" -e "$dir/error.log"
+    if [ -n "$baseline" ]; then
+        mkdir -p "$dir/base"
+        sed -e "s|^load_module $module;|load_module $baseline;|" \
+            -e "s|^pid $dir/nginx.pid;|pid $dir/base/nginx.pid;|" \
+            -e "s|^error_log $dir/error.log |error_log $dir/base/error.log |" \
+            -e "s|127\.0\.0\.1:$port\([;/ ]\)|127.0.0.1:$base_port\1|g" \
+            -e "$bench_base_sed" \
+            "$dir/nginx.conf" > "$dir/base/nginx.conf"
+        grep -q "^load_module $baseline;" "$dir/base/nginx.conf" \
+            || { echo "cannot make the baseline's nginx.conf" >&2; exit 1; }
+        "$nginx" -p "$dir/base/" -c "$dir/base/nginx.conf" \
+            -e "$dir/base/error.log"
+    fi
     sleep 0.5
 }
+
 
 # bench_variant NAME PATH [wrk -H arguments...]
 bench_variant() {
@@ -94,6 +158,7 @@ bench_variant() {
     shift 2
     variants="$variants $name"
     bench_url[$name]="http://127.0.0.1:$port$path"
+    bench_url[$name@base]="http://127.0.0.1:$base_port$path"
     bench_args[$name]=""
     local h
     for h in "$@"; do
@@ -102,58 +167,140 @@ bench_variant() {
 }
 
 bench_check() {
-    local v code
+    local v i code
     for v in $variants; do
-        code=$(eval curl -s -o /dev/null -w '%{http_code}' \
-            "${bench_args[$v]//-H/-H}" "${bench_url[$v]}")
-        if [ "$code" != 200 ]; then
-            echo "$v answered $code" >&2
-            cat "$dir/error.log" >&2
-            exit 1
-        fi
+        for i in "${bench_inst[@]}"; do
+            code=$(eval curl -s -o /dev/null -w '%{http_code}' \
+                "${bench_args[$v]}" "${bench_url[$v$i]}")
+            if [ "$code" != 200 ]; then
+                echo "$v$i answered $code" >&2
+                cat "$dir/error.log" >&2
+                [ -z "$i" ] || cat "$dir/base/error.log" >&2
+                exit 1
+            fi
+        done
     done
 }
 
+# bench_wrk URL ARGS: one wrk run, req/s
+bench_wrk() {
+    eval $wrk_pin wrk -t1 -c"$conns" -d"$duration" "$2" "$1" \
+        | awk '/^Requests\/sec/ {print $2}'
+}
+
 bench_run() {
-    local r v rps
+    local r v i rps
+    local -a order
     for ((r = 1; r <= rounds; r++)); do
+        # with a baseline, odd rounds measure it second, even rounds first
+        order=("${bench_inst[@]}")
+        ((r % 2)) || order=("${order[@]:1}" "${order[0]}")
         for v in $variants; do
-            rps=$(eval $wrk_pin wrk -t1 -c"$conns" -d"$duration" \
-                "${bench_args[$v]}" "${bench_url[$v]}" \
-                | awk '/^Requests\/sec/ {print $2}')
-            bench_runs[$v]="${bench_runs[$v]:-} $rps"
+            for i in "${order[@]}"; do
+                rps=$(bench_wrk "${bench_url[$v$i]}" "${bench_args[$v]}")
+                bench_runs[$v$i]="${bench_runs[$v$i]:-} $rps"
+            done
         done
         echo "round $r/$rounds done" >&2
     done
 
     for v in $variants; do
-        bench_med[$v]=$(echo "${bench_runs[$v]}" | tr ' ' '\n' | grep -v '^$' \
-            | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
+        for i in "${bench_inst[@]}"; do
+            bench_med[$v$i]=$(echo "${bench_runs[$v$i]}" | bench_median)
+        done
+        # current / baseline: the median of the rounds' ratios, each of
+        # two runs made one right after the other, so that load that
+        # comes and goes on the machine weighs on both sides of a ratio
+        [ -z "$baseline" ] \
+            || bench_pair[$v]=$(bench_round_ratios "$v" "$v@base" | bench_median)
     done
+}
+
+# bench_round_ratios A B: A's req/s over B's, one line per round
+bench_round_ratios() {
+    paste -d' ' <(echo "${bench_runs[$1]}" | tr ' ' '\n' | grep -v '^$') \
+        <(echo "${bench_runs[$2]}" | tr ' ' '\n' | grep -v '^$') \
+        | awk '{print $1 / $2}'
+}
+
+# the median of the numbers on stdin (separated by blanks or lines)
+bench_median() {
+    tr ' ' '\n' | grep -v '^$' | sort -g \
+        | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'
 }
 
 # bench_report BASE [BASE2]: ratios of every variant's median to BASE's
+# (and BASE2's); with a baseline, the baseline's own ratios to its BASE
+# (and BASE2) and current / baseline (the median of the rounds' ratios)
 bench_report() {
-    local base=$1 base2=${2:-} v
+    local b v i runs w=12
+    local -a bases=("$1") cols=()
+    [ -z "${2:-}" ] || bases+=("$2")
+    for b in "${bases[@]}"; do
+        cols+=("ratio:$b")
+        [ -z "$baseline" ] || cols+=("base:$b")
+    done
+    [ -z "$baseline" ] || cols+=("cur/base")
+    for b in "${cols[@]}"; do
+        ((${#b} < w)) || w=$((${#b} + 1))
+    done
     echo
-    if [ -n "$base2" ]; then
-        printf '%-18s %12s %12s   %s\n' variant "ratio:$base" "ratio:$base2" runs
-    else
-        printf '%-18s %12s   %s\n' variant "ratio:$base" runs
-    fi
+    [ -z "$baseline" ] || echo "ratio: the current module, base: the baseline ($baseline)"
+    printf '%-18s' variant
+    printf " %${w}s" "${cols[@]}"
+    printf '   runs%s\n' "${baseline:+ (current | baseline)}"
     for v in $variants; do
-        printf '%-18s %12.3f' "$v" "$(echo "${bench_med[$v]} / ${bench_med[$base]}" | bc -l)"
-        [ -n "$base2" ] && printf ' %12.3f' "$(echo "${bench_med[$v]} / ${bench_med[$base2]}" | bc -l)"
-        printf '   %s\n' "$(echo "${bench_runs[$v]}" | awk '{for(i=1;i<=NF;i++) printf "%.0f ", $i}')"
+        printf '%-18s' "$v"
+        for b in "${bases[@]}"; do
+            for i in "${bench_inst[@]}"; do
+                printf " %${w}.3f" "$(bench_ratio "$v$i" "$b$i")"
+            done
+        done
+        [ -z "$baseline" ] || printf " %${w}.3f" "${bench_pair[$v]}"
+        runs=""
+        for i in "${bench_inst[@]}"; do
+            runs+="${runs:+| }$(echo "${bench_runs[$v$i]}" \
+                | awk '{for(i=1;i<=NF;i++) printf "%.0f ", $i}')"
+        done
+        printf '   %s\n' "$runs"
     done
 }
 
+# for a script that cannot run a baseline next to its own setup
+bench_no_baseline() {
+    [ -z "$baseline" ] || echo "$(basename "$0"): no baseline run (BASELINE_MODULE ignored)" >&2
+    baseline=""
+    bench_inst=("")
+}
+
+# bench_ratio A B: the ratio of the medians of A and B (NAME or NAME@base)
 bench_ratio() {
     echo "${bench_med[$1]} / ${bench_med[$2]}" | bc -l
 }
 
-bench_errlog_clean() {
-    if grep -E '\[(alert|emerg|crit)\]' "$dir/error.log"; then
-        exit 1
+# bench_derived LABEL A B: "LABEL: A / B = 0.950" for the current module
+# (the ratio of the medians); with a baseline, the baseline's too, and
+# cur/base: the median over the rounds of the current module's A / B over
+# the baseline's in the same round
+bench_derived() {
+    local cur base
+    cur=$(bench_ratio "$2" "$3")
+    if [ -z "$baseline" ]; then
+        printf '%s: %s / %s = %.3f\n' "$1" "$2" "$3" "$cur"
+        return
     fi
+    base=$(bench_ratio "$2@base" "$3@base")
+    printf '%s: %s / %s = %.3f, baseline %.3f, cur/base %.3f\n' "$1" "$2" \
+        "$3" "$cur" "$base" "$(paste -d' ' <(bench_round_ratios "$2" "$3") \
+            <(bench_round_ratios "$2@base" "$3@base") \
+            | awk '{print $1 / $2}' | bench_median)"
+}
+
+bench_errlog_clean() {
+    local f
+    for f in "$dir/error.log" ${baseline:+"$dir/base/error.log"}; do
+        if grep -E '\[(alert|emerg|crit)\]' "$f"; then
+            exit 1
+        fi
+    done
 }

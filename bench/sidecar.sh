@@ -19,15 +19,20 @@
 # second of guardd's own CPU time, since the load generator shares the
 # cores (goal: >= 100k/s per core).
 # Prints ratios to plain and to guard-jwt.  Quote ratios, not absolute
-# numbers.
+# numbers.  With BASELINE_MODULE (bench/lib.sh), each against the
+# baseline too; the baseline nginx asks a guardd of its own when
+# BASELINE_GUARDD names one (its decide_bench is then run too), else the
+# same guardd.  GUARD_GUARDD: the current guardd (default: the release
+# build of this tree).
 
 . "$(dirname "$0")/lib.sh"
 
 bench_init
 
-# the optimized guardd, not the sanitizer build the tests use
+# the optimized guardd, not the sanitizer build the tests use (and
+# decide_bench); GUARD_GUARDD: another guardd
 make -s -C "$repo/policy-engine" release >&2
-guardd=$repo/policy-engine/build/release/guardd
+guardd=${GUARD_GUARDD:-$repo/policy-engine/build/release/guardd}
 
 mkdir -p "$dir/gpol"
 cat > "$dir/gpol/acme.json" <<'JSON'
@@ -44,15 +49,30 @@ cat > "$dir/gpol/acme.json" <<'JSON'
   }
 }
 JSON
-cat > "$dir/guardd.conf" <<JSON
-{"listen": "$dir/guardd.sock", "pid_file": "$dir/guardd.pid",
- "policies": "$dir/gpol", "socket_group": "nogroup",
- "journal": {"dir": "$dir/journal"}, "log": "warn"}
-JSON
 
-"$guardd" -c "$dir/guardd.conf" 2> "$dir/guardd.log" &
-guardd_pid=$!
-trap 'kill $guardd_pid 2>/dev/null; bench_cleanup' EXIT
+# guardd_start BINARY DIR: a guardd listening on DIR/guardd.sock; its pid
+# in guardd_pid[DIR]
+declare -A guardd_pid
+guardd_start() {
+    mkdir -p "$2"
+    cat > "$2/guardd.conf" <<JSON
+{"listen": "$2/guardd.sock", "pid_file": "$2/guardd.pid",
+ "policies": "$dir/gpol", "socket_group": "nogroup",
+ "journal": {"dir": "$2/journal"}, "log": "warn"}
+JSON
+    "$1" -c "$2/guardd.conf" 2> "$2/guardd.log" &
+    guardd_pid[$2]=$!
+}
+
+guardd_start "$guardd" "$dir"
+# the baseline nginx asks its own guardd, BASELINE_GUARDD, else this one
+base_guardd=""
+if [ -n "$baseline" ] && [ -n "${BASELINE_GUARDD:-}" ]; then
+    base_guardd=$BASELINE_GUARDD
+    guardd_start "$base_guardd" "$dir/base"
+    bench_base_sed="s|unix:$dir/guardd.sock|unix:$dir/base/guardd.sock|"
+fi
+trap 'kill ${guardd_pid[*]} 2>/dev/null; bench_cleanup' EXIT
 sleep 0.5
 
 read -r tok < <(bench_mint \
@@ -115,10 +135,17 @@ bench_run
 echo
 echo "Risk delegation, 1 worker + guardd, wrk -c$conns -d$duration, $rounds interleaved rounds (median)"
 bench_report plain guard-jwt
-printf '5%% delegated against its own baseline (guard-risk-5 / guard-jwt-5): %.3f\n' \
-    "$(bench_ratio guard-risk-5 guard-jwt-5)"
+bench_derived "5% delegated against its own baseline" guard-risk-5 guard-jwt-5
 
 echo
-"$repo/policy-engine/build/release/decide_bench" "$dir/guardd.sock" 20000 3 "$guardd_pid"
+echo "guardd: $guardd"
+"$repo/policy-engine/build/release/decide_bench" "$dir/guardd.sock" 20000 3 \
+    "${guardd_pid[$dir]}"
+if [ -n "$base_guardd" ]; then
+    echo
+    echo "baseline guardd: $base_guardd"
+    "$repo/policy-engine/build/release/decide_bench" "$dir/base/guardd.sock" \
+        20000 3 "${guardd_pid[$dir/base]}"
+fi
 echo "(goals: DECIDE p99 <= 3x the raw ping-pong; >= 100k decisions/s per core)"
 bench_errlog_clean

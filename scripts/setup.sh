@@ -4,6 +4,7 @@
 #
 #   sh scripts/setup.sh          what make, make run and make test need
 #   sh scripts/setup.sh fuzz     and clang with libFuzzer, for make fuzz
+#   sh scripts/setup.sh bench    and valgrind, for bench/callgrind.sh
 set -eu
 
 PKGS="nginx nginx-dev libjansson-dev libssl-dev libpcre2-dev libhiredis-dev
@@ -13,6 +14,9 @@ python3-jsonschema"
 
 if [ "${1:-}" = fuzz ]; then
     PKGS="$PKGS clang libclang-rt-dev"
+fi
+if [ "${1:-}" = bench ]; then
+    PKGS="$PKGS valgrind"
 fi
 
 missing=""

@@ -43,6 +43,32 @@ $t->write_file('gpol/acme.json', <<'JSON');
   }
 }
 JSON
+# outside_hours in a time zone: UTC+14 (Etc/GMT-14), hours from an hour
+# before its time of day now to an hour after; the same hours without the
+# zone are UTC's, 14 hours off, so they do not hold now
+my $tz_ok = -r '/usr/share/zoneinfo/Etc/GMT-14';
+{
+    my @l = gmtime(time() + 14 * 3600);
+    my $m = $l[2] * 60 + $l[1];
+    my ($from, $to) = map { my $x = ($m + $_) % 1440;
+                            sprintf '%02d:%02d', int($x / 60), $x % 60 }
+                      (-60, 60);
+    for my $tenant ('tz', 'tzutc') {
+        my $zone = $tenant eq 'tz' ? '"time_zone": "Etc/GMT-14",' : '';
+        $t->write_file("gpol/$tenant.json", <<JSON);
+{
+  "tenant": "$tenant",
+  "risk": {
+    "thresholds": {"step_up": 40, "deny": 70}, $zone
+    "signals": [
+      {"id": "off-hours", "weight": 10,
+       "when": {"outside_hours": {"from": "$from", "to": "$to"}}}
+    ]
+  }
+}
+JSON
+    }
+}
 $t->write_file('guardd.conf', JSON::PP->new->encode({
     listen => $sock, pid_file => "$dir/guardd.pid",
     policies => "$dir/gpol", node => 'gd-test',
@@ -140,6 +166,20 @@ like($r->{headers}{'www-authenticate'} // '',
 $r = req('DELETE', '/r/x', $user);
 my $id_deny = problem_ok($r, 'risk_deny', 'DELETE by a reader: 80, deny');
 is($r->{status}, 403, 'deny is 403');
+
+# the policy's time zone, its offset computed when guardd loaded it
+SKIP: {
+    skip 'no Etc/GMT-14 in the zone database', 2 unless $tz_ok;
+    my ($tz, $tzutc) = $t->mint(
+        map { { kid => 'hs256', claims => { sub => 't1', tenant_id => $_,
+                                            exp => $exp } } } qw(tz tzutc));
+    $r = req('GET', '/r/x', $tz);
+    like($r->{body}, qr/score=0 /,
+         'outside_hours in time_zone UTC+14: within the hours, score 0');
+    $r = req('GET', '/r/x', $tzutc);
+    like($r->{body}, qr/score=10 /,
+         'the same hours in UTC: outside them, score 10');
+}
 
 # guardd journaled both refusals, under the ids nginx answered with
 # (guardd journals decisions on its writer thread: wait a little for them)

@@ -73,12 +73,22 @@ typedef struct {
     uint32_t to_min;    /* 0..1439, from != to; to < from wraps */
 } gd_risk_signal_t;
 
+/* a time zone's offset from UTC and the span it holds for (gd_risk.h) */
+typedef struct {
+    int64_t from;   /* the offset holds for from <= t < until (unix time) */
+    int64_t until;  /* the next transition (DST), or when to look again */
+    int32_t offset; /* seconds east of UTC */
+    int known;      /* 0: the zone has no file in the zone database */
+} gd_risk_zone_t;
+
 typedef struct {
     uint32_t step_up; /* 1..1000, < deny */
     uint32_t deny;    /* 1..1000 */
     uint64_t ttl_ms;  /* 0: not given */
     int shadow;
-    char *time_zone; /* NULL: UTC */
+    char *time_zone;      /* NULL: UTC */
+    gd_risk_zone_t *zone; /* time_zone's offset, from gd_risk_zones_load();
+                             NULL until then */
     gd_risk_signal_t *signals;
     size_t nsignals; /* 1..GD_RISK_MAX_SIGNALS */
 } gd_risk_policy_t;

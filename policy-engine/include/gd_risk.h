@@ -145,15 +145,39 @@ const char *gd_risk_decision_name(gd_risk_decision_t d);
 int gd_risk_explain(const gd_risk_result_t *r, char *buf, size_t size);
 
 /*
- * The daemon-side helper for local_minutes: the minutes since midnight at
+ * The one-shot helper for local_minutes: the minutes since midnight at
  * now in the IANA zone tz (NULL or "": UTC).  It sets TZ, calls tzset()
  * and localtime_r() and restores TZ under a mutex, so calls of it are
  * serialized; but it changes the process environment for a moment, so
- * call it where nothing else reads TZ or local time concurrently (or
- * cache the UTC offset per zone).  Returns 0, or -1 when tz is not a
- * valid zone name or has no file in the zone database (TZDIR, else
- * /usr/share/zoneinfo).
+ * call it where nothing else reads TZ or local time concurrently.  Per
+ * decision, use gd_risk_zone_minutes() instead.  Returns 0, or -1 when tz
+ * is not a valid zone name or has no file in the zone database (TZDIR,
+ * else /usr/share/zoneinfo).
  */
 int gd_risk_local_minutes(const char *tz, int64_t now, int *minutes);
+
+/*
+ * Where policies load: for every policy of set with a risk time_zone,
+ * its offset from UTC at now and the span it holds for, up to the next
+ * transition (DST) the zone database knows within about a year, in
+ * p->risk.zone (policies naming the same zone share the work).  It sets
+ * TZ for a moment, as gd_risk_local_minutes() does.  A zone with no file
+ * is kept as unknown and looked up again a minute later.  Returns 0, or
+ * -1 when out of memory.
+ */
+int gd_risk_zones_load(gd_policy_set_t *set, int64_t now);
+
+/*
+ * Per decision: the minutes since midnight at now in p's risk time_zone
+ * (UTC when p has none), from the offset gd_risk_zones_load() computed:
+ * no tzset(), no TZ, no zone file.  Only when now is outside the span the
+ * offset holds for (a transition passed, the clock went back) is the
+ * offset computed again first, and stored in p->risk.zone: calls for one
+ * policy set must come from one thread at a time.  Without
+ * gd_risk_zones_load() it falls back to gd_risk_local_minutes().
+ * Returns 0, or -1 when the zone is unknown (the scorer then takes UTC:
+ * set local_minutes to -1).
+ */
+int gd_risk_zone_minutes(const gd_policy_t *p, int64_t now, int *minutes);
 
 #endif

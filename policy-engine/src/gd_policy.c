@@ -1005,6 +1005,7 @@ static void policy_free(gd_policy_t *p)
     }
     free(p->risk.signals);
     free(p->risk.time_zone);
+    free(p->risk.zone);
 }
 
 void gd_policy_free(gd_policy_t *p)

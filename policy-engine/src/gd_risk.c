@@ -666,21 +666,25 @@ static int zone_name_ok(const char *tz)
     return 1;
 }
 
-int gd_risk_local_minutes(const char *tz, int64_t now, int *minutes)
+/* minutes since midnight of unix time t */
+static int day_minutes(int64_t t)
 {
-    char path[4096], *saved = NULL;
+    int64_t s = t % 86400;
+
+    return (int)((s < 0 ? s + 86400 : s) / 60);
+}
+
+/*
+ * Makes tz the local time zone, under gd_tz_lock: zone_leave() undoes it.
+ * Returns 0, or -1 (nothing to undo) when tz is not a zone name or has no
+ * file in the zone database.
+ */
+static int zone_enter(const char *tz, char **saved)
+{
+    char path[4096];
     const char *dir, *old;
-    time_t t = (time_t)now;
-    struct tm tm;
-    int rc = 0;
 
-    if (tz == NULL || tz[0] == '\0') {
-        int64_t s = now % 86400;
-
-        *minutes = (int)((s < 0 ? s + 86400 : s) / 60);
-        return 0;
-    }
-
+    *saved = NULL;
     if (!zone_name_ok(tz)) {
         return -1;
     }
@@ -699,22 +703,18 @@ int gd_risk_local_minutes(const char *tz, int64_t now, int *minutes)
     pthread_mutex_lock(&gd_tz_lock);
 
     old = getenv("TZ");
-    if (old && (saved = strdup(old)) == NULL) {
+    if ((old && (*saved = strdup(old)) == NULL) || setenv("TZ", tz, 1) != 0) {
+        free(*saved);
+        *saved = NULL;
         pthread_mutex_unlock(&gd_tz_lock);
         return -1;
     }
+    tzset();
+    return 0;
+}
 
-    if (setenv("TZ", tz, 1) != 0) {
-        rc = -1;
-    } else {
-        tzset();
-        if (localtime_r(&t, &tm) == NULL) {
-            rc = -1;
-        } else {
-            *minutes = tm.tm_hour * 60 + tm.tm_min;
-        }
-    }
-
+static void zone_leave(char *saved)
+{
     if (saved) {
         setenv("TZ", saved, 1);
     } else {
@@ -724,5 +724,161 @@ int gd_risk_local_minutes(const char *tz, int64_t now, int *minutes)
 
     pthread_mutex_unlock(&gd_tz_lock);
     free(saved);
+}
+
+/* the local zone's offset from UTC at t, between zone_enter/leave */
+static int offset_at(int64_t t, long *offset)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+
+    if (localtime_r(&tt, &tm) == NULL) {
+        return -1;
+    }
+    *offset = tm.tm_gmtoff;
+    return 0;
+}
+
+int gd_risk_local_minutes(const char *tz, int64_t now, int *minutes)
+{
+    char *saved;
+    long offset;
+    int rc;
+
+    if (tz == NULL || tz[0] == '\0') {
+        *minutes = day_minutes(now);
+        return 0;
+    }
+
+    if (zone_enter(tz, &saved) != 0) {
+        return -1;
+    }
+    rc = offset_at(now, &offset);
+    zone_leave(saved);
+
+    if (rc == 0) {
+        *minutes = day_minutes(now + offset);
+    }
     return rc;
+}
+
+/* the zone's offsets are sampled this often when looking for the next
+   transition (zones have at most two a year, far more than 6 hours
+   apart), this far ahead; an unknown zone is looked up again after
+   GD_ZONE_RETRY seconds */
+#define GD_ZONE_STEP (6 * 3600)
+#define GD_ZONE_AHEAD (400 * 86400)
+#define GD_ZONE_RETRY 60
+
+/* tz's offset at now and the span it holds for: [now, next transition) */
+static void zone_span(const char *tz, int64_t now, gd_risk_zone_t *z)
+{
+    int64_t lo, hi, mid, end;
+    char *saved;
+    long offset, o;
+
+    z->from = now;
+    z->until =
+        now < INT64_MAX - GD_ZONE_RETRY ? now + GD_ZONE_RETRY : INT64_MAX;
+    z->offset = 0;
+    z->known = 0;
+
+    if (zone_enter(tz, &saved) != 0) {
+        return;
+    }
+
+    if (offset_at(now, &offset) == 0) {
+        end = now < INT64_MAX - GD_ZONE_AHEAD ? now + GD_ZONE_AHEAD : INT64_MAX;
+        z->offset = (int32_t)offset;
+        z->known = 1;
+        z->until = end;
+
+        /* the first sample with another offset, then the first second of
+           it: a binary search between the two samples */
+        for (lo = now; lo < end; lo = hi) {
+            hi = lo < end - GD_ZONE_STEP ? lo + GD_ZONE_STEP : end;
+            if (offset_at(hi, &o) != 0) {
+                z->until = hi;
+                break;
+            }
+            if (o == offset) {
+                continue;
+            }
+            while (hi - lo > 1) {
+                mid = lo + (hi - lo) / 2;
+                if (offset_at(mid, &o) == 0 && o == offset) {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            z->until = hi;
+            break;
+        }
+    }
+
+    zone_leave(saved);
+}
+
+static gd_risk_zone_t *zone_load(gd_policy_t *p, gd_policy_t *done,
+                                 size_t ndone, int64_t now)
+{
+    gd_risk_zone_t *z = malloc(sizeof(*z));
+
+    if (z == NULL) {
+        return NULL;
+    }
+
+    /* a zone already computed for an earlier policy of the set */
+    for (size_t i = 0; i < ndone; i++) {
+        if (done[i].risk.zone && done[i].risk.time_zone &&
+            strcmp(done[i].risk.time_zone, p->risk.time_zone) == 0) {
+            *z = *done[i].risk.zone;
+            return z;
+        }
+    }
+
+    zone_span(p->risk.time_zone, now, z);
+    return z;
+}
+
+int gd_risk_zones_load(gd_policy_set_t *set, int64_t now)
+{
+    gd_policy_t *p;
+
+    for (size_t i = 0; i <= set->ntenants; i++) {
+        p = i < set->ntenants ? &set->tenants[i] : set->fallback;
+        if (p == NULL || !p->has_risk || p->risk.time_zone == NULL) {
+            continue;
+        }
+        free(p->risk.zone);
+        p->risk.zone = zone_load(p, set->tenants, i, now);
+        if (p->risk.zone == NULL) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int gd_risk_zone_minutes(const gd_policy_t *p, int64_t now, int *minutes)
+{
+    gd_risk_zone_t *z = p->risk.zone;
+
+    if (p->risk.time_zone == NULL) {
+        *minutes = day_minutes(now);
+        return 0;
+    }
+    if (z == NULL) {
+        return gd_risk_local_minutes(p->risk.time_zone, now, minutes);
+    }
+
+    if (now < z->from || now >= z->until) {
+        zone_span(p->risk.time_zone, now, z);
+    }
+    if (!z->known) {
+        return -1;
+    }
+
+    *minutes = day_minutes(now + z->offset);
+    return 0;
 }

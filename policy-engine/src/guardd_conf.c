@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 gd_conf_t conf;
 gd_policy_set_t *policies;
@@ -222,6 +223,13 @@ gd_policy_set_t *policies_load(void)
         logmsg("error", "%s", errs.lines[i]);
     }
     gd_errors_free(&errs);
+
+    /* the risk time zones' offsets, once here rather than per decision */
+    if (set && gd_risk_zones_load(set, (int64_t)time(NULL)) != 0) {
+        logmsg("error", "out of memory for the policies' time zones");
+        gd_policy_set_free(set);
+        return NULL;
+    }
 
     return set;
 }

@@ -77,8 +77,7 @@ static int handle_decide(gd_conn_t *c, gd_frame_t *f)
         return rc;
     }
 
-    if (p->risk.time_zone && gd_risk_local_minutes(p->risk.time_zone, req.now,
-                                                   &req.local_minutes) != 0) {
+    if (gd_risk_zone_minutes(p, req.now, &req.local_minutes) != 0) {
         req.local_minutes = -1;
     }
 

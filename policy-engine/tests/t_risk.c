@@ -3,7 +3,8 @@
  * sum of weights, both thresholds at their edges, shadow signals and
  * shadow sections, the state's windows (requests, refusals, client IPs),
  * its bounds (LRU of subjects, capped rings and IP lists), time of day
- * with midnight-wrapping hours, determinism, and the time zone helper.
+ * with midnight-wrapping hours, determinism, the time zone helper, and
+ * the time zone offsets computed at load and refreshed across DST.
  */
 #include "gd_policy.h"
 #include "gd_risk.h"
@@ -160,6 +161,91 @@ static gd_risk_result_t score(const gd_policy_t *p, const gd_risk_state_t *st,
         printf("# gd_risk_score failed\n");
     }
     return r;
+}
+
+/* Europe/Paris: CET to CEST at 2026-03-29 01:00 UTC, back at
+   2026-10-25 01:00 UTC, CEST again at 2027-03-28 01:00 UTC */
+#define SPRING 1774746000
+#define AUTUMN 1792890000
+#define SPRING2 1806195600
+
+/* the offsets computed at policy load, and refreshed across DST */
+static void zone_offsets(void)
+{
+    char paris[] = "Europe/Paris", kolkata[] = "Asia/Kolkata",
+         nowhere[] = "Nowhere/Nothing";
+    gd_policy_t pol[5];
+    gd_policy_set_t zset = {.tenants = pol, .ntenants = 4, .fallback = NULL};
+    int m = -1;
+
+    memset(pol, 0, sizeof(pol));
+    for (size_t i = 0; i < 5; i++) {
+        pol[i].has_risk = 1;
+    }
+    pol[0].risk.time_zone = paris;
+    pol[1].risk.time_zone = paris;
+    pol[2].risk.time_zone = kolkata;
+    pol[3].risk.time_zone = nowhere;
+    zset.fallback = &pol[4]; /* no time_zone: UTC */
+
+    TAP_OK(gd_risk_zone_minutes(&pol[4], NOW, &m) == 0 && m == 22 * 60 + 13,
+           "zone minutes, no time_zone: UTC (22:13)");
+
+    if (access("/usr/share/zoneinfo/Europe/Paris", R_OK) != 0 ||
+        access("/usr/share/zoneinfo/Asia/Kolkata", R_OK) != 0 ||
+        getenv("TZDIR") != NULL) {
+        for (int i = 0; i < 12; i++) {
+            TAP_OK(1, "# SKIP no zone database");
+        }
+        return;
+    }
+
+    setenv("TZ", "UTC0", 1);
+    TAP_OK(gd_risk_zones_load(&zset, SPRING - 3600) == 0 && pol[0].risk.zone &&
+               pol[1].risk.zone && pol[2].risk.zone && pol[3].risk.zone &&
+               pol[4].risk.zone == NULL,
+           "zones load: one per policy with a time_zone");
+    gd_risk_zone_t *z = pol[0].risk.zone;
+    TAP_OK(z->known && z->offset == 3600 && z->from == SPRING - 3600 &&
+               z->until == SPRING,
+           "Europe/Paris an hour before spring: +1h, until the transition "
+           "to the second (until=%lld)",
+           (long long)z->until);
+    TAP_OK(pol[1].risk.zone->offset == 3600 &&
+               pol[1].risk.zone->until == SPRING,
+           "a second policy in the same zone: the same span");
+    TAP_OK(pol[2].risk.zone->known && pol[2].risk.zone->offset == 19800 &&
+               pol[2].risk.zone->until > SPRING + 300 * 86400,
+           "Asia/Kolkata: +5:30, no transition within the year");
+    TAP_OK(!pol[3].risk.zone->known &&
+               gd_risk_zone_minutes(&pol[3], SPRING, &m) == -1,
+           "an unknown zone: -1 (the scorer takes UTC)");
+    TAP_OK(strcmp(getenv("TZ"), "UTC0") == 0, "TZ is restored after load");
+
+    /* no zone database is read per decision within the span */
+    setenv("TZDIR", "/nonexistent", 1);
+    TAP_OK(gd_risk_zone_minutes(&pol[0], SPRING - 1, &m) == 0 &&
+               m == 1 * 60 + 59 && z->until == SPRING,
+           "one second before the transition: 01:59 CET, no zone file read");
+    TAP_OK(gd_risk_zone_minutes(&pol[2], SPRING, &m) == 0 && m == 6 * 60 + 30,
+           "Asia/Kolkata at 01:00 UTC: 06:30, no zone file read");
+    unsetenv("TZDIR");
+
+    TAP_OK(gd_risk_zone_minutes(&pol[0], SPRING, &m) == 0 && m == 3 * 60 &&
+               z->offset == 7200 && z->from == SPRING && z->until == AUTUMN,
+           "at the transition: 03:00 CEST, refreshed until autumn");
+    TAP_OK(gd_risk_zone_minutes(&pol[0], AUTUMN, &m) == 0 && m == 2 * 60 &&
+               z->offset == 3600 && z->until == SPRING2,
+           "autumn: 02:00 CET again, until next spring");
+    TAP_OK(gd_risk_zone_minutes(&pol[0], 1690000000, &m) == 0 &&
+               m == 6 * 60 + 26 && z->offset == 7200,
+           "the clock went back (July 2023): recomputed, 06:26 CEST");
+    TAP_OK(strcmp(getenv("TZ"), "UTC0") == 0, "TZ is restored after refresh");
+    unsetenv("TZ");
+
+    for (size_t i = 0; i < 5; i++) {
+        free(pol[i].risk.zone);
+    }
 }
 
 int main(void)
@@ -713,6 +799,8 @@ int main(void)
     TAP_OK(gd_risk_local_minutes("/etc/localtime", NOW, &m) == -1 &&
                gd_risk_local_minutes("../zoneinfo/UTC", NOW, &m) == -1,
            "a path is not a zone: -1");
+
+    zone_offsets();
 
     gd_risk_state_free(st);
     gd_risk_state_free(s2);

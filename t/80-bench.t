@@ -1,0 +1,98 @@
+#!/usr/bin/perl
+
+# The commands README.md shows under Benchmarks ("Before and after",
+# "Instructions per request"), with one short round and few requests:
+#
+#   bench/baseline.sh main DIR          (HEAD when there is no main)
+#   BASELINE_MODULE=DIR/ngx_http_guard_module.so \
+#       BASELINE_GUARDD=DIR/guardd make bench
+#   BASELINE_MODULE=DIR/ngx_http_guard_module.so bash bench/callgrind.sh
+#
+# The tables have the current module's ratios, the baseline's and
+# current / baseline for every variant.  Skipped without wrk and in the
+# sanitizer pass; the callgrind part without valgrind (scripts/setup.sh
+# bench).  Asserts no figure, only that each is there.
+
+use strict;
+use warnings;
+
+use File::Temp qw(tempdir);
+use FindBin;
+use Test::More;
+
+my $repo = "$FindBin::Bin/..";
+
+plan skip_all => 'wrk is not installed (sh scripts/setup.sh)'
+    unless system('command -v wrk >/dev/null 2>&1') == 0;
+plan skip_all => 'the benchmarks measure the optimized module, not the '
+    . 'sanitizer build (GUARD_SANITIZE)'
+    if $ENV{GUARD_SANITIZE};
+
+my $tmp = tempdir('guard-bench-t-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+my $rev = system("git -C '$repo' rev-parse -q --verify main >/dev/null") == 0
+    ? 'main' : 'HEAD';
+my $base = "$tmp/base";
+
+# bench/baseline.sh
+my $out = `'$repo/bench/baseline.sh' $rev '$base' 2>&1`;
+is($?, 0, "bench/baseline.sh $rev DIR: exit status 0") or diag $out;
+ok(-s "$base/ngx_http_guard_module.so" && -x "$base/guardd",
+   'DIR/ngx_http_guard_module.so and DIR/guardd');
+chomp(my $commit = `git -C '$repo' rev-parse $rev`);
+is(`cat '$base/COMMIT'`, "$commit\n", 'DIR/COMMIT names the commit');
+
+# make bench with a baseline
+my $num = qr/\d+\.\d{3}/;
+{
+    local $ENV{ROUNDS} = 1;
+    local $ENV{DURATION} = '1s';
+    local $ENV{CONNS} = 4;
+    local $ENV{BASELINE_MODULE} = "$base/ngx_http_guard_module.so";
+    local $ENV{BASELINE_GUARDD} = "$base/guardd";
+    $out = `make -s -C '$repo' bench 2>&1`;
+}
+is($?, 0, 'BASELINE_MODULE=... BASELINE_GUARDD=... make bench: exit status 0')
+    or diag $out;
+
+my @heads = $out =~ /^variant\s+ratio:plain\s+base:plain\b.*\scur\/base\s+runs \(current \| baseline\)$/mg;
+is(scalar @heads, 3, 'jwt, limits, sidecar: tables with the baseline');
+
+for my $v (qw(plain-return hs256-cached rs256-cached rs256-nocache
+              limit_req guard-jwt guard-limit guard-limit-nohdr proxy
+              guard-full-proxy guard-risk guard-jwt-5 guard-risk-5
+              auth_request)) {
+    like($out, qr/^\Q$v\E(?:\s+$num){3,5}\s+\d+ \| \d+ $/m,
+         "$v: ratios, baseline ratios, cur/base, runs of both");
+}
+like($out, qr/^full inline path over plain proxy: guard-full-proxy \/ proxy = $num, baseline $num, cur\/base $num$/m,
+     'the full inline path over plain proxy, both');
+like($out, qr/^rs256-nocache\@base req\/s vs openssl speed rsa2048 verify\/s: $num$/m,
+     'the baseline uncached RS256 rate next to openssl speed');
+like($out, qr/^5% delegated against its own baseline: .* cur\/base $num$/m,
+     'sidecar: 5% delegated, both');
+my @dps = $out =~ /decisions per CPU-second \(per core\): \d+/g;
+is(scalar @dps, 2, 'decide_bench against the current and the baseline guardd');
+like($out, qr/^baseline guardd: \Q$base\E\/guardd$/m, 'the baseline guardd');
+like($out, qr/audit\.sh: no baseline run/, 'audit.sh says it runs no baseline');
+
+# bench/callgrind.sh with a baseline
+SKIP: {
+    skip 'valgrind is not installed (sh scripts/setup.sh bench)', 3
+        unless system('command -v valgrind >/dev/null 2>&1') == 0;
+
+    {
+        local $ENV{COUNT} = 20;
+        local $ENV{WARMUP} = 5;
+        local $ENV{VARIANTS} = 'proxy full-cached';
+        local $ENV{BASELINE_MODULE} = "$base/ngx_http_guard_module.so";
+        $out = `bash '$repo/bench/callgrind.sh' 2>&1`;
+    }
+    is($?, 0, 'BASELINE_MODULE=... bash bench/callgrind.sh: exit status 0')
+        or diag $out;
+    like($out, qr/^proxy\s+\d+\s+1\.000\s+\d+\s+1\.000\s+$num$/m,
+         'proxy: instructions per request, current and baseline');
+    like($out, qr/^full-cached\s+\d+\s+$num\s+\d+\s+$num\s+$num$/m,
+         'full-cached: instructions, x proxy, for both, and cur/base');
+}
+
+done_testing;
