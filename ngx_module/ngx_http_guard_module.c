@@ -35,6 +35,9 @@ static ngx_int_t ngx_http_guard_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_guard_select_policy(ngx_http_request_t *r,
     ngx_http_guard_loc_conf_t *conf, ngx_http_guard_main_conf_t *gmcf,
     ngx_http_guard_ctx_t *ctx, ngx_str_t *token);
+static ngx_int_t ngx_http_guard_cache_token_key(ngx_http_request_t *r,
+    ngx_http_guard_loc_conf_t *conf, ngx_http_guard_ctx_t *ctx,
+    ngx_str_t *token);
 static ngx_http_guard_reason_e ngx_http_guard_authenticate(
     ngx_http_request_t *r, ngx_http_guard_loc_conf_t *conf,
     ngx_http_guard_ctx_t *ctx, ngx_str_t *token,
@@ -580,14 +583,32 @@ ngx_http_guard_select_policy(ngx_http_request_t *r,
         return NGX_OK;
     }
 
+    ngx_memzero(&peek, sizeof(ngx_http_guard_claims_t));
+
+    /* a cached token names its tenant without a parse */
+
+    if (conf->cache && token->len <= NGX_HTTP_GUARD_TOKEN_MAX) {
+        rc = ngx_http_guard_cache_token_key(r, conf, ctx, token);
+
+        if (rc == NGX_OK) {
+            rc = ngx_http_guard_cache_get(r, ctx->cache_key, NULL, &peek);
+        }
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_OK) {
+            goto found;
+        }
+    }
+
     payload = ngx_http_guard_jwt_peek(r, token);
 
     if (payload == NULL) {
         /* a malformed token: verification will say so */
         return NGX_OK;
     }
-
-    ngx_memzero(&peek, sizeof(ngx_http_guard_claims_t));
 
     rc = ngx_http_guard_tenant_extract(r, &conf->tenant_claim, payload,
                                        &peek);
@@ -596,6 +617,8 @@ ngx_http_guard_select_policy(ngx_http_request_t *r,
     if (rc != NGX_OK) {
         return NGX_ERROR;
     }
+
+found:
 
     if (peek.ntenants) {
         ctx->policy = ngx_http_guard_policy_find(gmcf->policies,
@@ -655,12 +678,35 @@ ngx_http_guard_shadow(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 }
 
 
+/* the token's cache key, made once per request and guard settings */
+
+static ngx_int_t
+ngx_http_guard_cache_token_key(ngx_http_request_t *r,
+    ngx_http_guard_loc_conf_t *conf, ngx_http_guard_ctx_t *ctx,
+    ngx_str_t *token)
+{
+    ngx_int_t  rc;
+
+    if (ctx->cache_keyed == conf) {
+        return NGX_OK;
+    }
+
+    rc = ngx_http_guard_cache_key(r, &conf->tenant_claim.name, token,
+                                  ctx->cache_key);
+    if (rc == NGX_OK) {
+        ctx->cache_keyed = conf;
+    }
+
+    return rc;
+}
+
+
 static ngx_http_guard_reason_e
 ngx_http_guard_authenticate(ngx_http_request_t *r,
     ngx_http_guard_loc_conf_t *conf, ngx_http_guard_ctx_t *ctx,
     ngx_str_t *token, ngx_http_guard_keyset_t *keys, ngx_array_t *issuers)
 {
-    u_char                   key[NGX_HTTP_GUARD_HASH_LEN];
+    u_char                  *fingerprint;
     ngx_int_t                rc;
     ngx_http_guard_reason_e  reason;
 
@@ -669,17 +715,26 @@ ngx_http_guard_authenticate(ngx_http_request_t *r,
     }
 
     ctx->cache_status = NGX_HTTP_GUARD_CACHE_OFF;
+    fingerprint = ngx_http_guard_jwt_keyset_fingerprint(keys);
 
     if (conf->cache) {
-        if (ngx_http_guard_cache_key(
-                ngx_http_guard_jwt_keyset_fingerprint(keys),
-                &conf->tenant_claim.name, token, key)
-            != NGX_OK)
-        {
+        rc = ngx_http_guard_cache_token_key(r, conf, ctx, token);
+
+        if (rc == NGX_ERROR) {
             return NGX_HTTP_GUARD_INTERNAL_ERROR;
         }
 
-        rc = ngx_http_guard_cache_get(r, key, &ctx->claims);
+        if (rc == NGX_OK) {
+            rc = ngx_http_guard_cache_get(r, ctx->cache_key, fingerprint,
+                                          &ctx->claims);
+        }
+
+        if (rc == NGX_OK
+            && ngx_http_guard_jwt_payload_segment(token, &ctx->claims.payload)
+               != NGX_OK)
+        {
+            rc = NGX_ERROR;
+        }
 
         if (rc == NGX_ERROR) {
             return NGX_HTTP_GUARD_INTERNAL_ERROR;
@@ -716,8 +771,8 @@ ngx_http_guard_authenticate(ngx_http_request_t *r,
 
     ctx->authenticated = 1;
 
-    if (conf->cache) {
-        ngx_http_guard_cache_put(r, key, &ctx->claims);
+    if (ctx->cache_status == NGX_HTTP_GUARD_CACHE_MISS) {
+        ngx_http_guard_cache_put(r, ctx->cache_key, fingerprint, &ctx->claims);
     }
 
     return ngx_http_guard_jwt_check(r, conf, issuers, &ctx->claims);
@@ -1001,14 +1056,10 @@ ngx_http_guard_claim_text(ngx_pool_t *pool, json_t *value, ngx_str_t *out)
 json_t *
 ngx_http_guard_payload(ngx_http_guard_ctx_t *ctx)
 {
-    json_error_t  err;
-
     if (ctx->payload == NULL && ctx->authenticated
         && ctx->claims.payload.len)
     {
-        ctx->payload = json_loadb((char *) ctx->claims.payload.data,
-                                  ctx->claims.payload.len,
-                                  NGX_HTTP_GUARD_JSON_FLAGS, &err);
+        ctx->payload = ngx_http_guard_jwt_payload_json(&ctx->claims.payload);
     }
 
     return ctx->payload;
