@@ -65,4 +65,25 @@ const char *gd_jwk_import(const json_t *jwk, gd_jwk_t *key);
 /* Frees what gd_jwk_import() made (the secret is cleansed first). */
 void gd_jwk_free(gd_jwk_t *key);
 
+/*
+ * The OpenSSL key of an RSA JWK's members, decoded (big-endian): n and e
+ * (nmembers 2, a public key), then d, p, q, dp, dq and qi (nmembers 8, a
+ * key pair).  0, or -1 when OpenSSL does not take them (*pkey NULL).  The
+ * caller checks the key further as it needs.
+ */
+int gd_jwk_rsa_pkey(const unsigned char *const member[], const size_t len[],
+                    size_t nmembers, EVP_PKEY **pkey);
+
+/*
+ * The OpenSSL key of an EC JWK on group (OpenSSL's group name): x and y of
+ * size bytes each, and d (dlen bytes) for a key pair, NULL for a public
+ * key.  0, or -1 (*pkey NULL).
+ */
+int gd_jwk_ec_pkey(const char *group, const unsigned char *x,
+                   const unsigned char *y, size_t size, const unsigned char *d,
+                   size_t dlen, EVP_PKEY **pkey);
+
+/* The ES algorithm of a JWK curve name ("P-256"...), or NULL. */
+const gd_jwk_alg_t *gd_jwk_ec_curve(const char *crv);
+
 #endif

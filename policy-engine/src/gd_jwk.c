@@ -84,62 +84,152 @@ static int gd_jwk_has_private(const json_t *jwk, const char **members)
 #define GD_JWK_PRIVATE                                                         \
     "private key material in the key set (publish public keys only)"
 
-static const char *gd_jwk_rsa(const json_t *jwk, gd_jwk_t *key)
+int gd_jwk_rsa_pkey(const unsigned char *const member[], const size_t len[],
+                    size_t nmembers, EVP_PKEY **pkey)
 {
-    static const char *private[] = {"d",  "p",  "q",   "dp",
-                                    "dq", "qi", "oth", NULL};
-    const char *rv = "cannot build the RSA key";
-    unsigned char *nb = NULL, *eb = NULL;
-    size_t nlen, elen;
-    BIGNUM *n = NULL, *e = NULL;
-    OSSL_PARAM_BLD *bld = NULL;
+    static const char *names[] = {
+        OSSL_PKEY_PARAM_RSA_N,         OSSL_PKEY_PARAM_RSA_E,
+        OSSL_PKEY_PARAM_RSA_D,         OSSL_PKEY_PARAM_RSA_FACTOR1,
+        OSSL_PKEY_PARAM_RSA_FACTOR2,   OSSL_PKEY_PARAM_RSA_EXPONENT1,
+        OSSL_PKEY_PARAM_RSA_EXPONENT2, OSSL_PKEY_PARAM_RSA_COEFFICIENT1};
+    BIGNUM *bn[8] = {0};
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
     OSSL_PARAM *params = NULL;
     EVP_PKEY_CTX *pctx = NULL;
+    int rc = -1;
 
-    if (gd_jwk_has_private(jwk, private)) {
-        return GD_JWK_PRIVATE;
-    }
+    *pkey = NULL;
 
-    if (gd_jwk_b64(jwk, "n", &nb, &nlen) != 0) {
-        return "RSA key needs \"n\" in base64url";
-    }
-
-    if (gd_jwk_b64(jwk, "e", &eb, &elen) != 0) {
-        free(nb);
-        return "RSA key needs \"e\" in base64url";
-    }
-
-    n = BN_bin2bn(nb, (int)nlen, NULL);
-    e = BN_bin2bn(eb, (int)elen, NULL);
-    bld = OSSL_PARAM_BLD_new();
-
-    if (n == NULL || e == NULL || bld == NULL ||
-        OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) != 1 ||
-        OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e) != 1) {
+    if (bld == NULL || (nmembers != 2 && nmembers != 8)) {
         goto done;
+    }
+
+    for (size_t i = 0; i < nmembers; i++) {
+        bn[i] = BN_bin2bn(member[i], (int)len[i], NULL);
+        if (bn[i] == NULL ||
+            OSSL_PARAM_BLD_push_BN(bld, names[i], bn[i]) != 1) {
+            goto done;
+        }
     }
 
     params = OSSL_PARAM_BLD_to_param(bld);
     pctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
 
-    if (params == NULL || pctx == NULL || EVP_PKEY_fromdata_init(pctx) != 1 ||
-        EVP_PKEY_fromdata(pctx, &key->pkey, EVP_PKEY_PUBLIC_KEY, params) != 1) {
-        goto done;
+    if (params != NULL && pctx != NULL && EVP_PKEY_fromdata_init(pctx) == 1 &&
+        EVP_PKEY_fromdata(
+            pctx, pkey, nmembers == 8 ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
+            params) == 1) {
+        rc = 0;
     }
-
-    rv = EVP_PKEY_get_bits(key->pkey) < GD_JWK_RSA_MIN_BITS
-             ? "RSA key shorter than 2048 bits"
-             : NULL;
 
 done:
     EVP_PKEY_CTX_free(pctx);
     OSSL_PARAM_free(params);
     OSSL_PARAM_BLD_free(bld);
-    BN_free(n);
-    BN_free(e);
-    free(nb);
-    free(eb);
+    for (size_t i = 0; i < 8; i++) {
+        BN_clear_free(bn[i]);
+    }
     ERR_clear_error();
+
+    return rc;
+}
+
+int gd_jwk_ec_pkey(const char *group, const unsigned char *x,
+                   const unsigned char *y, size_t size, const unsigned char *d,
+                   size_t dlen, EVP_PKEY **pkey)
+{
+    unsigned char pub[1 + 2 * 66];
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *pctx = NULL;
+    BIGNUM *priv = NULL;
+    int rc = -1;
+
+    *pkey = NULL;
+
+    if (bld == NULL || size > 66) {
+        goto done;
+    }
+
+    pub[0] = 0x04; /* uncompressed point */
+    memcpy(pub + 1, x, size);
+    memcpy(pub + 1 + size, y, size);
+
+    if (OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group,
+                                        0) != 1 ||
+        OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub,
+                                         1 + 2 * size) != 1) {
+        goto done;
+    }
+
+    if (d != NULL &&
+        ((priv = BN_bin2bn(d, (int)dlen, NULL)) == NULL ||
+         OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, priv) != 1)) {
+        goto done;
+    }
+
+    params = OSSL_PARAM_BLD_to_param(bld);
+    pctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+
+    if (params != NULL && pctx != NULL && EVP_PKEY_fromdata_init(pctx) == 1 &&
+        EVP_PKEY_fromdata(pctx, pkey,
+                          d != NULL ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
+                          params) == 1) {
+        rc = 0;
+    }
+
+done:
+    EVP_PKEY_CTX_free(pctx);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    BN_clear_free(priv);
+    ERR_clear_error();
+
+    return rc;
+}
+
+const gd_jwk_alg_t *gd_jwk_ec_curve(const char *crv)
+{
+    for (size_t i = 0; crv != NULL && i < GD_JWK_NALGS; i++) {
+        if (gd_jwk_algs[i].family == GD_JWK_ES &&
+            strcmp(gd_jwk_algs[i].crv, crv) == 0) {
+            return &gd_jwk_algs[i];
+        }
+    }
+
+    return NULL;
+}
+
+static const char *gd_jwk_rsa(const json_t *jwk, gd_jwk_t *key)
+{
+    static const char *private[] = {"d",  "p",  "q",   "dp",
+                                    "dq", "qi", "oth", NULL};
+    const char *rv = "cannot build the RSA key";
+    unsigned char *m[2] = {NULL, NULL};
+    size_t len[2];
+
+    if (gd_jwk_has_private(jwk, private)) {
+        return GD_JWK_PRIVATE;
+    }
+
+    if (gd_jwk_b64(jwk, "n", &m[0], &len[0]) != 0) {
+        return "RSA key needs \"n\" in base64url";
+    }
+
+    if (gd_jwk_b64(jwk, "e", &m[1], &len[1]) != 0) {
+        free(m[0]);
+        return "RSA key needs \"e\" in base64url";
+    }
+
+    if (gd_jwk_rsa_pkey((const unsigned char *const *)m, len, 2, &key->pkey) ==
+        0) {
+        rv = EVP_PKEY_get_bits(key->pkey) < GD_JWK_RSA_MIN_BITS
+                 ? "RSA key shorter than 2048 bits"
+                 : NULL;
+    }
+
+    free(m[0]);
+    free(m[1]);
 
     return rv;
 }
@@ -150,9 +240,8 @@ static const char *gd_jwk_ec(const json_t *jwk, gd_jwk_t *key)
     const gd_jwk_alg_t *alg = key->alg;
     const json_t *crv = json_object_get(jwk, "crv");
     const char *rv;
-    unsigned char *x = NULL, *y = NULL, pub[1 + 2 * 66];
+    unsigned char *x = NULL, *y = NULL;
     size_t xlen, ylen;
-    OSSL_PARAM params[3];
     EVP_PKEY_CTX *pctx = NULL;
 
     if (gd_jwk_has_private(jwk, private)) {
@@ -175,26 +264,11 @@ static const char *gd_jwk_ec(const json_t *jwk, gd_jwk_t *key)
         goto done;
     }
 
-    pub[0] = 0x04; /* uncompressed point */
-    memcpy(pub + 1, x, xlen);
-    memcpy(pub + 1 + xlen, y, ylen);
-
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME,
-                                                 (char *)alg->group, 0);
-    params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, pub,
-                                                  1 + 2 * alg->coord_len);
-    params[2] = OSSL_PARAM_construct_end();
-
     rv = "EC point is not on the curve";
 
-    pctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
-
-    if (pctx == NULL || EVP_PKEY_fromdata_init(pctx) != 1 ||
-        EVP_PKEY_fromdata(pctx, &key->pkey, EVP_PKEY_PUBLIC_KEY, params) != 1) {
+    if (gd_jwk_ec_pkey(alg->group, x, y, xlen, NULL, 0, &key->pkey) != 0) {
         goto done;
     }
-
-    EVP_PKEY_CTX_free(pctx);
 
     pctx = EVP_PKEY_CTX_new_from_pkey(NULL, key->pkey, NULL);
 
