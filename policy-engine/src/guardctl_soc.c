@@ -1,0 +1,968 @@
+/*
+ * guardctl blocked, show and review: the SOC's view of the journal.  The
+ * journal is only read here: a review goes to guardd as an AUDIT frame
+ * (guardctl_client.c), and guardd, the journal's one writer, appends it.
+ */
+#include "guardctl.h"
+
+#include "gd_journal.h"
+#include "gd_soc.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/*
+ * Journal values come from requests and tokens: control characters are
+ * shown as \xNN, never sent to the analyst's terminal.
+ */
+static char *clean(const char *s)
+{
+    size_t len = strlen(s), o = 0;
+    char *out = malloc(len * 4 + 1);
+
+    if (out == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f) {
+            o += (size_t)snprintf(out + o, 5, "\\x%02x", c);
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* prints a cleaned value */
+static void put(const char *s)
+{
+    char *c = clean(s);
+    fputs(c ? c : "?", stdout);
+    free(c);
+}
+
+static const char *rec_id(const json_t *rec)
+{
+    const char *id = gd_soc_str(rec, "id");
+    return id ? id : gd_soc_str(rec, "decision_id");
+}
+
+static void warn_skipped(uint64_t skipped)
+{
+    if (skipped) {
+        fprintf(stderr,
+                "guardctl: %llu journal line%s could not be read; run "
+                "guardctl audit verify\n",
+                (unsigned long long)skipped, skipped == 1 ? "" : "s");
+    }
+}
+
+/* blocked: the newest refusals */
+
+typedef struct {
+    const char *tenant, *subject, *reason;
+    int64_t since, until;
+    int has_since, has_until;
+    uint64_t seq;
+    gd_soc_top_t top;
+} blocked_ctx_t;
+
+static int filter_match(const json_t *rec, const char *key, const char *want)
+{
+    const char *v;
+
+    if (want == NULL) {
+        return 1;
+    }
+    v = gd_soc_str(rec, key);
+    return v != NULL && strcmp(v, want) == 0;
+}
+
+static int blocked_cb(json_t *rec, const char *segment, uint64_t line,
+                      void *arg)
+{
+    blocked_ctx_t *ctx = arg;
+    int64_t ts = gd_soc_ts_ms(rec);
+
+    (void)segment;
+    (void)line;
+
+    ctx->seq++; /* the journal's order breaks ties */
+
+    if (!gd_soc_is_refusal(rec) || !filter_match(rec, "tenant", ctx->tenant) ||
+        !filter_match(rec, "subject", ctx->subject) ||
+        !filter_match(rec, "reason", ctx->reason)) {
+        return 0;
+    }
+
+    if ((ctx->has_since || ctx->has_until) && ts < 0) {
+        return 0; /* no time: it cannot be in a window */
+    }
+    if ((ctx->has_since && ts < ctx->since) ||
+        (ctx->has_until && ts > ctx->until)) {
+        return 0;
+    }
+
+    return gd_soc_top_offer(&ctx->top, rec, ts, ctx->seq) == 0 ? 0 : -2;
+}
+
+#define BLOCKED_COLS 8
+
+static void table_cell(int c, const char *text, size_t width)
+{
+    if (c + 1 < BLOCKED_COLS) {
+        printf("%-*s  ", (int)width, text);
+    } else {
+        printf("%s\n", text);
+    }
+}
+
+static void blocked_table(gd_soc_top_t *top)
+{
+    static const char *head[BLOCKED_COLS] = {"TIME",    "DECISION", "TENANT",
+                                             "SUBJECT", "STATUS",   "REASON",
+                                             "STAGE",   "SCORE"};
+    size_t width[BLOCKED_COLS];
+    char ***rows = calloc(top->n, sizeof(char **));
+
+    if (rows == NULL) {
+        return;
+    }
+
+    for (int c = 0; c < BLOCKED_COLS; c++) {
+        width[c] = strlen(head[c]);
+    }
+
+    for (size_t r = 0; r < top->n; r++) {
+        json_t *rec = top->v[r].rec, *v;
+        const char *outcome = gd_soc_str(rec, "outcome");
+        char buf[64], reason[512];
+
+        rows[r] = calloc(BLOCKED_COLS, sizeof(char *));
+        if (rows[r] == NULL) {
+            continue;
+        }
+
+        if (top->v[r].ts >= 0) {
+            gd_soc_format_time(top->v[r].ts, 0, buf, sizeof(buf));
+        } else {
+            snprintf(buf, sizeof(buf), "-");
+        }
+        rows[r][0] = strdup(buf);
+
+        rows[r][1] = clean(rec_id(rec) ? rec_id(rec) : "-");
+        rows[r][2] =
+            clean(gd_soc_str(rec, "tenant") ? gd_soc_str(rec, "tenant") : "-");
+        rows[r][3] = clean(
+            gd_soc_str(rec, "subject") ? gd_soc_str(rec, "subject") : "-");
+
+        v = json_object_get(rec, "status");
+        if (json_is_integer(v)) {
+            snprintf(buf, sizeof(buf), "%lld",
+                     (long long)json_integer_value(v));
+        } else {
+            snprintf(buf, sizeof(buf), "-");
+        }
+        rows[r][4] = strdup(buf);
+
+        /* a shadow refusal was not enforced: say so next to its reason */
+        snprintf(reason, sizeof(reason), "%s%s",
+                 gd_soc_str(rec, "reason") ? gd_soc_str(rec, "reason") : "-",
+                 outcome && strcmp(outcome, "shadow_deny") == 0 ? " (shadow)"
+                                                                : "");
+        rows[r][5] = clean(reason);
+        rows[r][6] =
+            clean(gd_soc_str(rec, "stage") ? gd_soc_str(rec, "stage") : "-");
+
+        v = json_object_get(rec, "score");
+        if (json_is_number(v)) {
+            snprintf(buf, sizeof(buf), "%g", json_number_value(v));
+        } else {
+            snprintf(buf, sizeof(buf), "-");
+        }
+        rows[r][7] = strdup(buf);
+
+        for (int c = 0; c < BLOCKED_COLS; c++) {
+            if (rows[r][c] && strlen(rows[r][c]) > width[c]) {
+                width[c] = strlen(rows[r][c]);
+            }
+        }
+    }
+
+    for (int c = 0; c < BLOCKED_COLS; c++) {
+        table_cell(c, head[c], width[c]);
+    }
+
+    for (size_t r = 0; r < top->n; r++) {
+        if (rows[r] == NULL) {
+            continue;
+        }
+        for (int c = 0; c < BLOCKED_COLS; c++) {
+            const char *cell = rows[r][c] ? rows[r][c] : "?";
+            table_cell(c, cell, width[c]);
+            free(rows[r][c]);
+        }
+        free(rows[r]);
+    }
+
+    free(rows);
+}
+
+static int parse_limit(const char *s, size_t *limit)
+{
+    char *end;
+    unsigned long long n;
+
+    if (s == NULL || *s < '0' || *s > '9') {
+        return -1;
+    }
+    errno = 0;
+    n = strtoull(s, &end, 10);
+    if (errno || *end || n > 10000000) {
+        return -1;
+    }
+    *limit = (size_t)n;
+    return 0;
+}
+
+int blocked(int argc, char **argv)
+{
+    blocked_ctx_t ctx = {0};
+    const char *dir = journal_dir(), *since = NULL, *until = NULL,
+               *limit_arg = NULL;
+    int64_t now = gd_soc_now_ms();
+    size_t limit = 50;
+    int json = 0, rc;
+    uint64_t skipped;
+    char err[512];
+
+    for (int i = 0; i < argc; i++) {
+        const char *v = NULL;
+
+        if (strcmp(argv[i], "--json") == 0) {
+            json = 1;
+            continue;
+        }
+        if (opt(argc, argv, &i, "--dir", &v)) {
+            dir = v;
+        } else if (opt(argc, argv, &i, "--tenant", &v)) {
+            ctx.tenant = v;
+        } else if (opt(argc, argv, &i, "--subject", &v)) {
+            ctx.subject = v;
+        } else if (opt(argc, argv, &i, "--reason", &v)) {
+            ctx.reason = v;
+        } else if (opt(argc, argv, &i, "--since", &v)) {
+            since = v;
+        } else if (opt(argc, argv, &i, "--until", &v)) {
+            until = v;
+        } else if (opt(argc, argv, &i, "--limit", &v)) {
+            limit_arg = v;
+        } else {
+            return usage_error("blocked: unknown argument \"%s\"", argv[i]);
+        }
+        if (v == NULL) {
+            return usage_error("blocked: %s needs a value", argv[i]);
+        }
+    }
+
+    if (since) {
+        if (gd_soc_parse_time(since, now, &ctx.since) != 0) {
+            return usage_error("--since: \"%s\" is not a duration (30m, 1h, "
+                               "2d) or an ISO 8601 time",
+                               since);
+        }
+        ctx.has_since = 1;
+    }
+    if (until) {
+        if (gd_soc_parse_time(until, now, &ctx.until) != 0) {
+            return usage_error("--until: \"%s\" is not a duration (30m, 1h, "
+                               "2d) or an ISO 8601 time",
+                               until);
+        }
+        ctx.has_until = 1;
+    }
+    if (limit_arg && parse_limit(limit_arg, &limit) != 0) {
+        return usage_error("--limit: \"%s\" is not a number (0: no limit)",
+                           limit_arg);
+    }
+
+    gd_soc_top_init(&ctx.top, limit);
+
+    rc = gd_journal_scan(dir, blocked_cb, &ctx, &skipped, err, sizeof(err));
+    if (rc != 0) {
+        fprintf(stderr, "guardctl: %s\n",
+                rc == -1 ? err : "out of memory while reading the journal");
+        gd_soc_top_free(&ctx.top);
+        return 2;
+    }
+    warn_skipped(skipped);
+
+    gd_soc_top_sort(&ctx.top);
+
+    if (json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < ctx.top.n; i++) {
+            json_array_append(arr, ctx.top.v[i].rec);
+        }
+        json_dumpf(arr, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+        fputc('\n', stdout);
+        json_decref(arr);
+    } else if (ctx.top.n == 0) {
+        printf("no refusals match\n");
+    } else {
+        blocked_table(&ctx.top);
+        if (ctx.top.n < ctx.top.seen) {
+            printf("(%zu of %llu matching refusals, newest first; "
+                   "--limit N shows more)\n",
+                   ctx.top.n, (unsigned long long)ctx.top.seen);
+        }
+    }
+
+    gd_soc_top_free(&ctx.top);
+    return 0;
+}
+
+/* show: one record, explained, and its reviews */
+
+typedef struct {
+    json_t *rec;
+    char segment[32];
+    uint64_t line;
+} located_t;
+
+typedef struct {
+    const char *id;
+    located_t *found, *reviews;
+    size_t nfound, nreviews;
+} show_ctx_t;
+
+static int locate_push(located_t **v, size_t *n, json_t *rec,
+                       const char *segment, uint64_t line)
+{
+    located_t *more = realloc(*v, (*n + 1) * sizeof(located_t));
+
+    if (more == NULL) {
+        return -2;
+    }
+    *v = more;
+    more[*n].rec = json_incref(rec);
+    snprintf(more[*n].segment, sizeof(more[*n].segment), "%s", segment);
+    more[*n].line = line;
+    (*n)++;
+    return 0;
+}
+
+static int show_cb(json_t *rec, const char *segment, uint64_t line, void *arg)
+{
+    show_ctx_t *ctx = arg;
+    const char *id;
+
+    if (gd_soc_is_review(rec)) {
+        id = gd_soc_str(rec, "review_of");
+        if (id && strcmp(id, ctx->id) == 0) {
+            return locate_push(&ctx->reviews, &ctx->nreviews, rec, segment,
+                               line);
+        }
+        return 0;
+    }
+
+    id = rec_id(rec);
+    if (id && strcmp(id, ctx->id) == 0) {
+        return locate_push(&ctx->found, &ctx->nfound, rec, segment, line);
+    }
+    return 0;
+}
+
+static void show_free(show_ctx_t *ctx)
+{
+    for (size_t i = 0; i < ctx->nfound; i++) {
+        json_decref(ctx->found[i].rec);
+    }
+    for (size_t i = 0; i < ctx->nreviews; i++) {
+        json_decref(ctx->reviews[i].rec);
+    }
+    free(ctx->found);
+    free(ctx->reviews);
+}
+
+/* finds the records of id; 0, or the exit status with a message printed */
+static int show_find(const char *dir, show_ctx_t *ctx)
+{
+    char err[512];
+    uint64_t skipped;
+    int rc = gd_journal_scan(dir, show_cb, ctx, &skipped, err, sizeof(err));
+
+    if (rc != 0) {
+        fprintf(stderr, "guardctl: %s\n",
+                rc == -1 ? err : "out of memory while reading the journal");
+        return 2;
+    }
+    warn_skipped(skipped);
+
+    if (ctx->nfound == 0) {
+        fprintf(stderr, "guardctl: no record with id \"%s\" in %s\n", ctx->id,
+                dir);
+        return 1;
+    }
+    return 0;
+}
+
+static const char *stage_words(const char *stage)
+{
+    static const struct {
+        const char *stage, *words;
+    } known[] = {
+        {"jwt", "the token check (signature, algorithm and claims)"},
+        {"tenant", "the tenant binding (the token's tenant against the "
+                   "request's)"},
+        {"residency", "the tenant's residency rule (allowed regions)"},
+        {"rate", "the tenant's rate limits"},
+        {"limits", "the tenant's rate and concurrency limits"},
+        {"concurrency", "the tenant's concurrency limit"},
+        {"risk", "guardd's risk scoring (the tenant policy's risk signals)"},
+        {"policy", "the tenant's policy"},
+        {NULL, NULL}};
+
+    for (int i = 0; stage && known[i].stage; i++) {
+        if (strcmp(stage, known[i].stage) == 0) {
+            return known[i].words;
+        }
+    }
+    return NULL;
+}
+
+static const char *reason_words(const char *reason)
+{
+    /* docs/reasons.md, in short */
+    static const struct {
+        const char *reason, *words;
+    } known[] = {
+        {"token_missing", "no bearer token"},
+        {"token_oversize", "the token is longer than 8 KiB"},
+        {"token_malformed", "the token is not a well-formed JWT"},
+        {"token_alg_refused",
+         "the token's algorithm is refused (none, or not the key's)"},
+        {"token_crit_refused", "the token has a crit header"},
+        {"token_key_unknown", "the token's kid is not in the key set"},
+        {"token_invalid", "the signature does not verify"},
+        {"token_claim_invalid", "a claim is missing or of the wrong type"},
+        {"token_expired", "the token has expired (exp)"},
+        {"token_not_yet_valid", "the token is not valid yet (nbf)"},
+        {"token_lifetime_exceeded", "exp - iat exceeds the maximum lifetime"},
+        {"token_issuer_refused", "the issuer (iss) is not accepted"},
+        {"token_audience_refused", "the audience (aud) is not accepted"},
+        {"tenant_unaddressed", "the request addresses no tenant"},
+        {"tenant_missing", "the token names no tenant"},
+        {"tenant_mismatch", "the token's tenant is not the addressed one"},
+        {"residency", "the tenant may not be served in this region"},
+        {"rate_limited", "a rate rule of the tenant's policy was exceeded"},
+        {"concurrency_limited", "too many requests of the tenant in flight"},
+        {"internal_error", "the gateway could not decide and failed closed"},
+        {"risk_deny", "the risk score reached the deny threshold"},
+        {"risk_step_up",
+         "the risk score reached the step-up threshold: a stronger "
+         "authentication is needed"},
+        {NULL, NULL}};
+
+    for (int i = 0; reason && known[i].reason; i++) {
+        if (strcmp(reason, known[i].reason) == 0) {
+            return known[i].words;
+        }
+    }
+    return NULL;
+}
+
+static void ago(int64_t ts, int64_t now, char *out, size_t len)
+{
+    int64_t s = (now - ts) / 1000;
+
+    if (s < 0) {
+        snprintf(out, len, "in the future");
+    } else if (s < 120) {
+        snprintf(out, len, "%lld seconds ago", (long long)s);
+    } else if (s < 7200) {
+        snprintf(out, len, "%lld minutes ago", (long long)(s / 60));
+    } else if (s < 2 * 86400) {
+        snprintf(out, len, "%lld hours ago", (long long)(s / 3600));
+    } else {
+        snprintf(out, len, "%lld days ago", (long long)(s / 86400));
+    }
+}
+
+static void field(const char *label, const char *value)
+{
+    printf("  %-12s ", label);
+    put(value);
+    fputc('\n', stdout);
+}
+
+static int json_int(const json_t *o, const char *key, long long *v)
+{
+    json_t *j = json_object_get(o, key);
+    if (!json_is_integer(j)) {
+        return 0;
+    }
+    *v = (long long)json_integer_value(j);
+    return 1;
+}
+
+static void explain(const located_t *at, int64_t now)
+{
+    json_t *rec = at->rec, *signals, *th, *rest;
+    const char *stage = gd_soc_str(rec, "stage");
+    const char *outcome = gd_soc_str(rec, "outcome");
+    const char *reason = gd_soc_str(rec, "reason");
+    const char *method = gd_soc_str(rec, "method");
+    const char *route = gd_soc_str(rec, "route");
+    int64_t ts = gd_soc_ts_ms(rec);
+    int shadow = outcome && strcmp(outcome, "shadow_deny") == 0;
+    long long status = 0, score = 0;
+    int has_status = json_int(rec, "status", &status);
+    int has_score = json_int(rec, "score", &score);
+    char buf[1024], when[64], rel[64];
+    static const char *shown[] = {
+        "id",          "decision_id", "ts_ms",      "tenant",
+        "subject",     "client_ip",   "method",     "route",
+        "stage",       "outcome",     "status",     "reason",
+        "score",       "signals",     "thresholds", "policy_version",
+        "traceparent", "node",        "shadow",     "prev_hash",
+        "hash",        NULL};
+
+    /* the summary, in one sentence */
+    printf("Decision ");
+    put(rec_id(rec));
+    if (shadow) {
+        printf(": would have been refused");
+    } else if (outcome && strcmp(outcome, "deny") != 0) {
+        printf(": %s", outcome);
+    } else {
+        printf(": refused");
+    }
+    if (has_status) {
+        printf(" with %lld", status);
+    }
+    if (reason) {
+        printf(" (");
+        put(reason);
+        printf(")");
+    }
+    if (stage) {
+        printf(" by the ");
+        put(stage);
+        printf(" stage");
+    }
+    if (shadow) {
+        printf(", in shadow mode: the request went on");
+    }
+    printf(".\n");
+
+    if (ts >= 0) {
+        gd_soc_format_time(ts, 1, when, sizeof(when));
+        ago(ts, now, rel, sizeof(rel));
+        snprintf(buf, sizeof(buf), "%s (%s)", when, rel);
+        field("when", buf);
+    }
+
+    if (stage) {
+        const char *w = stage_words(stage);
+        snprintf(buf, sizeof(buf), "%s%s%s", stage, w ? ": " : "", w ? w : "");
+        field("stage", buf);
+    }
+
+    if (outcome || has_status) {
+        if (shadow) {
+            snprintf(buf, sizeof(buf),
+                     "shadow_deny: status %lld was NOT sent; the rule only "
+                     "observes (shadow mode)",
+                     status);
+        } else if (outcome && strcmp(outcome, "deny") == 0) {
+            snprintf(buf, sizeof(buf),
+                     "deny: the request was refused with "
+                     "status %lld",
+                     status);
+        } else {
+            snprintf(buf, sizeof(buf), "%s, status %lld",
+                     outcome ? outcome : "-", status);
+        }
+        field("outcome", buf);
+    }
+
+    if (reason) {
+        const char *w = reason_words(reason);
+        snprintf(buf, sizeof(buf), "%s%s%s", reason, w ? ": " : "", w ? w : "");
+        field("reason", buf);
+    }
+
+    signals = json_object_get(rec, "signals");
+    if (json_is_array(signals)) {
+        size_t i, n = json_array_size(signals), idw = 0;
+        json_t *s;
+
+        json_array_foreach(signals, i, s)
+        {
+            const char *id = gd_soc_str(s, "id");
+            if (id && strlen(id) > idw) {
+                idw = strlen(id);
+            }
+        }
+
+        if (n == 0) {
+            field("signals", "none matched");
+        }
+        json_array_foreach(signals, i, s)
+        {
+            long long w = 0;
+            const char *id = gd_soc_str(s, "id");
+            int sh = json_is_true(json_object_get(s, "shadow"));
+            char *c = clean(id ? id : "?");
+
+            json_int(s, "weight", &w);
+            snprintf(buf, sizeof(buf), "%-*s weight %lld%s", (int)idw,
+                     c ? c : "?", w,
+                     sh ? "  shadow: observed, not counted in the score" : "");
+            free(c);
+            printf("  %-12s %s\n", i == 0 ? "signals" : "", buf);
+        }
+    }
+
+    th = json_object_get(rec, "thresholds");
+    if (has_score) {
+        long long su, dn;
+        int has_su = json_int(th, "step_up", &su);
+        int has_dn = json_int(th, "deny", &dn);
+
+        if (has_su || has_dn) {
+            const char *verdict =
+                has_dn && score >= dn   ? "at or over the deny threshold"
+                : has_su && score >= su ? "at or over the step-up threshold"
+                                        : "under the thresholds";
+            if (has_su && has_dn) {
+                snprintf(buf, sizeof(buf),
+                         "%lld against step-up %lld, deny %lld: %s", score, su,
+                         dn, verdict);
+            } else if (has_su) {
+                snprintf(buf, sizeof(buf), "%lld against step-up %lld: %s",
+                         score, su, verdict);
+            } else {
+                snprintf(buf, sizeof(buf), "%lld against deny %lld: %s", score,
+                         dn, verdict);
+            }
+        } else {
+            snprintf(buf, sizeof(buf),
+                     "%lld (the sum of the counted weights; the record does "
+                     "not carry the thresholds: see the policy version)",
+                     score);
+        }
+        field("score", buf);
+    }
+
+    if (gd_soc_str(rec, "policy_version")) {
+        field("policy", gd_soc_str(rec, "policy_version"));
+    }
+
+    if (method || route) {
+        snprintf(buf, sizeof(buf), "%s %s", method ? method : "-",
+                 route ? route : "-");
+        field("request", buf);
+    }
+    if (gd_soc_str(rec, "client_ip")) {
+        field("client ip", gd_soc_str(rec, "client_ip"));
+    }
+    if (gd_soc_str(rec, "tenant")) {
+        field("tenant", gd_soc_str(rec, "tenant"));
+    }
+    if (gd_soc_str(rec, "subject")) {
+        field("subject", gd_soc_str(rec, "subject"));
+    }
+    if (gd_soc_str(rec, "traceparent")) {
+        field("traceparent", gd_soc_str(rec, "traceparent"));
+    }
+    if (gd_soc_str(rec, "node")) {
+        field("node", gd_soc_str(rec, "node"));
+    }
+
+    snprintf(buf, sizeof(buf), "%s line %llu", at->segment,
+             (unsigned long long)at->line);
+    field("journal", buf);
+    if (gd_soc_str(rec, "hash")) {
+        field("hash", gd_soc_str(rec, "hash"));
+    }
+
+    /* anything else the sender recorded */
+    rest = json_deep_copy(rec);
+    for (int i = 0; rest && shown[i]; i++) {
+        json_object_del(rest, shown[i]);
+    }
+    if (rest && json_object_size(rest) > 0) {
+        char *text = json_dumps(rest, JSON_COMPACT | JSON_SORT_KEYS);
+        if (text) {
+            field("other", text);
+            free(text);
+        }
+    }
+    json_decref(rest);
+}
+
+static void explain_review(const located_t *at, size_t n)
+{
+    json_t *rec = at->rec;
+    const char *verdict = gd_soc_str(rec, "verdict");
+    const char *analyst = gd_soc_str(rec, "analyst");
+    const char *note = gd_soc_str(rec, "note");
+    int64_t ts = gd_soc_ts_ms(rec);
+    char when[64];
+
+    if (ts >= 0) {
+        gd_soc_format_time(ts, 1, when, sizeof(when));
+    } else {
+        snprintf(when, sizeof(when), "(no time)");
+    }
+
+    printf("  %zu. %s  ", n, when);
+    put(verdict ? verdict : "?");
+    if (verdict && strcmp(verdict, "confirmed") == 0) {
+        printf(" (a true positive: the refusal was right)");
+    } else if (verdict && strcmp(verdict, "false_positive") == 0) {
+        printf(" (the refusal was wrong)");
+    }
+    printf(", by ");
+    put(analyst ? analyst : "?");
+    fputc('\n', stdout);
+    if (note) {
+        printf("     note: ");
+        put(note);
+        fputc('\n', stdout);
+    }
+    printf("     journal: %s line %llu, hash ", at->segment,
+           (unsigned long long)at->line);
+    put(gd_soc_str(rec, "hash") ? gd_soc_str(rec, "hash") : "?");
+    fputc('\n', stdout);
+}
+
+int show(int argc, char **argv)
+{
+    show_ctx_t ctx = {0};
+    const char *dir = journal_dir();
+    int json = 0, rc;
+    int64_t now = gd_soc_now_ms();
+
+    for (int i = 0; i < argc; i++) {
+        const char *v = NULL;
+
+        if (strcmp(argv[i], "--json") == 0) {
+            json = 1;
+        } else if (opt(argc, argv, &i, "--dir", &v)) {
+            if (v == NULL) {
+                return usage_error("show: %s needs a value", argv[i]);
+            }
+            dir = v;
+        } else if (argv[i][0] == '-' || ctx.id != NULL) {
+            return usage_error("show: unexpected argument \"%s\"", argv[i]);
+        } else {
+            ctx.id = argv[i];
+        }
+    }
+    if (ctx.id == NULL) {
+        return usage_error("show: %s", "which decision id?");
+    }
+
+    rc = show_find(dir, &ctx);
+    if (rc != 0) {
+        show_free(&ctx);
+        return rc;
+    }
+
+    if (json) {
+        json_t *out = json_object(), *recs = json_array(),
+               *reviews = json_array();
+        for (size_t i = 0; i < ctx.nfound; i++) {
+            json_array_append(recs, ctx.found[i].rec);
+        }
+        for (size_t i = 0; i < ctx.nreviews; i++) {
+            json_array_append(reviews, ctx.reviews[i].rec);
+        }
+        json_object_set_new(out, "records", recs);
+        json_object_set_new(out, "reviews", reviews);
+        json_dumpf(out, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+        fputc('\n', stdout);
+        json_decref(out);
+        show_free(&ctx);
+        return 0;
+    }
+
+    for (size_t i = 0; i < ctx.nfound; i++) {
+        if (i > 0) {
+            printf("\n");
+        }
+        explain(&ctx.found[i], now);
+    }
+
+    if (ctx.nreviews == 0) {
+        printf("\nReviews: none yet (guardctl review %s --verdict "
+               "confirmed|false_positive --analyst NAME)\n",
+               ctx.id);
+    } else {
+        printf("\nReviews (%zu, oldest first):\n", ctx.nreviews);
+        for (size_t i = 0; i < ctx.nreviews; i++) {
+            explain_review(&ctx.reviews[i], i + 1);
+        }
+    }
+
+    show_free(&ctx);
+    return 0;
+}
+
+int review(int argc, char **argv)
+{
+    show_ctx_t ctx = {0};
+    const char *dir = journal_dir(), *verdict = NULL, *analyst = NULL,
+               *note = NULL, *path = getenv("GUARD_SOCKET");
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    conn_t *c = NULL;
+    json_t *hello = NULL, *rec = NULL, *ans = NULL;
+    size_t max_frame = GD_PROTO_DEFAULT_MAX_FRAME;
+    char err[512];
+    int rc;
+
+    if (path == NULL || *path == '\0') {
+        path = "/run/guard/guardd.sock";
+    }
+
+    for (int i = 0; i < argc; i++) {
+        const char *v = NULL;
+
+        if (opt(argc, argv, &i, "--dir", &v)) {
+            dir = v;
+        } else if (opt(argc, argv, &i, "--verdict", &v)) {
+            verdict = v;
+        } else if (opt(argc, argv, &i, "--analyst", &v)) {
+            analyst = v;
+        } else if (opt(argc, argv, &i, "--note", &v)) {
+            note = v;
+        } else if (opt(argc, argv, &i, "--socket", &v)) {
+            path = v;
+        } else if (argv[i][0] == '-' || ctx.id != NULL) {
+            return usage_error("review: unexpected argument \"%s\"", argv[i]);
+        } else {
+            ctx.id = argv[i];
+            continue;
+        }
+        if (v == NULL) {
+            return usage_error("review: %s needs a value", argv[i]);
+        }
+    }
+
+    if (ctx.id == NULL || verdict == NULL || analyst == NULL) {
+        return usage_error("review: %s",
+                           "an id, --verdict and --analyst are needed");
+    }
+
+    if (strcmp(verdict, "confirmed") != 0 &&
+        strcmp(verdict, "false_positive") != 0) {
+        fprintf(stderr,
+                "guardctl: the verdict \"%s\" is neither confirmed nor "
+                "false_positive\n",
+                verdict);
+        return 1;
+    }
+    if (*analyst == '\0') {
+        fprintf(stderr, "guardctl: --analyst must name the analyst\n");
+        return 1;
+    }
+
+    /* only a record that exists can be reviewed */
+    rc = show_find(dir, &ctx);
+    show_free(&ctx);
+    if (rc != 0) {
+        return rc;
+    }
+
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        fprintf(stderr, "guardctl: %s: the socket path is too long\n", path);
+        return 1;
+    }
+    strcpy(sa.sun_path, path);
+
+    c = calloc(1, sizeof(conn_t));
+    if (c == NULL) {
+        fprintf(stderr, "guardctl: out of memory\n");
+        return 1;
+    }
+    c->deadline = gd_soc_now_ms() + GUARDCTL_TIMEOUT_MS;
+    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        fprintf(stderr, "guardctl: cannot reach guardd at %s: %s\n", path,
+                strerror(errno));
+        rc = 1;
+        goto done;
+    }
+
+    hello =
+        json_pack("{s:i, s:I, s:s}", "version", GD_PROTO_VERSION, "max_frame",
+                  (json_int_t)GD_PROTO_DEFAULT_MAX_FRAME, "node", "guardctl");
+    if (send_frame(c, GD_FRAME_HELLO, 1, hello, max_frame, err, sizeof(err)) !=
+            0 ||
+        await(c, 1, GD_FRAME_HELLO, &ans, err, sizeof(err)) != 0) {
+        fprintf(stderr, "guardctl: %s\n", err);
+        rc = 1;
+        goto done;
+    }
+
+    /* the smaller of the two maximum frames */
+    {
+        json_t *mf = json_object_get(ans, "max_frame");
+        if (json_is_integer(mf) &&
+            json_integer_value(mf) >= GD_PROTO_MIN_FRAME &&
+            (size_t)json_integer_value(mf) < max_frame) {
+            max_frame = (size_t)json_integer_value(mf);
+        }
+    }
+    json_decref(ans);
+    ans = NULL;
+
+    rec = json_pack("{s:s, s:s, s:s, s:s, s:I}", "kind", "review", "review_of",
+                    ctx.id, "verdict", verdict, "analyst", analyst, "ts_ms",
+                    (json_int_t)gd_soc_now_ms());
+    if (rec && note) {
+        json_object_set_new(rec, "note", json_string(note));
+    }
+    if (rec == NULL) {
+        fprintf(stderr, "guardctl: the review is not valid UTF-8\n");
+        rc = 1;
+        goto done;
+    }
+
+    if (send_frame(c, GD_FRAME_AUDIT, 2, rec, max_frame, err, sizeof(err)) !=
+            0 ||
+        await(c, 2, GD_FRAME_ACK, &ans, err, sizeof(err)) != 0) {
+        fprintf(stderr, "guardctl: %s\n", err);
+        rc = 1;
+        goto done;
+    }
+
+    if (gd_soc_str(ans, "hash") == NULL) {
+        fprintf(stderr, "guardctl: guardd's ACK carries no hash\n");
+        rc = 1;
+        goto done;
+    }
+
+    printf("review of %s journaled: %s\n", ctx.id, gd_soc_str(ans, "hash"));
+    rc = 0;
+
+done:
+    json_decref(ans);
+    json_decref(rec);
+    json_decref(hello);
+    if (c->fd >= 0) {
+        close(c->fd);
+    }
+    free(c);
+    return rc;
+}

@@ -1,0 +1,216 @@
+/*
+ * guardd's private header: what its files share.
+ *
+ *   guardd.c          main: start-up, privileges, shut-down
+ *   guardd_conf.c     guardd.conf and the policies
+ *   guardd_log.c      log lines, and conditions logged once in a while
+ *   guardd_loop.c     the epoll loop: one handler per file descriptor,
+ *                     the clock, signals
+ *   guardd_conn.c     the listener and the connections: reading,
+ *                     answering, backpressure, timeouts
+ *   guardd_frames.c   the frame handlers (HELLO, PING, DECIDE, AUDIT)
+ *   guardd_journal.c  the writer thread: journal appends, group commits,
+ *                     and the ACKs back on the loop
+ *   guardd_spill.c    spill files, ingested by the writer thread
+ */
+#ifndef GUARDD_H
+#define GUARDD_H
+
+#include "gd_audit.h"
+#include "gd_idset.h"
+#include "gd_journal.h"
+#include "gd_policy.h"
+#include "gd_proto.h"
+#include "gd_risk.h"
+#include "gd_uuid.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define GD_MAX_EVENTS 64
+#define GD_READ_CHUNK 16384
+#define GD_OUT_HIGH_WATER (256 * 1024)
+
+/* connection limits (guardd.conf) */
+#define GD_FD_RESERVE 32 /* descriptors kept for the journal, spill, ... */
+#define GD_MIN_CONNECTIONS 4
+#define GD_MAX_OUTPUT_DEFAULT (1024 * 1024)
+#define GD_IDLE_DEFAULT 60
+#define GD_STUCK_DEFAULT 30
+#define GD_ACCEPT_PAUSE_MS 100 /* out of descriptors: listener off */
+#define GD_SWEEP_MS 1000       /* idle and stuck connections checked */
+#define GD_LOG_EVERY_MS 10000  /* a repeated condition: one line each */
+
+#define GD_DEDUPE_DEFAULT 262144
+#define GD_DEDUPE_MIN 1024
+#define GD_SPILL_ORPHAN_DEFAULT 60
+#define GD_SPILL_MAX_FILE ((off_t)256 * 1024 * 1024)
+#define GD_SPILL_INTERVAL_MS 1000
+#define GD_SPILL_MAX_STUCK 4096
+
+/* configuration (guardd.conf, JSON) */
+
+typedef struct {
+    char *listen;
+    mode_t socket_mode;
+    char *socket_group;
+    char *user;
+    char *pid_file;
+    char *policies;
+    char *journal_dir;
+    size_t segment_size;
+    size_t max_frame;
+    char *node;
+    size_t dedupe_window;
+    char *spill; /* NULL: no spill ingestion */
+    long spill_orphan_after;
+    size_t max_connections;
+    long idle_timeout;       /* s, before HELLO; 0: never */
+    long hello_idle_timeout; /* s, after HELLO; 0: never */
+    size_t max_output;       /* answers queued per connection */
+    long stuck_timeout;      /* s over max_output before closing */
+    long nofile;             /* RLIMIT_NOFILE (soft), -1: unlimited */
+} gd_conf_t;
+
+/*
+ * What one epoll registration carries: its descriptor and the handler
+ * the loop calls with the events epoll reported.
+ */
+
+typedef struct gd_watch_s gd_watch_t;
+
+typedef void (*gd_watch_handler_pt)(gd_watch_t *w, uint32_t events);
+
+struct gd_watch_s {
+    int fd;
+    gd_watch_handler_pt handler;
+};
+
+/* a connection */
+
+typedef struct gd_conn_s gd_conn_t;
+
+struct gd_conn_s {
+    gd_watch_t watch; /* first: what epoll hands back is the connection */
+    uint64_t serial;  /* never reused: ACKs find their connection by it */
+    uint8_t *in;
+    size_t in_len, in_cap;
+    uint8_t *out;
+    size_t out_len, out_cap;
+    size_t max_frame;
+    int want_write;    /* EPOLLOUT is on */
+    int paused;        /* EPOLLIN is off: answers over max_output */
+    int backlog;       /* whole frames wait in `in`: decode before reading */
+    int hello;         /* it said HELLO (the nginx module's pool does) */
+    int64_t active_ms; /* last frame received or byte sent */
+    int64_t paused_ms; /* when it was paused */
+    gd_conn_t *next;
+};
+
+/* an AUDIT on its way to the journal, and back as an ACK */
+
+typedef struct gd_job_s gd_job_t;
+
+struct gd_job_s {
+    uint64_t conn;
+    uint32_t id;
+    json_t *record;
+    uint8_t rid[GD_AUDIT_ID_LEN]; /* the record's "id" */
+    int ok;
+    int duplicate; /* ok, and journaled before: not appended again */
+    char error[128];
+    gd_job_t *next;
+};
+
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    gd_job_t *todo, **todo_tail;
+    gd_job_t *done, **done_tail;
+    int stop;
+    gd_watch_t acks; /* an eventfd: the writer tells the loop */
+    gd_journal_t *journal;
+    uint64_t commits, records, duplicates;
+    /* the writer thread's own, read by main only after joining it */
+    gd_idset_t *seen; /* the ids of the last dedupe_window records */
+    int broken;       /* an fsync failed: nothing is appended any more */
+    uint64_t spill_files, spill_records;
+    int spill_dir_failed;
+    char **spill_stuck; /* ingested files that could not be removed */
+    size_t spill_nstuck;
+} gd_writer_t;
+
+/* a condition logged at most once per GD_LOG_EVERY_MS */
+typedef struct {
+    int64_t last_ms;
+    int logged;
+    uint64_t count; /* since the last line */
+} gd_every_t;
+
+/* guardd_log.c */
+extern int verbose;
+void logmsg(const char *level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+int every_due(gd_every_t *e, uint64_t *more);
+
+/* guardd_conf.c */
+extern gd_conf_t conf;
+extern gd_policy_set_t *policies;
+int conf_load(const char *path);
+gd_policy_set_t *policies_load(void);
+
+/* guardd_loop.c */
+extern int64_t now_ms;   /* the loop's clock (CLOCK_MONOTONIC, ms) */
+extern int sweep_needed; /* a connection may time out */
+int loop_init(void);
+void loop_add(gd_watch_t *w, uint32_t events);
+void loop_mod(gd_watch_t *w, uint32_t events);
+void loop_del(gd_watch_t *w);
+void loop_run(void);
+
+/* guardd_conn.c */
+extern gd_conn_t *conns;
+extern int backlog_ready; /* a resumed connection has frames to decode */
+extern int accept_paused; /* out of descriptors: listener out of epoll */
+extern int64_t accept_resume_ms;
+int listen_socket(void);
+void listener_start(void);
+void listener_check(void);
+void listener_stop(void);
+gd_conn_t *conn_find(uint64_t serial);
+void conn_close(gd_conn_t *c, const char *why);
+int conn_flush(gd_conn_t *c);
+int conn_send(gd_conn_t *c, gd_frame_type_t type, uint32_t id, json_t *payload);
+int conn_error(gd_conn_t *c, uint32_t id, const char *code,
+               const char *message);
+void sweep(void);
+void run_backlogs(void);
+void conns_finish(void);
+
+/* guardd_frames.c */
+extern gd_risk_state_t *risk_state;
+extern gd_uuid_gen_t uuid_gen;
+int handle_frame(gd_conn_t *c, gd_frame_t *f);
+int handle_bad_payload(gd_conn_t *c, gd_frame_t *f, const char *why);
+
+/* guardd_journal.c */
+extern gd_writer_t writer;
+int record_id(json_t *rec, uint8_t rid[GD_AUDIT_ID_LEN]);
+int record_set_id(json_t *rec, const uint8_t rid[GD_AUDIT_ID_LEN]);
+void journal_broken(const char *what);
+int journal_once(json_t *rec, const uint8_t rid[GD_AUDIT_ID_LEN], char *err,
+                 size_t errlen);
+int journal_open(void);
+int journal_enqueue(uint64_t conn, uint32_t id, json_t *record,
+                    const uint8_t rid[GD_AUDIT_ID_LEN]);
+int stop_requested(void);
+int writer_start(void);
+void writer_stop(void);
+void writer_close(void);
+void deliver_acks(void);
+
+/* guardd_spill.c */
+int spill_round(void);
+
+#endif /* GUARDD_H */
