@@ -19,17 +19,8 @@ command -v callgrind_control >/dev/null || { echo "valgrind is missing" >&2; exi
 
 bench_init
 
-claims="\"claims\":{\"sub\":\"bench\",\"tenant_id\":\"acme\",\"exp\":$((now + 86400))}"
 algs="hs256 rs256 ps256 es256 ed25519"
-specs=()
-for k in $algs; do
-    a=$(echo "$k" | tr a-z A-Z); [ "$k" = ed25519 ] && a=EdDSA
-    specs+=("{\"kid\":\"$k\",\"alg\":\"$a\",$claims}")
-done
-declare -A tok
-i=0
-while read -r t; do set -- $algs; shift $i; tok[$1]=$t; i=$((i + 1)); done \
-    < <(bench_mint "${specs[@]}")
+bench_alg_tokens $algs
 
 { echo "master_process off;"; echo "daemon off;"; bench_conf_head; cat <<CONF; } > "$dir/nginx.conf"
 
@@ -57,10 +48,9 @@ for ((i = 0; i < 300; i++)); do
     sleep 0.2
 done
 
-# count VARIANT PATH TOKEN: instructions per request
-count() {
-    local name=$1 path=$2 token=$3 before after
-    $py - "$port" "$path" "$token" 50 <<'PY'
+# requests PATH TOKEN N: N requests on one keep-alive connection
+requests() {
+    $py - "$port" "$1" "$2" "$3" <<'PY'
 import http.client, sys
 port, path, tok, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 c = http.client.HTTPConnection("127.0.0.1", int(port))
@@ -71,20 +61,17 @@ for _ in range(n):
     if r.status != 200:
         sys.exit("%s answered %d" % (path, r.status))
 PY
+}
+
+# count VARIANT PATH TOKEN: instructions per request
+count() {
+    local name=$1 path=$2 token=$3 f
+    requests "$path" "$token" 50
     callgrind_control -z "$vpid" >/dev/null 2>&1
-    $py - "$port" "$path" "$token" "$n" <<'PY'
-import http.client, sys
-port, path, tok, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-c = http.client.HTTPConnection("127.0.0.1", int(port))
-for _ in range(n):
-    c.request("GET", path, headers={"Authorization": "Bearer " + tok,
-                                    "X-Tenant-Id": "acme"})
-    r = c.getresponse(); r.read()
-PY
+    requests "$path" "$token" "$n"
     rm -f "$dir"/cg.out.*
     callgrind_control -d "$vpid" >/dev/null 2>&1
     sleep 0.5
-    local f
     f=$(ls "$dir"/cg.out.* | head -1)
     printf '%-18s %10.0f instructions/request\n' "$name" \
         "$(awk '/^(summary|totals):/ {print $2; exit}' "$f" | awk -v n="$n" '{print $1 / n}')"

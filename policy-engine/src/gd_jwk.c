@@ -84,6 +84,26 @@ static int gd_jwk_has_private(const json_t *jwk, const char **members)
 #define GD_JWK_PRIVATE                                                         \
     "private key material in the key set (publish public keys only)"
 
+/* the key of type from the parameters in bld: a key pair or public key */
+static int gd_jwk_fromdata(const char *type, OSSL_PARAM_BLD *bld, int selection,
+                           EVP_PKEY **pkey)
+{
+    OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
+    EVP_PKEY_CTX *pctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
+    int rc = -1;
+
+    if (params != NULL && pctx != NULL && EVP_PKEY_fromdata_init(pctx) == 1 &&
+        EVP_PKEY_fromdata(pctx, pkey, selection, params) == 1) {
+        rc = 0;
+    }
+
+    EVP_PKEY_CTX_free(pctx);
+    OSSL_PARAM_free(params);
+    ERR_clear_error();
+
+    return rc;
+}
+
 int gd_jwk_rsa_pkey(const unsigned char *const member[], const size_t len[],
                     size_t nmembers, EVP_PKEY **pkey)
 {
@@ -94,8 +114,6 @@ int gd_jwk_rsa_pkey(const unsigned char *const member[], const size_t len[],
         OSSL_PKEY_PARAM_RSA_EXPONENT2, OSSL_PKEY_PARAM_RSA_COEFFICIENT1};
     BIGNUM *bn[8] = {0};
     OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
-    OSSL_PARAM *params = NULL;
-    EVP_PKEY_CTX *pctx = NULL;
     int rc = -1;
 
     *pkey = NULL;
@@ -112,19 +130,11 @@ int gd_jwk_rsa_pkey(const unsigned char *const member[], const size_t len[],
         }
     }
 
-    params = OSSL_PARAM_BLD_to_param(bld);
-    pctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
-
-    if (params != NULL && pctx != NULL && EVP_PKEY_fromdata_init(pctx) == 1 &&
-        EVP_PKEY_fromdata(
-            pctx, pkey, nmembers == 8 ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
-            params) == 1) {
-        rc = 0;
-    }
+    rc = gd_jwk_fromdata("RSA", bld,
+                         nmembers == 8 ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
+                         pkey);
 
 done:
-    EVP_PKEY_CTX_free(pctx);
-    OSSL_PARAM_free(params);
     OSSL_PARAM_BLD_free(bld);
     for (size_t i = 0; i < 8; i++) {
         BN_clear_free(bn[i]);
@@ -140,8 +150,6 @@ int gd_jwk_ec_pkey(const char *group, const unsigned char *x,
 {
     unsigned char pub[1 + 2 * 66];
     OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
-    OSSL_PARAM *params = NULL;
-    EVP_PKEY_CTX *pctx = NULL;
     BIGNUM *priv = NULL;
     int rc = -1;
 
@@ -168,19 +176,10 @@ int gd_jwk_ec_pkey(const char *group, const unsigned char *x,
         goto done;
     }
 
-    params = OSSL_PARAM_BLD_to_param(bld);
-    pctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
-
-    if (params != NULL && pctx != NULL && EVP_PKEY_fromdata_init(pctx) == 1 &&
-        EVP_PKEY_fromdata(pctx, pkey,
-                          d != NULL ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
-                          params) == 1) {
-        rc = 0;
-    }
+    rc = gd_jwk_fromdata(
+        "EC", bld, d != NULL ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY, pkey);
 
 done:
-    EVP_PKEY_CTX_free(pctx);
-    OSSL_PARAM_free(params);
     OSSL_PARAM_BLD_free(bld);
     BN_clear_free(priv);
     ERR_clear_error();

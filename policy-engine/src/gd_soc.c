@@ -559,9 +559,8 @@ int gd_soc_pem_check(const char *pem, size_t len, const char *alg, char *err,
             rc = 0;
         }
     } else if (strncmp(alg, "ES", 2) == 0) {
-        const char *want = strcmp(alg, "ES256") == 0   ? "prime256v1"
-                           : strcmp(alg, "ES384") == 0 ? "secp384r1"
-                                                       : "secp521r1";
+        const gd_jwk_alg_t *es = gd_jwk_alg(alg, strlen(alg));
+        const char *want = es && es->group ? es->group : "secp521r1";
         if (!EVP_PKEY_is_a(pkey, "EC") ||
             EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME,
                                            group, sizeof(group), &glen) != 1) {

@@ -7,7 +7,9 @@
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/rsa.h>
 
 /* a JWK member: bytes as unpadded base64url (OpenSSL's base64, mapped) */
 static void set_b64(json_t *jwk, const char *name, const unsigned char *p,
