@@ -70,7 +70,7 @@ define build_module
 endef
 
 # -O2, as nginx's release builds (and Debian's) compile; nginx's
-# configure alone would give -O (see bench/jwt.sh, docs/benchmarks.md)
+# configure alone would give -O (bench/jwt.sh measures the difference)
 $(NGX_BUILD)/objs/Makefile: config $(NGINX_SRC)/conf_flags
 	$(call configure_tree,$(NGX_BUILD),--with-cc-opt='-O2')
 
