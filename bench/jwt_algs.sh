@@ -58,7 +58,7 @@ bench_report plain
 echo
 printf '%-18s %12s %14s %10s\n' variant req/s "openssl/s" ratio
 for k in $algs; do
-    printf '%-18s %12.0f %14.0f %10.3f\n' "$k-nocache" "${bench_med[$k-nocache]}" \
+    printf '%-18s %12.0f %14.0f %10.4f\n' "$k-nocache" "${bench_med[$k-nocache]}" \
         "${verify[$k]}" "$(echo "${bench_med[$k-nocache]} / ${verify[$k]}" | bc -l)"
 done
 bench_errlog_clean
