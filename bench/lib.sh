@@ -113,6 +113,20 @@ bench_policy() {
 JSON
 }
 
+# bench_alg_tokens ALG...: tok[ALG] a token of each key (hs256, rs256,
+# es256, ed25519, ...) for tenant acme, valid for a day
+declare -A tok
+bench_alg_tokens() {
+    local k a i=0 t specs=() names=("$@")
+    for k in "$@"; do
+        a=$(echo "$k" | tr a-z A-Z); [ "$k" = ed25519 ] && a=EdDSA
+        specs+=("{\"kid\":\"$k\",\"alg\":\"$a\",\"claims\":{\"sub\":\"bench\",\"tenant_id\":\"acme\",\"exp\":$((now + 86400))}}")
+    done
+    while read -r t; do
+        tok[${names[$i]}]=$t; i=$((i + 1))
+    done < <(bench_mint "${specs[@]}")
+}
+
 # the start of every bench nginx.conf, up to the inside of http { }
 bench_conf_head() {
     cat <<CONF

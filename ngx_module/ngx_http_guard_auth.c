@@ -126,6 +126,9 @@ ngx_http_guard_auth_shadow(ngx_http_request_t *r,
 
     ngx_memzero(&try, sizeof(ngx_http_guard_ctx_t));
 
+    try.conf = conf;
+    try.token = *token;
+
     reason = ngx_http_guard_authenticate(r, conf, &try, token,
                                          gp->keys ? gp->keys : conf->keys,
                                          gp->issuers ? gp->issuers
@@ -145,7 +148,7 @@ ngx_http_guard_authenticate(ngx_http_request_t *r,
     ngx_http_guard_loc_conf_t *conf, ngx_http_guard_ctx_t *ctx,
     ngx_str_t *token, ngx_http_guard_keyset_t *keys, ngx_array_t *issuers)
 {
-    u_char                   key[NGX_HTTP_GUARD_HASH_LEN];
+    u_char                  *fingerprint;
     ngx_int_t                rc;
     ngx_http_guard_reason_e  reason;
 
@@ -154,17 +157,26 @@ ngx_http_guard_authenticate(ngx_http_request_t *r,
     }
 
     ctx->cache_status = NGX_HTTP_GUARD_CACHE_OFF;
+    fingerprint = ngx_http_guard_jwt_keyset_fingerprint(keys);
 
     if (conf->cache) {
-        if (ngx_http_guard_cache_key(
-                ngx_http_guard_jwt_keyset_fingerprint(keys),
-                &conf->tenant_claim.name, token, key)
-            != NGX_OK)
-        {
+        rc = ngx_http_guard_cache_token_key(r, ctx);
+
+        if (rc == NGX_ERROR) {
             return NGX_HTTP_GUARD_INTERNAL_ERROR;
         }
 
-        rc = ngx_http_guard_cache_get(r, key, &ctx->claims);
+        if (rc == NGX_OK) {
+            rc = ngx_http_guard_cache_get(r, ctx->cache_key, fingerprint,
+                                          &ctx->claims);
+        }
+
+        if (rc == NGX_OK
+            && ngx_http_guard_jwt_payload_segment(token, &ctx->claims.payload)
+               != NGX_OK)
+        {
+            rc = NGX_ERROR;
+        }
 
         if (rc == NGX_ERROR) {
             return NGX_HTTP_GUARD_INTERNAL_ERROR;
@@ -201,8 +213,8 @@ ngx_http_guard_authenticate(ngx_http_request_t *r,
 
     ctx->authenticated = 1;
 
-    if (conf->cache) {
-        ngx_http_guard_cache_put(r, key, &ctx->claims);
+    if (ctx->cache_status == NGX_HTTP_GUARD_CACHE_MISS) {
+        ngx_http_guard_cache_put(r, ctx->cache_key, fingerprint, &ctx->claims);
     }
 
     return ngx_http_guard_jwt_check(r, conf, issuers, &ctx->claims);

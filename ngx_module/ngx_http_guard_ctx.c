@@ -11,6 +11,7 @@
 
 #include "ngx_http_guard_ctx.h"
 #include "ngx_http_guard_problem.h"
+#include "ngx_http_guard_jwt.h"
 
 #include "gd_uuid.h"
 
@@ -152,14 +153,10 @@ ngx_http_guard_decision_id(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
 json_t *
 ngx_http_guard_payload(ngx_http_guard_ctx_t *ctx)
 {
-    json_error_t  err;
-
     if (ctx->payload == NULL && ctx->authenticated
         && ctx->claims.payload.len)
     {
-        ctx->payload = json_loadb((char *) ctx->claims.payload.data,
-                                  ctx->claims.payload.len,
-                                  NGX_HTTP_GUARD_JSON_FLAGS, &err);
+        ctx->payload = ngx_http_guard_jwt_payload_json(&ctx->claims.payload);
     }
 
     return ctx->payload;

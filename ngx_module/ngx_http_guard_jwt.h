@@ -2,8 +2,8 @@
 /*
  * Copyright (C) Guard authors
  *
- * JWT authentication: JWKS key sets pinned per algorithm, JWS verification
- * with OpenSSL EVP, and the registered claim checks.
+ * JWT authentication at request time: JWS verification with OpenSSL EVP
+ * and the registered claim checks.  The key sets: ngx_http_guard_jwks.h.
  */
 
 
@@ -12,11 +12,8 @@
 
 
 #include "ngx_http_guard_module.h"
+#include "ngx_http_guard_jwks.h"
 
-
-char *ngx_http_guard_jwt_load_keys(ngx_conf_t *cf, ngx_str_t *path,
-    ngx_http_guard_keyset_t **keyset);
-u_char *ngx_http_guard_jwt_keyset_fingerprint(ngx_http_guard_keyset_t *ks);
 
 ngx_int_t ngx_http_guard_jwt_token(ngx_http_request_t *r,
     ngx_http_guard_loc_conf_t *conf, ngx_str_t *token);
@@ -29,6 +26,9 @@ ngx_http_guard_reason_e ngx_http_guard_jwt_check(ngx_http_request_t *r,
     ngx_http_guard_loc_conf_t *conf, ngx_array_t *issuers,
     ngx_http_guard_claims_t *claims);
 json_t *ngx_http_guard_jwt_peek(ngx_http_request_t *r, ngx_str_t *token);
+ngx_int_t ngx_http_guard_jwt_payload_segment(ngx_str_t *token,
+    ngx_str_t *segment);
+json_t *ngx_http_guard_jwt_payload_json(ngx_str_t *segment);
 
 
 #endif /* _NGX_HTTP_GUARD_JWT_H_INCLUDED_ */

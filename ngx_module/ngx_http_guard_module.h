@@ -22,6 +22,7 @@
 
 #define NGX_HTTP_GUARD_TOKEN_MAX       8192
 #define NGX_HTTP_GUARD_HASH_LEN        32
+#define NGX_HTTP_GUARD_CACHE_KEY_LEN   16
 #define NGX_HTTP_GUARD_ID_LEN          36
 
 /*
@@ -102,7 +103,7 @@ typedef struct {
     ngx_uint_t                   naud;
     ngx_str_t                   *tenants;
     ngx_uint_t                   ntenants;
-    ngx_str_t                    payload;     /* decoded JSON, verbatim */
+    ngx_str_t                    payload;     /* the token's, base64url */
     unsigned                     has_nbf:1;
     unsigned                     has_iat:1;
     unsigned                     has_sub:1;
@@ -206,6 +207,8 @@ typedef struct {
     ngx_http_guard_risk_e        risk;
     ngx_int_t                    risk_score;
     ngx_http_guard_cache_status_e  cache_status;
+    ngx_http_guard_loc_conf_t   *cache_keyed; /* cache_key is for it */
+    u_char                       cache_key[NGX_HTTP_GUARD_CACHE_KEY_LEN];
     u_char                       decision_id[NGX_HTTP_GUARD_ID_LEN];
     unsigned                     has_id:1;
     unsigned                     decided:1;

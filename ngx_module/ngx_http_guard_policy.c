@@ -13,6 +13,7 @@
 #include "ngx_http_guard_policy.h"
 #include "ngx_http_guard_jwt.h"
 #include "ngx_http_guard_tenant.h"
+#include "ngx_http_guard_cache.h"
 
 
 static char *ngx_http_guard_policy_init(ngx_conf_t *cf,
@@ -265,14 +266,32 @@ ngx_http_guard_policy_select(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
         return NGX_HTTP_GUARD_OK;
     }
 
+    ngx_memzero(&peek, sizeof(ngx_http_guard_claims_t));
+
+    /* a cached token names its tenant without a parse */
+
+    if (conf->cache && ctx->token.len <= NGX_HTTP_GUARD_TOKEN_MAX) {
+        rc = ngx_http_guard_cache_token_key(r, ctx);
+
+        if (rc == NGX_OK) {
+            rc = ngx_http_guard_cache_get(r, ctx->cache_key, NULL, &peek);
+        }
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_GUARD_INTERNAL_ERROR;
+        }
+
+        if (rc == NGX_OK) {
+            goto found;
+        }
+    }
+
     payload = ngx_http_guard_jwt_peek(r, &ctx->token);
 
     if (payload == NULL) {
         /* a malformed token: verification will say so */
         return NGX_HTTP_GUARD_OK;
     }
-
-    ngx_memzero(&peek, sizeof(ngx_http_guard_claims_t));
 
     rc = ngx_http_guard_tenant_extract(r, &conf->tenant_claim, payload,
                                        &peek);
@@ -281,6 +300,8 @@ ngx_http_guard_policy_select(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     if (rc != NGX_OK) {
         return NGX_HTTP_GUARD_INTERNAL_ERROR;
     }
+
+found:
 
     if (peek.ntenants) {
         ctx->policy = ngx_http_guard_policy_find(gmcf->policies,

@@ -81,7 +81,12 @@ ngx_http_guard_zone_init(ngx_shm_zone_t *shm_zone, void *data)
     }
 
     if (fresh) {
-        ngx_http_guard_cache_init(&zone->sh->cache);
+        if (ngx_http_guard_cache_init(&zone->sh->cache) != NGX_OK) {
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                          "guard: no randomness for the token cache key");
+            return NGX_ERROR;
+        }
+
         ngx_http_guard_limit_init(&zone->sh->limit);
     }
 

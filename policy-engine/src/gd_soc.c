@@ -2,6 +2,7 @@
  * gd_soc: guardctl's SOC helpers, see gd_soc.h.
  */
 #include "gd_soc.h"
+#include "gd_jwk.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -12,6 +13,7 @@
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
@@ -421,79 +423,43 @@ unsigned char *gd_soc_b64url_decode(const char *in, size_t *outlen)
     return out;
 }
 
-/* pushes the base64url member key as a big number; -1 when it is bad */
-static int push_bn(OSSL_PARAM_BLD *bld, const json_t *jwk, const char *key,
-                   const char *param, BIGNUM **keep)
-{
-    const char *text = gd_soc_str(jwk, key);
-    unsigned char *bytes;
-    size_t len;
-
-    if (text == NULL || (bytes = gd_soc_b64url_decode(text, &len)) == NULL) {
-        return -1;
-    }
-
-    *keep = BN_bin2bn(bytes, (int)len, NULL);
-    free(bytes);
-
-    if (*keep == NULL || OSSL_PARAM_BLD_push_BN(bld, param, *keep) != 1) {
-        return -1;
-    }
-    return 0;
-}
-
+/*
+ * A private JWK (RSA or EC) as a PEM key: the members decoded here, the key
+ * built by gd_jwk (the importer the nginx module uses too).
+ */
 char *gd_soc_jwk_to_pem(const json_t *jwk, char *err, size_t errlen)
 {
+    static const char *rsa[] = {"n", "e", "d", "p", "q", "dp", "dq", "qi"};
     const char *kty = gd_soc_str(jwk, "kty");
-    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
-    OSSL_PARAM *params = NULL;
-    EVP_PKEY_CTX *ctx = NULL, *check = NULL;
+    EVP_PKEY_CTX *check = NULL;
     EVP_PKEY *pkey = NULL;
-    BIGNUM *bn[8] = {0};
-    unsigned char *x = NULL, *y = NULL, *point = NULL;
+    unsigned char *m[8] = {0};
+    size_t len[8] = {0};
     BIO *bio = NULL;
     char *pem = NULL, *data;
-    long len;
-
-    if (bld == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
+    long plen;
+    int built;
 
     if (kty && strcmp(kty, "RSA") == 0) {
-        static const char *members[] = {"n", "e",  "d",  "p",
-                                        "q", "dp", "dq", "qi"};
-        static const char *names[] = {
-            OSSL_PKEY_PARAM_RSA_N,         OSSL_PKEY_PARAM_RSA_E,
-            OSSL_PKEY_PARAM_RSA_D,         OSSL_PKEY_PARAM_RSA_FACTOR1,
-            OSSL_PKEY_PARAM_RSA_FACTOR2,   OSSL_PKEY_PARAM_RSA_EXPONENT1,
-            OSSL_PKEY_PARAM_RSA_EXPONENT2, OSSL_PKEY_PARAM_RSA_COEFFICIENT1};
-
         for (size_t i = 0; i < 8; i++) {
-            if (push_bn(bld, jwk, members[i], names[i], &bn[i]) != 0) {
+            const char *text = gd_soc_str(jwk, rsa[i]);
+
+            if (text == NULL ||
+                (m[i] = gd_soc_b64url_decode(text, &len[i])) == NULL) {
                 snprintf(err, errlen,
                          "the RSA key has no valid \"%s\": a private JWK "
                          "needs n, e, d, p, q, dp, dq and qi",
-                         members[i]);
+                         rsa[i]);
                 goto done;
             }
         }
-        ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+        built = gd_jwk_rsa_pkey((const unsigned char *const *)m, len, 8, &pkey);
 
     } else if (kty && strcmp(kty, "EC") == 0) {
-        const char *crv = gd_soc_str(jwk, "crv"), *group;
-        size_t size, xlen = 0, ylen = 0;
+        const gd_jwk_alg_t *curve = gd_jwk_ec_curve(gd_soc_str(jwk, "crv"));
+        const char *d = gd_soc_str(jwk, "d");
 
-        if (crv && strcmp(crv, "P-256") == 0) {
-            group = "prime256v1";
-            size = 32;
-        } else if (crv && strcmp(crv, "P-384") == 0) {
-            group = "secp384r1";
-            size = 48;
-        } else if (crv && strcmp(crv, "P-521") == 0) {
-            group = "secp521r1";
-            size = 66;
-        } else {
+        if (curve == NULL) {
             snprintf(err, errlen,
                      "the EC key's crv must be P-256, P-384 or "
                      "P-521");
@@ -501,36 +467,23 @@ char *gd_soc_jwk_to_pem(const json_t *jwk, char *err, size_t errlen)
         }
 
         if (gd_soc_str(jwk, "x") == NULL || gd_soc_str(jwk, "y") == NULL ||
-            (x = gd_soc_b64url_decode(gd_soc_str(jwk, "x"), &xlen)) == NULL ||
-            (y = gd_soc_b64url_decode(gd_soc_str(jwk, "y"), &ylen)) == NULL ||
-            xlen != size || ylen != size) {
-            snprintf(err, errlen, "the EC key needs %zu-byte x and y", size);
+            (m[0] = gd_soc_b64url_decode(gd_soc_str(jwk, "x"), &len[0])) ==
+                NULL ||
+            (m[1] = gd_soc_b64url_decode(gd_soc_str(jwk, "y"), &len[1])) ==
+                NULL ||
+            len[0] != curve->coord_len || len[1] != curve->coord_len) {
+            snprintf(err, errlen, "the EC key needs %zu-byte x and y",
+                     curve->coord_len);
             goto done;
         }
-
-        point = malloc(1 + 2 * size);
-        if (point == NULL) {
-            snprintf(err, errlen, "out of memory");
-            goto done;
-        }
-        point[0] = 0x04; /* uncompressed */
-        memcpy(point + 1, x, size);
-        memcpy(point + 1 + size, y, size);
-
-        if (OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
-                                            group, 0) != 1 ||
-            OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY,
-                                             point, 1 + 2 * size) != 1) {
-            snprintf(err, errlen, "out of memory");
-            goto done;
-        }
-        if (push_bn(bld, jwk, "d", OSSL_PKEY_PARAM_PRIV_KEY, &bn[0]) != 0) {
+        if (d == NULL || (m[2] = gd_soc_b64url_decode(d, &len[2])) == NULL) {
             snprintf(err, errlen,
                      "the EC key has no valid \"d\": it is not "
                      "a private key");
             goto done;
         }
-        ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+        built = gd_jwk_ec_pkey(curve->group, m[0], m[1], curve->coord_len, m[2],
+                               len[2], &pkey);
 
     } else {
         snprintf(err, errlen, "kty \"%s\" is not an RSA or EC key",
@@ -538,9 +491,7 @@ char *gd_soc_jwk_to_pem(const json_t *jwk, char *err, size_t errlen)
         goto done;
     }
 
-    params = OSSL_PARAM_BLD_to_param(bld);
-    if (ctx == NULL || params == NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
-        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_KEYPAIR, params) != 1) {
+    if (built != 0) {
         snprintf(err, errlen, "OpenSSL does not accept the %s key", kty);
         goto done;
     }
@@ -557,27 +508,24 @@ char *gd_soc_jwk_to_pem(const json_t *jwk, char *err, size_t errlen)
     bio = BIO_new(BIO_s_mem());
     if (bio == NULL ||
         PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL) != 1 ||
-        (len = BIO_get_mem_data(bio, &data)) <= 0 ||
-        (pem = malloc((size_t)len + 1)) == NULL) {
+        (plen = BIO_get_mem_data(bio, &data)) <= 0 ||
+        (pem = malloc((size_t)plen + 1)) == NULL) {
         snprintf(err, errlen, "cannot write the key as PEM");
         goto done;
     }
-    memcpy(pem, data, (size_t)len);
-    pem[len] = '\0';
+    memcpy(pem, data, (size_t)plen);
+    pem[plen] = '\0';
 
 done:
     BIO_free(bio);
     EVP_PKEY_CTX_free(check);
     EVP_PKEY_free(pkey);
-    EVP_PKEY_CTX_free(ctx);
-    OSSL_PARAM_free(params);
-    OSSL_PARAM_BLD_free(bld);
     for (size_t i = 0; i < 8; i++) {
-        BN_clear_free(bn[i]);
+        if (m[i] != NULL) {
+            OPENSSL_clear_free(m[i], len[i]);
+        }
     }
-    free(x);
-    free(y);
-    free(point);
+    ERR_clear_error();
     return pem;
 }
 
@@ -611,9 +559,8 @@ int gd_soc_pem_check(const char *pem, size_t len, const char *alg, char *err,
             rc = 0;
         }
     } else if (strncmp(alg, "ES", 2) == 0) {
-        const char *want = strcmp(alg, "ES256") == 0   ? "prime256v1"
-                           : strcmp(alg, "ES384") == 0 ? "secp384r1"
-                                                       : "secp521r1";
+        const gd_jwk_alg_t *es = gd_jwk_alg(alg, strlen(alg));
+        const char *want = es && es->group ? es->group : "secp521r1";
         if (!EVP_PKEY_is_a(pkey, "EC") ||
             EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME,
                                            group, sizeof(group), &glen) != 1) {

@@ -1,6 +1,7 @@
 /* guardctl token mint: a signed test token from a JWKS or a PEM key */
 #include "guardctl.h"
 
+#include "gd_jwk.h"
 #include "gd_soc.h"
 
 #include <errno.h>
@@ -43,9 +44,12 @@ static char *read_file(const char *path, size_t *len, char *err, size_t errlen)
     return buf;
 }
 
+/* the shortest secret Guard takes for an HS algorithm (gd_jwk) */
 static int hmac_size(jwt_alg_t alg)
 {
-    return alg == JWT_ALG_HS256 ? 32 : alg == JWT_ALG_HS384 ? 48 : 64;
+    const char *name = jwt_alg_str(alg);
+
+    return (int)gd_jwk_alg(name, strlen(name))->hash_len;
 }
 
 static int is_hmac(jwt_alg_t alg)
@@ -205,9 +209,7 @@ static int mint_key(const char *path, const char *kid, const char *alg_arg,
         char *pem;
 
         if (strcmp(kty, "EC") == 0) {
-            dflt = crv && strcmp(crv, "P-384") == 0   ? "ES384"
-                   : crv && strcmp(crv, "P-521") == 0 ? "ES512"
-                                                      : "ES256";
+            dflt = gd_jwk_ec_curve(crv) ? gd_jwk_ec_curve(crv)->name : "ES256";
         }
         if (alg_arg == NULL) {
             alg_arg = dflt;

@@ -1,0 +1,315 @@
+
+/*
+ * Copyright (C) Guard authors
+ *
+ * JWK sets: the guard_jwt_keys files, read at configuration time.
+ *
+ * Each key is imported by gd_jwk (policy-engine), which pins it to its
+ * "alg"; here every key also gets what verification reuses for every
+ * token: the digest, a verify context (RS, PS, ES), a keyed HMAC state
+ * (HS), or a DigestVerify context (EdDSA).
+ */
+
+
+#include "ngx_http_guard_jwks.h"
+
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/rsa.h>
+#include <openssl/sha.h>
+
+
+static char *ngx_http_guard_jwks_key(ngx_conf_t *cf, json_t *jwk,
+    ngx_http_guard_jwks_key_t *key);
+static char *ngx_http_guard_jwks_verify_ctx(ngx_http_guard_jwks_key_t *key);
+static void ngx_http_guard_jwks_cleanup(void *data);
+
+
+char *
+ngx_http_guard_jwt_load_keys(ngx_conf_t *cf, ngx_str_t *path,
+    ngx_http_guard_keyset_t **keyset)
+{
+    char                       *rv, *canon;
+    size_t                      i, n;
+    json_t                     *root, *keys, *jwk;
+    json_error_t                err;
+    ngx_str_t                   file;
+    ngx_uint_t                  j;
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_guard_keyset_t    *ks;
+    ngx_http_guard_jwks_key_t  *key, *k;
+
+    file = *path;
+
+    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ks = ngx_pcalloc(cf->pool, sizeof(ngx_http_guard_keyset_t));
+    if (ks == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ks->file = file;
+
+    if (ngx_array_init(&ks->keys, cf->pool, 4,
+                       sizeof(ngx_http_guard_jwks_key_t))
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_guard_jwks_cleanup;
+    cln->data = ks;
+
+    root = json_load_file((char *) file.data, JSON_REJECT_DUPLICATES, &err);
+    if (root == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "guard_jwt_keys \"%V\": line %d, column %d: %s",
+                           &file, err.line, err.column, err.text);
+        return NGX_CONF_ERROR;
+    }
+
+    rv = NGX_CONF_OK;
+
+    keys = json_object_get(root, "keys");
+
+    if (!json_is_object(root) || !json_is_array(keys)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "guard_jwt_keys \"%V\": not a JWKS: "
+                           "no \"keys\" array", &file);
+        rv = NGX_CONF_ERROR;
+        goto done;
+    }
+
+    n = json_array_size(keys);
+
+    if (n == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "guard_jwt_keys \"%V\": the key set is empty",
+                           &file);
+        rv = NGX_CONF_ERROR;
+        goto done;
+    }
+
+    for (i = 0; i < n; i++) {
+        jwk = json_array_get(keys, i);
+
+        key = ngx_array_push(&ks->keys);
+        if (key == NULL) {
+            rv = NGX_CONF_ERROR;
+            goto done;
+        }
+
+        ngx_memzero(key, sizeof(ngx_http_guard_jwks_key_t));
+
+        rv = ngx_http_guard_jwks_key(cf, jwk, key);
+
+        if (rv != NGX_CONF_OK) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "guard_jwt_keys \"%V\": keys[%uz]%s%V%s: %s",
+                               &file, i,
+                               key->kid.len ? " (kid \"" : "", &key->kid,
+                               key->kid.len ? "\")" : "", rv);
+            rv = NGX_CONF_ERROR;
+            goto done;
+        }
+
+        k = ks->keys.elts;
+
+        for (j = 0; j + 1 < ks->keys.nelts; j++) {
+            if (k[j].kid.len == key->kid.len
+                && ngx_memcmp(k[j].kid.data, key->kid.data, key->kid.len)
+                   == 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "guard_jwt_keys \"%V\": keys[%uz]: "
+                                   "duplicate kid \"%V\"",
+                                   &file, i, &key->kid);
+                rv = NGX_CONF_ERROR;
+                goto done;
+            }
+        }
+    }
+
+    /* the fingerprint: SHA-256 of the canonical form of the file */
+
+    canon = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
+    if (canon == NULL) {
+        rv = NGX_CONF_ERROR;
+        goto done;
+    }
+
+    SHA256((u_char *) canon, ngx_strlen(canon), ks->fingerprint);
+    free(canon);
+
+    *keyset = ks;
+
+done:
+
+    json_decref(root);
+
+    return rv;
+}
+
+
+u_char *
+ngx_http_guard_jwt_keyset_fingerprint(ngx_http_guard_keyset_t *ks)
+{
+    return ks->fingerprint;
+}
+
+
+static char *
+ngx_http_guard_jwks_key(ngx_conf_t *cf, json_t *jwk,
+    ngx_http_guard_jwks_key_t *key)
+{
+    size_t               klen;
+    EVP_MAC             *mac;
+    const char          *err;
+    OSSL_PARAM           params[2];
+    const gd_jwk_alg_t  *alg;
+
+    err = gd_jwk_import(jwk, &key->jwk);
+
+    if (key->jwk.kid != NULL) {
+        key->kid.len = key->jwk.kid_len;
+        key->kid.data = ngx_pnalloc(cf->pool, key->kid.len);
+        if (key->kid.data == NULL) {
+            return "out of memory";
+        }
+
+        ngx_memcpy(key->kid.data, key->jwk.kid, key->kid.len);
+    }
+
+    key->jwk.kid = NULL;   /* it points into the JSON, which goes */
+
+    if (err != NULL) {
+        return (char *) err;
+    }
+
+    alg = key->jwk.alg;
+
+    if (alg->md) {
+        key->md = EVP_MD_fetch(NULL, alg->md, NULL);
+        if (key->md == NULL) {
+            return "digest not available in OpenSSL";
+        }
+    }
+
+    switch (alg->family) {
+
+    case GD_JWK_HS:
+
+        /* the key's HMAC state, reinitialized (not rekeyed) per token */
+
+        mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+        key->mac = (mac != NULL) ? EVP_MAC_CTX_new(mac) : NULL;
+        EVP_MAC_free(mac);   /* the context holds its own reference */
+
+        klen = key->jwk.secret_len;
+
+        params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+                                                     (char *) alg->md, 0);
+        params[1] = OSSL_PARAM_construct_end();
+
+        if (key->mac == NULL
+            || EVP_MAC_init(key->mac, key->jwk.secret, klen, params) != 1)
+        {
+            ERR_clear_error();
+            return "cannot set up HMAC";
+        }
+
+        return NGX_CONF_OK;
+
+    case GD_JWK_EDDSA:
+
+        key->dvctx = EVP_MD_CTX_new();
+
+        if (key->dvctx == NULL
+            || EVP_DigestVerifyInit(key->dvctx, NULL, NULL, NULL,
+                                    key->jwk.pkey)
+               != 1)
+        {
+            ERR_clear_error();
+            return "cannot set up Ed25519 verification";
+        }
+
+        return NGX_CONF_OK;
+
+    default: /* RS, PS, ES */
+        return ngx_http_guard_jwks_verify_ctx(key);
+    }
+}
+
+
+static char *
+ngx_http_guard_jwks_verify_ctx(ngx_http_guard_jwks_key_t *key)
+{
+    char  *rv;
+
+    rv = NGX_CONF_OK;
+
+    key->vctx = EVP_PKEY_CTX_new_from_pkey(NULL, key->jwk.pkey, NULL);
+    if (key->vctx == NULL) {
+        rv = "EVP_PKEY_CTX_new_from_pkey() failed";
+        goto done;
+    }
+
+    if (EVP_PKEY_verify_init(key->vctx) != 1
+        || EVP_PKEY_CTX_set_signature_md(key->vctx, key->md) != 1)
+    {
+        rv = "EVP_PKEY_verify_init() failed";
+        goto done;
+    }
+
+    if (key->jwk.alg->family == GD_JWK_PS) {
+        if (EVP_PKEY_CTX_set_rsa_padding(key->vctx, RSA_PKCS1_PSS_PADDING)
+            != 1
+            || EVP_PKEY_CTX_set_rsa_mgf1_md(key->vctx, key->md) != 1
+            || EVP_PKEY_CTX_set_rsa_pss_saltlen(key->vctx,
+                                                RSA_PSS_SALTLEN_DIGEST)
+               != 1)
+        {
+            rv = "cannot set RSA-PSS parameters";
+        }
+
+    } else if (key->jwk.alg->family == GD_JWK_RS) {
+        if (EVP_PKEY_CTX_set_rsa_padding(key->vctx, RSA_PKCS1_PADDING) != 1)
+        {
+            rv = "cannot set RSA padding";
+        }
+    }
+
+done:
+
+    ERR_clear_error();
+
+    return rv;
+}
+
+
+static void
+ngx_http_guard_jwks_cleanup(void *data)
+{
+    ngx_http_guard_keyset_t  *ks = data;
+
+    ngx_uint_t                  i;
+    ngx_http_guard_jwks_key_t  *key;
+
+    key = ks->keys.elts;
+
+    for (i = 0; i < ks->keys.nelts; i++) {
+        EVP_PKEY_CTX_free(key[i].vctx);
+        EVP_MD_CTX_free(key[i].dvctx);
+        EVP_MD_free(key[i].md);
+
+        EVP_MAC_CTX_free(key[i].mac);
+        gd_jwk_free(&key[i].jwk);
+    }
+}
