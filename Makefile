@@ -161,6 +161,7 @@ fuzz:
 
 bench: setup module
 	bash bench/jwt.sh
+	bash bench/jwt_algs.sh
 	bash bench/limits.sh
 	bash bench/sidecar.sh
 	bash bench/audit.sh

@@ -13,6 +13,7 @@
 #                   concurrency limit that never trip
 #   hs256-uncached  `guard_jwt_cache off`: every request verifies its
 #   rs256-uncached  token, per algorithm, in front of the proxy
+#   ps256-uncached
 #   es256-uncached
 #   eddsa-uncached
 #
@@ -30,7 +31,8 @@
 
 count=${COUNT:-500}
 warmup=${WARMUP:-50}
-all="plain proxy jwt-cached full-cached hs256-uncached rs256-uncached es256-uncached eddsa-uncached"
+all="plain proxy jwt-cached full-cached hs256-uncached rs256-uncached
+     ps256-uncached es256-uncached eddsa-uncached"
 cg_variants=${VARIANTS:-$all}
 
 command -v valgrind >/dev/null \
@@ -70,10 +72,12 @@ claims() {
     echo "{\"kid\":\"$1\",\"alg\":\"$2\",\"claims\":{\"sub\":\"bench\",\"tenant_id\":\"$3\",\"exp\":$((now + 86400))}}"
 }
 read -r 'tok[jwt-cached]' 'tok[full-cached]' 'tok[hs256-uncached]' \
-    'tok[rs256-uncached]' 'tok[es256-uncached]' 'tok[eddsa-uncached]' \
+    'tok[rs256-uncached]' 'tok[ps256-uncached]' 'tok[es256-uncached]' \
+    'tok[eddsa-uncached]' \
     < <(bench_mint "$(claims hs256 HS256 free)" "$(claims hs256 HS256 full)" \
         "$(claims hs256 HS256 free)" "$(claims rs256 RS256 free)" \
-        "$(claims es256 ES256 free)" "$(claims ed25519 EdDSA free)" \
+        "$(claims ps256 PS256 free)" "$(claims es256 ES256 free)" \
+        "$(claims ed25519 EdDSA free)" \
         | paste -sd' ')
 tok[plain]=${tok[jwt-cached]}
 tok[proxy]=${tok[jwt-cached]}
@@ -108,7 +112,7 @@ cg_conf() {
         location = /jwt-cached { guard on; proxy_pass http://up/up; }
         location = /full-cached { guard on; proxy_pass http://up/up; }
 CONF
-        for v in hs256 rs256 es256 eddsa; do
+        for v in hs256 rs256 ps256 es256 eddsa; do
             echo "        location = /$v-uncached {"
             echo "            guard on; guard_jwt_cache off; proxy_pass http://up/up;"
             echo "        }"

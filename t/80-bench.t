@@ -55,12 +55,13 @@ is($?, 0, 'BASELINE_MODULE=... BASELINE_GUARDD=... make bench: exit status 0')
     or diag $out;
 
 my @heads = $out =~ /^variant\s+ratio:plain\s+base:plain\b.*\scur\/base\s+runs \(current \| baseline\)$/mg;
-is(scalar @heads, 3, 'jwt, limits, sidecar: tables with the baseline');
+is(scalar @heads, 4, 'jwt, jwt_algs, limits, sidecar: tables with the baseline');
 
 for my $v (qw(plain-return hs256-cached rs256-cached rs256-nocache
               limit_req guard-jwt guard-limit guard-limit-nohdr proxy
               guard-full-proxy guard-risk guard-jwt-5 guard-risk-5
-              auth_request)) {
+              auth_request hs256-nocache ps256-nocache es256-nocache
+              ed25519-nocache)) {
     like($out, qr/^\Q$v\E(?:\s+$num){3,5}\s+\d+ \| \d+ $/m,
          "$v: ratios, baseline ratios, cur/base, runs of both");
 }
