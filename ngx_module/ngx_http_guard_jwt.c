@@ -603,14 +603,9 @@ ngx_http_guard_jwt_claim(ngx_pool_t *pool, json_t *payload, const char *name,
     }
 
     rc = ngx_http_guard_jwt_copy(pool, v, out);
-    if (rc != NGX_OK) {
-        return rc == NGX_ERROR ? NGX_HTTP_GUARD_INTERNAL_ERROR
-                               : NGX_HTTP_GUARD_TOKEN_CLAIM_INVALID;
-    }
+    *has = (rc == NGX_OK);
 
-    *has = 1;
-
-    return NGX_HTTP_GUARD_OK;
+    return ngx_http_guard_rc_reason(rc, NGX_HTTP_GUARD_TOKEN_CLAIM_INVALID);
 }
 
 
@@ -686,8 +681,8 @@ ngx_http_guard_jwt_claims(ngx_http_request_t *r, json_t *payload,
         rc = ngx_http_guard_jwt_copy(r->pool, json_array_get(v, i),
                                      &claims->aud[i]);
         if (rc != NGX_OK) {
-            return rc == NGX_ERROR ? NGX_HTTP_GUARD_INTERNAL_ERROR
-                                   : NGX_HTTP_GUARD_TOKEN_CLAIM_INVALID;
+            return ngx_http_guard_rc_reason(rc,
+                                            NGX_HTTP_GUARD_TOKEN_CLAIM_INVALID);
         }
     }
 
