@@ -35,15 +35,7 @@ ngx_http_guard_auth_token(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 
     rc = ngx_http_guard_jwt_token(r, ctx->conf, &ctx->token);
 
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_GUARD_INTERNAL_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        return NGX_HTTP_GUARD_TOKEN_MISSING;
-    }
-
-    return NGX_HTTP_GUARD_OK;
+    return ngx_http_guard_rc_reason(rc, NGX_HTTP_GUARD_TOKEN_MISSING);
 }
 
 

@@ -586,14 +586,39 @@ ngx_http_guard_jwt_copy(ngx_pool_t *pool, json_t *v, ngx_str_t *out)
 }
 
 
+/* the string claim name, copied into *out (*has set) when present */
+
+static ngx_http_guard_reason_e
+ngx_http_guard_jwt_claim(ngx_pool_t *pool, json_t *payload, const char *name,
+    ngx_str_t *out, ngx_uint_t *has)
+{
+    json_t     *v;
+    ngx_int_t   rc;
+
+    *has = 0;
+
+    v = json_object_get(payload, name);
+    if (v == NULL) {
+        return NGX_HTTP_GUARD_OK;
+    }
+
+    rc = ngx_http_guard_jwt_copy(pool, v, out);
+    *has = (rc == NGX_OK);
+
+    return ngx_http_guard_rc_reason(rc, NGX_HTTP_GUARD_TOKEN_CLAIM_INVALID);
+}
+
+
 ngx_http_guard_reason_e
 ngx_http_guard_jwt_claims(ngx_http_request_t *r, json_t *payload,
     ngx_http_guard_claims_t *claims)
 {
-    size_t           i;
-    json_t          *v;
-    ngx_int_t        rc;
-    gd_jwt_times_t   t;
+    size_t                    i;
+    json_t                   *v;
+    ngx_int_t                 rc;
+    ngx_uint_t                has;
+    gd_jwt_times_t            t;
+    ngx_http_guard_reason_e   reason;
 
     /* "exp" is required; every date is range-checked */
 
@@ -607,27 +632,21 @@ ngx_http_guard_jwt_claims(ngx_http_request_t *r, json_t *payload,
     claims->has_nbf = t.has_nbf;
     claims->has_iat = t.has_iat;
 
-    v = json_object_get(payload, "sub");
-    if (v != NULL) {
-        rc = ngx_http_guard_jwt_copy(r->pool, v, &claims->sub);
-        if (rc != NGX_OK) {
-            return rc == NGX_ERROR ? NGX_HTTP_GUARD_INTERNAL_ERROR
-                                   : NGX_HTTP_GUARD_TOKEN_CLAIM_INVALID;
-        }
-
-        claims->has_sub = 1;
+    reason = ngx_http_guard_jwt_claim(r->pool, payload, "sub", &claims->sub,
+                                      &has);
+    if (reason != NGX_HTTP_GUARD_OK) {
+        return reason;
     }
 
-    v = json_object_get(payload, "iss");
-    if (v != NULL) {
-        rc = ngx_http_guard_jwt_copy(r->pool, v, &claims->iss);
-        if (rc != NGX_OK) {
-            return rc == NGX_ERROR ? NGX_HTTP_GUARD_INTERNAL_ERROR
-                                   : NGX_HTTP_GUARD_TOKEN_CLAIM_INVALID;
-        }
+    claims->has_sub = has;
 
-        claims->has_iss = 1;
+    reason = ngx_http_guard_jwt_claim(r->pool, payload, "iss", &claims->iss,
+                                      &has);
+    if (reason != NGX_HTTP_GUARD_OK) {
+        return reason;
     }
+
+    claims->has_iss = has;
 
     v = json_object_get(payload, "aud");
     if (v == NULL) {
@@ -662,8 +681,8 @@ ngx_http_guard_jwt_claims(ngx_http_request_t *r, json_t *payload,
         rc = ngx_http_guard_jwt_copy(r->pool, json_array_get(v, i),
                                      &claims->aud[i]);
         if (rc != NGX_OK) {
-            return rc == NGX_ERROR ? NGX_HTTP_GUARD_INTERNAL_ERROR
-                                   : NGX_HTTP_GUARD_TOKEN_CLAIM_INVALID;
+            return ngx_http_guard_rc_reason(rc,
+                                            NGX_HTTP_GUARD_TOKEN_CLAIM_INVALID);
         }
     }
 

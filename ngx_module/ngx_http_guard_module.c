@@ -74,27 +74,21 @@ static ngx_conf_enum_t  ngx_http_guard_risk_fail_modes[] = {
 };
 
 
-/* as limit_req_log_level */
-
-static ngx_conf_enum_t  ngx_http_guard_refusal_log_levels[] = {
-    { ngx_string("info"), NGX_LOG_INFO },
-    { ngx_string("notice"), NGX_LOG_NOTICE },
-    { ngx_string("warn"), NGX_LOG_WARN },
-    { ngx_string("error"), NGX_LOG_ERR },
-    { ngx_null_string, 0 }
-};
-
-
-/* as limit_req_log_level, and crit */
+/*
+ * guard_sidecar_log_level: as limit_req_log_level, and crit;
+ * guard_log_level: from the second row on, as limit_req_log_level
+ */
 
 static ngx_conf_enum_t  ngx_http_guard_log_levels[] = {
+    { ngx_string("crit"), NGX_LOG_CRIT },
     { ngx_string("info"), NGX_LOG_INFO },
     { ngx_string("notice"), NGX_LOG_NOTICE },
     { ngx_string("warn"), NGX_LOG_WARN },
     { ngx_string("error"), NGX_LOG_ERR },
-    { ngx_string("crit"), NGX_LOG_CRIT },
     { ngx_null_string, 0 }
 };
+
+#define ngx_http_guard_refusal_log_levels  (&ngx_http_guard_log_levels[1])
 
 
 static ngx_command_t  ngx_http_guard_commands[] = {
@@ -244,7 +238,7 @@ static ngx_command_t  ngx_http_guard_commands[] = {
       ngx_conf_set_enum_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_guard_loc_conf_t, log_level),
-      &ngx_http_guard_refusal_log_levels },
+      ngx_http_guard_refusal_log_levels },
 
     { ngx_string("guard_limit_headers"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,

@@ -66,6 +66,13 @@ typedef enum {
 } ngx_http_guard_reason_e;
 
 
+/* the reason of a function's NGX_OK, NGX_ERROR or other (NGX_DECLINED) */
+
+#define ngx_http_guard_rc_reason(rc, declined)                                \
+    ((rc) == NGX_OK ? NGX_HTTP_GUARD_OK                                       \
+     : (rc) == NGX_ERROR ? NGX_HTTP_GUARD_INTERNAL_ERROR : (declined))
+
+
 /*
  * An LRU-kept entry of the guard zone: the token cache and the rate keys
  * share the zone, and a full zone evicts the least recently used entries

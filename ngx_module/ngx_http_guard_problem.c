@@ -474,7 +474,7 @@ ngx_http_guard_json_text(u_char *data, size_t len)
  * Sets doc[key] to text from the request (a path, a header, a tenant
  * name), at most max bytes of it, carried as above: the member is never
  * silently dropped, and never refused by guardd.  Longer text is masked
- * before it is cut (gd_audit_mask_cut), so that no part of a secret
+ * before it is cut (gd_audit_text_value), so that no part of a secret
  * across the cut is kept; shorter text is masked with the whole record
  * (and again by guardd).
  */
@@ -483,9 +483,7 @@ ngx_int_t
 ngx_http_guard_json_set_text(json_t *doc, const char *key, u_char *data,
     size_t len, size_t max)
 {
-    char    *cut;
-    size_t   n;
-    json_t  *v;
+    json_t  *v, *cut;
 
     v = ngx_http_guard_json_text(data, len);
 
@@ -494,21 +492,15 @@ ngx_http_guard_json_set_text(json_t *doc, const char *key, u_char *data,
     }
 
     if (json_string_length(v) > max) {
-        if (gd_audit_mask_cut(key, json_string_value(v),
-                              json_string_length(v), max, &cut, &n)
-            != 0)
-        {
-            json_decref(v);
-            return NGX_ERROR;
-        }
-
+        cut = gd_audit_text_value(key, json_string_value(v),
+                                  json_string_length(v), max);
         json_decref(v);
-        v = json_stringn(cut, n);
-        free(cut);
 
-        if (v == NULL) {
+        if (cut == NULL) {
             return NGX_ERROR;
         }
+
+        v = cut;
     }
 
     return json_object_set_new(doc, key, v) == 0 ? NGX_OK : NGX_ERROR;

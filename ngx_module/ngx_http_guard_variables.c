@@ -35,31 +35,23 @@ enum {
 };
 
 
+/* a variable of the request's decision, by its index */
+
+#define ngx_http_guard_var(name, index)                                       \
+    { ngx_string(name), NULL, ngx_http_guard_variable,                        \
+      NGX_HTTP_GUARD_VAR_ ## index, NGX_HTTP_VAR_NOCACHEABLE, 0 }
+
+
 static ngx_http_variable_t  ngx_http_guard_vars[] = {
 
-    { ngx_string("guard_tenant"), NULL, ngx_http_guard_variable,
-      NGX_HTTP_GUARD_VAR_TENANT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("guard_subject"), NULL, ngx_http_guard_variable,
-      NGX_HTTP_GUARD_VAR_SUBJECT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("guard_decision"), NULL, ngx_http_guard_variable,
-      NGX_HTTP_GUARD_VAR_DECISION, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("guard_reason"), NULL, ngx_http_guard_variable,
-      NGX_HTTP_GUARD_VAR_REASON, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("guard_decision_id"), NULL, ngx_http_guard_variable,
-      NGX_HTTP_GUARD_VAR_DECISION_ID, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("guard_token_cache"), NULL, ngx_http_guard_variable,
-      NGX_HTTP_GUARD_VAR_TOKEN_CACHE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("guard_limit_remaining"), NULL, ngx_http_guard_variable,
-      NGX_HTTP_GUARD_VAR_LIMIT_REMAINING, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("guard_risk_score"), NULL, ngx_http_guard_variable,
-      NGX_HTTP_GUARD_VAR_RISK_SCORE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+    ngx_http_guard_var("guard_tenant", TENANT),
+    ngx_http_guard_var("guard_subject", SUBJECT),
+    ngx_http_guard_var("guard_decision", DECISION),
+    ngx_http_guard_var("guard_reason", REASON),
+    ngx_http_guard_var("guard_decision_id", DECISION_ID),
+    ngx_http_guard_var("guard_token_cache", TOKEN_CACHE),
+    ngx_http_guard_var("guard_limit_remaining", LIMIT_REMAINING),
+    ngx_http_guard_var("guard_risk_score", RISK_SCORE),
 
     { ngx_string("guard_policy_version"), NULL,
       ngx_http_guard_policy_version_variable, 0, 0, 0 },

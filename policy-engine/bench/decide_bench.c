@@ -34,36 +34,31 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n)
+/* moves all n bytes: write(2) when out, else read(2) (0 bytes: -1) */
+static int io_all(int fd, uint8_t *p, size_t n, int out)
 {
     while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
+        ssize_t k = out ? write(fd, p, n) : read(fd, p, n);
+        if (k < 0 && errno == EINTR) {
+            continue;
+        }
+        if (k < 0 || (k == 0 && !out)) {
             return -1;
         }
-        p += w;
-        n -= (size_t)w;
+        p += k;
+        n -= (size_t)k;
     }
     return 0;
 }
 
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+    return io_all(fd, (uint8_t *)p, n, 1);
+}
+
 static int read_all(int fd, uint8_t *p, size_t n)
 {
-    while (n) {
-        ssize_t r = read(fd, p, n);
-        if (r <= 0) {
-            if (r < 0 && errno == EINTR) {
-                continue;
-            }
-            return -1;
-        }
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
+    return io_all(fd, p, n, 0);
 }
 
 /* reads one frame into buf; returns its length or -1 */

@@ -81,6 +81,14 @@ int gd_audit_mask_cut(const char *name, const char *text, size_t len,
                       size_t limit, char **out, size_t *outlen);
 
 /*
+ * The JSON string value of the member `name` made of text (len bytes,
+ * UTF-8): the text as it is when it fits in limit bytes (or limit is 0),
+ * else gd_audit_mask_cut()'s masked cut.  NULL when out of memory.
+ */
+json_t *gd_audit_text_value(const char *name, const char *text, size_t len,
+                            size_t limit);
+
+/*
  * Parses exactly the 36-character canonical text form of a UUID
  * (8-4-4-4-12 hex digits, either case) into out.  0 or -1.
  */

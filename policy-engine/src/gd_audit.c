@@ -513,6 +513,26 @@ static int hexval(char c)
     return -1;
 }
 
+json_t *gd_audit_text_value(const char *name, const char *text, size_t len,
+                            size_t limit)
+{
+    json_t *v;
+    char *cut;
+    size_t n;
+
+    if (limit == 0 || len <= limit) {
+        return json_stringn(text, len);
+    }
+
+    if (gd_audit_mask_cut(name, text, len, limit, &cut, &n) != 0) {
+        return NULL;
+    }
+
+    v = json_stringn(cut, n);
+    free(cut);
+    return v;
+}
+
 int gd_audit_id_parse(const char *text, size_t len,
                       uint8_t out[GD_AUDIT_ID_LEN])
 {

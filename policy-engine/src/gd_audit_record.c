@@ -64,27 +64,6 @@ static size_t member_limit(size_t m, size_t cut)
     return limit < gd_audit_members[m].most ? limit : gd_audit_members[m].most;
 }
 
-/* text as a JSON string of at most limit bytes (0: any), masked if cut */
-static json_t *text_value(const char *name, const gd_audit_text_t *t,
-                          size_t limit)
-{
-    json_t *v;
-    char *cut;
-    size_t n;
-
-    if (limit == 0 || t->len <= limit) {
-        return json_stringn(t->data, t->len);
-    }
-
-    if (gd_audit_mask_cut(name, t->data, t->len, limit, &cut, &n) != 0) {
-        return NULL;
-    }
-
-    v = json_stringn(cut, n);
-    free(cut);
-    return v;
-}
-
 /* sets rec[key] to v (stolen); -1 when v is NULL or out of memory */
 static int put(json_t *rec, const char *key, json_t *v)
 {
@@ -132,7 +111,9 @@ static json_t *build(const gd_audit_decision_t *d, size_t cut)
             continue;
         }
 
-        if (put(rec, name, text_value(name, t, member_limit(m, cut))) != 0) {
+        if (put(rec, name,
+                gd_audit_text_value(name, t->data, t->len,
+                                    member_limit(m, cut))) != 0) {
             goto failed;
         }
     }
@@ -219,7 +200,8 @@ static int measure(const gd_audit_decision_t *d, json_t *rec, size_t k,
         limit = member_limit(m, gd_audit_cuts[k]);
         v[m] =
             t->len > limit
-                ? text_value(gd_audit_members[m].name, t, limit)
+                ? gd_audit_text_value(gd_audit_members[m].name, t->data, t->len,
+                                      limit)
                 : json_incref(json_object_get(rec, gd_audit_members[m].name));
 
         if (v[m] == NULL) {
