@@ -43,7 +43,7 @@ bench_run
 
 speed=$(openssl speed -seconds 3 rsa2048 ecdsap256 ed25519 2>/dev/null)
 hmac=$(openssl speed -seconds 3 -bytes 128 -hmac sha256 2>/dev/null \
-    | awk '/^hmac\(sha256\)/ {v=$NF; sub(/k$/, "", v); print v * 1000 / 128}')
+    | awk '/^hmac\(sha256\)/ {v=$NF; sub(/k$/, "", v); printf "%.0f\n", v * 1000 / 128}')
 declare -A verify=(
     [hs256]=$hmac
     [rs256]=$(echo "$speed" | awk '/^rsa 2048 bits/ {print $NF}')
