@@ -15,7 +15,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
-use Guard::Frames qw(:DEFAULT journal_records wait_for);
+use Guard::Frames qw(:DEFAULT journal_records wait_for slurp write_text);
 use IO::Socket::UNIX;
 use IO::Select;
 use JSON::PP ();
@@ -33,12 +33,7 @@ my $dir = tempdir('guardd-test-XXXXXX', TMPDIR => 1,
 my $json = JSON::PP->new->canonical;
 
 mkdir "$dir/pol";
-sub write_file {
-    my ($name, $text) = @_;
-    open my $f, '>', "$dir/$name" or die "$name: $!";
-    print $f $text;
-    close $f;
-}
+sub write_file { write_text("$dir/$_[0]", $_[1]) }
 write_file('pol/acme.json', <<'JSON');
 {
   "tenant": "acme",
@@ -310,12 +305,6 @@ sub stop {
     my $st = $?;
     undef $pid;
     return $st;
-}
-sub slurp {
-    my ($path) = @_;
-    open my $f, '<', $path or return '';
-    local $/;
-    return <$f>;
 }
 my $rid = 10_000;
 sub audit {

@@ -14,7 +14,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
-use Guard::Frames;
+use Guard::Frames qw(:DEFAULT slurp write_text);
 use IO::Socket::UNIX;
 use IO::Select;
 use JSON::PP ();
@@ -36,19 +36,8 @@ my $journal = "$dir/journal";
 
 delete @ENV{qw(GUARD_JOURNAL_DIR GUARD_SOCKET)};
 
-sub write_file {
-    my ($name, $text) = @_;
-    open my $f, '>', "$dir/$name" or die "$name: $!";
-    print $f $text;
-    close $f;
-}
+sub write_file { write_text("$dir/$_[0]", $_[1]) }
 
-sub slurp {
-    my ($path) = @_;
-    open my $f, '<', $path or return '';
-    local $/;
-    return scalar <$f>;
-}
 
 # runs a command, bounded: (exit status, stdout, stderr)
 my $sanitizer = 0;

@@ -19,7 +19,7 @@ use JSON::PP ();
 use POSIX ();
 use Time::HiRes qw(sleep time);
 use Guard::Test;
-use Guard::Frames;
+use Guard::Frames qw(:DEFAULT guardd_conf);
 
 my $repo = "$FindBin::Bin/..";
 my $guardd = "$repo/policy-engine/build/guardd";
@@ -69,12 +69,8 @@ my $tz_ok = -r '/usr/share/zoneinfo/Etc/GMT-14';
 JSON
     }
 }
-$t->write_file('guardd.conf', JSON::PP->new->encode({
-    listen => $sock, pid_file => "$dir/guardd.pid",
-    policies => "$dir/gpol", node => 'gd-test',
-    socket_group => 'nogroup',    # the nginx workers run as nobody
-    journal => { dir => "$dir/journal" },
-}));
+$t->write_file('guardd.conf', guardd_conf($dir, $sock,
+    policies => "$dir/gpol", node => 'gd-test'));
 
 my $gpid;
 sub start_guardd {

@@ -22,7 +22,7 @@ use JSON::PP ();
 use POSIX ();
 use Time::HiRes qw(sleep time);
 use Guard::Test;
-use Guard::Frames;
+use Guard::Frames qw(:DEFAULT journal_records guardd_conf);
 
 my $repo = "$FindBin::Bin/..";
 my $guardd = $ENV{GUARDD} || "$repo/policy-engine/build/guardd";
@@ -60,13 +60,9 @@ $t->write_file('pol/eu.json', <<'JSON');
 {"tenant": "eu", "residency": {"regions": ["eu-west-1"]}}
 JSON
 
-$t->write_file('guardd.conf', $json->encode({
-    listen => $sock, pid_file => "$dir/guardd.pid",
+$t->write_file('guardd.conf', guardd_conf($dir, $sock,
     policies => "$dir/pol", node => 'gd-audit',
-    socket_group => 'nogroup',
-    journal => { dir => "$dir/journal" },
-    spill => "$dir/spill", spill_orphan_after => 2,
-}));
+    spill => "$dir/spill", spill_orphan_after => 2));
 
 my $gpid;
 sub start_guardd {
@@ -171,16 +167,7 @@ sub req {
         (defined $tok ? (Authorization => "Bearer $tok") : ()), @h]);
 }
 
-sub journal {
-    my @recs;
-    for my $f (sort glob "$dir/journal/*.jsonl") {
-        open my $fh, '<', $f or die "$f: $!";
-        while (my $line = <$fh>) {
-            push @recs, $json->decode($line);
-        }
-    }
-    return @recs;
-}
+sub journal { journal_records("$dir/journal") }
 
 sub journal_text {
     my $text = '';

@@ -24,7 +24,7 @@ use JSON::PP ();
 use POSIX ();
 use Time::HiRes qw(sleep time);
 use Guard::Test;
-use Guard::Frames qw(:DEFAULT wait_for);
+use Guard::Frames qw(:DEFAULT wait_for journal_records guardd_conf);
 
 my $repo = "$FindBin::Bin/..";
 my $guardd = $ENV{GUARDD} || "$repo/policy-engine/build/guardd";
@@ -53,13 +53,8 @@ $t->write_file('pol/acme.json', <<'JSON');
 }
 JSON
 
-$t->write_file('guardd.conf', $json->encode({
-    listen => $sock, pid_file => "$dir/guardd.pid",
-    policies => "$dir/pol", node => 'gd-poison',
-    socket_group => 'nogroup',
-    journal => { dir => "$dir/journal" },
-    spill => "$dir/spill",
-}));
+$t->write_file('guardd.conf', guardd_conf($dir, $sock,
+    policies => "$dir/pol", node => 'gd-poison', spill => "$dir/spill"));
 
 my $gpid;
 sub start_guardd {
@@ -223,18 +218,7 @@ sub req {
         (defined $tok ? (Authorization => "Bearer $tok") : ()), @h]);
 }
 
-sub journal {
-    my @recs;
-    for my $f (sort glob "$dir/journal/*.jsonl") {
-        open my $fh, '<', $f or die "$f: $!";
-        while (my $line = <$fh>) {
-            next unless $line =~ /\n\z/;
-            my $rec = eval { $json->decode($line) };
-            push @recs, $rec if ref $rec eq 'HASH';
-        }
-    }
-    return @recs;
-}
+sub journal { journal_records("$dir/journal") }
 
 sub wait_journal {
     my ($ids) = @_;

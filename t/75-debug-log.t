@@ -19,7 +19,7 @@ use Test::More;
 use JSON::PP ();
 use Time::HiRes qw(sleep time);
 use Guard::Test qw(:DEFAULT wait_for);
-use Guard::Frames;
+use Guard::Frames qw(:DEFAULT guardd_conf);
 
 my $repo = "$FindBin::Bin/..";
 my $guardd = $ENV{GUARDD} || "$repo/policy-engine/build/guardd";
@@ -44,13 +44,8 @@ $t->write_file('pol/acme.json', <<'JSON');
 }
 JSON
 
-$t->write_file('guardd.conf', $json->encode({
-    listen => $sock, pid_file => "$dir/guardd.pid",
-    policies => "$dir/pol", node => 'gd-debug',
-    socket_group => 'nogroup',
-    journal => { dir => "$dir/journal" },
-    spill => "$dir/spill",
-}));
+$t->write_file('guardd.conf', guardd_conf($dir, $sock,
+    policies => "$dir/pol", node => 'gd-debug', spill => "$dir/spill"));
 
 my $gpid;
 END { kill 'KILL', $gpid if $gpid }

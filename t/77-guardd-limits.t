@@ -23,7 +23,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
-use Guard::Frames qw(:DEFAULT wait_for);
+use Guard::Frames qw(:DEFAULT wait_for slurp write_text);
 use IO::Socket::UNIX;
 use IO::Select;
 use JSON::PP ();
@@ -44,19 +44,8 @@ $SIG{PIPE} = 'IGNORE';    # a peer guardd closed: an error, not a death
 mkdir "$dir/pol";
 write_file('pol/plain.json', '{"tenant": "plain"}');
 
-sub write_file {
-    my ($name, $text) = @_;
-    open my $f, '>', "$dir/$name" or die "$name: $!";
-    print $f $text;
-    close $f;
-}
+sub write_file { write_text("$dir/$_[0]", $_[1]) }
 
-sub slurp {
-    my ($path) = @_;
-    open my $f, '<', $path or return '';
-    local $/;
-    return scalar <$f>;
-}
 
 my %pids;
 END { kill 'KILL', $_ for grep { kill 0, $_ } keys %pids }

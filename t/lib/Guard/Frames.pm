@@ -17,7 +17,7 @@ use Guard::Test qw(wait_for);    # re-exported: one poll helper
 use Time::HiRes qw(sleep time);
 
 our @EXPORT = qw(frame read_frames spawn_guardd stand_in_guardd);
-our @EXPORT_OK = qw(journal_records wait_for);
+our @EXPORT_OK = qw(journal_records wait_for slurp write_text guardd_conf);
 
 my $json = JSON::PP->new->canonical;
 
@@ -134,6 +134,36 @@ sub journal_records {
         }
     }
     return @recs;
+}
+
+
+# guardd_conf($dir, $sock, member => value, ...): guardd.conf's text for a
+# guardd listening on $sock, its pid file and journal in $dir, the socket
+# group nogroup (the nginx workers run as nobody), and the members given
+sub guardd_conf {
+    my ($dir, $sock, %more) = @_;
+    return $json->encode({
+        listen => $sock, pid_file => "$dir/guardd.pid",
+        socket_group => 'nogroup',
+        journal => { dir => "$dir/journal" },
+        %more,
+    });
+}
+
+# slurp($path): the file's text, '' when it cannot be read
+sub slurp {
+    my ($path) = @_;
+    open my $f, '<', $path or return '';
+    local $/;
+    return scalar(<$f>) // '';
+}
+
+# write_text($path, $text): the file, written whole
+sub write_text {
+    my ($path, $text) = @_;
+    open my $f, '>', $path or die "$path: $!";
+    print $f $text;
+    close $f or die "$path: $!";
 }
 
 
