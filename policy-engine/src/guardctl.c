@@ -7,11 +7,14 @@
  *   guardctl show ID [--dir DIR] [--json]
  *   guardctl review ID --verdict V --analyst NAME [--note TEXT] ...
  *   guardctl token mint --key FILE --kid K --tenant T [options]
+ *   guardctl --version
  *
  * The journal is only read here: a review goes to guardd as an AUDIT
  * frame, and guardd, the journal's one writer, appends it to the chain.
  */
 #include "guardctl.h"
+
+#include "gd_version.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,6 +35,7 @@ static const char usage_text[] =
     "       guardctl token mint --key JWKS|PEM --kid K --tenant T [--sub S]\n"
     "                       [--ttl 1h] [--claim k=v]... [--iss X] [--aud Y]\n"
     "                       [--alg ALG] [--tenant-claim NAME]\n"
+    "       guardctl --version\n"
     "TIME: 30m, 1h, 2d (before now) or ISO 8601 (2024-05-01T12:00:00Z)\n";
 
 int usage(void)
@@ -153,6 +157,11 @@ int main(int argc, char **argv)
         (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
          strcmp(argv[1], "help") == 0)) {
         fputs(usage_text, stdout);
+        return 0;
+    }
+
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+        puts(GD_VERSION_TEXT("guardctl"));
         return 0;
     }
 

@@ -2,6 +2,7 @@
  * guardd: the Guard policy/scoring sidecar.
  *
  *   guardd -c guardd.conf [-t]
+ *   guardd --version
  *
  * One epoll loop thread serves the Unix socket: it decodes frames with
  * the shared codec (gd_proto), answers HELLO and PING at once, masks
@@ -30,6 +31,8 @@
 #define _GNU_SOURCE
 
 #include "guardd.h"
+
+#include "gd_version.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -88,14 +91,17 @@ int main(int argc, char **argv)
             conf_path = argv[++i];
         } else if (strcmp(argv[i], "-t") == 0) {
             test_only = 1;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            puts(GD_VERSION_TEXT("guardd"));
+            return 0;
         } else {
-            fprintf(stderr, "usage: guardd -c guardd.conf [-t]\n");
+            fprintf(stderr, "usage: guardd -c guardd.conf [-t] | --version\n");
             return 2;
         }
     }
 
     if (conf_path == NULL) {
-        fprintf(stderr, "usage: guardd -c guardd.conf [-t]\n");
+        fprintf(stderr, "usage: guardd -c guardd.conf [-t] | --version\n");
         return 2;
     }
 
