@@ -1,7 +1,13 @@
-# Guard: build, demo and test.
+# Guard: build, install, package, demo and test.
 #
-#   make          build build/ngx_http_guard_module.so against the Debian
-#                 nginx-dev tree (/usr/share/nginx/src), --with-compat
+#   make          build what a user runs: build/ngx_http_guard_module.so
+#                 against the Debian nginx-dev tree (/usr/share/nginx/src),
+#                 --with-compat, and the release guardd and guardctl
+#                 (policy-engine/build/release/, without sanitizers)
+#   make install  install them, /etc/guard and the systemd unit (DESTDIR,
+#                 PREFIX, see docs/install.md); make uninstall undoes it
+#   make deb      the Debian packages libnginx-mod-http-guard and guard,
+#                 in build/deb/
 #   make run      install what is missing, build, start the demo gateway
 #   make stop     stop the demo gateway
 #   make test     install what is missing, build, run the whole suite twice:
@@ -10,6 +16,10 @@
 #   make asan     build the sanitizer variant only
 #   make fuzz     run every libFuzzer target for FUZZ_SECONDS (default 60)
 #                 each from its seed corpus (needs clang); fails on a crash
+#
+# Every build goal (module, asan, daemons, unit, guardctl) runs in a make
+# that holds build/.lock (flock), so that two makes started at once take
+# turns instead of configuring or compiling the same tree together.
 
 SHELL       := /bin/bash
 NGINX_SRC   ?= /usr/share/nginx/src
@@ -44,22 +54,145 @@ GUARD_HEADERS := $(BUILD)/guard-headers.list
 GUARD_HEADER_NAMES := $(sort $(notdir $(wildcard policy-engine/include/*.h \
                                    policy-engine/include/*.def)))
 ifneq ($(GUARD_HEADER_NAMES),$(shell cat $(GUARD_HEADERS) 2>/dev/null))
-$(shell mkdir -p $(BUILD) && echo '$(GUARD_HEADER_NAMES)' > $(GUARD_HEADERS))
+$(shell mkdir -p $(BUILD) && echo '$(GUARD_HEADER_NAMES)' > $(GUARD_HEADERS).$$$$ \
+        && mv -f $(GUARD_HEADERS).$$$$ $(GUARD_HEADERS))
 endif
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all module asan setup run stop test test-asan unit guardctl daemons \
-        bench fuzz clean
+# the release guardd and guardctl, and what they are built from (the
+# same prerequisites as in policy-engine/Makefile, so that a second make
+# with nothing changed does not even enter policy-engine/)
+RELEASE_DIR := policy-engine/build/release
+GUARDD      := $(RELEASE_DIR)/guardd
+GUARDCTL    := $(RELEASE_DIR)/guardctl
+PE_LIB_SRCS := $(wildcard policy-engine/src/gd_*.c) \
+               $(wildcard policy-engine/include/*.h) \
+               $(wildcard policy-engine/include/*.def) policy-engine/Makefile
+GUARDD_SRCS := $(wildcard policy-engine/src/guardd*.[ch]) $(PE_LIB_SRCS)
+GUARDCTL_SRCS := $(wildcard policy-engine/src/guardctl*.[ch]) $(PE_LIB_SRCS)
 
-all: module
+.PHONY: all module asan setup run stop test test-asan unit guardctl daemons \
+        bench fuzz clean install uninstall deb
+
+all: module daemons
 
 setup:
 	@sh scripts/setup.sh
 
+# The build goals.  Run as `make GOAL`, each goal is made again by a make
+# that holds build/.lock (GUARD_LOCKED=1 marks that make): the lock is
+# taken per goal and released before the next, so make test runs its
+# tests without it, and a make started meanwhile waits only for a build.
+BUILD_GOALS := module asan daemons unit guardctl
+
+ifndef GUARD_LOCKED
+
+$(BUILD_GOALS):
+	@mkdir -p $(BUILD)
+	@flock $(BUILD)/.lock $(MAKE) --no-print-directory GUARD_LOCKED=1 $@
+
+else
+
 module: $(MODULE)
 
 asan: $(ASAN_MODULE) $(ASAN_DIR)/ubsan_init.so
+
+# the release guardd and guardctl, optimized, without the sanitizers
+daemons: $(GUARDD) $(GUARDCTL)
+
+$(GUARDD): $(GUARDD_SRCS)
+	$(MAKE) -C policy-engine build/release/guardd
+
+$(GUARDCTL): $(GUARDCTL_SRCS)
+	$(MAKE) -C policy-engine build/release/guardctl
+
+# policy-engine: its library (ASan+UBSan variant), guardd, guardctl and
+# the unit tests, all with the sanitizers
+unit:
+	$(MAKE) -C policy-engine
+
+guardctl:
+	$(MAKE) -C policy-engine build/guardctl
+
+endif
+
+# make install: see docs/install.md.  PREFIX holds the programs and the
+# man pages; nginx's module directory, the snippet, /etc/guard, the unit
+# and the tmpfiles.d entry go where Debian's nginx and systemd look for
+# them, whatever PREFIX is.  An existing guardd.conf or policy directory
+# is left as it is (a reinstall keeps the operator's configuration).
+PREFIX       ?= /usr/local
+BINDIR       ?= $(PREFIX)/bin
+SBINDIR      ?= $(PREFIX)/sbin
+MANDIR       ?= $(PREFIX)/share/man
+NGX_MODDIR   ?= /usr/lib/nginx/modules
+NGX_MODCONF  ?= /usr/share/nginx/modules-available
+CONFDIR      ?= /etc/guard
+UNITDIR      ?= /lib/systemd/system
+TMPFILESDIR  ?= /usr/lib/tmpfiles.d
+D            := $(DESTDIR)
+# the man pages, section from the name: docs/man/guardd.8 -> man8/
+MANPAGES     := $(wildcard docs/man/*.[1-8])
+MAN_DEST     := $(foreach m,$(MANPAGES),\
+                  $(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m)))
+# the example policy directory, installed as CONFDIR/policies
+POLICY_FILES := $(shell cd policies/examples && find . -type f | sort)
+GUARD_VERSION := $(shell sed -n 's/.*define GUARD_VERSION "\(.*\)".*/\1/p' \
+                   policy-engine/include/gd_version.h)
+
+install: all
+	install -d $(D)$(NGX_MODDIR) $(D)$(NGX_MODCONF) $(D)$(SBINDIR) \
+	    $(D)$(BINDIR) $(D)$(UNITDIR) $(D)$(TMPFILESDIR)
+	install -m 0644 $(MODULE) $(D)$(NGX_MODDIR)/ngx_http_guard_module.so
+	echo 'load_module $(NGX_MODDIR)/ngx_http_guard_module.so;' \
+	    > $(D)$(NGX_MODCONF)/mod-http-guard.conf
+	chmod 0644 $(D)$(NGX_MODCONF)/mod-http-guard.conf
+	install -m 0755 $(GUARDD) $(D)$(SBINDIR)/guardd
+	install -m 0755 $(GUARDCTL) $(D)$(BINDIR)/guardctl
+	sed 's|@SBINDIR@|$(SBINDIR)|g' conf/guardd.service.in \
+	    > $(D)$(UNITDIR)/guardd.service
+	chmod 0644 $(D)$(UNITDIR)/guardd.service
+	install -m 0644 conf/guard.tmpfiles $(D)$(TMPFILESDIR)/guard.conf
+	@set -e; $(foreach m,$(MANPAGES),\
+	    install -D -m 0644 $(m) $(D)$(filter %/$(notdir $(m)),$(MAN_DEST));)
+	install -d -m 0755 $(D)$(CONFDIR)
+	install -d -m 0750 $(D)$(CONFDIR)/keys
+	@if [ -e $(D)$(CONFDIR)/guardd.conf ]; then \
+	    echo "install: kept $(D)$(CONFDIR)/guardd.conf"; \
+	else install -m 0644 conf/guardd.conf $(D)$(CONFDIR)/guardd.conf; fi
+	@if [ -e $(D)$(CONFDIR)/policies ]; then \
+	    echo "install: kept $(D)$(CONFDIR)/policies/"; \
+	else set -e; for f in $(POLICY_FILES); do \
+	    install -D -m 0644 policies/examples/$$f \
+	        $(D)$(CONFDIR)/policies/$$f; done; fi
+
+# make uninstall removes every file install put, and the configuration
+# files only while they are the ones installed: an edited guardd.conf or
+# policy file is kept (and named), and so are the directories holding it
+uninstall:
+	rm -f $(D)$(NGX_MODDIR)/ngx_http_guard_module.so \
+	    $(D)$(NGX_MODCONF)/mod-http-guard.conf $(D)$(SBINDIR)/guardd \
+	    $(D)$(BINDIR)/guardctl $(D)$(UNITDIR)/guardd.service \
+	    $(D)$(TMPFILESDIR)/guard.conf $(addprefix $(D),$(MAN_DEST))
+	@for f in guardd.conf:conf/guardd.conf \
+	        $(foreach p,$(POLICY_FILES),policies/$(p):policies/examples/$(p)); do \
+	    to=$(D)$(CONFDIR)/$${f%%:*}; from=$${f#*:}; \
+	    if cmp -s $$from $$to; then rm -f $$to; \
+	    elif [ -e $$to ]; then echo "uninstall: kept $$to (changed)"; fi; \
+	done
+	@for d in $$(cd policies/examples && find . -mindepth 1 -type d \
+	        | sort -r) ""; do \
+	    rmdir $(D)$(CONFDIR)/policies/$$d 2>/dev/null || true; done
+	@rmdir $(D)$(CONFDIR)/keys $(D)$(CONFDIR) 2>/dev/null || true
+
+# make deb: build/deb/libnginx-mod-http-guard_VERSION_ARCH.deb (the module
+# and its snippet) and build/deb/guard_VERSION_ARCH.deb (the rest), from
+# the tree make install puts into build/deb/root (see packaging/deb/)
+deb: all
+	rm -rf $(BUILD)/deb/root
+	$(MAKE) --no-print-directory install DESTDIR=$(BUILD)/deb/root PREFIX=/usr
+	sh packaging/deb/mkdeb.sh $(BUILD)/deb $(GUARD_VERSION) $(NGINX_SRC)
 
 # configure_tree(tree, extra configure arguments): a fresh copy of the
 # nginx-dev tree, configured with Debian's flags and the module.  The
@@ -106,18 +239,6 @@ $(ASAN_DIR)/ubsan_init.so: t/tools/ubsan_init.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -shared -fPIC -o $@ $<
 
-# policy-engine: its library (ASan+UBSan variant), guardd, guardctl and
-# the unit tests, all with the sanitizers
-unit:
-	$(MAKE) -C policy-engine
-
-guardctl:
-	$(MAKE) -C policy-engine build/guardctl
-
-# the demo's guardd and guardctl, optimized, without the sanitizers
-daemons:
-	$(MAKE) -C policy-engine release build/release/guardctl
-
 run: setup module daemons
 	@sh conf/demo.sh start
 
@@ -135,7 +256,7 @@ SAN_TEST_ENV := GUARD_MODULE=$(ASAN_MODULE) GUARD_SANITIZE=1 \
                 GUARD_ERROR_LOG_LEVEL=debug \
                 GUARD_SANITIZE_REPORTS=$(ASAN_DIR)/reports
 
-test: setup module asan unit
+test: setup all asan unit
 	@rc=0; t0=$$SECONDS; \
 	prove -r -j2 policy-engine/build/tests t/ || rc=1; \
 	t1=$$SECONDS; rm -rf $(ASAN_DIR)/reports; \
