@@ -95,7 +95,7 @@ SKIP: {
 }
 
 # a reinstall keeps the operator's configuration; uninstall removes
-# everything else, and the edited file once it is the shipped one again
+# everything else, and the directories it leaves empty
 write_text("$stage/etc/guard/guardd.conf", "{}\n");
 like(run_ok('make install DESTDIR=build/stage PREFIX=/usr'),
      qr{kept .*/etc/guard/guardd\.conf}, 'a reinstall keeps guardd.conf');
@@ -103,12 +103,11 @@ is(slurp("$stage/etc/guard/guardd.conf"), "{}\n", 'unchanged');
 like(run_ok('make uninstall DESTDIR=build/stage PREFIX=/usr'),
      qr{kept .*/etc/guard/guardd\.conf \(changed\)},
      'make uninstall keeps an edited guardd.conf');
-is_deeply([files($stage)], ['etc/guard/guardd.conf'], 'and only that');
-unlink "$stage/etc/guard/guardd.conf";
-run_ok('make install DESTDIR=build/stage PREFIX=/usr');
-run_ok('make uninstall DESTDIR=build/stage PREFIX=/usr');
-is_deeply([files($stage)], [], 'make uninstall leaves no file');
-ok(!-e "$stage/etc/guard", 'nor /etc/guard') or diag `find $stage/etc`;
+is_deeply([files($stage)], ['etc/guard/guardd.conf'],
+          'and removes every other file');
+ok(!-e "$stage/etc/guard/policies" && !-e "$stage/etc/guard/keys",
+   'and the directories of /etc/guard it emptied');
+system('rm', '-rf', $stage);
 
 # PREFIX: the programs move, the unit follows them; the rest stays
 run_ok('make install DESTDIR=build/stage');
@@ -141,6 +140,13 @@ like(`dpkg-deb -I '$gd_deb' conffiles`, qr{^/etc/guard/guardd\.conf$}m,
 like(`dpkg-deb -I '$mod_deb' postinst`,
      qr{/etc/nginx/modules-enabled/50-\$conf|modules-enabled/50-},
      'the module\'s postinst links modules-enabled/50-mod-http-guard.conf');
+
+my $ctl = tempdir('guard-ctl-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+system('dpkg-deb', '-e', $mod_deb, "$ctl/mod") == 0
+    && system('dpkg-deb', '-e', $gd_deb, "$ctl/guard") == 0 or die;
+my @scripts = grep { -f } glob "$ctl/*/{pre,post}{inst,rm}";
+is(scalar(grep { system('sh', '-n', $_) == 0 } @scripts), 6,
+   'the six maintainer scripts are valid sh');
 
 # --- the packages at work, from a throwaway root ---------------------------
 
@@ -181,8 +187,12 @@ ok(-S "$dir/guardd.sock", 'the packaged guardd listens');
 # the snippet's load_module line, its path inside the root
 (my $load = slurp("$root/usr/share/nginx/modules-available/"
                   . 'mod-http-guard.conf')) =~ s{ /}{ $root/};
+# one HS256 key (the whole standard key set takes seconds to make)
+my $jwk = $t->jwt_gen(kty => 'oct', kid => 'pkg', alg => 'HS256',
+                      dir => "$dir/k");
+write_text("$dir/k/jwks.json", $json->encode({ keys => [$jwk] }));
 my $http = <<'CONF';
-    guard_jwt_keys %%KEYS%%/jwks.json;
+    guard_jwt_keys %%DIR%%/k/jwks.json;
     guard_policies %%ROOT%%/etc/guard/policies;
     guard_sidecar unix:%%DIR%%/guardd.sock timeout=500ms;
     guard_audit_spill %%DIR%%/spill;
@@ -204,7 +214,8 @@ $http =~ s/%%ROOT%%/$root/g;
 $t->write_conf(load_module => 0, main => $load, http => $http);
 $t->run;
 
-my $tok = $t->mint({ kid => 'hs256', claims => {
+my $tok = $t->mint({ kid => 'pkg', alg => 'HS256', key => "$dir/k/pkg.key",
+                     claims => {
     sub => 'u1', tenant_id => 'beta', exp => time() + 600 } });
 is($t->get('/', headers => [Authorization => "Bearer $tok"])->{status}, 200,
    'the packaged module lets a good token through');
