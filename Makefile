@@ -166,6 +166,8 @@ install: all
 	else set -e; for f in $(POLICY_FILES); do \
 	    install -D -m 0644 policies/examples/$$f \
 	        $(D)$(CONFDIR)/policies/$$f; done; fi
+	@[ -n "$(D)" ] || echo "install: done; the user guard, the directories" \
+	    "and the first start: docs/install.md (First start)"
 
 # make uninstall removes every file install put, and the configuration
 # files only while they are the ones installed: an edited guardd.conf or
