@@ -2,6 +2,7 @@
  * guardd: the Guard policy/scoring sidecar.
  *
  *   guardd -c guardd.conf [-t]
+ *   guardd -h | --help
  *
  * One epoll loop thread serves the Unix socket: it decodes frames with
  * the shared codec (gd_proto), answers HELLO and PING at once, masks
@@ -78,6 +79,13 @@ static int write_pid(void)
     return 0;
 }
 
+/* guardd --help (docs/man/guardd.8 has every option: t/07-manpages.t) */
+static const char help_text[] =
+    "usage: guardd -c guardd.conf [-t]\n"
+    "  -c FILE     the configuration, JSON (docs/guardd.md)\n"
+    "  -t          check the configuration and the policies, then exit\n"
+    "  -h, --help  print this text\n";
+
 int main(int argc, char **argv)
 {
     const char *conf_path = NULL;
@@ -88,6 +96,10 @@ int main(int argc, char **argv)
             conf_path = argv[++i];
         } else if (strcmp(argv[i], "-t") == 0) {
             test_only = 1;
+        } else if (strcmp(argv[i], "-h") == 0 ||
+                   strcmp(argv[i], "--help") == 0) {
+            fputs(help_text, stdout);
+            return 0;
         } else {
             fprintf(stderr, "usage: guardd -c guardd.conf [-t]\n");
             return 2;
