@@ -19,12 +19,15 @@
 #    its journal in a volume, every bind mount exists, each mount point is
 #    a directory the image makes (a new volume takes its owner and mode);
 #  - docker/nginx.conf listens on 0.0.0.0 and names the socket, spill and
-#    policy paths of docker/guardd.conf; with its paths moved to a temporary
-#    directory (and its ports to free loopback ports), nginx -t accepts it
-#    with the freshly built module, guardd -t accepts docker/guardd.conf,
-#    and the two run together: a token minted by guardctl from the key set
-#    the entrypoint generates is let through, a refusal reaches guardd's
-#    journal, guard_status answers;
+#    policy paths of docker/guardd.conf;
+#  - the image's tree: the build stage's make install, run into a temporary
+#    directory, holds the module nginx.conf loads, the policies, and guardd
+#    and guardctl in the PATH; with the container's paths moved into that
+#    tree (and its ports to free loopback ports), nginx -t accepts
+#    docker/nginx.conf with the installed module, the installed guardd -t
+#    accepts docker/guardd.conf, and the two run together: a token minted
+#    by the installed guardctl from the key set the entrypoint generates is
+#    let through, a refusal reaches guardd's journal, guard_status answers;
 #  - docs/docker.md: every line of its container blocks (marked
 #    `<!-- run by t/06-docker.t -->`) is in @DOC_COMMANDS below, verbatim,
 #    and the files, services, ports and commands they name exist.
@@ -392,101 +395,6 @@ SKIP: {
 }
 
 # ---------------------------------------------------------------------------
-# the entrypoint's key set, then nginx.conf and guardd.conf with their
-# paths in a temporary directory, checked and run together
-
-my $t = Guard::Test->new;
-my $dir = $t->dir;
-my $root = "$dir/root";    # what the container's / holds
-make_path("$root/etc/guard/keys", "$root/run/guard", "$root/var/lib/guard/journal",
-          "$root/var/lib/guard/spill", "$dir/bin");
-chmod 0777, "$root/var/lib/guard/spill";
-
-# the nginx role, with an nginx that only says how it was called
-write_text("$dir/bin/nginx", "#!/bin/sh\necho \"\$@\" > '$dir/nginx.args'\n");
-chmod 0755, "$dir/bin/nginx";
-my $jwks = "$root/etc/guard/keys/jwks.json";
-my $ep = "env PATH='$dir/bin:$ENV{PATH}' GUARD_JWKS='$jwks' sh '$REPO/docker/entrypoint.sh' nginx";
-my $out = `$ep 2>&1`;
-isnt($?, 0, 'entrypoint nginx: stops without a JWKS');
-like($out, qr/no JWKS at \Q$jwks\E/, 'and says where it is wanted');
-$out = `GUARD_GENERATE_KEY=1 $ep 2>&1`;
-is($?, 0, 'entrypoint nginx with GUARD_GENERATE_KEY=1: runs nginx') or diag($out);
-is(slurp("$dir/nginx.args"), "-g daemon off;\n", "nginx -g 'daemon off;'");
-is((stat $jwks)[2] & 0777, 0600, 'the generated JWKS is 0600');
-my $keyset = eval { $json->decode(slurp($jwks)) } // {};
-is($keyset->{keys}[0]{kid}, 'gateway', 'the generated JWKS: kid gateway');
-my $before = slurp($jwks);
-`GUARD_GENERATE_KEY=1 $ep 2>&1`;
-is(slurp($jwks), $before, 'an existing JWKS is kept');
-
-# the policies make install puts in /etc/guard/policies: the examples
-system('cp', '-a', "$REPO/policies/examples", "$root/etc/guard/policies") == 0
-    or die "cp: $?";
-
-my $conf = $nconf;
-$conf =~ s{/usr/lib/nginx/modules/ngx_http_guard_module\.so}{$t->{module}}g;
-$conf =~ s{(?<=[\s:])/(etc/guard|run/guard|var/lib/guard)\b}{$root/$1}g;
-$conf =~ s{^pid /run/nginx\.pid;}{pid $dir/nginx.pid;}m;
-$conf =~ s{^error_log stderr}{error_log $dir/error.log}m;
-$conf =~ s{access_log /dev/stdout}{access_log $dir/access.log}g;
-$conf =~ s{^worker_processes auto;}{worker_processes 1;}m;
-$conf =~ s{listen 0\.0\.0\.0:8080;}{listen 127.0.0.1:%%PORT_0%%;}g;
-$conf =~ s{127\.0\.0\.1:8081}{127.0.0.1:%%PORT_1%%}g;
-$conf =~ s{^user www-data;\n}{}m if $> != 0;
-my $temp = join '', map { "    ${_}_temp_path $dir/tmp_$_;\n" }
-           qw(client_body proxy fastcgi uwsgi scgi);
-$conf =~ s/^http \{\n/http {\n$temp/m;
-$t->write_file('nginx.conf', $t->subst($conf));
-unlike($t->read_file('nginx.conf'), qr{[\s:](?:/etc/guard|/run/guard|/var/lib/guard|/usr/lib/nginx)},
-       'nginx.conf: every container path moved to the temporary directory');
-my ($rc, $tout) = $t->test_conf;
-is($rc, 0, 'nginx -t accepts docker/nginx.conf with the built module')
-    or diag($tout);
-
-my $g = { %$gconf };
-$g->{$_} =~ s{^/}{$root/} for qw(listen pid_file policies spill);
-$g->{journal} = { %{ $gconf->{journal} },
-                  dir => "$root$gconf->{journal}{dir}" };
-# the test machine's users: guardd started as root drops to guard only if
-# it exists; started as another user it gives its socket to its own group
-delete $g->{user} unless getpwnam($g->{user});
-$g->{socket_group} = getgrgid($)) if $> != 0;
-write_text("$dir/guardd.conf", $json->encode($g));
-$out = `'$GUARDD' -c '$dir/guardd.conf' -t 2>&1`;
-is($?, 0, 'guardd -t accepts docker/guardd.conf') or diag($out);
-
-my $gpid = spawn_guardd($GUARDD, "$dir/guardd.conf", $g->{listen}, "$dir/guardd.log");
-ok(-S $g->{listen}, 'guardd listens on the socket of docker/guardd.conf')
-    or diag(slurp("$dir/guardd.log"));
-$t->run;
-
-# the line docs/docker.md shows, with the container's paths moved here
-my ($mint) = map { /exec -T nginx guardctl (.*)\)$/ } @DOC_COMMANDS;
-$mint =~ s{/etc/guard/keys/jwks\.json}{$jwks};
-my $token = `'$GUARDCTL' $mint 2>&1`;
-chomp $token;
-is($?, 0, "guardctl $mint") or diag($token);
-my $r = $t->get('/api/globex/orders', headers => { Authorization => "Bearer $token" });
-is($r->{status}, 200, 'a token from the generated key set: 200');
-like($r->{body}, qr/"tenant":"globex"/, 'the example upstream saw tenant globex');
-$r = $t->get('/api/globex/orders');
-is($r->{status}, 401, 'no token: 401');
-my $id = $r->{headers}{'guard-decision-id'} // '';
-ok(wait_for(10, sub { grep { ($_->{id} // '') eq $id } journal_records($g->{journal}{dir}) }),
-   "the refusal's audit record is in guardd's journal ($id)");
-$r = $t->get('/guard/status');
-is($r->{status}, 200, 'guard_status answers on loopback');
-like($r->{body} // '', qr/"allowed":\s*1\b/, 'and counts the allowed request');
-$r = $t->get('/health');
-is($r->{status}, 200, '/health');
-$t->stop;
-kill 'TERM', $gpid;
-waitpid $gpid, 0;
-is($?, 0, 'guardd stops cleanly');
-$t->errlog_ok;
-
-# ---------------------------------------------------------------------------
 # docs/docker.md: its container blocks are these commands, and what they
 # name exists
 
@@ -516,5 +424,119 @@ for my $c (@DOC_COMMANDS) {
              "$c: the port compose publishes, the path run above");
     }
 }
+
+# ---------------------------------------------------------------------------
+# the image's tree: what make install puts in the build stage's DESTDIR,
+# as the Dockerfile runs it, with the directories the image adds; then the
+# entrypoint's key set, and nginx.conf and guardd.conf with their paths in
+# that tree, checked and run together
+
+my $t = Guard::Test->new;
+my $dir = $t->dir;
+my $root = "$dir/root";    # what the container's / holds
+my ($install) = grep { /^make install / } @make_lines;
+my @install = map { s/^DESTDIR=.*/DESTDIR=$root/r } split ' ', $install // '';
+shift @install;
+my $iout = `make -s -C '$REPO' @install 2>&1`;
+is($?, 0, "make @install: the tree the image copies") or do {
+    diag($iout);
+    done_testing;
+    exit;
+};
+my ($module) = $nconf_code =~ /^\s*load_module\s+(\S+);/m;
+ok(-f "$root$module", "the install holds the module nginx.conf loads ($module)");
+like(slurp("$root/usr/share/nginx/modules-available/mod-http-guard.conf"),
+     qr/^load_module \Q$module\E;$/m, 'the same as its modules-available snippet');
+ok(-d "$root$gconf->{policies}", "the install holds $gconf->{policies}");
+my %in_path;
+for my $prog (qw(guardd guardctl)) {
+    ($in_path{$prog}) = grep { -x } map { "$root$_/$prog" }
+                        qw(/usr/local/sbin /usr/local/bin /usr/sbin /usr/bin);
+    ok($in_path{$prog}, "the install puts $prog in the image's PATH");
+}
+make_path("$root/etc/guard/keys", "$root/run/guard", "$root/var/lib/guard/journal",
+          "$root/var/lib/guard/spill", "$dir/bin");
+chmod 0777, "$root/var/lib/guard/spill";
+my $GUARDD_IMG   = $in_path{guardd}   // $GUARDD;
+my $GUARDCTL_IMG = $in_path{guardctl} // $GUARDCTL;
+
+# the nginx role, with an nginx that only says how it was called
+write_text("$dir/bin/nginx", "#!/bin/sh\necho \"\$@\" > '$dir/nginx.args'\n");
+chmod 0755, "$dir/bin/nginx";
+my $jwks = "$root/etc/guard/keys/jwks.json";
+my $ep = "env PATH='$dir/bin:$ENV{PATH}' GUARD_JWKS='$jwks' sh '$REPO/docker/entrypoint.sh' nginx";
+my $out = `$ep 2>&1`;
+isnt($?, 0, 'entrypoint nginx: stops without a JWKS');
+like($out, qr/no JWKS at \Q$jwks\E/, 'and says where it is wanted');
+$out = `GUARD_GENERATE_KEY=1 $ep 2>&1`;
+is($?, 0, 'entrypoint nginx with GUARD_GENERATE_KEY=1: runs nginx') or diag($out);
+is(slurp("$dir/nginx.args"), "-g daemon off;\n", "nginx -g 'daemon off;'");
+is((stat $jwks)[2] & 0777, 0600, 'the generated JWKS is 0600');
+my $keyset = eval { $json->decode(slurp($jwks)) } // {};
+is($keyset->{keys}[0]{kid}, 'gateway', 'the generated JWKS: kid gateway');
+my $before = slurp($jwks);
+`GUARD_GENERATE_KEY=1 $ep 2>&1`;
+is(slurp($jwks), $before, 'an existing JWKS is kept');
+
+my $conf = $nconf;
+$conf =~ s{(?<=[\s:])/(usr/lib/nginx/modules|etc/guard|run/guard|var/lib/guard)\b}{$root/$1}g;
+$conf =~ s{^pid /run/nginx\.pid;}{pid $dir/nginx.pid;}m;
+$conf =~ s{^error_log stderr}{error_log $dir/error.log}m;
+$conf =~ s{access_log /dev/stdout}{access_log $dir/access.log}g;
+$conf =~ s{^worker_processes auto;}{worker_processes 1;}m;
+$conf =~ s{listen 0\.0\.0\.0:8080;}{listen 127.0.0.1:%%PORT_0%%;}g;
+$conf =~ s{127\.0\.0\.1:8081}{127.0.0.1:%%PORT_1%%}g;
+$conf =~ s{^user www-data;\n}{}m if $> != 0;
+my $temp = join '', map { "    ${_}_temp_path $dir/tmp_$_;\n" }
+           qw(client_body proxy fastcgi uwsgi scgi);
+$conf =~ s/^http \{\n/http {\n$temp/m;
+$t->write_file('nginx.conf', $t->subst($conf));
+unlike($t->read_file('nginx.conf'), qr{[\s:](?:/etc/guard|/run/guard|/var/lib/guard|/usr/lib/nginx)},
+       'nginx.conf: every container path moved to the temporary directory');
+my ($rc, $tout) = $t->test_conf;
+is($rc, 0, 'nginx -t accepts docker/nginx.conf with the installed module')
+    or diag($tout);
+
+my $g = { %$gconf };
+$g->{$_} =~ s{^/}{$root/} for qw(listen pid_file policies spill);
+$g->{journal} = { %{ $gconf->{journal} },
+                  dir => "$root$gconf->{journal}{dir}" };
+# the test machine's users: guardd started as root drops to guard only if
+# it exists; started as another user it gives its socket to its own group
+delete $g->{user} unless getpwnam($g->{user});
+$g->{socket_group} = getgrgid($)) if $> != 0;
+write_text("$dir/guardd.conf", $json->encode($g));
+$out = `'$GUARDD_IMG' -c '$dir/guardd.conf' -t 2>&1`;
+is($?, 0, 'guardd -t accepts docker/guardd.conf') or diag($out);
+
+my $gpid = spawn_guardd($GUARDD_IMG, "$dir/guardd.conf", $g->{listen}, "$dir/guardd.log");
+ok(-S $g->{listen}, 'guardd listens on the socket of docker/guardd.conf')
+    or diag(slurp("$dir/guardd.log"));
+$t->run;
+
+# the line docs/docker.md shows, with the container's paths moved here
+my ($mint) = map { /exec -T nginx guardctl (.*)\)$/ } @DOC_COMMANDS;
+$mint =~ s{/etc/guard/keys/jwks\.json}{$jwks};
+my $token = `'$GUARDCTL_IMG' $mint 2>&1`;
+chomp $token;
+is($?, 0, "guardctl $mint") or diag($token);
+my $r = $t->get('/api/globex/orders', headers => { Authorization => "Bearer $token" });
+is($r->{status}, 200, 'a token from the generated key set: 200');
+like($r->{body}, qr/"tenant":"globex"/, 'the example upstream saw tenant globex');
+$r = $t->get('/api/globex/orders');
+is($r->{status}, 401, 'no token: 401');
+my $id = $r->{headers}{'guard-decision-id'} // '';
+ok(wait_for(10, sub { grep { ($_->{id} // '') eq $id } journal_records($g->{journal}{dir}) }),
+   "the refusal's audit record is in guardd's journal ($id)");
+$r = $t->get('/guard/status');
+is($r->{status}, 200, 'guard_status answers on loopback');
+like($r->{body} // '', qr/"allowed":\s*1\b/, 'and counts the allowed request');
+$r = $t->get('/health');
+is($r->{status}, 200, '/health');
+$t->stop;
+kill 'TERM', $gpid;
+waitpid $gpid, 0;
+is($?, 0, 'guardd stops cleanly');
+$t->errlog_ok;
 
 done_testing;
