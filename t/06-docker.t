@@ -65,6 +65,7 @@ my @DOC_COMMANDS = (
     'curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/api/globex/orders',
     'docker compose -f docker/compose.yaml exec guardd guardctl blocked',
     'docker compose -f docker/compose.yaml logs guardd',
+    'docker compose -f docker/compose.yaml kill -s HUP nginx guardd',
     'docker compose -f docker/compose.yaml down',
 );
 
@@ -415,6 +416,13 @@ for my $c (@DOC_COMMANDS) {
         }
         if ($c =~ / logs (\w+)/) {
             ok($compose && $compose->{services}{$1}, "$c: service $1");
+        }
+        if ($c =~ / kill -s HUP (.*)$/) {
+            for my $svc (split ' ', $1) {
+                ok($compose && $compose->{services}{$svc}, "$c: service $svc");
+                like($ep_text, qr/^\s+exec (?:setpriv .*\s+)?\Q$svc\E\b/m,
+                     "$c: $svc is the container's first process (exec)");
+            }
         }
         if ($w[1] eq 'build') {
             is($w[-1], '.', "$c: the context is the repository");
