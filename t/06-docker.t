@@ -287,6 +287,11 @@ is($ep_src, 'docker/entrypoint.sh', 'the entrypoint is docker/entrypoint.sh');
 my $ep_text = slurp("$REPO/docker/entrypoint.sh");
 system('sh', '-n', "$REPO/docker/entrypoint.sh");
 is($?, 0, 'docker/entrypoint.sh: sh -n');
+SKIP: {
+    skip 'no shellcheck', 1 unless -x '/usr/bin/shellcheck';
+    my $sc = `/usr/bin/shellcheck '$REPO/docker/entrypoint.sh' 2>&1`;
+    is($sc, '', 'docker/entrypoint.sh: shellcheck is quiet');
+}
 my %roles = map { $_ => 1 } $ep_text =~ /^(\w+)\)$/mg;
 ok($roles{nginx} && $roles{guardd}, 'the entrypoint has the roles nginx and guardd');
 ok($roles{$json->decode($cmd)->[0]}, "CMD $cmd: a role of the entrypoint");
