@@ -22,7 +22,8 @@
 #    policy paths of docker/guardd.conf;
 #  - the image's tree: the build stage's make install, run into a temporary
 #    directory, holds the module nginx.conf loads, the policies, and guardd
-#    and guardctl in the PATH; with the container's paths moved into that
+#    and guardctl in the PATH, and nothing under debian:12's symlinks
+#    /bin, /sbin, /lib* (COPY cannot merge into them); with the container's paths moved into that
 #    tree (and its ports to free loopback ports), nginx -t accepts
 #    docker/nginx.conf with the installed module, the installed guardd -t
 #    accepts docker/guardd.conf, and the two run together: a token minted
@@ -461,6 +462,18 @@ ok(-f "$root$module", "the install holds the module nginx.conf loads ($module)")
 like(slurp("$root/usr/share/nginx/modules-available/mod-http-guard.conf"),
      qr/^load_module \Q$module\E;$/m, 'the same as its modules-available snippet');
 ok(-d "$root$gconf->{policies}", "the install holds $gconf->{policies}");
+# COPY --from=build /out / merges each top directory of the tree into
+# the image's: none may be one of debian:12's symlinks to usr/ (BuildKit
+# refuses to copy a directory onto them; the classic builder replaces the
+# symlink, and with it every library)
+my ($destdir_img) = $install =~ /DESTDIR=(\S+)/;
+my %removed = map { m{^\Q$destdir_img\E/([^/]+)$} ? ($1 => 1) : () }
+              map { @$_ } grep { $_->[0] eq 'rm' }
+              map { run_commands($_) } instructions($build, 'RUN');
+opendir my $dh, $root or die "$root: $!";
+my @top = sort grep { !/^\.\.?$/ && !$removed{$_} } readdir $dh;
+my @usrmerged = grep { /^(?:bin|sbin|lib|lib32|lib64|libx32)$/ } @top;
+is_deeply(\@usrmerged, [], "what the image copies has no /bin, /sbin, /lib* (@top)");
 my %in_path;
 for my $prog (qw(guardd guardctl)) {
     ($in_path{$prog}) = grep { -x } map { "$root$_/$prog" }
