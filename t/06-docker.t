@@ -194,6 +194,14 @@ for my $stage (@stages) {
     }
 }
 
+# every RUN is shell that parses (sh -n)
+for my $stage (@stages) {
+    for my $run (instructions($stage, 'RUN')) {
+        system('sh', '-n', '-c', $run);
+        is($?, 0, "RUN " . substr($run, 0, 40) . "...: sh -n");
+    }
+}
+
 # RUN: make targets, repository paths, packages
 my $destdir = tempdir('guard-docker-XXXXXX', TMPDIR => 1,
                       CLEANUP => !$ENV{GUARD_TEST_KEEP});
