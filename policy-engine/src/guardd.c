@@ -3,6 +3,7 @@
  *
  *   guardd -c guardd.conf [-t]
  *   guardd --version
+ *   guardd -h | --help
  *
  * One epoll loop thread serves the Unix socket: it decodes frames with
  * the shared codec (gd_proto), answers HELLO and PING at once, masks
@@ -81,6 +82,14 @@ static int write_pid(void)
     return 0;
 }
 
+/* guardd --help (docs/man/guardd.8 has every option: t/07-manpages.t) */
+static const char help_text[] =
+    "usage: guardd -c guardd.conf [-t] | --version | --help\n"
+    "  -c FILE     the configuration, JSON (docs/guardd.md)\n"
+    "  -t          check the configuration and the policies, then exit\n"
+    "  -h, --help  print this text\n"
+    "  --version   print the version and the protocol version\n";
+
 int main(int argc, char **argv)
 {
     const char *conf_path = NULL;
@@ -93,6 +102,10 @@ int main(int argc, char **argv)
             test_only = 1;
         } else if (strcmp(argv[i], "--version") == 0) {
             puts(GD_VERSION_TEXT("guardd"));
+            return 0;
+        } else if (strcmp(argv[i], "-h") == 0 ||
+                   strcmp(argv[i], "--help") == 0) {
+            fputs(help_text, stdout);
             return 0;
         } else {
             fprintf(stderr, "usage: guardd -c guardd.conf [-t] | --version\n");
