@@ -29,8 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static const uint64_t decide_le[] = {5,   10,   25,   50,   100,   250,
-                                     500, 1000, 2500, 5000, 10000, 50000};
+static const uint64_t decide_le[] = {1,   2,   5,    10,   25,   50,    100,
+                                     250, 500, 1000, 2500, 5000, 10000, 50000};
 static const uint64_t fsync_le[] = {100,   250,    500,    1000,
                                     2500,  5000,   10000,  25000,
                                     50000, 100000, 250000, 1000000};
@@ -73,6 +73,8 @@ static socklen_t maddr_len;
 static gd_mconn_t *mconns;
 static size_t nmconns;
 static gd_every_t every_busy;
+static int maccept_paused; /* out of descriptors: listener out of epoll */
+static int64_t maccept_resume_ms;
 
 static void metrics_accept(gd_watch_t *w, uint32_t events);
 static void mconn_handler(gd_watch_t *w, uint32_t events);
@@ -295,7 +297,14 @@ static void metrics_accept(gd_watch_t *w, uint32_t events)
             if (errno == EINTR || errno == ECONNABORTED) {
                 continue;
             }
-            /* out of descriptors too: the next event tries again */
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                /* out of descriptors (the listener would wake the loop
+                 * at once, again and again): back after a pause */
+                loop_del(w);
+                maccept_paused = 1;
+                maccept_resume_ms = now_ms + GD_ACCEPT_PAUSE_MS;
+                sweep_needed = 1;
+            }
             return;
         }
 
@@ -657,10 +666,16 @@ static void mconn_handler(gd_watch_t *w, uint32_t events)
     }
 }
 
-/* scrapes past GD_METRICS_TIMEOUT_MS closed (with the loop's sweep) */
+/* scrapes past GD_METRICS_TIMEOUT_MS closed, and the listener back
+ * after a pause (with the loop's sweep) */
 void metrics_sweep(void)
 {
     gd_mconn_t *m, *next;
+
+    if (maccept_paused && now_ms >= maccept_resume_ms) {
+        maccept_paused = 0;
+        loop_add(&mlistener, EPOLLIN);
+    }
 
     for (m = mconns; m; m = next) {
         next = m->next;
@@ -668,7 +683,7 @@ void metrics_sweep(void)
             mconn_close(m);
         }
     }
-    if (mconns) {
+    if (mconns || maccept_paused) {
         sweep_needed = 1;
     }
 }
@@ -679,7 +694,9 @@ void metrics_stop(void)
     if (mlistener.fd < 0) {
         return;
     }
-    loop_del(&mlistener);
+    if (!maccept_paused) {
+        loop_del(&mlistener);
+    }
     close(mlistener.fd);
     mlistener.fd = -1;
     while (mconns) {
