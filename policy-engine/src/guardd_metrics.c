@@ -389,8 +389,11 @@ static void family(gd_text_t *t, const char *name, const char *type,
     text_printf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void sample(gd_text_t *t, const char *name, uint64_t v)
+/* a metric with one sample and no labels */
+static void scalar(gd_text_t *t, const char *name, const char *type,
+                   const char *help, uint64_t v)
 {
+    family(t, name, type, help);
     text_printf(t, "%s %llu\n", name, (unsigned long long)v);
 }
 
@@ -448,43 +451,40 @@ static void render(gd_text_t *t)
               "in microseconds.",
               &metrics.decide_us);
 
-    family(t, "guardd_journal_records_total", "counter",
+    scalar(t, "guardd_journal_records_total", "counter",
            "Records appended to the journal (AUDIT frames, refusals of "
-           "DECIDE, spill files); duplicates are not appended.");
-    sample(t, "guardd_journal_records_total", records);
+           "DECIDE, spill files); duplicates are not appended.",
+           records);
 
-    family(t, "guardd_journal_group_commits_total", "counter",
+    scalar(t, "guardd_journal_group_commits_total", "counter",
            "Groups of queued records the writer thread appended together, "
-           "with one fsync for the group.");
-    sample(t, "guardd_journal_group_commits_total", commits);
+           "with one fsync for the group.",
+           commits);
 
-    family(t, "guardd_journal_duplicates_total", "counter",
+    scalar(t, "guardd_journal_duplicates_total", "counter",
            "Records not appended because their id was journaled before "
-           "(dedupe window), from the socket or spill files.");
-    sample(t, "guardd_journal_duplicates_total", duplicates);
+           "(dedupe window), from the socket or spill files.",
+           duplicates);
 
     histogram(t, "guardd_journal_fsync_duration_microseconds",
               "Time of one fsync of the journal, in microseconds.",
               &metrics.fsync_us);
 
-    family(t, "guardd_spill_files_total", "counter",
-           "Spill files ingested whole.");
-    sample(t, "guardd_spill_files_total",
+    scalar(t, "guardd_spill_files_total", "counter",
+           "Spill files ingested whole.",
            atomic_load_explicit(&writer.spill_files, memory_order_relaxed));
 
-    family(t, "guardd_spill_records_total", "counter",
-           "Records appended to the journal from spill files.");
-    sample(t, "guardd_spill_records_total", spill_records);
+    scalar(t, "guardd_spill_records_total", "counter",
+           "Records appended to the journal from spill files.", spill_records);
 
-    family(t, "guardd_connections", "gauge",
+    scalar(t, "guardd_connections", "gauge",
            "Sidecar protocol connections open (the endpoint's own are not "
-           "counted).");
-    sample(t, "guardd_connections", nconns);
+           "counted).",
+           nconns);
 
-    family(t, "guardd_connections_total", "counter",
-           "Sidecar protocol connections accepted and served.");
-    sample(
-        t, "guardd_connections_total",
+    scalar(
+        t, "guardd_connections_total", "counter",
+        "Sidecar protocol connections accepted and served.",
         atomic_load_explicit(&metrics.connections_total, memory_order_relaxed));
 
     family(t, "guardd_frames_rejected_total", "counter",
