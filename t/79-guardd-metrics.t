@@ -373,7 +373,17 @@ ok($docs =~ /`\Q$_\E`/, "scraped $_ is in docs/metrics.md")
     for sort keys %scraped;
 
 like(slurp("$dir/a.log"), qr/metrics on \Q$msock\E/, 'the log says where');
-unlike(slurp("$dir/a.log") . slurp("$dir/b.log"), qr/ (?:emerg|alert|crit):/,
-       'no emergencies logged');
+
+# a clean stop: the metrics socket removed, nothing for the sanitizers
+for my $pid (keys %pids) {
+    kill 'TERM', $pid;
+    waitpid $pid, 0;
+    is($?, 0, "guardd $pid stops cleanly");
+    delete $pids{$pid};
+}
+ok(!-e $msock, 'the metrics socket is removed');
+my $logs = slurp("$dir/a.log") . slurp("$dir/b.log");
+unlike($logs, qr/ (?:emerg|alert|crit):/, 'no emergencies logged');
+unlike($logs, qr/Sanitizer|runtime error/, 'no sanitizer reports');
 
 done_testing;

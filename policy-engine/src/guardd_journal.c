@@ -85,14 +85,16 @@ int journal_once(json_t *rec, const uint8_t rid[GD_AUDIT_ID_LEN], char *err,
     return 1;
 }
 
-/* an fsync of the journal, timed (writer thread) */
+/* an fsync of the journal, timed (writer thread); errno as it left it */
 int journal_sync(void)
 {
     int64_t t0 = monotonic_us();
     int rc = gd_journal_sync(writer.journal);
+    int saved = errno;
     int64_t took = monotonic_us() - t0;
 
     hist_observe(&metrics.fsync_us, took > 0 ? (uint64_t)took : 0);
+    errno = saved;
     return rc;
 }
 

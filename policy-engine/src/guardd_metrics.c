@@ -78,6 +78,7 @@ static int64_t maccept_resume_ms;
 
 static void metrics_accept(gd_watch_t *w, uint32_t events);
 static void mconn_handler(gd_watch_t *w, uint32_t events);
+static void mconn_send(gd_mconn_t *m);
 
 static gd_watch_t mlistener = {-1, metrics_accept};
 
@@ -555,6 +556,7 @@ static void answer(gd_mconn_t *m, int status, const char *extra)
     m->out_len = out.len;
     m->answered = 1;
     loop_mod(&m->watch, EPOLLOUT);
+    mconn_send(m);
 }
 
 /* a whole request head in m->in: its request line decides */
