@@ -135,12 +135,11 @@ typedef struct {
     int stop;
     gd_watch_t acks; /* an eventfd: the writer tells the loop */
     gd_journal_t *journal;
-    uint64_t commits, records, duplicates;
-    /* the writer thread's own, read by main only after joining it */
-    gd_idset_t *seen;       /* the ids of the last dedupe_window records */
-    int broken;             /* an fsync failed: nothing is appended any more */
-    uint64_t spill_records; /* under the lock */
+    uint64_t commits, records, duplicates, spill_records; /* under lock */
     _Atomic uint64_t spill_files; /* the writer's, read by /metrics */
+    /* the writer thread's own, read by main only after joining it */
+    gd_idset_t *seen; /* the ids of the last dedupe_window records */
+    int broken;       /* an fsync failed: nothing is appended any more */
     int spill_dir_failed;
     char **spill_stuck; /* ingested files that could not be removed */
     size_t spill_nstuck;
