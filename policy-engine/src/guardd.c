@@ -57,6 +57,8 @@ static int drop_privileges(void)
     }
 
     if (chown(conf.listen, pw->pw_uid, (gid_t)-1) != 0 ||
+        (conf.metrics && conf.metrics[0] == '/' &&
+         chown(conf.metrics, pw->pw_uid, (gid_t)-1) != 0) ||
         chown(conf.journal_dir, pw->pw_uid, pw->pw_gid) != 0 ||
         initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
         setuid(pw->pw_uid) != 0) {
@@ -150,7 +152,8 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    if (listen_socket() < 0 || write_pid() != 0 || drop_privileges() != 0) {
+    if (listen_socket() < 0 || metrics_listen() != 0 || write_pid() != 0 ||
+        drop_privileges() != 0) {
         return 1;
     }
 
@@ -160,6 +163,7 @@ int main(int argc, char **argv)
         return 1;
     }
     listener_start();
+    metrics_start();
 
     logmsg("notice", "listening on %s (mode %04o), policy version %s",
            conf.listen, (unsigned)conf.socket_mode, policies->version);
@@ -185,6 +189,7 @@ int main(int argc, char **argv)
 
     logmsg("notice", "shutting down");
     listener_stop();
+    metrics_stop();
 
     writer_stop();
     deliver_acks();

@@ -12,6 +12,8 @@
  *   guardd_journal.c  the writer thread: journal appends, group commits,
  *                     and the ACKs back on the loop
  *   guardd_spill.c    spill files, ingested by the writer thread
+ *   guardd_metrics.c  the counters, and the Prometheus endpoint (HTTP GET
+ *                     /metrics on a Unix socket or a loopback port)
  */
 #ifndef GUARDD_H
 #define GUARDD_H
@@ -25,6 +27,7 @@
 #include "gd_uuid.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -71,6 +74,7 @@ typedef struct {
     size_t max_output;       /* answers queued per connection */
     long stuck_timeout;      /* s over max_output before closing */
     long nofile;             /* RLIMIT_NOFILE (soft), -1: unlimited */
+    char *metrics;           /* the Prometheus endpoint; NULL: none */
 } gd_conf_t;
 
 /*
@@ -131,11 +135,11 @@ typedef struct {
     int stop;
     gd_watch_t acks; /* an eventfd: the writer tells the loop */
     gd_journal_t *journal;
-    uint64_t commits, records, duplicates;
+    uint64_t commits, records, duplicates, spill_records; /* under lock */
+    _Atomic uint64_t spill_files; /* the writer's, read by /metrics */
     /* the writer thread's own, read by main only after joining it */
     gd_idset_t *seen; /* the ids of the last dedupe_window records */
     int broken;       /* an fsync failed: nothing is appended any more */
-    uint64_t spill_files, spill_records;
     int spill_dir_failed;
     char **spill_stuck; /* ingested files that could not be removed */
     size_t spill_nstuck;
@@ -147,6 +151,52 @@ typedef struct {
     int logged;
     uint64_t count; /* since the last line */
 } gd_every_t;
+
+/*
+ * Metrics (guardd_metrics.c).  Every counter has one thread that writes
+ * it: the loop (decisions, connections, rejections) or the writer
+ * (fsync); the loop reads them all for /metrics.  They are C11 atomics,
+ * written by their one writer with relaxed loads and stores (no locked
+ * instruction on the decision path); journal records, group commits and
+ * duplicates stay in gd_writer_t, under its lock.
+ */
+
+#define GD_METRICS_MAX_REQUEST 8192 /* bytes of a request's head */
+#define GD_METRICS_MAX_CONNS 8      /* scrapes served at once */
+#define GD_METRICS_TIMEOUT_MS 5000  /* a scrape's whole time */
+#define GD_HIST_MAX 16              /* buckets of a histogram, +Inf aside */
+
+typedef enum {
+    GD_REJECT_BAD_PAYLOAD = 0, /* ERROR bad_payload */
+    GD_REJECT_BAD_REQUEST,     /* ERROR bad_request */
+    GD_REJECT_UNAVAILABLE,     /* ERROR unavailable */
+    GD_REJECT_FRAMING,         /* a framing error: connection closed */
+    GD_REJECT_MAX_CONNECTIONS, /* a connection over max_connections */
+    GD_REJECT_N
+} gd_reject_t;
+
+typedef struct {
+    const uint64_t *le; /* upper bounds in µs, ascending */
+    size_t n;
+    _Atomic uint64_t bucket[GD_HIST_MAX + 1]; /* per bound, then +Inf */
+    _Atomic uint64_t sum;                     /* µs */
+} gd_hist_t;
+
+typedef struct {
+    _Atomic uint64_t decisions[3][2]; /* [gd_risk_decision_t][shadow] */
+    gd_hist_t decide_us;
+    gd_hist_t fsync_us;
+    _Atomic uint64_t connections_total;
+    _Atomic uint64_t rejected[GD_REJECT_N];
+    double start_time; /* s since the epoch */
+} gd_metrics_t;
+
+/* adds n to a counter that only the calling thread writes */
+static inline void metric_add(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
 
 /* guardd_log.c */
 extern int verbose;
@@ -171,8 +221,10 @@ void loop_run(void);
 
 /* guardd_conn.c */
 extern gd_conn_t *conns;
+extern size_t nconns;     /* connections open */
 extern int accept_paused; /* out of descriptors: listener out of epoll */
 extern int64_t accept_resume_ms;
+int unix_listen(const char *path);
 int listen_socket(void);
 void listener_start(void);
 void listener_check(void);
@@ -198,6 +250,7 @@ extern gd_writer_t writer;
 int record_id(json_t *rec, uint8_t rid[GD_AUDIT_ID_LEN]);
 int record_set_id(json_t *rec, const uint8_t rid[GD_AUDIT_ID_LEN]);
 void journal_broken(const char *what);
+int journal_sync(void);
 int journal_once(json_t *rec, const uint8_t rid[GD_AUDIT_ID_LEN], char *err,
                  size_t errlen);
 int journal_open(void);
@@ -211,5 +264,18 @@ void deliver_acks(void);
 
 /* guardd_spill.c */
 int spill_round(void);
+
+/* guardd_metrics.c */
+extern gd_metrics_t metrics;
+int64_t monotonic_us(void);
+void hist_observe(gd_hist_t *h, uint64_t us);
+void metrics_decision(gd_risk_decision_t d, int shadow, int64_t t0_us);
+void metrics_reject(gd_reject_t why);
+void metrics_reject_code(const char *code);
+int metrics_check(const char *addr, const char *path);
+int metrics_listen(void);
+void metrics_start(void);
+void metrics_sweep(void);
+void metrics_stop(void);
 
 #endif /* GUARDD_H */

@@ -109,6 +109,7 @@ int conf_load(const char *path)
                                   "hello_idle_timeout",
                                   "max_output",
                                   "stuck_timeout",
+                                  "metrics",
                                   NULL};
     json_error_t err;
     json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
@@ -203,6 +204,23 @@ int conf_load(const char *path)
             return -1;
         }
         conf.spill_orphan_after = (long)json_integer_value(v);
+    }
+
+    v = json_object_get(doc, "metrics");
+    conf.metrics = NULL;
+    if (v != NULL) {
+        if (!json_is_string(v) ||
+            metrics_check(json_string_value(v), path) != 0) {
+            if (!json_is_string(v)) {
+                logmsg("emerg",
+                       "%s: metrics must be a string: a Unix socket path, "
+                       "127.0.0.1:PORT or [::1]:PORT",
+                       path);
+            }
+            json_decref(doc);
+            return -1;
+        }
+        conf.metrics = strdup(json_string_value(v));
     }
 
     if (conf_limits(doc, path) != 0) {

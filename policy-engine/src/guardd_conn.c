@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 gd_conn_t *conns;
-static size_t nconns;
+size_t nconns;
 static uint64_t next_serial = 1;
 static int backlog_ready; /* a resumed connection has frames to decode */
 int accept_paused;        /* out of descriptors: listener out of epoll */
@@ -167,6 +167,8 @@ int conn_error(gd_conn_t *c, uint32_t id, const char *code, const char *message)
 {
     json_t *p = json_pack("{s:s, s:s}", "code", code, "message", message);
     int rc = conn_send(c, GD_FRAME_ERROR, id, p);
+
+    metrics_reject_code(code);
     json_decref(p);
     return rc;
 }
@@ -234,6 +236,7 @@ static void conn_read(gd_conn_t *c)
                 break;
             }
             if (rc == GD_PROTO_ERROR) {
+                metrics_reject(GD_REJECT_FRAMING);
                 conn_close(c, err);
                 return;
             }
@@ -329,6 +332,7 @@ static void accept_conns(gd_watch_t *w, uint32_t events)
 
         if (nconns >= conf.max_connections) {
             close(fd);
+            metrics_reject(GD_REJECT_MAX_CONNECTIONS);
             if (every_due(&every_refused, &more)) {
                 logmsg("warn",
                        "refusing connections: max_connections (%zu) are "
@@ -352,6 +356,7 @@ static void accept_conns(gd_watch_t *w, uint32_t events)
         c->next = conns;
         conns = c;
         nconns++;
+        metric_add(&metrics.connections_total, 1);
         sweep_needed |= conf.idle_timeout > 0;
         loop_add(&c->watch, EPOLLIN);
     }
@@ -412,16 +417,18 @@ void run_backlogs(void)
     }
 }
 
-int listen_socket(void)
+/* a listening Unix socket at path, with socket_mode and socket_group
+ * (the listener's, and the metrics endpoint's when it is a path) */
+int unix_listen(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     int fd;
 
-    if (strlen(conf.listen) >= sizeof(sa.sun_path)) {
-        logmsg("emerg", "listen: the path is too long");
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        logmsg("emerg", "%s: the path is too long", path);
         return -1;
     }
-    strcpy(sa.sun_path, conf.listen);
+    strcpy(sa.sun_path, path);
 
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -429,7 +436,7 @@ int listen_socket(void)
         return -1;
     }
 
-    unlink(conf.listen);
+    unlink(path);
 
     /* create it with no access, then open it up to owner and group */
     mode_t old = umask(0777);
@@ -437,29 +444,34 @@ int listen_socket(void)
     umask(old);
 
     if (rc != 0 || listen(fd, 512) != 0) {
-        logmsg("emerg", "%s: %s", conf.listen, strerror(errno));
+        logmsg("emerg", "%s: %s", path, strerror(errno));
         close(fd);
         return -1;
     }
 
     if (conf.socket_group[0]) {
         struct group *g = getgrnam(conf.socket_group);
-        if (g == NULL || chown(conf.listen, (uid_t)-1, g->gr_gid) != 0) {
-            logmsg("emerg", "%s: cannot give it to group \"%s\"", conf.listen,
+        if (g == NULL || chown(path, (uid_t)-1, g->gr_gid) != 0) {
+            logmsg("emerg", "%s: cannot give it to group \"%s\"", path,
                    conf.socket_group);
             close(fd);
             return -1;
         }
     }
 
-    if (chmod(conf.listen, conf.socket_mode) != 0) {
-        logmsg("emerg", "%s: chmod: %s", conf.listen, strerror(errno));
+    if (chmod(path, conf.socket_mode) != 0) {
+        logmsg("emerg", "%s: chmod: %s", path, strerror(errno));
         close(fd);
         return -1;
     }
 
-    listener.fd = fd;
     return fd;
+}
+
+int listen_socket(void)
+{
+    listener.fd = unix_listen(conf.listen);
+    return listener.fd;
 }
 
 /* the listener in the loop */

@@ -32,6 +32,7 @@ static int handle_decide(gd_conn_t *c, gd_frame_t *f)
     uint8_t id[GD_UUID_LEN];
     char idtext[GD_UUID_STRLEN + 1];
     struct timespec ts;
+    int64_t t0 = monotonic_us();
     int rc;
 
     req.tenant = in ? str_member(in, "tenant") : NULL;
@@ -74,6 +75,8 @@ static int handle_decide(gd_conn_t *c, gd_frame_t *f)
                         policies->version, "decision_id", idtext);
         rc = conn_send(c, GD_FRAME_VERDICT, f->id, out);
         json_decref(out);
+        metrics_decision(GD_RISK_ALLOW,
+                         json_is_true(json_object_get(in, "shadow")), t0);
         return rc;
     }
 
@@ -149,6 +152,7 @@ static int handle_decide(gd_conn_t *c, gd_frame_t *f)
     }
 
     rc = conn_send(c, GD_FRAME_VERDICT, f->id, out);
+    metrics_decision(res.decision, res.shadow, t0);
 
     /* every decision that is not an allow is journaled */
     if (res.decision != GD_RISK_ALLOW) {

@@ -85,6 +85,19 @@ int journal_once(json_t *rec, const uint8_t rid[GD_AUDIT_ID_LEN], char *err,
     return 1;
 }
 
+/* an fsync of the journal, timed (writer thread); errno as it left it */
+int journal_sync(void)
+{
+    int64_t t0 = monotonic_us();
+    int rc = gd_journal_sync(writer.journal);
+    int saved = errno;
+    int64_t took = monotonic_us() - t0;
+
+    hist_observe(&metrics.fsync_us, took > 0 ? (uint64_t)took : 0);
+    errno = saved;
+    return rc;
+}
+
 /* spill files: "<ms>-<pid>-<seq>.part" while written, ".jsonl" sealed */
 
 int stop_requested(void)
@@ -136,7 +149,7 @@ static void write_batch(gd_job_t *batch)
 
     /* a duplicate is acknowledged once its first copy is durable: that
      * copy was synced by an earlier group, or is synced with this one */
-    if (added > 0 && gd_journal_sync(writer.journal) != 0) {
+    if (added > 0 && journal_sync() != 0) {
         journal_broken("fsync");
         for (gd_job_t *job = batch; job; job = job->next) {
             if (job->ok) {

@@ -149,6 +149,7 @@ void loop_run(void)
         if (now_ms >= sweep_due_ms) {
             if (sweep_needed) {
                 sweep();
+                metrics_sweep();
             }
             sweep_due_ms = now_ms + GD_SWEEP_MS;
         }

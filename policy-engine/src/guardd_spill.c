@@ -199,7 +199,7 @@ static int spill_ingest(const char *name)
     fclose(f);
 
     /* what was appended is made durable before the file may go */
-    if (added > 0 && !writer.broken && gd_journal_sync(writer.journal) != 0) {
+    if (added > 0 && !writer.broken && journal_sync() != 0) {
         journal_broken("fsync");
     }
     if (added > 0 && writer.broken) {
