@@ -901,6 +901,13 @@ static void load_policy(gd_vctx_t *c, json_t *doc, gd_policy_t *p,
                                  "a non-empty string", &p->nissuers);
         char *jwks =
             get_string(c, v, "jwks", 0, nonempty_ok, "a non-empty path");
+        if (jwks) {
+            /* where the key file errors of gd_jwks_policy_load() point */
+            size_t at = push_key(c, "jwks");
+            gd_jsonloc_find(c->text, c->len, c->path, 1, &p->jwks_line,
+                            &p->jwks_column);
+            pop(c, at);
+        }
         if (jwks && jwks[0] != '/') {
             size_t n = strlen(dir) + strlen(jwks) + 2;
             p->jwks = malloc(n);
