@@ -7,6 +7,7 @@
  */
 #include "gd_policy.h"
 #include "gd_jsonloc.h"
+#include "gd_suggest.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -228,7 +229,14 @@ static void check_members(gd_vctx_t *c, json_t *obj, const char **allowed)
 
         if (*a == NULL) {
             size_t old = push_key(c, key);
-            verr(c, 0, "unknown member \"%s\"", key);
+            const char *near = gd_suggest(key, allowed);
+
+            if (near != NULL) {
+                verr(c, 0, "unknown member \"%s\"; did you mean \"%s\"?", key,
+                     near);
+            } else {
+                verr(c, 0, "unknown member \"%s\"", key);
+            }
             pop(c, old);
         }
     }
