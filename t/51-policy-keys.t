@@ -17,7 +17,7 @@ use File::Copy qw(copy);
 use JSON::PP ();
 use POSIX ();
 use Guard::Test;
-use Guard::Frames qw(slurp write_text);
+use Guard::Frames qw(command slurp write_text);
 
 my $repo = "$FindBin::Bin/..";
 my $guardctl = "$repo/policy-engine/build/guardctl";
@@ -27,20 +27,6 @@ plan skip_all => 'guardctl is not built (make unit)' unless -x $guardctl;
 my $t = Guard::Test->new;
 my $dir = $t->dir;
 
-sub run {
-    my @cmd = @_;
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>', "$dir/cmd.out";
-        open STDERR, '>', "$dir/cmd.err";
-        { exec { $cmd[0] } @cmd; }
-        POSIX::_exit(127);
-    }
-    waitpid $pid, 0;
-    return { exit => $? >> 8, out => slurp("$dir/cmd.out"),
-             err => slurp("$dir/cmd.err") };
-}
 sub show { "exit $_[0]{exit}\n--- stdout\n$_[0]{out}--- stderr\n$_[0]{err}" }
 
 my $good_jwks = slurp("$repo/t/policies/good/keys/acme.jwks.json");
@@ -92,7 +78,7 @@ CONF
 # a good directory: both pass
 {
     my $p = policy_dir('good', $good_jwks);
-    my $r = run($guardctl, 'policy', 'check', $p);
+    my $r = command($guardctl, 'policy', 'check', $p);
     is($r->{exit}, 0, 'good: guardctl policy check exits 0') or diag(show($r));
     my ($rc, $out) = nginx_t("    guard_policies $p;\n");
     is($rc, 0, 'good: nginx -t passes') or diag($out);
@@ -102,7 +88,7 @@ for my $case (sort keys %CASES) {
     my ($text, $says) = @{ $CASES{$case} };
     my $p = policy_dir($case, $text);
 
-    my $r = run($guardctl, 'policy', 'check', $p);
+    my $r = command($guardctl, 'policy', 'check', $p);
     is($r->{exit}, 1, "$case: guardctl policy check exits 1") or diag(show($r));
     my ($line) = $r->{err} =~ m{^(\Q$p\E/acme\.json:\d+:\d+: /auth/jwks: .*)$}m;
     ok(defined $line, "$case: guardctl names the file, line, column and "
@@ -124,11 +110,11 @@ for my $case (sort keys %CASES) {
     my $keys = "$dir/http-keys.json";
     write_text($keys, $enc->({ keys => [$jwk, $jwk] }));
 
-    my $r = run($guardctl, 'policy', 'check', $p, '--keys',
+    my $r = command($guardctl, 'policy', 'check', $p, '--keys',
                 "$p/keys/acme.jwks.json");
     is($r->{exit}, 0, '--keys with a good file: exit 0') or diag(show($r));
 
-    $r = run($guardctl, 'policy', 'check', $p, '--keys', $keys);
+    $r = command($guardctl, 'policy', 'check', $p, '--keys', $keys);
     is($r->{exit}, 1, '--keys with a duplicate kid: exit 1') or diag(show($r));
     my ($line) = $r->{err} =~ /^(guard_jwt_keys .*)$/m;
     is($line // '', "guard_jwt_keys \"$keys\": keys[1]: duplicate kid "

@@ -20,7 +20,7 @@ use JSON::PP ();
 use POSIX ();
 use Time::HiRes qw(sleep);
 use Guard::Test;
-use Guard::Frames qw(:DEFAULT guardd_conf slurp write_text);
+use Guard::Frames qw(:DEFAULT command guardd_conf slurp write_text);
 
 my $repo = "$FindBin::Bin/..";
 my $guardd = "$repo/policy-engine/build/guardd";
@@ -96,26 +96,12 @@ my $status = 'http://127.0.0.1:' . $t->port(0) . '/guard_status';
 my @where = ('--nginx-pid', "$dir/nginx.pid", '--guardd-pid',
              "$dir/guardd.pid", '--socket', $sock, '--status', $status);
 
-# run(@argv): exit code, stdout and stderr
-sub run {
-    my @cmd = @_;
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>', "$dir/cmd.out";
-        open STDERR, '>', "$dir/cmd.err";
-        { exec { $cmd[0] } @cmd; }
-        POSIX::_exit(127);
-    }
-    waitpid $pid, 0;
-    return { exit => $? >> 8, out => slurp("$dir/cmd.out"),
-             err => slurp("$dir/cmd.err") };
-}
+# a command's result, for a failing test
 sub show { "exit $_[0]{exit}\n--- stdout\n$_[0]{out}--- stderr\n$_[0]{err}" }
 
 sub version_of {
     my ($pdir) = @_;
-    my $r = run($guardctl, 'policy', 'check', $pdir);
+    my $r = command($guardctl, 'policy', 'check', $pdir);
     my ($v) = $r->{out} =~ /version: ([0-9a-f]{64})$/m;
     return $v;
 }
@@ -148,7 +134,7 @@ for my $line (@DOCS) {
     s{^/etc/guard/policies$}{$dir/pol} for @argv;
     $argv[0] = $guardctl;
     push @argv, @where if $argv[1] eq 'reload';
-    my $r = run(@argv);
+    my $r = command(@argv);
     is($r->{exit}, 0, "docs: $line") or diag(show($r));
 }
 
@@ -156,7 +142,7 @@ for my $line (@DOCS) {
 $t->write_file('pol/acme.json', acme(60));
 my $v2 = version_of("$dir/pol");
 isnt($v2, $v1, 'the changed directory has another version');
-my $r = run($guardctl, 'reload', '--policies', "$dir/pol", @where);
+my $r = command($guardctl, 'reload', '--policies', "$dir/pol", @where);
 is($r->{exit}, 0, 'reload: exit 0') or diag(show($r));
 is($r->{out}, "reloaded: nginx and guardd at policy version $v2\n",
    'reload: says both are at the new version');
@@ -170,7 +156,7 @@ like(slurp("$dir/guardd.log"), qr/reloaded: policy version \Q$v2\E/,
     my @workers = $t->worker_pids;
     my $glog = length slurp("$dir/guardd.log");
     $t->write_file('pol/broken.json', '{"tenant": "broken", "burts": 1}');
-    $r = run($guardctl, 'reload', '--policies', "$dir/pol", @where);
+    $r = command($guardctl, 'reload', '--policies', "$dir/pol", @where);
     is($r->{exit}, 1, 'invalid policy: exit 1') or diag(show($r));
     like($r->{err}, qr/broken\.json:1:\d+: \/burts: unknown member "burts"/,
          'invalid policy: the error is shown');
@@ -186,7 +172,7 @@ like(slurp("$dir/guardd.log"), qr/reloaded: policy version \Q$v2\E/,
 }
 
 # a missing pid file: nothing is signalled either
-$r = run($guardctl, 'reload', '--policies', "$dir/pol", @where,
+$r = command($guardctl, 'reload', '--policies', "$dir/pol", @where,
          '--guardd-pid', "$dir/nope.pid");
 is($r->{exit}, 1, 'no guardd pid file: exit 1') or diag(show($r));
 like($r->{err}, qr/cannot read guardd's pid file .*nope\.pid/,
@@ -196,7 +182,7 @@ like($r->{err}, qr/cannot read guardd's pid file .*nope\.pid/,
 stop_guardd();
 start_guardd('guardd-other.conf');
 my $v3 = version_of("$dir/other");
-$r = run($guardctl, 'reload', '--policies', "$dir/pol", @where,
+$r = command($guardctl, 'reload', '--policies', "$dir/pol", @where,
          '--timeout', '1');
 is($r->{exit}, 1, 'guardd on another directory: exit 1') or diag(show($r));
 like($r->{err}, qr/nginx reports \Q$v2\E, guardd reports \Q$v3\E, the directory is \Q$v2\E/,
@@ -239,7 +225,7 @@ is($n, 1, 'after a reload of guardd, the new pair warns once, on a DECIDE');
 # back on one directory: no more warnings, reload exits 0
 stop_guardd();
 start_guardd('guardd.conf');
-$r = run($guardctl, 'reload', '--policies', "$dir/pol", @where);
+$r = command($guardctl, 'reload', '--policies', "$dir/pol", @where);
 is($r->{exit}, 0, 'back on one directory: exit 0') or diag(show($r));
 
 $t->errlog_ok;

@@ -75,8 +75,8 @@ static int http_connect(const char *url, int64_t deadline, const char **uri,
     }
     p = url + 7;
 
-    if (left < 1) {
-        left = 1;
+    if (left < 1000) { /* the last look, after the deadline, has its second */
+        left = 1000;
     }
     tv.tv_sec = (time_t)(left / 1000);
     tv.tv_usec = (suseconds_t)(left % 1000) * 1000;
