@@ -20,6 +20,11 @@
 #include <openssl/rsa.h>
 
 
+#if (NGX_HTTP_GUARD_HASH_LEN != GD_JWKS_FINGERPRINT_LEN)
+#error "a keyset's fingerprint is the loader's"
+#endif
+
+
 static char *ngx_http_guard_jwks_key(ngx_http_guard_jwks_key_t *key);
 static char *ngx_http_guard_jwks_verify_ctx(ngx_http_guard_jwks_key_t *key);
 static void ngx_http_guard_jwks_cleanup(void *data);

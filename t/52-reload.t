@@ -77,6 +77,7 @@ $t->write_conf(workers => 1, http => <<'CONF');
 
     server {
         listen 127.0.0.1:%%PORT_0%%;
+        listen unix:%%DIR%%/nginx.sock;
         guard_jwt_keys %%KEYS%%/jwks.json;
 
         location /r/ {
@@ -150,6 +151,12 @@ is(nginx_version(), $v2, 'guard_status reports the new version');
 is(guardd_version(), $v2, 'guardd reports the new version');
 like(slurp("$dir/guardd.log"), qr/reloaded: policy version \Q$v2\E/,
      'guardd logged its reload');
+
+# guard_status over nginx's Unix socket: http://unix:PATH:URI
+$r = command($guardctl, 'reload', '--policies', "$dir/pol", @where,
+             '--status', "http://unix:$dir/nginx.sock:/guard_status");
+is($r->{exit}, 0, 'reload, guard_status on a Unix socket: exit 0')
+    or diag(show($r));
 
 # an invalid policy: nothing is signalled
 {
