@@ -69,7 +69,7 @@ char *
 ngx_http_guard_jwks_keyset(ngx_conf_t *cf, ngx_str_t *file, gd_jwks_t *jwks,
     ngx_http_guard_keyset_t **keyset)
 {
-    char                       *rv;
+    char                       *rv, *why;
     size_t                      i;
     ngx_pool_cleanup_t         *cln;
     ngx_http_guard_keyset_t    *ks;
@@ -126,15 +126,14 @@ ngx_http_guard_jwks_keyset(ngx_conf_t *cf, ngx_str_t *file, gd_jwks_t *jwks,
             ngx_memcpy(key->kid.data, jwks->keys[i].kid, key->kid.len);
         }
 
-        rv = ngx_http_guard_jwks_key(key);
+        why = ngx_http_guard_jwks_key(key);
 
-        if (rv != NGX_CONF_OK) {
+        if (why != NGX_CONF_OK) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "guard_jwt_keys \"%V\": keys[%uz]%s%V%s: %s",
                                file, i,
                                key->kid.len ? " (kid \"" : "", &key->kid,
-                               key->kid.len ? "\")" : "", rv);
-            rv = NGX_CONF_ERROR;
+                               key->kid.len ? "\")" : "", why);
             goto done;
         }
     }
