@@ -2,12 +2,14 @@
 /*
  * Copyright (C) Guard authors
  *
- * JWK sets: the guard_jwt_keys files, read at configuration time.
+ * JWK sets: the guard_jwt_keys files and the policies' "jwks", read at
+ * configuration time.
  *
- * Each key is imported by gd_jwk (policy-engine), which pins it to its
- * "alg"; here every key also gets what verification reuses for every
- * token: the digest, a verify context (RS, PS, ES), a keyed HMAC state
- * (HS), or a DigestVerify context (EdDSA).
+ * The file is read and every key imported by gd_jwks (policy-engine),
+ * the loader guardctl policy check shares, so both refuse the same files
+ * with the same words; here every key also gets what verification reuses
+ * for every token: the digest, a verify context (RS, PS, ES), a keyed
+ * HMAC state (HS), or a DigestVerify context (EdDSA).
  */
 
 
@@ -16,28 +18,28 @@
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/rsa.h>
-#include <openssl/sha.h>
 
 
-static char *ngx_http_guard_jwks_key(ngx_conf_t *cf, json_t *jwk,
-    ngx_http_guard_jwks_key_t *key);
+#if (NGX_HTTP_GUARD_HASH_LEN != GD_JWKS_FINGERPRINT_LEN)
+#error "a keyset's fingerprint is the loader's"
+#endif
+
+
+static char *ngx_http_guard_jwks_key(ngx_http_guard_jwks_key_t *key);
 static char *ngx_http_guard_jwks_verify_ctx(ngx_http_guard_jwks_key_t *key);
 static void ngx_http_guard_jwks_cleanup(void *data);
 
+
+/* guard_jwt_keys: the file read by the loader guardctl shares (gd_jwks) */
 
 char *
 ngx_http_guard_jwt_load_keys(ngx_conf_t *cf, ngx_str_t *path,
     ngx_http_guard_keyset_t **keyset)
 {
-    char                       *rv, *canon;
-    size_t                      i, n;
-    json_t                     *root, *keys, *jwk;
-    json_error_t                err;
-    ngx_str_t                   file;
-    ngx_uint_t                  j;
-    ngx_pool_cleanup_t         *cln;
-    ngx_http_guard_keyset_t    *ks;
-    ngx_http_guard_jwks_key_t  *key, *k;
+    char        err[512];
+    ngx_int_t   rc;
+    ngx_str_t   file;
+    gd_jwks_t   jwks;
 
     file = *path;
 
@@ -45,114 +47,103 @@ ngx_http_guard_jwt_load_keys(ngx_conf_t *cf, ngx_str_t *path,
         return NGX_CONF_ERROR;
     }
 
-    ks = ngx_pcalloc(cf->pool, sizeof(ngx_http_guard_keyset_t));
-    if (ks == NULL) {
+    rc = gd_jwks_load((char *) file.data, &jwks, err, sizeof(err));
+
+    if (rc != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "guard_jwt_keys \"%V\": %s",
+                           &file, err);
+        gd_jwks_free(&jwks);
         return NGX_CONF_ERROR;
     }
 
-    ks->file = file;
+    return ngx_http_guard_jwks_keyset(cf, &file, &jwks, keyset);
+}
 
-    if (ngx_array_init(&ks->keys, cf->pool, 4,
+
+/*
+ * The keyset of a loaded JWK set: its keys move here (jwks is freed),
+ * each with what verification reuses for every token.
+ */
+
+char *
+ngx_http_guard_jwks_keyset(ngx_conf_t *cf, ngx_str_t *file, gd_jwks_t *jwks,
+    ngx_http_guard_keyset_t **keyset)
+{
+    char                       *rv, *why;
+    size_t                      i;
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_guard_keyset_t    *ks;
+    ngx_http_guard_jwks_key_t  *key;
+
+    rv = NGX_CONF_ERROR;
+
+    ks = ngx_pcalloc(cf->pool, sizeof(ngx_http_guard_keyset_t));
+    if (ks == NULL) {
+        goto done;
+    }
+
+    ks->file = *file;
+
+    if (ngx_array_init(&ks->keys, cf->pool, jwks->nkeys,
                        sizeof(ngx_http_guard_jwks_key_t))
         != NGX_OK)
     {
-        return NGX_CONF_ERROR;
+        goto done;
     }
 
     cln = ngx_pool_cleanup_add(cf->pool, 0);
     if (cln == NULL) {
-        return NGX_CONF_ERROR;
+        goto done;
     }
 
     cln->handler = ngx_http_guard_jwks_cleanup;
     cln->data = ks;
 
-    root = json_load_file((char *) file.data, JSON_REJECT_DUPLICATES, &err);
-    if (root == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "guard_jwt_keys \"%V\": line %d, column %d: %s",
-                           &file, err.line, err.column, err.text);
-        return NGX_CONF_ERROR;
-    }
+    ngx_memcpy(ks->fingerprint, jwks->fingerprint, NGX_HTTP_GUARD_HASH_LEN);
 
-    rv = NGX_CONF_OK;
-
-    keys = json_object_get(root, "keys");
-
-    if (!json_is_object(root) || !json_is_array(keys)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "guard_jwt_keys \"%V\": not a JWKS: "
-                           "no \"keys\" array", &file);
-        rv = NGX_CONF_ERROR;
-        goto done;
-    }
-
-    n = json_array_size(keys);
-
-    if (n == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "guard_jwt_keys \"%V\": the key set is empty",
-                           &file);
-        rv = NGX_CONF_ERROR;
-        goto done;
-    }
-
-    for (i = 0; i < n; i++) {
-        jwk = json_array_get(keys, i);
-
+    for (i = 0; i < jwks->nkeys; i++) {
         key = ngx_array_push(&ks->keys);
         if (key == NULL) {
-            rv = NGX_CONF_ERROR;
             goto done;
         }
 
         ngx_memzero(key, sizeof(ngx_http_guard_jwks_key_t));
 
-        rv = ngx_http_guard_jwks_key(cf, jwk, key);
+        /* the key moves: its kid (the loader's copy) goes to the pool */
 
-        if (rv != NGX_CONF_OK) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "guard_jwt_keys \"%V\": keys[%uz]%s%V%s: %s",
-                               &file, i,
-                               key->kid.len ? " (kid \"" : "", &key->kid,
-                               key->kid.len ? "\")" : "", rv);
-            rv = NGX_CONF_ERROR;
-            goto done;
-        }
+        key->jwk = jwks->keys[i];
+        key->jwk.kid = NULL;
+        jwks->keys[i].pkey = NULL;
+        jwks->keys[i].secret = NULL;
 
-        k = ks->keys.elts;
-
-        for (j = 0; j + 1 < ks->keys.nelts; j++) {
-            if (k[j].kid.len == key->kid.len
-                && ngx_memcmp(k[j].kid.data, key->kid.data, key->kid.len)
-                   == 0)
-            {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "guard_jwt_keys \"%V\": keys[%uz]: "
-                                   "duplicate kid \"%V\"",
-                                   &file, i, &key->kid);
-                rv = NGX_CONF_ERROR;
+        if (jwks->keys[i].kid != NULL) {
+            key->kid.len = jwks->keys[i].kid_len;
+            key->kid.data = ngx_pnalloc(cf->pool, key->kid.len);
+            if (key->kid.data == NULL) {
                 goto done;
             }
+
+            ngx_memcpy(key->kid.data, jwks->keys[i].kid, key->kid.len);
+        }
+
+        why = ngx_http_guard_jwks_key(key);
+
+        if (why != NGX_CONF_OK) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "guard_jwt_keys \"%V\": keys[%uz]%s%V%s: %s",
+                               file, i,
+                               key->kid.len ? " (kid \"" : "", &key->kid,
+                               key->kid.len ? "\")" : "", why);
+            goto done;
         }
     }
 
-    /* the fingerprint: SHA-256 of the canonical form of the file */
-
-    canon = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
-    if (canon == NULL) {
-        rv = NGX_CONF_ERROR;
-        goto done;
-    }
-
-    SHA256((u_char *) canon, ngx_strlen(canon), ks->fingerprint);
-    free(canon);
-
     *keyset = ks;
+    rv = NGX_CONF_OK;
 
 done:
 
-    json_decref(root);
+    gd_jwks_free(jwks);
 
     return rv;
 }
@@ -166,32 +157,12 @@ ngx_http_guard_jwt_keyset_fingerprint(ngx_http_guard_keyset_t *ks)
 
 
 static char *
-ngx_http_guard_jwks_key(ngx_conf_t *cf, json_t *jwk,
-    ngx_http_guard_jwks_key_t *key)
+ngx_http_guard_jwks_key(ngx_http_guard_jwks_key_t *key)
 {
     size_t               klen;
     EVP_MAC             *mac;
-    const char          *err;
     OSSL_PARAM           params[2];
     const gd_jwk_alg_t  *alg;
-
-    err = gd_jwk_import(jwk, &key->jwk);
-
-    if (key->jwk.kid != NULL) {
-        key->kid.len = key->jwk.kid_len;
-        key->kid.data = ngx_pnalloc(cf->pool, key->kid.len);
-        if (key->kid.data == NULL) {
-            return "out of memory";
-        }
-
-        ngx_memcpy(key->kid.data, key->jwk.kid, key->kid.len);
-    }
-
-    key->jwk.kid = NULL;   /* it points into the JSON, which goes */
-
-    if (err != NULL) {
-        return (char *) err;
-    }
 
     alg = key->jwk.alg;
 

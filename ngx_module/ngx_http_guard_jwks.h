@@ -13,7 +13,7 @@
 
 #include "ngx_http_guard_module.h"
 
-#include "gd_jwk.h"
+#include "gd_jwks.h"
 
 
 typedef struct {
@@ -35,6 +35,8 @@ struct ngx_http_guard_keyset_s {
 
 char *ngx_http_guard_jwt_load_keys(ngx_conf_t *cf, ngx_str_t *path,
     ngx_http_guard_keyset_t **keyset);
+char *ngx_http_guard_jwks_keyset(ngx_conf_t *cf, ngx_str_t *file,
+    gd_jwks_t *jwks, ngx_http_guard_keyset_t **keyset);
 u_char *ngx_http_guard_jwt_keyset_fingerprint(ngx_http_guard_keyset_t *ks);
 
 

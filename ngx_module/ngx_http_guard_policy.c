@@ -12,6 +12,7 @@
 
 #include "ngx_http_guard_policy.h"
 #include "ngx_http_guard_jwt.h"
+#include "ngx_http_guard_jwks.h"
 #include "ngx_http_guard_tenant.h"
 #include "ngx_http_guard_cache.h"
 
@@ -120,9 +121,10 @@ ngx_http_guard_policy_init(ngx_conf_t *cf,
     ngx_http_guard_policies_t *policies, const gd_policy_t *p,
     ngx_http_guard_policy_t *gp)
 {
-    char       *rv;
-    size_t      i;
-    ngx_str_t   path, *s;
+    size_t        i;
+    ngx_str_t     path, *s;
+    gd_jwks_t     jwks;
+    gd_errors_t   errs;
 
     gp->p = p;
 
@@ -181,18 +183,25 @@ ngx_http_guard_policy_init(ngx_conf_t *cf,
         return NGX_CONF_OK;
     }
 
+    /* the loader and the words of guardctl policy check (gd_jwks) */
+
+    ngx_memzero(&errs, sizeof(gd_errors_t));
+
+    if (gd_jwks_policy_load(p, &jwks, &errs) != 0) {
+        for (i = 0; i < errs.n; i++) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "guard_policies: %s",
+                               errs.lines[i]);
+        }
+
+        gd_errors_free(&errs);
+        gd_jwks_free(&jwks);
+        return NGX_CONF_ERROR;
+    }
+
     path.data = (u_char *) p->jwks;
     path.len = ngx_strlen(p->jwks);
 
-    rv = ngx_http_guard_jwt_load_keys(cf, &path, &gp->keys);
-
-    if (rv != NGX_CONF_OK) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "guard_policies: %s: /auth/jwks \"%s\" "
-                           "cannot be used", p->file, p->jwks);
-    }
-
-    return rv;
+    return ngx_http_guard_jwks_keyset(cf, &path, &jwks, &gp->keys);
 }
 
 

@@ -102,8 +102,9 @@ ngx_http_guard_risk_request(ngx_http_request_t *r, void *data)
 {
     ngx_http_guard_ctx_t *ctx = data;
 
-    json_t     *doc, *claims;
-    ngx_str_t   tp;
+    json_t                      *doc, *claims;
+    ngx_str_t                    tp;
+    ngx_http_guard_main_conf_t  *gmcf;
 
     doc = json_object();
     if (doc == NULL) {
@@ -132,6 +133,17 @@ ngx_http_guard_risk_request(ngx_http_request_t *r, void *data)
     json_object_set_new(doc, "body_size",
                         json_integer(r->headers_in.content_length_n > 0
                                      ? r->headers_in.content_length_n : 0));
+
+    /* the version nginx decides with: guardd warns when its own differs */
+
+    gmcf = ngx_http_get_module_main_conf(r, ngx_http_guard_module);
+
+    if (gmcf->policies) {
+        json_object_set_new(doc, "policy_version",
+                            json_stringn((char *) gmcf->policies->version.data,
+                                         gmcf->policies->version.len));
+    }
+
     /* guardd names the decision: its id becomes the request's */
 
     if (ctx->conf->risk == NGX_HTTP_GUARD_RISK_SHADOW) {

@@ -20,6 +20,7 @@
 #include "ngx_http_guard_sidecar.h"
 #include "ngx_http_guard_problem.h"
 #include "ngx_http_guard_audit.h"
+#include "ngx_http_guard_policy.h"
 
 #include "gd_proto.h"
 
@@ -77,6 +78,7 @@ typedef struct {
 /* per worker */
 
 static ngx_http_guard_sidecar_conf_t  *ngx_http_guard_sc_conf;
+static ngx_str_t                       ngx_http_guard_sc_policy_version;
 static ngx_http_guard_sc_conn_t       *ngx_http_guard_sc_conns;
 static ngx_uint_t                      ngx_http_guard_sc_next;
 static uint32_t                        ngx_http_guard_sc_id;
@@ -217,6 +219,16 @@ ngx_http_guard_sidecar_init_process(ngx_cycle_t *cycle,
 
     ngx_http_guard_sc_conf = gmcf->sidecar;
     ngx_http_guard_sc_log = cycle->log;
+
+    /* HELLO says it: guardd warns when its own differs */
+
+    if (gmcf->policies) {
+        ngx_http_guard_sc_policy_version = gmcf->policies->version;
+
+    } else {
+        ngx_str_set(&ngx_http_guard_sc_policy_version, "");
+    }
+
     ngx_http_guard_sc_log_level = gmcf->sidecar_log_level;
     ngx_http_guard_sc_complained = 0;
     ngx_http_guard_sc_unreported = 0;
@@ -329,9 +341,11 @@ ngx_http_guard_sc_connect(ngx_http_guard_sc_conn_t *sc)
     sc->in_len = 0;
     sc->out.len = 0;
 
-    hello = json_pack("{s:i, s:i, s:s}", "version", GD_PROTO_VERSION,
+    hello = json_pack("{s:i, s:i, s:s, s:s%}", "version", GD_PROTO_VERSION,
                       "max_frame", NGX_HTTP_GUARD_SC_MAX_FRAME,
-                      "node", "nginx");
+                      "node", "nginx", "policy_version",
+                      (char *) ngx_http_guard_sc_policy_version.data,
+                      ngx_http_guard_sc_policy_version.len);
 
     if (hello == NULL
         || ngx_http_guard_sc_send(sc, GD_FRAME_HELLO, 0, hello) != NGX_OK)

@@ -267,7 +267,8 @@ for my $bad ([{ dedupe_window => 10 }, qr/dedupe_window must be/],
              [{ dedupe_window => 'many' }, qr/dedupe_window must be/],
              [{ spill => '' }, qr/spill must name a directory/],
              [{ spill_orphan_after => 0 }, qr/spill_orphan_after must be/],
-             [{ spil => $spill }, qr/unknown setting "spil"/]) {
+             [{ spil => $spill },
+              qr/unknown setting "spil"; did you mean "spill"\?/]) {
     write_file('bad.conf', $json->encode({ policies => "$dir/pol",
                                            %{ $bad->[0] } }));
     my $o = `$guardd -c $dir/bad.conf -t 2>&1`;

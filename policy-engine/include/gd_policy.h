@@ -101,7 +101,8 @@ typedef struct {
     int has_auth;
     char **issuers;
     size_t nissuers;
-    char *jwks; /* resolved against the policy directory */
+    char *jwks;                 /* resolved against the policy directory */
+    int jwks_line, jwks_column; /* of its value in file (gd_jwks.h) */
     int auth_shadow;
 
     int has_residency;

@@ -7,6 +7,7 @@
  */
 #include "gd_policy.h"
 #include "gd_jsonloc.h"
+#include "gd_suggest.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -228,7 +229,14 @@ static void check_members(gd_vctx_t *c, json_t *obj, const char **allowed)
 
         if (*a == NULL) {
             size_t old = push_key(c, key);
-            verr(c, 0, "unknown member \"%s\"", key);
+            const char *near = gd_suggest(key, allowed);
+
+            if (near != NULL) {
+                verr(c, 0, "unknown member \"%s\"; did you mean \"%s\"?", key,
+                     near);
+            } else {
+                verr(c, 0, "unknown member \"%s\"", key);
+            }
             pop(c, old);
         }
     }
@@ -901,6 +909,13 @@ static void load_policy(gd_vctx_t *c, json_t *doc, gd_policy_t *p,
                                  "a non-empty string", &p->nissuers);
         char *jwks =
             get_string(c, v, "jwks", 0, nonempty_ok, "a non-empty path");
+        if (jwks) {
+            /* where the key file errors of gd_jwks_policy_load() point */
+            size_t at = push_key(c, "jwks");
+            gd_jsonloc_find(c->text, c->len, c->path, 1, &p->jwks_line,
+                            &p->jwks_column);
+            pop(c, at);
+        }
         if (jwks && jwks[0] != '/') {
             size_t n = strlen(dir) + strlen(jwks) + 2;
             p->jwks = malloc(n);

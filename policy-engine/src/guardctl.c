@@ -1,7 +1,8 @@
 /*
  * guardctl: the command line for operators and SOC analysts.
  *
- *   guardctl policy check DIR
+ *   guardctl policy check DIR [--keys FILE]
+ *   guardctl reload [--policies DIR] [--nginx-pid FILE] [options]
  *   guardctl audit verify [--dir DIR] [--from SEGMENT]
  *   guardctl blocked [--dir DIR] [filters] [--limit N] [--json]
  *   guardctl show ID [--dir DIR] [--json]
@@ -22,7 +23,11 @@
 #include <string.h>
 
 static const char usage_text[] =
-    "usage: guardctl policy check DIR\n"
+    "usage: guardctl policy check DIR [--keys FILE]\n"
+    "       guardctl reload [--policies DIR] [--keys FILE] [--nginx-pid FILE]\n"
+    "                       [--guardd-pid FILE] [--socket PATH] [--status "
+    "URL]\n"
+    "                       [--timeout S]\n"
     "       guardctl audit verify [--dir DIR] [--from SEGMENT]\n"
     "       guardctl blocked [--dir DIR] [--tenant T] [--subject S] "
     "[--reason R]\n"
@@ -139,6 +144,7 @@ static const struct {
     {"policy", "check", policy_check}, {"audit", "verify", audit_verify},
     {"blocked", NULL, blocked},        {"show", NULL, show},
     {"review", NULL, review},          {"token", "mint", token_mint},
+    {"reload", NULL, reload},
 };
 
 int main(int argc, char **argv)

@@ -4,6 +4,7 @@
  *   guardctl.c         the dispatcher (subcommand -> function), the usage
  *                      and the argument helpers
  *   guardctl_policy.c  policy check
+ *   guardctl_reload.c  reload: nginx and guardd, checked, then compared
  *   guardctl_audit.c   audit verify
  *   guardctl_soc.c     blocked, show, review: the SOC's view of the journal
  *   guardctl_client.c  a guardd connection: frames sent and awaited
@@ -12,6 +13,7 @@
 #ifndef GUARDCTL_H
 #define GUARDCTL_H
 
+#include "gd_policy.h"
 #include "gd_proto.h"
 
 #include <stdint.h>
@@ -52,6 +54,12 @@ int blocked(int argc, char **argv);
 int show(int argc, char **argv);
 int review(int argc, char **argv);
 int token_mint(int argc, char **argv);
+int reload(int argc, char **argv);
+
+/* guardctl_policy.c: dir loaded as the module loads it, with its JWK sets
+ * and keys (a guard_jwt_keys file, NULL: none); NULL after printing every
+ * error on stderr */
+gd_policy_set_t *policy_load(const char *dir, const char *keys);
 
 /* guardctl_client.c */
 typedef struct {
@@ -64,5 +72,18 @@ typedef struct {
 int exchange(conn_t *c, gd_frame_type_t type, uint32_t id, json_t *payload,
              size_t max_frame, gd_frame_type_t want, json_t **answer, char *err,
              size_t errlen);
+
+/* guardd's socket: GUARD_SOCKET, else /run/guard/guardd.sock */
+const char *guardd_socket(void);
+
+/*
+ * Connects to guardd at path and says HELLO: the connection, with
+ * guardd's HELLO answer in *hello (a new reference) and the smaller of
+ * the two maximum frames in *max_frame; or NULL with err set.  Close it
+ * with conn_close().
+ */
+conn_t *guardd_open(const char *path, json_t **hello, size_t *max_frame,
+                    char *err, size_t errlen);
+void conn_close(conn_t *c);
 
 #endif /* GUARDCTL_H */

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 static int wait_fd(conn_t *c, short events)
 {
@@ -161,4 +163,71 @@ int exchange(conn_t *c, gd_frame_type_t type, uint32_t id, json_t *payload,
         return -1;
     }
     return await(c, id, want, answer, err, errlen);
+}
+
+const char *guardd_socket(void)
+{
+    const char *path = getenv("GUARD_SOCKET");
+    return path && *path ? path : "/run/guard/guardd.sock";
+}
+
+conn_t *guardd_open(const char *path, json_t **hello, size_t *max_frame,
+                    char *err, size_t errlen)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    conn_t *c;
+    json_t *h, *mf;
+
+    *hello = NULL;
+    *max_frame = GD_PROTO_DEFAULT_MAX_FRAME;
+
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        snprintf(err, errlen, "%s: the socket path is too long", path);
+        return NULL;
+    }
+    strcpy(sa.sun_path, path);
+
+    c = calloc(1, sizeof(conn_t));
+    if (c == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    c->deadline = gd_soc_now_ms() + GUARDCTL_TIMEOUT_MS;
+    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        snprintf(err, errlen, "cannot reach guardd at %s: %s", path,
+                 strerror(errno));
+        conn_close(c);
+        return NULL;
+    }
+
+    h = json_pack("{s:i, s:I, s:s}", "version", GD_PROTO_VERSION, "max_frame",
+                  (json_int_t)GD_PROTO_DEFAULT_MAX_FRAME, "node", "guardctl");
+    if (exchange(c, GD_FRAME_HELLO, 1, h, *max_frame, GD_FRAME_HELLO, hello,
+                 err, errlen) != 0) {
+        json_decref(h);
+        conn_close(c);
+        return NULL;
+    }
+    json_decref(h);
+
+    /* the smaller of the two maximum frames */
+    mf = json_object_get(*hello, "max_frame");
+    if (json_is_integer(mf) && json_integer_value(mf) >= GD_PROTO_MIN_FRAME &&
+        (size_t)json_integer_value(mf) < *max_frame) {
+        *max_frame = (size_t)json_integer_value(mf);
+    }
+
+    return c;
+}
+
+void conn_close(conn_t *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    if (c->fd >= 0) {
+        close(c->fd);
+    }
+    free(c);
 }

@@ -751,10 +751,9 @@ int review(int argc, char **argv)
 {
     show_ctx_t ctx = {0};
     const char *dir = journal_dir(), *verdict = NULL, *analyst = NULL,
-               *note = NULL, *path = getenv("GUARD_SOCKET");
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+               *note = NULL, *path = guardd_socket();
     conn_t *c = NULL;
-    json_t *hello = NULL, *rec = NULL, *ans = NULL;
+    json_t *rec = NULL, *ans = NULL;
     size_t max_frame = GD_PROTO_DEFAULT_MAX_FRAME;
     char err[512];
     int rc;
@@ -763,10 +762,6 @@ int review(int argc, char **argv)
         OPT("--dir", dir),         OPT("--verdict", verdict),
         OPT("--analyst", analyst), OPT("--note", note),
         OPT("--socket", path),     {NULL}};
-
-    if (path == NULL || *path == '\0') {
-        path = "/run/guard/guardd.sock";
-    }
 
     rc = opts_parse("review", argc, argv, opts, &ctx.id);
     if (rc != 0) {
@@ -798,44 +793,10 @@ int review(int argc, char **argv)
         return rc;
     }
 
-    if (strlen(path) >= sizeof(sa.sun_path)) {
-        fprintf(stderr, "guardctl: %s: the socket path is too long\n", path);
-        return 1;
-    }
-    strcpy(sa.sun_path, path);
-
-    c = calloc(1, sizeof(conn_t));
+    c = guardd_open(path, &ans, &max_frame, err, sizeof(err));
     if (c == NULL) {
-        fprintf(stderr, "guardctl: out of memory\n");
-        return 1;
-    }
-    c->deadline = gd_soc_now_ms() + GUARDCTL_TIMEOUT_MS;
-    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        fprintf(stderr, "guardctl: cannot reach guardd at %s: %s\n", path,
-                strerror(errno));
-        rc = 1;
-        goto done;
-    }
-
-    hello =
-        json_pack("{s:i, s:I, s:s}", "version", GD_PROTO_VERSION, "max_frame",
-                  (json_int_t)GD_PROTO_DEFAULT_MAX_FRAME, "node", "guardctl");
-    if (exchange(c, GD_FRAME_HELLO, 1, hello, max_frame, GD_FRAME_HELLO, &ans,
-                 err, sizeof(err)) != 0) {
         fprintf(stderr, "guardctl: %s\n", err);
-        rc = 1;
-        goto done;
-    }
-
-    /* the smaller of the two maximum frames */
-    {
-        json_t *mf = json_object_get(ans, "max_frame");
-        if (json_is_integer(mf) &&
-            json_integer_value(mf) >= GD_PROTO_MIN_FRAME &&
-            (size_t)json_integer_value(mf) < max_frame) {
-            max_frame = (size_t)json_integer_value(mf);
-        }
+        return 1;
     }
     json_decref(ans);
     ans = NULL;
@@ -871,10 +832,6 @@ int review(int argc, char **argv)
 done:
     json_decref(ans);
     json_decref(rec);
-    json_decref(hello);
-    if (c->fd >= 0) {
-        close(c->fd);
-    }
-    free(c);
+    conn_close(c);
     return rc;
 }

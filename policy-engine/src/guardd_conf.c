@@ -3,6 +3,8 @@
 
 #include "guardd.h"
 
+#include "gd_suggest.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,7 +129,10 @@ int conf_load(const char *path)
         for (k = known; *k && strcmp(*k, key) != 0; k++) {
         }
         if (*k == NULL) {
-            logmsg("emerg", "%s: unknown setting \"%s\"", path, key);
+            const char *near = gd_suggest(key, known);
+            logmsg("emerg", "%s: unknown setting \"%s\"%s%s%s", path, key,
+                   near ? "; did you mean \"" : "", near ? near : "",
+                   near ? "\"?" : "");
             json_decref(doc);
             return -1;
         }

@@ -10,6 +10,7 @@
 #include "gd_audit_record.h"
 #include "gd_reason.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -20,6 +21,54 @@ static const char *str_member(json_t *o, const char *key)
 {
     json_t *v = json_object_get(o, key);
     return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/*
+ * The policy version a HELLO or DECIDE carries, against guardd's own: a
+ * warning when they differ, once per (theirs, ours) pair among the last
+ * POLICY_PAIRS pairs warned about (a reload with a new version makes new
+ * pairs, which warn again).  What is not a version (64 hex digits) is not
+ * printed.
+ */
+#define POLICY_PAIRS 16
+
+static struct {
+    char theirs[GD_POLICY_VERSION_LEN + 1];
+    char ours[GD_POLICY_VERSION_LEN + 1];
+} policy_pairs[POLICY_PAIRS];
+static size_t policy_pairs_next;
+
+static void policy_version_check(gd_conn_t *c, const char *frame, json_t *in)
+{
+    const char *v = in ? str_member(in, "policy_version") : NULL;
+
+    if (v == NULL || v[0] == '\0' || policies == NULL ||
+        strcmp(v, policies->version) == 0) {
+        return;
+    }
+
+    if (strlen(v) != GD_POLICY_VERSION_LEN ||
+        strspn(v, "0123456789abcdef") != GD_POLICY_VERSION_LEN) {
+        v = "(not a policy version)";
+    }
+
+    for (size_t i = 0; i < POLICY_PAIRS; i++) {
+        if (strcmp(policy_pairs[i].theirs, v) == 0 &&
+            strcmp(policy_pairs[i].ours, policies->version) == 0) {
+            return;
+        }
+    }
+
+    size_t i = policy_pairs_next++ % POLICY_PAIRS;
+    snprintf(policy_pairs[i].theirs, sizeof(policy_pairs[i].theirs), "%s", v);
+    snprintf(policy_pairs[i].ours, sizeof(policy_pairs[i].ours), "%s",
+             policies->version);
+
+    logmsg("warn",
+           "connection %llu: %s carries policy version %s, guardd has %s: "
+           "nginx and guardd have not loaded the same policies "
+           "(guardctl reload reloads both)",
+           (unsigned long long)c->serial, frame, v, policies->version);
 }
 
 /* DECIDE: score the request with the tenant's risk rules */
@@ -39,6 +88,8 @@ static int handle_decide(gd_conn_t *c, gd_frame_t *f)
     if (req.tenant == NULL || req.tenant[0] == '\0') {
         return conn_error(c, f->id, "bad_request", "DECIDE needs a tenant");
     }
+
+    policy_version_check(c, "DECIDE", in);
 
     req.subject = str_member(in, "subject");
     req.method = str_member(in, "method");
@@ -247,6 +298,7 @@ int handle_frame(gd_conn_t *c, gd_frame_t *f)
             (size_t)json_integer_value(mf) < c->max_frame) {
             c->max_frame = (size_t)json_integer_value(mf);
         }
+        policy_version_check(c, "HELLO", f->payload);
         p = json_pack("{s:i, s:I, s:s, s:s}", "version", GD_PROTO_VERSION,
                       "max_frame", (json_int_t)c->max_frame, "node", conf.node,
                       "policy_version", policies ? policies->version : "");

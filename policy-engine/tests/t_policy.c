@@ -415,13 +415,40 @@ int main(void)
     gd_jsonloc_find(text, strlen(text), "/a/5", 1, &line, &col);
     TAP_OK(col == 7, "a missing item points at its array: column %d", col);
 
+    /* an unknown member: the nearest known member of that object */
+    const char *typo =
+        "{\"tenant\": \"a\", \"limits\": {\"rate\": [{\"name\": "
+        "\"r\", \"requests\": 1, \"period\": \"1s\", \"burts\": 2, "
+        "\"zzz\": 1}]}, \"shadwo\": true}";
+    gd_policy_t pt;
+    json_t *tdoc =
+        gd_policy_parse("t.json", typo, strlen(typo), "/p", 0, &pt, &errs);
+    TAP_OK(tdoc != NULL && errs.n == 3, "three unknown members: %zu errors",
+           errs.n);
+    TAP_OK(has_error(&errs, "/limits/rate/0/burts: unknown member \"burts\"; "
+                            "did you mean \"burst\"?"),
+           "\"burts\": did you mean \"burst\"?");
+    TAP_OK(has_error(&errs, "/shadwo: unknown member \"shadwo\"; did you mean "
+                            "\"shadow\"?"),
+           "\"shadwo\" at the top: did you mean \"shadow\"?");
+    int plain = 0;
+    for (size_t i = 0; i < errs.n; i++) {
+        plain +=
+            strstr(errs.lines[i], "/zzz: unknown member \"zzz\"") != NULL &&
+            strstr(errs.lines[i], "did you mean") == NULL;
+    }
+    TAP_OK(plain == 1, "\"zzz\": nothing near, no suggestion");
+    gd_policy_free(&pt);
+    json_decref(tdoc);
+    gd_errors_free(&errs);
+
     /* a member name with a line break cannot forge an error line */
     const char *nl = "{\"tenant\": \"a\", \"x\\nf.json:1:1: / ok\\u007f\": 1}";
     gd_policy_t p;
     json_t *doc = gd_policy_parse("f.json", nl, strlen(nl), "/p", 0, &p, &errs);
     TAP_OK(doc != NULL && errs.n == 1 && strchr(errs.lines[0], '\n') == NULL &&
-               strstr(errs.lines[0], "/x\\x0af.json:1:1: ~1 ok\\x7f: unknown") !=
-                   NULL,
+               strstr(errs.lines[0],
+                      "/x\\x0af.json:1:1: ~1 ok\\x7f: unknown") != NULL,
            "control characters in an error are escaped: %s",
            errs.n ? errs.lines[0] : "none");
     gd_policy_free(&p);

@@ -12,12 +12,14 @@ use IO::Select;
 use IO::Socket::UNIX;
 use Socket qw(SOCK_STREAM);
 use JSON::PP ();
+use File::Temp ();
 use POSIX ();
 use Guard::Test qw(wait_for);    # re-exported: one poll helper
 use Time::HiRes qw(sleep time);
 
 our @EXPORT = qw(frame read_frames spawn_guardd stand_in_guardd);
-our @EXPORT_OK = qw(journal_records wait_for slurp write_text guardd_conf);
+our @EXPORT_OK = qw(journal_records wait_for slurp write_text guardd_conf
+                    command);
 
 my $json = JSON::PP->new->canonical;
 
@@ -164,6 +166,24 @@ sub write_text {
     open my $f, '>', $path or die "$path: $!";
     print $f $text;
     close $f or die "$path: $!";
+}
+
+# command(@argv): runs it (no shell, stdin /dev/null), its output in
+# files; { exit, out, err }
+sub command {
+    my @cmd = @_;
+    my $tmp = File::Temp->newdir('guard-cmd-XXXXXX', TMPDIR => 1);
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>', "$tmp/out";
+        open STDERR, '>', "$tmp/err";
+        { exec { $cmd[0] } @cmd; }
+        POSIX::_exit(127);
+    }
+    waitpid $pid, 0;
+    return { exit => $? >> 8, out => slurp("$tmp/out"),
+             err => slurp("$tmp/err") };
 }
 
 
