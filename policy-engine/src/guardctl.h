@@ -45,6 +45,10 @@ int opts_parse(const char *cmd, int argc, char **argv,
                const guardctl_opt_t *opts, const char **arg);
 const char *journal_dir(void);
 
+/* guardctl_audit.c: the journal in dir cannot be read (err says why):
+ * the message, with how to name the journal when dir is none; returns 2 */
+int journal_error(const char *dir, const char *err);
+
 /* the subcommands: argc and argv after their name */
 int policy_check(int argc, char **argv);
 int audit_verify(int argc, char **argv);
@@ -60,6 +64,23 @@ typedef struct {
     uint8_t buf[GD_PROTO_DEFAULT_MAX_FRAME + GD_PROTO_HEADER];
     size_t len;
 } conn_t;
+
+/*
+ * guardd's socket: GUARD_SOCKET, else /run/guard/guardd.sock (a --socket
+ * option overrides it).
+ */
+const char *guardd_socket(void);
+
+/*
+ * A connection to guardd at path, HELLO exchanged: *c (free with
+ * client_close()), *max_frame the smaller of both maximum frames, and
+ * *hello guardd's HELLO payload when hello is not NULL (a new reference).
+ * 0, or 1 with the message printed (naming --socket and GUARD_SOCKET when
+ * guardd cannot be reached).
+ */
+int client_open(const char *path, conn_t **c, size_t *max_frame,
+                json_t **hello);
+void client_close(conn_t *c);
 
 int exchange(conn_t *c, gd_frame_type_t type, uint32_t id, json_t *payload,
              size_t max_frame, gd_frame_type_t want, json_t **answer, char *err,

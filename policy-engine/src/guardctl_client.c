@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 static int wait_fd(conn_t *c, short events)
 {
@@ -161,4 +163,83 @@ int exchange(conn_t *c, gd_frame_type_t type, uint32_t id, json_t *payload,
         return -1;
     }
     return await(c, id, want, answer, err, errlen);
+}
+
+const char *guardd_socket(void)
+{
+    const char *path = getenv("GUARD_SOCKET");
+    return path && *path ? path : "/run/guard/guardd.sock";
+}
+
+int client_open(const char *path, conn_t **out, size_t *max_frame,
+                json_t **hello_out)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    json_t *hello, *ans = NULL, *mf;
+    char err[512];
+    conn_t *c;
+
+    *out = NULL;
+    *max_frame = GD_PROTO_DEFAULT_MAX_FRAME;
+
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        fprintf(stderr, "guardctl: %s: the socket path is too long\n", path);
+        return 1;
+    }
+    strcpy(sa.sun_path, path);
+
+    c = calloc(1, sizeof(conn_t));
+    if (c == NULL) {
+        fprintf(stderr, "guardctl: out of memory\n");
+        return 1;
+    }
+    c->deadline = gd_soc_now_ms() + GUARDCTL_TIMEOUT_MS;
+    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        fprintf(stderr,
+                "guardctl: cannot reach guardd at %s: %s\n"
+                "guardctl: is guardd running? name its socket (guardd.conf's "
+                "\"listen\") with --socket PATH or set GUARD_SOCKET=PATH\n",
+                path, strerror(errno));
+        client_close(c);
+        return 1;
+    }
+
+    hello =
+        json_pack("{s:i, s:I, s:s}", "version", GD_PROTO_VERSION, "max_frame",
+                  (json_int_t)GD_PROTO_DEFAULT_MAX_FRAME, "node", "guardctl");
+    if (exchange(c, GD_FRAME_HELLO, 1, hello, *max_frame, GD_FRAME_HELLO, &ans,
+                 err, sizeof(err)) != 0) {
+        fprintf(stderr, "guardctl: %s\n", err);
+        json_decref(hello);
+        client_close(c);
+        return 1;
+    }
+    json_decref(hello);
+
+    /* the smaller of the two maximum frames */
+    mf = json_object_get(ans, "max_frame");
+    if (json_is_integer(mf) && json_integer_value(mf) >= GD_PROTO_MIN_FRAME &&
+        (size_t)json_integer_value(mf) < *max_frame) {
+        *max_frame = (size_t)json_integer_value(mf);
+    }
+
+    if (hello_out) {
+        *hello_out = ans;
+    } else {
+        json_decref(ans);
+    }
+    *out = c;
+    return 0;
+}
+
+void client_close(conn_t *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    if (c->fd >= 0) {
+        close(c->fd);
+    }
+    free(c);
 }
