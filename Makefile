@@ -135,7 +135,7 @@ SAN_TEST_ENV := GUARD_MODULE=$(ASAN_MODULE) GUARD_SANITIZE=1 \
                 GUARD_ERROR_LOG_LEVEL=debug \
                 GUARD_SANITIZE_REPORTS=$(ASAN_DIR)/reports
 
-test: setup module asan unit
+test: setup module asan unit daemons
 	@rc=0; t0=$$SECONDS; \
 	prove -r -j2 policy-engine/build/tests t/ || rc=1; \
 	t1=$$SECONDS; rm -rf $(ASAN_DIR)/reports; \
