@@ -92,12 +92,13 @@ sub blocks {
             $mark = $1;
             next;
         }
-        if ($l =~ /^```\s*(\S*)/) {
-            my $info = $1;
+        # a fence, maybe indented (in a list item): so is its body
+        if ($l =~ /^(\s*)```\s*(\S*)/) {
+            my ($indent, $info) = (length $1, $2);
             my $start = $i + 1;
             my @body;
-            for ($i++; $i < @lines && $lines[$i] !~ /^```\s*$/; $i++) {
-                push @body, [$i + 1, $lines[$i]];
+            for ($i++; $i < @lines && $lines[$i] !~ /^\s*```\s*$/; $i++) {
+                push @body, [$i + 1, $lines[$i] =~ s/^ {0,$indent}//r];
             }
             my $kind = $info =~ /^(?:sh|bash|shell)$/ ? 'sh'
                      : $info eq 'console' ? 'console' : undef;
