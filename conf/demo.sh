@@ -48,6 +48,12 @@ stop() {
 }
 
 start() {
+    case "$state/" in
+        "$demo"/*)
+            echo "GUARD_DEMO_STATE ($state) must not be in GUARD_DEMO_DIR" \
+                "($demo), which each start remakes" >&2
+            exit 2 ;;
+    esac
     stop >/dev/null 2>&1 || true
     sleep 0.3
     rm -rf "$demo"
@@ -62,6 +68,8 @@ start() {
         "$py" "$tool" gen --kty RSA --bits 2048 --kid acme-2026 \
             --alg RS256 "$state/keys.new" >/dev/null
         mv "$state/keys.new" "$state/keys"
+        # the copy of the policies names the acme key made before
+        rm -rf "$state/policies"
     fi
 
     # the policies: the operator's own, or a kept copy of the examples in
