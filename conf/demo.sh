@@ -4,13 +4,24 @@
 # nginx (stock Debian binary + the freshly built guard module) listens on
 # 127.0.0.1:${GUARD_DEMO_PORT:-8080} and guards /api/<tenant>/..., proxying
 # to an example upstream on the next port that echoes what it was told.
-# guardd (build/demo/guardd.sock) scores /api/<tenant>/admin/... and
-# journals every refusal in build/demo/journal.
-# Demo keys and tokens are made fresh in build/demo on every start.
+# guardd scores /api/<tenant>/admin/... and journals every refusal.
+#
+# Two directories:
+#   GUARD_DEMO_STATE (build/demo-state): what the demo keeps across
+#       `make stop` / `make run`: keys/, policies/, journal/ (every refusal
+#       and every review), spill/.  Made when missing, never removed by
+#       start or stop; `make clean` removes it with build/, or remove it
+#       yourself to start over.
+#   GUARD_DEMO_DIR (build/demo): what each start makes anew: nginx.conf,
+#       guardd.conf, logs/, the pid files, guardd's socket, and the tokens,
+#       minted afresh from the kept keys.
+# GUARD_DEMO_POLICIES=dir: your own policy directory instead of the
+# examples (nginx and guardd read it as it is; it is never written).
 set -eu
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-demo=$repo/build/demo
+demo=${GUARD_DEMO_DIR:-$repo/build/demo}
+state=${GUARD_DEMO_STATE:-$repo/build/demo-state}
 port=${GUARD_DEMO_PORT:-8080}
 upstream=$((port + 1))
 nginx=${GUARD_NGINX:-/usr/sbin/nginx}
@@ -37,31 +48,55 @@ stop() {
 }
 
 start() {
+    case "$state/" in
+        "$demo"/*)
+            echo "GUARD_DEMO_STATE ($state) must not be in GUARD_DEMO_DIR" \
+                "($demo), which each start remakes" >&2
+            exit 2 ;;
+    esac
     stop >/dev/null 2>&1 || true
     sleep 0.3
     rm -rf "$demo"
-    mkdir -p "$demo/logs" "$demo/tmp"
-    chmod 755 "$demo"
+    mkdir -p "$demo/logs" "$demo/tmp" "$state"
+    chmod 755 "$demo" "$state"
 
-    "$py" "$tool" keys "$demo/keys" >/dev/null
+    # the keys: made once, kept
+    if [ ! -f "$state/keys/jwks.json" ]; then
+        rm -rf "$state/keys"
+        "$py" "$tool" keys "$state/keys.new" >/dev/null
+        # acme's own key, whose private half is at hand to mint its tokens
+        "$py" "$tool" gen --kty RSA --bits 2048 --kid acme-2026 \
+            --alg RS256 "$state/keys.new" >/dev/null
+        mv "$state/keys.new" "$state/keys"
+        # the copy of the policies names the acme key made before
+        rm -rf "$state/policies"
+    fi
 
-    # the example policies; acme's own JWKS is replaced by a fresh demo key
-    # whose private half is at hand to mint acme's tokens
-    cp -r "$repo/policies/examples" "$demo/policies"
-    acme_jwk=$("$py" "$tool" gen --kty RSA --bits 2048 --kid acme-2026 \
-        --alg RS256 "$demo/keys")
-    printf '{"keys": [%s]}\n' "$acme_jwk" > "$demo/policies/keys/acme.jwks.json"
+    # the policies: the operator's own, or a kept copy of the examples in
+    # which acme's JWKS is replaced by the demo's acme key
+    if [ -n "${GUARD_DEMO_POLICIES:-}" ]; then
+        policies=$(cd "$GUARD_DEMO_POLICIES" && pwd)
+    else
+        policies=$state/policies
+        if [ ! -d "$policies" ]; then
+            rm -rf "$state/policies.new"
+            cp -r "$repo/policies/examples" "$state/policies.new"
+            printf '{"keys": [%s]}\n' "$(cat "$state/keys/acme-2026.jwk.json")" \
+                > "$state/policies.new/keys/acme.jwks.json"
+            mv "$state/policies.new" "$policies"
+        fi
+    fi
 
-    # guardd: the same policies, the journal, the spill directory that
-    # nginx's workers (nobody) write into
-    mkdir -p "$demo/journal" "$demo/spill"
-    chmod 1777 "$demo/spill"
+    # guardd: the policies, the journal, the spill directory that nginx's
+    # workers (nobody) write into
+    mkdir -p "$state/journal" "$state/spill"
+    chmod 1777 "$state/spill"
     group=""
     [ "$(id -u)" = 0 ] && group='"socket_group": "nogroup",'
     cat > "$demo/guardd.conf" <<JSON
 {"listen": "$demo/guardd.sock", $group "pid_file": "$demo/guardd.pid",
- "policies": "$demo/policies", "journal": {"dir": "$demo/journal"},
- "spill": "$demo/spill", "node": "demo-guardd"}
+ "policies": "$policies", "journal": {"dir": "$state/journal"},
+ "spill": "$state/spill", "node": "demo-guardd"}
 JSON
     setsid "$guardd" -c "$demo/guardd.conf" </dev/null >/dev/null \
         2>>"$demo/logs/guardd.log" &
@@ -76,6 +111,8 @@ JSON
 
     sed -e "s|@MODULE@|$repo/build/ngx_http_guard_module.so|g" \
         -e "s|@DEMO@|$demo|g" \
+        -e "s|@STATE@|$state|g" \
+        -e "s|@POLICIES@|$policies|g" \
         -e "s|@PORT@|$port|g" \
         -e "s|@UPSTREAM@|$upstream|g" \
         "$repo/conf/nginx-demo.conf" > "$demo/nginx.conf"
@@ -99,7 +136,7 @@ JSON
         "{\"kid\":\"acme-2026\",\"claims\":$(claims acme alice@acme $((now - 600)) https://idp.acme.example)}" \
         "{\"kid\":\"rs256\",\"claims\":$(claims gamma carol@gamma $((now + 3600)))}" \
         "{\"kid\":\"rs256\",\"claims\":$(claims acme mallory $((now + 3600)))}" \
-        | sed "s|\"kid\":\"\([a-z0-9-]*\)\"|\"kid\":\"\1\",\"alg\":\"ALG_\1\",\"key\":\"$demo/keys/\1.pem\"|" \
+        | sed "s|\"kid\":\"\([a-z0-9-]*\)\"|\"kid\":\"\1\",\"alg\":\"ALG_\1\",\"key\":\"$state/keys/\1.pem\"|" \
         | sed 's/ALG_rs256/RS256/; s/ALG_es256/ES256/; s/ALG_acme-2026/RS256/' \
         | "$py" "$tool" mint)
     acme=$(echo "$tokens" | sed -n 1p)
@@ -117,6 +154,18 @@ JSON
     cat <<MSG
 Guard demo gateway is running on $base (nginx with ngx_http_guard_module).
 Config: $demo/nginx.conf   Logs: $demo/logs/   Stop: make stop
+Kept across make stop / make run: $state (keys, policies, journal, reviews)
+MSG
+    if [ -n "${GUARD_DEMO_POLICIES:-}" ]; then
+        cat <<MSG
+Policies: $policies (GUARD_DEMO_POLICIES). The examples below assume the
+example policies: with your own, the statuses may differ.
+MSG
+    fi
+    cat <<MSG
+
+For guardctl (the SOC commands below read these):
+  export GUARD_JOURNAL_DIR=$state/journal GUARD_SOCKET=$demo/guardd.sock
 
 A valid token for tenant acme (RS256), addressed to acme: 200
   curl -s -H "Authorization: Bearer \$(cat $demo/token-acme)" $base/api/acme/orders
@@ -137,26 +186,35 @@ A token for acme signed with the gateway's key, not acme's own: 401
   curl -s -H "Authorization: Bearer \$(cat $demo/token-acme-wrong-key)" $base/api/acme/orders
 
 Tenant gamma has no policy of its own: policies/_default.json allows 20/s,
-burst 10. Thirty requests in a row: about a dozen pass, the rest get 429
-with Retry-After and RateLimit fields
-  for i in \$(seq 30); do curl -s -o /dev/null -w '%{http_code} ' -H "Authorization: Bearer \$(cat $demo/token-gamma)" $base/api/gamma/orders; done; echo
+burst 10. Thirty requests in a row (one connection): about a dozen pass,
+the rest get 429 with Retry-After and RateLimit fields
+  curl -s -o /dev/null -w '%{http_code} ' -H "Authorization: Bearer \$(cat $demo/token-gamma)" "$base/api/gamma/orders?[1-30]"; echo
 
 Acme's admin API asks guardd (guard_risk on). A DELETE by a reader scores
 the signals "delete" and "no-admin-role", plus "new-ip" the first time and
 "off-hours" outside 07:00-20:00 in Paris: step-up (401) or deny (403)
   curl -si -X DELETE -H "Authorization: Bearer \$(cat $demo/token-acme)" $base/api/acme/admin/users/7
 
-Every refusal above is an audit record in guardd's journal, for the SOC:
-  $guardctl blocked --dir $demo/journal
-  $guardctl show --dir $demo/journal ID
-  $guardctl review --socket $demo/guardd.sock --dir $demo/journal ID --verdict confirmed --analyst you
-  $guardctl audit verify --dir $demo/journal
+Mint your own token from the kept keys: acme's own key (acme-2026), or the
+gateway's (rs256, es256, ... in $state/keys/jwks.json) for other tenants
+  curl -s -H "Authorization: Bearer \$($guardctl token mint --key $state/keys/acme-2026.pem --alg RS256 --kid acme-2026 --tenant acme --sub you@acme --iss https://idp.acme.example --aud api --ttl 10m)" $base/api/acme/orders
+  curl -s -H "Authorization: Bearer \$($guardctl token mint --key $state/keys/rs256.pem --alg RS256 --kid rs256 --tenant gamma --sub you@gamma --iss https://idp.demo --aud api --ttl 10m)" $base/api/gamma/orders
 
-Policies: $demo/policies (version in every access log line)
-  $guardctl policy check $demo/policies
+The decision counts (guard_status; Prometheus text with ?format=prometheus)
+  curl -s $base/guard/status
 
-Every decision is in $demo/logs/access.log (tenant, subject, decision,
-reason, decision id); guardd logs to $demo/logs/guardd.log.
+Every refusal above is an audit record in guardd's journal, for the SOC
+(with the export line above; an id can be given by its first characters):
+  $guardctl blocked
+  $guardctl show ID
+  $guardctl review ID --verdict confirmed --analyst you
+  $guardctl audit verify
+
+Policies: $policies (version in every access log line)
+  $guardctl policy check $policies
+
+Every decision is in $demo/logs/access.log (tenant, the tenant addressed,
+subject, decision, reason, decision id); guardd logs to $demo/logs/guardd.log.
 MSG
 }
 

@@ -3,9 +3,9 @@
 # policy-engine's library (README.md, Building, The library): every
 # policy-engine/src/gd_*.c is compiled into libguard.a, once per set of
 # flags, and the programs link it instead of compiling the sources again.
-# Then the commands README.md shows for linking an archive built
-# beforehand (GUARD_LIB) run in a fresh copy of the nginx tree, and the
-# module they build loads into nginx.  Skipped in make test's sanitizer
+# Then the commands README.md shows for building the module as an addon of
+# an nginx tree, and for linking an archive built beforehand (GUARD_LIB),
+# run in fresh copies of the nginx tree, and the module loads into nginx.  Skipped in make test's sanitizer
 # pass (the build does not depend on the module under test).
 
 use strict;
@@ -68,7 +68,19 @@ for my $l (@lines) {
     like($l, qr{ build/lib/san/libguard\.a }, "$prog: links the archive");
 }
 
-# README.md: an archive built beforehand, named in GUARD_LIB
+# README.md's commands (Building), as shown there (t/90-docs.t checks that
+# they are), run with /path/to/guard the repository and /tmp/guard-lib a
+# directory of this test
+my @addon = (
+    './configure --with-compat --with-http_ssl_module --add-dynamic-module=/path/to/guard',
+    'make modules',
+);
+my @prebuilt = (
+    'make -C /path/to/guard/policy-engine module-lib MODULE_LIB_DIR=/tmp/guard-lib MODULE_CFLAGS="-O2 -g"',
+    'GUARD_LIB=/tmp/guard-lib/libguard.a ./configure --with-compat --with-http_ssl_module --add-dynamic-module=/path/to/guard',
+    'make modules',
+);
+
 my $tmp = tempdir('guard-lib-XXXXXX', TMPDIR => 1,
                   CLEANUP => !$ENV{GUARD_TEST_KEEP});
 diag("test directory: $tmp") if $ENV{GUARD_TEST_KEEP};
@@ -80,32 +92,41 @@ sub run_ok {
     return $out;
 }
 
-run_ok("make -C '$PE' module-lib MODULE_LIB_DIR=$tmp/guard-lib "
-       . "MODULE_CFLAGS=\"-O2 -g\"",
-       'make -C policy-engine module-lib MODULE_LIB_DIR=... MODULE_CFLAGS=...');
+# a README command in the nginx tree $tree: a release tarball's configure
+# writes a Makefile that runs objs/Makefile; the Debian nginx-dev tree has
+# none, so there "make modules" is make -f objs/Makefile modules
+sub readme_ok {
+    my ($tree, $cmd) = @_;
+    my $run = $cmd =~ s{/path/to/guard}{$REPO}gr =~ s{/tmp/guard-lib}{$tmp/guard-lib}gr;
+    $run =~ s/^make modules$/make -f objs\/Makefile modules/
+        unless -f "$tree/Makefile";
+    return run_ok("cd '$tree' && $run", "README: $cmd");
+}
+
+# the repository as an ordinary addon: the library built by nginx's make
+run_ok("cp -a '$NGINX_SRC' '$tmp/addon'", 'a copy of the nginx tree');
+readme_ok("$tmp/addon", $_) for @addon;
+ok(-f "$tmp/addon/objs/ngx_http_guard_module.so", 'the module is built');
+is_deeply(archive_members("$tmp/addon/objs/addon/policy-engine/libguard.a"),
+          \@members, 'with the library built in the tree');
+
+# an archive built beforehand, named in GUARD_LIB
+run_ok("cp -a '$NGINX_SRC' '$tmp/nginx'", 'a copy of the nginx tree');
+readme_ok("$tmp/nginx", $prebuilt[0]);
 is_deeply(archive_members("$tmp/guard-lib/libguard.a"), \@members,
           'the archive holds every gd_*.c');
-
-run_ok("cp -a '$NGINX_SRC' '$tmp/nginx'", 'a copy of the nginx tree');
-run_ok("cd '$tmp/nginx' && GUARD_LIB=$tmp/guard-lib/libguard.a "
-       . "./configure --with-compat --with-http_ssl_module "
-       . "--add-dynamic-module=$REPO",
-       'GUARD_LIB=... ./configure --with-compat --with-http_ssl_module ...');
-# a release tarball's configure writes a Makefile that runs objs/Makefile;
-# the Debian nginx-dev tree has none
-run_ok("cd '$tmp/nginx' && "
-       . (-f "$tmp/nginx/Makefile" ? 'make modules'
-                                   : 'make -f objs/Makefile modules'),
-       'make modules');
+readme_ok("$tmp/nginx", $_) for @prebuilt[1 .. $#prebuilt];
 
 my $so = "$tmp/nginx/objs/ngx_http_guard_module.so";
 ok(-f $so, 'the module is built');
 ok(!-e "$tmp/nginx/objs/addon/policy-engine",
    'GUARD_LIB: the tree built no library of its own');
 
-my $t = Guard::Test->new(module => $so, sanitize => 0);
-$t->write_conf(http => 'server { listen 127.0.0.1:%%PORT_0%%; guard off; }');
-my ($rc, $out) = $t->test_conf;
-is($rc, 0, 'nginx -t loads it (every symbol resolved)') or diag $out;
+for my $m ("$tmp/addon/objs/ngx_http_guard_module.so", $so) {
+    my $t = Guard::Test->new(module => $m, sanitize => 0);
+    $t->write_conf(http => 'server { listen 127.0.0.1:%%PORT_0%%; guard off; }');
+    my ($rc, $out) = $t->test_conf;
+    is($rc, 0, "nginx -t loads $m (every symbol resolved)") or diag $out;
+}
 
 done_testing;

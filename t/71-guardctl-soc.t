@@ -264,8 +264,17 @@ unlike($out, qr/\e/, 'no escape reaches the terminal');
 ($rc, $out) = ctl('blocked', '--dir', $journal, '--limit', '2');
 like($out, qr/\(2 of 10 matching refusals, newest first; --limit N shows more\)/,
      'a cut list says so');
-($rc, $out) = ctl('blocked', '--dir', $journal, '--reason', 'nothing');
+($rc, $out) = ctl('blocked', '--dir', $journal, '--reason', 'residency');
 is("$rc $out", "0 no refusals match\n", 'nothing matches: said, exit 0');
+($rc, $out, $err) = ctl('blocked', '--dir', $journal, '--reason', 'token_expird');
+is($rc, 2, '--reason that is no reason code: exit 2');
+like($err, qr/--reason "token_expird" is not a reason code; did you mean "token_expired"\?/,
+     'the nearest code is named');
+($rc, $out, $err) = ctl('blocked', '--dir', $journal, '--reason', 'nothing');
+is($rc, 2, 'a code near none: exit 2');
+like($err, qr/"nothing" is not a reason code; the codes \(docs\/reasons\.md\):\n  token_missing\n.*\n  risk_deny\n/s,
+     'every code is listed');
+unlike($err, qr/^  none$/m, 'but not "none", which is no refusal');
 ($rc, $out) = run({ GUARD_JOURNAL_DIR => $journal }, $guardctl, 'blocked',
                   '--limit=1', '--json');
 is_deeply([map { $_->{id} } @{ $json->decode($out) }], names('d3'),
@@ -273,6 +282,14 @@ is_deeply([map { $_->{id} } @{ $json->decode($out) }], names('d3'),
 ($rc, $out, $err) = ctl('blocked', '--dir', "$dir/none");
 is($rc, 2, 'an unreadable journal: exit 2');
 like($err, qr/none: No such file/, 'with the reason');
+like($err, qr/no journal directory at \Q$dir\E\/none: name guardd's journal directory with --dir DIR or set GUARD_JOURNAL_DIR=DIR/,
+     'and how to name the journal');
+for my $cmd (['show', $id{a1}], ['audit', 'verify']) {
+    ($rc, $out, $err) = run({ GUARD_JOURNAL_DIR => "$dir/none" }, $guardctl, @$cmd);
+    ok($rc == 2 && $err =~ /--dir DIR or set GUARD_JOURNAL_DIR=DIR/,
+       "@$cmd without a journal: exit 2, naming --dir and GUARD_JOURNAL_DIR")
+        or diag "exit $rc: $err";
+}
 
 # --- show -------------------------------------------------------------------
 
@@ -333,6 +350,32 @@ is($rc, 1, 'show of an unknown id: exit 1');
 like($err, qr/no record with id "01900000-0000-7000-8000-999999999999" in \Q$journal\E/,
      'with a clear message');
 
+# how long ago, in words
+($rc, $out) = ctl('show', $id{a3}, '--dir', $journal);
+like($out, qr/^  when\s+\S+Z \(1 hour ago\)$/m, '90 minutes: "1 hour ago"');
+($rc, $out) = ctl('show', $id{a6}, '--dir', $journal);
+like($out, qr/^  when\s+\S+Z \(2 days ago\)$/m, '"2 days ago"');
+
+# an id in any case, and by the start of it when only one id starts so
+sub unique_start {
+    my ($name) = @_;
+    for my $n (1 .. length $id{$name}) {
+        my $p = substr $id{$name}, 0, $n;
+        return $p if 1 == grep { index($_, $p) == 0 } values %id;
+    }
+}
+($rc, $out, $err) = ctl('show', uc $id{a9}, '--dir', $journal);
+like($out, qr/^Decision \Q$id{a9}\E: refused with 403/m, 'an id in capitals')
+    or diag $err;
+my $start = uc unique_start('d2');
+($rc, $out, $err) = ctl('show', $start, '--dir', $journal);
+like($out, qr/^Decision \Q$id{d2}\E: refused with 403 \(risk_deny\)/m,
+     "the start of an id ($start)") or diag $err;
+($rc, $out, $err) = ctl('show', '01900000', '--dir', $journal);
+is($rc, 1, 'the start of several ids: exit 1');
+like($err, qr/"01900000" is the start of 9 decision ids in \Q$journal\E; give more characters of the id:\n  01900000-0000-7000-8000-000000000001\n/,
+     'says how many, names a few, asks for more characters');
+
 # --- review through guardd --------------------------------------------------
 
 my @sock = ('--socket', "$dir/guardd.sock", '--dir', $journal);
@@ -385,6 +428,8 @@ like($err, qr/"maybe" is neither confirmed nor false_positive/, 'named');
                         '--dir', $journal);
 is($rc, 1, 'guardd unreachable: exit 1');
 like($err, qr/cannot reach guardd at .*nope\.sock/, 'said so');
+like($err, qr/with --socket PATH or set GUARD_SOCKET=PATH/,
+     'naming --socket and GUARD_SOCKET');
 ($rc, $out, $err) = ctl('review', $id{a1}, '--verdict', 'confirmed',
                         '--analyst', 'alice', '--note', 'x' x 70000, @sock);
 is($rc, 1, 'a review larger than guardd\'s frame: exit 1');
@@ -392,6 +437,19 @@ like($err, qr/larger than 65536 bytes/, 'said so');
 
 ($rc, $out) = ctl('audit', 'verify', '--dir', $journal);
 like($out, qr/ok: 14 records/, 'refused reviews wrote nothing');
+
+# a review of an id given by its start, in capitals: of the whole id
+$start = uc unique_start('d3');
+($rc, $out, $err) = ctl('review', $start, '--verdict', 'confirmed',
+                        '--analyst', 'carol', @sock);
+like($out, qr/^review of \Q$id{d3}\E journaled: [0-9a-f]{64}$/m,
+     "review by the start of an id ($start)") or diag $err;
+$last = $json->decode((split /\n/, slurp("$journal/journal-000001.jsonl"))[-1]);
+is($last->{review_of}, $id{d3}, 'the review record names the whole id');
+($rc, $out, $err) = ctl('review', '01900000', '--verdict', 'confirmed',
+                        '--analyst', 'carol', @sock);
+ok($rc == 1 && $err =~ /is the start of 9 decision ids/,
+   'review of the start of several ids: exit 1, nothing journaled');
 
 # --- token mint -------------------------------------------------------------
 
@@ -554,7 +612,7 @@ kill 'TERM', $pid;
 waitpid $pid, 0;
 is($? >> 8, 0, 'guardd exits 0');
 ($rc, $out) = ctl('audit', 'verify', '--dir', $journal);
-like($out, qr/ok: 14 records/, 'the journal verifies after guardd stopped');
+like($out, qr/ok: 15 records/, 'the journal verifies after guardd stopped');
 is($sanitizer, 0, 'no sanitizer report from guardctl');
 unlike(slurp("$dir/guardd.log"), qr/AddressSanitizer|runtime error/,
        'no sanitizer report from guardd');

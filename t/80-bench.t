@@ -33,8 +33,22 @@ my $rev = system("git -C '$repo' rev-parse -q --verify main >/dev/null") == 0
     ? 'main' : 'HEAD';
 my $base = "$tmp/base";
 
+# README.md's commands (Benchmarks), as shown there (t/90-docs.t checks
+# that they are), run in the repository with /tmp/guard-baseline a
+# directory of this test and main the revision above
+my @readme = (
+    'bench/baseline.sh main /tmp/guard-baseline',
+    'BASELINE_MODULE=/tmp/guard-baseline/ngx_http_guard_module.so BASELINE_GUARDD=/tmp/guard-baseline/guardd make bench',
+    'BASELINE_MODULE=/tmp/guard-baseline/ngx_http_guard_module.so bash bench/callgrind.sh',
+);
+sub readme_cmd {
+    my $cmd = $readme[ $_[0] ] =~ s{/tmp/guard-baseline}{$base}gr;
+    $cmd =~ s/ main / $rev /;
+    return "cd '$repo' && $cmd 2>&1";
+}
+
 # bench/baseline.sh
-my $out = `'$repo/bench/baseline.sh' $rev '$base' 2>&1`;
+my $out = `@{[ readme_cmd(0) ]}`;
 is($?, 0, "bench/baseline.sh $rev DIR: exit status 0") or diag $out;
 ok(-s "$base/ngx_http_guard_module.so" && -x "$base/guardd",
    'DIR/ngx_http_guard_module.so and DIR/guardd');
@@ -47,9 +61,7 @@ my $num = qr/\d+\.\d{3}/;
     local $ENV{ROUNDS} = 1;
     local $ENV{DURATION} = '1s';
     local $ENV{CONNS} = 4;
-    local $ENV{BASELINE_MODULE} = "$base/ngx_http_guard_module.so";
-    local $ENV{BASELINE_GUARDD} = "$base/guardd";
-    $out = `make -s -C '$repo' bench 2>&1`;
+    $out = `@{[ readme_cmd(1) ]}`;
 }
 is($?, 0, 'BASELINE_MODULE=... BASELINE_GUARDD=... make bench: exit status 0')
     or diag $out;
@@ -85,8 +97,7 @@ SKIP: {
         local $ENV{COUNT} = 20;
         local $ENV{WARMUP} = 5;
         local $ENV{VARIANTS} = 'proxy full-cached';
-        local $ENV{BASELINE_MODULE} = "$base/ngx_http_guard_module.so";
-        $out = `bash '$repo/bench/callgrind.sh' 2>&1`;
+        $out = `@{[ readme_cmd(2) ]}`;
     }
     is($?, 0, 'BASELINE_MODULE=... bash bench/callgrind.sh: exit status 0')
         or diag $out;

@@ -32,6 +32,14 @@ int gd_soc_parse_time(const char *s, int64_t now_ms, int64_t *ms);
 /* "2024-05-01T12:00:00Z", or with milliseconds "...:00.123Z" */
 void gd_soc_format_time(int64_t ms, int with_ms, char *out, size_t len);
 
+/*
+ * How long before now_ms the time ms was, in words: "1 second ago",
+ * "2 seconds ago", "1 minute ago", "3 hours ago", "2 days ago" (whole
+ * units, rounded down: seconds under a minute, minutes under an hour,
+ * hours under a day), or "in the future".
+ */
+void gd_soc_format_age(int64_t ms, int64_t now_ms, char *out, size_t len);
+
 /* now, in milliseconds since the epoch */
 int64_t gd_soc_now_ms(void);
 

@@ -224,6 +224,29 @@ void gd_soc_format_time(int64_t ms, int with_ms, char *out, size_t len)
     }
 }
 
+void gd_soc_format_age(int64_t ms, int64_t now_ms, char *out, size_t len)
+{
+    static const struct {
+        const char *unit;
+        int64_t secs;
+    } units[] = {{"day", 86400}, {"hour", 3600}, {"minute", 60}, {"second", 1}};
+    int64_t s = (now_ms - ms) / 1000;
+    size_t i;
+
+    if (now_ms < ms) {
+        snprintf(out, len, "in the future");
+        return;
+    }
+    for (i = 0; i + 1 < sizeof(units) / sizeof(units[0]); i++) {
+        if (s >= units[i].secs) {
+            break;
+        }
+    }
+    s /= units[i].secs;
+    snprintf(out, len, "%lld %s%s ago", (long long)s, units[i].unit,
+             s == 1 ? "" : "s");
+}
+
 int64_t gd_soc_now_ms(void)
 {
     struct timespec ts;

@@ -47,6 +47,10 @@ int opts_parse(const char *cmd, int argc, char **argv,
                const guardctl_opt_t *opts, const char **arg);
 const char *journal_dir(void);
 
+/* guardctl_audit.c: the journal in dir cannot be read (err says why):
+ * the message, with how to name the journal when dir is none; returns 2 */
+int journal_error(const char *dir, const char *err);
+
 /* the subcommands: argc and argv after their name */
 int policy_check(int argc, char **argv);
 int audit_verify(int argc, char **argv);
@@ -73,7 +77,10 @@ int exchange(conn_t *c, gd_frame_type_t type, uint32_t id, json_t *payload,
              size_t max_frame, gd_frame_type_t want, json_t **answer, char *err,
              size_t errlen);
 
-/* guardd's socket: GUARD_SOCKET, else /run/guard/guardd.sock */
+/*
+ * guardd's socket: GUARD_SOCKET, else /run/guard/guardd.sock (a --socket
+ * option overrides it).
+ */
 const char *guardd_socket(void);
 
 /*

@@ -4,6 +4,23 @@
 #include "gd_journal.h"
 
 #include <stdio.h>
+#include <sys/stat.h>
+
+int journal_error(const char *dir, const char *err)
+{
+    struct stat st;
+
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr,
+                "guardctl: %s\nguardctl: no journal directory at %s: name "
+                "guardd's journal directory with --dir DIR or set "
+                "GUARD_JOURNAL_DIR=DIR\n",
+                err, dir);
+    } else {
+        fprintf(stderr, "guardctl: %s\n", err);
+    }
+    return 2;
+}
 
 int audit_verify(int argc, char **argv)
 {
@@ -36,7 +53,6 @@ int audit_verify(int argc, char **argv)
                (unsigned long long)report.records);
         return 3;
     default:
-        fprintf(stderr, "guardctl: %s\n", report.reason);
-        return 2;
+        return journal_error(dir, report.reason);
     }
 }

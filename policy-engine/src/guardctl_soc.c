@@ -6,6 +6,7 @@
 #include "guardctl.h"
 
 #include "gd_journal.h"
+#include "gd_suggest.h"
 #include "gd_reason.h"
 #include "gd_soc.h"
 
@@ -13,9 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
+#include <strings.h>
 
 /*
  * Journal values come from requests and tokens: control characters are
@@ -250,6 +249,43 @@ static int time_bound(const char *name, const char *text, int64_t now,
     return 0;
 }
 
+/*
+ * --reason: a reason code of the table (gd_reason.def, docs/reasons.md),
+ * or a message naming the nearest code, or all of them; 0 or -1.
+ */
+static int reason_code(const char *name)
+{
+    const char *names[GD_REASON_LAST + 1];
+    const char *near;
+
+    if (gd_reason_find(name) != GD_REASON_LAST &&
+        gd_reason_find(name) != GD_REASON_NONE) {
+        return 0;
+    }
+
+    for (int i = 0; i < GD_REASON_LAST; i++) {
+        names[i] = gd_reason((gd_reason_e)i)->name;
+    }
+    names[GD_REASON_LAST] = NULL;
+    /* row 0, "none", is no refusal: never suggested */
+    near = gd_suggest(name, names + 1);
+    if (near) {
+        fprintf(stderr,
+                "guardctl: blocked: --reason \"%s\" is not a reason code; "
+                "did you mean \"%s\"?\n",
+                name, near);
+        return -1;
+    }
+    fprintf(stderr,
+            "guardctl: blocked: --reason \"%s\" is not a reason code; the "
+            "codes (docs/reasons.md):\n",
+            name);
+    for (int i = 1; i < GD_REASON_LAST; i++) {
+        fprintf(stderr, "  %s\n", names[i]);
+    }
+    return -1;
+}
+
 int blocked(int argc, char **argv)
 {
     blocked_ctx_t ctx = {0};
@@ -282,6 +318,9 @@ int blocked(int argc, char **argv)
     if (rc != 0) {
         return rc;
     }
+    if (ctx.reason && reason_code(ctx.reason) != 0) {
+        return 2;
+    }
     if (limit_arg && parse_limit(limit_arg, &limit) != 0) {
         return usage_error("--limit: \"%s\" is not a number (0: no limit)",
                            limit_arg);
@@ -291,9 +330,11 @@ int blocked(int argc, char **argv)
 
     rc = gd_journal_scan(dir, blocked_cb, &ctx, &skipped, err, sizeof(err));
     if (rc != 0) {
-        fprintf(stderr, "guardctl: %s\n",
-                rc == -1 ? err : "out of memory while reading the journal");
         gd_soc_top_free(&ctx.top);
+        if (rc == -1) {
+            return journal_error(dir, err);
+        }
+        fprintf(stderr, "guardctl: out of memory while reading the journal\n");
         return 2;
     }
     warn_skipped(skipped);
@@ -331,10 +372,23 @@ typedef struct {
     uint64_t line;
 } located_t;
 
+/*
+ * A decision id is asked for in any case and by a unique prefix: the
+ * records of the one id that starts so (or is exactly that), and the
+ * reviews of it.  The other ids that start so are counted (up to
+ * SHOW_OTHERS_MAX kept to name a few).
+ */
+#define SHOW_OTHERS_MAX 100
+
 typedef struct {
-    const char *id;
+    const char *id; /* as asked */
+    char *match;    /* the id found */
+    int exact;      /* match is the id asked for, not only its start */
     located_t *found, *reviews;
     size_t nfound, nreviews;
+    char *others[SHOW_OTHERS_MAX];
+    size_t nothers;
+    int more_others; /* more than SHOW_OTHERS_MAX */
 } show_ctx_t;
 
 static int locate_push(located_t **v, size_t *n, json_t *rec,
@@ -353,37 +407,109 @@ static int locate_push(located_t **v, size_t *n, json_t *rec,
     return 0;
 }
 
+static void located_free(located_t **v, size_t *n)
+{
+    for (size_t i = 0; i < *n; i++) {
+        json_decref((*v)[i].rec);
+    }
+    free(*v);
+    *v = NULL;
+    *n = 0;
+}
+
+/* id starts with what was asked (any case) */
+static int id_starts(const char *id, const char *asked)
+{
+    return id && strncasecmp(id, asked, strlen(asked)) == 0;
+}
+
+/* another id that starts as asked: counted, kept while there is room */
+static int show_other(show_ctx_t *ctx, const char *id)
+{
+    for (size_t i = 0; i < ctx->nothers; i++) {
+        if (strcasecmp(ctx->others[i], id) == 0) {
+            return 0;
+        }
+    }
+    if (ctx->nothers == SHOW_OTHERS_MAX) {
+        ctx->more_others = 1;
+        return 0;
+    }
+    ctx->others[ctx->nothers] = strdup(id);
+    if (ctx->others[ctx->nothers] == NULL) {
+        return -2;
+    }
+    ctx->nothers++;
+    return 0;
+}
+
 static int show_cb(json_t *rec, const char *segment, uint64_t line, void *arg)
 {
     show_ctx_t *ctx = arg;
     const char *id;
+    int exact;
 
     if (gd_soc_is_review(rec)) {
+        /* kept while the id is not known yet; sorted out at the end */
         id = gd_soc_str(rec, "review_of");
-        if (id && strcmp(id, ctx->id) == 0) {
-            return locate_push(&ctx->reviews, &ctx->nreviews, rec, segment,
-                               line);
-        }
-        return 0;
+        return id_starts(id, ctx->id)
+                   ? locate_push(&ctx->reviews, &ctx->nreviews, rec, segment,
+                                 line)
+                   : 0;
     }
 
     id = rec_id(rec);
-    if (id && strcmp(id, ctx->id) == 0) {
-        return locate_push(&ctx->found, &ctx->nfound, rec, segment, line);
+    if (!id_starts(id, ctx->id)) {
+        return 0;
     }
-    return 0;
+    exact = strcasecmp(id, ctx->id) == 0;
+
+    if (ctx->match == NULL || (exact && !ctx->exact)) {
+        /* the first id that starts so, or the very id asked for */
+        if (ctx->match) {
+            int rc = show_other(ctx, ctx->match);
+            free(ctx->match);
+            located_free(&ctx->found, &ctx->nfound);
+            if (rc != 0) {
+                ctx->match = NULL;
+                return rc;
+            }
+        }
+        ctx->match = strdup(id);
+        ctx->exact = exact;
+        if (ctx->match == NULL) {
+            return -2;
+        }
+    } else if (strcasecmp(id, ctx->match) != 0) {
+        return show_other(ctx, id);
+    }
+    return locate_push(&ctx->found, &ctx->nfound, rec, segment, line);
 }
 
 static void show_free(show_ctx_t *ctx)
 {
-    for (size_t i = 0; i < ctx->nfound; i++) {
-        json_decref(ctx->found[i].rec);
+    located_free(&ctx->found, &ctx->nfound);
+    located_free(&ctx->reviews, &ctx->nreviews);
+    for (size_t i = 0; i < ctx->nothers; i++) {
+        free(ctx->others[i]);
     }
+    free(ctx->match);
+}
+
+/* the reviews kept that are of another id than the one found: dropped */
+static void show_reviews_of_match(show_ctx_t *ctx)
+{
+    size_t kept = 0;
+
     for (size_t i = 0; i < ctx->nreviews; i++) {
-        json_decref(ctx->reviews[i].rec);
+        const char *of = gd_soc_str(ctx->reviews[i].rec, "review_of");
+        if (strcasecmp(of, ctx->match) == 0) {
+            ctx->reviews[kept++] = ctx->reviews[i];
+        } else {
+            json_decref(ctx->reviews[i].rec);
+        }
     }
-    free(ctx->found);
-    free(ctx->reviews);
+    ctx->nreviews = kept;
 }
 
 /* finds the records of id; 0, or the exit status with a message printed */
@@ -391,20 +517,46 @@ static int show_find(const char *dir, show_ctx_t *ctx)
 {
     char err[512];
     uint64_t skipped;
-    int rc = gd_journal_scan(dir, show_cb, ctx, &skipped, err, sizeof(err));
+    int rc;
 
+    if (*ctx->id == '\0') {
+        fprintf(stderr, "guardctl: the decision id is empty\n");
+        return 1;
+    }
+
+    rc = gd_journal_scan(dir, show_cb, ctx, &skipped, err, sizeof(err));
     if (rc != 0) {
-        fprintf(stderr, "guardctl: %s\n",
-                rc == -1 ? err : "out of memory while reading the journal");
+        if (rc == -1) {
+            return journal_error(dir, err);
+        }
+        fprintf(stderr, "guardctl: out of memory while reading the journal\n");
         return 2;
     }
     warn_skipped(skipped);
 
-    if (ctx->nfound == 0) {
+    if (ctx->match == NULL) {
         fprintf(stderr, "guardctl: no record with id \"%s\" in %s\n", ctx->id,
                 dir);
         return 1;
     }
+
+    if (!ctx->exact && ctx->nothers > 0) {
+        fprintf(stderr,
+                "guardctl: \"%s\" is the start of %s%zu decision ids in %s; "
+                "give more characters of the id:\n",
+                ctx->id, ctx->more_others ? "more than " : "", ctx->nothers + 1,
+                dir);
+        fprintf(stderr, "  %s\n", ctx->match);
+        for (size_t i = 0; i < ctx->nothers && i < 4; i++) {
+            fprintf(stderr, "  %s\n", ctx->others[i]);
+        }
+        if (ctx->nothers > 4) {
+            fprintf(stderr, "  ...\n");
+        }
+        return 1;
+    }
+
+    show_reviews_of_match(ctx);
     return 0;
 }
 
@@ -415,23 +567,6 @@ static const char *reason_words(const char *reason)
     gd_reason_e r = gd_reason_find(reason);
 
     return r == GD_REASON_LAST ? NULL : gd_reason(r)->words;
-}
-
-static void ago(int64_t ts, int64_t now, char *out, size_t len)
-{
-    int64_t s = (now - ts) / 1000;
-
-    if (s < 0) {
-        snprintf(out, len, "in the future");
-    } else if (s < 120) {
-        snprintf(out, len, "%lld seconds ago", (long long)s);
-    } else if (s < 7200) {
-        snprintf(out, len, "%lld minutes ago", (long long)(s / 60));
-    } else if (s < 2 * 86400) {
-        snprintf(out, len, "%lld hours ago", (long long)(s / 3600));
-    } else {
-        snprintf(out, len, "%lld days ago", (long long)(s / 86400));
-    }
 }
 
 static void field(const char *label, const char *value)
@@ -503,7 +638,7 @@ static void explain(const located_t *at, int64_t now)
 
     if (ts >= 0) {
         gd_soc_format_time(ts, 1, when, sizeof(when));
-        ago(ts, now, rel, sizeof(rel));
+        gd_soc_format_age(ts, now, rel, sizeof(rel));
         snprintf(buf, sizeof(buf), "%s (%s)", when, rel);
         field("when", buf);
     }
@@ -735,7 +870,7 @@ int show(int argc, char **argv)
     if (ctx.nreviews == 0) {
         printf("\nReviews: none yet (guardctl review %s --verdict "
                "confirmed|false_positive --analyst NAME)\n",
-               ctx.id);
+               ctx.match);
     } else {
         printf("\nReviews (%zu, oldest first):\n", ctx.nreviews);
         for (size_t i = 0; i < ctx.nreviews; i++) {
@@ -786,23 +921,27 @@ int review(int argc, char **argv)
         return 1;
     }
 
-    /* only a record that exists can be reviewed */
+    /* only a record that exists can be reviewed: its full id, as recorded */
     rc = show_find(dir, &ctx);
-    show_free(&ctx);
     if (rc != 0) {
-        return rc;
+        goto done;
     }
 
     c = guardd_open(path, &ans, &max_frame, err, sizeof(err));
     if (c == NULL) {
-        fprintf(stderr, "guardctl: %s\n", err);
-        return 1;
+        fprintf(stderr,
+                "guardctl: %s\n"
+                "guardctl: is guardd running? name its socket (guardd.conf's "
+                "\"listen\") with --socket PATH or set GUARD_SOCKET=PATH\n",
+                err);
+        rc = 1;
+        goto done;
     }
     json_decref(ans);
     ans = NULL;
 
     rec = json_pack("{s:s, s:s, s:s, s:s, s:I}", "kind", "review", "review_of",
-                    ctx.id, "verdict", verdict, "analyst", analyst, "ts_ms",
+                    ctx.match, "verdict", verdict, "analyst", analyst, "ts_ms",
                     (json_int_t)gd_soc_now_ms());
     if (rec && note) {
         json_object_set_new(rec, "note", json_string(note));
@@ -826,12 +965,13 @@ int review(int argc, char **argv)
         goto done;
     }
 
-    printf("review of %s journaled: %s\n", ctx.id, gd_soc_str(ans, "hash"));
+    printf("review of %s journaled: %s\n", ctx.match, gd_soc_str(ans, "hash"));
     rc = 0;
 
 done:
     json_decref(ans);
     json_decref(rec);
     conn_close(c);
+    show_free(&ctx);
     return rc;
 }

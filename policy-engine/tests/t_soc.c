@@ -202,6 +202,30 @@ int main(void)
     gd_soc_format_time(1714564800250LL, 0, buf, sizeof(buf));
     TAP_OK(strcmp(buf, "2024-05-01T12:00:00Z") == 0, "format: %s", buf);
 
+    /* ages, in words */
+    {
+        static const struct {
+            int64_t ago_ms;
+            const char *words;
+        } ages[] = {
+            {0, "0 seconds ago"},       {999, "0 seconds ago"},
+            {1000, "1 second ago"},     {1999, "1 second ago"},
+            {2000, "2 seconds ago"},    {59999, "59 seconds ago"},
+            {60000, "1 minute ago"},    {119999, "1 minute ago"},
+            {120000, "2 minutes ago"},  {3599999, "59 minutes ago"},
+            {3600000, "1 hour ago"},    {7200000, "2 hours ago"},
+            {86399999, "23 hours ago"}, {86400000, "1 day ago"},
+            {172800000, "2 days ago"},  {-1000, "in the future"},
+        };
+        int64_t now = 1714564800250LL;
+
+        for (size_t i = 0; i < sizeof(ages) / sizeof(ages[0]); i++) {
+            gd_soc_format_age(now - ages[i].ago_ms, now, buf, sizeof(buf));
+            TAP_OK(strcmp(buf, ages[i].words) == 0, "%lld ms ago: %s",
+                   (long long)ages[i].ago_ms, buf);
+        }
+    }
+
     /* refusals and reviews */
     TAP_OK(refusal("{\"outcome\":\"deny\"}"), "outcome deny");
     TAP_OK(refusal("{\"outcome\":\"shadow_deny\"}"), "outcome shadow_deny");

@@ -46,5 +46,26 @@ int main(void)
     TAP_OK(gd_suggest("tenant", members) == NULL, "tenant: nothing near");
     TAP_OK(gd_suggest("burst", none) == NULL, "no known names: nothing");
 
+    /* reason codes (guardctl blocked --reason) */
+    static const char *const reasons[] = {"token_expired",
+                                          "token_invalid",
+                                          "token_missing",
+                                          "rate_limited",
+                                          "risk_deny",
+                                          "risk_step_up",
+                                          NULL};
+    s = gd_suggest("token_expird", reasons);
+    TAP_OK(s && strcmp(s, "token_expired") == 0, "a letter missing");
+    s = gd_suggest("token_exipred", reasons);
+    TAP_OK(s && strcmp(s, "token_expired") == 0, "two letters swapped");
+    TAP_OK(gd_suggest("TOKEN_EXPIRED", reasons) == NULL,
+           "case counts: too far");
+    s = gd_suggest("rate_limit", reasons);
+    TAP_OK(s && strcmp(s, "rate_limited") == 0, "a short form");
+    s = gd_suggest("risk_deni", reasons);
+    TAP_OK(s && strcmp(s, "risk_deny") == 0, "one letter wrong");
+    TAP_OK(gd_suggest("nothing", reasons) == NULL, "nothing near: NULL");
+    TAP_OK(gd_suggest("", reasons) == NULL, "the empty word: NULL");
+
     return tap_done();
 }
