@@ -10,7 +10,7 @@ set -eu
 PKGS="nginx nginx-dev libjansson-dev libssl-dev libpcre2-dev libhiredis-dev
 libjwt-dev libpq-dev zlib1g-dev gcc make perl openssl curl wrk bc
 redis-server postgresql python3 python3-jwt python3-cryptography
-python3-jsonschema"
+python3-jsonschema python3-prometheus-client"
 
 if [ "${1:-}" = fuzz ]; then
     PKGS="$PKGS clang libclang-rt-dev"
