@@ -75,8 +75,13 @@ static ngx_buf_t *ngx_http_guard_status_text(ngx_http_request_t *r,
     ngx_http_guard_zone_t *zone);
 static u_char *ngx_http_guard_prom_head(u_char *p, const char *name,
     const char *type, const char *help);
+static u_char *ngx_http_guard_prom_value(u_char *p, const char *name,
+    const char *type, ngx_atomic_uint_t value, const char *help);
 static u_char *ngx_http_guard_prom_histogram(u_char *p, const char *name,
     const char *help, ngx_http_guard_histogram_t *h);
+static u_char *ngx_http_guard_prom_names(u_char *p,
+    ngx_http_guard_metrics_table_t *t, ngx_uint_t used, const char *prefix,
+    ngx_uint_t decisions);
 static u_char *ngx_http_guard_prom_escape(u_char *p, u_char *s, size_t len);
 
 
@@ -85,6 +90,11 @@ static u_char *ngx_http_guard_prom_escape(u_char *p, u_char *s, size_t len);
 static uint64_t  ngx_http_guard_metrics_bounds[] = {
     10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000
 };
+
+
+/* the tables of a status without a zone: "_other" only, at zero */
+
+static ngx_http_guard_metrics_table_t  ngx_http_guard_metrics_none;
 
 
 static const char  *ngx_http_guard_decisions[] = {
@@ -632,16 +642,15 @@ static ngx_buf_t *
 ngx_http_guard_status_text(ngx_http_request_t *r, ngx_http_guard_zone_t *zone)
 {
     u_char                          *p;
-    size_t                           size;
+    size_t                           size, shm_size;
     json_t                          *audit;
     ngx_buf_t                       *b;
     ngx_str_t                       *name, *version;
-    ngx_uint_t                       i, d, n, tenants, rules;
+    ngx_uint_t                       i, d, tenants, rules;
     ngx_atomic_t                    *c;
     ngx_slab_pool_t                 *shpool;
     ngx_http_guard_metrics_sh_t     *m, zero;
     ngx_http_guard_metrics_table_t  *tt, *rt;
-    ngx_http_guard_metrics_entry_t  *e;
     ngx_http_guard_main_conf_t      *gmcf;
 
     gmcf = ngx_http_get_module_main_conf(r, ngx_http_guard_module);
@@ -660,10 +669,10 @@ ngx_http_guard_status_text(ngx_http_request_t *r, ngx_http_guard_zone_t *zone)
 
     /* the entries there now: one that comes meanwhile waits for next time */
 
-    tt = m->tenants;
-    rt = m->rules;
-    tenants = tt ? tt->used : 0;
-    rules = rt ? rt->used : 0;
+    tt = m->tenants ? m->tenants : &ngx_http_guard_metrics_none;
+    rt = m->rules ? m->rules : &ngx_http_guard_metrics_none;
+    tenants = tt->used;
+    rules = rt->used;
 
     size = 64 * NGX_HTTP_GUARD_PROM_LINE
            + 2 * NGX_HTTP_GUARD_REASON_LAST * NGX_HTTP_GUARD_PROM_LINE
@@ -707,30 +716,8 @@ ngx_http_guard_status_text(ngx_http_request_t *r, ngx_http_guard_zone_t *zone)
                                  "Decisions, per tenant (a verified one) "
                                  "and decision.");
 
-    for (i = 0, n = 0; tt && i <= tt->mask && n < tenants; i++) {
-        e = tt->slot[i];
-
-        if (e == NULL) {
-            continue;
-        }
-
-        n++;
-
-        for (d = 0; d < NGX_HTTP_GUARD_DECISION_LAST; d++) {
-            p = ngx_cpymem(p, "guard_tenant_decisions_total{tenant=\"",
-                           sizeof("guard_tenant_decisions_total{tenant=\"")
-                           - 1);
-            p = ngx_http_guard_prom_escape(p, e->name, e->len);
-            p = ngx_sprintf(p, "\",decision=\"%s\"} %uA\n",
-                            ngx_http_guard_decisions[d], e->count[d]);
-        }
-    }
-
-    for (d = 0; d < NGX_HTTP_GUARD_DECISION_LAST; d++) {
-        p = ngx_sprintf(p, "guard_tenant_decisions_total{tenant=\"_other\","
-                           "decision=\"%s\"} %uA\n",
-                        ngx_http_guard_decisions[d], tt ? tt->other[d] : 0);
-    }
+    p = ngx_http_guard_prom_names(p, tt, tenants,
+                                  "guard_tenant_decisions_total{tenant=\"", 1);
 
     p = ngx_http_guard_prom_histogram(p, "guard_request_duration_microseconds",
                                       "Guard's own time per decided request "
@@ -740,76 +727,73 @@ ngx_http_guard_status_text(ngx_http_request_t *r, ngx_http_guard_zone_t *zone)
 
     /* the token cache and the zone */
 
-    p = ngx_http_guard_prom_head(p, "guard_token_cache_hits_total", "counter",
-                                 "Tokens found in the token cache.");
-    p = ngx_sprintf(p, "guard_token_cache_hits_total %uA\n", m->cache_hits);
+    p = ngx_http_guard_prom_value(p, "guard_token_cache_hits_total",
+                                  "counter", m->cache_hits,
+                                  "Tokens found in the token cache.");
 
-    p = ngx_http_guard_prom_head(p, "guard_token_cache_misses_total",
-                                 "counter",
-                                 "Tokens looked up and not found in the "
-                                 "token cache (then verified).");
-    p = ngx_sprintf(p, "guard_token_cache_misses_total %uA\n",
-                    m->cache_misses);
+    p = ngx_http_guard_prom_value(p, "guard_token_cache_misses_total",
+                                  "counter", m->cache_misses,
+                                  "Tokens looked up and not found in the "
+                                  "token cache (then verified).");
 
-    p = ngx_http_guard_prom_head(p, "guard_token_cache_evictions_total",
-                                 "counter",
-                                 "Token cache entries removed before their "
-                                 "expiry to make room in the zone.");
-    p = ngx_sprintf(p, "guard_token_cache_evictions_total %uA\n",
-                    m->cache_evictions);
+    p = ngx_http_guard_prom_value(p, "guard_token_cache_evictions_total",
+                                  "counter", m->cache_evictions,
+                                  "Token cache entries removed before "
+                                  "their expiry to make room in the zone.");
 
-    p = ngx_http_guard_prom_head(p, "guard_token_cache_entries", "gauge",
-                                 "Tokens in the token cache.");
-    p = ngx_sprintf(p, "guard_token_cache_entries %uA\n", m->cache_entries);
+    p = ngx_http_guard_prom_value(p, "guard_token_cache_entries",
+                                  "gauge", m->cache_entries,
+                                  "Tokens in the token cache.");
 
-    p = ngx_http_guard_prom_head(p, "guard_zone_size_bytes", "gauge",
-                                 "Size of the guard zone.");
-    p = ngx_sprintf(p, "guard_zone_size_bytes %uz\n",
-                    gmcf->shm_zone ? gmcf->shm_zone->shm.size : 0);
+    shm_size = gmcf->shm_zone ? gmcf->shm_zone->shm.size : 0;
 
-    p = ngx_http_guard_prom_head(p, "guard_zone_used_bytes", "gauge",
-                                 "Bytes of the guard zone in use (its size "
-                                 "less its free pages).");
-    p = ngx_sprintf(p, "guard_zone_used_bytes %uz\n",
-                    shpool ? gmcf->shm_zone->shm.size
-                             - shpool->pfree * ngx_pagesize
-                           : 0);
+    p = ngx_http_guard_prom_value(p, "guard_zone_size_bytes",
+                                  "gauge", shm_size,
+                                  "Size of the guard zone.");
+
+    p = ngx_http_guard_prom_value(p, "guard_zone_used_bytes",
+                                  "gauge",
+                                  shpool ? shm_size
+                                           - shpool->pfree * ngx_pagesize
+                                         : 0,
+                                  "Bytes of the guard zone in use (its "
+                                  "size less its free pages).");
 
     /* the audit ring: its own counts */
 
     audit = ngx_http_guard_audit_stats(r);
 
-    p = ngx_http_guard_prom_head(p, "guard_audit_ring_depth", "gauge",
-                                 "Audit records in the ring, not yet "
-                                 "acknowledged by guardd.");
-    p = ngx_sprintf(p, "guard_audit_ring_depth %uA\n",
-                    ngx_http_guard_status_audit(audit, "pending"));
+    p = ngx_http_guard_prom_value(p, "guard_audit_ring_depth",
+                                  "gauge",
+                                  ngx_http_guard_status_audit(audit,
+                                                              "pending"),
+                                  "Audit records in the ring, not yet "
+                                  "acknowledged by guardd.");
 
-    p = ngx_http_guard_prom_head(p, "guard_audit_records_sent_total",
-                                 "counter",
-                                 "Audit records sent to guardd (again "
-                                 "after a resend).");
-    p = ngx_sprintf(p, "guard_audit_records_sent_total %uA\n",
-                    ngx_http_guard_status_audit(audit, "sent"));
+    p = ngx_http_guard_prom_value(p, "guard_audit_records_sent_total",
+                                  "counter",
+                                  ngx_http_guard_status_audit(audit, "sent"),
+                                  "Audit records sent to guardd (again "
+                                  "after a resend).");
 
-    p = ngx_http_guard_prom_head(p, "guard_audit_records_acked_total",
-                                 "counter",
-                                 "Audit records that guardd acknowledged.");
-    p = ngx_sprintf(p, "guard_audit_records_acked_total %uA\n",
-                    ngx_http_guard_status_audit(audit, "acked"));
+    p = ngx_http_guard_prom_value(p, "guard_audit_records_acked_total",
+                                  "counter",
+                                  ngx_http_guard_status_audit(audit, "acked"),
+                                  "Audit records that guardd acknowledged.");
 
-    p = ngx_http_guard_prom_head(p, "guard_audit_records_spilled_total",
-                                 "counter",
-                                 "Audit records written to spill files.");
-    p = ngx_sprintf(p, "guard_audit_records_spilled_total %uA\n",
-                    ngx_http_guard_status_audit(audit, "spilled"));
+    p = ngx_http_guard_prom_value(p, "guard_audit_records_spilled_total",
+                                  "counter",
+                                  ngx_http_guard_status_audit(audit,
+                                                              "spilled"),
+                                  "Audit records written to spill files.");
 
-    p = ngx_http_guard_prom_head(p, "guard_audit_records_dead_lettered_total",
-                                 "counter",
-                                 "Audit records that guardd refused, "
-                                 "moved to the dead-letter file.");
-    p = ngx_sprintf(p, "guard_audit_records_dead_lettered_total %uA\n",
-                    ngx_http_guard_status_audit(audit, "dead_letter"));
+    p = ngx_http_guard_prom_value(p,
+                                  "guard_audit_records_dead_lettered_total",
+                                  "counter",
+                                  ngx_http_guard_status_audit(audit,
+                                                              "dead_letter"),
+                                  "Audit records that guardd refused, "
+                                  "moved to the dead-letter file.");
 
     json_decref(audit);
 
@@ -821,41 +805,23 @@ ngx_http_guard_status_text(ngx_http_request_t *r, ngx_http_guard_zone_t *zone)
                                       "in microseconds.",
                                       &m->sidecar_rtt);
 
-    p = ngx_http_guard_prom_head(p, "guard_sidecar_timeouts_total", "counter",
-                                 "DECIDE calls without an answer within "
-                                 "the sidecar's timeout.");
-    p = ngx_sprintf(p, "guard_sidecar_timeouts_total %uA\n",
-                    m->sidecar_timeouts);
+    p = ngx_http_guard_prom_value(p, "guard_sidecar_timeouts_total",
+                                  "counter", m->sidecar_timeouts,
+                                  "DECIDE calls without an answer within "
+                                  "the sidecar's timeout.");
 
-    p = ngx_http_guard_prom_head(p, "guard_sidecar_fail_open_total", "counter",
-                                 "Requests allowed without a risk verdict "
-                                 "(guard_risk_fail open).");
-    p = ngx_sprintf(p, "guard_sidecar_fail_open_total %uA\n",
-                    m->sidecar_fail_open);
+    p = ngx_http_guard_prom_value(p, "guard_sidecar_fail_open_total",
+                                  "counter", m->sidecar_fail_open,
+                                  "Requests allowed without a risk verdict "
+                                  "(guard_risk_fail open).");
 
     /* rate rules */
 
     p = ngx_http_guard_prom_head(p, "guard_rate_refusals_total", "counter",
                                  "Refusals by a rate rule, per rule name.");
 
-    for (i = 0, n = 0; rt && i <= rt->mask && n < rules; i++) {
-        e = rt->slot[i];
-
-        if (e == NULL) {
-            continue;
-        }
-
-        n++;
-
-        p = ngx_cpymem(p, "guard_rate_refusals_total{rule=\"",
-                       sizeof("guard_rate_refusals_total{rule=\"") - 1);
-        p = ngx_http_guard_prom_escape(p, e->name, e->len);
-        p = ngx_sprintf(p, "\"} %uA\n",
-                        e->count[NGX_HTTP_GUARD_DECISION_REFUSE]);
-    }
-
-    p = ngx_sprintf(p, "guard_rate_refusals_total{rule=\"_other\"} %uA\n",
-                    rt ? rt->other[NGX_HTTP_GUARD_DECISION_REFUSE] : 0);
+    p = ngx_http_guard_prom_names(p, rt, rules,
+                                  "guard_rate_refusals_total{rule=\"", 0);
 
     p = ngx_http_guard_prom_head(p, "guard_policy_info", "gauge",
                                  "The version of the loaded policies.");
@@ -884,6 +850,18 @@ ngx_http_guard_prom_head(u_char *p, const char *name, const char *type,
 }
 
 
+/* a metric of one value, without labels */
+
+static u_char *
+ngx_http_guard_prom_value(u_char *p, const char *name, const char *type,
+    ngx_atomic_uint_t value, const char *help)
+{
+    p = ngx_http_guard_prom_head(p, name, type, help);
+
+    return ngx_sprintf(p, "%s %uA\n", name, value);
+}
+
+
 static u_char *
 ngx_http_guard_prom_histogram(u_char *p, const char *name, const char *help,
     ngx_http_guard_histogram_t *h)
@@ -907,6 +885,62 @@ ngx_http_guard_prom_histogram(u_char *p, const char *name, const char *help,
                           "%s_sum %uA\n"
                           "%s_count %uA\n",
                        name, n, name, h->sum, name, n);
+}
+
+
+/*
+ * The counts of a table by name, then "_other": per name, every decision
+ * (decisions set), or the refusals only; prefix is the metric's name and
+ * its first label up to the opening quote of the name.
+ */
+
+static u_char *
+ngx_http_guard_prom_names(u_char *p, ngx_http_guard_metrics_table_t *t,
+    ngx_uint_t used, const char *prefix, ngx_uint_t decisions)
+{
+    u_char                          *name;
+    size_t                           len;
+    ngx_uint_t                       i, n, d;
+    ngx_atomic_t                    *count;
+    ngx_http_guard_metrics_entry_t  *e;
+
+    for (i = 0, n = 0; n <= used; i++) {
+
+        if (n == used || i > t->mask) {
+            name = (u_char *) "_other";
+            len = sizeof("_other") - 1;
+            count = t->other;
+            n = used + 1;
+
+        } else if (t->slot[i] == NULL) {
+            continue;
+
+        } else {
+            e = t->slot[i];
+            name = e->name;
+            len = e->len;
+            count = e->count;
+            n++;
+        }
+
+        for (d = decisions ? 0 : NGX_HTTP_GUARD_DECISION_REFUSE;
+             d < NGX_HTTP_GUARD_DECISION_LAST;
+             d += decisions ? 1 : NGX_HTTP_GUARD_DECISION_LAST)
+        {
+            p = ngx_sprintf(p, "%s", prefix);
+            p = ngx_http_guard_prom_escape(p, name, len);
+
+            if (decisions) {
+                p = ngx_sprintf(p, "\",decision=\"%s\"} %uA\n",
+                                ngx_http_guard_decisions[d], count[d]);
+
+            } else {
+                p = ngx_sprintf(p, "\"} %uA\n", count[d]);
+            }
+        }
+    }
+
+    return p;
 }
 
 

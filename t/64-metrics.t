@@ -47,16 +47,8 @@ $t->write_file('pol/acme.json', <<'JSON');
   }
 }
 JSON
-$t->write_file('pol/beta.json', <<'JSON');
-{
-  "tenant": "beta",
-  "limits": {
-    "rate": [
-      {"name": "api", "requests": 1, "period": "1h", "shadow": true}
-    ]
-  }
-}
-JSON
+$t->write_file('pol/beta.json', '{"tenant": "beta", "limits": {"rate": ['
+    . '{"name": "api", "requests": 1, "period": "1h", "shadow": true}]}}');
 $t->write_file('guardd.conf', guardd_conf($dir, $sock,
     policies => "$dir/pol", node => 'gd-metrics'));
 
@@ -69,30 +61,18 @@ my $conf = <<'CONF';
     guard_policies %%DIR%%/pol;
     guard_sidecar unix:%%DIR%%/guardd.sock timeout=200ms connections=1;
     guard_metrics_tenants CAP;
+    guard_jwt_keys %%KEYS%%/jwks.json;
 
     server {
         listen 127.0.0.1:%%PORT_0%% reuseport;
-        guard_jwt_keys %%KEYS%%/jwks.json;
+        guard on;
 
-        location / {
-            guard on;
-            empty_gif;
-        }
-
-        location /r/ {
-            guard on;
-            guard_risk on;
-            empty_gif;
-        }
-
-        location /open/ {
-            guard on;
-            guard_risk on;
-            guard_risk_fail open;
-            empty_gif;
-        }
+        location / { empty_gif; }
+        location /r/ { guard_risk on; empty_gif; }
+        location /open/ { guard_risk on; guard_risk_fail open; empty_gif; }
 
         location = /status {
+            guard off;
             guard_status;
         }
     }
