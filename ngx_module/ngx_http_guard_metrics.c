@@ -138,6 +138,9 @@ ngx_http_guard_metrics_init(ngx_slab_pool_t *shpool,
         ngx_shmtx_unlock(&shpool->mutex);
 
         if (t == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, log, 0,
+                          "guard: no room in the guard zone for the "
+                          "metrics of the rate rules");
             return NGX_ERROR;
         }
 

@@ -685,8 +685,7 @@ ngx_http_guard_sc_read(ngx_event_t *rev)
 
                     if (m) {
                         ngx_http_guard_metrics_observe(&m->sidecar_rtt,
-                                      (ngx_http_guard_monotonic_ns() - w->sent)
-                                      / 1000);
+                            (ngx_http_guard_monotonic_ns() - w->sent) / 1000);
                     }
 
                     ngx_http_guard_sc_wake(w, f.type == GD_FRAME_VERDICT
