@@ -340,6 +340,7 @@ ngx_http_guard_metrics_count(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     ngx_uint_t                    d;
     ngx_atomic_t                 *c;
     ngx_http_guard_zone_t        *zone;
+    ngx_http_guard_policy_t      *gp;
     ngx_http_guard_metrics_sh_t  *m;
 
     zone = ngx_http_guard_zone_get(r);
@@ -367,8 +368,25 @@ ngx_http_guard_metrics_count(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
         return;
     }
 
-    c = ngx_http_guard_metrics_counts(zone, m->tenants, ctx->tenant.data,
-                                      ctx->tenant.len);
+    /*
+     * A bound tenant's policy is the tenant's own, or the default one: a
+     * tenant's own policy keeps where its counts are, found once in each
+     * worker (the places of the table stay, even across a reload)
+     */
+
+    gp = ctx->policy;
+
+    if (gp && gp->metrics) {
+        c = gp->metrics;
+
+    } else {
+        c = ngx_http_guard_metrics_counts(zone, m->tenants, ctx->tenant.data,
+                                          ctx->tenant.len);
+
+        if (gp && gp->p->tenant && c != m->tenants->other) {
+            gp->metrics = c;
+        }
+    }
 
     (void) ngx_atomic_fetch_add(&c[d], 1);
 }
