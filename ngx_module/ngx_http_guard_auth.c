@@ -13,6 +13,7 @@
 #include "ngx_http_guard_tenant.h"
 #include "ngx_http_guard_cache.h"
 #include "ngx_http_guard_policy.h"
+#include "ngx_http_guard_metrics.h"
 
 
 static ngx_http_guard_reason_e ngx_http_guard_authenticate(
@@ -140,9 +141,10 @@ ngx_http_guard_authenticate(ngx_http_request_t *r,
     ngx_http_guard_loc_conf_t *conf, ngx_http_guard_ctx_t *ctx,
     ngx_str_t *token, ngx_http_guard_keyset_t *keys, ngx_array_t *issuers)
 {
-    u_char                  *fingerprint;
-    ngx_int_t                rc;
-    ngx_http_guard_reason_e  reason;
+    u_char                       *fingerprint;
+    ngx_int_t                     rc;
+    ngx_http_guard_reason_e       reason;
+    ngx_http_guard_metrics_sh_t  *m;
 
     if (token->len > NGX_HTTP_GUARD_TOKEN_MAX) {
         return NGX_HTTP_GUARD_TOKEN_OVERSIZE;
@@ -174,15 +176,25 @@ ngx_http_guard_authenticate(ngx_http_request_t *r,
             return NGX_HTTP_GUARD_INTERNAL_ERROR;
         }
 
+        m = ngx_http_guard_metrics_get(r);
+
         if (rc == NGX_OK) {
             ctx->cache_status = NGX_HTTP_GUARD_CACHE_HIT;
             ctx->authenticated = 1;
+
+            if (m) {
+                (void) ngx_atomic_fetch_add(&m->cache_hits, 1);
+            }
 
             /* a cached token still meets exp, nbf, iss and aud */
             return ngx_http_guard_jwt_check(r, conf, issuers, &ctx->claims);
         }
 
         ctx->cache_status = NGX_HTTP_GUARD_CACHE_MISS;
+
+        if (m) {
+            (void) ngx_atomic_fetch_add(&m->cache_misses, 1);
+        }
     }
 
     reason = ngx_http_guard_jwt_verify(r, keys, token, &ctx->payload,

@@ -308,6 +308,8 @@ ngx_http_guard_cache_put(ngx_http_request_t *r, u_char *key,
     ngx_rbtree_insert(&zone->sh->cache.lru.rbtree, &cn->lru.node);
     ngx_queue_insert_head(&zone->sh->cache.lru.queue, &cn->lru.queue);
 
+    zone->sh->metrics.cache_entries++;
+
     ngx_shmtx_unlock(&zone->shpool->mutex);
 }
 

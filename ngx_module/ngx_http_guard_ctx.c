@@ -105,6 +105,7 @@ ngx_http_guard_reset_ctx(ngx_http_guard_ctx_t *ctx,
     ctx->auth_shadow = 0;
     ctx->risk = NGX_HTTP_GUARD_RISK_NONE;
     ctx->decided = 0;
+    ctx->busy = 0;
     ctx->authenticated = 0;
     ctx->stage = 0;
     ctx->conf = conf;

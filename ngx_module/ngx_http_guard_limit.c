@@ -32,6 +32,7 @@
 #include "ngx_http_guard_policy.h"
 #include "ngx_http_guard_zone.h"
 #include "ngx_http_guard_problem.h"
+#include "ngx_http_guard_metrics.h"
 
 
 #define NGX_HTTP_GUARD_TAU_MAX      ((uint64_t) 1 << 60)
@@ -499,6 +500,7 @@ ngx_http_guard_limit_rate(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     }
 
     if (refused != n) {
+        ngx_http_guard_metrics_rate_refused(r, checks[refused].rule->name);
         return NGX_HTTP_GUARD_RATE_LIMITED;
     }
 

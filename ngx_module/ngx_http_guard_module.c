@@ -91,6 +91,11 @@ static ngx_conf_enum_t  ngx_http_guard_log_levels[] = {
 #define ngx_http_guard_refusal_log_levels  (&ngx_http_guard_log_levels[1])
 
 
+static ngx_conf_num_bounds_t  ngx_http_guard_metrics_tenants_bounds = {
+    ngx_conf_check_num_bounds, 0, 65536
+};
+
+
 static ngx_command_t  ngx_http_guard_commands[] = {
 
     { ngx_string("guard"),
@@ -233,6 +238,13 @@ static ngx_command_t  ngx_http_guard_commands[] = {
       0,
       NULL },
 
+    { ngx_string("guard_metrics_tenants"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_guard_main_conf_t, metrics_tenants),
+      &ngx_http_guard_metrics_tenants_bounds },
+
     { ngx_string("guard_log_level"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_enum_slot,
@@ -331,6 +343,7 @@ ngx_connection_t  ngx_http_guard_event_connection;
 static ngx_int_t
 ngx_http_guard_handler(ngx_http_request_t *r)
 {
+    uint64_t                     start;
     ngx_int_t                    rc;
     ngx_uint_t                   shadow;
     ngx_http_guard_ctx_t        *ctx;
@@ -371,6 +384,9 @@ ngx_http_guard_handler(ngx_http_request_t *r)
         ngx_http_guard_reset_ctx(ctx, glcf);
     }
 
+    /* Guard's own time, for the metrics (ngx_http_guard_metrics_time()) */
+    start = ngx_http_guard_monotonic_ns();
+
     for (stage = &ngx_http_guard_stages[ctx->stage]; stage->check; stage++) {
 
         shadow = 0;
@@ -384,12 +400,16 @@ ngx_http_guard_handler(ngx_http_request_t *r)
 
         if (rc == NGX_AGAIN) {
             /* the stage resumes the request; it continues here */
+            ngx_http_guard_metrics_busy(ctx, start);
             return NGX_AGAIN;
         }
 
         if (!shadow) {
             ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                            "guard: refused by the %V stage", &stage->name);
+
+            /* the refusal may finalize the request: timed before */
+            ngx_http_guard_metrics_time(r, ctx, start);
 
             return ngx_http_guard_refused(r, ctx, rc);
         }
@@ -402,12 +422,14 @@ ngx_http_guard_handler(ngx_http_request_t *r)
     ctx->reason = NGX_HTTP_GUARD_OK;
     ctx->decided = 1;
 
-    ngx_http_guard_metrics_count(r, NGX_HTTP_GUARD_OK, 0);
+    ngx_http_guard_metrics_count(r, ctx, NGX_HTTP_GUARD_OK, 0);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "guard: allow, tenant \"%V\", decision %*s",
                    &ctx->tenant, (size_t) NGX_HTTP_GUARD_ID_LEN,
                    ngx_http_guard_decision_id(r, ctx));
+
+    ngx_http_guard_metrics_time(r, ctx, start);
 
     return ngx_http_guard_allowed(r);
 }
@@ -502,7 +524,7 @@ ngx_http_guard_shadow(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
         ctx->shadow_reason = reason;
     }
 
-    ngx_http_guard_metrics_count(r, reason, 1);
+    ngx_http_guard_metrics_count(r, ctx, reason, 1);
 
     ngx_http_guard_request_log(r, &log);
 
@@ -680,6 +702,7 @@ ngx_http_guard_create_main_conf(ngx_conf_t *cf)
     gmcf->zone_size = NGX_CONF_UNSET_SIZE;
     gmcf->sidecar_log_level = NGX_CONF_UNSET_UINT;
     gmcf->audit_slots = NGX_CONF_UNSET_UINT;
+    gmcf->metrics_tenants = NGX_CONF_UNSET_UINT;
 
     return gmcf;
 }
@@ -691,6 +714,8 @@ ngx_http_guard_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_http_guard_main_conf_t *gmcf = conf;
 
     ngx_conf_init_uint_value(gmcf->sidecar_log_level, NGX_LOG_ERR);
+    ngx_conf_init_uint_value(gmcf->metrics_tenants,
+                             NGX_HTTP_GUARD_METRICS_TENANTS);
 
     return ngx_http_guard_zone_size(cf, conf);
 }

@@ -137,6 +137,7 @@ typedef struct {
     ngx_http_guard_sidecar_conf_t  *sidecar;
     ngx_uint_t                   sidecar_log_level;
     ngx_uint_t                   audit_slots;
+    ngx_uint_t                   metrics_tenants;
     ngx_str_t                    audit_spill;
     ngx_shm_zone_t              *audit_zone;
     ngx_flag_t                   satisfy_any; /* "guard on" there */
@@ -213,6 +214,7 @@ typedef struct {
     ngx_http_guard_reason_e      shadow_reason;
     ngx_http_guard_risk_e        risk;
     ngx_int_t                    risk_score;
+    uint64_t                     busy;        /* ns in Guard's handler */
     ngx_http_guard_cache_status_e  cache_status;
     ngx_http_guard_loc_conf_t   *cache_keyed; /* cache_key is for it */
     u_char                       cache_key[NGX_HTTP_GUARD_CACHE_KEY_LEN];

@@ -21,6 +21,8 @@ struct ngx_http_guard_policy_s {
     ngx_http_guard_keyset_t     *keys;        /* auth.jwks, or NULL */
     ngx_array_t                 *issuers;     /* auth.issuers, or NULL */
     ngx_str_t                   *rate_fields; /* per rule: "name";q=;w= */
+    ngx_atomic_t                *metrics;     /* the tenant's counts, in */
+                                              /* the zone, once found */
 };
 
 

@@ -754,7 +754,7 @@ ngx_http_guard_refuse(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     /* a refused request uses no quota of the rate rules it passed */
     ngx_http_guard_limit_refund(r, ctx);
 
-    ngx_http_guard_metrics_count(r, reason, 0);
+    ngx_http_guard_metrics_count(r, ctx, reason, 0);
 
     ctx->reason = reason;
     ctx->decided = 1;

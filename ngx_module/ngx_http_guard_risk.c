@@ -13,6 +13,7 @@
 #include "ngx_http_guard_sidecar.h"
 #include "ngx_http_guard_problem.h"
 #include "ngx_http_guard_policy.h"
+#include "ngx_http_guard_metrics.h"
 
 
 static json_t *ngx_http_guard_risk_request(ngx_http_request_t *r,
@@ -33,9 +34,10 @@ ngx_int_t
 ngx_http_guard_risk(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     ngx_uint_t *shadow)
 {
-    ngx_int_t                rc;
-    ngx_uint_t               mode;
-    ngx_http_guard_reason_e  reason;
+    ngx_int_t                     rc;
+    ngx_uint_t                    mode;
+    ngx_http_guard_reason_e       reason;
+    ngx_http_guard_metrics_sh_t  *m;
 
     mode = ctx->conf->risk;
 
@@ -78,6 +80,12 @@ ngx_http_guard_risk(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 
         if (ctx->conf->risk_fail_open) {
             *shadow = 1;
+
+            m = ngx_http_guard_metrics_get(r);
+
+            if (m && mode == NGX_HTTP_GUARD_RISK_ON) {
+                (void) ngx_atomic_fetch_add(&m->sidecar_fail_open, 1);
+            }
         }
 
         break;

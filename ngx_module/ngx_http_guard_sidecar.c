@@ -21,6 +21,8 @@
 #include "ngx_http_guard_problem.h"
 #include "ngx_http_guard_audit.h"
 #include "ngx_http_guard_policy.h"
+#include "ngx_http_guard_metrics.h"
+#include "ngx_http_guard_zone.h"
 
 #include "gd_proto.h"
 
@@ -71,6 +73,7 @@ typedef struct {
     ngx_event_t                  timer;
     ngx_event_t                  resume;      /* posted */
     ngx_queue_t                  queue;       /* the connection's */
+    uint64_t                     sent;        /* ns, the metrics' RTT */
     unsigned                     finished:1;
 } ngx_http_guard_sc_waiter_t;
 
@@ -629,12 +632,13 @@ ngx_http_guard_sc_read(ngx_event_t *rev)
     ngx_connection_t          *c = rev->data;
     ngx_http_guard_sc_conn_t  *sc = c->data;
 
-    char                         err[256];
-    size_t                       used, off;
-    ssize_t                      n;
-    gd_frame_t                   f;
-    gd_proto_rc_t                rc;
-    ngx_http_guard_sc_waiter_t  *w;
+    char                          err[256];
+    size_t                        used, off;
+    ssize_t                       n;
+    gd_frame_t                    f;
+    gd_proto_rc_t                 rc;
+    ngx_http_guard_sc_waiter_t   *w;
+    ngx_http_guard_metrics_sh_t  *m;
 
     for ( ;; ) {
         n = c->recv(c, sc->in + sc->in_len,
@@ -691,6 +695,13 @@ ngx_http_guard_sc_read(ngx_event_t *rev)
                 w = ngx_http_guard_sc_find(f.id);
 
                 if (w && w->conn == sc) {
+                    m = ngx_http_guard_metrics_get(w->request);
+
+                    if (m) {
+                        ngx_http_guard_metrics_observe(&m->sidecar_rtt,
+                            (ngx_http_guard_monotonic_ns() - w->sent) / 1000);
+                    }
+
                     ngx_http_guard_sc_wake(w, f.type == GD_FRAME_VERDICT
                                               ? NGX_OK : NGX_ERROR,
                                            f.payload);
@@ -791,6 +802,7 @@ ngx_http_guard_sidecar_call(ngx_http_request_t *r,
             w->data = data;
             /* DECIDE ids never have the bit of AUDIT ids */
             w->id = ++ngx_http_guard_sc_id & ~NGX_HTTP_GUARD_AUDIT_ID;
+            w->sent = ngx_http_guard_monotonic_ns();
 
             if (ngx_http_guard_sc_send(sc, GD_FRAME_DECIDE, w->id, doc)
                 == NGX_OK)
@@ -868,11 +880,18 @@ ngx_http_guard_sc_find(uint32_t id)
 static void
 ngx_http_guard_sc_timeout(ngx_event_t *ev)
 {
-    ngx_log_t                    log;
-    ngx_http_guard_sc_waiter_t  *w;
+    ngx_log_t                     log;
+    ngx_http_guard_sc_waiter_t   *w;
+    ngx_http_guard_metrics_sh_t  *m;
 
     w = (ngx_http_guard_sc_waiter_t *)
             ((u_char *) ev - offsetof(ngx_http_guard_sc_waiter_t, timer));
+
+    m = ngx_http_guard_metrics_get(w->request);
+
+    if (m) {
+        (void) ngx_atomic_fetch_add(&m->sidecar_timeouts, 1);
+    }
 
     /* a line a second at the most, with how many it hid */
 

@@ -62,6 +62,8 @@ ngx_http_guard_zone_add(ngx_conf_t *cf, ngx_http_guard_main_conf_t *gmcf)
     gmcf->shm_zone->init = ngx_http_guard_zone_init;
     gmcf->shm_zone->data = zone;
 
+    zone->metrics_tenants = gmcf->metrics_tenants;
+
     return NGX_CONF_OK;
 }
 
@@ -90,7 +92,11 @@ ngx_http_guard_zone_init(ngx_shm_zone_t *shm_zone, void *data)
         ngx_http_guard_limit_init(&zone->sh->limit);
     }
 
-    return NGX_OK;
+    /* a new zone, or a reload that changed guard_metrics_tenants */
+
+    return ngx_http_guard_metrics_init(zone->shpool, &zone->sh->metrics,
+                                       zone->metrics_tenants,
+                                       shm_zone->shm.log);
 }
 
 
@@ -261,28 +267,38 @@ ngx_http_guard_zone_now(void)
 uint64_t
 ngx_http_guard_zone_clock_locked(ngx_http_guard_zone_t *zone)
 {
-    uint64_t         now;
-#if (NGX_HAVE_CLOCK_MONOTONIC)
-    struct timespec  ts;
+    uint64_t  now;
 
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) {
-        now = (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-
-    } else {
-        now = 0;
-    }
-#else
-    struct timeval   tv;
-
-    ngx_gettimeofday(&tv);
-    now = (uint64_t) tv.tv_sec * 1000000 + tv.tv_usec;
-#endif
+    now = ngx_http_guard_monotonic_ns() / 1000;
 
     if (now > zone->sh->clock) {
         zone->sh->clock = now;
     }
 
     return zone->sh->clock;
+}
+
+
+/* the system's monotonic clock in nanoseconds (the wall clock without) */
+
+uint64_t
+ngx_http_guard_monotonic_ns(void)
+{
+#if (NGX_HAVE_CLOCK_MONOTONIC)
+    struct timespec  ts;
+
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) {
+        return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+    }
+
+    return 0;
+#else
+    struct timeval   tv;
+
+    ngx_gettimeofday(&tv);
+
+    return (uint64_t) tv.tv_sec * 1000000000 + (uint64_t) tv.tv_usec * 1000;
+#endif
 }
 
 
@@ -293,6 +309,10 @@ ngx_http_guard_lru_free_locked(ngx_http_guard_zone_t *zone,
     ngx_queue_remove(&ln->queue);
     ngx_rbtree_delete(&lru->rbtree, &ln->node);
     ngx_slab_free_locked(zone->shpool, ln);
+
+    if (lru == &zone->sh->cache.lru) {
+        zone->sh->metrics.cache_entries--;
+    }
 }
 
 
@@ -317,8 +337,14 @@ ngx_http_guard_lru_expire(ngx_http_guard_zone_t *zone,
         ln = ngx_queue_data(ngx_queue_last(&lru->queue),
                             ngx_http_guard_lru_node_t, queue);
 
-        if (!force && ln->expires > now) {
-            return;
+        if (ln->expires > now) {
+            if (!force) {
+                return;
+            }
+
+            if (lru == &zone->sh->cache.lru) {
+                zone->sh->metrics.cache_evictions++;
+            }
         }
 
         ngx_http_guard_lru_free_locked(zone, lru, ln);

@@ -31,6 +31,7 @@ typedef struct {
 typedef struct {
     ngx_http_guard_sh_t         *sh;
     ngx_slab_pool_t             *shpool;
+    ngx_uint_t                   metrics_tenants;
 } ngx_http_guard_zone_t;
 
 
@@ -53,6 +54,7 @@ ngx_rbtree_node_t *ngx_http_guard_zone_lookup(ngx_rbtree_t *tree,
 void *ngx_http_guard_shm_data(ngx_shm_zone_t *shm_zone, void *data,
     size_t size, ngx_uint_t *fresh);
 uint64_t ngx_http_guard_zone_now(void);
+uint64_t ngx_http_guard_monotonic_ns(void);
 uint64_t ngx_http_guard_zone_clock_locked(ngx_http_guard_zone_t *zone);
 void ngx_http_guard_lru_free_locked(ngx_http_guard_zone_t *zone,
     ngx_http_guard_lru_t *lru, ngx_http_guard_lru_node_t *ln);

@@ -4,7 +4,7 @@
 # - on a Unix socket: known traffic (a spill file, DECIDEs that allow,
 #   step up and deny, AUDIT records and duplicates, a bad payload, a bad
 #   request, a framing error), then /metrics parsed by the real parser
-#   (prometheus_client, t/tools/prom_samples.py) and every value checked
+#   (prometheus_client, t/tools/prom_parse.py) and every value checked
 #   against what was sent; histogram counts agree with the counters;
 # - the HTTP side: 404 for another path, 405 for another method, 400 for
 #   a request head over 8 KiB or one that is not HTTP, at most 8 scrapes
@@ -87,15 +87,16 @@ sub scrape {
     my @curl = @_;
     my $text = qx(curl -sf --max-time 5 @curl);
     return undef if $? != 0;
-    my $pid = open2(my $out, my $in, $python, "$repo/t/tools/prom_samples.py");
+    my $pid = open2(my $out, my $in, $python, "$repo/t/tools/prom_parse.py");
     print $in $text;
     close $in;
     my $parsed = do { local $/; <$out> };
     waitpid $pid, 0;
     return undef if $? != 0;
     my %m;
-    for my $s (@{ $json->decode($parsed)->{samples} }) {
-        push @{ $m{$s->[0]} }, [$s->[1], $s->[2]];
+    for my $f (@{ $json->decode($parsed) }) {
+        push @{ $m{$_->{name}} }, [$_->{labels}, $_->{value}]
+            for @{ $f->{samples} };
     }
     return \%m;
 }

@@ -297,6 +297,12 @@ sub soc_setup {
        'docs/soc.md: its records are in the journal');
     close $s;
 
+    gateway_setup();
+}
+
+# the docs' gateway, https://gw/: nginx with the module, a guarded API
+# and guard_status at /guard/status
+sub gateway_setup {
     $t = Guard::Test->new;
     $t->write_conf(http => <<"CONF");
     guard_jwt_keys $root/etc/guard/private/jwks.json;
@@ -308,6 +314,9 @@ sub soc_setup {
             guard on;
             guard_tenant \$path_tenant;
             return 200 "ok \$guard_tenant\\n";
+        }
+        location = /guard/status {
+            guard_status;
         }
     }
 CONF
@@ -321,6 +330,10 @@ sub soc_teardown {
         is($? >> 8, 0, 'docs/soc.md: guardd exits 0');
         undef $guardd;
     }
+    gateway_teardown();
+}
+
+sub gateway_teardown {
     if ($t) {
         $t->stop;
         $t->errlog_ok;
@@ -333,7 +346,8 @@ END { kill 'KILL', $guardd if $guardd }
 
 my %cwd = ('README.md' => $repo, 'docs/policies.md' => $repo,
            'docs/directives.md' => $repo);
-my %setup = ('docs/soc.md' => [\&soc_setup, \&soc_teardown]);
+my %setup = ('docs/soc.md' => [\&soc_setup, \&soc_teardown],
+             'docs/metrics.md' => [\&gateway_setup, \&gateway_teardown]);
 
 for my $file (@docs) {
     my @mine = grep { $_->{file} eq $file && ($_->{mark} // '') !~ /^run by /
