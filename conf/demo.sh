@@ -96,7 +96,8 @@ start() {
     cat > "$demo/guardd.conf" <<JSON
 {"listen": "$demo/guardd.sock", $group "pid_file": "$demo/guardd.pid",
  "policies": "$policies", "journal": {"dir": "$state/journal"},
- "spill": "$state/spill", "node": "demo-guardd"}
+ "spill": "$state/spill", "node": "demo-guardd",
+ "metrics": "$demo/guardd-metrics.sock"}
 JSON
     setsid "$guardd" -c "$demo/guardd.conf" </dev/null >/dev/null \
         2>>"$demo/logs/guardd.log" &
@@ -200,8 +201,11 @@ gateway's (rs256, es256, ... in $state/keys/jwks.json) for other tenants
   curl -s -H "Authorization: Bearer \$($guardctl token mint --key $state/keys/acme-2026.pem --alg RS256 --kid acme-2026 --tenant acme --sub you@acme --iss https://idp.acme.example --aud api --ttl 10m)" $base/api/acme/orders
   curl -s -H "Authorization: Bearer \$($guardctl token mint --key $state/keys/rs256.pem --alg RS256 --kid rs256 --tenant gamma --sub you@gamma --iss https://idp.demo --aud api --ttl 10m)" $base/api/gamma/orders
 
-The decision counts (guard_status; Prometheus text with ?format=prometheus)
+The decision counts (guard_status), and the Prometheus metrics of the
+module and of guardd (docs/metrics.md)
   curl -s $base/guard/status
+  curl -s "$base/guard/status?format=prometheus"
+  curl -s --unix-socket $demo/guardd-metrics.sock http://guardd/metrics
 
 Every refusal above is an audit record in guardd's journal, for the SOC
 (with the export line above; an id can be given by its first characters):

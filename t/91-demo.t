@@ -139,7 +139,11 @@ my @expect = (
     [qr/^Acme's admin API asks guardd/,
      sub { $_[0] =~ /^HTTP\/1\.1 40[13] / && $_[0] =~ /risk_(?:deny|step_up)/ }],
     [qr/^Mint your own token/, sub { $_[0] =~ $upstream }],
-    [qr/^The decision counts/, sub { $_[0] =~ /"refused":/ }],
+    [qr/^The decision counts/, sub {
+        $_[0] =~ /"refused":/
+            || $_[0] =~ /^guard_decisions_total\{decision="allow",reason="none"\} [1-9]/m
+            || $_[0] =~ /^guardd_decisions_total\{.*verdict="(?:deny|step_up)".*\} [1-9]/m;
+    }],
     [qr/^Every refusal above is an audit record/, sub { 1 }],
     [qr/^Policies: /, sub { $_[0] =~ /\bok\b/ }],
 );
