@@ -25,6 +25,7 @@
 #include "ngx_http_guard_metrics.h"
 #include "ngx_http_guard_sidecar.h"
 #include "ngx_http_guard_audit.h"
+#include "ngx_http_guard_health.h"
 
 
 static ngx_int_t ngx_http_guard_handler(ngx_http_request_t *r);
@@ -235,6 +236,27 @@ static ngx_command_t  ngx_http_guard_commands[] = {
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_guard_status,
       0,
+      0,
+      NULL },
+
+    { ngx_string("guard_health"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_guard_health,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("guard_health_check"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_guard_health_check,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("guard_health_backlog"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_guard_health_backlog,
+      NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
 
@@ -810,6 +832,19 @@ ngx_http_guard_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         if (clcf->satisfy == NGX_HTTP_SATISFY_ANY) {
             gmcf->satisfy_any = 1;
         }
+    }
+
+    /* readiness fails without guardd where requests would (guard_health) */
+    if (conf->enable && conf->risk == NGX_HTTP_GUARD_RISK_ON
+        && !conf->risk_fail_open)
+    {
+        gmcf->risk_closed = 1;
+    }
+
+    if (ngx_http_guard_health_merge(cf, &conf->health, prev->health)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
     }
 
     if (conf->enable && conf->risk != NGX_HTTP_GUARD_RISK_OFF

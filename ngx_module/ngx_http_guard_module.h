@@ -126,6 +126,7 @@ typedef struct {
 
 
 typedef struct ngx_http_guard_sidecar_conf_s  ngx_http_guard_sidecar_conf_t;
+typedef struct ngx_http_guard_health_conf_s  ngx_http_guard_health_conf_t;
 
 
 typedef struct {
@@ -141,6 +142,7 @@ typedef struct {
     ngx_str_t                    audit_spill;
     ngx_shm_zone_t              *audit_zone;
     ngx_flag_t                   satisfy_any; /* "guard on" there */
+    ngx_flag_t                   risk_closed; /* guard_risk on, closed */
 } ngx_http_guard_main_conf_t;
 
 
@@ -159,6 +161,7 @@ typedef struct {
     ngx_uint_t                   risk;
     ngx_uint_t                   risk_fail_open;
     ngx_uint_t                   log_level;   /* of refusal lines */
+    ngx_http_guard_health_conf_t  *health;
 } ngx_http_guard_loc_conf_t;
 
 

@@ -118,6 +118,7 @@ static void ngx_http_guard_sc_resume(ngx_event_t *ev);
 static void ngx_http_guard_sc_waiter_cleanup(void *data);
 static void ngx_http_guard_sc_detach(ngx_http_guard_sc_waiter_t *w);
 static void ngx_http_guard_sc_failed(void);
+static ngx_uint_t ngx_http_guard_sc_cooling(void);
 
 
 /* configuration: guard_sidecar unix:/path [timeout=25ms] [connections=2] */
@@ -494,6 +495,37 @@ ngx_http_guard_sidecar_pick(void)
     }
 
     return NGX_DECLINED;
+}
+
+
+/*
+ * For readiness: this worker's connections, how many are up, and the
+ * calls failed in a row while the client is cooling down (0 otherwise).
+ */
+
+ngx_uint_t
+ngx_http_guard_sidecar_health(ngx_uint_t *ready, ngx_uint_t *failing)
+{
+    ngx_uint_t  i;
+
+    *ready = 0;
+    *failing = 0;
+
+    if (ngx_http_guard_sc_conns == NULL) {
+        return 0;
+    }
+
+    for (i = 0; i < ngx_http_guard_sc_conf->connections; i++) {
+        if (ngx_http_guard_sc_conns[i].state == NGX_HTTP_GUARD_SC_READY) {
+            (*ready)++;
+        }
+    }
+
+    if (ngx_http_guard_sc_cooling()) {
+        *failing = ngx_http_guard_sc_failures;
+    }
+
+    return ngx_http_guard_sc_conf->connections;
 }
 
 

@@ -39,6 +39,8 @@ ngx_int_t ngx_http_guard_sidecar_pick(void);
 ngx_int_t ngx_http_guard_sidecar_audit(ngx_uint_t conn, uint32_t id,
     u_char *record, size_t len);
 ngx_uint_t ngx_http_guard_sidecar_refused(json_t *error);
+ngx_uint_t ngx_http_guard_sidecar_health(ngx_uint_t *ready,
+    ngx_uint_t *failing);
 
 ngx_int_t ngx_http_guard_sidecar_call(ngx_http_request_t *r,
     ngx_http_guard_sidecar_build_pt build,
