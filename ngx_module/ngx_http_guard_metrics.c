@@ -32,6 +32,7 @@
 #include "ngx_http_guard_policy.h"
 #include "ngx_http_guard_zone.h"
 #include "ngx_http_guard_audit.h"
+#include "ngx_http_guard_health.h"
 
 
 typedef struct {
@@ -702,7 +703,8 @@ ngx_http_guard_status_text(ngx_http_request_t *r, ngx_http_guard_zone_t *zone)
            + (tenants + 1) * NGX_HTTP_GUARD_DECISION_LAST
              * (NGX_HTTP_GUARD_PROM_LINE + NGX_HTTP_GUARD_PROM_NAME)
            + (rules + 1) * (NGX_HTTP_GUARD_PROM_LINE + NGX_HTTP_GUARD_PROM_NAME)
-           + (version ? 2 * version->len : 0);
+           + (version ? 2 * version->len : 0)
+           + 3 * NGX_HTTP_GUARD_PROM_LINE;              /* guard_health_ok */
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
@@ -853,6 +855,13 @@ ngx_http_guard_status_text(ngx_http_request_t *r, ngx_http_guard_zone_t *zone)
         p = ngx_http_guard_prom_escape(p, version->data, version->len);
         p = ngx_cpymem(p, "\"} 1\n", sizeof("\"} 1\n") - 1);
     }
+
+    /* readiness, as guard_health would answer here (docs/directives.md) */
+
+    p = ngx_http_guard_prom_value(p, "guard_health_ok", "gauge",
+                                  ngx_http_guard_health_ok(r),
+                                  "1 when the guard_health checks pass, "
+                                  "0 when one that fails readiness does.");
 
     b->last = p;
     b->last_buf = (r == r->main) ? 1 : 0;

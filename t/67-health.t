@@ -135,6 +135,12 @@ sub ready_wait {
 
 sub failed { join ',', @{ $_[0]{failed} // [] } }
 
+# guard_status's gauge guard_health_ok
+sub health_gauge {
+    my $r = $t->get('/status?format=prometheus');
+    return $r->{body} =~ /^guard_health_ok (\d+)$/m ? $1 : undef;
+}
+
 # healthy: every check ok
 my ($st, $doc, $r) = ready_wait('/ready', 200);
 is($st, 200, 'healthy: 200');
@@ -159,6 +165,7 @@ is($doc->{checks}{audit_backlog}{threshold}, 0.9,
    'audit_backlog: threshold 0.9 by default');
 is($doc->{checks}{breakers}{mode}, 'warn', 'breakers: reported only');
 is_deeply($doc->{checks}{breakers}{open}, [], 'breakers: none open');
+is(health_gauge(), 1, 'guard_health_ok 1');
 
 # HEAD, and nothing but GET and HEAD
 $r = $t->http('HEAD', '/ready');
@@ -189,6 +196,7 @@ is($st, 503, 'guardd stopped: 503');
 is(failed($doc), 'sidecar', '... naming the sidecar');
 like($doc->{checks}{sidecar}{detail}, qr/unreachable/, '... unreachable');
 is($doc->{checks}{sidecar}{ready}, 0, '... no connection up');
+is(health_gauge(), 0, '... guard_health_ok 0');
 ($st, $doc) = ready('/ready-nosidecar');
 is($st, 200, 'sidecar check off: 200');
 ok(!exists $doc->{checks}{sidecar}, '... and not reported');
