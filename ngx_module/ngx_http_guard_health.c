@@ -51,6 +51,8 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_guard_health_handler(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_guard_health_find(ngx_str_t *name, void *table,
+    size_t size);
 static json_t *ngx_http_guard_health_run(ngx_http_request_t *r,
     ngx_uint_t *healthy);
 static void ngx_http_guard_health_detail(json_t *out, const char *fmt, ...);
@@ -150,6 +152,31 @@ ngx_http_guard_health_conf(ngx_conf_t *cf, ngx_http_guard_loc_conf_t *glcf)
 }
 
 
+/*
+ * The row of a table of rows that begin with their name, up to a row
+ * with an empty name: name's, or the empty one.
+ */
+
+static ngx_uint_t
+ngx_http_guard_health_find(ngx_str_t *name, void *table, size_t size)
+{
+    u_char      *row;
+    ngx_str_t   *s;
+    ngx_uint_t   i;
+
+    for (i = 0, row = table; /* void */; i++, row += size) {
+        s = (ngx_str_t *) row;
+
+        if (s->len == 0
+            || (s->len == name->len
+                && ngx_strncmp(s->data, name->data, name->len) == 0))
+        {
+            return i;
+        }
+    }
+}
+
+
 /* guard_health_check NAME on|warn|off; */
 
 char *
@@ -163,15 +190,8 @@ ngx_http_guard_health_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    for (i = 0; ngx_http_guard_health_checks[i].name.len; i++) {
-        if (ngx_http_guard_health_checks[i].name.len == value[1].len
-            && ngx_strncmp(ngx_http_guard_health_checks[i].name.data,
-                           value[1].data, value[1].len)
-               == 0)
-        {
-            break;
-        }
-    }
+    i = ngx_http_guard_health_find(&value[1], ngx_http_guard_health_checks,
+                                   sizeof(ngx_http_guard_health_row_t));
 
     if (ngx_http_guard_health_checks[i].name.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -180,15 +200,8 @@ ngx_http_guard_health_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    for (m = 0; ngx_http_guard_health_modes[m].name.len; m++) {
-        if (ngx_http_guard_health_modes[m].name.len == value[2].len
-            && ngx_strncmp(ngx_http_guard_health_modes[m].name.data,
-                           value[2].data, value[2].len)
-               == 0)
-        {
-            break;
-        }
-    }
+    m = ngx_http_guard_health_find(&value[2], ngx_http_guard_health_modes,
+                                   sizeof(ngx_conf_enum_t));
 
     if (ngx_http_guard_health_modes[m].name.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -305,7 +318,8 @@ ngx_http_guard_health_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b = ngx_http_guard_json_buf(r, doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    b = ngx_http_guard_json_buf(r, doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER
+                                        | JSON_REAL_PRECISION(6));
 
     json_decref(doc);
 
