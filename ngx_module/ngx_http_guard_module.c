@@ -760,6 +760,7 @@ ngx_http_guard_create_loc_conf(ngx_conf_t *cf)
      *     conf->token = NULL;
      *     conf->tenant = NULL;
      *     conf->tenant_claim = { 0 };
+     *     conf->health = NULL;
      */
 
     conf->enable = NGX_CONF_UNSET;
