@@ -102,7 +102,8 @@ static ngx_http_guard_bh_entry_t *ngx_http_guard_bh_entry_locked(
     ngx_queue_t *q, ngx_uint_t granted, void *waiter);
 static void ngx_http_guard_bh_remove_locked(ngx_http_guard_zone_t *zone,
     ngx_http_guard_bh_node_t *node, ngx_http_guard_bh_entry_t *e);
-static void ngx_http_guard_bh_grant_locked(ngx_http_guard_bh_node_t *node);
+static void ngx_http_guard_bh_grant_locked(ngx_http_guard_zone_t *zone,
+    ngx_http_guard_bh_node_t *node);
 static void ngx_http_guard_bh_reap_locked(ngx_http_guard_zone_t *zone,
     ngx_http_guard_bh_node_t *node, ngx_uint_t force);
 static void ngx_http_guard_bh_settle_locked(ngx_http_guard_zone_t *zone,
@@ -252,7 +253,7 @@ ngx_http_guard_bulkhead(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
         ngx_http_guard_bh_reap_locked(zone, cn, 0);
     }
 
-    ngx_http_guard_bh_grant_locked(cn);
+    ngx_http_guard_bh_grant_locked(zone, cn);
 
     /* after the grant, a free slot means that nobody waits */
 
@@ -386,6 +387,8 @@ ngx_http_guard_bh_entry_locked(ngx_http_guard_zone_t *zone,
 
     } else {
         node->waiting++;
+        (void) ngx_atomic_fetch_add(&zone->sh->metrics.concurrency_waiting, 1);
+        (void) ngx_atomic_fetch_add(&zone->sh->metrics.concurrency_queued, 1);
     }
 
     return e;
@@ -405,6 +408,8 @@ ngx_http_guard_bh_remove_locked(ngx_http_guard_zone_t *zone,
 
     } else {
         node->waiting--;
+        (void) ngx_atomic_fetch_add(&zone->sh->metrics.concurrency_waiting,
+                                    (ngx_atomic_int_t) -1);
     }
 
     ngx_slab_free_locked(zone->shpool, e);
@@ -417,7 +422,8 @@ ngx_http_guard_bh_remove_locked(ngx_http_guard_zone_t *zone,
  */
 
 static void
-ngx_http_guard_bh_grant_locked(ngx_http_guard_bh_node_t *node)
+ngx_http_guard_bh_grant_locked(ngx_http_guard_zone_t *zone,
+    ngx_http_guard_bh_node_t *node)
 {
     ngx_queue_t                *q;
     ngx_http_guard_bh_t        *bh;
@@ -430,6 +436,8 @@ ngx_http_guard_bh_grant_locked(ngx_http_guard_bh_node_t *node)
 
         ngx_queue_remove(q);
         node->waiting--;
+        (void) ngx_atomic_fetch_add(&zone->sh->metrics.concurrency_waiting,
+                                    (ngx_atomic_int_t) -1);
 
         ngx_queue_insert_tail(&node->holders, q);
         node->count++;
@@ -533,7 +541,7 @@ static void
 ngx_http_guard_bh_settle_locked(ngx_http_guard_zone_t *zone,
     ngx_http_guard_bh_node_t *node)
 {
-    ngx_http_guard_bh_grant_locked(node);
+    ngx_http_guard_bh_grant_locked(zone, node);
 
     if (node->count == 0 && node->waiting == 0) {
         ngx_rbtree_delete(&zone->sh->limit.conc_rbtree, &node->node);
@@ -606,6 +614,9 @@ ngx_http_guard_bh_check(ngx_http_guard_bh_t *bh)
                 bh->entry = NULL;
                 bh->node = NULL;
                 bh->state = NGX_HTTP_GUARD_BH_TIMED_OUT;
+
+                (void) ngx_atomic_fetch_add(
+                           &zone->sh->metrics.concurrency_queue_timeouts, 1);
             }
 
             ngx_shmtx_unlock(&zone->shpool->mutex);
@@ -615,7 +626,7 @@ ngx_http_guard_bh_check(ngx_http_guard_bh_t *bh)
 
             ngx_shmtx_lock(&zone->shpool->mutex);
             ngx_http_guard_bh_reap_locked(zone, bh->node, 0);
-            ngx_http_guard_bh_grant_locked(bh->node);
+            ngx_http_guard_bh_grant_locked(zone, bh->node);
             ngx_shmtx_unlock(&zone->shpool->mutex);
         }
 

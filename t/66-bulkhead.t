@@ -129,6 +129,8 @@ $t->write_conf(workers => 2, http => <<'EOF');
         proxy_set_header X-Worker $pid;
         add_header X-Reason $guard_reason always;
 
+        location = /status { guard_status; }
+
         location / {
             guard on;
             proxy_pass http://127.0.0.1:%%PORT_1%%;
@@ -373,6 +375,19 @@ $t->errlog_like(qr/concurrency slot\(s\) and place\(s\) of exited worker\(s\) gi
 }
 
 capacity_ok('after the reload');
+
+# --- the metrics -------------------------------------------------------------
+
+{
+    my $r = $t->get('/status?format=prometheus');
+    my %m = map { /^(\w+) (\d+)$/ ? ($1 => $2) : () } split /\n/, $r->{body};
+    is($m{guard_concurrency_waiting}, 0, 'guard_concurrency_waiting: 0 now');
+    cmp_ok($m{guard_concurrency_queued_total} // 0, '>=', 15,
+           'guard_concurrency_queued_total counts the queued requests ('
+           . ($m{guard_concurrency_queued_total} // 'none') . ')');
+    is($m{guard_concurrency_queue_timeouts_total}, 1,
+       'guard_concurrency_queue_timeouts_total: the one timeout');
+}
 
 $t->errlog_ok;
 
