@@ -97,9 +97,9 @@ typedef struct {
 static void ngx_http_guard_bh_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static ngx_http_guard_bh_t *ngx_http_guard_bh_find(ngx_http_request_t *r);
-static ngx_http_guard_bh_entry_t *ngx_http_guard_bh_entry_locked(
+static ngx_int_t ngx_http_guard_bh_join_locked(ngx_http_guard_bh_t *bh,
     ngx_http_guard_zone_t *zone, ngx_http_guard_bh_node_t *node,
-    ngx_queue_t *q, ngx_uint_t granted, void *waiter);
+    ngx_uint_t granted);
 static void ngx_http_guard_bh_remove_locked(ngx_http_guard_zone_t *zone,
     ngx_http_guard_bh_node_t *node, ngx_http_guard_bh_entry_t *e);
 static void ngx_http_guard_bh_grant_locked(ngx_http_guard_zone_t *zone,
@@ -148,7 +148,6 @@ ngx_http_guard_bulkhead(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     ngx_http_guard_bh_t        *bh;
     ngx_http_guard_zone_t      *zone;
     ngx_http_guard_bh_node_t   *cn;
-    ngx_http_guard_bh_entry_t  *e;
 
     if (ctx->policy == NULL || ctx->policy->p->concurrency == 0
         || ctx->holds_slot)
@@ -262,8 +261,7 @@ ngx_http_guard_bulkhead(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
     if (!over || in_shadow) {
         /* a shadowed request is in flight all the same: count it */
 
-        e = ngx_http_guard_bh_entry_locked(zone, cn, &cn->holders, 1, NULL);
-        if (e == NULL) {
+        if (ngx_http_guard_bh_join_locked(bh, zone, cn, 1) != NGX_OK) {
             ngx_http_guard_bh_settle_locked(zone, cn);
             ngx_shmtx_unlock(&zone->shpool->mutex);
             goto full;
@@ -271,10 +269,6 @@ ngx_http_guard_bulkhead(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 
         ngx_shmtx_unlock(&zone->shpool->mutex);
 
-        bh->zone = zone;
-        bh->node = cn;
-        bh->entry = e;
-        bh->state = NGX_HTTP_GUARD_BH_HOLDING;
         ctx->holds_slot = 1;
 
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -300,18 +294,13 @@ ngx_http_guard_bulkhead(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
         return NGX_HTTP_GUARD_CONCURRENCY_LIMITED;
     }
 
-    e = ngx_http_guard_bh_entry_locked(zone, cn, &cn->waiters, 0, bh);
-    if (e == NULL) {
+    if (ngx_http_guard_bh_join_locked(bh, zone, cn, 0) != NGX_OK) {
         ngx_shmtx_unlock(&zone->shpool->mutex);
         goto full;
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    bh->zone = zone;
-    bh->node = cn;
-    bh->entry = e;
-    bh->state = NGX_HTTP_GUARD_BH_WAITING;
     bh->deadline = ngx_current_msec + p->concurrency_queue_timeout_ms;
     bh->delay = NGX_HTTP_GUARD_BH_POLL_MIN;
     bh->checked = ngx_current_msec;
@@ -362,10 +351,12 @@ ngx_http_guard_bh_find(ngx_http_request_t *r)
 }
 
 
-static ngx_http_guard_bh_entry_t *
-ngx_http_guard_bh_entry_locked(ngx_http_guard_zone_t *zone,
-    ngx_http_guard_bh_node_t *node, ngx_queue_t *q, ngx_uint_t granted,
-    void *waiter)
+/* the request takes a slot (granted) or the last place in the queue */
+
+static ngx_int_t
+ngx_http_guard_bh_join_locked(ngx_http_guard_bh_t *bh,
+    ngx_http_guard_zone_t *zone, ngx_http_guard_bh_node_t *node,
+    ngx_uint_t granted)
 {
     ngx_http_guard_bh_entry_t  *e;
 
@@ -373,25 +364,31 @@ ngx_http_guard_bh_entry_locked(ngx_http_guard_zone_t *zone,
                                          sizeof(ngx_http_guard_bh_entry_t),
                                          ngx_http_guard_zone_now());
     if (e == NULL) {
-        return NULL;
+        return NGX_ERROR;
     }
 
     e->pid = ngx_pid;
     e->granted = granted;
-    e->waiter = waiter;
+    e->waiter = granted ? NULL : bh;
 
-    ngx_queue_insert_tail(q, &e->queue);
+    bh->zone = zone;
+    bh->node = node;
+    bh->entry = e;
 
     if (granted) {
+        ngx_queue_insert_tail(&node->holders, &e->queue);
         node->count++;
+        bh->state = NGX_HTTP_GUARD_BH_HOLDING;
 
     } else {
+        ngx_queue_insert_tail(&node->waiters, &e->queue);
+        bh->state = NGX_HTTP_GUARD_BH_WAITING;
         node->waiting++;
         (void) ngx_atomic_fetch_add(&zone->sh->metrics.concurrency_waiting, 1);
         (void) ngx_atomic_fetch_add(&zone->sh->metrics.concurrency_queued, 1);
     }
 
-    return e;
+    return NGX_OK;
 }
 
 

@@ -198,6 +198,16 @@ sub finish {
 
 sub status_of { $_[0]{status} // 'none' }
 
+# start requests of tenant bh one after the other: [path, pause after it]
+sub launch {
+    my @c;
+    for my $x (@_) {
+        push @c, start('bh', $x->[0]);
+        sleep $x->[1];
+    }
+    return @c;
+}
+
 # 1 slot and 2 places, no more and no less: one slow request, then three
 # (two wait and are served in order, the third is refused at once)
 my $probe = 0;
@@ -206,12 +216,11 @@ sub capacity_ok {
     my ($name) = @_;
     $probe++;
     my $p = "p$probe";
-    my $a = start('bh', "/slow?id=$p-a&ms=600");
-    sleep 0.15;
-    my @q = map { my $c = start('bh', "/slow?id=$p-q$_&ms=50"); sleep 0.1; $c }
-            1 .. 2;
+    my @c = launch(["/slow?id=$p-a&ms=600", 0.15],
+                   ["/slow?id=$p-q1&ms=50", 0.1],
+                   ["/slow?id=$p-q2&ms=50", 0.1]);
     my $over = finish(start('bh', "/slow?id=$p-over&ms=0"), 5);
-    my @r = (finish($a), map { finish($_) } @q);
+    my @r = map { finish($_) } @c;
 
     subtest "capacity: 1 slot and 2 places ($name)" => sub {
         is(join(' ', map { status_of($_) } @r), '200 200 200',
@@ -225,12 +234,9 @@ sub capacity_ok {
 # --- FIFO, queue full, Retry-After --------------------------------------------
 
 {
-    my $a = start('bh', '/slow?id=f-a&ms=800');
-    sleep 0.2;
-    my $b = start('bh', '/slow?id=f-b&ms=100');
-    sleep 0.1;
-    my $c = start('bh', '/slow?id=f-c&ms=100');
-    sleep 0.1;
+    my ($a, $b, $c) = launch(['/slow?id=f-a&ms=800', 0.2],
+                             ['/slow?id=f-b&ms=100', 0.1],
+                             ['/slow?id=f-c&ms=100', 0.1]);
     my $d = finish(start('bh', '/slow?id=f-d&ms=0'), 5);
 
     problem_ok($d, 'concurrency_limited',
@@ -282,16 +288,12 @@ capacity_ok('to begin with');
 
 {
     # a queued request whose client goes away: its place comes back
-    my $a = start('bh', '/slow?id=ab-a&ms=1000');
-    sleep 0.15;
-    my $b = start('bh', '/slow?id=ab-b&ms=0');
-    sleep 0.15;
+    my ($a, $b) = launch(['/slow?id=ab-a&ms=1000', 0.15],
+                         ['/slow?id=ab-b&ms=0', 0.15]);
     close $b->{sock};
     sleep 0.15;
-    my $c = start('bh', '/slow?id=ab-c&ms=0');
-    sleep 0.1;
-    my $d = start('bh', '/slow?id=ab-d&ms=0');
-    sleep 0.1;
+    my ($c, $d) = launch(['/slow?id=ab-c&ms=0', 0.1],
+                         ['/slow?id=ab-d&ms=0', 0.1]);
     my $e = finish(start('bh', '/slow?id=ab-e&ms=0'), 5);
     problem_ok($e, 'concurrency_limited',
                'queue full again with two waiting after the abort');
@@ -361,12 +363,9 @@ $t->errlog_like(qr/concurrency slot\(s\) and place\(s\) of exited worker\(s\) gi
 # --- reload while requests are queued -----------------------------------------
 
 {
-    my $a = start('bh', '/slow?id=r-a&ms=800');
-    sleep 0.15;
-    my $b = start('bh', '/slow?id=r-b&ms=100');
-    sleep 0.1;
-    my $c = start('bh', '/slow?id=r-c&ms=100');
-    sleep 0.1;
+    my ($a, $b, $c) = launch(['/slow?id=r-a&ms=800', 0.15],
+                             ['/slow?id=r-b&ms=100', 0.1],
+                             ['/slow?id=r-c&ms=100', 0.1]);
     ok($t->reload, 'reload while two requests wait');
     my @r = map { finish($_) } $a, $b, $c;
     is(join(' ', map { status_of($_) } @r), '200 200 200',
