@@ -166,10 +166,12 @@ my %tok;
 # --- parallel clients -------------------------------------------------------
 
 # start a request, return its socket (and when it was sent)
+my $cur = $t;    # the nginx the requests go to
+
 sub start {
     my ($tenant, $path) = @_;
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                  PeerPort => $t->port(0), Proto => 'tcp')
+                                  PeerPort => $cur->port(0), Proto => 'tcp')
         or die "connect: $@";
     print $s "GET $path HTTP/1.1\r\nHost: localhost\r\n"
            . "Authorization: Bearer $tok{$tenant}\r\n"
@@ -328,6 +330,9 @@ capacity_ok('after an upstream error and an internal redirect');
 
 # --- kill -9 of the worker that holds the slot ---------------------------------
 
+# two workers: the queued request is in the killed worker (gone with it)
+# or in the other one, whose poll finds the dead owner and takes the slot
+
 {
     my $a = start('bh', '/slow?id=k-a&ms=3000');
     my ($w) = Guard::Test::wait_for(3, sub {
@@ -356,6 +361,10 @@ capacity_ok('after an upstream error and an internal redirect');
     cmp_ok($rb->{took}, '<', 4, 'within a bounded time');
 }
 
+# the owners of a tenant's entries are checked at most every 100 ms (and
+# the killed worker's own waiters checked them last): the slot comes back
+# within that bound
+sleep 0.2;
 capacity_ok('after kill -9 of the worker holding the slot');
 $t->errlog_like(qr/concurrency slot\(s\) and place\(s\) of exited worker\(s\) given back, tenant "bh"/,
                 'the dead worker\'s slot was given back (logged)');
@@ -389,5 +398,49 @@ capacity_ok('after the reload');
 }
 
 $t->errlog_ok;
+
+# --- kill -9 of the one worker, with a slot and two queue places --------------
+
+# One worker: the slot and both queued requests are certainly the killed
+# worker's.  The master starts a new worker; its first request finds the
+# slot taken by a dead process and gives back the slot and both places.
+{
+    my $k = Guard::Test->new;
+    $k->write_conf(workers => 1, http => <<"EOF");
+    guard_policies $dir/pol;
+    server {
+        listen 127.0.0.1:%%PORT_0%%;
+        guard_jwt_keys ${\ $t->jwt_keys}/jwks.json;
+        proxy_set_header X-Worker \$pid;
+        location / {
+            guard on;
+            proxy_pass http://127.0.0.1:$ports[1];
+        }
+    }
+EOF
+    $k->run;
+    $cur = $k;
+
+    my ($w) = $k->worker_pids;
+    my @c = launch(['/slow?id=o-a&ms=3000', 0.15],
+                   ['/slow?id=o-b&ms=0', 0.1],
+                   ['/slow?id=o-c&ms=0', 0.1]);
+    is(seen_ids('o-'), 'o-a', 'one worker: one request active, two queued');
+
+    $k->allow_signal_exit($w, 9);
+    ok(kill('KILL', $w), "kill -9 $w");
+    is(join(' ', map { status_of(finish($_, 5)) } @c), 'none none none',
+       'their clients see the connection closed');
+    ok(Guard::Test::wait_for(5, sub { $k->worker_pids == 1
+                                      && !$k->pid_alive($w) }),
+       'the master started another worker');
+
+    sleep 0.2;    # the 100 ms between two checks of the owners, as above
+    capacity_ok('one worker, after kill -9 with a slot and two places held');
+    $k->errlog_like(qr/guard: 3 concurrency slot\(s\) and place\(s\) of exited worker\(s\) given back, tenant "bh"/,
+                    'the slot and both places were given back (logged)');
+    $k->errlog_ok('one worker: error.log has no alert but the expected one');
+    $k->stop;
+}
 
 done_testing;
