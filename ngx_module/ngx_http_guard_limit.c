@@ -21,10 +21,7 @@
  * used, and it never waits more than the new rule can make it wait
  * (TAT at most now + tau + T).
  *
- * Concurrency: a count of in-flight requests per tenant.  The slot is
- * released by a request pool cleanup, which runs on every path: normal
- * end, client abort, internal redirect, upstream error and the graceful
- * shutdown of a worker.
+ * Concurrency (the bulkhead and its queue): ngx_http_guard_bulkhead.c.
  */
 
 
@@ -33,6 +30,7 @@
 #include "ngx_http_guard_zone.h"
 #include "ngx_http_guard_problem.h"
 #include "ngx_http_guard_metrics.h"
+#include "ngx_http_guard_bulkhead.h"
 
 
 #define NGX_HTTP_GUARD_TAU_MAX      ((uint64_t) 1 << 60)
@@ -44,20 +42,6 @@ typedef struct {
     u_short                      len;
     u_char                       data[1];
 } ngx_http_guard_rate_node_t;
-
-
-typedef struct {
-    ngx_rbtree_node_t            node;
-    uint32_t                     count;
-    u_short                      len;
-    u_char                       data[1];
-} ngx_http_guard_conc_node_t;
-
-
-typedef struct {
-    ngx_http_guard_zone_t       *zone;
-    ngx_http_guard_conc_node_t  *node;
-} ngx_http_guard_slot_t;
 
 
 typedef struct {
@@ -85,9 +69,6 @@ struct ngx_http_guard_rate_charge_s {
 
 static void ngx_http_guard_limit_rate_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
-static void ngx_http_guard_limit_conc_insert(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
-static void ngx_http_guard_limit_release(void *data);
 
 
 void
@@ -96,17 +77,14 @@ ngx_http_guard_limit_init(ngx_http_guard_limit_sh_t *sh)
     ngx_rbtree_init(&sh->rate.rbtree, &sh->rate.sentinel,
                     ngx_http_guard_limit_rate_insert);
     ngx_queue_init(&sh->rate.queue);
-    ngx_rbtree_init(&sh->conc_rbtree, &sh->conc_sentinel,
-                    ngx_http_guard_limit_conc_insert);
+    ngx_http_guard_bulkhead_init(&sh->conc_rbtree, &sh->conc_sentinel);
 }
 
 
-/* both node types end with their key: (len, data) */
+/* the node ends with its key: (len, data) */
 
 #define NGX_HTTP_GUARD_RATE_OFF                                              \
     offsetof(ngx_http_guard_rate_node_t, len)
-#define NGX_HTTP_GUARD_CONC_OFF                                              \
-    offsetof(ngx_http_guard_conc_node_t, len)
 
 
 static void
@@ -115,15 +93,6 @@ ngx_http_guard_limit_rate_insert(ngx_rbtree_node_t *temp,
 {
     ngx_http_guard_zone_insert(temp, node, sentinel,
                                NGX_HTTP_GUARD_RATE_OFF);
-}
-
-
-static void
-ngx_http_guard_limit_conc_insert(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
-{
-    ngx_http_guard_zone_insert(temp, node, sentinel,
-                               NGX_HTTP_GUARD_CONC_OFF);
 }
 
 
@@ -586,126 +555,6 @@ ngx_http_guard_limit_refund(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
         ngx_http_guard_rate_pick(&ctx->limit, charge->checks, charge->n, 0,
                                  charge->now);
     }
-}
-
-
-ngx_int_t
-ngx_http_guard_limit_concurrency(ngx_http_request_t *r,
-    ngx_http_guard_ctx_t *ctx, ngx_uint_t *shadow)
-{
-    size_t                       size;
-    uint32_t                     hash;
-    ngx_uint_t                   over, in_shadow;
-    ngx_log_t                    log;
-    const gd_policy_t           *p;
-    ngx_rbtree_node_t           *node;
-    ngx_pool_cleanup_t          *cln;
-    ngx_http_guard_zone_t       *zone;
-    ngx_http_guard_slot_t       *slot;
-    ngx_http_guard_conc_node_t  *cn;
-
-    if (ctx->policy == NULL || ctx->policy->p->concurrency == 0
-        || ctx->holds_slot)
-    {
-        return NGX_HTTP_GUARD_OK;
-    }
-
-    zone = ngx_http_guard_zone_get(r);
-    if (zone == NULL || ctx->tenant.len > 0xffff) {
-        return NGX_HTTP_GUARD_OK;
-    }
-
-    p = ctx->policy->p;
-    in_shadow = p->shadow || p->concurrency_shadow;
-
-    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_guard_slot_t));
-    if (cln == NULL) {
-        return NGX_HTTP_GUARD_INTERNAL_ERROR;
-    }
-
-    hash = ngx_crc32_short(ctx->tenant.data, ctx->tenant.len);
-    over = 0;
-
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    node = ngx_http_guard_zone_lookup(&zone->sh->limit.conc_rbtree,
-                                      ctx->tenant.data, ctx->tenant.len,
-                                      hash, NGX_HTTP_GUARD_CONC_OFF);
-
-    if (node) {
-        cn = (ngx_http_guard_conc_node_t *) node;
-
-        if (cn->count >= p->concurrency) {
-            over = 1;
-        }
-
-    } else {
-        size = offsetof(ngx_http_guard_conc_node_t, data) + ctx->tenant.len;
-
-        cn = ngx_http_guard_zone_alloc_locked(zone, size,
-                                              ngx_http_guard_zone_now());
-        if (cn == NULL) {
-            ngx_shmtx_unlock(&zone->shpool->mutex);
-            ngx_log_error(NGX_LOG_WARN, ngx_http_guard_request_log(r, &log),
-                          0, "guard: zone full, concurrency not counted");
-            return NGX_HTTP_GUARD_OK;
-        }
-
-        cn->node.key = hash;
-        cn->count = 0;
-        cn->len = (u_short) ctx->tenant.len;
-        ngx_memcpy(cn->data, ctx->tenant.data, ctx->tenant.len);
-        ngx_rbtree_insert(&zone->sh->limit.conc_rbtree, &cn->node);
-    }
-
-    if (over && !in_shadow) {
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-        return NGX_HTTP_GUARD_CONCURRENCY_LIMITED;
-    }
-
-    /* a shadowed request is in flight all the same: count it */
-    cn->count++;
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-
-    slot = cln->data;
-    slot->zone = zone;
-    slot->node = cn;
-    cln->handler = ngx_http_guard_limit_release;
-    ctx->holds_slot = 1;
-
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "guard: concurrency slot taken, tenant \"%V\"",
-                   &ctx->tenant);
-
-    if (over) {
-        *shadow = 1;
-        return NGX_HTTP_GUARD_CONCURRENCY_LIMITED;
-    }
-
-    return NGX_HTTP_GUARD_OK;
-}
-
-
-static void
-ngx_http_guard_limit_release(void *data)
-{
-    ngx_http_guard_slot_t  *slot = data;
-
-    ngx_http_guard_zone_t       *zone;
-    ngx_http_guard_conc_node_t  *cn;
-
-    zone = slot->zone;
-    cn = slot->node;
-
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    if (--cn->count == 0) {
-        ngx_rbtree_delete(&zone->sh->limit.conc_rbtree, &cn->node);
-        ngx_slab_free_locked(zone->shpool, cn);
-    }
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
 }
 
 

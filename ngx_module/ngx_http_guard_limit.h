@@ -26,8 +26,6 @@ ngx_int_t ngx_http_guard_limit_rate(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx, ngx_uint_t *shadow);
 void ngx_http_guard_limit_refund(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx);
-ngx_int_t ngx_http_guard_limit_concurrency(ngx_http_request_t *r,
-    ngx_http_guard_ctx_t *ctx, ngx_uint_t *shadow);
 ngx_int_t ngx_http_guard_limit_set_headers(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx);
 

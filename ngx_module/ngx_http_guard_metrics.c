@@ -704,7 +704,8 @@ ngx_http_guard_status_text(ngx_http_request_t *r, ngx_http_guard_zone_t *zone)
              * (NGX_HTTP_GUARD_PROM_LINE + NGX_HTTP_GUARD_PROM_NAME)
            + (rules + 1) * (NGX_HTTP_GUARD_PROM_LINE + NGX_HTTP_GUARD_PROM_NAME)
            + (version ? 2 * version->len : 0)
-           + 3 * NGX_HTTP_GUARD_PROM_LINE;              /* guard_health_ok */
+           + 3 * NGX_HTTP_GUARD_PROM_LINE              /* guard_health_ok */
+           + 3 * 3 * NGX_HTTP_GUARD_PROM_LINE;    /* the bulkhead's */
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
@@ -837,6 +838,24 @@ ngx_http_guard_status_text(ngx_http_request_t *r, ngx_http_guard_zone_t *zone)
                                   "counter", m->sidecar_fail_open,
                                   "Requests allowed without a risk verdict "
                                   "(guard_risk_fail open).");
+
+    /* the bulkhead queue */
+
+    p = ngx_http_guard_prom_value(p, "guard_concurrency_waiting", "gauge",
+                                  m->concurrency_waiting,
+                                  "Requests waiting in a bulkhead queue "
+                                  "for a concurrency slot.");
+
+    p = ngx_http_guard_prom_value(p, "guard_concurrency_queued_total",
+                                  "counter", m->concurrency_queued,
+                                  "Requests that waited in a bulkhead "
+                                  "queue.");
+
+    p = ngx_http_guard_prom_value(p,
+                                  "guard_concurrency_queue_timeouts_total",
+                                  "counter", m->concurrency_queue_timeouts,
+                                  "Queued requests refused when their "
+                                  "queue_timeout passed.");
 
     /* rate rules */
 

@@ -58,6 +58,9 @@ typedef struct {
     ngx_atomic_t                 sidecar_fail_open;
     ngx_http_guard_metrics_table_t  *tenants;
     ngx_http_guard_metrics_table_t  *rules;
+    ngx_atomic_t                 concurrency_waiting;   /* the bulkhead */
+    ngx_atomic_t                 concurrency_queued;
+    ngx_atomic_t                 concurrency_queue_timeouts;
 } ngx_http_guard_metrics_sh_t;
 
 

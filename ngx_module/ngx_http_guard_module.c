@@ -21,6 +21,7 @@
 #include "ngx_http_guard_policy.h"
 #include "ngx_http_guard_residency.h"
 #include "ngx_http_guard_limit.h"
+#include "ngx_http_guard_bulkhead.h"
 #include "ngx_http_guard_risk.h"
 #include "ngx_http_guard_metrics.h"
 #include "ngx_http_guard_sidecar.h"
@@ -341,9 +342,9 @@ static ngx_http_guard_stage_t  ngx_http_guard_stages[] = {
      * stage gives the charges back (ngx_http_guard_refuse())
      */
     { ngx_string("rate"), ngx_http_guard_limit_rate, NULL },
-    { ngx_string("concurrency"), ngx_http_guard_limit_concurrency, NULL },
+    { ngx_string("concurrency"), ngx_http_guard_bulkhead, NULL },
 
-    /* the one stage that may wait (NGX_AGAIN) */
+    /* the stages that may wait (NGX_AGAIN): concurrency (its queue), risk */
     { ngx_string("risk"), ngx_http_guard_risk, NULL },
 
     { ngx_null_string, NULL, NULL }

@@ -115,6 +115,8 @@ typedef struct {
 
     uint32_t concurrency; /* 0: no limit */
     int concurrency_shadow;
+    uint32_t concurrency_queue;            /* 0: refuse at once */
+    uint64_t concurrency_queue_timeout_ms; /* default 1000 */
 
     int has_risk; /* risk: scored by gd_risk_score() (gd_risk.h) */
     gd_risk_policy_t risk;

@@ -872,7 +872,8 @@ static void load_policy(gd_vctx_t *c, json_t *doc, gd_policy_t *p,
     static const char *auth_m[] = {"issuers", "jwks", "shadow", NULL};
     static const char *res_m[] = {"regions", "shadow", NULL};
     static const char *lim_m[] = {"rate", "concurrency", NULL};
-    static const char *conc_m[] = {"max", "shadow", NULL};
+    static const char *conc_m[] = {"max", "shadow", "queue", "queue_timeout",
+                                   NULL};
     json_t *v;
     size_t old;
 
@@ -983,6 +984,17 @@ static void load_policy(gd_vctx_t *c, json_t *doc, gd_policy_t *p,
             p->concurrency =
                 (uint32_t)get_uint(c, conc, "max", 1, 1, 1000000, 0);
             p->concurrency_shadow = get_bool(c, conc, "shadow");
+            p->concurrency_queue =
+                (uint32_t)get_uint(c, conc, "queue", 0, 0, 1000000, 0);
+            p->concurrency_queue_timeout_ms = 1000;
+            const char *qt = get_text(c, conc, "queue_timeout", 0);
+            if (qt && (period_parse(qt, &p->concurrency_queue_timeout_ms) ||
+                       p->concurrency_queue_timeout_ms > 3600 * 1000)) {
+                text_error(c, "queue_timeout",
+                           "must be a duration from \"1ms\" to \"1h\" "
+                           "such as \"500ms\", \"1s\" or \"1m\"");
+                p->concurrency_queue_timeout_ms = 1000;
+            }
             pop(c, o2);
         }
 

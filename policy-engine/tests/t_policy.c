@@ -390,6 +390,39 @@ int main(void)
            "thresholds 1/1000, Etc/GMT+5, ttl 500ms: valid");
     gd_policy_set_free(set);
 
+    /* limits.concurrency: the bulkhead queue */
+    n = load_one(dir,
+                 "{\"tenant\": \"a\", \"limits\": {\"concurrency\": "
+                 "{\"max\": 2}}}",
+                 &errs, &set);
+    TAP_OK(set != NULL && n == 0 && set->tenants[0].concurrency == 2 &&
+               set->tenants[0].concurrency_queue == 0 &&
+               set->tenants[0].concurrency_queue_timeout_ms == 1000,
+           "concurrency: no queue by default, queue_timeout 1s");
+    gd_policy_set_free(set);
+
+    n = load_one(dir,
+                 "{\"tenant\": \"a\", \"limits\": {\"concurrency\": "
+                 "{\"max\": 2, \"queue\": 10, \"queue_timeout\": "
+                 "\"250ms\"}}}",
+                 &errs, &set);
+    TAP_OK(set != NULL && n == 0 && set->tenants[0].concurrency_queue == 10 &&
+               set->tenants[0].concurrency_queue_timeout_ms == 250,
+           "concurrency: queue 10, queue_timeout 250ms");
+    gd_policy_set_free(set);
+
+    n = load_one(dir,
+                 "{\"tenant\": \"a\", \"limits\": {\"concurrency\": "
+                 "{\"max\": 2, \"queue\": -1, \"queue_timeout\": "
+                 "\"2h\"}}}",
+                 &errs, &set);
+    TAP_OK(set == NULL && n == 2 &&
+               has_error(&errs, "/limits/concurrency/queue: must be from 0") &&
+               has_error(&errs, "/limits/concurrency/queue_timeout: must be a "
+                                "duration from"),
+           "concurrency: a negative queue, a queue_timeout over 1h");
+    gd_errors_free(&errs);
+
     n = load_one(dir,
                  "{\"tenant\": \"a\", \"risk\": {\"thresholds\": "
                  "{\"step_up\": 1, \"deny\": 2}, \"time_zone\": \"/etc/x\", "
