@@ -255,6 +255,19 @@ $r = get('b', '/b/ok');
 is($r->{status}, 200, "tenant b passes while a's breaker is open");
 is($r->{headers}{'x-breaker'}, 'closed', "b's breaker is closed");
 
+# a client abort (499) is no call: counted when it started, taken out
+{
+    my $calls = breaker_of('b')->{calls};
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . $t->port(0),
+                                  Proto => 'tcp', Timeout => 5);
+    print $s "GET /b/sleep/500 HTTP/1.1\r\nHost: localhost\r\n"
+           . "Authorization: Bearer $tok{b}\r\n\r\n";
+    sleep 0.2;
+    close $s;
+    wait_for(3, sub { ($t->read_file('access.log') // '') =~ m{/b/sleep/500 HTTP/1.1" 499} });
+    is(breaker_of('b')->{calls}, $calls, 'a client abort (499) is no call');
+}
+
 # ---------------------------------------------------------------------------
 # half-open: a failing probe re-opens, for open_for * backoff
 
