@@ -995,7 +995,7 @@ ngx_int_t
 ngx_http_guard_breaker_prom(ngx_http_request_t *r, ngx_str_t *text)
 {
     u_char                         *p, *labels;
-    size_t                          size;
+    size_t                          size, most;
     ngx_uint_t                      i, s;
     ngx_array_t                    *a;
     ngx_http_guard_breaker_view_t  *v;
@@ -1015,9 +1015,11 @@ ngx_http_guard_breaker_prom(ngx_http_request_t *r, ngx_str_t *text)
     /* a label set escaped is at most twice as long, and 64 more */
 
     size = 1024;
+    most = 0;
 
     for (i = 0; i < a->nelts; i++) {
         size += 8 * (2 * (v[i].tenant.len + v[i].name.len) + 64 + 96);
+        most = ngx_max(most, v[i].tenant.len + v[i].name.len);
     }
 
     text->data = ngx_pnalloc(r->pool, size);
@@ -1025,7 +1027,7 @@ ngx_http_guard_breaker_prom(ngx_http_request_t *r, ngx_str_t *text)
         return NGX_ERROR;
     }
 
-    labels = ngx_pnalloc(r->pool, 2 * (64 * 1024) + 64);
+    labels = ngx_pnalloc(r->pool, 2 * most + 64);
     if (labels == NULL) {
         return NGX_ERROR;
     }
