@@ -20,6 +20,7 @@
 
 #include "ngx_http_guard_health.h"
 #include "ngx_http_guard_audit.h"
+#include "ngx_http_guard_breaker.h"
 #include "ngx_http_guard_policy.h"
 #include "ngx_http_guard_problem.h"
 #include "ngx_http_guard_sidecar.h"
@@ -652,11 +653,7 @@ ngx_http_guard_health_breakers(ngx_http_request_t *r,
         return 0;
     }
 
-    /*
-     * n = ngx_http_guard_breaker_open_list(r, open): wired in with the
-     * breaker stage; until then no breaker exists, none is open
-     */
-    n = 0;
+    n = ngx_http_guard_breaker_open_list(r, open);
 
     json_object_set_new(out, "open", open);
     ngx_http_guard_health_detail(out, "%ui open", n);
