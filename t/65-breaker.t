@@ -172,6 +172,7 @@ $t->write_conf(workers => 2, http => <<'EOF');
         }
 
         location /status { guard_status; }
+        location /health { guard_health; }
     }
 EOF
 
@@ -321,6 +322,18 @@ for (1 .. 2) {
 is(reason(get('conn', '/dead/x')), '503 circuit_open',
    'connection errors open the breaker');
 is(breaker_of('conn')->{state}, 'open', 'guard_status: conn is open');
+
+# guard_health reports the open breaker, and stays ready (breakers: warn)
+{
+    my $h = $t->get('/health');
+    my $doc = eval { decode_json($h->{body}) } || {};
+    is($h->{status}, 200, 'guard_health: an open breaker only warns');
+    my ($o) = grep { $_->{tenant} eq 'conn' && $_->{breaker} eq 'api' }
+              @{ $doc->{checks}{breakers}{open} // [] };
+    ok($o, 'guard_health: the open breaker is listed') or diag $h->{body};
+    is($o && $o->{state}, 'open', 'guard_health: its state');
+    ok($o && defined $o->{retry_after}, 'guard_health: its retry_after');
+}
 
 # ---------------------------------------------------------------------------
 # shadow: transitions computed and recorded, nothing refused
