@@ -26,6 +26,7 @@
 
 #include "gd_audit.h"
 #include "gd_audit_record.h"
+#include "gd_uuid.h"
 
 
 #define NGX_HTTP_GUARD_AUDIT_DATA     1952   /* a record's bytes, at most */
@@ -107,6 +108,8 @@ static ngx_int_t ngx_http_guard_audit_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_int_t ngx_http_guard_audit_record(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx, char **text, size_t *len);
+static void ngx_http_guard_audit_push(ngx_http_request_t *r, u_char *id,
+    char *text, size_t len);
 static void ngx_http_guard_audit_text(ngx_http_guard_audit_text_t *t,
     gd_audit_text_t *text, ngx_str_t *value);
 static void ngx_http_guard_audit_drain(void);
@@ -428,13 +431,10 @@ ngx_http_guard_audit_exit_master(ngx_cycle_t *cycle,
 void
 ngx_http_guard_audit_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
 {
-    char                         *text;
-    size_t                        len;
-    ngx_log_t                     log;
-    ngx_int_t                     conn;
-    ngx_uint_t                    full;
-    ngx_http_guard_audit_sh_t    *sh;
-    ngx_http_guard_audit_slot_t  *slot;
+    char                       *text;
+    size_t                      len;
+    ngx_log_t                   log;
+    ngx_http_guard_audit_sh_t  *sh;
 
     if (ngx_http_guard_audit == NULL || !ctx->has_id) {
         return;
@@ -452,6 +452,24 @@ ngx_http_guard_audit_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
         return;
     }
 
+    ngx_http_guard_audit_push(r, ctx->decision_id, text, len);
+}
+
+
+/* a record into the ring (or the spill file), and sent if it can be */
+
+static void
+ngx_http_guard_audit_push(ngx_http_request_t *r, u_char *id, char *text,
+    size_t len)
+{
+    ngx_log_t                     log;
+    ngx_int_t                     conn;
+    ngx_uint_t                    full;
+    ngx_http_guard_audit_sh_t    *sh;
+    ngx_http_guard_audit_slot_t  *slot;
+
+    sh = ngx_http_guard_audit->sh;
+
     conn = ngx_http_guard_sidecar_pick();
     slot = NULL;
     full = 0;
@@ -463,7 +481,7 @@ ngx_http_guard_audit_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
         sh->tail++;
 
         ngx_memcpy(slot->data, text, len);
-        ngx_memcpy(slot->id, ctx->decision_id, NGX_HTTP_GUARD_ID_LEN);
+        ngx_memcpy(slot->id, id, NGX_HTTP_GUARD_ID_LEN);
         slot->len = len;
         slot->state = NGX_HTTP_GUARD_AUDIT_QUEUED;
 
@@ -500,7 +518,7 @@ ngx_http_guard_audit_request(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx)
                               "guard: the audit ring is full and there is "
                               "no spill file: audit record %*s dropped",
                               (size_t) NGX_HTTP_GUARD_ID_LEN,
-                              ctx->decision_id);
+                              id);
             }
         }
 
@@ -658,6 +676,94 @@ done:
     }
 
     return rc;
+}
+
+
+/*
+ * The record of a circuit breaker's transition (breaker: its name, the
+ * states and the counts, borrowed): an id of its own, the tenant, and the
+ * request that saw it happen.
+ */
+
+void
+ngx_http_guard_audit_breaker(ngx_http_request_t *r, ngx_str_t *tenant,
+    json_t *breaker, ngx_uint_t shadow)
+{
+    u_char                       uid[GD_UUID_LEN];
+    u_char                       id[NGX_HTTP_GUARD_ID_LEN];
+    char                        *text;
+    size_t                       len;
+    json_t                      *t, *node, *version;
+    ngx_time_t                  *tp;
+    gd_audit_decision_t          d;
+    ngx_http_guard_main_conf_t  *gmcf;
+    static ngx_pid_t             gen_pid;
+    static gd_uuid_gen_t         gen;
+
+    if (ngx_http_guard_audit == NULL) {
+        return;
+    }
+
+    gmcf = ngx_http_get_module_main_conf(r, ngx_http_guard_module);
+    tp = ngx_timeofday();
+
+    /* a generator of this process's own (ngx_http_guard_ctx.c has one) */
+
+    if (gen_pid != ngx_pid) {
+        gd_uuid_gen_init(&gen);
+        gen_pid = ngx_pid;
+    }
+
+    if (gd_uuid7_next(&gen, (uint64_t) tp->sec * 1000 + tp->msec, uid)
+        != 0)
+    {
+        return;
+    }
+
+    gd_uuid_format(uid, (char *) id);
+
+    ngx_memzero(&d, sizeof(gd_audit_decision_t));
+
+    d.id.data = (char *) id;
+    d.id.len = NGX_HTTP_GUARD_ID_LEN;
+    d.ts_ms = (int64_t) tp->sec * 1000 + tp->msec;
+    d.shadow = shadow;
+    d.stage = gd_audit_text("breaker");
+    d.reason = gd_audit_text("circuit_open");
+    d.status = 503;
+    d.latency_ms = -1;
+    d.source = gd_audit_text("nginx");
+    d.breaker = breaker;
+
+    t = ngx_http_guard_json_text(tenant->data, tenant->len);
+    node = ngx_http_guard_json_text(ngx_cycle->hostname.data,
+                                    ngx_cycle->hostname.len);
+    version = gmcf->policies
+              ? ngx_http_guard_json_text(gmcf->policies->version.data,
+                                         gmcf->policies->version.len)
+              : NULL;
+
+    if (t && node) {
+        d.tenant.data = json_string_value(t);
+        d.tenant.len = json_string_length(t);
+        d.node.data = json_string_value(node);
+        d.node.len = json_string_length(node);
+
+        if (version) {
+            d.policy_version.data = json_string_value(version);
+            d.policy_version.len = json_string_length(version);
+        }
+
+        if (gd_audit_record_text(&d, NGX_HTTP_GUARD_AUDIT_DATA, &text, &len)
+            == 0)
+        {
+            ngx_http_guard_audit_push(r, id, text, len);
+        }
+    }
+
+    json_decref(t);
+    json_decref(node);
+    json_decref(version);
 }
 
 

@@ -30,6 +30,8 @@ void ngx_http_guard_audit_exit_master(ngx_cycle_t *cycle,
 
 void ngx_http_guard_audit_request(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx);
+void ngx_http_guard_audit_breaker(ngx_http_request_t *r, ngx_str_t *tenant,
+    json_t *breaker, ngx_uint_t shadow);
 json_t *ngx_http_guard_audit_stats(ngx_http_request_t *r);
 
 /* from the sidecar client */

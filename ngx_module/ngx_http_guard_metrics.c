@@ -82,7 +82,6 @@ static u_char *ngx_http_guard_prom_histogram(u_char *p, const char *name,
 static u_char *ngx_http_guard_prom_names(u_char *p,
     ngx_http_guard_metrics_table_t *t, ngx_uint_t used, const char *prefix,
     ngx_uint_t decisions);
-static u_char *ngx_http_guard_prom_escape(u_char *p, u_char *s, size_t len);
 
 
 /* the upper bounds of the histograms' buckets, in microseconds */
@@ -632,6 +631,8 @@ ngx_http_guard_status_json(ngx_http_request_t *r, ngx_http_guard_zone_t *zone)
         json_object_set_new(doc, "audit", audit);
     }
 
+    json_object_set_new(doc, "breakers", ngx_http_guard_breaker_status(r));
+
     b = ngx_http_guard_json_buf(r, doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 
 done:
@@ -666,7 +667,7 @@ ngx_http_guard_status_text(ngx_http_request_t *r, ngx_http_guard_zone_t *zone)
     size_t                           size, shm_size;
     json_t                          *audit;
     ngx_buf_t                       *b;
-    ngx_str_t                       *name, *version;
+    ngx_str_t                       *name, *version, breakers;
     ngx_uint_t                       i, d, tenants, rules;
     ngx_atomic_t                    *c;
     ngx_slab_pool_t                 *shpool;
@@ -703,6 +704,14 @@ ngx_http_guard_status_text(ngx_http_request_t *r, ngx_http_guard_zone_t *zone)
              * (NGX_HTTP_GUARD_PROM_LINE + NGX_HTTP_GUARD_PROM_NAME)
            + (rules + 1) * (NGX_HTTP_GUARD_PROM_LINE + NGX_HTTP_GUARD_PROM_NAME)
            + (version ? 2 * version->len : 0);
+
+    /* the circuit breakers' lines, made first: their length is known */
+
+    if (ngx_http_guard_breaker_prom(r, &breakers) != NGX_OK) {
+        return NULL;
+    }
+
+    size += breakers.len;
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
@@ -854,6 +863,8 @@ ngx_http_guard_status_text(ngx_http_request_t *r, ngx_http_guard_zone_t *zone)
         p = ngx_cpymem(p, "\"} 1\n", sizeof("\"} 1\n") - 1);
     }
 
+    p = ngx_cpymem(p, breakers.data, breakers.len);
+
     b->last = p;
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
@@ -967,7 +978,7 @@ ngx_http_guard_prom_names(u_char *p, ngx_http_guard_metrics_table_t *t,
 
 /* a label value: backslash, double quote and line feed escaped */
 
-static u_char *
+u_char *
 ngx_http_guard_prom_escape(u_char *p, u_char *s, size_t len)
 {
     u_char  *last;

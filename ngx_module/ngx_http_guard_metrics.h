@@ -77,6 +77,7 @@ void ngx_http_guard_metrics_observe(ngx_http_guard_histogram_t *h,
     uint64_t us);
 
 char *ngx_http_guard_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+u_char *ngx_http_guard_prom_escape(u_char *p, u_char *s, size_t len);
 
 
 #endif /* _NGX_HTTP_GUARD_METRICS_H_INCLUDED_ */

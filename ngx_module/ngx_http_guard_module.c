@@ -25,6 +25,7 @@
 #include "ngx_http_guard_metrics.h"
 #include "ngx_http_guard_sidecar.h"
 #include "ngx_http_guard_audit.h"
+#include "ngx_http_guard_breaker.h"
 
 
 static ngx_int_t ngx_http_guard_handler(ngx_http_request_t *r);
@@ -252,6 +253,13 @@ static ngx_command_t  ngx_http_guard_commands[] = {
       offsetof(ngx_http_guard_loc_conf_t, log_level),
       ngx_http_guard_refusal_log_levels },
 
+    { ngx_string("guard_breaker"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_guard_breaker_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("guard_limit_headers"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -320,6 +328,10 @@ static ngx_http_guard_stage_t  ngx_http_guard_stages[] = {
      */
     { ngx_string("rate"), ngx_http_guard_limit_rate, NULL },
     { ngx_string("concurrency"), ngx_http_guard_limit_concurrency, NULL },
+
+    /* refuses before the upstream is contacted; counts its outcomes */
+    { ngx_string("breaker"), ngx_http_guard_breaker_check,
+      ngx_http_guard_breaker_outcome },
 
     /* the one stage that may wait (NGX_AGAIN) */
     { ngx_string("risk"), ngx_http_guard_risk, NULL },
@@ -771,6 +783,7 @@ ngx_http_guard_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_sec_value(conf->max_lifetime, prev->max_lifetime, 0);
     ngx_conf_merge_value(conf->cache, prev->cache, 1);
     ngx_conf_merge_value(conf->limit_headers, prev->limit_headers, 1);
+    ngx_conf_merge_str_value(conf->breaker, prev->breaker, "");
     ngx_conf_merge_uint_value(conf->risk, prev->risk,
                               NGX_HTTP_GUARD_RISK_OFF);
     ngx_conf_merge_uint_value(conf->risk_fail_open, prev->risk_fail_open, 0);

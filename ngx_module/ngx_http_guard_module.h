@@ -58,6 +58,7 @@ typedef enum {
     NGX_HTTP_GUARD_RESIDENCY = GD_REASON_RESIDENCY,
     NGX_HTTP_GUARD_RATE_LIMITED = GD_REASON_RATE_LIMITED,
     NGX_HTTP_GUARD_CONCURRENCY_LIMITED = GD_REASON_CONCURRENCY_LIMITED,
+    NGX_HTTP_GUARD_CIRCUIT_OPEN = GD_REASON_CIRCUIT_OPEN,
     NGX_HTTP_GUARD_RISK_DENIED = GD_REASON_RISK_DENY,
     NGX_HTTP_GUARD_RISK_STEP_UP_NEEDED = GD_REASON_RISK_STEP_UP,
     NGX_HTTP_GUARD_SIDECAR_UNAVAILABLE = GD_REASON_SIDECAR_UNAVAILABLE,
@@ -156,6 +157,7 @@ typedef struct {
     ngx_http_complex_value_t    *tenant;
     ngx_flag_t                   cache;
     ngx_flag_t                   limit_headers;
+    ngx_str_t                    breaker;     /* guard_breaker, "": off */
     ngx_uint_t                   risk;
     ngx_uint_t                   risk_fail_open;
     ngx_uint_t                   log_level;   /* of refusal lines */
@@ -215,6 +217,11 @@ typedef struct {
     ngx_http_guard_risk_e        risk;
     ngx_int_t                    risk_score;
     uint64_t                     busy;        /* ns in Guard's handler */
+    ngx_str_t                    breaker_key; /* tenant, 0, name */
+    uint32_t                     breaker_hash;
+    ngx_uint_t                   breaker_state; /* 0: none, else state+1 */
+    uint64_t                     breaker_gen; /* of the probe taken */
+    time_t                       breaker_retry;
     ngx_http_guard_cache_status_e  cache_status;
     ngx_http_guard_loc_conf_t   *cache_keyed; /* cache_key is for it */
     u_char                       cache_key[NGX_HTTP_GUARD_CACHE_KEY_LEN];
@@ -228,6 +235,8 @@ typedef struct {
     unsigned                     risk_shadow:1;
     unsigned                     deferred:1;  /* refused, satisfy any */
     unsigned                     auth_shadow:1;
+    unsigned                     breaker_probe:1;
+    unsigned                     breaker_shadowed:1;
 } ngx_http_guard_ctx_t;
 
 

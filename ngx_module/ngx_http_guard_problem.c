@@ -10,6 +10,7 @@
 
 
 #include "ngx_http_guard_problem.h"
+#include "ngx_http_guard_ctx.h"
 #include "ngx_http_guard_metrics.h"
 #include "ngx_http_guard_limit.h"
 
@@ -295,12 +296,33 @@ ngx_http_guard_www_authenticate(ngx_http_request_t *r,
 }
 
 
-/* Retry-After: 1, for the refusals that soon pass (concurrency, sidecar) */
+/*
+ * Retry-After: 1, for the refusals that soon pass (concurrency, sidecar);
+ * for circuit_open, the seconds until the breaker half-opens
+ */
 
 static ngx_int_t
 ngx_http_guard_retry_after(ngx_http_request_t *r,
     ngx_http_guard_reason_e reason)
 {
+    ngx_str_t              value;
+    ngx_http_guard_ctx_t  *ctx;
+
+    if (reason == NGX_HTTP_GUARD_CIRCUIT_OPEN) {
+        ctx = ngx_http_guard_get_ctx(r);
+
+        value.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+        if (ctx == NULL || value.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        value.len = ngx_sprintf(value.data, "%T",
+                                ngx_max(ctx->breaker_retry, 1))
+                    - value.data;
+
+        return ngx_http_guard_add_header(r, "Retry-After", &value);
+    }
+
     if (reason != NGX_HTTP_GUARD_CONCURRENCY_LIMITED
         && reason != NGX_HTTP_GUARD_SIDECAR_UNAVAILABLE)
     {

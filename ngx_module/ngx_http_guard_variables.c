@@ -4,8 +4,8 @@
  *
  * The variables: $guard_tenant, $guard_subject, $guard_decision,
  * $guard_reason, $guard_decision_id, $guard_token_cache,
- * $guard_limit_remaining, $guard_risk_score, $guard_policy_version and
- * $guard_claim_NAME.
+ * $guard_limit_remaining, $guard_risk_score, $guard_breaker_state,
+ * $guard_policy_version and $guard_claim_NAME.
  */
 
 
@@ -13,6 +13,7 @@
 #include "ngx_http_guard_ctx.h"
 #include "ngx_http_guard_problem.h"
 #include "ngx_http_guard_policy.h"
+#include "ngx_http_guard_breaker.h"
 
 
 static ngx_int_t ngx_http_guard_variable(ngx_http_request_t *r,
@@ -31,7 +32,8 @@ enum {
     NGX_HTTP_GUARD_VAR_DECISION_ID,
     NGX_HTTP_GUARD_VAR_TOKEN_CACHE,
     NGX_HTTP_GUARD_VAR_LIMIT_REMAINING,
-    NGX_HTTP_GUARD_VAR_RISK_SCORE
+    NGX_HTTP_GUARD_VAR_RISK_SCORE,
+    NGX_HTTP_GUARD_VAR_BREAKER_STATE
 };
 
 
@@ -52,6 +54,7 @@ static ngx_http_variable_t  ngx_http_guard_vars[] = {
     ngx_http_guard_var("guard_token_cache", TOKEN_CACHE),
     ngx_http_guard_var("guard_limit_remaining", LIMIT_REMAINING),
     ngx_http_guard_var("guard_risk_score", RISK_SCORE),
+    ngx_http_guard_var("guard_breaker_state", BREAKER_STATE),
 
     { ngx_string("guard_policy_version"), NULL,
       ngx_http_guard_policy_version_variable, 0, 0, 0 },
@@ -194,6 +197,10 @@ ngx_http_guard_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         }
 
         s.len = NGX_HTTP_GUARD_ID_LEN;
+        break;
+
+    case NGX_HTTP_GUARD_VAR_BREAKER_STATE:
+        s = ngx_http_guard_breaker_state_name(ctx->breaker_state);
         break;
 
     default: /* NGX_HTTP_GUARD_VAR_TOKEN_CACHE */

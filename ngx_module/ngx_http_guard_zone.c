@@ -90,6 +90,7 @@ ngx_http_guard_zone_init(ngx_shm_zone_t *shm_zone, void *data)
         }
 
         ngx_http_guard_limit_init(&zone->sh->limit);
+        ngx_http_guard_breaker_init(&zone->sh->breaker);
     }
 
     /* a new zone, or a reload that changed guard_metrics_tenants */
@@ -355,10 +356,10 @@ ngx_http_guard_lru_expire(ngx_http_guard_zone_t *zone,
 /*
  * Allocates from the zone, the mutex held: expired entries go first;
  * when the zone is still full, the least recently used token cache
- * entries and rate keys, a few of each at a time, as limit_req does.
+ * entries, rate keys and breakers, a few of each at a time, as limit_req does.
  * NULL when even that fails: the caller does without (a full zone never
  * turns into a refusal).  "now" is the wall clock of the token cache;
- * the rate keys expire on the zone clock.
+ * the rate keys and breakers expire on the zone clock.
  */
 
 void *
@@ -371,6 +372,8 @@ ngx_http_guard_zone_alloc_locked(ngx_http_guard_zone_t *zone, size_t size,
     ngx_http_guard_lru_expire(zone, &zone->sh->cache.lru, now, 0);
     ngx_http_guard_lru_expire(zone, &zone->sh->limit.rate,
                               ngx_http_guard_zone_clock_locked(zone), 0);
+    ngx_http_guard_lru_expire(zone, &zone->sh->breaker.lru,
+                              ngx_http_guard_zone_clock_locked(zone), 0);
 
     for (tries = 0; /* void */ ; tries++) {
         p = ngx_slab_alloc_locked(zone->shpool, size);
@@ -382,6 +385,8 @@ ngx_http_guard_zone_alloc_locked(ngx_http_guard_zone_t *zone, size_t size,
         ngx_http_guard_lru_expire(zone, &zone->sh->cache.lru, now,
                                   NGX_HTTP_GUARD_ZONE_EVICT);
         ngx_http_guard_lru_expire(zone, &zone->sh->limit.rate, now,
+                                  NGX_HTTP_GUARD_ZONE_EVICT);
+        ngx_http_guard_lru_expire(zone, &zone->sh->breaker.lru, now,
                                   NGX_HTTP_GUARD_ZONE_EVICT);
     }
 }

@@ -15,6 +15,7 @@
 #include "ngx_http_guard_cache.h"
 #include "ngx_http_guard_limit.h"
 #include "ngx_http_guard_metrics.h"
+#include "ngx_http_guard_breaker.h"
 
 
 #define NGX_HTTP_GUARD_ZONE_DEFAULT  (32 * 1024 * 1024)
@@ -25,6 +26,7 @@ typedef struct {
     ngx_http_guard_limit_sh_t    limit;
     ngx_http_guard_metrics_sh_t  metrics;
     uint64_t                     clock;       /* ngx_http_guard_zone_clock */
+    ngx_http_guard_breaker_sh_t  breaker;
 } ngx_http_guard_sh_t;
 
 

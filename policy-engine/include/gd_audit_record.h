@@ -12,7 +12,9 @@
  *   method, route, node, source, policy_version, traceparent (each when
  *   given; see nulls), shadow_reason (when given), rules (when nrules),
  *   score (when has_score), signals, shadow and thresholds (when signals
- *   is given: a risk verdict).
+ *   is given: a risk verdict), kind "breaker" and breaker (when breaker
+ *   is given: a circuit breaker's transition, whose outcome is then
+ *   "transition", or "shadow_transition" when shadow).
  */
 #ifndef GD_AUDIT_RECORD_H
 #define GD_AUDIT_RECORD_H
@@ -65,6 +67,9 @@ typedef struct {
     /* a risk verdict (borrowed, not changed): signals NULL when none */
     json_t *signals;
     json_t *thresholds;
+
+    /* a breaker's transition (borrowed): {name, from, to, counts...} */
+    json_t *breaker;
 
     /*
      * tenant, subject, client_ip, method, route and traceparent not given

@@ -93,6 +93,29 @@ typedef struct {
     size_t nsignals; /* 1..GD_RISK_MAX_SIGNALS */
 } gd_risk_policy_t;
 
+/* the most statuses of a breaker's failure_statuses */
+#define GD_BREAKER_MAX_STATUSES 16
+
+/* a circuit breaker's thresholds (the "breaker" section, per name) */
+typedef struct {
+    char *name;         /* NULL: the defaults (gd_breaker_defaults) */
+    uint64_t window_ms; /* "window": the sliding window, default 10 s */
+    uint32_t min_calls; /* calls in the window before it may open */
+    double failure_ratio;
+    double slow_ratio; /* 1.0: opens only when every call is slow */
+    uint64_t slow_ms;  /* a call slower than this is slow */
+    int failure_statuses[GD_BREAKER_MAX_STATUSES];
+    size_t nfailure_statuses;
+    uint64_t open_for_ms;
+    uint64_t open_for_max_ms;
+    double backoff; /* open_for's factor at each re-open, >= 1 */
+    uint32_t probes;
+    int shadow;
+} gd_breaker_t;
+
+/* the thresholds of a breaker name that no policy lists */
+extern const gd_breaker_t gd_breaker_defaults;
+
 typedef struct {
     char *tenant; /* NULL in the default policy */
     char *file;
@@ -118,6 +141,9 @@ typedef struct {
 
     int has_risk; /* risk: scored by gd_risk_score() (gd_risk.h) */
     gd_risk_policy_t risk;
+
+    gd_breaker_t *breakers; /* the "breaker" section, in file order */
+    size_t nbreakers;
 } gd_policy_t;
 
 typedef struct {
@@ -149,6 +175,13 @@ void gd_policy_free(gd_policy_t *p);
 /* The tenant's policy, else the default one, else NULL. */
 const gd_policy_t *gd_policy_find(const gd_policy_set_t *set,
                                   const char *tenant, size_t len);
+
+/*
+ * The thresholds of breaker name in p (p may be NULL): its entry, else
+ * &gd_breaker_defaults.
+ */
+const gd_breaker_t *gd_breaker_find(const gd_policy_t *p, const char *name,
+                                    size_t len);
 
 /* Whether a rate rule applies to a request. */
 int gd_rate_rule_matches(const gd_rate_rule_t *rule, const char *method,

@@ -89,7 +89,10 @@ static json_t *build(const gd_audit_decision_t *d, size_t cut)
     if (put_text(rec, "id", &d->id) != 0 ||
         put(rec, "ts_ms", json_integer((json_int_t)d->ts_ms)) != 0 ||
         put(rec, "outcome",
-            json_string_nocheck(d->shadow ? "shadow_deny" : "deny")) != 0 ||
+            json_string_nocheck(
+                d->breaker != NULL
+                    ? (d->shadow ? "shadow_transition" : "transition")
+                    : (d->shadow ? "shadow_deny" : "deny"))) != 0 ||
         put_text(rec, "stage", &d->stage) != 0 ||
         put_text(rec, "reason", &d->reason) != 0 ||
         put(rec, "status", json_integer(d->status)) != 0 ||
@@ -146,6 +149,12 @@ static json_t *build(const gd_audit_decision_t *d, size_t cut)
          put(rec, "shadow", json_boolean(d->shadow)) != 0 ||
          (d->thresholds != NULL &&
           json_object_set_nocheck(rec, "thresholds", d->thresholds) != 0))) {
+        goto failed;
+    }
+
+    if (d->breaker != NULL &&
+        (put(rec, "kind", json_string_nocheck("breaker")) != 0 ||
+         json_object_set_nocheck(rec, "breaker", d->breaker) != 0)) {
         goto failed;
     }
 

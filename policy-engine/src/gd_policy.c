@@ -485,6 +485,172 @@ static void load_rate(gd_vctx_t *c, json_t *r, gd_rate_rule_t *rule,
     }
 }
 
+/* the breaker section */
+
+static void text_error(gd_vctx_t *c, const char *key, const char *msg);
+
+const gd_breaker_t gd_breaker_defaults = {
+    .name = NULL,
+    .window_ms = 10000,
+    .min_calls = 20,
+    .failure_ratio = 0.5,
+    .slow_ratio = 1.0,
+    .slow_ms = 1000,
+    .failure_statuses = {502, 503, 504},
+    .nfailure_statuses = 3,
+    .open_for_ms = 5000,
+    .open_for_max_ms = 60000,
+    .backoff = 2.0,
+    .probes = 3,
+    .shadow = 0,
+};
+
+/* a duration member: *ms kept when absent */
+static void get_duration(gd_vctx_t *c, json_t *obj, const char *key,
+                         uint64_t *ms)
+{
+    json_t *v = member(c, obj, key, JSON_STRING, 0);
+    uint64_t d;
+
+    if (v == NULL) {
+        return;
+    }
+
+    if (period_parse(json_string_value(v), &d) != 0) {
+        text_error(c, key,
+                   "must be a duration such as \"1s\", \"10s\", \"1m\", "
+                   "\"1h\" or \"500ms\"");
+        return;
+    }
+    *ms = d;
+}
+
+/* a number member from min to max: *d kept when absent or wrong */
+static void get_number(gd_vctx_t *c, json_t *obj, const char *key, double min,
+                       double max, double *d)
+{
+    json_t *v = json_object_get(obj, key);
+
+    if (v == NULL) {
+        return;
+    }
+
+    size_t old = push_key(c, key);
+
+    if (!json_is_number(v)) {
+        verr(c, 0, "must be a number");
+    } else if (json_number_value(v) < min || json_number_value(v) > max) {
+        verr(c, 0, "must be from %g to %g, not %g", min, max,
+             json_number_value(v));
+    } else {
+        *d = json_number_value(v);
+    }
+    pop(c, old);
+}
+
+static void load_breaker(gd_vctx_t *c, json_t *o, gd_breaker_t *b)
+{
+    static const char *members[] = {
+        "window",  "min_calls",        "failure_ratio", "slow_ratio",
+        "slow_ms", "failure_statuses", "open_for",      "open_for_max",
+        "backoff", "probes",           "shadow",        NULL};
+    json_t *v;
+
+    check_members(c, o, members);
+
+    get_duration(c, o, "window", &b->window_ms);
+    if (b->window_ms < 100) {
+        text_error(c, "window", "must be at least 100ms");
+    }
+    b->min_calls =
+        (uint32_t)get_uint(c, o, "min_calls", 0, 1, 1000000, b->min_calls);
+    get_number(c, o, "failure_ratio", 0.0, 1.0, &b->failure_ratio);
+    get_number(c, o, "slow_ratio", 0.0, 1.0, &b->slow_ratio);
+    b->slow_ms = get_uint(c, o, "slow_ms", 0, 1, 3600000, b->slow_ms);
+    get_duration(c, o, "open_for", &b->open_for_ms);
+    get_duration(c, o, "open_for_max", &b->open_for_max_ms);
+    get_number(c, o, "backoff", 1.0, 100.0, &b->backoff);
+    b->probes = (uint32_t)get_uint(c, o, "probes", 0, 1, 1000, b->probes);
+    b->shadow = get_bool(c, o, "shadow");
+
+    if (b->open_for_ms == 0) {
+        text_error(c, "open_for", "must be more than 0");
+    }
+    if (b->open_for_max_ms < b->open_for_ms) {
+        text_error(c, "open_for_max", "must not be less than open_for");
+    }
+
+    if ((v = member(c, o, "failure_statuses", JSON_ARRAY, 0))) {
+        size_t old = push_key(c, "failure_statuses"), n = json_array_size(v);
+
+        if (n > GD_BREAKER_MAX_STATUSES) {
+            verr(c, 0, "must have at most %d statuses, not %zu",
+                 GD_BREAKER_MAX_STATUSES, n);
+            n = GD_BREAKER_MAX_STATUSES;
+        }
+
+        b->nfailure_statuses = 0;
+
+        for (size_t i = 0; i < n; i++) {
+            json_t *s = json_array_get(v, i);
+            size_t o2 = push_index(c, i);
+
+            if (!json_is_integer(s) || json_integer_value(s) < 100 ||
+                json_integer_value(s) > 599) {
+                verr(c, 0, "a status must be an integer from 100 to 599");
+            } else {
+                b->failure_statuses[b->nfailure_statuses++] =
+                    (int)json_integer_value(s);
+            }
+            pop(c, o2);
+        }
+        pop(c, old);
+    }
+}
+
+static void load_breakers(gd_vctx_t *c, json_t *v, gd_policy_t *p)
+{
+    const char *key;
+    json_t *o;
+
+    p->breakers = calloc(json_object_size(v) + 1, sizeof(gd_breaker_t));
+    if (p->breakers == NULL) {
+        return;
+    }
+
+    json_object_foreach(v, key, o)
+    {
+        size_t old = push_key(c, key);
+
+        if (!rule_name_ok(key)) {
+            verr(c, 0,
+                 "a breaker name must be 1-32 characters of A-Z a-z 0-9 _ -");
+        } else if (!json_is_object(o)) {
+            verr(c, 0, "must be an object");
+        } else {
+            gd_breaker_t *b = &p->breakers[p->nbreakers];
+
+            *b = gd_breaker_defaults;
+            b->name = strdup(key);
+            load_breaker(c, o, b);
+            p->nbreakers++;
+        }
+        pop(c, old);
+    }
+}
+
+const gd_breaker_t *gd_breaker_find(const gd_policy_t *p, const char *name,
+                                    size_t len)
+{
+    for (size_t i = 0; p != NULL && i < p->nbreakers; i++) {
+        if (p->breakers[i].name && strlen(p->breakers[i].name) == len &&
+            memcmp(p->breakers[i].name, name, len) == 0) {
+            return &p->breakers[i];
+        }
+    }
+    return &gd_breaker_defaults;
+}
+
 /* the risk section */
 
 static int signal_id_ok(const char *s)
@@ -866,9 +1032,9 @@ static void load_risk(gd_vctx_t *c, json_t *v, gd_risk_policy_t *r)
 static void load_policy(gd_vctx_t *c, json_t *doc, gd_policy_t *p,
                         const char *dir, int is_default)
 {
-    static const char *top[] = {"$schema", "description", "tenant",
-                                "shadow",  "auth",        "residency",
-                                "limits",  "risk",        NULL};
+    static const char *top[] = {"$schema", "description", "tenant", "shadow",
+                                "auth",    "residency",   "limits", "risk",
+                                "breaker", NULL};
     static const char *auth_m[] = {"issuers", "jwks", "shadow", NULL};
     static const char *res_m[] = {"regions", "shadow", NULL};
     static const char *lim_m[] = {"rate", "concurrency", NULL};
@@ -995,6 +1161,12 @@ static void load_policy(gd_vctx_t *c, json_t *doc, gd_policy_t *p,
         load_risk(c, v, &p->risk);
         pop(c, old);
     }
+
+    if ((v = member(c, doc, "breaker", JSON_OBJECT, 0))) {
+        old = push_key(c, "breaker");
+        load_breakers(c, v, p);
+        pop(c, old);
+    }
 }
 
 static void policy_free(gd_policy_t *p)
@@ -1019,6 +1191,10 @@ static void policy_free(gd_policy_t *p)
         free(s->claim_value);
     }
     free(p->risk.signals);
+    for (size_t i = 0; i < p->nbreakers; i++) {
+        free(p->breakers[i].name);
+    }
+    free(p->breakers);
     free(p->risk.time_zone);
     free(p->risk.zone);
 }

@@ -455,5 +455,44 @@ int main(void)
     json_decref(doc);
     gd_errors_free(&errs);
 
+    /* the breaker section: defaults, fields, did-you-mean */
+    const char *bk =
+        "{\"tenant\": \"a\", \"breaker\": {\"orders\": {\"window\": "
+        "\"5s\", \"min_calls\": 4, \"failure_ratio\": 0.25, "
+        "\"failure_statuses\": [500, 502], \"open_for\": \"1s\", "
+        "\"probes\": 2, \"shadow\": true}, \"pay\": {\"probs\": 1}}}";
+    gd_policy_t bp;
+    json_t *bdoc =
+        gd_policy_parse("b.json", bk, strlen(bk), "/p", 0, &bp, &errs);
+    TAP_OK(bdoc != NULL && errs.n == 1 &&
+               has_error(&errs, "/breaker/pay/probs: unknown member "
+                                "\"probs\"; did you mean \"probes\"?"),
+           "breaker: an unknown member, did you mean: %zu errors", errs.n);
+    const gd_breaker_t *b = gd_breaker_find(&bp, "orders", 6);
+    TAP_OK(b->window_ms == 5000 && b->min_calls == 4 &&
+               b->failure_ratio == 0.25 && b->slow_ratio == 1.0 &&
+               b->slow_ms == 1000 && b->nfailure_statuses == 2 &&
+               b->failure_statuses[1] == 502 && b->open_for_ms == 1000 &&
+               b->open_for_max_ms == 60000 && b->probes == 2 && b->shadow,
+           "breaker: fields given and defaults");
+    TAP_OK(gd_breaker_find(&bp, "other", 5) == &gd_breaker_defaults &&
+               gd_breaker_defaults.min_calls == 20 &&
+               gd_breaker_defaults.open_for_ms == 5000,
+           "breaker: a name not listed has the defaults");
+    gd_policy_free(&bp);
+    json_decref(bdoc);
+    gd_errors_free(&errs);
+
+    const char *bbad = "{\"tenant\": \"a\", \"breaker\": {\"x\": "
+                       "{\"failure_ratio\": 2, \"open_for\": \"10s\", "
+                       "\"open_for_max\": \"5s\"}}}";
+    bdoc = gd_policy_parse("b.json", bbad, strlen(bbad), "/p", 0, &bp, &errs);
+    TAP_OK(errs.n == 2 && has_error(&errs, "/breaker/x/failure_ratio:") &&
+               has_error(&errs, "/breaker/x/open_for_max:"),
+           "breaker: a ratio over 1 and open_for_max < open_for refused");
+    gd_policy_free(&bp);
+    json_decref(bdoc);
+    gd_errors_free(&errs);
+
     return tap_done();
 }

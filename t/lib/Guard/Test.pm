@@ -62,6 +62,7 @@ my %REASON_STATUS = (tenant_unaddressed => 400, tenant_missing => 403,
                      tenant_mismatch => 403, residency => 421,
                      rate_limited => 429, concurrency_limited => 429,
                      risk_deny => 403, sidecar_unavailable => 503,
+                     circuit_open => 503,
                      internal_error => 500);
 
 # <repo>/t/lib/Guard/Test.pm -> <repo>
