@@ -303,6 +303,10 @@ ngx_http_guard_breaker_check(ngx_http_request_t *r,
 
     now = ngx_http_guard_zone_clock_locked(zone);
 
+    /* not closed: kept in use (the outcomes keep a closed one) */
+    ngx_queue_remove(&bn->lru.queue);
+    ngx_queue_insert_head(&zone->sh->breaker.lru.queue, &bn->lru.queue);
+
     if (bn->state == NGX_HTTP_GUARD_BREAKER_OPEN) {
 
         /* a reload may have lowered open_for_max: no stuck OPEN */
@@ -816,6 +820,24 @@ ngx_http_guard_breaker_list(ngx_http_request_t *r)
 }
 
 
+/* tenant, breaker, state and retry_after of a breaker, into o */
+
+static void
+ngx_http_guard_breaker_json(json_t *o, ngx_http_guard_breaker_view_t *v)
+{
+    json_object_set_new(o, "tenant",
+                        ngx_http_guard_json_text(v->tenant.data,
+                                                 v->tenant.len));
+    json_object_set_new(o, "breaker",
+                        json_stringn((char *) v->name.data, v->name.len));
+    json_object_set_new(o, "state",
+                        json_string((char *)
+                                ngx_http_guard_breaker_states[v->state].data));
+    json_object_set_new(o, "retry_after",
+                        json_integer((json_int_t) v->retry_after));
+}
+
+
 /* guard_status JSON: "breakers", an array */
 
 json_t *
@@ -843,21 +865,12 @@ ngx_http_guard_breaker_status(ngx_http_request_t *r)
             break;
         }
 
-        json_object_set_new(o, "tenant",
-                            ngx_http_guard_json_text(v[i].tenant.data,
-                                                     v[i].tenant.len));
-        json_object_set_new(o, "breaker",
-                            json_stringn((char *) v[i].name.data,
-                                         v[i].name.len));
-        json_object_set_new(o, "state",
-                json_string((char *) ngx_http_guard_breaker_states[v[i].state]
-                                         .data));
+        ngx_http_guard_breaker_json(o, &v[i]);
+
         json_object_set_new(o, "calls", json_integer(v[i].counts.calls));
         json_object_set_new(o, "failures",
                             json_integer(v[i].counts.failures));
         json_object_set_new(o, "slow", json_integer(v[i].counts.slow));
-        json_object_set_new(o, "retry_after",
-                            json_integer((json_int_t) v[i].retry_after));
         json_object_set_new(o, "transitions",
                 json_pack("{s:I,s:I,s:I}",
                           "closed", (json_int_t) v[i].transitions[0],
@@ -1020,17 +1033,7 @@ ngx_http_guard_breaker_open_list(ngx_http_request_t *r, json_t *arr)
             break;
         }
 
-        json_object_set_new(o, "tenant",
-                            ngx_http_guard_json_text(v[i].tenant.data,
-                                                     v[i].tenant.len));
-        json_object_set_new(o, "breaker",
-                            json_stringn((char *) v[i].name.data,
-                                         v[i].name.len));
-        json_object_set_new(o, "state",
-                json_string((char *) ngx_http_guard_breaker_states[v[i].state]
-                                         .data));
-        json_object_set_new(o, "retry_after",
-                            json_integer((json_int_t) v[i].retry_after));
+        ngx_http_guard_breaker_json(o, &v[i]);
         n++;
     }
 
