@@ -16,10 +16,14 @@
 #   guard-open     guard with `guard_breaker down;` in front of the 502
 #                  upstream, the breaker opened before the rounds: every
 #                  request refused at once with 503 circuit_open
+#   guard-empty    guard in front of empty_gif, no proxy: guard's quickest
+#                  answer, the ceiling of guard-open
 #
 # Prints ratios to guard-proxy and guard-fail; the closed breaker's cost
-# over the guard path (goal: at most 0.02x, a ratio of at least 0.98) and
-# the open breaker's rate over the failing upstream's (goal: at least 3x).
+# over the guard path (goal: at most 0.02x, a ratio of at least 0.98), the
+# open breaker's rate over the failing upstream's (goal: at least 3x) and
+# over guard-empty's.  The failing upstream answers at once, in the same
+# worker: the hardest case for the open breaker's ratio.
 #
 # Then an outage, side by side with nginx's passive health checks: for
 # OUTAGE seconds (20) wrk sends CONNS connections' worth of requests to an
@@ -106,6 +110,7 @@ conf() {
             guard on;
             proxy_pass http://127.0.0.1:$dead/refused;
         }$brk
+        location = /guard-empty { guard on; empty_gif; }
         location = /ok { empty_gif; }
         location = /fail { return 502 "failing\n"; }
     }
@@ -151,6 +156,7 @@ bench_variant guard-fail /guard-fail "Authorization: Bearer $acme" "X-Tenant-Id:
 bench_variant guard-refused /guard-refused "Authorization: Bearer $acme" "X-Tenant-Id: acme"
 [ $breaker = no ] || bench_variant guard-open /guard-open \
     "Authorization: Bearer $acme" "X-Tenant-Id: acme"
+bench_variant guard-empty /guard-empty "Authorization: Bearer $acme" "X-Tenant-Id: acme"
 
 # status URL: one request's status code, acme's token
 status() {
@@ -175,6 +181,7 @@ expect() {
 expect guard-proxy 200
 expect guard-fail 502
 expect guard-refused 502
+expect guard-empty 200
 if [ $breaker = yes ]; then
     expect guard-breaker 200
     # open `down`: failing calls until it refuses (min_calls is 5)
@@ -202,6 +209,7 @@ if [ $breaker = yes ]; then
         "$(bench_round_ratios guard-breaker guard-proxy | bench_median)"
     bench_derived "open breaker over the failing upstream" guard-open guard-fail
     bench_derived "open breaker over the refusing upstream" guard-open guard-refused
+    bench_derived "open breaker over guard's quickest answer" guard-open guard-empty
     echo "(goals: the closed breaker costs at most 0.02x over the guard path;"
     echo " an open breaker refuses at least 3x as fast as the failing upstream answers)"
 else

@@ -94,7 +94,7 @@ like($out, qr/audit\.sh: no baseline run/, 'audit.sh says it runs no baseline');
 # the breaker is dropped, and says so); the breaker's rows only when the
 # module has guard_breaker
 like($out, qr/^guard-\Q$_\E(?:\s+$num){2,5}\s+\d+ (?:\| \d+ )?$/m,
-     "breaker.sh: guard-$_") for qw(proxy fail refused);
+     "breaker.sh: guard-$_") for qw(proxy fail refused empty);
 like($out, qr/^  nginx alone \(max_fails=1 fail_timeout=10s\):\s+\d+ requests,\s+\d+ reached the upstream$/m,
      'breaker.sh: the outage, requests reaching the upstream, nginx alone');
 SKIP: {
