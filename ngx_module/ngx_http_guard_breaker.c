@@ -12,11 +12,16 @@
  * evicted with the zone's other entries), on the zone clock
  * (ngx_http_guard_zone_clock_locked()):
  *
- *   CLOSED     every call passes; its outcome (the log phase) is counted
- *              in a sliding window of NGX_HTTP_GUARD_BREAKER_BUCKETS time
- *              buckets over "window".  With at least min_calls in the
- *              window, a failure ratio >= failure_ratio or a slow-call
- *              ratio >= slow_ratio opens it (a ratio of 0 never does).
+ *   CLOSED     every call passes.  It is counted when it starts (in the
+ *              check, under the mutex it takes anyway for the lookup) in
+ *              a sliding window of NGX_HTTP_GUARD_BREAKER_BUCKETS time
+ *              buckets over "window"; its outcome (the log phase) takes
+ *              the mutex again only for a failure or a slow call, so the
+ *              closed path with a healthy upstream is one lookup.  With
+ *              at least min_calls in the window, a failure ratio >=
+ *              failure_ratio or a slow-call ratio >= slow_ratio (checked
+ *              when a call fails or is slow) opens it (a ratio of 0
+ *              never does).
  *   OPEN       every call is refused at once (503 circuit_open,
  *              Retry-After: the seconds until half-open), for open_for.
  *   HALF_OPEN  exactly "probes" calls pass, counted in the zone under its
@@ -124,6 +129,24 @@ static void ngx_http_guard_breaker_tell(ngx_http_request_t *r,
     ngx_http_guard_breaker_move_t *mv, ngx_uint_t shadow);
 static const gd_breaker_t *ngx_http_guard_breaker_policy(
     ngx_http_guard_ctx_t *ctx, ngx_uint_t *shadow);
+static ngx_http_guard_breaker_node_t *ngx_http_guard_breaker_add_locked(
+    ngx_http_request_t *r, ngx_http_guard_zone_t *zone,
+    ngx_http_guard_ctx_t *ctx, const gd_breaker_t *b);
+
+
+/*
+ * The time of the buckets, in microseconds: the worker's cached clock
+ * (the same in every worker to a few milliseconds), so that counting a
+ * call reads no clock.  The states' times are on the zone clock.
+ */
+
+#define ngx_http_guard_breaker_tick()  ((uint64_t) ngx_current_msec * 1000)
+
+/* how long an idle breaker is kept: while it may matter, and a minute */
+
+#define ngx_http_guard_breaker_keep(b)                                       \
+    (((b)->window_ms + (b)->open_for_max_ms) * 1000                          \
+     + NGX_HTTP_GUARD_BREAKER_KEEP)
 
 
 static ngx_str_t  ngx_http_guard_breaker_states[] = {
@@ -244,6 +267,7 @@ ngx_http_guard_breaker_check(ngx_http_request_t *r,
     ctx->breaker_key.len = 0;
     ctx->breaker_state = 0;
     ctx->breaker_probe = 0;
+    ctx->breaker_counted = 0;
     ctx->breaker_shadowed = 0;
 
     name = &ctx->conf->breaker;
@@ -289,23 +313,51 @@ ngx_http_guard_breaker_check(ngx_http_request_t *r,
                                         NGX_HTTP_GUARD_BREAKER_OFF);
 
     if (bn == NULL) {
-        /* no outcome seen yet: closed */
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-        ctx->breaker_state = NGX_HTTP_GUARD_BREAKER_CLOSED + 1;
-        return NGX_HTTP_GUARD_OK;
+        bn = ngx_http_guard_breaker_add_locked(r, zone, ctx, b);
+
+        if (bn == NULL) {
+            /* a full zone never refuses: this call is not counted */
+            ngx_shmtx_unlock(&zone->shpool->mutex);
+            ctx->breaker_key.len = 0;
+            ctx->breaker_state = NGX_HTTP_GUARD_BREAKER_CLOSED + 1;
+            return NGX_HTTP_GUARD_OK;
+        }
+
+    } else {
+        ngx_queue_remove(&bn->lru.queue);
+        ngx_queue_insert_head(&zone->sh->breaker.lru.queue, &bn->lru.queue);
     }
 
     if (bn->state == NGX_HTTP_GUARD_BREAKER_CLOSED) {
+
+        /*
+         * The closed path: the call is counted now, in the bucket of its
+         * start; its outcome takes the mutex again only when it fails or
+         * is slow (or is no call after all: a 499, a later refusal).
+         * The expiry moves on with the zone clock as last read.
+         */
+
+        now = ngx_http_guard_breaker_tick();
+        ngx_http_guard_breaker_window(bn, b, now, NULL);
+        bn->buckets[(now / bn->width) % NGX_HTTP_GUARD_BREAKER_BUCKETS]
+            .calls++;
+
+        cap = zone->sh->clock + ngx_http_guard_breaker_keep(b);
+
+        if (bn->lru.expires < cap) {
+            bn->lru.expires = cap;
+        }
+
         ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        ctx->breaker_at = now;
+        ctx->breaker_counted = 1;
         ctx->breaker_state = NGX_HTTP_GUARD_BREAKER_CLOSED + 1;
+
         return NGX_HTTP_GUARD_OK;
     }
 
     now = ngx_http_guard_zone_clock_locked(zone);
-
-    /* not closed: kept in use (the outcomes keep a closed one) */
-    ngx_queue_remove(&bn->lru.queue);
-    ngx_queue_insert_head(&zone->sh->breaker.lru.queue, &bn->lru.queue);
 
     if (bn->state == NGX_HTTP_GUARD_BREAKER_OPEN) {
 
@@ -320,7 +372,8 @@ ngx_http_guard_breaker_check(ngx_http_request_t *r,
         if (now >= bn->open_until) {
             ngx_http_guard_breaker_move(bn, NGX_HTTP_GUARD_BREAKER_HALF_OPEN,
                                         now, &mv);
-            ngx_http_guard_breaker_window(bn, b, now, &mv.counts);
+            ngx_http_guard_breaker_window(bn, b, ngx_http_guard_breaker_tick(),
+                                          &mv.counts);
 
         } else {
             refuse = 1;
@@ -386,11 +439,9 @@ void
 ngx_http_guard_breaker_outcome(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx)
 {
-    size_t                            size;
-    uint64_t                          now, open_for, keep;
+    uint64_t                          now, tick, open_for;
     ngx_int_t                         status;
     ngx_uint_t                        i, failure, slow, in_shadow;
-    ngx_log_t                         log;
     ngx_msec_t                        ms;
     ngx_time_t                       *tp;
     const gd_breaker_t               *b;
@@ -453,11 +504,18 @@ ngx_http_guard_breaker_outcome(ngx_http_request_t *r,
         }
     }
 
+    if (status != -1 && !failure && !slow && !ctx->breaker_probe) {
+        /* a success, counted as a call when it started: nothing to do */
+        return;
+    }
+
+    if (status == -1 && !ctx->breaker_probe && !ctx->breaker_counted) {
+        return;
+    }
+
     mv.set = 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
-
-    now = ngx_http_guard_zone_clock_locked(zone);
 
     bn = (ngx_http_guard_breaker_node_t *)
              ngx_http_guard_zone_lookup(&zone->sh->breaker.lru.rbtree,
@@ -466,60 +524,69 @@ ngx_http_guard_breaker_outcome(ngx_http_request_t *r,
                                         ctx->breaker_hash,
                                         NGX_HTTP_GUARD_BREAKER_OFF);
 
+    if (bn == NULL) {
+        /* evicted meanwhile */
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return;
+    }
+
+    tick = ngx_http_guard_breaker_tick();
+
     if (status == -1) {
-        if (bn && ctx->breaker_probe && bn->gen == ctx->breaker_gen
+
+        /* no call after all: uncounted, or a probe taken given back */
+
+        if (ctx->breaker_probe && bn->gen == ctx->breaker_gen
             && bn->state == NGX_HTTP_GUARD_BREAKER_HALF_OPEN
             && bn->probes_taken)
         {
             bn->probes_taken--;
         }
 
+        if (ctx->breaker_counted
+            && bn->state == NGX_HTTP_GUARD_BREAKER_CLOSED && bn->width)
+        {
+            bk = &bn->buckets[(ctx->breaker_at / bn->width)
+                              % NGX_HTTP_GUARD_BREAKER_BUCKETS];
+
+            if (bk->index == ctx->breaker_at / bn->width && bk->calls) {
+                bk->calls--;
+            }
+        }
+
         ngx_shmtx_unlock(&zone->shpool->mutex);
         return;
     }
 
-    if (bn == NULL) {
-        size = offsetof(ngx_http_guard_breaker_node_t, data)
-               + ctx->breaker_key.len;
+    now = ngx_http_guard_zone_clock_locked(zone);
 
-        bn = ngx_http_guard_zone_alloc_locked(zone, size,
-                                              ngx_http_guard_zone_now());
-
-        if (bn == NULL) {
-            ngx_shmtx_unlock(&zone->shpool->mutex);
-
-            /* a full zone never refuses: this breaker is not kept */
-            ngx_log_error(NGX_LOG_WARN, ngx_http_guard_request_log(r, &log),
-                          0, "guard: zone full, breaker not kept");
-            return;
-        }
-
-        ngx_memzero(bn, size);
-        bn->lru.node.key = ctx->breaker_hash;
-        bn->tenant_len = (u_short) ctx->tenant.len;
-        bn->len = (u_short) ctx->breaker_key.len;
-        ngx_memcpy(bn->data, ctx->breaker_key.data, ctx->breaker_key.len);
-        bn->since = now;
-        ngx_rbtree_insert(&zone->sh->breaker.lru.rbtree, &bn->lru.node);
-
-    } else {
-        ngx_queue_remove(&bn->lru.queue);
-    }
-
+    ngx_queue_remove(&bn->lru.queue);
     ngx_queue_insert_head(&zone->sh->breaker.lru.queue, &bn->lru.queue);
 
     switch (bn->state) {
 
     case NGX_HTTP_GUARD_BREAKER_CLOSED:
 
-        ngx_http_guard_breaker_window(bn, b, now, NULL);
+        if (!ctx->breaker_counted) {
+            /* a call of another state (a probe of an earlier half-open) */
+            break;
+        }
 
-        bk = &bn->buckets[(now / bn->width) % NGX_HTTP_GUARD_BREAKER_BUCKETS];
-        bk->calls++;
+        ngx_http_guard_breaker_window(bn, b, tick, NULL);
+
+        bk = &bn->buckets[(tick / bn->width) % NGX_HTTP_GUARD_BREAKER_BUCKETS];
         bk->failures += failure;
         bk->slow += slow;
 
-        ngx_http_guard_breaker_window(bn, b, now, &c);
+        /* a call that started before the window: counted again, in it */
+
+        if (ctx->breaker_at / bn->width + NGX_HTTP_GUARD_BREAKER_BUCKETS
+            <= tick / bn->width)
+        {
+            bk->calls++;
+        }
+
+        ngx_http_guard_breaker_window(bn, b, tick, &c);
 
         if (c.calls >= b->min_calls
             && ((b->failure_ratio > 0
@@ -590,15 +657,55 @@ ngx_http_guard_breaker_outcome(ngx_http_request_t *r,
 
     /* kept while it may matter, and a minute more */
 
-    keep = (b->window_ms + b->open_for_max_ms) * 1000
-           + NGX_HTTP_GUARD_BREAKER_KEEP;
-    bn->lru.expires = ngx_max(now, bn->open_until) + keep;
+    bn->lru.expires = ngx_max(now, bn->open_until)
+                      + ngx_http_guard_breaker_keep(b);
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
     if (mv.set) {
         ngx_http_guard_breaker_tell(r, ctx, b, &mv, in_shadow);
     }
+}
+
+
+/* a new breaker, closed, the mutex held; NULL when the zone is full */
+
+static ngx_http_guard_breaker_node_t *
+ngx_http_guard_breaker_add_locked(ngx_http_request_t *r,
+    ngx_http_guard_zone_t *zone, ngx_http_guard_ctx_t *ctx,
+    const gd_breaker_t *b)
+{
+    size_t                          size;
+    uint64_t                        now;
+    ngx_log_t                       log;
+    ngx_http_guard_breaker_node_t  *bn;
+
+    size = offsetof(ngx_http_guard_breaker_node_t, data)
+           + ctx->breaker_key.len;
+
+    bn = ngx_http_guard_zone_alloc_locked(zone, size,
+                                          ngx_http_guard_zone_now());
+
+    if (bn == NULL) {
+        ngx_log_error(NGX_LOG_WARN, ngx_http_guard_request_log(r, &log), 0,
+                      "guard: zone full, breaker not kept");
+        return NULL;
+    }
+
+    now = ngx_http_guard_zone_clock_locked(zone);
+
+    ngx_memzero(bn, size);
+    bn->lru.node.key = ctx->breaker_hash;
+    bn->lru.expires = now + ngx_http_guard_breaker_keep(b);
+    bn->tenant_len = (u_short) ctx->tenant.len;
+    bn->len = (u_short) ctx->breaker_key.len;
+    ngx_memcpy(bn->data, ctx->breaker_key.data, ctx->breaker_key.len);
+    bn->since = now;
+
+    ngx_rbtree_insert(&zone->sh->breaker.lru.rbtree, &bn->lru.node);
+    ngx_queue_insert_head(&zone->sh->breaker.lru.queue, &bn->lru.queue);
+
+    return bn;
 }
 
 
@@ -792,7 +899,7 @@ ngx_http_guard_breaker_list(ngx_http_request_t *r)
 
         /* the window's counts, with the width it was counted in */
 
-        index = bn->width ? now / bn->width : 0;
+        index = bn->width ? ngx_http_guard_breaker_tick() / bn->width : 0;
 
         for (i = 0; bn->width && i < NGX_HTTP_GUARD_BREAKER_BUCKETS; i++) {
             bk = &bn->buckets[i];
@@ -888,7 +995,7 @@ ngx_int_t
 ngx_http_guard_breaker_prom(ngx_http_request_t *r, ngx_str_t *text)
 {
     u_char                         *p, *labels;
-    size_t                          size;
+    size_t                          size, most;
     ngx_uint_t                      i, s;
     ngx_array_t                    *a;
     ngx_http_guard_breaker_view_t  *v;
@@ -908,9 +1015,11 @@ ngx_http_guard_breaker_prom(ngx_http_request_t *r, ngx_str_t *text)
     /* a label set escaped is at most twice as long, and 64 more */
 
     size = 1024;
+    most = 0;
 
     for (i = 0; i < a->nelts; i++) {
         size += 8 * (2 * (v[i].tenant.len + v[i].name.len) + 64 + 96);
+        most = ngx_max(most, v[i].tenant.len + v[i].name.len);
     }
 
     text->data = ngx_pnalloc(r->pool, size);
@@ -918,7 +1027,7 @@ ngx_http_guard_breaker_prom(ngx_http_request_t *r, ngx_str_t *text)
         return NGX_ERROR;
     }
 
-    labels = ngx_pnalloc(r->pool, 2 * (64 * 1024) + 64);
+    labels = ngx_pnalloc(r->pool, 2 * most + 64);
     if (labels == NULL) {
         return NGX_ERROR;
     }

@@ -221,6 +221,7 @@ typedef struct {
     uint32_t                     breaker_hash;
     ngx_uint_t                   breaker_state; /* 0: none, else state+1 */
     uint64_t                     breaker_gen; /* of the probe taken */
+    uint64_t                     breaker_at;  /* its bucket time, counted */
     time_t                       breaker_retry;
     ngx_http_guard_cache_status_e  cache_status;
     ngx_http_guard_loc_conf_t   *cache_keyed; /* cache_key is for it */
@@ -236,6 +237,7 @@ typedef struct {
     unsigned                     deferred:1;  /* refused, satisfy any */
     unsigned                     auth_shadow:1;
     unsigned                     breaker_probe:1;
+    unsigned                     breaker_counted:1;
     unsigned                     breaker_shadowed:1;
 } ngx_http_guard_ctx_t;
 
