@@ -288,6 +288,7 @@ bench: setup module
 	bash bench/limits.sh
 	bash bench/sidecar.sh
 	bash bench/audit.sh
+	bash bench/breaker.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 
 # The commands README.md shows under Benchmarks ("Before and after",
-# "Instructions per request"), with one short round and few requests:
+# "Instructions per request"), with one short round and few requests
+# (and bench/breaker.sh's outage 2 s long):
 #
 #   bench/baseline.sh main DIR          (HEAD when there is no main)
 #   BASELINE_MODULE=DIR/ngx_http_guard_module.so \
@@ -61,6 +62,7 @@ my $num = qr/\d+\.\d{3}/;
     local $ENV{ROUNDS} = 1;
     local $ENV{DURATION} = '1s';
     local $ENV{CONNS} = 4;
+    local $ENV{OUTAGE} = 2;
     $out = `@{[ readme_cmd(1) ]}`;
 }
 is($?, 0, 'BASELINE_MODULE=... BASELINE_GUARDD=... make bench: exit status 0')
@@ -87,6 +89,26 @@ my @dps = $out =~ /decisions per CPU-second \(per core\): \d+/g;
 is(scalar @dps, 2, 'decide_bench against the current and the baseline guardd');
 like($out, qr/^baseline guardd: \Q$base\E\/guardd$/m, 'the baseline guardd');
 like($out, qr/audit\.sh: no baseline run/, 'audit.sh says it runs no baseline');
+
+# bench/breaker.sh: its variants, with or without a baseline (one without
+# the breaker is dropped, and says so); the breaker's rows only when the
+# module has guard_breaker
+like($out, qr/^guard-\Q$_\E(?:\s+$num){2,5}\s+\d+ (?:\| \d+ )?$/m,
+     "breaker.sh: guard-$_") for qw(proxy fail refused empty);
+like($out, qr/^  nginx alone \(max_fails=1 fail_timeout=10s\):\s+\d+ requests,\s+\d+ reached the upstream$/m,
+     'breaker.sh: the outage, requests reaching the upstream, nginx alone');
+SKIP: {
+    skip 'the module has no guard_breaker', 5
+        if $out =~ /^breaker variants skipped: this module has no guard_breaker$/m;
+    like($out, qr/^guard-\Q$_\E(?:\s+$num){2,5}\s+\d+ (?:\| \d+ )?$/m,
+         "breaker.sh: guard-$_") for qw(breaker open);
+    like($out, qr/^  closed breaker: guard-breaker \/ guard-proxy = $num(?:, baseline $num, cur\/base $num)?$/m,
+         'breaker.sh: the closed breaker over the guard path');
+    like($out, qr/^open breaker over the failing upstream: guard-open \/ guard-fail = $num/m,
+         'breaker.sh: the open breaker over the failing upstream');
+    like($out, qr/^  guard_breaker \(default thresholds\):\s+\d+ requests,\s+\d+ reached the upstream$/m,
+         'breaker.sh: the outage, requests reaching the upstream, guard');
+}
 
 # bench/callgrind.sh with a baseline
 SKIP: {
