@@ -301,7 +301,7 @@ ngx_http_guard_breaker_check(ngx_http_request_t *r,
 
     b = ngx_http_guard_breaker_policy(ctx, &in_shadow);
 
-    mv.set = 0;
+    ngx_memzero(&mv, sizeof(ngx_http_guard_breaker_move_t));
     refuse = 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
@@ -513,7 +513,7 @@ ngx_http_guard_breaker_outcome(ngx_http_request_t *r,
         return;
     }
 
-    mv.set = 0;
+    ngx_memzero(&mv, sizeof(ngx_http_guard_breaker_move_t));
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
