@@ -298,12 +298,11 @@ ngx_http_guard_health_merge(ngx_conf_t *cf,
 static ngx_int_t
 ngx_http_guard_health_handler(ngx_http_request_t *r)
 {
-    json_t       *doc;
-    ngx_int_t     rc;
-    ngx_str_t     nostore;
-    ngx_buf_t    *b;
-    ngx_uint_t    healthy;
-    ngx_chain_t   out;
+    json_t      *doc;
+    ngx_int_t    rc;
+    ngx_str_t    nostore;
+    ngx_buf_t   *b;
+    ngx_uint_t   healthy;
 
     if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -336,22 +335,9 @@ ngx_http_guard_health_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    r->headers_out.status = healthy ? NGX_HTTP_OK
-                                    : NGX_HTTP_SERVICE_UNAVAILABLE;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_length_n = b->last - b->pos;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_guard_send_buf(r, healthy ? NGX_HTTP_OK
+                                              : NGX_HTTP_SERVICE_UNAVAILABLE,
+                                   "application/json", b);
 }
 
 

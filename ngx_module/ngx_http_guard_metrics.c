@@ -487,9 +487,9 @@ ngx_http_guard_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_guard_status_handler(ngx_http_request_t *r)
 {
+    char                   *type;
     ngx_int_t               rc;
     ngx_buf_t              *b;
-    ngx_chain_t             out;
     ngx_http_guard_zone_t  *zone;
 
     if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
@@ -505,32 +505,18 @@ ngx_http_guard_status_handler(ngx_http_request_t *r)
 
     if (ngx_http_guard_status_prometheus(r)) {
         b = ngx_http_guard_status_text(r, zone);
-        ngx_str_set(&r->headers_out.content_type,
-                    "text/plain; version=0.0.4; charset=utf-8");
+        type = "text/plain; version=0.0.4; charset=utf-8";
 
     } else {
         b = ngx_http_guard_status_json(r, zone);
-        ngx_str_set(&r->headers_out.content_type, "application/json");
+        type = "application/json";
     }
 
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_guard_send_buf(r, NGX_HTTP_OK, type, b);
 }
 
 

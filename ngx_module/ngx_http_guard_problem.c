@@ -334,6 +334,37 @@ ngx_http_guard_retry_after(ngx_http_request_t *r,
 }
 
 
+/*
+ * A whole response of a content handler (guard_status, guard_health):
+ * status, Content-Type and the one buffer b as the body
+ */
+
+ngx_int_t
+ngx_http_guard_send_buf(ngx_http_request_t *r, ngx_uint_t status,
+    char *type, ngx_buf_t *b)
+{
+    ngx_int_t    rc;
+    ngx_chain_t  out;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b->last - b->pos;
+    r->headers_out.content_type.data = (u_char *) type;
+    r->headers_out.content_type.len = ngx_strlen(type);
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
 /* a JSON document as the last buffer of a response body */
 
 ngx_buf_t *

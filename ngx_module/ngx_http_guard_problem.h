@@ -21,6 +21,8 @@ ngx_int_t ngx_http_guard_add_header(ngx_http_request_t *r, char *name,
     ngx_str_t *value);
 ngx_buf_t *ngx_http_guard_json_buf(ngx_http_request_t *r, json_t *doc,
     size_t flags);
+ngx_int_t ngx_http_guard_send_buf(ngx_http_request_t *r, ngx_uint_t status,
+    char *type, ngx_buf_t *b);
 ngx_int_t ngx_http_guard_json_set_text(json_t *doc, const char *key,
     u_char *data, size_t len, size_t max);
 json_t *ngx_http_guard_json_text(u_char *data, size_t len);
