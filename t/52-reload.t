@@ -63,11 +63,9 @@ sub start_guardd {
     ok(-S $sock, "guardd ($conf) is listening");
 }
 sub stop_guardd {
-    kill 'TERM', $gpid;
-    waitpid $gpid, 0;
+    end_guardd($gpid);
     undef $gpid;
 }
-END { kill 'KILL', $gpid if $gpid }
 
 start_guardd('guardd.conf');
 

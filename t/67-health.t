@@ -42,11 +42,9 @@ sub start_guardd {
                          "$dir/guardd.log");
 }
 sub stop_guardd {
-    kill 'TERM', $gpid;
-    waitpid $gpid, 0;
+    end_guardd($gpid);
     undef $gpid;
 }
-END { kill 'KILL', $gpid if $gpid }
 
 start_guardd();
 

@@ -17,7 +17,7 @@ use POSIX ();
 use Guard::Test qw(wait_for);    # re-exported: one poll helper
 use Time::HiRes qw(sleep time);
 
-our @EXPORT = qw(frame read_frames spawn_guardd stand_in_guardd);
+our @EXPORT = qw(frame read_frames spawn_guardd end_guardd stand_in_guardd);
 our @EXPORT_OK = qw(journal_records wait_for slurp write_text guardd_conf
                     command);
 
@@ -57,6 +57,24 @@ sub read_frames {
     return @frames;
 }
 
+# the guardds spawn_guardd started that end_guardd has not stopped: killed
+# when the test ends, however it ends (by the process that started them,
+# not by a forked child of the test that exits)
+my %spawned;
+END { kill 'KILL', grep { $spawned{$_} == $$ } keys %spawned }
+
+# end_guardd($pid): stops a guardd of spawn_guardd with SIGTERM and waits
+# for it; its exit status ($?)
+sub end_guardd {
+    my ($pid) = @_;
+    return undef unless $pid;
+    kill 'TERM', $pid;
+    waitpid $pid, 0;
+    my $status = $?;
+    delete $spawned{$pid};
+    return $status;
+}
+
 # spawn_guardd($guardd, $conf, $socket, $log): starts guardd with its
 # stderr appended to $log, waits (at most 10 s) for its socket; returns
 # the pid, the socket being there or not
@@ -68,6 +86,7 @@ sub spawn_guardd {
         exec $guardd, '-c', $conf;
         die "exec: $!";
     }
+    $spawned{$pid} = $$;
     # the socket file exists from bind(); it accepts after listen()
     for (1 .. 200) {
         last if -S $sock
