@@ -13,6 +13,10 @@
 #                  answers through nginx
 #   guard-refused  guard, no breaker, in front of a port nobody listens on
 #                  (connection refused, 502; nginx logs every one)
+#   guard-timeout  guard, no breaker, in front of an upstream that takes the
+#                  connection and never answers: it fails by timing out
+#                  (proxy_read_timeout TIMEOUT_MS, 250 ms by default, a
+#                  tight production setting; nginx's default is 60 s), 504
 #   guard-open     guard with `guard_breaker down;` in front of the 502
 #                  upstream, the breaker opened before the rounds: every
 #                  request refused at once with 503 circuit_open
@@ -22,8 +26,11 @@
 # Prints ratios to guard-proxy and guard-fail; the closed breaker's cost
 # over the guard path (goal: at most 0.02x, a ratio of at least 0.98), the
 # open breaker's rate over the failing upstream's (goal: at least 3x) and
-# over guard-empty's.  The failing upstream answers at once, in the same
-# worker: the hardest case for the open breaker's ratio.
+# over guard-empty's.  The 502 upstream answers at once, in the same
+# worker: the hardest case for the open breaker's ratio (bounded by what a
+# proxied request costs nginx over an answer of its own); the timing-out
+# upstream is the failure a breaker is for (its rate is CONNS over the
+# timeout, whatever the machine).
 #
 # Then an outage, side by side with nginx's passive health checks: for
 # OUTAGE seconds (20) wrk sends CONNS connections' worth of requests to an
@@ -49,6 +56,8 @@ outage=${OUTAGE:-20}
 max_fails=${NGX_MAX_FAILS:-1}
 fail_timeout=${NGX_FAIL_TIMEOUT:-10s}
 dead=$(bench_free_port)
+hung=$(bench_free_port)
+timeout_ms=${TIMEOUT_MS:-250}
 
 read -r acme < <(bench_mint \
     "{\"kid\":\"hs256\",\"alg\":\"HS256\",\"claims\":{\"sub\":\"bench\",\"tenant_id\":\"acme\",\"exp\":$((now + 86400))}}")
@@ -109,6 +118,11 @@ conf() {
         location = /guard-refused {
             guard on;
             proxy_pass http://127.0.0.1:$dead/refused;
+        }
+        location = /guard-timeout {
+            guard on;
+            proxy_pass http://127.0.0.1:$hung/hung;
+            proxy_read_timeout ${timeout_ms}ms;
         }$brk
         location = /guard-empty { guard on; empty_gif; }
         location = /ok { empty_gif; }
@@ -147,6 +161,36 @@ if [ -n "$baseline" ] && ! conf_ok "$baseline"; then
     bench_inst=("")
 fi
 
+# the hung upstream: takes every connection, reads, never answers
+$py - "$hung" > /dev/null 2>&1 <<'PY' &
+import selectors, socket, sys
+sel = selectors.DefaultSelector()
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(sys.argv[1])))
+ls.listen(4096)
+sel.register(ls, selectors.EVENT_READ)
+while True:
+    for key, _ in sel.select():
+        if key.fileobj is ls:
+            c, _ = ls.accept()
+            sel.register(c, selectors.EVENT_READ)
+        else:
+            try:
+                data = key.fileobj.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+PY
+hung_pid=$!
+trap 'kill "$hung_pid" 2>/dev/null; bench_cleanup' EXIT
+for ((n = 0; n < 50; n++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$hung") 2>/dev/null && break
+    sleep 0.1
+done
+
 bench_start
 
 bench_variant guard-proxy /guard-proxy "Authorization: Bearer $acme" "X-Tenant-Id: acme"
@@ -154,6 +198,7 @@ bench_variant guard-proxy /guard-proxy "Authorization: Bearer $acme" "X-Tenant-I
     "Authorization: Bearer $acme" "X-Tenant-Id: acme"
 bench_variant guard-fail /guard-fail "Authorization: Bearer $acme" "X-Tenant-Id: acme"
 bench_variant guard-refused /guard-refused "Authorization: Bearer $acme" "X-Tenant-Id: acme"
+bench_variant guard-timeout /guard-timeout "Authorization: Bearer $acme" "X-Tenant-Id: acme"
 [ $breaker = no ] || bench_variant guard-open /guard-open \
     "Authorization: Bearer $acme" "X-Tenant-Id: acme"
 bench_variant guard-empty /guard-empty "Authorization: Bearer $acme" "X-Tenant-Id: acme"
@@ -181,6 +226,7 @@ expect() {
 expect guard-proxy 200
 expect guard-fail 502
 expect guard-refused 502
+expect guard-timeout 504
 expect guard-empty 200
 if [ $breaker = yes ]; then
     expect guard-breaker 200
@@ -209,9 +255,13 @@ if [ $breaker = yes ]; then
         "$(bench_round_ratios guard-breaker guard-proxy | bench_median)"
     bench_derived "open breaker over the failing upstream" guard-open guard-fail
     bench_derived "open breaker over the refusing upstream" guard-open guard-refused
+    bench_derived "open breaker over the timing-out upstream (${timeout_ms} ms)" \
+        guard-open guard-timeout
     bench_derived "open breaker over guard's quickest answer" guard-open guard-empty
     echo "(goals: the closed breaker costs at most 0.02x over the guard path;"
-    echo " an open breaker refuses at least 3x as fast as the failing upstream answers)"
+    echo " an open breaker refuses at least 3x as fast as the failing upstream answers:"
+    echo " a timing-out upstream answers at CONNS/timeout; one that fails at once, in"
+    echo " the same worker, bounds the ratio by a proxied request's cost to nginx)"
 else
     echo "breaker variants skipped: this module has no guard_breaker"
 fi
@@ -281,7 +331,7 @@ cat >> "$dir/outage/nginx.conf" <<CONF
 }
 CONF
 "$nginx" -p "$dir/outage/" -c "$dir/outage/nginx.conf" -e "$dir/outage/error.log"
-trap '[ -f "$dir/outage/nginx.pid" ] && kill -QUIT "$(cat "$dir/outage/nginx.pid")" 2>/dev/null; bench_cleanup' EXIT
+trap '[ -f "$dir/outage/nginx.pid" ] && kill -QUIT "$(cat "$dir/outage/nginx.pid")" 2>/dev/null; kill "$hung_pid" 2>/dev/null; bench_cleanup' EXIT
 sleep 0.5
 touch "$dir/outage/hits-nginx.log" "$dir/outage/hits-guard.log"
 

@@ -94,11 +94,11 @@ like($out, qr/audit\.sh: no baseline run/, 'audit.sh says it runs no baseline');
 # the breaker is dropped, and says so); the breaker's rows only when the
 # module has guard_breaker
 like($out, qr/^guard-\Q$_\E(?:\s+$num){2,5}\s+\d+ (?:\| \d+ )?$/m,
-     "breaker.sh: guard-$_") for qw(proxy fail refused empty);
+     "breaker.sh: guard-$_") for qw(proxy fail refused timeout empty);
 like($out, qr/^  nginx alone \(max_fails=1 fail_timeout=10s\):\s+\d+ requests,\s+\d+ reached the upstream$/m,
      'breaker.sh: the outage, requests reaching the upstream, nginx alone');
 SKIP: {
-    skip 'the module has no guard_breaker', 5
+    skip 'the module has no guard_breaker', 6
         if $out =~ /^breaker variants skipped: this module has no guard_breaker$/m;
     like($out, qr/^guard-\Q$_\E(?:\s+$num){2,5}\s+\d+ (?:\| \d+ )?$/m,
          "breaker.sh: guard-$_") for qw(breaker open);
@@ -106,6 +106,8 @@ SKIP: {
          'breaker.sh: the closed breaker over the guard path');
     like($out, qr/^open breaker over the failing upstream: guard-open \/ guard-fail = $num/m,
          'breaker.sh: the open breaker over the failing upstream');
+    like($out, qr/^open breaker over the timing-out upstream \(\d+ ms\): guard-open \/ guard-timeout = $num/m,
+         'breaker.sh: the open breaker over the timing-out upstream');
     like($out, qr/^  guard_breaker \(default thresholds\):\s+\d+ requests,\s+\d+ reached the upstream$/m,
          'breaker.sh: the outage, requests reaching the upstream, guard');
 }
