@@ -365,7 +365,7 @@ static void gd_phone(uc *t, size_t len, gd_out_t *o)
 
     while (i < len) {
         unsigned c = t[i];
-        size_t n, next;
+        size_t n, next = i + 1;
 
         if (!(gd_digit(c) || c == '+' || c == '(') || !gd_num_left(t, i) ||
             (c == '+' && (i + 1 == len || !gd_digit(t[i + 1]))) ||
@@ -528,7 +528,7 @@ static void gd_card(uc *t, size_t len, gd_out_t *o)
     size_t i = 0;
 
     while (i < len) {
-        size_t n, next;
+        size_t n, next = i + 1;
 
         if (!gd_digit(t[i]) || !gd_num_left(t, i)) {
             i++;
@@ -927,11 +927,14 @@ static int gd_pem_body(unsigned c)
 static void gd_private_key(uc *t, size_t len, gd_out_t *o)
 {
     static const char begin[] = "-----BEGIN ";
+    /* per label: no END line starts before searched[k] - el + 1 (from the
+       last BEGIN on), so that many BEGIN lines cost one search */
+    size_t searched[sizeof(gd_pem_labels) / sizeof(char *)] = {0};
     size_t i = 0;
 
     while (i < len) {
         const unsigned char *b = gd_find(t + i, len - i, begin, 11);
-        size_t s, p, lab = 0, end, win;
+        size_t s, p, lab = 0, end, win, from, k;
         const char *label = NULL;
         char endline[48];
         const unsigned char *f;
@@ -942,7 +945,7 @@ static void gd_private_key(uc *t, size_t len, gd_out_t *o)
         }
         s = (size_t)(b - t);
         p = s + 11;
-        for (size_t k = 0; k < sizeof(gd_pem_labels) / sizeof(char *); k++) {
+        for (k = 0; k < sizeof(gd_pem_labels) / sizeof(char *); k++) {
             size_t l = strlen(gd_pem_labels[k]);
             if (p + l + 5 <= len && memcmp(t + p, gd_pem_labels[k], l) == 0 &&
                 memcmp(t + p + l, "-----", 5) == 0) {
@@ -960,7 +963,16 @@ static void gd_private_key(uc *t, size_t len, gd_out_t *o)
         el = (size_t)snprintf(endline, sizeof(endline), "-----END %s-----",
                               label);
         win = len - p < GD_PEM_WINDOW ? len - p : GD_PEM_WINDOW;
-        f = gd_find(t + p, win, endline, el);
+        from = p;
+        if (searched[k] > p + el - 1) {
+            from = searched[k] - (el - 1);
+        }
+        f = from + el <= p + win
+                ? gd_find(t + from, p + win - from, endline, el)
+                : NULL;
+        if (f == NULL) {
+            searched[k] = p + win;
+        }
         if (f) {
             end = (size_t)(f - t) + el;
         } else {
