@@ -176,7 +176,7 @@ static void gd_email(uc *t, size_t len, gd_out_t *o)
         while (s > floor && gd_local(t[s - 1]) && a - s <= 64) {
             s--;
         }
-        if (a - s > 64 || (s > 0 && (t[s - 1] == '@' || t[s - 1] >= 0x80))) {
+        if (a - s > 64 || (s > 0 && t[s - 1] == '@')) {
             continue;
         }
         while (s < a && t[s] == '.') {
@@ -211,7 +211,7 @@ static void gd_email(uc *t, size_t len, gd_out_t *o)
         if (e == d || !gd_domain_ok(t, d, e)) {
             continue;
         }
-        if (e < len && (gd_word(t[e]) || t[e] == '@' || t[e] >= 0x80)) {
+        if (e < len && (gd_word(t[e]) || t[e] == '@')) {
             continue;
         }
 
@@ -619,7 +619,7 @@ static size_t gd_iban_at(uc *t, size_t len, size_t i)
         }
         c[n++] = t[p++];
     }
-    if (p < len && (gd_word(t[p]) || t[p] >= 0x80)) {
+    if (p < len && gd_word(t[p])) {
         return 0;
     }
 
@@ -641,8 +641,7 @@ static void gd_iban(uc *t, size_t len, gd_out_t *o)
     while (i + 15 <= len) {
         size_t n;
 
-        if (!gd_upper(t[i]) ||
-            (i > 0 && (gd_word(t[i - 1]) || t[i - 1] >= 0x80))) {
+        if (!gd_upper(t[i]) || (i > 0 && gd_word(t[i - 1]))) {
             i++;
             continue;
         }
@@ -1059,8 +1058,7 @@ static size_t gd_jwt_at(uc *t, size_t len, size_t i)
     if ((parts != 3 && parts != 5) || t[i + h + 1] == '.') {
         return 0; /* (an empty payload: not taken) */
     }
-    if (p < len && (t[p] == '.' || t[p] == '=' || t[p] == '+' || t[p] == '/' ||
-                    t[p] >= 0x80)) {
+    if (p < len && (t[p] == '.' || t[p] == '=' || t[p] == '+' || t[p] == '/')) {
         return 0;
     }
 
@@ -1484,8 +1482,7 @@ static void gd_secret(uc *t, size_t len, gd_out_t *o)
         if (e > i && e < len && gd_secret_char(t[e])) {
             e = i;
         }
-        if ((s == 0 || !(t[s - 1] >= 0x80)) && (e == len || !(t[e] >= 0x80)) &&
-            gd_secret_ok(t, len, s, e - s)) {
+        if (gd_secret_ok(t, len, s, e - s)) {
             gd_emit(o, s, e - s);
         }
         i = e > i ? e : i;

@@ -130,6 +130,11 @@ static void test_email(void)
         spans(d, "a.b@example.com, c@example.net", 2, off, len);
     }
 
+    one(d,
+        "\xe8\x81\x94\xe7\xb3\xbb"
+        "alice@example.com"
+        "\xe3\x80\x82",
+        "alice@example.com");
     none(d, "user@localhost", "no dotted domain");
     none(d, "user@example.c", "a one-letter TLD");
     none(d, "user@example.c0m", "a TLD with a digit");
@@ -251,6 +256,8 @@ static void test_iban(void)
         "MT84MALT011000012345MTLCAST001S");
     one(d, "SA0380000000608010167519", "SA0380000000608010167519");
 
+    one(d, "\xe8\xb4\xa6\xe5\x8f\xb7GB82WEST12345698765432",
+        "GB82WEST12345698765432");
     none(d, "GB82WEST12345698765433", "mod 97 wrong");
     none(d, "GB83WEST12345698765432", "check digits wrong");
     none(d, "GB82WEST1234569876543", "one character short");
