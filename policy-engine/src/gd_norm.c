@@ -45,8 +45,7 @@ void gd_norm_free(gd_norm_t *n)
     memset(n, 0, sizeof(*n));
 }
 
-/* Room for need bytes of text (+ the NUL) and need + 1 map entries. */
-static int reserve(gd_norm_t *n, size_t need)
+static int grow(gd_norm_t *n, size_t need)
 {
     if (need + 1 > n->text_cap) {
         size_t cap = n->text_cap * 2 > need + 1 ? n->text_cap * 2 : need + 1;
@@ -73,6 +72,15 @@ static int reserve(gd_norm_t *n, size_t need)
         n->map_cap = cap;
     }
     return 0;
+}
+
+/* Room for need bytes of text (+ the NUL) and need + 1 map entries. */
+static inline int reserve(gd_norm_t *n, size_t need)
+{
+    if (need < n->text_cap && need < n->map_cap) {
+        return 0;
+    }
+    return grow(n, need);
 }
 
 static int hexval(unsigned char c)
@@ -263,53 +271,80 @@ static int invisible(int32_t cp)
 /*
  * Homoglyphs: Cyrillic, Greek and Latin letters that look like a Latin
  * ASCII letter and that NFKC leaves alone.  Kept small on purpose: the
- * letters that are drawn the same in common fonts.  Sorted by code point;
- * each is two bytes in UTF-8 and folds to one.
+ * letters that are drawn the same in common fonts.  Each is two bytes in
+ * UTF-8 and folds to one ASCII letter.
  */
-static const struct {
-    uint16_t cp;
-    char ascii;
-} confusables[] = {
-    {0x0131, 'i'}, /* LATIN SMALL LETTER DOTLESS I */
-    {0x0391, 'A'}, {0x0392, 'B'}, {0x0395, 'E'}, {0x0396, 'Z'},
-    {0x0397, 'H'}, {0x0399, 'I'}, {0x039a, 'K'}, {0x039c, 'M'},
-    {0x039d, 'N'}, {0x039f, 'O'}, {0x03a1, 'P'}, {0x03a4, 'T'},
-    {0x03a5, 'Y'}, {0x03a7, 'X'}, /* Greek capitals */
-    {0x03b1, 'a'}, {0x03b9, 'i'}, {0x03ba, 'k'}, {0x03bd, 'v'},
-    {0x03bf, 'o'}, {0x03c1, 'p'}, {0x03c5, 'u'}, /* Greek small */
-    {0x0405, 'S'}, {0x0406, 'I'}, {0x0408, 'J'}, {0x0410, 'A'},
-    {0x0412, 'B'}, {0x0415, 'E'}, {0x041a, 'K'}, {0x041c, 'M'},
-    {0x041d, 'H'}, {0x041e, 'O'}, {0x0420, 'P'}, {0x0421, 'C'},
-    {0x0422, 'T'}, {0x0425, 'X'}, /* Cyrillic capitals */
-    {0x0430, 'a'}, {0x0435, 'e'}, {0x043e, 'o'}, {0x0440, 'p'},
-    {0x0441, 'c'}, {0x0443, 'y'}, {0x0445, 'x'}, {0x0455, 's'},
-    {0x0456, 'i'}, {0x0458, 'j'}, {0x04bb, 'h'}, {0x04cf, 'l'},
-    {0x0501, 'd'}, {0x051b, 'q'}, {0x051d, 'w'}, /* Cyrillic small */
-};
-
 #define CONF_FIRST 0x0131
 #define CONF_LAST 0x051d
+#define C(cp, a) [(cp)-CONF_FIRST] = (a)
+
+static const char confusables[CONF_LAST - CONF_FIRST + 1] = {
+    /* Latin */
+    C(0x0131, 'i'), /* ı */
+    /* Greek capitals */
+    C(0x0391, 'A'), /* Α */
+    C(0x0392, 'B'), /* Β */
+    C(0x0395, 'E'), /* Ε */
+    C(0x0396, 'Z'), /* Ζ */
+    C(0x0397, 'H'), /* Η */
+    C(0x0399, 'I'), /* Ι */
+    C(0x039a, 'K'), /* Κ */
+    C(0x039c, 'M'), /* Μ */
+    C(0x039d, 'N'), /* Ν */
+    C(0x039f, 'O'), /* Ο */
+    C(0x03a1, 'P'), /* Ρ */
+    C(0x03a4, 'T'), /* Τ */
+    C(0x03a5, 'Y'), /* Υ */
+    C(0x03a7, 'X'), /* Χ */
+    /* Greek small */
+    C(0x03b1, 'a'), /* α */
+    C(0x03b9, 'i'), /* ι */
+    C(0x03ba, 'k'), /* κ */
+    C(0x03bd, 'v'), /* ν */
+    C(0x03bf, 'o'), /* ο */
+    C(0x03c1, 'p'), /* ρ */
+    C(0x03c5, 'u'), /* υ */
+    /* Cyrillic capitals */
+    C(0x0405, 'S'), /* Ѕ */
+    C(0x0406, 'I'), /* І */
+    C(0x0408, 'J'), /* Ј */
+    C(0x0410, 'A'), /* А */
+    C(0x0412, 'B'), /* В */
+    C(0x0415, 'E'), /* Е */
+    C(0x041a, 'K'), /* К */
+    C(0x041c, 'M'), /* М */
+    C(0x041d, 'H'), /* Н */
+    C(0x041e, 'O'), /* О */
+    C(0x0420, 'P'), /* Р */
+    C(0x0421, 'C'), /* С */
+    C(0x0422, 'T'), /* Т */
+    C(0x0425, 'X'), /* Х */
+    /* Cyrillic small */
+    C(0x0430, 'a'), /* а */
+    C(0x0435, 'e'), /* е */
+    C(0x043e, 'o'), /* о */
+    C(0x0440, 'p'), /* р */
+    C(0x0441, 'c'), /* с */
+    C(0x0443, 'y'), /* у */
+    C(0x0445, 'x'), /* х */
+    C(0x0455, 's'), /* ѕ */
+    C(0x0456, 'i'), /* і */
+    C(0x0458, 'j'), /* ј */
+    C(0x04bb, 'h'), /* һ */
+    C(0x04cf, 'l'), /* ӏ */
+    C(0x0501, 'd'), /* ԁ */
+    C(0x051b, 'q'), /* ԛ */
+    C(0x051d, 'w'), /* ԝ */
+};
+
+#undef C
 
 static char confusable(int32_t cp)
 {
-    size_t lo = 0, hi = sizeof(confusables) / sizeof(confusables[0]);
-
     if (cp < CONF_FIRST || cp > CONF_LAST) {
         return 0;
     }
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-
-        if (confusables[mid].cp == cp) {
-            return confusables[mid].ascii;
-        }
-        if (confusables[mid].cp < cp) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    return 0;
+    return confusables[cp - CONF_FIRST];
 }
 
 #define DECOMP_MAX 32 /* the longest NFKD of one code point is 18 */
@@ -345,13 +380,40 @@ static int ccc(int32_t cp)
     return utf8proc_get_property(cp)->combining_class;
 }
 
+/*
+ * Whether a and b can compose at all, before asking utf8proc: its
+ * composition table index (comb_index) says whether a code point is ever
+ * the first or the second of a pair.  The layout of comb_index is
+ * utf8proc 2.6 to 2.8's; with another version every pair is asked.
+ * t_norm checks the result against utf8proc_NFKC.
+ */
+static int may_compose(int32_t a, int32_t b)
+{
+#if UTF8PROC_VERSION_MAJOR == 2 && UTF8PROC_VERSION_MINOR >= 6 &&              \
+    UTF8PROC_VERSION_MINOR <= 8
+    uint16_t ia, ib;
+
+    if ((b >= 0x1161 && b <= 0x1175) || (b >= 0x11a8 && b <= 0x11c2)) {
+        return 1; /* Hangul V and T jamo compose arithmetically */
+    }
+    ia = utf8proc_get_property(a)->comb_index;
+    ib = utf8proc_get_property(b)->comb_index;
+    return ia < 0x8000 && ib != UINT16_MAX && ib >= 0x8000;
+#else
+    (void)a;
+    (void)b;
+    return 1;
+#endif
+}
+
 /* The canonical composite of a and b, or 0. */
 static int32_t compose(int32_t a, int32_t b)
 {
     utf8proc_int32_t pair[2] = {a, b};
 
-    if (utf8proc_normalize_utf32(pair, 2, UTF8PROC_COMPOSE | UTF8PROC_STABLE) ==
-        1) {
+    if (may_compose(a, b) &&
+        utf8proc_normalize_utf32(pair, 2, UTF8PROC_COMPOSE | UTF8PROC_STABLE) ==
+            1) {
         return pair[0];
     }
     return 0;
@@ -478,15 +540,16 @@ static size_t ascii_run(const unsigned char *s, size_t i, size_t len)
 static int differs(const unsigned char *src, size_t slen,
                    const unsigned char *text, size_t tlen)
 {
-    size_t i = 0, j = 0;
+    size_t i = 0, j = 0, l;
 
     while (i < slen) {
-        int32_t cp = 0;
-        size_t l = src[i] < 0x80 ? 1 : u8dec(src + i, slen - i, &cp);
+        int32_t cp;
 
-        if (l == 0) {
+        if (src[i] < 0x80) {
+            l = ascii_run(src, i, slen) - i;
+        } else if ((l = u8dec(src + i, slen - i, &cp)) == 0) {
             l = 1;
-        } else if (l > 1 && invisible(cp)) {
+        } else if (invisible(cp)) {
             i += l;
             continue;
         }
@@ -521,6 +584,7 @@ static int unicode_stage(gd_norm_t *n, const unsigned char *src, size_t slen,
     while (i < slen) {
         utf8proc_int32_t d[DECOMP_MAX];
         utf8proc_ssize_t nd;
+        const utf8proc_property_t *prop;
         int32_t cp;
         uint32_t off = smap != NULL ? smap[i] : (uint32_t)i;
         size_t l;
@@ -570,6 +634,15 @@ static int unicode_stage(gd_norm_t *n, const unsigned char *src, size_t slen,
             continue;
         }
 
+        prop = utf8proc_get_property(cp);
+        if (prop->combining_class == 0 && prop->decomp_seqindex == UINT16_MAX &&
+            !(cp >= 0xac00 && cp <= 0xd7a3)) {
+            /* a starter without a decomposition (most letters) */
+            if (flush_run(&u) != 0 || feed_starter(&u, cp, off) != 0) {
+                return -1;
+            }
+            continue;
+        }
         nd = utf8proc_decompose_char(
             cp, d, DECOMP_MAX,
             UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT | UTF8PROC_STABLE, &bound);
@@ -655,7 +728,7 @@ static int is_letter(int32_t cp)
 static void fold_homoglyphs(gd_norm_t *n)
 {
     unsigned char *t = (unsigned char *)n->text;
-    size_t r = 0, w = 0, len = n->len, l;
+    size_t r = 0, w = 0, len = n->len, l = 1;
     int32_t cp;
     int folded = 0;
 
