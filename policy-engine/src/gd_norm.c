@@ -541,22 +541,38 @@ static size_t ascii_run(const unsigned char *s, size_t i, size_t len)
     return i;
 }
 
-/* Whether text differs from src without its invisible characters. */
+/*
+ * Whether an invisible character is kept: between a byte that is not
+ * UTF-8 (raw_tail) and a continuation byte (next), which would otherwise
+ * join into a character that was not there.
+ */
+static int kept(int raw_tail, const unsigned char *next, size_t left)
+{
+    return raw_tail && left > 0 && (next[0] & 0xc0) == 0x80;
+}
+
+/* Whether text differs from src without its removed characters. */
 static int differs(const unsigned char *src, size_t slen,
                    const unsigned char *text, size_t tlen)
 {
     size_t i = 0, j = 0, l;
+    int raw_tail = 0;
 
     while (i < slen) {
         int32_t cp;
 
         if (src[i] < 0x80) {
             l = ascii_run(src, i, slen) - i;
+            raw_tail = 0;
         } else if ((l = u8dec(src + i, slen - i, &cp)) == 0) {
             l = 1;
-        } else if (invisible(cp)) {
+            raw_tail = 1;
+        } else if (invisible(cp) &&
+                   !kept(raw_tail, src + i + l, slen - i - l)) {
             i += l;
             continue;
+        } else {
+            raw_tail = 0;
         }
         if (tlen - j < l || memcmp(src + i, text + j, l) != 0) {
             return 1;
@@ -573,6 +589,7 @@ static int unicode_stage(gd_norm_t *n, const unsigned char *src, size_t slen,
 {
     gd_uni_t u;
     size_t i = 0;
+    int raw_tail = 0; /* the last thing written was a byte not UTF-8 */
 
     u.n = n;
     u.o = 0;
@@ -616,6 +633,7 @@ static int unicode_stage(gd_norm_t *n, const unsigned char *src, size_t slen,
             u.win_off[0] = smap != NULL ? smap[j - 1] : (uint32_t)(j - 1);
             u.win_len = 1;
             u.starter = 1;
+            raw_tail = 0;
             i = j;
             continue;
         }
@@ -630,14 +648,16 @@ static int unicode_stage(gd_norm_t *n, const unsigned char *src, size_t slen,
             n->text[u.o] = (char)src[i];
             n->map[u.o++] = off;
             n->flags |= GD_NORM_F_INVALID_UTF8;
+            raw_tail = 1;
             i++;
             continue;
         }
         i += l;
-        if (invisible(cp)) {
+        if (invisible(cp) && !kept(raw_tail, src + i, slen - i)) {
             n->flags |= GD_NORM_F_INVISIBLE;
             continue;
         }
+        raw_tail = 0;
 
         prop = utf8proc_get_property(cp);
         if (prop->combining_class == 0 && prop->decomp_seqindex == UINT16_MAX &&
