@@ -2,10 +2,11 @@
  * gd_norm: the normaliser that runs before guardrail rules match, so
  * that encoded, full-width, homoglyph or invisible spellings do not
  * evade them: percent-decoding (once; a second layer is flagged, not
- * decoded), Unicode NFKC (libutf8proc) and the removal of zero-width,
- * bidi-control and tag characters.  Every byte of the result maps back
- * to the offset in the input it came from, so that matches report
- * offsets in the original text.
+ * decoded), Unicode NFKC (libutf8proc), the removal of zero-width,
+ * bidi-control and tag characters and the folding of Cyrillic and Greek
+ * lookalikes of Latin letters (docs/guardrails.md, "Normalisation").
+ * Every byte of the result maps back to the offset in the input it came
+ * from, so that matches report offsets in the original text.
  *
  * JSON string values are unescaped by jansson before they get here.
  * Invalid UTF-8 is passed through byte for byte (flagged), NUL bytes
@@ -20,21 +21,21 @@
 /* options of gd_norm() */
 #define GD_NORM_PERCENT 0x01 /* decode %XX */
 #define GD_NORM_FORM 0x02    /* with GD_NORM_PERCENT: '+' is a space */
-#define GD_NORM_UNICODE 0x04 /* NFKC, remove invisible characters */
+#define GD_NORM_UNICODE 0x04 /* NFKC, invisibles removed, homoglyphs */
 
 /* what gd_norm() found (n->flags) */
 #define GD_NORM_F_DECODED 0x01        /* some %XX was decoded */
 #define GD_NORM_F_DOUBLE_ENCODED 0x02 /* the decoded text holds %XX */
 #define GD_NORM_F_INVALID_UTF8 0x04   /* bytes that are not UTF-8 */
 #define GD_NORM_F_INVISIBLE 0x08      /* zero-width/tag characters removed */
-#define GD_NORM_F_CHANGED 0x10        /* NFKC changed the text */
+#define GD_NORM_F_CHANGED 0x10        /* NFKC (or folding) changed it */
 #define GD_NORM_F_NUL 0x20            /* a NUL byte */
 
 /* the longest input gd_norm() takes (offsets are 32-bit) */
 #define GD_NORM_MAX ((size_t)UINT32_MAX - 1)
 
 typedef struct {
-    char *text;    /* the result, NUL-terminated, len bytes */
+    char *text; /* the result, NUL-terminated, len bytes */
     size_t len;
     uint32_t *map; /* map[i]: the input offset byte i came from;
                       map[len]: the input's length */
@@ -57,15 +58,27 @@ void gd_norm_free(gd_norm_t *n);
  */
 int gd_norm(gd_norm_t *n, const char *in, size_t len, unsigned opts);
 
-/* The input span that n->text[off..off+len) came from. */
+/*
+ * The input span that n->text[off..off+len) came from: from where the
+ * character of its first byte starts to where the character of its last
+ * byte ends (a match of the "f" of "fi" from U+FB01 spans the ligature).
+ */
 static inline void gd_norm_span(const gd_norm_t *n, size_t off, size_t len,
                                 size_t *in_off, size_t *in_len)
 {
-    size_t end = n->map[off + len];
+    size_t end = off + len;
 
-    /* the end maps to where the next character starts */
     *in_off = n->map[off];
-    *in_len = end > *in_off ? end - *in_off : 0;
+    if (len == 0) {
+        *in_len = 0;
+        return;
+    }
+    /* the end maps to where the next character starts; the bytes of one
+       input character's expansion share its offset */
+    while (end < n->len && n->map[end] == n->map[end - 1]) {
+        end++;
+    }
+    *in_len = n->map[end] > *in_off ? n->map[end] - *in_off : 0;
 }
 
 #endif
