@@ -211,7 +211,7 @@ static void *compile(gd_vctx_t *c, const char *pattern, uint32_t opts)
             snprintf((char *)msg, sizeof(msg), "error %d", err);
         }
         size_t old = push_key(c, "pattern");
-        verr(c, 0, "invalid pattern at offset %zu: %s", (size_t)off,
+        verr(c, 1, "invalid pattern at offset %zu: %s", (size_t)off,
              (const char *)msg);
         pop(c, old);
         return NULL;

@@ -238,7 +238,7 @@ static void test_loader(void)
                        "\"pattern\": \"ab(c\", \"action\": \"block\"}]}",
                        &errs);
     TAP_OK(set == NULL &&
-               has_error(&errs, "/acme.json:1:78: /guardrails/rules/0/pattern: "
+               has_error(&errs, "/acme.json:1:89: /guardrails/rules/0/pattern: "
                                 "invalid pattern at offset 4: missing closing "
                                 "parenthesis"),
            "a PCRE2 error: file:line:col and the offset in the pattern");
@@ -292,7 +292,7 @@ static void test_loader(void)
              "\"targets\": [\"body\"], \"pattern\": \"(\", "
              "\"action\": \"block\"}]}\n");
     set = with_section("{\"packs\": [\"demo\"]}", &errs);
-    TAP_OK(set == NULL && has_error(&errs, "/packs/bad.json:1:60: "
+    TAP_OK(set == NULL && has_error(&errs, "/packs/bad.json:1:71: "
                                            "/rules/0/pattern: invalid pattern"),
            "a pack is checked even when no policy includes it");
     gd_policy_set_free(set);
