@@ -626,6 +626,21 @@ static void test_bodies(void)
            "a skipped body is not inspected");
 
     gd_policy_set_free(set);
+    set = with_section("{\"rules\": [{\"id\": \"u\", \"targets\": "
+                       "[\"body\"], \"pattern\": \"\\\\bévil\\\\b\", "
+                       "\"flags\": \"iu\", \"action\": \"block\"}]}",
+                       &errs);
+    const gd_guardrails_t *gu = set ? section(set) : NULL;
+    TAP_OK(gu && gu->rules[0].code && gu->rules[0].code_invalid_utf,
+           "flag u: a code for UTF-8 texts and one for the others");
+    res = eval_body(gu, "text/plain", "an \xc3\x89VIL x", 10);
+    TAP_OK(gu && res.verdict == GD_GR_BLOCKED && res.hits[0].off == 3,
+           "flag u over UTF-8: caseless beyond ASCII");
+    res = eval_body(gu, "text/plain", "\xff\xfe \xc3\x89vil \xc3", 10);
+    TAP_OK(gu && res.verdict == GD_GR_BLOCKED && res.hits[0].off == 3 &&
+               (res.norm_flags & GD_NORM_F_INVALID_UTF8),
+           "flag u over a text that is not UTF-8: matched around it");
+    gd_policy_set_free(set);
     gd_errors_free(&errs);
 }
 
