@@ -365,7 +365,7 @@ static void gd_phone(uc *t, size_t len, gd_out_t *o)
 
     while (i < len) {
         unsigned c = t[i];
-        size_t n, next;
+        size_t n, next = 0;
 
         if (!(gd_digit(c) || c == '+' || c == '(') || !gd_num_left(t, i) ||
             (c == '+' && (i + 1 == len || !gd_digit(t[i + 1]))) ||
@@ -515,7 +515,7 @@ static void gd_card(uc *t, size_t len, gd_out_t *o)
     size_t i = 0;
 
     while (i < len) {
-        size_t n, next;
+        size_t n, next = 0;
 
         if (!gd_digit(t[i]) || !gd_num_left(t, i)) {
             i++;
