@@ -460,6 +460,9 @@ static size_t gd_card_at(uc *t, size_t len, size_t i, size_t *next)
             d[n++] = (unsigned char)(t[p++] - '0');
             g++;
         }
+        if (n == 20 && groups > 0) {
+            break; /* too long: the first group may still be a card */
+        }
         if (n == 20 || groups == 8) {
             goto fail;
         }
@@ -478,6 +481,9 @@ static size_t gd_card_at(uc *t, size_t len, size_t i, size_t *next)
         break;
     }
 
+    if (n == 20) {
+        goto first;
+    }
     if (n < 13 || !gd_num_right(t, len, p)) {
         goto fail;
     }
@@ -497,6 +503,13 @@ static size_t gd_card_at(uc *t, size_t len, size_t i, size_t *next)
 
     if (shape && gd_card_brand(d, n) && gd_luhn(d, n)) {
         return p - i;
+    }
+
+first:
+    /* "4111111111111111 5555 ...": the first group alone */
+    if (sep == ' ' && glen[0] >= 13 && gd_card_brand(d, glen[0]) &&
+        gd_luhn(d, glen[0])) {
+        return glen[0];
     }
 
 fail:
@@ -1399,6 +1412,26 @@ static int gd_secret_ok(uc *t, size_t len, size_t s, size_t n)
     }
     if (up + lo + dg < 2 || hexonly || changes * 5 < n) {
         return 0;
+    }
+
+    /* words: [A-Z]?[a-z]{3,} covering 60% of a mixed-case run */
+    if (up && lo) {
+        size_t words = 0;
+
+        for (size_t k = s; k < s + n;) {
+            size_t r = k;
+
+            while (r < s + n && gd_lower(t[r])) {
+                r++;
+            }
+            if (r - k >= 3) {
+                words += r - k + (k > s && gd_upper(t[k - 1]));
+            }
+            k = r > k ? r : k + 1;
+        }
+        if (words * 5 >= n * 3) {
+            return 0;
+        }
     }
     if (gd_secret_other_kind(t, len, s, n) || gd_b64_text(t + s, n)) {
         return 0;

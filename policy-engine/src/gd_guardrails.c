@@ -964,8 +964,7 @@ static void inspect_body(gd_gr_ctx_t *x)
     if (json_changed) {
         /* the document, compact, with its redacted values */
         free(s->json_text);
-        s->json_text =
-            json_dumps(s->doc, JSON_COMPACT | JSON_ENCODE_ANY | JSON_ALLOW_NUL);
+        s->json_text = json_dumps(s->doc, JSON_COMPACT | JSON_ENCODE_ANY);
         if (s->json_text == NULL) {
             x->nomem = x->stop = 1;
             return;
