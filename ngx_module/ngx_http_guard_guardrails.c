@@ -68,7 +68,7 @@ static ngx_table_elt_t *ngx_http_guard_gr_header(ngx_http_request_t *r,
 static ngx_int_t ngx_http_guard_gr_eval(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx, ngx_http_guard_gr_t *gr, ngx_str_t *body);
 static ngx_int_t ngx_http_guard_gr_record(ngx_http_request_t *r,
-    ngx_http_guard_gr_t *gr, gd_gr_result_t *res);
+    ngx_http_guard_ctx_t *ctx, ngx_http_guard_gr_t *gr, gd_gr_result_t *res);
 static ngx_int_t ngx_http_guard_gr_redact(ngx_http_request_t *r,
     gd_gr_result_t *res, ngx_uint_t encoded);
 static ngx_int_t ngx_http_guard_gr_done(ngx_http_request_t *r,
@@ -754,7 +754,7 @@ ngx_http_guard_gr_eval(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 
     /* what the result says is copied: it lives in the scratch */
 
-    if (ngx_http_guard_gr_record(r, gr, &res) != NGX_OK) {
+    if (ngx_http_guard_gr_record(r, ctx, gr, &res) != NGX_OK) {
         return ngx_http_guard_gr_done(r, ctx, gr,
                                       NGX_HTTP_GUARD_INTERNAL_ERROR, 0,
                                       NGX_HTTP_GUARD_GR_ERROR);
@@ -802,8 +802,8 @@ ngx_http_guard_gr_eval(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 /* the result's score, hit rule ids and audit member, kept */
 
 static ngx_int_t
-ngx_http_guard_gr_record(ngx_http_request_t *r, ngx_http_guard_gr_t *gr,
-    gd_gr_result_t *res)
+ngx_http_guard_gr_record(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
+    ngx_http_guard_gr_t *gr, gd_gr_result_t *res)
 {
     size_t               len, l;
     u_char              *p;
@@ -831,6 +831,11 @@ ngx_http_guard_gr_record(ngx_http_request_t *r, ngx_http_guard_gr_t *gr,
     }
 
     gr->outcome = redact ? "redact" : log ? "log" : NULL;
+
+    if (gr->outcome && ngx_http_guard_decision_id(r, ctx) == NULL) {
+        /* its record needs an id */
+        return NGX_ERROR;
+    }
 
     if (len) {
         p = ngx_pnalloc(r->pool, len);

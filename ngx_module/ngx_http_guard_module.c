@@ -650,8 +650,10 @@ ngx_http_guard_log_handler(ngx_http_request_t *r)
     }
 
     if ((ctx->denied && !ctx->deferred)
-        || ctx->shadow_reason != NGX_HTTP_GUARD_OK)
+        || ctx->shadow_reason != NGX_HTTP_GUARD_OK
+        || (!ctx->denied && ngx_http_guard_guardrails_outcome(ctx)))
     {
+        /* a request passed with guardrail hits: "redact" or "log" */
         ngx_http_guard_audit_request(r, ctx);
     }
 
