@@ -63,8 +63,6 @@ static ngx_int_t ngx_http_guard_gr_body(ngx_http_request_t *r,
     ngx_http_guard_gr_t *gr, ngx_str_t *body);
 static ngx_int_t ngx_http_guard_gr_inflate(ngx_http_request_t *r,
     ngx_http_guard_gr_t *gr, ngx_str_t *in, ngx_str_t *out, ngx_uint_t raw);
-static ngx_table_elt_t *ngx_http_guard_gr_header(ngx_http_request_t *r,
-    u_char *name, size_t len);
 static ngx_int_t ngx_http_guard_gr_eval(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx, ngx_http_guard_gr_t *gr, ngx_str_t *body);
 static ngx_int_t ngx_http_guard_gr_record(ngx_http_request_t *r,
@@ -78,8 +76,6 @@ static ngx_int_t ngx_http_guard_gr_done(ngx_http_request_t *r,
 static void ngx_http_guard_gr_count(ngx_http_request_t *r,
     ngx_http_guard_gr_verdict_e verdict, gd_gr_result_t *res);
 static void ngx_http_guard_gr_cleanup(void *data);
-static ngx_int_t ngx_http_guard_gr_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
 
 
 /* the content encodings inflated */
@@ -104,18 +100,6 @@ const char  *ngx_http_guard_gr_action_names[] = {
 /* the worker's scratch: PCRE2 match data, JIT stack, buffers */
 
 static gd_gr_scratch_t  *ngx_http_guard_gr_scratch;
-
-
-static ngx_http_variable_t  ngx_http_guard_gr_vars[] = {
-
-    { ngx_string("guard_guardrails_score"), NULL,
-      ngx_http_guard_gr_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("guard_guardrails_hits"), NULL,
-      ngx_http_guard_gr_variable, 1, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-      ngx_http_null_variable
-};
 
 
 /* the guardrails that apply: the tenant's policy's, else _default's */
@@ -440,8 +424,8 @@ ngx_http_guard_gr_body(ngx_http_request_t *r, ngx_http_guard_gr_t *gr,
 
     /* Content-Encoding */
 
-    h = ngx_http_guard_gr_header(r, (u_char *) "Content-Encoding",
-                                 sizeof("Content-Encoding") - 1);
+    h = ngx_http_guard_request_header(r, (u_char *) "Content-Encoding",
+                                      sizeof("Content-Encoding") - 1);
 
     encoding = NGX_HTTP_GUARD_GR_IDENTITY;
 
@@ -621,39 +605,6 @@ ngx_http_guard_gr_inflate(ngx_http_request_t *r, ngx_http_guard_gr_t *gr,
     }
 
     return NGX_HTTP_GUARD_BODY_MALFORMED;
-}
-
-
-/* the first request header of that name, or NULL */
-
-static ngx_table_elt_t *
-ngx_http_guard_gr_header(ngx_http_request_t *r, u_char *name, size_t len)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, name, len) == 0)
-        {
-            return &h[i];
-        }
-    }
 }
 
 
@@ -960,8 +911,9 @@ ngx_http_guard_gr_redact(ngx_http_request_t *r, gd_gr_result_t *res,
         }
 
         if (encoded) {
-            ce = ngx_http_guard_gr_header(r, (u_char *) "Content-Encoding",
-                                          sizeof("Content-Encoding") - 1);
+            ce = ngx_http_guard_request_header(r,
+                                      (u_char *) "Content-Encoding",
+                                      sizeof("Content-Encoding") - 1);
             if (ce) {
                 ngx_str_set(&ce->value, "identity");
             }
@@ -1128,58 +1080,14 @@ ngx_http_guard_guardrails_outcome(ngx_http_guard_ctx_t *ctx)
 }
 
 
-static ngx_int_t
-ngx_http_guard_gr_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
+/* the rule ids of the hits, comma-separated; empty when none */
+
+ngx_str_t
+ngx_http_guard_guardrails_hits(ngx_http_guard_ctx_t *ctx)
 {
-    u_char                *p;
-    ngx_http_guard_ctx_t  *ctx;
+    ngx_str_t  none = ngx_null_string;
 
-    ctx = ngx_http_guard_get_ctx(r->main);
-
-    if (ctx == NULL || ctx->gr == NULL || ctx->gr->score < 0) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    if (data == 0) {
-        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        v->len = ngx_sprintf(p, "%i", ctx->gr->score) - p;
-        v->data = p;
-
-    } else {
-        v->len = ctx->gr->hits.len;
-        v->data = ctx->gr->hits.data;
-    }
-
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-
-    return NGX_OK;
-}
-
-
-ngx_int_t
-ngx_http_guard_guardrails_add_variables(ngx_conf_t *cf)
-{
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_guard_gr_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
+    return ctx->gr ? ctx->gr->hits : none;
 }
 
 
