@@ -111,6 +111,11 @@ for my $mode ('closed', 'open') {
     ] });
 }
 
+# a pack: the policy directory's packs/pii.json, included by name
+$t->write_file('pol/packs/pii.json',
+               Guard::Frames::slurp("$repo/policies/packs/pii.json"));
+policy('pk', { packs => ['pii'] });
+
 $t->write_file('guardd.conf', guardd_conf($dir, $sock,
     policies => "$dir/pol", node => 'gd-guardrails'));
 my $gpid = spawn_guardd($guardd, "$dir/guardd.conf", $sock,
@@ -161,6 +166,20 @@ $t->write_conf(http => <<'CONF');
             proxy_pass http://127.0.0.1:%%PORT_1%%;
         }
 
+        # an internal redirect to other settings: decided again
+        location /tf/ {
+            guard on;
+            guard_tenant tg;
+            guard_guardrails off;
+            try_files /nowhere @inspect;
+        }
+
+        location @inspect {
+            guard on;
+            guard_tenant tg;
+            proxy_pass http://127.0.0.1:%%PORT_1%%;
+        }
+
         location @refused {
             return 200 "fallback $guard_reason $guard_guardrails_hits\n";
         }
@@ -169,10 +188,10 @@ CONF
 $t->run;
 
 my %tok;
-@tok{qw(tg rd sc sr sh rx-closed rx-open)} = $t->mint(
+my @tenants = qw(tg rd sc sr sh rx-closed rx-open pk);
+@tok{@tenants} = $t->mint(
     map { { kid => 'hs256', claims => { sub => "u-$_", tenant_id => $_,
-                                        exp => time + 3600 } } }
-        qw(tg rd sc sr sh rx-closed rx-open));
+                                        exp => time + 3600 } } } @tenants);
 
 # a request of a tenant: req(METHOD, PATH, TENANT, body => .., ct => ..,
 # headers => [..])
@@ -280,6 +299,18 @@ is($e->{header}{'content-length'}, length $e->{body},
    'Content-Length of the redacted form');
 my $redact_id = $r->{headers}{'x-id'};
 
+# the pii pack on a chat body
+$chat = $json->encode({ messages => [
+    { role => 'system', content => 'be brief' },
+    { role => 'user', content => "I am $EMAIL2, card $CARD" } ] });
+$r = req('POST', '/t/pk/v1/chat', 'pk', ct => $J, body => $chat);
+$e = Guard::Echo::echo($r);
+$doc = eval { $json->decode($e->{body}) } // {};
+is($doc->{messages}[1]{content},
+   'I am [REDACTED:email], card [REDACTED:card]', 'the pii pack redacts');
+is($doc->{messages}[0]{content}, 'be brief', 'and leaves the rest');
+is($r->{headers}{'x-gr-hits'}, 'pii-email,pii-card', 'its rule ids');
+
 # ---------------------------------------------------------------------------
 # score, threshold, log
 
@@ -331,6 +362,15 @@ $r = req('POST', '/ep/tg/a', 'tg', ct => 'text/plain', body => 'evil-body');
 is($r->{status}, 200, 'error_page 403 serves the fallback');
 is($r->{body}, "fallback guardrail_blocked t-body\n",
    'the fallback sees $guard_reason and $guard_guardrails_hits');
+
+# ---------------------------------------------------------------------------
+# an internal redirect to a location with other settings
+
+$r = req('POST', '/tf/a', 'tg', ct => 'text/plain', body => 'evil-body');
+problem_ok($r, 'guardrail_blocked', 'inspected again after try_files');
+$r = req('POST', '/tf/a', 'tg', ct => 'text/plain', body => 'fine body');
+is(Guard::Echo::echo($r)->{body}, 'fine body',
+   'after try_files, the body reaches the upstream');
 
 # ---------------------------------------------------------------------------
 # counters
