@@ -47,6 +47,7 @@ struct ngx_http_guard_gr_s {
     ngx_http_guard_reason_e      reason;      /* the stage's answer */
     ngx_uint_t                   shadow;
     ngx_int_t                    score;       /* -1: not inspected */
+    ngx_http_guard_reason_e      body_reason; /* why skipped, in shadow */
     ngx_str_t                    hits;        /* rule ids, comma-separated */
     json_t                      *audit;       /* gd_gr_audit()'s */
     const char                  *outcome;     /* "redact", "log", NULL */
@@ -155,6 +156,7 @@ ngx_http_guard_guardrails(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 
         gr->g = g;
         gr->score = -1;
+        gr->body_reason = NGX_HTTP_GUARD_BODY_TOO_LARGE;
         ctx->gr = gr;
     }
 
@@ -196,7 +198,13 @@ ngx_http_guard_guardrails(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
                                           NGX_HTTP_GUARD_GR_ERROR);
         }
 
-        if (rc != NGX_OK) {
+        if (rc != NGX_OK && gr->g->shadow) {
+            /* a shadow section: the rest is inspected, this recorded */
+            gr->skipped = 1;
+            gr->body_reason = rc;
+            ngx_str_null(&body);
+
+        } else if (rc != NGX_OK) {
             /* refused: over the limit, or not to be inflated */
             return ngx_http_guard_gr_done(r, ctx, gr, rc, 0,
                                           rc == NGX_HTTP_GUARD_BODY_TOO_LARGE
@@ -240,7 +248,7 @@ ngx_http_guard_gr_read(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 
     if (r->headers_in.content_length_n > max) {
 
-        if (g->body_over == GD_GR_BODY_REFUSE) {
+        if (g->body_over == GD_GR_BODY_REFUSE && !g->shadow) {
             return ngx_http_guard_gr_done(r, ctx, gr,
                                           NGX_HTTP_GUARD_BODY_TOO_LARGE, 0,
                                           NGX_HTTP_GUARD_GR_TOO_LARGE);
@@ -734,14 +742,14 @@ ngx_http_guard_gr_eval(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 
         } else if (gr->skipped) {
             /* never a silent skip: the body was not inspected */
-            reason = NGX_HTTP_GUARD_BODY_TOO_LARGE;
+            reason = gr->body_reason;
             shadow = 1;
             verdict = NGX_HTTP_GUARD_GR_SKIPPED;
         }
 
     } else if (gr->skipped && ctx->shadow_reason == NGX_HTTP_GUARD_OK) {
         /* refused for what was inspected; the skip is still told */
-        ctx->shadow_reason = NGX_HTTP_GUARD_BODY_TOO_LARGE;
+        ctx->shadow_reason = gr->body_reason;
     }
 
     ngx_http_guard_gr_count(r, verdict, &res);

@@ -43,6 +43,7 @@ for my $p (
     [ 'sk', { body_over => 'skip' } ],
     [ 'enc', { encoded => 'refuse' } ],
     [ 'rt', { max_ratio => 10, json_depth => 4 } ],
+    [ 'shw', { shadow => JSON::PP::true } ],
 ) {
     my ($tenant, $more) = @$p;
     $t->write_file("pol/$tenant.json", $json->encode({
@@ -88,10 +89,10 @@ CONF
 $t->run;
 
 my %tok;
-@tok{qw(bd sk enc rt)} = $t->mint(
+my @tenants = qw(bd sk enc rt shw);
+@tok{@tenants} = $t->mint(
     map { { kid => 'hs256', claims => { sub => "u-$_", tenant_id => $_,
-                                        exp => time + 3600 } } }
-        qw(bd sk enc rt));
+                                        exp => time + 3600 } } } @tenants);
 
 sub req {
     my ($path, $tenant, $body, @h) = @_;
@@ -235,6 +236,20 @@ problem_ok(req('/t/bd/a', 'bd', 'abc', 'Content-Encoding' => 'br'),
            'body_malformed', 'an encoding that cannot be inspected');
 problem_ok(req('/t/enc/a', 'enc', $gz_clean, 'Content-Encoding' => 'gzip'),
            'body_malformed', 'encoded "refuse"');
+
+# a shadow section refuses nothing, a body it cannot inspect included
+for my $case (
+    [ '/small/shw/a', 'x' x 150, [], 'body_too_large', 'over the limit' ],
+    [ '/t/shw/a', 'abc', ['Content-Encoding' => 'br'], 'body_malformed',
+      'not inflatable' ],
+) {
+    my ($path, $body, $h, $reason, $what) = @$case;
+    $r = req($path, 'shw', $body, @$h);
+    is($r->{status}, 200, "shadow section, $what: passes");
+    is($r->{headers}{'x-reason'}, $reason, "shadow section, $what: marked");
+    is(Guard::Echo::echo($r)->{body}, $body,
+       "shadow section, $what: sent as it came");
+}
 
 # ---------------------------------------------------------------------------
 # JSON, NUL bytes, invalid UTF-8
