@@ -484,7 +484,9 @@ ngx_http_guard_gr_body(ngx_http_request_t *r, ngx_http_guard_gr_t *gr,
  * Inflates in (gzip or zlib, told apart by zlib; a "deflate" that is not
  * zlib is tried as raw deflate) up to guard_body_max and max_ratio times
  * its size.  Over guard_body_max: body_too_large (or skipped, per
- * body_over); over the ratio, or not inflatable: body_malformed.
+ * body_over); over the ratio, or not inflatable: body_malformed.  Every
+ * member of a multi-member gzip body is inflated; other bytes after the
+ * end of the stream are body_malformed (they would go upstream unseen).
  */
 
 static ngx_int_t
@@ -538,7 +540,25 @@ ngx_http_guard_gr_inflate(ngx_http_request_t *r, ngx_http_guard_gr_t *gr,
             rc = inflate(&zs, Z_NO_FLUSH);
             size = cap - zs.avail_out;
 
-            if (rc == Z_STREAM_END) {
+            if (rc == Z_STREAM_END && zs.avail_in
+                && (zs.avail_in < 2 || zs.next_in[0] != 0x1f
+                    || zs.next_in[1] != 0x8b))
+            {
+                /* bytes after the stream: not inspected, so refused */
+                rc = Z_DATA_ERROR;
+                break;
+            }
+
+            if (rc == Z_STREAM_END && zs.avail_in) {
+                /* another gzip member: inflated too */
+                if (inflateReset(&zs) != Z_OK) {
+                    rc = Z_DATA_ERROR;
+                    break;
+                }
+
+                rc = Z_OK;
+
+            } else if (rc == Z_STREAM_END) {
                 break;
             }
 
@@ -573,7 +593,7 @@ ngx_http_guard_gr_inflate(ngx_http_request_t *r, ngx_http_guard_gr_t *gr,
                 continue;
             }
 
-            if (zs.avail_in == 0) {
+            if (zs.avail_in == 0 || rc == Z_BUF_ERROR) {
                 /* the input ends before the stream does */
                 rc = Z_DATA_ERROR;
                 break;

@@ -232,6 +232,13 @@ problem_ok(req('/small/bd/a', 'bd', Compress::Zlib::memGzip('0' x 300),
 problem_ok(req('/t/bd/a', 'bd', substr($gz, 0, 12) . 'garbage-garbage',
                'Content-Encoding' => 'gzip'),
            'body_malformed', 'a corrupt gzip body');
+problem_ok(req('/t/bd/a', 'bd', Compress::Zlib::memGzip('harmless ')
+                                . Compress::Zlib::memGzip('but evil'),
+               'Content-Encoding' => 'gzip'),
+           'guardrail_blocked', 'every member of a multi-member gzip body');
+problem_ok(req('/t/bd/a', 'bd', $gz_clean . 'evil',
+               'Content-Encoding' => 'gzip'),
+           'body_malformed', 'bytes after the gzip stream');
 problem_ok(req('/t/bd/a', 'bd', 'abc', 'Content-Encoding' => 'br'),
            'body_malformed', 'an encoding that cannot be inspected');
 problem_ok(req('/t/enc/a', 'enc', $gz_clean, 'Content-Encoding' => 'gzip'),
