@@ -62,6 +62,7 @@ static ngx_int_t ngx_http_guard_gr_read(ngx_http_request_t *r,
 static void ngx_http_guard_gr_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_guard_gr_body(ngx_http_request_t *r,
     ngx_http_guard_gr_t *gr, ngx_str_t *body);
+static ngx_uint_t ngx_http_guard_gr_encoding(ngx_http_request_t *r);
 static ngx_int_t ngx_http_guard_gr_inflate(ngx_http_request_t *r,
     ngx_http_guard_gr_t *gr, ngx_str_t *in, ngx_str_t *out, ngx_uint_t raw);
 static ngx_int_t ngx_http_guard_gr_eval(ngx_http_request_t *r,
@@ -347,10 +348,9 @@ ngx_http_guard_gr_body(ngx_http_request_t *r, ngx_http_guard_gr_t *gr,
     u_char                     *p;
     ssize_t                     n;
     ngx_buf_t                  *b;
-    ngx_str_t                   raw, *enc;
+    ngx_str_t                   raw;
     ngx_uint_t                  encoding;
     ngx_chain_t                *cl;
-    ngx_table_elt_t            *h;
     ngx_http_request_body_t    *rb;
     ngx_http_guard_loc_conf_t  *glcf;
 
@@ -432,34 +432,7 @@ ngx_http_guard_gr_body(ngx_http_request_t *r, ngx_http_guard_gr_t *gr,
 
     /* Content-Encoding */
 
-    h = ngx_http_guard_request_header(r, (u_char *) "Content-Encoding",
-                                      sizeof("Content-Encoding") - 1);
-
-    encoding = NGX_HTTP_GUARD_GR_IDENTITY;
-
-    if (h) {
-        enc = &h->value;
-
-        if ((enc->len == 4 && ngx_strncasecmp(enc->data, (u_char *) "gzip", 4)
-             == 0)
-            || (enc->len == 6
-                && ngx_strncasecmp(enc->data, (u_char *) "x-gzip", 6) == 0))
-        {
-            encoding = NGX_HTTP_GUARD_GR_GZIP;
-
-        } else if (enc->len == 7
-                   && ngx_strncasecmp(enc->data, (u_char *) "deflate", 7)
-                      == 0)
-        {
-            encoding = NGX_HTTP_GUARD_GR_DEFLATE;
-
-        } else if (!(enc->len == 8
-                     && ngx_strncasecmp(enc->data, (u_char *) "identity", 8)
-                        == 0))
-        {
-            encoding = NGX_HTTP_GUARD_GR_UNKNOWN;
-        }
-    }
+    encoding = ngx_http_guard_gr_encoding(r);
 
     if (encoding == NGX_HTTP_GUARD_GR_IDENTITY) {
         *body = raw;
@@ -477,6 +450,71 @@ ngx_http_guard_gr_body(ngx_http_request_t *r, ngx_http_guard_gr_t *gr,
 
     return ngx_http_guard_gr_inflate(r, gr, &raw, body,
                                      encoding == NGX_HTTP_GUARD_GR_DEFLATE);
+}
+
+
+/*
+ * The body's Content-Encoding: identity (none), gzip, deflate, or
+ * unknown: another coding, a list of codings, or the header twice (the
+ * upstream would see what Guard did not).
+ */
+
+static ngx_uint_t
+ngx_http_guard_gr_encoding(ngx_http_request_t *r)
+{
+    ngx_str_t        *enc;
+    ngx_uint_t        i, encoding, seen;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    encoding = NGX_HTTP_GUARD_GR_IDENTITY;
+    seen = 0;
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+
+            if (h[i].key.len != sizeof("Content-Encoding") - 1
+                || ngx_strncasecmp(h[i].key.data,
+                                   (u_char *) "Content-Encoding",
+                                   sizeof("Content-Encoding") - 1)
+                   != 0)
+            {
+                continue;
+            }
+
+            if (seen++) {
+                return NGX_HTTP_GUARD_GR_UNKNOWN;
+            }
+
+            enc = &h[i].value;
+
+            if ((enc->len == 4
+                 && ngx_strncasecmp(enc->data, (u_char *) "gzip", 4) == 0)
+                || (enc->len == 6
+                    && ngx_strncasecmp(enc->data, (u_char *) "x-gzip", 6)
+                       == 0))
+            {
+                encoding = NGX_HTTP_GUARD_GR_GZIP;
+
+            } else if (enc->len == 7
+                       && ngx_strncasecmp(enc->data, (u_char *) "deflate", 7)
+                          == 0)
+            {
+                encoding = NGX_HTTP_GUARD_GR_DEFLATE;
+
+            } else if (!(enc->len == 8
+                         && ngx_strncasecmp(enc->data,
+                                            (u_char *) "identity", 8)
+                            == 0))
+            {
+                encoding = NGX_HTTP_GUARD_GR_UNKNOWN;
+            }
+        }
+    }
+
+    return encoding;
 }
 
 

@@ -239,6 +239,11 @@ problem_ok(req('/t/bd/a', 'bd', Compress::Zlib::memGzip('harmless ')
 problem_ok(req('/t/bd/a', 'bd', $gz_clean . 'evil',
                'Content-Encoding' => 'gzip'),
            'body_malformed', 'bytes after the gzip stream');
+problem_ok(req('/t/bd/a', 'bd', $gz_clean, 'Content-Encoding' => 'identity',
+               'Content-Encoding' => 'gzip'),
+           'body_malformed', 'Content-Encoding twice');
+problem_ok(req('/t/bd/a', 'bd', $gz_clean, 'Content-Encoding' => 'gzip, br'),
+           'body_malformed', 'a list of codings');
 problem_ok(req('/t/bd/a', 'bd', 'abc', 'Content-Encoding' => 'br'),
            'body_malformed', 'an encoding that cannot be inspected');
 problem_ok(req('/t/enc/a', 'enc', $gz_clean, 'Content-Encoding' => 'gzip'),
