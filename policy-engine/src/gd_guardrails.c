@@ -385,7 +385,8 @@ static void hit(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it, size_t noff,
 
     gd_norm_span(&s->norm, noff, nlen, &off, &len);
 
-    if (r->action == GD_GR_REDACT && !shadow) {
+    /* a match that maps to no input byte has nothing to replace */
+    if (r->action == GD_GR_REDACT && !shadow && len > 0) {
         if (cut_add(it->into, it->base + off, len, r->kind, it->encode) != 0) {
             x->nomem = 1;
             x->stop = 1;
@@ -930,7 +931,9 @@ static void inspect_body(gd_gr_ctx_t *x)
     gd_gr_scratch_t *s = x->s;
     int json_changed = 0;
 
-    if ((targeted(g, GD_GR_T_JSON) || targeted(g, GD_GR_T_JSON_ALL)) &&
+    /* an empty body is no document: JSON rules do not apply */
+    if (req->body_len > 0 &&
+        (targeted(g, GD_GR_T_JSON) || targeted(g, GD_GR_T_JSON_ALL)) &&
         (req->content_type_len == 0 || media_type_is(req, 1))) {
         json_error_t jerr;
 
@@ -999,7 +1002,6 @@ static void inspect_body(gd_gr_ctx_t *x)
 
             s->body_cuts.n = 0;
             x->rescan = 1;
-            x->json_doc = 0;
             inspect(x, &it);
             x->rescan = 0;
             if (x->stop) {
