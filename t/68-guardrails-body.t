@@ -266,6 +266,14 @@ for my $case (
 # ---------------------------------------------------------------------------
 # JSON, NUL bytes, invalid UTF-8
 
+is(req('/t/bd/a', 'bd', '', 'Content-Type' => 'application/json')->{status},
+   200, 'an empty JSON POST passes');
+is($t->raw_request("POST /t/bd/a HTTP/1.1\r\nHost: localhost\r\n"
+                   . "Authorization: Bearer $tok{bd}\r\n"
+                   . "Content-Type: application/json\r\n"
+                   . "Transfer-Encoding: chunked\r\nConnection: close\r\n"
+                   . "\r\n0\r\n\r\n")->{status},
+   200, 'an empty chunked JSON POST passes');
 problem_ok(req('/t/bd/a', 'bd', '{"a": [1, 2', 'Content-Type' => 'application/json'),
            'body_malformed', 'malformed JSON where a JSON rule applies');
 problem_ok(req('/t/rt/a', 'rt', '{"a":{"b":{"c":{"d":{"e":{"f":1}}}}}}',
