@@ -7,7 +7,8 @@
 # the detection and false-positive rates, and the ids (never the text) of
 # the misses and the false positives; asserts >= 90% detected and <= 2%
 # false positives.  The rates of the lines held out while the rules were
-# written (every fifth line from the third: index % 5 == 2) are printed
+# written (every fifth line from the third of the first pass: index % 5
+# == 2) are printed
 # apart: they tell how the rules generalise to text they were not tuned on.
 #
 # Every corpus line is {"id", "body", "note"} (+ "content_type" for bodies
@@ -36,6 +37,11 @@ my $CORPUS    = "$REPO/t/corpus/prompt-injection";
 my $THRESHOLD = 5;    # the recommended threshold (docs/prompt-injection.md)
 my $TMP       = tempdir(CLEANUP => 1);
 my $JSON      = JSON::PP->new->utf8->canonical;
+
+# the corpus as first written: its lines index % 5 == 2 were held out while
+# the rules were written; the lines after these were added in a second pass
+# (probes written after a first version of the rules) and are all "seen"
+my %FIRST = (benign => 377, malicious => 365);
 
 plan skip_all => "no $GUARDCTL (make -C policy-engine build/guardctl)"
     unless -x $GUARDCTL;
@@ -137,7 +143,7 @@ for my $set (qw(benign malicious)) {
         my $idx = ($id =~ /(\d+)$/)[0] - 1;
         $all{n}++;
         $all{hit} += $hit;
-        if ($idx % 5 == 2) {
+        if ($idx % 5 == 2 && $idx < $FIRST{$set}) {
             $held{n}++;
             $held{hit} += $hit;
         }
