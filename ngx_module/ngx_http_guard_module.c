@@ -28,6 +28,7 @@
 #include "ngx_http_guard_audit.h"
 #include "ngx_http_guard_health.h"
 #include "ngx_http_guard_breaker.h"
+#include "ngx_http_guard_guardrails.h"
 
 
 static ngx_int_t ngx_http_guard_handler(ngx_http_request_t *r);
@@ -290,6 +291,20 @@ static ngx_command_t  ngx_http_guard_commands[] = {
       offsetof(ngx_http_guard_loc_conf_t, limit_headers),
       NULL },
 
+    { ngx_string("guard_guardrails"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_guard_loc_conf_t, guardrails),
+      NULL },
+
+    { ngx_string("guard_body_max"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_guard_loc_conf_t, body_max),
+      NULL },
+
       ngx_null_command
 };
 
@@ -356,7 +371,13 @@ static ngx_http_guard_stage_t  ngx_http_guard_stages[] = {
     { ngx_string("breaker"), ngx_http_guard_breaker_check,
       ngx_http_guard_breaker_outcome },
 
-    /* the stages that may wait (NGX_AGAIN): concurrency (its queue), risk */
+    /* may wait for the body (NGX_AGAIN); redacts what goes upstream */
+    { ngx_string("guardrails"), ngx_http_guard_guardrails, NULL },
+
+    /*
+     * the stages that may wait (NGX_AGAIN): concurrency (its queue),
+     * guardrails (the body), risk
+     */
     { ngx_string("risk"), ngx_http_guard_risk, NULL },
 
     { ngx_null_string, NULL, NULL }
@@ -629,8 +650,10 @@ ngx_http_guard_log_handler(ngx_http_request_t *r)
     }
 
     if ((ctx->denied && !ctx->deferred)
-        || ctx->shadow_reason != NGX_HTTP_GUARD_OK)
+        || ctx->shadow_reason != NGX_HTTP_GUARD_OK
+        || (!ctx->denied && ngx_http_guard_guardrails_outcome(ctx)))
     {
+        /* a request passed with guardrail hits: "redact" or "log" */
         ngx_http_guard_audit_request(r, ctx);
     }
 
@@ -643,6 +666,27 @@ ngx_http_guard_log_handler(ngx_http_request_t *r)
 ngx_int_t
 ngx_http_guard_traceparent(ngx_http_request_t *r, ngx_str_t *value)
 {
+    ngx_table_elt_t  *h;
+
+    h = ngx_http_guard_request_header(r, (u_char *) "traceparent",
+                                      sizeof("traceparent") - 1);
+
+    if (h == NULL) {
+        return NGX_DECLINED;
+    }
+
+    *value = h->value;
+
+    return NGX_OK;
+}
+
+
+/* the first request header of that name (case-insensitive), or NULL */
+
+ngx_table_elt_t *
+ngx_http_guard_request_header(ngx_http_request_t *r, u_char *name,
+    size_t len)
+{
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
@@ -654,7 +698,7 @@ ngx_http_guard_traceparent(ngx_http_request_t *r, ngx_str_t *value)
 
         if (i >= part->nelts) {
             if (part->next == NULL) {
-                return NGX_DECLINED;
+                return NULL;
             }
 
             part = part->next;
@@ -662,12 +706,10 @@ ngx_http_guard_traceparent(ngx_http_request_t *r, ngx_str_t *value)
             i = 0;
         }
 
-        if (h[i].key.len == sizeof("traceparent") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "traceparent",
-                               sizeof("traceparent") - 1) == 0)
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, name, len) == 0)
         {
-            *value = h[i].value;
-            return NGX_OK;
+            return &h[i];
         }
     }
 }
@@ -679,6 +721,7 @@ ngx_http_guard_exit_process(ngx_cycle_t *cycle)
     /* records in flight go back to the ring before the connections go */
     ngx_http_guard_audit_exit_process(cycle);
     ngx_http_guard_sidecar_exit_process(cycle);
+    ngx_http_guard_guardrails_exit_process(cycle);
 }
 
 
@@ -700,6 +743,12 @@ ngx_http_guard_init_process(ngx_cycle_t *cycle)
     ngx_http_guard_event_connection.fd = (ngx_socket_t) -1;
 
     gmcf = ngx_http_guard_cycle_main_conf(cycle);
+
+    if (gmcf && gmcf->used
+        && ngx_http_guard_guardrails_init_process(cycle) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     if (ngx_http_guard_audit_init_process(cycle, gmcf) != NGX_OK) {
         return NGX_ERROR;
@@ -786,6 +835,8 @@ ngx_http_guard_create_loc_conf(ngx_conf_t *cf)
     conf->risk = NGX_CONF_UNSET_UINT;
     conf->risk_fail_open = NGX_CONF_UNSET_UINT;
     conf->log_level = NGX_CONF_UNSET_UINT;
+    conf->guardrails = NGX_CONF_UNSET;
+    conf->body_max = NGX_CONF_UNSET_SIZE;
 
     return conf;
 }
@@ -813,6 +864,9 @@ ngx_http_guard_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->risk_fail_open, prev->risk_fail_open, 0);
     ngx_conf_merge_uint_value(conf->log_level, prev->log_level,
                               NGX_LOG_INFO);
+    ngx_conf_merge_value(conf->guardrails, prev->guardrails, 1);
+    ngx_conf_merge_size_value(conf->body_max, prev->body_max,
+                              NGX_HTTP_GUARD_GR_BODY_MAX);
 
     if (conf->keys == NULL) {
         conf->keys = prev->keys;
