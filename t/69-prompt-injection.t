@@ -12,10 +12,9 @@
 # apart: they tell how the rules generalise to text they were not tuned on.
 #
 # Every corpus line is {"id", "body", "note"} (+ "content_type" for bodies
-# given as raw text).  No nginx is needed: the stage's own tests
-# (t/68-guardrails*.t) carry bodies through nginx; this file sends a few
-# corpus bodies through it too when the module is built
-# (t/69's second part, skipped otherwise).
+# given as raw text).  Then a few corpus bodies go through nginx with the
+# module, in line: refused with the right reason, or passed to an echoing
+# upstream unchanged.
 
 use strict;
 use warnings;
@@ -29,6 +28,8 @@ use File::Temp qw(tempdir);
 use JSON::PP ();
 use POSIX ();
 use Test::More;
+use Guard::Test;
+use Guard::Echo;
 
 my $REPO      = abs_path("$FindBin::Bin/..");
 my $GUARDCTL  = $ENV{GUARDCTL} || "$REPO/policy-engine/build/guardctl";
@@ -172,5 +173,67 @@ diag('false positives: ' . join(' ', @{ $flagged{benign} // [] }));
 
 cmp_ok($det, '>=', 0.90, sprintf('detection %.1f%% >= 90%%', 100 * $det));
 cmp_ok($fp, '<=', 0.02, sprintf('false positives %.1f%% <= 2%%', 100 * $fp));
+
+# ---------------------------------------------------------------------------
+# in line: a few corpus bodies through nginx with the module, the same
+# policy directory, and an echoing upstream
+
+my %line = map { ($_->{id} => $_) } @{ $lines{benign} },
+                                   @{ $lines{malicious} };
+my @inline = (
+    # id, status, reason
+    [ 'm-001', 403, 'guardrail_anomaly' ],    # override (English)
+    [ 'm-052', 403, 'guardrail_anomaly' ],    # override (French)
+    [ 'm-096', 403, 'guardrail_anomaly' ],    # system-prompt extraction
+    [ 'm-357', 403, 'guardrail_blocked' ],    # tag smuggling, escaped
+    [ 'b-001', 200, '' ],                     # "ignore the previous error"
+    [ 'b-081', 200, '' ],                     # a question about injection
+    [ 'b-400', 200, '' ],                     # a role-play request
+    [ 'b-435', 200, '' ],                     # a question about ChatML
+);
+
+my $t = Guard::Test->new;
+$t->jwt_keys;
+$t->write_file('pol/packs/prompt-injection.json', slurp($PACK));
+$t->write_file('pol/chat.json', slurp("$DIR/chat.json"));
+Guard::Echo::start($t, 1);
+$t->write_conf(http => <<'CONF');
+    guard_policies %%DIR%%/pol;
+
+    server {
+        listen 127.0.0.1:%%PORT_0%%;
+        guard_jwt_keys %%KEYS%%/jwks.json;
+
+        add_header X-GR-Score $guard_guardrails_score always;
+        add_header X-Reason $guard_reason always;
+
+        location /v1/ {
+            guard on;
+            guard_tenant chat;
+            proxy_pass http://127.0.0.1:%%PORT_1%%;
+        }
+    }
+CONF
+$t->run;
+my ($tok) = $t->mint({ kid => 'hs256', claims => {
+    sub => 'u-chat', tenant_id => 'chat', exp => time + 3600 } });
+
+for my $c (@inline) {
+    my ($id, $status, $reason) = @$c;
+    my $o = $line{$id} or BAIL_OUT("no corpus line $id");
+    my $body = ref $o->{body} ? $JSON->encode($o->{body}) : $o->{body};
+    my $r = $t->http('POST', '/v1/chat/completions', body => $body,
+                     headers => [ Authorization => "Bearer $tok",
+                                  'Content-Type' => 'application/json' ]);
+    is($r->{status}, $status, "in line: $id ($o->{note}): $status");
+    is($r->{headers}{'x-reason'} // '', $reason, "in line: $id: reason "
+       . ($reason || 'none'));
+    if ($status == 200) {
+        is(Guard::Echo::echo($r)->{body}, $body,
+           "in line: $id reaches the upstream unchanged");
+    }
+}
+
+$t->errlog_ok;
 
 done_testing;
