@@ -26,10 +26,10 @@ use File::Copy qw(copy);
 use File::Path qw(make_path);
 use File::Temp qw(tempdir);
 use JSON::PP ();
-use POSIX ();
 use Test::More;
 use Guard::Test;
 use Guard::Echo;
+use Guard::Frames qw(command slurp write_text);
 
 my $REPO      = abs_path("$FindBin::Bin/..");
 my $GUARDCTL  = $ENV{GUARDCTL} || "$REPO/policy-engine/build/guardctl";
@@ -47,44 +47,16 @@ my %FIRST = (benign => 377, malicious => 365);
 plan skip_all => "no $GUARDCTL (make -C policy-engine build/guardctl)"
     unless -x $GUARDCTL;
 
-sub slurp {
-    my ($f) = @_;
-    open my $fh, '<:raw', $f or die "$f: $!";
-    local $/;
-    return scalar <$fh>;
-}
-
-# runs a command with stdin from a file; {exit, out, err}
-sub run {
-    my ($in, @cmd) = @_;
-    my ($out, $err) = ("$TMP/stdout", "$TMP/stderr");
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
-        open STDIN, '<', $in // '/dev/null';
-        open STDOUT, '>', $out;
-        open STDERR, '>', $err;
-        alarm 120;
-        { exec { $cmd[0] } @cmd; }
-        print STDERR "exec $cmd[0]: $!\n";
-        POSIX::_exit(127);
-    }
-    waitpid $pid, 0;
-    my $st = $?;
-    return { exit => ($st & 127) ? -1 : $st >> 8,
-             out  => slurp($out), err => slurp($err) };
-}
-
 # the policy directory: the shipped pack and one tenant that includes it
 my $DIR = "$TMP/policies";
 make_path("$DIR/packs");
 copy($PACK, "$DIR/packs/prompt-injection.json") or die "copy: $!";
-open my $fh, '>', "$DIR/chat.json" or die $!;
-print $fh $JSON->encode({ tenant => 'chat',
-                          guardrails => { packs => ['prompt-injection'],
-                                          threshold => $THRESHOLD } });
-close $fh;
+write_text("$DIR/chat.json",
+           $JSON->encode({ tenant => 'chat',
+                           guardrails => { packs => ['prompt-injection'],
+                                           threshold => $THRESHOLD } }));
 
-my $r = run(undef, $GUARDCTL, 'policy', 'check', $DIR);
+my $r = command($GUARDCTL, 'policy', 'check', $DIR);
 is($r->{exit}, 0, 'guardctl policy check loads the pack')
     or diag($r->{err});
 
@@ -124,7 +96,7 @@ for my $set (qw(benign malicious)) {
 # every line through the engine
 my %flagged;    # set -> [ids refused]
 for my $set (qw(benign malicious)) {
-    my $r = run(undef, $GUARDCTL, 'guardrails', 'scan', '--policies', $DIR,
+    my $r = command($GUARDCTL, 'guardrails', 'scan', '--policies', $DIR,
                 '--tenant', 'chat', '--jsonl', "$CORPUS/$set.jsonl");
     ok($r->{exit} == 0 || $r->{exit} == 1, "$set: scan ran (exit "
        . "$r->{exit})") or diag($r->{err});
