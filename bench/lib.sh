@@ -9,9 +9,12 @@
 #   bench_report BASE [BASE2]     medians and ratios to variant BASE
 #   bench_derived LABEL A B       the ratio A / B, and the baseline's
 #   bench_no_baseline             ignore BASELINE_MODULE
+#   bench_post NAME FILE CT       the variant sends POSTs of FILE's bytes
 #
 # A variant is a name in $variants; its URL is bench_url[NAME] and its
-# extra wrk arguments are in bench_args[NAME] (set with bench_variant).
+# extra wrk arguments are in bench_args[NAME] (set with bench_variant);
+# a POST variant's wrk script and curl arguments are in bench_wrk_extra
+# and bench_curl_extra (set with bench_post).
 # Environment: ROUNDS (5), DURATION (3s), CONNS (32), KEEP (keep the dir),
 # GUARD_MODULE (the module, default build/ngx_http_guard_module.so).
 #
@@ -43,6 +46,7 @@ bench_inst=("")
 # bench_runs and bench_med are keyed by NAME, and by NAME@base for the
 # baseline's
 declare -A bench_url bench_args bench_runs bench_med bench_pair
+declare -A bench_wrk_extra bench_curl_extra
 
 bench_cleanup() {
     [ -f "$dir/nginx.pid" ] && kill -QUIT "$(cat "$dir/nginx.pid")" 2>/dev/null
@@ -180,12 +184,29 @@ bench_variant() {
     done
 }
 
+# bench_post NAME FILE CONTENT_TYPE: variant NAME (bench_variant first)
+# sends POST requests with FILE's bytes as the body: a wrk Lua script
+# (wrk -s) and the same body for bench_check's curl
+bench_post() {
+    local lua=$dir/post-$1.lua
+    cat > "$lua" <<LUA
+wrk.method = "POST"
+local f = assert(io.open("$2", "rb"))
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "$3"
+LUA
+    bench_wrk_extra[$1]=" -s $(printf '%q' "$lua")"
+    bench_curl_extra[$1]=" --data-binary @$(printf '%q' "$2") -H $(printf '%q' "Content-Type: $3")"
+}
+
 bench_check() {
     local v i code
     for v in $variants; do
         for i in "${bench_inst[@]}"; do
             code=$(eval curl -s -o /dev/null -w '%{http_code}' \
-                "${bench_args[$v]}" "${bench_url[$v$i]}")
+                "${bench_args[$v]}" "${bench_curl_extra[$v]:-}" \
+                "${bench_url[$v$i]}")
             if [ "$code" != 200 ]; then
                 echo "$v$i answered $code" >&2
                 cat "$dir/error.log" >&2
@@ -211,7 +232,8 @@ bench_run() {
         ((r % 2)) || order=("${order[@]:1}" "${order[0]}")
         for v in $variants; do
             for i in "${order[@]}"; do
-                rps=$(bench_wrk "${bench_url[$v$i]}" "${bench_args[$v]}")
+                rps=$(bench_wrk "${bench_url[$v$i]}" \
+                    "${bench_args[$v]}${bench_wrk_extra[$v]:-}")
                 bench_runs[$v$i]="${bench_runs[$v$i]:-} $rps"
             done
         done
