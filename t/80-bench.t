@@ -123,9 +123,9 @@ SKIP: {
         if $out =~ /^guard variants skipped: /m;
     like($out, qr/^\Q$_\E\s+$num\s+$num\s+\d+ $/m, "guardrails.sh: $_")
         for qw(guard-get guard-post);
-    like($out, qr/^guard on the 1 KB JSON POST over plain proxy POST: guard-post \/ plain-post = $num$/m,
+    like($out, qr/^guard on the 1 KB JSON POST over plain proxy POST: guard-post \/ plain-post = $num \(median of the rounds' ratios: $num\) \(goal: >= 0\.75\)$/m,
          'guardrails.sh: guard over plain proxy, POST');
-    like($out, qr/^guard on a GET over plain proxy GET: guard-get \/ plain-get = $num$/m,
+    like($out, qr/^guard on a GET over plain proxy GET: guard-get \/ plain-get = $num \(median of the rounds' ratios: $num\)$/m,
          'guardrails.sh: guard over plain proxy, GET');
     like($out, qr/^scan over standalone PCRE2: $num \(median of the rounds' ratios: $num; goal: >= 0\.7\)$/m,
          'gr_bench: the scan over standalone PCRE2-JIT');
@@ -137,7 +137,7 @@ SKIP: {
         if $out =~ /^ModSecurity variants skipped: /m;
     like($out, qr/^\Q$_\E\s+$num\s+$num\s+\d+ $/m, "guardrails.sh: $_")
         for qw(modsec-get modsec-post);
-    like($out, qr/^ModSecurity\+CRS on the 1 KB JSON POST over plain proxy POST: modsec-post \/ plain-post = $num$/m,
+    like($out, qr/^ModSecurity\+CRS on the 1 KB JSON POST over plain proxy POST: modsec-post \/ plain-post = $num \(median of the rounds' ratios: $num\)$/m,
          'guardrails.sh: ModSecurity over plain proxy, POST');
 }
 
