@@ -33,6 +33,7 @@
 #include "ngx_http_guard_zone.h"
 #include "ngx_http_guard_audit.h"
 #include "ngx_http_guard_health.h"
+#include "ngx_http_guard_guardrails.h"
 
 
 typedef struct {
@@ -73,6 +74,8 @@ static ngx_uint_t ngx_http_guard_status_prometheus(ngx_http_request_t *r);
 static ngx_buf_t *ngx_http_guard_status_json(ngx_http_request_t *r,
     ngx_http_guard_zone_t *zone);
 static ngx_buf_t *ngx_http_guard_status_text(ngx_http_request_t *r,
+    ngx_http_guard_zone_t *zone);
+static ngx_int_t ngx_http_guard_status_guardrails(json_t *doc,
     ngx_http_guard_zone_t *zone);
 static u_char *ngx_http_guard_prom_head(u_char *p, const char *name,
     const char *type, const char *help);
@@ -620,6 +623,11 @@ ngx_http_guard_status_json(ngx_http_request_t *r, ngx_http_guard_zone_t *zone)
 
     json_object_set_new(doc, "breakers", ngx_http_guard_breaker_status(r));
 
+    if (ngx_http_guard_status_guardrails(doc, zone) != NGX_OK) {
+        b = NULL;
+        goto done;
+    }
+
     b = ngx_http_guard_json_buf(r, doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 
 done:
@@ -629,6 +637,42 @@ done:
     json_decref(shadow);
 
     return b;
+}
+
+
+/* "guardrails": {"verdicts": {VERDICT: N...}, "hits": {ACTION: N...}} */
+
+static ngx_int_t
+ngx_http_guard_status_guardrails(json_t *doc, ngx_http_guard_zone_t *zone)
+{
+    json_t      *gr, *verdicts, *hits;
+    ngx_uint_t   i;
+
+    gr = json_object();
+    verdicts = json_object();
+    hits = json_object();
+
+    if (gr == NULL || verdicts == NULL || hits == NULL
+        || json_object_set_new(gr, "verdicts", verdicts)
+        || json_object_set_new(gr, "hits", hits)
+        || json_object_set_new(doc, "guardrails", gr))
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < NGX_HTTP_GUARD_GR_VERDICTS; i++) {
+        json_object_set_new(verdicts, ngx_http_guard_gr_verdict_names[i],
+                   json_integer(zone ? zone->sh->metrics.guardrails_verdicts[i]
+                                     : 0));
+    }
+
+    for (i = 0; i < NGX_HTTP_GUARD_GR_ACTIONS; i++) {
+        json_object_set_new(hits, ngx_http_guard_gr_action_names[i],
+                   json_integer(zone ? zone->sh->metrics.guardrails_hits[i]
+                                     : 0));
+    }
+
+    return NGX_OK;
 }
 
 
@@ -692,7 +736,9 @@ ngx_http_guard_status_text(ngx_http_request_t *r, ngx_http_guard_zone_t *zone)
            + (rules + 1) * (NGX_HTTP_GUARD_PROM_LINE + NGX_HTTP_GUARD_PROM_NAME)
            + (version ? 2 * version->len : 0)
            + 3 * NGX_HTTP_GUARD_PROM_LINE              /* guard_health_ok */
-           + 3 * 3 * NGX_HTTP_GUARD_PROM_LINE;    /* the bulkhead's */
+           + 3 * 3 * NGX_HTTP_GUARD_PROM_LINE     /* the bulkhead's */
+           + (2 * 3 + NGX_HTTP_GUARD_GR_VERDICTS + NGX_HTTP_GUARD_GR_ACTIONS)
+             * NGX_HTTP_GUARD_PROM_LINE;          /* the guardrails' */
 
     /* the circuit breakers' lines, made first: their length is known */
 
@@ -851,6 +897,29 @@ ngx_http_guard_status_text(ngx_http_request_t *r, ngx_http_guard_zone_t *zone)
                                   "counter", m->concurrency_queue_timeouts,
                                   "Queued requests refused when their "
                                   "queue_timeout passed.");
+
+    /* the guardrails */
+
+    p = ngx_http_guard_prom_head(p, "guard_guardrails_verdicts_total",
+                                 "counter",
+                                 "Requests the guardrails inspected, per "
+                                 "verdict.");
+
+    for (i = 0; i < NGX_HTTP_GUARD_GR_VERDICTS; i++) {
+        p = ngx_sprintf(p, "guard_guardrails_verdicts_total{verdict=\"%s\"} "
+                        "%uA\n", ngx_http_guard_gr_verdict_names[i],
+                        m->guardrails_verdicts[i]);
+    }
+
+    p = ngx_http_guard_prom_head(p, "guard_guardrails_hits_total",
+                                 "counter",
+                                 "Guardrail rule matches, per action.");
+
+    for (i = 0; i < NGX_HTTP_GUARD_GR_ACTIONS; i++) {
+        p = ngx_sprintf(p, "guard_guardrails_hits_total{action=\"%s\"} "
+                        "%uA\n", ngx_http_guard_gr_action_names[i],
+                        m->guardrails_hits[i]);
+    }
 
     /* rate rules */
 

@@ -61,6 +61,8 @@ typedef struct {
     ngx_atomic_t                 concurrency_waiting;   /* the bulkhead */
     ngx_atomic_t                 concurrency_queued;
     ngx_atomic_t                 concurrency_queue_timeouts;
+    ngx_atomic_t                 guardrails_verdicts[7]; /* per verdict */
+    ngx_atomic_t                 guardrails_hits[4];    /* per action */
 } ngx_http_guard_metrics_sh_t;
 
 

@@ -28,6 +28,7 @@
 #include "ngx_http_guard_audit.h"
 #include "ngx_http_guard_health.h"
 #include "ngx_http_guard_breaker.h"
+#include "ngx_http_guard_guardrails.h"
 
 
 static ngx_int_t ngx_http_guard_handler(ngx_http_request_t *r);
@@ -290,6 +291,20 @@ static ngx_command_t  ngx_http_guard_commands[] = {
       offsetof(ngx_http_guard_loc_conf_t, limit_headers),
       NULL },
 
+    { ngx_string("guard_guardrails"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_guard_loc_conf_t, guardrails),
+      NULL },
+
+    { ngx_string("guard_body_max"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_guard_loc_conf_t, body_max),
+      NULL },
+
       ngx_null_command
 };
 
@@ -356,7 +371,13 @@ static ngx_http_guard_stage_t  ngx_http_guard_stages[] = {
     { ngx_string("breaker"), ngx_http_guard_breaker_check,
       ngx_http_guard_breaker_outcome },
 
-    /* the stages that may wait (NGX_AGAIN): concurrency (its queue), risk */
+    /* may wait for the body (NGX_AGAIN); redacts what goes upstream */
+    { ngx_string("guardrails"), ngx_http_guard_guardrails, NULL },
+
+    /*
+     * the stages that may wait (NGX_AGAIN): concurrency (its queue),
+     * guardrails (the body), risk
+     */
     { ngx_string("risk"), ngx_http_guard_risk, NULL },
 
     { ngx_null_string, NULL, NULL }
@@ -679,6 +700,7 @@ ngx_http_guard_exit_process(ngx_cycle_t *cycle)
     /* records in flight go back to the ring before the connections go */
     ngx_http_guard_audit_exit_process(cycle);
     ngx_http_guard_sidecar_exit_process(cycle);
+    ngx_http_guard_guardrails_exit_process(cycle);
 }
 
 
@@ -700,6 +722,12 @@ ngx_http_guard_init_process(ngx_cycle_t *cycle)
     ngx_http_guard_event_connection.fd = (ngx_socket_t) -1;
 
     gmcf = ngx_http_guard_cycle_main_conf(cycle);
+
+    if (gmcf && gmcf->used
+        && ngx_http_guard_guardrails_init_process(cycle) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     if (ngx_http_guard_audit_init_process(cycle, gmcf) != NGX_OK) {
         return NGX_ERROR;
@@ -786,6 +814,8 @@ ngx_http_guard_create_loc_conf(ngx_conf_t *cf)
     conf->risk = NGX_CONF_UNSET_UINT;
     conf->risk_fail_open = NGX_CONF_UNSET_UINT;
     conf->log_level = NGX_CONF_UNSET_UINT;
+    conf->guardrails = NGX_CONF_UNSET;
+    conf->body_max = NGX_CONF_UNSET_SIZE;
 
     return conf;
 }
@@ -813,6 +843,9 @@ ngx_http_guard_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->risk_fail_open, prev->risk_fail_open, 0);
     ngx_conf_merge_uint_value(conf->log_level, prev->log_level,
                               NGX_LOG_INFO);
+    ngx_conf_merge_value(conf->guardrails, prev->guardrails, 1);
+    ngx_conf_merge_size_value(conf->body_max, prev->body_max,
+                              NGX_HTTP_GUARD_GR_BODY_MAX);
 
     if (conf->keys == NULL) {
         conf->keys = prev->keys;

@@ -169,6 +169,8 @@ typedef struct {
     ngx_uint_t                   risk_fail_open;
     ngx_uint_t                   log_level;   /* of refusal lines */
     ngx_http_guard_health_conf_t  *health;
+    ngx_flag_t                   guardrails;  /* guard_guardrails */
+    size_t                       body_max;    /* guard_body_max */
 } ngx_http_guard_loc_conf_t;
 
 
@@ -208,6 +210,11 @@ typedef struct {
 typedef struct ngx_http_guard_rate_charge_s  ngx_http_guard_rate_charge_t;
 
 
+/* the guardrails stage's state (ngx_http_guard_guardrails.c) */
+
+typedef struct ngx_http_guard_gr_s  ngx_http_guard_gr_t;
+
+
 typedef struct {
     ngx_http_guard_loc_conf_t   *conf;        /* conf that decided */
     ngx_uint_t                   stage;       /* the stage it is at */
@@ -231,6 +238,7 @@ typedef struct {
     uint64_t                     breaker_gen; /* of the probe taken */
     uint64_t                     breaker_at;  /* its bucket time, counted */
     time_t                       breaker_retry;
+    ngx_http_guard_gr_t         *gr;          /* guardrails, or NULL */
     ngx_http_guard_cache_status_e  cache_status;
     ngx_http_guard_loc_conf_t   *cache_keyed; /* cache_key is for it */
     u_char                       cache_key[NGX_HTTP_GUARD_CACHE_KEY_LEN];

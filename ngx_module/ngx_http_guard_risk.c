@@ -14,6 +14,7 @@
 #include "ngx_http_guard_problem.h"
 #include "ngx_http_guard_policy.h"
 #include "ngx_http_guard_metrics.h"
+#include "ngx_http_guard_guardrails.h"
 
 
 static json_t *ngx_http_guard_risk_request(ngx_http_request_t *r,
@@ -111,6 +112,7 @@ ngx_http_guard_risk_request(ngx_http_request_t *r, void *data)
     ngx_http_guard_ctx_t *ctx = data;
 
     json_t                      *doc, *claims;
+    ngx_int_t                    score;
     ngx_str_t                    tp;
     ngx_http_guard_main_conf_t  *gmcf;
 
@@ -141,6 +143,14 @@ ngx_http_guard_risk_request(ngx_http_request_t *r, void *data)
     json_object_set_new(doc, "body_size",
                         json_integer(r->headers_in.content_length_n > 0
                                      ? r->headers_in.content_length_n : 0));
+
+    /* the guardrails' anomaly score (risk signal inline_score_over) */
+
+    score = ngx_http_guard_guardrails_score(ctx);
+
+    if (score >= 0) {
+        json_object_set_new(doc, "inline_score", json_integer(score));
+    }
 
     /* the version nginx decides with: guardd warns when its own differs */
 

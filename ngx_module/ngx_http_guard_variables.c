@@ -14,6 +14,7 @@
 #include "ngx_http_guard_problem.h"
 #include "ngx_http_guard_policy.h"
 #include "ngx_http_guard_breaker.h"
+#include "ngx_http_guard_guardrails.h"
 
 
 static ngx_int_t ngx_http_guard_variable(ngx_http_request_t *r,
@@ -415,6 +416,6 @@ ngx_http_guard_add_variables(ngx_conf_t *cf)
         var->data = v->data;
     }
 
-    return NGX_OK;
+    return ngx_http_guard_guardrails_add_variables(cf);
 }
 

@@ -14,7 +14,10 @@
  *   score (when has_score), signals, shadow and thresholds (when signals
  *   is given: a risk verdict), kind "breaker" and breaker (when breaker
  *   is given: a circuit breaker's transition, whose outcome is then
- *   "transition", or "shadow_transition" when shadow).
+ *   "transition", or "shadow_transition" when shadow), guardrails (when
+ *   given: gd_gr_audit()'s object).  outcome, when given, replaces the
+ *   outcome: "redact" or "log" for a request that passed with guardrail
+ *   hits (no refusal, no reason).
  */
 #ifndef GD_AUDIT_RECORD_H
 #define GD_AUDIT_RECORD_H
@@ -70,6 +73,11 @@ typedef struct {
 
     /* a breaker's transition (borrowed): {name, from, to, counts...} */
     json_t *breaker;
+
+    /* the guardrails' decision (borrowed): gd_gr_audit()'s object */
+    json_t *guardrails;
+    /* NULL: deny, shadow_deny, transition...; else "redact" or "log" */
+    const char *outcome;
 
     /*
      * tenant, subject, client_ip, method, route and traceparent not given

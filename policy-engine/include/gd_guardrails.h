@@ -54,15 +54,15 @@ typedef struct {
     const char *pack; /* the pack it came from, or NULL */
     gd_gr_target_t *targets;
     size_t ntargets;
-    char *pattern; /* a PCRE2 pattern, or NULL for a detector */
+    char *pattern;            /* a PCRE2 pattern, or NULL for a detector */
     uint32_t pattern_options; /* PCRE2 options of its "flags" */
     int detector;             /* gd_detector_e, or -1 */
     gd_gr_action_e action;
     uint32_t weight; /* GD_GR_SCORE */
     int shadow;
-    char *kind;      /* the <kind> of [REDACTED:<kind>]: "kind", else the
-                        detector's name, else the rule id */
-    void *code;      /* pcre2_code_8 *, owned; NULL for a detector */
+    char *kind; /* the <kind> of [REDACTED:<kind>]: "kind", else the
+                   detector's name, else the rule id */
+    void *code; /* pcre2_code_8 *, owned; NULL for a detector */
 } gd_gr_rule_t;
 
 /* body_over: a body over the limit (guard_body_max) */
@@ -76,6 +76,13 @@ typedef struct {
 /* encoded: a body with Content-Encoding gzip or deflate */
 #define GD_GR_ENCODED_INFLATE 0 /* inflated up to the limit and ratio */
 #define GD_GR_ENCODED_REFUSE 1  /* 400 body_malformed */
+
+/* the section's defaults (docs/guardrails.md) */
+#define GD_GR_MATCH_LIMIT 100000 /* pcre2_set_match_limit */
+#define GD_GR_DEPTH_LIMIT 10000  /* pcre2_set_depth_limit */
+#define GD_GR_JSON_DEPTH 32
+#define GD_GR_MAX_RATIO 100
+#define GD_GR_REDACT_WITH "[REDACTED:{kind}]"
 
 typedef struct {
     char **packs;
@@ -148,6 +155,9 @@ typedef enum {
     GD_GR_MALFORMED, /* body_malformed */
     GD_GR_ERROR      /* guardrail_error */
 } gd_gr_verdict_e;
+
+/* "pass", "blocked", "anomaly", "malformed", "error" */
+const char *gd_gr_verdict_name(gd_gr_verdict_e v);
 
 /* the most hits kept; more are counted in nhits_total */
 #define GD_GR_MAX_HITS 64

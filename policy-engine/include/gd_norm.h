@@ -34,7 +34,7 @@
 #define GD_NORM_MAX ((size_t)UINT32_MAX - 1)
 
 typedef struct {
-    char *text;    /* the result, NUL-terminated, len bytes */
+    char *text; /* the result, NUL-terminated, len bytes */
     size_t len;
     uint32_t *map; /* map[i]: the input offset byte i came from;
                       map[len]: the input's length */
@@ -57,15 +57,27 @@ void gd_norm_free(gd_norm_t *n);
  */
 int gd_norm(gd_norm_t *n, const char *in, size_t len, unsigned opts);
 
-/* The input span that n->text[off..off+len) came from. */
+/*
+ * The input span that n->text[off..off+len) came from: from where the
+ * character of its first byte starts to where the character of its last
+ * byte ends (a match of the "f" of "fi" from U+FB01 spans the ligature).
+ */
 static inline void gd_norm_span(const gd_norm_t *n, size_t off, size_t len,
                                 size_t *in_off, size_t *in_len)
 {
-    size_t end = n->map[off + len];
+    size_t end = off + len;
 
-    /* the end maps to where the next character starts */
     *in_off = n->map[off];
-    *in_len = end > *in_off ? end - *in_off : 0;
+    if (len == 0) {
+        *in_len = 0;
+        return;
+    }
+    /* the end maps to where the next character starts; the bytes of one
+       input character's expansion share its offset */
+    while (end < n->len && n->map[end] == n->map[end - 1]) {
+        end++;
+    }
+    *in_len = n->map[end] > *in_off ? n->map[end] - *in_off : 0;
 }
 
 #endif

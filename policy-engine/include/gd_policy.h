@@ -11,6 +11,8 @@
 
 #include <jansson.h>
 
+#include "gd_guardrails.h"
+
 #define GD_POLICY_VERSION_LEN 64
 
 /* every error, one line each: "FILE:LINE:COLUMN: POINTER: message" */
@@ -146,6 +148,9 @@ typedef struct {
 
     gd_breaker_t *breakers; /* the "breaker" section, in file order */
     size_t nbreakers;
+
+    int has_guardrails; /* the "guardrails" section (gd_guardrails.h) */
+    gd_guardrails_t guardrails;
 } gd_policy_t;
 
 typedef struct {

@@ -90,7 +90,8 @@ static json_t *build(const gd_audit_decision_t *d, size_t cut)
         put(rec, "ts_ms", json_integer((json_int_t)d->ts_ms)) != 0 ||
         put(rec, "outcome",
             json_string_nocheck(
-                d->breaker != NULL
+                d->outcome != NULL ? d->outcome
+                : d->breaker != NULL
                     ? (d->shadow ? "shadow_transition" : "transition")
                     : (d->shadow ? "shadow_deny" : "deny"))) != 0 ||
         put_text(rec, "stage", &d->stage) != 0 ||
@@ -155,6 +156,11 @@ static json_t *build(const gd_audit_decision_t *d, size_t cut)
     if (d->breaker != NULL &&
         (put(rec, "kind", json_string_nocheck("breaker")) != 0 ||
          json_object_set_nocheck(rec, "breaker", d->breaker) != 0)) {
+        goto failed;
+    }
+
+    if (d->guardrails != NULL &&
+        json_object_set_nocheck(rec, "guardrails", d->guardrails) != 0) {
         goto failed;
     }
 

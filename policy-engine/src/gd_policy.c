@@ -7,6 +7,7 @@
  */
 #include "gd_policy.h"
 #include "gd_jsonloc.h"
+#include "gd_policy_priv.h"
 #include "gd_suggest.h"
 
 #include <dirent.h>
@@ -22,7 +23,6 @@
 #include <openssl/sha.h>
 
 #define GD_POLICY_FILE_MAX (1024 * 1024)
-#define GD_POLICY_PATH_MAX 512
 
 /* errors */
 
@@ -90,20 +90,9 @@ void gd_errors_free(gd_errors_t *errs)
     errs->n = 0;
 }
 
-/* validation context: the file, its text, and the pointer being checked */
+/* validation context: gd_vctx_t (gd_policy_priv.h) */
 
-typedef struct {
-    const char *file;
-    const char *text;
-    size_t len;
-    gd_errors_t *errs;
-    char path[GD_POLICY_PATH_MAX];
-    size_t plen;
-    int failed;
-} gd_vctx_t;
-
-__attribute__((format(printf, 3, 4))) static void
-verr(gd_vctx_t *c, int at_value, const char *fmt, ...)
+void verr(gd_vctx_t *c, int at_value, const char *fmt, ...)
 {
     char msg[512];
     int line, column;
@@ -121,7 +110,7 @@ verr(gd_vctx_t *c, int at_value, const char *fmt, ...)
 }
 
 /* appends a reference token (RFC 6901 escaped); returns the old length */
-static size_t push_key(gd_vctx_t *c, const char *key)
+size_t push_key(gd_vctx_t *c, const char *key)
 {
     size_t old = c->plen;
 
@@ -142,7 +131,7 @@ static size_t push_key(gd_vctx_t *c, const char *key)
     return old;
 }
 
-static size_t push_index(gd_vctx_t *c, size_t i)
+size_t push_index(gd_vctx_t *c, size_t i)
 {
     char buf[32];
 
@@ -150,7 +139,7 @@ static size_t push_index(gd_vctx_t *c, size_t i)
     return push_key(c, buf);
 }
 
-static void pop(gd_vctx_t *c, size_t old)
+void pop(gd_vctx_t *c, size_t old)
 {
     c->plen = old;
     c->path[old] = '\0';
@@ -158,8 +147,8 @@ static void pop(gd_vctx_t *c, size_t old)
 
 /* value checks */
 
-static int name_ok(const char *s, size_t min, size_t max, const char *extra,
-                   int first_alnum)
+int name_ok(const char *s, size_t min, size_t max, const char *extra,
+            int first_alnum)
 {
     size_t n = strlen(s);
 
@@ -212,7 +201,7 @@ static int period_parse(const char *s, uint64_t *ms)
 }
 
 /* rejects members outside allowed (a NULL-terminated list) */
-static void check_members(gd_vctx_t *c, json_t *obj, const char **allowed)
+void check_members(gd_vctx_t *c, json_t *obj, const char **allowed)
 {
     const char *key;
     json_t *v;
@@ -243,8 +232,8 @@ static void check_members(gd_vctx_t *c, json_t *obj, const char **allowed)
 }
 
 /* the member key of obj, or NULL when absent or of the wrong type */
-static json_t *member(gd_vctx_t *c, json_t *obj, const char *key, int type,
-                      int required)
+json_t *member(gd_vctx_t *c, json_t *obj, const char *key, int type,
+               int required)
 {
     static const char *names[] = {"an object",  "an array", "a string",
                                   "an integer", "a number", "true",
@@ -271,15 +260,14 @@ static json_t *member(gd_vctx_t *c, json_t *obj, const char *key, int type,
     return v;
 }
 
-static int get_bool(gd_vctx_t *c, json_t *obj, const char *key)
+int get_bool(gd_vctx_t *c, json_t *obj, const char *key)
 {
     json_t *v = member(c, obj, key, JSON_TRUE, 0);
     return v ? json_is_true(v) : 0;
 }
 
-static uint64_t get_uint(gd_vctx_t *c, json_t *obj, const char *key,
-                         int required, uint64_t min, uint64_t max,
-                         uint64_t dflt)
+uint64_t get_uint(gd_vctx_t *c, json_t *obj, const char *key, int required,
+                  uint64_t min, uint64_t max, uint64_t dflt)
 {
     json_t *v = member(c, obj, key, JSON_INTEGER, required);
 
@@ -414,7 +402,7 @@ static char **get_strings(gd_vctx_t *c, json_t *obj, const char *key,
     return out;
 }
 
-static void free_strings(char **s, size_t n)
+void free_strings(char **s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         free(s[i]);
@@ -486,8 +474,6 @@ static void load_rate(gd_vctx_t *c, json_t *r, gd_rate_rule_t *rule,
 }
 
 /* the breaker section */
-
-static void text_error(gd_vctx_t *c, const char *key, const char *msg);
 
 const gd_breaker_t gd_breaker_defaults = {
     .name = NULL,
@@ -698,8 +684,7 @@ static int hours_parse(const char *s, uint32_t *minutes)
  * The text of a string member: NULL when absent or not a string (an error
  * then when required or of the wrong type), "" when it holds a NUL byte.
  */
-static const char *get_text(gd_vctx_t *c, json_t *obj, const char *key,
-                            int required)
+const char *get_text(gd_vctx_t *c, json_t *obj, const char *key, int required)
 {
     json_t *v = member(c, obj, key, JSON_STRING, required);
 
@@ -713,7 +698,7 @@ static const char *get_text(gd_vctx_t *c, json_t *obj, const char *key,
     return json_string_value(v);
 }
 
-static void text_error(gd_vctx_t *c, const char *key, const char *msg)
+void text_error(gd_vctx_t *c, const char *key, const char *msg)
 {
     size_t old = push_key(c, key);
     verr(c, 0, "%s", msg);
@@ -1034,7 +1019,7 @@ static void load_policy(gd_vctx_t *c, json_t *doc, gd_policy_t *p,
 {
     static const char *top[] = {"$schema", "description", "tenant", "shadow",
                                 "auth",    "residency",   "limits", "risk",
-                                "breaker", NULL};
+                                "breaker", "guardrails",  NULL};
     static const char *auth_m[] = {"issuers", "jwks", "shadow", NULL};
     static const char *res_m[] = {"regions", "shadow", NULL};
     static const char *lim_m[] = {"rate", "concurrency", NULL};
@@ -1179,6 +1164,13 @@ static void load_policy(gd_vctx_t *c, json_t *doc, gd_policy_t *p,
         load_breakers(c, v, p);
         pop(c, old);
     }
+
+    if ((v = member(c, doc, "guardrails", JSON_OBJECT, 0))) {
+        old = push_key(c, "guardrails");
+        p->has_guardrails = 1;
+        gd_gr_section_load(c, v, &p->guardrails);
+        pop(c, old);
+    }
 }
 
 static void policy_free(gd_policy_t *p)
@@ -1209,6 +1201,7 @@ static void policy_free(gd_policy_t *p)
     free(p->breakers);
     free(p->risk.time_zone);
     free(p->risk.zone);
+    gd_gr_section_free(&p->guardrails);
 }
 
 void gd_policy_free(gd_policy_t *p)
@@ -1217,14 +1210,11 @@ void gd_policy_free(gd_policy_t *p)
     memset(p, 0, sizeof(*p));
 }
 
-json_t *gd_policy_parse(const char *file, const char *text, size_t len,
-                        const char *dir, int is_default, gd_policy_t *p,
-                        gd_errors_t *errs)
+json_t *load_json(const char *file, const char *text, size_t len,
+                  gd_errors_t *errs)
 {
     json_error_t jerr;
     json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-
-    memset(p, 0, sizeof(*p));
 
     if (doc == NULL) {
         int line = jerr.line, column = jerr.column;
@@ -1243,15 +1233,41 @@ json_t *gd_policy_parse(const char *file, const char *text, size_t len,
         }
         gd_errors_add(errs, "%s:%d:%d: : invalid JSON: %s", file, line, column,
                       jerr.text);
+    }
+    return doc;
+}
+
+/* gd_policy_parse() with the directory's packs (NULL: loaded here) */
+static json_t *parse(const char *file, const char *text, size_t len,
+                     const char *dir, int is_default, gd_policy_t *p,
+                     struct gd_gr_packs_s *packs, gd_errors_t *errs)
+{
+    json_t *doc = load_json(file, text, len, errs);
+
+    memset(p, 0, sizeof(*p));
+
+    if (doc == NULL) {
         return NULL;
     }
 
-    gd_vctx_t c = {.file = file, .text = text, .len = len, .errs = errs};
+    gd_vctx_t c = {.file = file,
+                   .text = text,
+                   .len = len,
+                   .errs = errs,
+                   .dir = dir,
+                   .packs = packs};
 
     p->file = strdup(file);
     load_policy(&c, doc, p, dir, is_default);
 
     return doc;
+}
+
+json_t *gd_policy_parse(const char *file, const char *text, size_t len,
+                        const char *dir, int is_default, gd_policy_t *p,
+                        gd_errors_t *errs)
+{
+    return parse(file, text, len, dir, is_default, p, NULL, errs);
 }
 
 void gd_policy_set_free(gd_policy_set_t *set)
@@ -1286,7 +1302,7 @@ static int tenant_cmp(const void *a, const void *b)
                   ((const gd_policy_t *)b)->tenant);
 }
 
-static char **list_json(const char *dir, size_t *n, gd_errors_t *errs)
+char **list_json(const char *dir, size_t *n, int required, gd_errors_t *errs)
 {
     DIR *d = opendir(dir);
     struct dirent *e;
@@ -1295,8 +1311,10 @@ static char **list_json(const char *dir, size_t *n, gd_errors_t *errs)
     *n = 0;
 
     if (d == NULL) {
-        gd_errors_add(errs, "%s: cannot open the policy directory: %s", dir,
-                      strerror(errno));
+        if (required) {
+            gd_errors_add(errs, "%s: cannot open the policy directory: %s", dir,
+                          strerror(errno));
+        }
         return NULL;
     }
 
@@ -1325,7 +1343,7 @@ static char **list_json(const char *dir, size_t *n, gd_errors_t *errs)
 
     closedir(d);
 
-    if (*n == 0) {
+    if (*n == 0 && required) {
         gd_errors_add(errs, "%s: no policy files (*.json)", dir);
     }
 
@@ -1335,7 +1353,7 @@ static char **list_json(const char *dir, size_t *n, gd_errors_t *errs)
     return names;
 }
 
-static char *read_file(const char *path, size_t *len, gd_errors_t *errs)
+char *read_file(const char *path, size_t *len, gd_errors_t *errs)
 {
     FILE *f = fopen(path, "rb");
     char *buf;
@@ -1368,13 +1386,29 @@ static char *read_file(const char *path, size_t *len, gd_errors_t *errs)
 gd_policy_set_t *gd_policy_set_load(const char *dir, gd_errors_t *errs)
 {
     size_t nfiles, before = errs->n;
-    char **files = list_json(dir, &nfiles, errs);
+    char **files = list_json(dir, &nfiles, 1, errs);
     gd_policy_set_t *set = calloc(1, sizeof(gd_policy_set_t));
     json_t *canon = json_object(), *canon_tenants = json_object();
+    json_t *canon_packs = json_object();
+    struct gd_gr_packs_s *packs = NULL;
 
-    if (set == NULL || canon == NULL || canon_tenants == NULL) {
+    if (set == NULL || canon == NULL || canon_tenants == NULL ||
+        canon_packs == NULL) {
         goto failed;
     }
+
+    /* the packs first: each checked once, and part of the version (a
+       set without packs keeps the version it had before packs existed) */
+    packs = gd_gr_packs_load(dir, errs, canon_packs);
+    if (packs == NULL) {
+        goto failed;
+    }
+    if (json_object_size(canon_packs) > 0) {
+        json_object_set_new(canon, "packs", canon_packs);
+    } else {
+        json_decref(canon_packs);
+    }
+    canon_packs = NULL;
 
     set->tenants = calloc(nfiles + 1, sizeof(gd_policy_t));
     if (set->tenants == NULL) {
@@ -1394,8 +1428,7 @@ gd_policy_set_t *gd_policy_set_load(const char *dir, gd_errors_t *errs)
         }
 
         gd_policy_t p;
-        json_t *doc =
-            gd_policy_parse(path, text, len, dir, is_default, &p, errs);
+        json_t *doc = parse(path, text, len, dir, is_default, &p, packs, errs);
         if (doc == NULL) {
             free(text);
             continue;
@@ -1405,7 +1438,9 @@ gd_policy_set_t *gd_policy_set_load(const char *dir, gd_errors_t *errs)
                        .text = text,
                        .len = len,
                        .errs = errs,
-                       .failed = errs->n != nerrs};
+                       .failed = errs->n != nerrs,
+                       .dir = dir,
+                       .packs = packs};
 
         if (!is_default && p.tenant) {
             for (size_t j = 0; j < set->ntenants; j++) {
@@ -1473,12 +1508,15 @@ gd_policy_set_t *gd_policy_set_load(const char *dir, gd_errors_t *errs)
     }
 
     json_decref(canon);
+    gd_gr_packs_free(packs);
     free_strings(files, nfiles);
     return set;
 
 failed:
     json_decref(canon);
     json_decref(canon_tenants);
+    json_decref(canon_packs);
+    gd_gr_packs_free(packs);
     free_strings(files, nfiles);
     gd_policy_set_free(set);
     if (errs->n == before) {

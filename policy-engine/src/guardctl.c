@@ -8,6 +8,7 @@
  *   guardctl show ID [--dir DIR] [--json]
  *   guardctl review ID --verdict V --analyst NAME [--note TEXT] ...
  *   guardctl token mint --key FILE --kid K --tenant T [options]
+ *   guardctl guardrails scan --policies DIR [--tenant T] [options] [FILE|-]
  *   guardctl --version
  *
  * The journal is only read here: a review goes to guardd as an AUDIT
@@ -40,6 +41,8 @@ static const char usage_text[] =
     "       guardctl token mint --key JWKS|PEM --kid K --tenant T [--sub S]\n"
     "                       [--ttl 1h] [--claim k=v]... [--iss X] [--aud Y]\n"
     "                       [--alg ALG] [--tenant-claim NAME]\n"
+    "       guardctl guardrails scan --policies DIR [--tenant T]\n"
+    "                       [--content-type CT] [--jsonl] [FILE|-]\n"
     "       guardctl --version\n"
     "TIME: 30m, 1h, 2d (before now) or ISO 8601 (2024-05-01T12:00:00Z)\n";
 
@@ -144,7 +147,7 @@ static const struct {
     {"policy", "check", policy_check}, {"audit", "verify", audit_verify},
     {"blocked", NULL, blocked},        {"show", NULL, show},
     {"review", NULL, review},          {"token", "mint", token_mint},
-    {"reload", NULL, reload},
+    {"reload", NULL, reload},          {"guardrails", "scan", guardrails_scan},
 };
 
 int main(int argc, char **argv)

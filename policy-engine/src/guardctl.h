@@ -9,6 +9,7 @@
  *   guardctl_soc.c     blocked, show, review: the SOC's view of the journal
  *   guardctl_client.c  a guardd connection: frames sent and awaited
  *   guardctl_token.c   token mint
+ *   guardctl_guardrails.c guardrails scan
  */
 #ifndef GUARDCTL_H
 #define GUARDCTL_H
@@ -59,6 +60,7 @@ int show(int argc, char **argv);
 int review(int argc, char **argv);
 int token_mint(int argc, char **argv);
 int reload(int argc, char **argv);
+int guardrails_scan(int argc, char **argv);
 
 /* guardctl_policy.c: dir loaded as the module loads it, with its JWK sets
  * and keys (a guard_jwt_keys file, NULL: none); NULL after printing every

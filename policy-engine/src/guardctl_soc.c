@@ -586,6 +586,66 @@ static int json_int(const json_t *o, const char *key, long long *v)
     return 1;
 }
 
+/* the guardrails member: the verdict, the score, one line per hit */
+static void explain_guardrails(json_t *gr)
+{
+    json_t *hits = json_object_get(gr, "hits"), *h;
+    long long score = 0, threshold = 0, total = 0;
+    char buf[1024];
+    size_t i;
+
+    if (!json_is_object(gr)) {
+        return;
+    }
+
+    json_int(gr, "score", &score);
+    json_int(gr, "threshold", &threshold);
+    snprintf(buf, sizeof(buf), "%s, score %lld%s%.0lld%s%s%s",
+             gd_soc_str(gr, "verdict") ? gd_soc_str(gr, "verdict") : "-", score,
+             threshold ? " of threshold " : "", threshold,
+             gd_soc_str(gr, "shadow_verdict") ? ", shadow: " : "",
+             gd_soc_str(gr, "shadow_verdict") ? gd_soc_str(gr, "shadow_verdict")
+                                              : "",
+             gd_soc_str(gr, "error") ? " (error)" : "");
+    field("guardrails", buf);
+
+    if (gd_soc_str(gr, "error")) {
+        field("error", gd_soc_str(gr, "error"));
+    }
+
+    json_array_foreach(hits, i, h)
+    {
+        long long off = 0, len = 0, sc = 0;
+        const char *name = gd_soc_str(h, "pointer") ? gd_soc_str(h, "pointer")
+                                                    : gd_soc_str(h, "name");
+        const char *pack = gd_soc_str(h, "pack");
+        const char *det = gd_soc_str(h, "detector");
+        char *c;
+
+        json_int(h, "offset", &off);
+        json_int(h, "length", &len);
+        json_int(h, "score", &sc);
+        snprintf(buf, sizeof(buf),
+                 "%s%s%s%s: %s %s%s%s bytes %lld-%lld%s%s%s%.0lld%s",
+                 gd_soc_str(h, "rule") ? gd_soc_str(h, "rule") : "?",
+                 pack ? " (pack " : "", pack ? pack : "", pack ? ")" : "",
+                 gd_soc_str(h, "action") ? gd_soc_str(h, "action") : "?",
+                 gd_soc_str(h, "target") ? gd_soc_str(h, "target") : "?",
+                 name ? " " : "", name ? name : "", off, off + len,
+                 det ? ", detector " : "", det ? det : "", sc ? ", score " : "",
+                 sc,
+                 json_is_true(json_object_get(h, "shadow")) ? ", shadow" : "");
+        c = clean(buf);
+        printf("  %-12s %s\n", i == 0 ? "hits" : "", c ? c : "?");
+        free(c);
+    }
+    if (json_int(gr, "hits_total", &total)) {
+        snprintf(buf, sizeof(buf), "%lld in all (the first %zu are kept)",
+                 total, json_array_size(hits));
+        field("hits", buf);
+    }
+}
+
 static void explain(const located_t *at, int64_t now)
 {
     json_t *rec = at->rec, *signals, *th, *rest;
@@ -606,13 +666,17 @@ static void explain(const located_t *at, int64_t now)
         "stage",       "outcome",     "status",     "reason",
         "score",       "signals",     "thresholds", "policy_version",
         "traceparent", "node",        "shadow",     "prev_hash",
-        "hash",        NULL};
+        "hash",        "guardrails",  NULL};
 
     /* the summary, in one sentence */
     printf("Decision ");
     put(rec_id(rec));
     if (shadow) {
         printf(": would have been refused");
+    } else if (outcome && strcmp(outcome, "redact") == 0) {
+        printf(": passed, redacted");
+    } else if (outcome && strcmp(outcome, "log") == 0) {
+        printf(": passed, logged");
     } else if (outcome && strcmp(outcome, "deny") != 0) {
         printf(": %s", outcome);
     } else {
@@ -735,6 +799,8 @@ static void explain(const located_t *at, int64_t now)
         }
         field("score", buf);
     }
+
+    explain_guardrails(json_object_get(rec, "guardrails"));
 
     if (gd_soc_str(rec, "policy_version")) {
         field("policy", gd_soc_str(rec, "policy_version"));
