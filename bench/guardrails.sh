@@ -33,7 +33,8 @@
 # Then policy-engine's gr_bench on the same body: the engine's scan
 # (gd_gr_eval) in MB/s against a standalone PCRE2-JIT loop of the same
 # patterns (goal: at least 0.7x), and where the engine's time goes.
-# GR_SECONDS: gr_bench's seconds per round (default 1).
+# GR_SECONDS: gr_bench's seconds per measure (default 1); GR_PACKS: the
+# directory of pii.json and prompt-injection.json (policies/packs).
 
 . "$(dirname "$0")/lib.sh"
 
@@ -95,11 +96,12 @@ fi
 guard=yes
 guard_why=""
 mkdir -p "$dir/policies/packs"
+packs=${GR_PACKS:-$repo/policies/packs}
 for p in pii prompt-injection; do
-    if [ -f "$repo/policies/packs/$p.json" ]; then
-        cp "$repo/policies/packs/$p.json" "$dir/policies/packs/"
+    if [ -f "$packs/$p.json" ]; then
+        cp "$packs/$p.json" "$dir/policies/packs/"
     else
-        guard=no; guard_why="no policies/packs/$p.json"
+        guard=no; guard_why="no $packs/$p.json"
     fi
 done
 policy() {

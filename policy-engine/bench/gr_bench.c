@@ -174,6 +174,21 @@ static void run_patterns(void)
     }
 }
 
+/* the pattern run_one runs */
+static const gd_gr_rule_t *one;
+
+static void run_one(void)
+{
+    sink += (unsigned long)pcre2_jit_match(one->code, (PCRE2_SPTR)body,
+                                           body_len, 0, 0, md, NULL);
+}
+
+static int cmp_cost(const void *a, const void *b)
+{
+    const double *x = a, *y = b;
+    return (x[0] < y[0]) - (x[0] > y[0]);
+}
+
 /* runs f for about seconds; returns the seconds per call */
 static double timed(void (*f)(void), double seconds)
 {
@@ -393,6 +408,7 @@ int main(int argc, char **argv)
                         "[SECONDS] [ROUNDS]\n");
         return 2;
     }
+    setvbuf(stdout, NULL, _IOLBF, 0);
     seconds = argc > 4 ? atof(argv[4]) : 1;
     rounds = argc > 5 ? atoi(argv[5]) : 3;
     if (seconds <= 0 || rounds < 1) {
@@ -482,6 +498,29 @@ int main(int argc, char **argv)
            "ratios: %.3f; goal: >= 0.7)\n",
            eng_mbs / pcre_mbs, median(ratio, rounds));
 
+    /* the costliest patterns, alone over the body */
+    if (npat > 0) {
+        double(*cost)[2] = calloc(npat, sizeof(*cost));
+        double total = 0;
+        size_t top = npat < 5 ? npat : 5;
+
+        for (size_t i = 0; i < npat; i++) {
+            one = pat_rules[i];
+            cost[i][0] = timed(run_one, seconds / (double)npat);
+            cost[i][1] = (double)i;
+            total += cost[i][0];
+        }
+        qsort(cost, npat, sizeof(*cost), cmp_cost);
+        printf("\nthe costliest patterns alone over the body (us, %% of the "
+               "standalone loop):\n");
+        for (size_t i = 0; i < top; i++) {
+            printf("  %-32s %8.2f us  %5.1f%%\n",
+                   pat_rules[(size_t)cost[i][1]]->id, cost[i][0] * 1e6,
+                   100 * cost[i][0] / total);
+        }
+        free(cost);
+    }
+
     /* the engine with a subset of its rules */
     double t_full = timed(run_engine, seconds);
     gd_guardrails_t only_pat = subset(g, 1), only_det = subset(g, 0);
@@ -530,7 +569,9 @@ int main(int argc, char **argv)
            100 * (t_full - t_sum) / t_full);
 
 #ifdef GR_HYPERSCAN
-    if (npat > 0 && hs_build() == 0) {
+    const char *want_hs = getenv("GR_HYPERSCAN");
+    if (npat > 0 && (want_hs == NULL || strcmp(want_hs, "0") != 0) &&
+        hs_build() == 0) {
         double t_pre = timed(run_prefilter, seconds);
         /* the engine without its patterns, plus the prefilter's scan */
         double t_proto = t_det + t_pre;
