@@ -19,6 +19,7 @@
 
 
 #include "ngx_http_guard_audit.h"
+#include "ngx_http_guard_guardrails.h"
 #include "ngx_http_guard_problem.h"
 #include "ngx_http_guard_policy.h"
 #include "ngx_http_guard_sidecar.h"
@@ -106,6 +107,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_guard_audit_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static ngx_int_t ngx_http_guard_audit_guardrails_cut(gd_audit_decision_t *d,
+    char **text, size_t *len);
 static ngx_int_t ngx_http_guard_audit_record(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx, char **text, size_t *len);
 static void ngx_http_guard_audit_push(ngx_http_request_t *r, u_char *id,
@@ -538,6 +541,75 @@ ngx_http_guard_audit_push(ngx_http_request_t *r, u_char *id, char *text,
 
 
 /*
+ * A record whose guardrails member makes it too long for a slot: the
+ * member with fewer hits (halved until it fits, down to none), its
+ * "hits_total" telling how many there were.
+ */
+
+static ngx_int_t
+ngx_http_guard_audit_guardrails_cut(gd_audit_decision_t *d, char **text,
+    size_t *len)
+{
+    json_t      *gr, *hits, *cut;
+    size_t       n, total;
+    ngx_int_t    rc;
+
+    gr = d->guardrails;
+    hits = json_object_get(gr, "hits");
+    n = json_array_size(hits);
+    total = json_integer_value(json_object_get(gr, "hits_total"));
+
+    if (total < n) {
+        total = n;
+    }
+
+    rc = NGX_ERROR;
+
+    while (n) {
+        n /= 2;
+
+        cut = json_copy(gr);
+        if (cut == NULL) {
+            break;
+        }
+
+        hits = json_array();
+
+        if (hits == NULL || json_object_set_new(cut, "hits", hits) != 0
+            || json_object_set_new(cut, "hits_total", json_integer(total))
+               != 0)
+        {
+            json_decref(cut);
+            break;
+        }
+
+        while (json_array_size(hits) < n) {
+            json_array_append(hits,
+                              json_array_get(json_object_get(gr, "hits"),
+                                             json_array_size(hits)));
+        }
+
+        d->guardrails = cut;
+
+        if (gd_audit_record_text(d, NGX_HTTP_GUARD_AUDIT_DATA, text, len)
+            == 0)
+        {
+            rc = NGX_OK;
+        }
+
+        d->guardrails = gr;
+        json_decref(cut);
+
+        if (rc == NGX_OK) {
+            break;
+        }
+    }
+
+    return rc;
+}
+
+
+/*
  * The record of a refusal (or a shadow refusal), made by the shared
  * builder from the decision: the request's text escaped as in every
  * document Guard writes, masked and cut by the builder to fit a slot.
@@ -664,7 +736,21 @@ ngx_http_guard_audit_record(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
         texts[i].text->len = json_string_length(escaped[i]);
     }
 
-    if (gd_audit_record_text(&d, NGX_HTTP_GUARD_AUDIT_DATA, text, len) == 0)
+    d.guardrails = ngx_http_guard_guardrails_audit(ctx);
+
+    if (reason == NGX_HTTP_GUARD_OK) {
+        /* passed with guardrail hits: "redact" or "log", no reason */
+        d.outcome = ngx_http_guard_guardrails_outcome(ctx);
+        d.shadow = 0;
+        d.stage.data = "guardrails";
+        d.stage.len = sizeof("guardrails") - 1;
+        d.reason.data = NULL;
+        d.reason.len = 0;
+    }
+
+    if (gd_audit_record_text(&d, NGX_HTTP_GUARD_AUDIT_DATA, text, len) == 0
+        || (d.guardrails
+            && ngx_http_guard_audit_guardrails_cut(&d, text, len) == NGX_OK))
     {
         rc = NGX_OK;
     }

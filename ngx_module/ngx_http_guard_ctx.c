@@ -104,6 +104,7 @@ ngx_http_guard_reset_ctx(ngx_http_guard_ctx_t *ctx,
     ctx->auth_policy = NULL;
     ctx->auth_shadow = 0;
     ctx->risk = NGX_HTTP_GUARD_RISK_NONE;
+    ctx->gr = NULL;    /* inspected again, its body as it now is */
     ctx->decided = 0;
     ctx->busy = 0;
     ctx->authenticated = 0;

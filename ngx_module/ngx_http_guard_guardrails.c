@@ -47,6 +47,7 @@ struct ngx_http_guard_gr_s {
     ngx_http_guard_reason_e      reason;      /* the stage's answer */
     ngx_uint_t                   shadow;
     ngx_int_t                    score;       /* -1: not inspected */
+    ngx_http_guard_reason_e      body_reason; /* why skipped, in shadow */
     ngx_str_t                    hits;        /* rule ids, comma-separated */
     json_t                      *audit;       /* gd_gr_audit()'s */
     const char                  *outcome;     /* "redact", "log", NULL */
@@ -63,12 +64,10 @@ static ngx_int_t ngx_http_guard_gr_body(ngx_http_request_t *r,
     ngx_http_guard_gr_t *gr, ngx_str_t *body);
 static ngx_int_t ngx_http_guard_gr_inflate(ngx_http_request_t *r,
     ngx_http_guard_gr_t *gr, ngx_str_t *in, ngx_str_t *out, ngx_uint_t raw);
-static ngx_table_elt_t *ngx_http_guard_gr_header(ngx_http_request_t *r,
-    u_char *name, size_t len);
 static ngx_int_t ngx_http_guard_gr_eval(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx, ngx_http_guard_gr_t *gr, ngx_str_t *body);
 static ngx_int_t ngx_http_guard_gr_record(ngx_http_request_t *r,
-    ngx_http_guard_gr_t *gr, gd_gr_result_t *res);
+    ngx_http_guard_ctx_t *ctx, ngx_http_guard_gr_t *gr, gd_gr_result_t *res);
 static ngx_int_t ngx_http_guard_gr_redact(ngx_http_request_t *r,
     gd_gr_result_t *res, ngx_uint_t encoded);
 static ngx_int_t ngx_http_guard_gr_done(ngx_http_request_t *r,
@@ -78,8 +77,6 @@ static ngx_int_t ngx_http_guard_gr_done(ngx_http_request_t *r,
 static void ngx_http_guard_gr_count(ngx_http_request_t *r,
     ngx_http_guard_gr_verdict_e verdict, gd_gr_result_t *res);
 static void ngx_http_guard_gr_cleanup(void *data);
-static ngx_int_t ngx_http_guard_gr_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
 
 
 /* the content encodings inflated */
@@ -104,18 +101,6 @@ const char  *ngx_http_guard_gr_action_names[] = {
 /* the worker's scratch: PCRE2 match data, JIT stack, buffers */
 
 static gd_gr_scratch_t  *ngx_http_guard_gr_scratch;
-
-
-static ngx_http_variable_t  ngx_http_guard_gr_vars[] = {
-
-    { ngx_string("guard_guardrails_score"), NULL,
-      ngx_http_guard_gr_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("guard_guardrails_hits"), NULL,
-      ngx_http_guard_gr_variable, 1, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-      ngx_http_null_variable
-};
 
 
 /* the guardrails that apply: the tenant's policy's, else _default's */
@@ -171,6 +156,7 @@ ngx_http_guard_guardrails(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 
         gr->g = g;
         gr->score = -1;
+        gr->body_reason = NGX_HTTP_GUARD_BODY_TOO_LARGE;
         ctx->gr = gr;
     }
 
@@ -212,7 +198,13 @@ ngx_http_guard_guardrails(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
                                           NGX_HTTP_GUARD_GR_ERROR);
         }
 
-        if (rc != NGX_OK) {
+        if (rc != NGX_OK && gr->g->shadow) {
+            /* a shadow section: the rest is inspected, this recorded */
+            gr->skipped = 1;
+            gr->body_reason = rc;
+            ngx_str_null(&body);
+
+        } else if (rc != NGX_OK) {
             /* refused: over the limit, or not to be inflated */
             return ngx_http_guard_gr_done(r, ctx, gr, rc, 0,
                                           rc == NGX_HTTP_GUARD_BODY_TOO_LARGE
@@ -256,7 +248,7 @@ ngx_http_guard_gr_read(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 
     if (r->headers_in.content_length_n > max) {
 
-        if (g->body_over == GD_GR_BODY_REFUSE) {
+        if (g->body_over == GD_GR_BODY_REFUSE && !g->shadow) {
             return ngx_http_guard_gr_done(r, ctx, gr,
                                           NGX_HTTP_GUARD_BODY_TOO_LARGE, 0,
                                           NGX_HTTP_GUARD_GR_TOO_LARGE);
@@ -440,8 +432,8 @@ ngx_http_guard_gr_body(ngx_http_request_t *r, ngx_http_guard_gr_t *gr,
 
     /* Content-Encoding */
 
-    h = ngx_http_guard_gr_header(r, (u_char *) "Content-Encoding",
-                                 sizeof("Content-Encoding") - 1);
+    h = ngx_http_guard_request_header(r, (u_char *) "Content-Encoding",
+                                      sizeof("Content-Encoding") - 1);
 
     encoding = NGX_HTTP_GUARD_GR_IDENTITY;
 
@@ -624,39 +616,6 @@ ngx_http_guard_gr_inflate(ngx_http_request_t *r, ngx_http_guard_gr_t *gr,
 }
 
 
-/* the first request header of that name, or NULL */
-
-static ngx_table_elt_t *
-ngx_http_guard_gr_header(ngx_http_request_t *r, u_char *name, size_t len)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, name, len) == 0)
-        {
-            return &h[i];
-        }
-    }
-}
-
-
 /* the engine's verdict on the request, and the redactions applied */
 
 static ngx_int_t
@@ -754,7 +713,7 @@ ngx_http_guard_gr_eval(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 
     /* what the result says is copied: it lives in the scratch */
 
-    if (ngx_http_guard_gr_record(r, gr, &res) != NGX_OK) {
+    if (ngx_http_guard_gr_record(r, ctx, gr, &res) != NGX_OK) {
         return ngx_http_guard_gr_done(r, ctx, gr,
                                       NGX_HTTP_GUARD_INTERNAL_ERROR, 0,
                                       NGX_HTTP_GUARD_GR_ERROR);
@@ -783,14 +742,14 @@ ngx_http_guard_gr_eval(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 
         } else if (gr->skipped) {
             /* never a silent skip: the body was not inspected */
-            reason = NGX_HTTP_GUARD_BODY_TOO_LARGE;
+            reason = gr->body_reason;
             shadow = 1;
             verdict = NGX_HTTP_GUARD_GR_SKIPPED;
         }
 
     } else if (gr->skipped && ctx->shadow_reason == NGX_HTTP_GUARD_OK) {
         /* refused for what was inspected; the skip is still told */
-        ctx->shadow_reason = NGX_HTTP_GUARD_BODY_TOO_LARGE;
+        ctx->shadow_reason = gr->body_reason;
     }
 
     ngx_http_guard_gr_count(r, verdict, &res);
@@ -802,8 +761,8 @@ ngx_http_guard_gr_eval(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
 /* the result's score, hit rule ids and audit member, kept */
 
 static ngx_int_t
-ngx_http_guard_gr_record(ngx_http_request_t *r, ngx_http_guard_gr_t *gr,
-    gd_gr_result_t *res)
+ngx_http_guard_gr_record(ngx_http_request_t *r, ngx_http_guard_ctx_t *ctx,
+    ngx_http_guard_gr_t *gr, gd_gr_result_t *res)
 {
     size_t               len, l;
     u_char              *p;
@@ -831,6 +790,11 @@ ngx_http_guard_gr_record(ngx_http_request_t *r, ngx_http_guard_gr_t *gr,
     }
 
     gr->outcome = redact ? "redact" : log ? "log" : NULL;
+
+    if (gr->outcome && ngx_http_guard_decision_id(r, ctx) == NULL) {
+        /* its record needs an id */
+        return NGX_ERROR;
+    }
 
     if (len) {
         p = ngx_pnalloc(r->pool, len);
@@ -955,8 +919,9 @@ ngx_http_guard_gr_redact(ngx_http_request_t *r, gd_gr_result_t *res,
         }
 
         if (encoded) {
-            ce = ngx_http_guard_gr_header(r, (u_char *) "Content-Encoding",
-                                          sizeof("Content-Encoding") - 1);
+            ce = ngx_http_guard_request_header(r,
+                                      (u_char *) "Content-Encoding",
+                                      sizeof("Content-Encoding") - 1);
             if (ce) {
                 ngx_str_set(&ce->value, "identity");
             }
@@ -1123,58 +1088,14 @@ ngx_http_guard_guardrails_outcome(ngx_http_guard_ctx_t *ctx)
 }
 
 
-static ngx_int_t
-ngx_http_guard_gr_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
+/* the rule ids of the hits, comma-separated; empty when none */
+
+ngx_str_t
+ngx_http_guard_guardrails_hits(ngx_http_guard_ctx_t *ctx)
 {
-    u_char                *p;
-    ngx_http_guard_ctx_t  *ctx;
+    ngx_str_t  none = ngx_null_string;
 
-    ctx = ngx_http_guard_get_ctx(r->main);
-
-    if (ctx == NULL || ctx->gr == NULL || ctx->gr->score < 0) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    if (data == 0) {
-        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        v->len = ngx_sprintf(p, "%i", ctx->gr->score) - p;
-        v->data = p;
-
-    } else {
-        v->len = ctx->gr->hits.len;
-        v->data = ctx->gr->hits.data;
-    }
-
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-
-    return NGX_OK;
-}
-
-
-ngx_int_t
-ngx_http_guard_guardrails_add_variables(ngx_conf_t *cf)
-{
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_guard_gr_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
+    return ctx->gr ? ctx->gr->hits : none;
 }
 
 

@@ -39,10 +39,12 @@ ngx_int_t ngx_http_guard_guardrails(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx, ngx_uint_t *shadow);
 ngx_int_t ngx_http_guard_guardrails_init_process(ngx_cycle_t *cycle);
 void ngx_http_guard_guardrails_exit_process(ngx_cycle_t *cycle);
-ngx_int_t ngx_http_guard_guardrails_add_variables(ngx_conf_t *cf);
 
 /* the anomaly score for guardd's DECIDE, or -1: not inspected */
 ngx_int_t ngx_http_guard_guardrails_score(ngx_http_guard_ctx_t *ctx);
+
+/* $guard_guardrails_hits: the rule ids of the hits, comma-separated */
+ngx_str_t ngx_http_guard_guardrails_hits(ngx_http_guard_ctx_t *ctx);
 
 /* the audit record's "guardrails" member (borrowed), or NULL */
 json_t *ngx_http_guard_guardrails_audit(ngx_http_guard_ctx_t *ctx);

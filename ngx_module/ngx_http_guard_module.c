@@ -650,8 +650,10 @@ ngx_http_guard_log_handler(ngx_http_request_t *r)
     }
 
     if ((ctx->denied && !ctx->deferred)
-        || ctx->shadow_reason != NGX_HTTP_GUARD_OK)
+        || ctx->shadow_reason != NGX_HTTP_GUARD_OK
+        || (!ctx->denied && ngx_http_guard_guardrails_outcome(ctx)))
     {
+        /* a request passed with guardrail hits: "redact" or "log" */
         ngx_http_guard_audit_request(r, ctx);
     }
 
@@ -664,6 +666,27 @@ ngx_http_guard_log_handler(ngx_http_request_t *r)
 ngx_int_t
 ngx_http_guard_traceparent(ngx_http_request_t *r, ngx_str_t *value)
 {
+    ngx_table_elt_t  *h;
+
+    h = ngx_http_guard_request_header(r, (u_char *) "traceparent",
+                                      sizeof("traceparent") - 1);
+
+    if (h == NULL) {
+        return NGX_DECLINED;
+    }
+
+    *value = h->value;
+
+    return NGX_OK;
+}
+
+
+/* the first request header of that name (case-insensitive), or NULL */
+
+ngx_table_elt_t *
+ngx_http_guard_request_header(ngx_http_request_t *r, u_char *name,
+    size_t len)
+{
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
@@ -675,7 +698,7 @@ ngx_http_guard_traceparent(ngx_http_request_t *r, ngx_str_t *value)
 
         if (i >= part->nelts) {
             if (part->next == NULL) {
-                return NGX_DECLINED;
+                return NULL;
             }
 
             part = part->next;
@@ -683,12 +706,10 @@ ngx_http_guard_traceparent(ngx_http_request_t *r, ngx_str_t *value)
             i = 0;
         }
 
-        if (h[i].key.len == sizeof("traceparent") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "traceparent",
-                               sizeof("traceparent") - 1) == 0)
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, name, len) == 0)
         {
-            *value = h[i].value;
-            return NGX_OK;
+            return &h[i];
         }
     }
 }

@@ -287,6 +287,8 @@ u_char *ngx_http_guard_decision_id(ngx_http_request_t *r,
     ngx_http_guard_ctx_t *ctx);
 json_t *ngx_http_guard_payload(ngx_http_guard_ctx_t *ctx);
 ngx_int_t ngx_http_guard_traceparent(ngx_http_request_t *r, ngx_str_t *value);
+ngx_table_elt_t *ngx_http_guard_request_header(ngx_http_request_t *r,
+    u_char *name, size_t len);
 
 
 extern ngx_module_t      ngx_http_guard_module;

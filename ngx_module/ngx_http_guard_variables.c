@@ -5,7 +5,8 @@
  * The variables: $guard_tenant, $guard_subject, $guard_decision,
  * $guard_reason, $guard_decision_id, $guard_token_cache,
  * $guard_limit_remaining, $guard_risk_score, $guard_breaker_state,
- * $guard_policy_version and $guard_claim_NAME.
+ * $guard_guardrails_score, $guard_guardrails_hits, $guard_policy_version
+ * and $guard_claim_NAME.
  */
 
 
@@ -34,7 +35,9 @@ enum {
     NGX_HTTP_GUARD_VAR_TOKEN_CACHE,
     NGX_HTTP_GUARD_VAR_LIMIT_REMAINING,
     NGX_HTTP_GUARD_VAR_RISK_SCORE,
-    NGX_HTTP_GUARD_VAR_BREAKER_STATE
+    NGX_HTTP_GUARD_VAR_BREAKER_STATE,
+    NGX_HTTP_GUARD_VAR_GUARDRAILS_SCORE,
+    NGX_HTTP_GUARD_VAR_GUARDRAILS_HITS
 };
 
 
@@ -56,6 +59,9 @@ static ngx_http_variable_t  ngx_http_guard_vars[] = {
     ngx_http_guard_var("guard_limit_remaining", LIMIT_REMAINING),
     ngx_http_guard_var("guard_risk_score", RISK_SCORE),
     ngx_http_guard_var("guard_breaker_state", BREAKER_STATE),
+
+    ngx_http_guard_var("guard_guardrails_score", GUARDRAILS_SCORE),
+    ngx_http_guard_var("guard_guardrails_hits", GUARDRAILS_HITS),
 
     { ngx_string("guard_policy_version"), NULL,
       ngx_http_guard_policy_version_variable, 0, 0, 0 },
@@ -112,6 +118,7 @@ static ngx_int_t
 ngx_http_guard_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     uintptr_t data)
 {
+    ngx_int_t              score;
     ngx_str_t              s;
     ngx_http_guard_ctx_t  *ctx;
 
@@ -202,6 +209,26 @@ ngx_http_guard_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 
     case NGX_HTTP_GUARD_VAR_BREAKER_STATE:
         s = ngx_http_guard_breaker_state_name(ctx->breaker_state);
+        break;
+
+    case NGX_HTTP_GUARD_VAR_GUARDRAILS_SCORE:
+        score = ngx_http_guard_guardrails_score(ctx);
+
+        if (score < 0) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        s.data = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (s.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        s.len = ngx_sprintf(s.data, "%i", score) - s.data;
+        break;
+
+    case NGX_HTTP_GUARD_VAR_GUARDRAILS_HITS:
+        s = ngx_http_guard_guardrails_hits(ctx);
         break;
 
     default: /* NGX_HTTP_GUARD_VAR_TOKEN_CACHE */
@@ -416,6 +443,6 @@ ngx_http_guard_add_variables(ngx_conf_t *cf)
         var->data = v->data;
     }
 
-    return ngx_http_guard_guardrails_add_variables(cf);
+    return NGX_OK;
 }
 

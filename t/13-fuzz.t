@@ -12,7 +12,7 @@ use FindBin;
 use Test::More;
 
 my $repo = "$FindBin::Bin/..";
-my @targets = qw(fuzz_proto fuzz_audit fuzz_jwt fuzz_policy);
+my @targets = qw(fuzz_proto fuzz_audit fuzz_jwt fuzz_policy fuzz_detect);
 
 plan skip_all => 'clang is not installed (sh scripts/setup.sh fuzz)'
     unless system('command -v clang >/dev/null 2>&1') == 0;

@@ -42,6 +42,10 @@ my %SET_LEVEL = (
     'risk-signal-id-duplicate'    => 'risk signal ids are unique within a file',
     'risk-step-up-not-below-deny' => 'risk step_up is less than deny',
     'risk-hours-equal'            => 'outside_hours from and to differ',
+    'guardrails-pattern-invalid'  => 'a guardrail pattern compiles (PCRE2)',
+    'guardrails-pack-unknown'     => 'a pack included exists in DIR/packs',
+    'guardrails-rule-id-duplicate' => 'guardrail rule ids are unique',
+    'guardrails-score-without-weight' => 'a score rule has a weight',
 );
 
 # Cases whose error must also name another file (the spec: a duplicate

@@ -1,7 +1,7 @@
 /*
  * gd_detect: the PII and secret detectors of guardrail rules
  * ("detector": NAME), in C, each a scanner plus a validation that cuts
- * false positives (docs/guardrails.md lists what each accepts).
+ * false positives (docs/detectors.md lists what each accepts).
  *
  * They run over text that gd_norm has normalised (UTF-8, NFKC, no
  * invisible characters); offsets are in that text.  They never allocate
@@ -34,7 +34,7 @@ typedef enum {
  * The generic secret detector's threshold: a run of at least
  * GD_DETECT_SECRET_MIN_LEN characters of [A-Za-z0-9+/=_-] whose Shannon
  * entropy is at least GD_DETECT_SECRET_MIN_BITS bits per character (and
- * which mixes character classes); documented in docs/guardrails.md.
+ * which mixes character classes); documented in docs/detectors.md.
  */
 #define GD_DETECT_SECRET_MIN_LEN 20
 #define GD_DETECT_SECRET_MIN_BITS 4.0

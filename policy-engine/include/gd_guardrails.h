@@ -60,9 +60,13 @@ typedef struct {
     gd_gr_action_e action;
     uint32_t weight; /* GD_GR_SCORE */
     int shadow;
-    char *kind; /* the <kind> of [REDACTED:<kind>]: "kind", else the
-                   detector's name, else the rule id */
-    void *code; /* pcre2_code_8 *, owned; NULL for a detector */
+    char *kind;             /* the <kind> of [REDACTED:<kind>]: "kind", else the
+                               detector's name, else the rule id */
+    void *code;             /* pcre2_code_8 *, owned; NULL for a detector */
+    void *code_invalid_utf; /* flag u: the same compiled with
+                               PCRE2_MATCH_INVALID_UTF, for texts that are
+                               not UTF-8 (code, faster, is for those that
+                               are); NULL otherwise */
 } gd_gr_rule_t;
 
 /* body_over: a body over the limit (guard_body_max) */

@@ -2,10 +2,11 @@
  * gd_norm: the normaliser that runs before guardrail rules match, so
  * that encoded, full-width, homoglyph or invisible spellings do not
  * evade them: percent-decoding (once; a second layer is flagged, not
- * decoded), Unicode NFKC (libutf8proc) and the removal of zero-width,
- * bidi-control and tag characters.  Every byte of the result maps back
- * to the offset in the input it came from, so that matches report
- * offsets in the original text.
+ * decoded), Unicode NFKC (libutf8proc), the removal of zero-width,
+ * bidi-control and tag characters and the folding of Cyrillic and Greek
+ * lookalikes of Latin letters (docs/guardrails.md, "Normalisation").
+ * Every byte of the result maps back to the offset in the input it came
+ * from, so that matches report offsets in the original text.
  *
  * JSON string values are unescaped by jansson before they get here.
  * Invalid UTF-8 is passed through byte for byte (flagged), NUL bytes
@@ -20,14 +21,14 @@
 /* options of gd_norm() */
 #define GD_NORM_PERCENT 0x01 /* decode %XX */
 #define GD_NORM_FORM 0x02    /* with GD_NORM_PERCENT: '+' is a space */
-#define GD_NORM_UNICODE 0x04 /* NFKC, remove invisible characters */
+#define GD_NORM_UNICODE 0x04 /* NFKC, invisibles removed, homoglyphs */
 
 /* what gd_norm() found (n->flags) */
 #define GD_NORM_F_DECODED 0x01        /* some %XX was decoded */
 #define GD_NORM_F_DOUBLE_ENCODED 0x02 /* the decoded text holds %XX */
 #define GD_NORM_F_INVALID_UTF8 0x04   /* bytes that are not UTF-8 */
 #define GD_NORM_F_INVISIBLE 0x08      /* zero-width/tag characters removed */
-#define GD_NORM_F_CHANGED 0x10        /* NFKC changed the text */
+#define GD_NORM_F_CHANGED 0x10        /* NFKC (or folding) changed it */
 #define GD_NORM_F_NUL 0x20            /* a NUL byte */
 
 /* the longest input gd_norm() takes (offsets are 32-bit) */

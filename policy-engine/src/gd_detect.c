@@ -113,6 +113,33 @@ static int gd_num_right(uc *t, size_t len, size_t e)
     return !(gd_numjoin(t[e]) && e + 1 < len && gd_digit(t[e + 1]));
 }
 
+/*
+ * The scanners of tokens with a fixed first byte c and at least min bytes:
+ * at(t, len, i) is the length of the match at i (boundaries included), or 0.
+ */
+static void gd_scan_from(uc *t, size_t len, gd_out_t *o, int c, size_t min,
+                         size_t (*at)(uc *, size_t, size_t))
+{
+    size_t i = 0;
+
+    while (i + min <= len) {
+        const unsigned char *f = memchr(t + i, c, len - i - min + 1);
+        size_t s, n;
+
+        if (f == NULL) {
+            return;
+        }
+        s = (size_t)(f - t);
+        n = at(t, len, s);
+        if (n) {
+            gd_emit(o, s, n);
+            i = s + n;
+        } else {
+            i = s + 1;
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ */
 /* email */
 
@@ -176,7 +203,7 @@ static void gd_email(uc *t, size_t len, gd_out_t *o)
         while (s > floor && gd_local(t[s - 1]) && a - s <= 64) {
             s--;
         }
-        if (a - s > 64 || (s > 0 && (t[s - 1] == '@' || t[s - 1] >= 0x80))) {
+        if (a - s > 64 || (s > 0 && t[s - 1] == '@')) {
             continue;
         }
         while (s < a && t[s] == '.') {
@@ -211,7 +238,7 @@ static void gd_email(uc *t, size_t len, gd_out_t *o)
         if (e == d || !gd_domain_ok(t, d, e)) {
             continue;
         }
-        if (e < len && (gd_word(t[e]) || t[e] == '@' || t[e] >= 0x80)) {
+        if (e < len && (gd_word(t[e]) || t[e] == '@')) {
             continue;
         }
 
@@ -365,7 +392,7 @@ static void gd_phone(uc *t, size_t len, gd_out_t *o)
 
     while (i < len) {
         unsigned c = t[i];
-        size_t n, next = 0;
+        size_t n, next = i + 1;
 
         if (!(gd_digit(c) || c == '+' || c == '(') || !gd_num_left(t, i) ||
             (c == '+' && (i + 1 == len || !gd_digit(t[i + 1]))) ||
@@ -528,7 +555,7 @@ static void gd_card(uc *t, size_t len, gd_out_t *o)
     size_t i = 0;
 
     while (i < len) {
-        size_t n, next = 0;
+        size_t n, next = i + 1;
 
         if (!gd_digit(t[i]) || !gd_num_left(t, i)) {
             i++;
@@ -619,7 +646,7 @@ static size_t gd_iban_at(uc *t, size_t len, size_t i)
         }
         c[n++] = t[p++];
     }
-    if (p < len && (gd_word(t[p]) || t[p] >= 0x80)) {
+    if (p < len && gd_word(t[p])) {
         return 0;
     }
 
@@ -641,8 +668,7 @@ static void gd_iban(uc *t, size_t len, gd_out_t *o)
     while (i + 15 <= len) {
         size_t n;
 
-        if (!gd_upper(t[i]) ||
-            (i > 0 && (gd_word(t[i - 1]) || t[i - 1] >= 0x80))) {
+        if (!gd_upper(t[i]) || (i > 0 && gd_word(t[i - 1]))) {
             i++;
             continue;
         }
@@ -927,11 +953,14 @@ static int gd_pem_body(unsigned c)
 static void gd_private_key(uc *t, size_t len, gd_out_t *o)
 {
     static const char begin[] = "-----BEGIN ";
+    /* per label: no END line starts before searched[k] - el + 1 (from the
+       last BEGIN on), so that many BEGIN lines cost one search */
+    size_t searched[sizeof(gd_pem_labels) / sizeof(char *)] = {0};
     size_t i = 0;
 
     while (i < len) {
         const unsigned char *b = gd_find(t + i, len - i, begin, 11);
-        size_t s, p, lab = 0, end, win;
+        size_t s, p, lab = 0, end, win, from, k;
         const char *label = NULL;
         char endline[48];
         const unsigned char *f;
@@ -942,7 +971,7 @@ static void gd_private_key(uc *t, size_t len, gd_out_t *o)
         }
         s = (size_t)(b - t);
         p = s + 11;
-        for (size_t k = 0; k < sizeof(gd_pem_labels) / sizeof(char *); k++) {
+        for (k = 0; k < sizeof(gd_pem_labels) / sizeof(char *); k++) {
             size_t l = strlen(gd_pem_labels[k]);
             if (p + l + 5 <= len && memcmp(t + p, gd_pem_labels[k], l) == 0 &&
                 memcmp(t + p + l, "-----", 5) == 0) {
@@ -960,7 +989,16 @@ static void gd_private_key(uc *t, size_t len, gd_out_t *o)
         el = (size_t)snprintf(endline, sizeof(endline), "-----END %s-----",
                               label);
         win = len - p < GD_PEM_WINDOW ? len - p : GD_PEM_WINDOW;
-        f = gd_find(t + p, win, endline, el);
+        from = p;
+        if (searched[k] > p + el - 1) {
+            from = searched[k] - (el - 1);
+        }
+        f = from + el <= p + win
+                ? gd_find(t + from, p + win - from, endline, el)
+                : NULL;
+        if (f == NULL) {
+            searched[k] = p + win;
+        }
         if (f) {
             end = (size_t)(f - t) + el;
         } else {
@@ -1032,6 +1070,11 @@ static size_t gd_jwt_at(uc *t, size_t len, size_t i)
     uint8_t hdr[GD_B64URL_DECODED_MAX(GD_JWT_HEADER_MAX)];
     size_t h, p, n, parts = 1;
 
+    if (t[i + 1] != 'y' || t[i + 2] != 'J' ||
+        (i > 0 && (gd_b64url(t[i - 1]) || t[i - 1] == '.' || t[i - 1] == '+' ||
+                   t[i - 1] == '/'))) {
+        return 0; /* "eyJ": '{"' in base64url, not inside a longer run */
+    }
     h = gd_b64url_run(t, len, i);
     if (h > GD_JWT_HEADER_MAX) {
         return 0;
@@ -1047,8 +1090,7 @@ static size_t gd_jwt_at(uc *t, size_t len, size_t i)
     if ((parts != 3 && parts != 5) || t[i + h + 1] == '.') {
         return 0; /* (an empty payload: not taken) */
     }
-    if (p < len && (t[p] == '.' || t[p] == '=' || t[p] == '+' || t[p] == '/' ||
-                    t[p] >= 0x80)) {
+    if (p < len && (t[p] == '.' || t[p] == '=' || t[p] == '+' || t[p] == '/')) {
         return 0;
     }
 
@@ -1057,34 +1099,6 @@ static size_t gd_jwt_at(uc *t, size_t len, size_t i)
         return 0;
     }
     return p - i;
-}
-
-static void gd_jwt(uc *t, size_t len, gd_out_t *o)
-{
-    size_t i = 0;
-
-    while (i + 3 <= len) {
-        const unsigned char *e = memchr(t + i, 'e', len - i - 2);
-        size_t s, n;
-
-        if (e == NULL) {
-            return;
-        }
-        s = (size_t)(e - t);
-        if (t[s + 1] != 'y' || t[s + 2] != 'J' ||
-            (s > 0 && (gd_b64url(t[s - 1]) || t[s - 1] == '.' ||
-                       t[s - 1] == '+' || t[s - 1] == '/'))) {
-            i = s + 1;
-            continue;
-        }
-        n = gd_jwt_at(t, len, s);
-        if (n) {
-            gd_emit(o, s, n);
-            i = s + n;
-        } else {
-            i = s + 3;
-        }
-    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -1110,8 +1124,8 @@ static int gd_base32(unsigned c)
 
 static size_t gd_aws_at(uc *t, size_t len, size_t i)
 {
-    if (i + 20 > len || !gd_aws_prefix(t + i) ||
-        (i + 20 < len && gd_alnum(t[i + 20]))) {
+    if (i + 20 > len || (i > 0 && gd_alnum(t[i - 1])) ||
+        !gd_aws_prefix(t + i) || (i + 20 < len && gd_alnum(t[i + 20]))) {
         return 0;
     }
     for (size_t k = 4; k < 20; k++) {
@@ -1122,32 +1136,14 @@ static size_t gd_aws_at(uc *t, size_t len, size_t i)
     return 20;
 }
 
-static void gd_aws(uc *t, size_t len, gd_out_t *o)
-{
-    size_t i = 0;
-
-    while (i + 20 <= len) {
-        const unsigned char *a = memchr(t + i, 'A', len - i - 19);
-        size_t s;
-
-        if (a == NULL) {
-            return;
-        }
-        s = (size_t)(a - t);
-        if ((s == 0 || !gd_alnum(t[s - 1])) && gd_aws_at(t, len, s)) {
-            gd_emit(o, s, 20);
-            i = s + 20;
-        } else {
-            i = s + 1;
-        }
-    }
-}
-
 /* ------------------------------------------------------------------ */
 /* github_token */
 
 static size_t gd_github_at(uc *t, size_t len, size_t i)
 {
+    if (i > 0 && gd_alnum(t[i - 1])) {
+        return 0;
+    }
     if (i + 40 <= len && t[i] == 'g' && t[i + 1] == 'h' && t[i + 3] == '_' &&
         (t[i + 2] == 'p' || t[i + 2] == 'o' || t[i + 2] == 'u' ||
          t[i + 2] == 's' || t[i + 2] == 'r')) {
@@ -1167,28 +1163,6 @@ static size_t gd_github_at(uc *t, size_t len, size_t i)
         return i + 93 == len || !gd_word(t[i + 93]) ? 93 : 0;
     }
     return 0;
-}
-
-static void gd_github(uc *t, size_t len, gd_out_t *o)
-{
-    size_t i = 0;
-
-    while (i + 40 <= len) {
-        const unsigned char *g = memchr(t + i, 'g', len - i - 39);
-        size_t s, n;
-
-        if (g == NULL) {
-            return;
-        }
-        s = (size_t)(g - t);
-        n = (s == 0 || !gd_alnum(t[s - 1])) ? gd_github_at(t, len, s) : 0;
-        if (n) {
-            gd_emit(o, s, n);
-            i = s + n;
-        } else {
-            i = s + 1;
-        }
-    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -1472,8 +1446,7 @@ static void gd_secret(uc *t, size_t len, gd_out_t *o)
         if (e > i && e < len && gd_secret_char(t[e])) {
             e = i;
         }
-        if ((s == 0 || !(t[s - 1] >= 0x80)) && (e == len || !(t[e] >= 0x80)) &&
-            gd_secret_ok(t, len, s, e - s)) {
+        if (gd_secret_ok(t, len, s, e - s)) {
             gd_emit(o, s, e - s);
         }
         i = e > i ? e : i;
@@ -1556,13 +1529,13 @@ size_t gd_detect(gd_detector_e d, const char *text, size_t len,
         gd_private_key(t, len, &o);
         break;
     case GD_DET_JWT:
-        gd_jwt(t, len, &o);
+        gd_scan_from(t, len, &o, 'e', 3, gd_jwt_at);
         break;
     case GD_DET_AWS_ACCESS_KEY:
-        gd_aws(t, len, &o);
+        gd_scan_from(t, len, &o, 'A', 20, gd_aws_at);
         break;
     case GD_DET_GITHUB_TOKEN:
-        gd_github(t, len, &o);
+        gd_scan_from(t, len, &o, 'g', 40, gd_github_at);
         break;
     case GD_DET_SLACK_TOKEN:
         gd_slack(t, len, &o);

@@ -448,20 +448,39 @@ static void hit(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it, size_t noff,
     }
 }
 
+/*
+ * A match from start: pcre2_jit_match() (no checks) for a byte pattern,
+ * or a UTF-8 pattern over a text that gd_norm found to be UTF-8;
+ * pcre2_match() with the rule's PCRE2_MATCH_INVALID_UTF code for a text
+ * that is not, or when the pattern has no JIT code.
+ */
+static int match_at(gd_gr_ctx_t *x, const gd_gr_rule_t *r, PCRE2_SPTR text,
+                    size_t len, size_t start)
+{
+    const pcre2_code *code = r->code;
+    int rc;
+
+    if (r->code_invalid_utf != NULL &&
+        (x->s->norm.flags & GD_NORM_F_INVALID_UTF8)) {
+        code = r->code_invalid_utf;
+    } else {
+        rc = pcre2_jit_match(code, text, len, start, 0, x->s->md, x->s->mctx);
+        if (rc != PCRE2_ERROR_JIT_BADOPTION) {
+            return rc;
+        }
+    }
+    return pcre2_match(code, text, len, start, 0, x->s->md, x->s->mctx);
+}
+
 static void run_pattern(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it)
 {
     const gd_gr_rule_t *r = &x->g->rules[ri];
-    const pcre2_code *code = r->code;
     PCRE2_SPTR text = (PCRE2_SPTR)x->s->norm.text;
     size_t len = x->s->norm.len, start = 0;
 
     while (start <= len && !x->stop) {
-        int rc =
-            pcre2_jit_match(code, text, len, start, 0, x->s->md, x->s->mctx);
+        int rc = match_at(x, r, text, len, start);
 
-        if (rc == PCRE2_ERROR_JIT_BADOPTION) {
-            rc = pcre2_match(code, text, len, start, 0, x->s->md, x->s->mctx);
-        }
         if (rc == PCRE2_ERROR_NOMATCH) {
             return;
         }

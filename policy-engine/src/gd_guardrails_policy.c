@@ -81,6 +81,7 @@ static void rule_free(gd_gr_rule_t *r)
     free(r->pattern);
     free(r->kind);
     pcre2_code_free((pcre2_code *)r->code);
+    pcre2_code_free((pcre2_code *)r->code_invalid_utf);
     memset(r, 0, sizeof(*r));
 }
 
@@ -185,9 +186,9 @@ static int64_t flags_parse(const char *f)
             opts |= PCRE2_EXTENDED;
             break;
         case 'u':
-            /* UTF-8 and Unicode properties; invalid UTF-8 in a request
-               is matched around, not an error */
-            opts |= PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF;
+            /* UTF-8 and Unicode properties (a text that is not UTF-8 is
+               matched by the rule's code_invalid_utf) */
+            opts |= PCRE2_UTF | PCRE2_UCP;
             break;
         default:
             return -1;
@@ -211,7 +212,7 @@ static void *compile(gd_vctx_t *c, const char *pattern, uint32_t opts)
             snprintf((char *)msg, sizeof(msg), "error %d", err);
         }
         size_t old = push_key(c, "pattern");
-        verr(c, 0, "invalid pattern at offset %zu: %s", (size_t)off,
+        verr(c, 1, "invalid pattern at offset %zu: %s", (size_t)off,
              (const char *)msg);
         pop(c, old);
         return NULL;
@@ -321,6 +322,12 @@ static int rule_load(gd_vctx_t *c, json_t *o, gd_gr_rule_t *r, const char *pack)
             if (r->code) {
                 r->pattern = strdup(pattern);
             }
+            if (r->code && (r->pattern_options & PCRE2_UTF)) {
+                /* PCRE2_MATCH_INVALID_UTF makes many patterns several
+                   times slower: only for texts that need it */
+                r->code_invalid_utf = compile(
+                    c, pattern, r->pattern_options | PCRE2_MATCH_INVALID_UTF);
+            }
         }
     }
 
@@ -419,6 +426,7 @@ static int rule_copy(gd_gr_rule_t *dst, const gd_gr_rule_t *src)
         }
     }
 
+    dst->code_invalid_utf = NULL;
     if (src->code) {
         dst->code = pcre2_code_copy((const pcre2_code *)src->code);
         if (dst->code) {
@@ -426,11 +434,20 @@ static int rule_copy(gd_gr_rule_t *dst, const gd_gr_rule_t *src)
                                     PCRE2_JIT_COMPLETE);
         }
     }
+    if (src->code_invalid_utf) {
+        dst->code_invalid_utf =
+            pcre2_code_copy((const pcre2_code *)src->code_invalid_utf);
+        if (dst->code_invalid_utf) {
+            (void)pcre2_jit_compile((pcre2_code *)dst->code_invalid_utf,
+                                    PCRE2_JIT_COMPLETE);
+        }
+    }
 
     if (dst->id == NULL || dst->kind == NULL || dst->targets == NULL ||
         (src->description && dst->description == NULL) ||
         (src->pattern && dst->pattern == NULL) ||
-        (src->code && dst->code == NULL)) {
+        (src->code && dst->code == NULL) ||
+        (src->code_invalid_utf && dst->code_invalid_utf == NULL)) {
         if (dst->targets == NULL) {
             dst->ntargets = 0;
         }

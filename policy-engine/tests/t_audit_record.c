@@ -10,6 +10,7 @@
 #include "gd_audit_record.h"
 #include "tap.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -393,10 +394,51 @@ static void guardd_tests(void)
     json_decref(thresholds);
 }
 
+/* the guardrails member and the outcomes of a passed request */
+static void guardrails_tests(void)
+{
+    json_t *gr = json_pack("{s:s, s:i, s:[{s:s, s:s, s:s, s:i, s:i}]}",
+                           "verdict", "pass", "score", 0, "hits", "rule",
+                           "pii-email", "target", "json", "pointer",
+                           "/messages/0/content", "offset", 11, "length", 15);
+    gd_audit_decision_t d = {.id = gd_audit_text(ID),
+                             .ts_ms = 1700000000000,
+                             .stage = gd_audit_text("guardrails"),
+                             .latency_ms = -1,
+                             .tenant = gd_audit_text("acme"),
+                             .guardrails = gr,
+                             .outcome = "redact"};
+    json_t *rec = gd_audit_record(&d);
+    char *text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+
+    printf("# %s\n", text ? text : "NULL");
+    TAP_OK(text && strstr(text, "\"outcome\":\"redact\"") &&
+               strstr(text, "\"guardrails\":{\"verdict\":\"pass\"") &&
+               strstr(text, "\"pointer\":\"/messages/0/content\""),
+           "a passed request with redactions: outcome redact, the "
+           "guardrails member as given");
+    TAP_OK(rec && json_object_get(rec, "reason") == NULL, "... and no reason");
+    free(text);
+    json_decref(rec);
+
+    d.outcome = NULL;
+    d.reason = gd_audit_text("guardrail_blocked");
+    d.status = 403;
+    rec = gd_audit_record(&d);
+    TAP_OK(rec &&
+               strcmp(json_string_value(json_object_get(rec, "outcome")),
+                      "deny") == 0 &&
+               json_object_get(rec, "guardrails") != NULL,
+           "a refusal by the guardrails stage: deny, with the member");
+    json_decref(rec);
+    json_decref(gr);
+}
+
 int main(void)
 {
     TAP_OK(gd_audit_init() == 0, "the patterns compile");
     module_tests();
     guardd_tests();
+    guardrails_tests();
     return tap_done();
 }

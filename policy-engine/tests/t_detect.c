@@ -130,6 +130,11 @@ static void test_email(void)
         spans(d, "a.b@example.com, c@example.net", 2, off, len);
     }
 
+    one(d,
+        "\xe8\x81\x94\xe7\xb3\xbb"
+        "alice@example.com"
+        "\xe3\x80\x82",
+        "alice@example.com");
     none(d, "user@localhost", "no dotted domain");
     none(d, "user@example.c", "a one-letter TLD");
     none(d, "user@example.c0m", "a TLD with a digit");
@@ -251,6 +256,8 @@ static void test_iban(void)
         "MT84MALT011000012345MTLCAST001S");
     one(d, "SA0380000000608010167519", "SA0380000000608010167519");
 
+    one(d, "\xe8\xb4\xa6\xe5\x8f\xb7GB82WEST12345698765432",
+        "GB82WEST12345698765432");
     none(d, "GB82WEST12345698765433", "mod 97 wrong");
     none(d, "GB83WEST12345698765432", "check digits wrong");
     none(d, "GB82WEST1234569876543", "one character short");
@@ -580,6 +587,63 @@ static void test_random(void)
     TAP_OK(ok, "random texts: spans in bounds, in order, not overlapping");
 }
 
+/*
+ * Adversarial texts of 1 MiB (a pattern repeated): every detector ends,
+ * in about linear time (the time is printed, not asserted).
+ */
+static void test_adversarial(void)
+{
+    static const char *const pat[] = {
+        "-----BEGIN PRIVATE KEY-----.",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIE",
+        "eyJ.",
+        "eyJhbGciOiJub25lIn0",
+        "a@",
+        "a.b@c",
+        ":",
+        "1:",
+        "1.",
+        "1 ",
+        "+1 ",
+        "(1",
+        "AKIA",
+        "ghp_",
+        "xoxb-1-",
+        "hooks.slack.com/services/T",
+        "GB82 ",
+        "aZ9+",
+        "SSN 1",
+    };
+    size_t size = 1024 * 1024;
+    char *t = malloc(size);
+    gd_detect_span_t sp[4];
+    double worst = 0;
+
+    for (size_t p = 0; p < sizeof(pat) / sizeof(pat[0]); p++) {
+        size_t pl = strlen(pat[p]);
+        struct timespec a, b;
+        double secs;
+
+        for (size_t k = 0; k < size; k++) {
+            t[k] = pat[p][k % pl];
+        }
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        for (int dd = 0; dd < GD_DET_LAST; dd++) {
+            gd_detect((gd_detector_e)dd, t, size, sp, 4);
+        }
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        secs = (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
+        if (secs > worst) {
+            worst = secs;
+        }
+    }
+    free(t);
+    TAP_OK(1,
+           "adversarial 1 MiB texts: every detector ends (slowest: all "
+           "13 in %.2f s, ASan build)",
+           worst);
+}
+
 /* a rough speed figure (not asserted): every detector over a chat body */
 static void bench(void)
 {
@@ -626,6 +690,7 @@ int main(void)
     test_slack();
     test_secret();
     test_random();
+    test_adversarial();
     bench();
     return tap_done();
 }

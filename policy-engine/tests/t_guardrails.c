@@ -238,7 +238,7 @@ static void test_loader(void)
                        "\"pattern\": \"ab(c\", \"action\": \"block\"}]}",
                        &errs);
     TAP_OK(set == NULL &&
-               has_error(&errs, "/acme.json:1:78: /guardrails/rules/0/pattern: "
+               has_error(&errs, "/acme.json:1:89: /guardrails/rules/0/pattern: "
                                 "invalid pattern at offset 4: missing closing "
                                 "parenthesis"),
            "a PCRE2 error: file:line:col and the offset in the pattern");
@@ -292,7 +292,7 @@ static void test_loader(void)
              "\"targets\": [\"body\"], \"pattern\": \"(\", "
              "\"action\": \"block\"}]}\n");
     set = with_section("{\"packs\": [\"demo\"]}", &errs);
-    TAP_OK(set == NULL && has_error(&errs, "/packs/bad.json:1:60: "
+    TAP_OK(set == NULL && has_error(&errs, "/packs/bad.json:1:71: "
                                            "/rules/0/pattern: invalid pattern"),
            "a pack is checked even when no policy includes it");
     gd_policy_set_free(set);
@@ -625,6 +625,21 @@ static void test_bodies(void)
     TAP_OK(res.verdict == GD_GR_PASS && res.nhits == 0,
            "a skipped body is not inspected");
 
+    gd_policy_set_free(set);
+    set = with_section("{\"rules\": [{\"id\": \"u\", \"targets\": "
+                       "[\"body\"], \"pattern\": \"\\\\bévil\\\\b\", "
+                       "\"flags\": \"iu\", \"action\": \"block\"}]}",
+                       &errs);
+    const gd_guardrails_t *gu = set ? section(set) : NULL;
+    TAP_OK(gu && gu->rules[0].code && gu->rules[0].code_invalid_utf,
+           "flag u: a code for UTF-8 texts and one for the others");
+    res = eval_body(gu, "text/plain", "an \xc3\x89VIL x", 10);
+    TAP_OK(gu && res.verdict == GD_GR_BLOCKED && res.hits[0].off == 3,
+           "flag u over UTF-8: caseless beyond ASCII");
+    res = eval_body(gu, "text/plain", "\xff\xfe \xc3\x89vil \xc3", 10);
+    TAP_OK(gu && res.verdict == GD_GR_BLOCKED && res.hits[0].off == 3 &&
+               (res.norm_flags & GD_NORM_F_INVALID_UTF8),
+           "flag u over a text that is not UTF-8: matched around it");
     gd_policy_set_free(set);
     gd_errors_free(&errs);
 }

@@ -63,6 +63,9 @@ my %REASON_STATUS = (tenant_unaddressed => 400, tenant_missing => 403,
                      rate_limited => 429, concurrency_limited => 429,
                      risk_deny => 403, sidecar_unavailable => 503,
                      circuit_open => 503,
+                     guardrail_blocked => 403, guardrail_anomaly => 403,
+                     guardrail_error => 403, body_too_large => 413,
+                     body_malformed => 400,
                      internal_error => 500);
 
 # <repo>/t/lib/Guard/Test.pm -> <repo>
