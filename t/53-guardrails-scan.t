@@ -190,6 +190,41 @@ JSON
 }
 
 # ---------------------------------------------------------------------------
+# guardctl show: a record of the guardrails stage, its hits
+
+{
+    my $j = "$dir/journal";
+    make_path($j);
+    my $id = '01900000-0000-7000-8000-000000000077';
+    write_text("$j/journal-000001.jsonl", $json->encode({
+        id => $id, ts_ms => 1764640000000, outcome => 'redact',
+        stage => 'guardrails', status => 200, tenant => 'acme',
+        method => 'POST', route => '/v1/chat',
+        guardrails => {
+            verdict => 'pass', score => 5, threshold => 10,
+            hits => [
+                { rule => 'pii-email', pack => 'pii', target => 'json',
+                  pointer => '/messages/0/content', offset => 11,
+                  length => 15, detector => 'email', action => 'redact' },
+                { rule => 'secret-jwt', pack => 'pii', target => 'json',
+                  pointer => '/token', offset => 0, length => 152,
+                  detector => 'jwt', action => 'score', score => 5 },
+            ] } }) . "\n");
+    my $r = command($guardctl, 'show', $id, '--dir', $j);
+    is($r->{exit}, 0, 'show of a redact record: exit 0') or diag(show($r));
+    like($r->{out}, qr/^Decision \Q$id\E: passed with 200, redacted by the guardrails stage\.$/m,
+         'show: passed, redacted, by the guardrails stage');
+    like($r->{out}, qr/^  guardrails\s+pass, score 5 of threshold 10$/m,
+         'show: the verdict, score and threshold');
+    like($r->{out}, qr{^  hits\s+pii-email \(pack pii\): redact json /messages/0/content bytes 11-26, detector email$}m,
+         'show: a hit per line');
+    like($r->{out}, qr{^\s+secret-jwt \(pack pii\): score json /token bytes 0-152, detector jwt, score 5$}m,
+         'show: with its score');
+    $r = command($guardctl, 'blocked', '--dir', $j);
+    unlike($r->{out}, qr/\Q$id\E/, 'blocked does not list a passed request');
+}
+
+# ---------------------------------------------------------------------------
 # packs: the schema, the loader, the version
 
 {

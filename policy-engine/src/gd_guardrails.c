@@ -930,7 +930,9 @@ static void inspect_body(gd_gr_ctx_t *x)
     gd_gr_scratch_t *s = x->s;
     int json_changed = 0;
 
-    if ((targeted(g, GD_GR_T_JSON) || targeted(g, GD_GR_T_JSON_ALL)) &&
+    /* an empty body is no document: JSON rules do not apply */
+    if (req->body_len > 0 &&
+        (targeted(g, GD_GR_T_JSON) || targeted(g, GD_GR_T_JSON_ALL)) &&
         (req->content_type_len == 0 || media_type_is(req, 1))) {
         json_error_t jerr;
 
@@ -999,7 +1001,6 @@ static void inspect_body(gd_gr_ctx_t *x)
 
             s->body_cuts.n = 0;
             x->rescan = 1;
-            x->json_doc = 0;
             inspect(x, &it);
             x->rescan = 0;
             if (x->stop) {

@@ -656,6 +656,9 @@ static void explain(const located_t *at, int64_t now)
     const char *route = gd_soc_str(rec, "route");
     int64_t ts = gd_soc_ts_ms(rec);
     int shadow = outcome && strcmp(outcome, "shadow_deny") == 0;
+    /* a request that passed with guardrail hits (redacted or logged) */
+    int passed = outcome && (strcmp(outcome, "redact") == 0 ||
+                             strcmp(outcome, "log") == 0);
     long long status = 0, score = 0;
     int has_status = json_int(rec, "status", &status);
     int has_score = json_int(rec, "score", &score);
@@ -673,10 +676,8 @@ static void explain(const located_t *at, int64_t now)
     put(rec_id(rec));
     if (shadow) {
         printf(": would have been refused");
-    } else if (outcome && strcmp(outcome, "redact") == 0) {
-        printf(": passed, redacted");
-    } else if (outcome && strcmp(outcome, "log") == 0) {
-        printf(": passed, logged");
+    } else if (passed) {
+        printf(": passed");
     } else if (outcome && strcmp(outcome, "deny") != 0) {
         printf(": %s", outcome);
     } else {
@@ -689,6 +690,9 @@ static void explain(const located_t *at, int64_t now)
         printf(" (");
         put(reason);
         printf(")");
+    }
+    if (passed) {
+        printf(", %s", strcmp(outcome, "redact") == 0 ? "redacted" : "logged");
     }
     if (stage) {
         printf(" by the ");

@@ -586,6 +586,9 @@ static void test_bodies(void)
     TAP_OK(res.verdict == GD_GR_MALFORMED && res.error &&
                strstr(res.error, "not JSON"),
            "a JSON Content-Type with a body that does not parse: MALFORMED");
+    res = eval_body(g, "application/json", "", 0);
+    TAP_OK(res.verdict == GD_GR_PASS, "an empty body with a JSON type: no "
+                                      "document, no JSON rule, no error");
     res = eval_json(g, "[[[[\"x\"]]]]");
     TAP_OK(res.verdict == GD_GR_PASS, "nesting at json_depth passes");
     res = eval_json(g, "[[[[[\"x\"]]]]]");
