@@ -166,18 +166,21 @@ conf_ok() {
 
 policy $guard
 conf
-if ! conf_ok && [ $modsec = yes ]; then
-    modsec=no
-    modsec_why=$(grep -m1 emerg "$dir/probe.err" || head -1 "$dir/probe.err")
-    conf
+# what nginx -t refuses: ModSecurity's part first, then guard's
+if ! conf_ok; then
+    if [ $modsec = yes ]; then
+        modsec=no
+        modsec_why=$(grep -m1 emerg "$dir/probe.err" || head -1 "$dir/probe.err")
+        conf
+    fi
+    if ! conf_ok && [ $guard = yes ]; then
+        guard=no
+        guard_why=$(grep -m1 emerg "$dir/probe.err" || head -1 "$dir/probe.err")
+        policy no
+        conf
+    fi
+    conf_ok || { cat "$dir/probe.err" >&2; exit 1; }
 fi
-if ! conf_ok && [ $guard = yes ]; then
-    guard=no
-    guard_why=$(grep -m1 emerg "$dir/probe.err" || head -1 "$dir/probe.err")
-    policy no
-    conf
-fi
-conf_ok || { cat "$dir/probe.err" >&2; exit 1; }
 [ $guard = yes ] || echo "guardrails.sh: guard variants skipped: $guard_why" >&2
 [ $modsec = yes ] || echo "guardrails.sh: ModSecurity variants skipped: $modsec_why (sh scripts/setup.sh bench)" >&2
 

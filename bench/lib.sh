@@ -217,10 +217,13 @@ bench_check() {
     done
 }
 
-# bench_wrk URL ARGS: one wrk run, req/s
+# bench_wrk URL ARGS: one wrk run, req/s (answers other than 2xx or 3xx,
+# which would make the rate meaningless, are said on stderr)
 bench_wrk() {
     eval $wrk_pin wrk -t1 -c"$conns" -d"$duration" "$2" "$1" \
-        | awk '/^Requests\/sec/ {print $2}'
+        | awk -v url="$1" '/^Requests\/sec/ {print $2}
+            /Non-2xx or 3xx responses/ {
+                print url ": " $NF " answers not 2xx or 3xx" > "/dev/stderr" }'
 }
 
 bench_run() {

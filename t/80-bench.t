@@ -3,7 +3,7 @@
 # The commands README.md shows under Benchmarks ("Before and after",
 # "Instructions per request"), with one short round and few requests
 # (bench/breaker.sh's outage 2 s long, bench/guardrails.sh's gr_bench
-# 0.1 s per measure):
+# 0.05 s per measure):
 #
 #   bench/baseline.sh main DIR          (HEAD when there is no main)
 #   BASELINE_MODULE=DIR/ngx_http_guard_module.so \
@@ -64,7 +64,7 @@ my $num = qr/\d+\.\d{3}/;
     local $ENV{DURATION} = '1s';
     local $ENV{CONNS} = 4;
     local $ENV{OUTAGE} = 2;
-    local $ENV{GR_SECONDS} = 0.1;
+    local $ENV{GR_SECONDS} = 0.05;
     $out = `@{[ readme_cmd(1) ]}`;
 }
 is($?, 0, 'BASELINE_MODULE=... BASELINE_GUARDD=... make bench: exit status 0')
