@@ -3,6 +3,7 @@
 #   bench_mint SPEC...            tokens from JSON specs (t/tools/jwt_tool.py)
 #   bench_policy TENANT [concurrency]  a policy whose limits never trip
 #   bench_conf_head               the common start of nginx.conf
+#   bench_conf_upstream           guard's keys and policies, upstream "up"
 #   bench_start                   start nginx with $dir/nginx.conf
 #   bench_check NAME URL HDRS...  the variant must answer 200
 #   bench_run                     A/B interleaved wrk rounds over $variants
@@ -148,6 +149,25 @@ http {
     uwsgi_temp_path $dir/tmp;
     scgi_temp_path $dir/tmp;
     keepalive_requests 1000000;
+CONF
+}
+
+# after bench_conf_head: guard's keys, policies and tenant (X-Tenant-Id),
+# and the upstream "up": this server over keepalive connections
+bench_conf_upstream() {
+    cat <<CONF
+
+    guard_jwt_keys $dir/keys/jwks.json;
+    guard_policies $dir/policies;
+    guard_tenant \$http_x_tenant_id;
+
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+
+    upstream up {
+        server 127.0.0.1:$port;
+        keepalive 1024;
+    }
 CONF
 }
 
