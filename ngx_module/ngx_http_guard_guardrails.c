@@ -62,6 +62,7 @@ static ngx_int_t ngx_http_guard_gr_read(ngx_http_request_t *r,
 static void ngx_http_guard_gr_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_guard_gr_body(ngx_http_request_t *r,
     ngx_http_guard_gr_t *gr, ngx_str_t *body);
+static ngx_uint_t ngx_http_guard_gr_encoding(ngx_http_request_t *r);
 static ngx_int_t ngx_http_guard_gr_inflate(ngx_http_request_t *r,
     ngx_http_guard_gr_t *gr, ngx_str_t *in, ngx_str_t *out, ngx_uint_t raw);
 static ngx_int_t ngx_http_guard_gr_eval(ngx_http_request_t *r,
@@ -347,10 +348,9 @@ ngx_http_guard_gr_body(ngx_http_request_t *r, ngx_http_guard_gr_t *gr,
     u_char                     *p;
     ssize_t                     n;
     ngx_buf_t                  *b;
-    ngx_str_t                   raw, *enc;
+    ngx_str_t                   raw;
     ngx_uint_t                  encoding;
     ngx_chain_t                *cl;
-    ngx_table_elt_t            *h;
     ngx_http_request_body_t    *rb;
     ngx_http_guard_loc_conf_t  *glcf;
 
@@ -432,34 +432,7 @@ ngx_http_guard_gr_body(ngx_http_request_t *r, ngx_http_guard_gr_t *gr,
 
     /* Content-Encoding */
 
-    h = ngx_http_guard_request_header(r, (u_char *) "Content-Encoding",
-                                      sizeof("Content-Encoding") - 1);
-
-    encoding = NGX_HTTP_GUARD_GR_IDENTITY;
-
-    if (h) {
-        enc = &h->value;
-
-        if ((enc->len == 4 && ngx_strncasecmp(enc->data, (u_char *) "gzip", 4)
-             == 0)
-            || (enc->len == 6
-                && ngx_strncasecmp(enc->data, (u_char *) "x-gzip", 6) == 0))
-        {
-            encoding = NGX_HTTP_GUARD_GR_GZIP;
-
-        } else if (enc->len == 7
-                   && ngx_strncasecmp(enc->data, (u_char *) "deflate", 7)
-                      == 0)
-        {
-            encoding = NGX_HTTP_GUARD_GR_DEFLATE;
-
-        } else if (!(enc->len == 8
-                     && ngx_strncasecmp(enc->data, (u_char *) "identity", 8)
-                        == 0))
-        {
-            encoding = NGX_HTTP_GUARD_GR_UNKNOWN;
-        }
-    }
+    encoding = ngx_http_guard_gr_encoding(r);
 
     if (encoding == NGX_HTTP_GUARD_GR_IDENTITY) {
         *body = raw;
@@ -481,10 +454,77 @@ ngx_http_guard_gr_body(ngx_http_request_t *r, ngx_http_guard_gr_t *gr,
 
 
 /*
+ * The body's Content-Encoding: identity (none), gzip, deflate, or
+ * unknown: another coding, a list of codings, or the header twice (the
+ * upstream would see what Guard did not).
+ */
+
+static ngx_uint_t
+ngx_http_guard_gr_encoding(ngx_http_request_t *r)
+{
+    ngx_str_t        *enc;
+    ngx_uint_t        i, encoding, seen;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    encoding = NGX_HTTP_GUARD_GR_IDENTITY;
+    seen = 0;
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+
+            if (h[i].key.len != sizeof("Content-Encoding") - 1
+                || ngx_strncasecmp(h[i].key.data,
+                                   (u_char *) "Content-Encoding",
+                                   sizeof("Content-Encoding") - 1)
+                   != 0)
+            {
+                continue;
+            }
+
+            if (seen++) {
+                return NGX_HTTP_GUARD_GR_UNKNOWN;
+            }
+
+            enc = &h[i].value;
+
+            if ((enc->len == 4
+                 && ngx_strncasecmp(enc->data, (u_char *) "gzip", 4) == 0)
+                || (enc->len == 6
+                    && ngx_strncasecmp(enc->data, (u_char *) "x-gzip", 6)
+                       == 0))
+            {
+                encoding = NGX_HTTP_GUARD_GR_GZIP;
+
+            } else if (enc->len == 7
+                       && ngx_strncasecmp(enc->data, (u_char *) "deflate", 7)
+                          == 0)
+            {
+                encoding = NGX_HTTP_GUARD_GR_DEFLATE;
+
+            } else if (!(enc->len == 8
+                         && ngx_strncasecmp(enc->data,
+                                            (u_char *) "identity", 8)
+                            == 0))
+            {
+                encoding = NGX_HTTP_GUARD_GR_UNKNOWN;
+            }
+        }
+    }
+
+    return encoding;
+}
+
+
+/*
  * Inflates in (gzip or zlib, told apart by zlib; a "deflate" that is not
  * zlib is tried as raw deflate) up to guard_body_max and max_ratio times
  * its size.  Over guard_body_max: body_too_large (or skipped, per
- * body_over); over the ratio, or not inflatable: body_malformed.
+ * body_over); over the ratio, or not inflatable: body_malformed.  Every
+ * member of a multi-member gzip body is inflated; other bytes after the
+ * end of the stream are body_malformed (they would go upstream unseen).
  */
 
 static ngx_int_t
@@ -538,7 +578,25 @@ ngx_http_guard_gr_inflate(ngx_http_request_t *r, ngx_http_guard_gr_t *gr,
             rc = inflate(&zs, Z_NO_FLUSH);
             size = cap - zs.avail_out;
 
-            if (rc == Z_STREAM_END) {
+            if (rc == Z_STREAM_END && zs.avail_in
+                && (zs.avail_in < 2 || zs.next_in[0] != 0x1f
+                    || zs.next_in[1] != 0x8b))
+            {
+                /* bytes after the stream: not inspected, so refused */
+                rc = Z_DATA_ERROR;
+                break;
+            }
+
+            if (rc == Z_STREAM_END && zs.avail_in) {
+                /* another gzip member: inflated too */
+                if (inflateReset(&zs) != Z_OK) {
+                    rc = Z_DATA_ERROR;
+                    break;
+                }
+
+                rc = Z_OK;
+
+            } else if (rc == Z_STREAM_END) {
                 break;
             }
 
@@ -573,7 +631,7 @@ ngx_http_guard_gr_inflate(ngx_http_request_t *r, ngx_http_guard_gr_t *gr,
                 continue;
             }
 
-            if (zs.avail_in == 0) {
+            if (zs.avail_in == 0 || rc == Z_BUF_ERROR) {
                 /* the input ends before the stream does */
                 rc = Z_DATA_ERROR;
                 break;

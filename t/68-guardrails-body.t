@@ -232,6 +232,18 @@ problem_ok(req('/small/bd/a', 'bd', Compress::Zlib::memGzip('0' x 300),
 problem_ok(req('/t/bd/a', 'bd', substr($gz, 0, 12) . 'garbage-garbage',
                'Content-Encoding' => 'gzip'),
            'body_malformed', 'a corrupt gzip body');
+problem_ok(req('/t/bd/a', 'bd', Compress::Zlib::memGzip('harmless ')
+                                . Compress::Zlib::memGzip('but evil'),
+               'Content-Encoding' => 'gzip'),
+           'guardrail_blocked', 'every member of a multi-member gzip body');
+problem_ok(req('/t/bd/a', 'bd', $gz_clean . 'evil',
+               'Content-Encoding' => 'gzip'),
+           'body_malformed', 'bytes after the gzip stream');
+problem_ok(req('/t/bd/a', 'bd', $gz_clean, 'Content-Encoding' => 'identity',
+               'Content-Encoding' => 'gzip'),
+           'body_malformed', 'Content-Encoding twice');
+problem_ok(req('/t/bd/a', 'bd', $gz_clean, 'Content-Encoding' => 'gzip, br'),
+           'body_malformed', 'a list of codings');
 problem_ok(req('/t/bd/a', 'bd', 'abc', 'Content-Encoding' => 'br'),
            'body_malformed', 'an encoding that cannot be inspected');
 problem_ok(req('/t/enc/a', 'enc', $gz_clean, 'Content-Encoding' => 'gzip'),
@@ -254,6 +266,14 @@ for my $case (
 # ---------------------------------------------------------------------------
 # JSON, NUL bytes, invalid UTF-8
 
+is(req('/t/bd/a', 'bd', '', 'Content-Type' => 'application/json')->{status},
+   200, 'an empty JSON POST passes');
+is($t->raw_request("POST /t/bd/a HTTP/1.1\r\nHost: localhost\r\n"
+                   . "Authorization: Bearer $tok{bd}\r\n"
+                   . "Content-Type: application/json\r\n"
+                   . "Transfer-Encoding: chunked\r\nConnection: close\r\n"
+                   . "\r\n0\r\n\r\n")->{status},
+   200, 'an empty chunked JSON POST passes');
 problem_ok(req('/t/bd/a', 'bd', '{"a": [1, 2', 'Content-Type' => 'application/json'),
            'body_malformed', 'malformed JSON where a JSON rule applies');
 problem_ok(req('/t/rt/a', 'rt', '{"a":{"b":{"c":{"d":{"e":{"f":1}}}}}}',

@@ -385,7 +385,8 @@ static void hit(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it, size_t noff,
 
     gd_norm_span(&s->norm, noff, nlen, &off, &len);
 
-    if (r->action == GD_GR_REDACT && !shadow) {
+    /* a match that maps to no input byte has nothing to replace */
+    if (r->action == GD_GR_REDACT && !shadow && len > 0) {
         if (cut_add(it->into, it->base + off, len, r->kind, it->encode) != 0) {
             x->nomem = 1;
             x->stop = 1;
