@@ -12,10 +12,9 @@
 # apart: they tell how the rules generalise to text they were not tuned on.
 #
 # Every corpus line is {"id", "body", "note"} (+ "content_type" for bodies
-# given as raw text).  No nginx is needed: the stage's own tests
-# (t/68-guardrails*.t) carry bodies through nginx; this file sends a few
-# corpus bodies through it too when the module is built
-# (t/69's second part, skipped otherwise).
+# given as raw text).  Then a few corpus bodies go through nginx with the
+# module, in line: refused with the right reason, or passed to an echoing
+# upstream unchanged.
 
 use strict;
 use warnings;
@@ -27,8 +26,10 @@ use File::Copy qw(copy);
 use File::Path qw(make_path);
 use File::Temp qw(tempdir);
 use JSON::PP ();
-use POSIX ();
 use Test::More;
+use Guard::Test;
+use Guard::Echo;
+use Guard::Frames qw(command slurp write_text);
 
 my $REPO      = abs_path("$FindBin::Bin/..");
 my $GUARDCTL  = $ENV{GUARDCTL} || "$REPO/policy-engine/build/guardctl";
@@ -46,44 +47,16 @@ my %FIRST = (benign => 377, malicious => 365);
 plan skip_all => "no $GUARDCTL (make -C policy-engine build/guardctl)"
     unless -x $GUARDCTL;
 
-sub slurp {
-    my ($f) = @_;
-    open my $fh, '<:raw', $f or die "$f: $!";
-    local $/;
-    return scalar <$fh>;
-}
-
-# runs a command with stdin from a file; {exit, out, err}
-sub run {
-    my ($in, @cmd) = @_;
-    my ($out, $err) = ("$TMP/stdout", "$TMP/stderr");
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
-        open STDIN, '<', $in // '/dev/null';
-        open STDOUT, '>', $out;
-        open STDERR, '>', $err;
-        alarm 120;
-        { exec { $cmd[0] } @cmd; }
-        print STDERR "exec $cmd[0]: $!\n";
-        POSIX::_exit(127);
-    }
-    waitpid $pid, 0;
-    my $st = $?;
-    return { exit => ($st & 127) ? -1 : $st >> 8,
-             out  => slurp($out), err => slurp($err) };
-}
-
 # the policy directory: the shipped pack and one tenant that includes it
 my $DIR = "$TMP/policies";
 make_path("$DIR/packs");
 copy($PACK, "$DIR/packs/prompt-injection.json") or die "copy: $!";
-open my $fh, '>', "$DIR/chat.json" or die $!;
-print $fh $JSON->encode({ tenant => 'chat',
-                          guardrails => { packs => ['prompt-injection'],
-                                          threshold => $THRESHOLD } });
-close $fh;
+write_text("$DIR/chat.json",
+           $JSON->encode({ tenant => 'chat',
+                           guardrails => { packs => ['prompt-injection'],
+                                           threshold => $THRESHOLD } }));
 
-my $r = run(undef, $GUARDCTL, 'policy', 'check', $DIR);
+my $r = command($GUARDCTL, 'policy', 'check', $DIR);
 is($r->{exit}, 0, 'guardctl policy check loads the pack')
     or diag($r->{err});
 
@@ -123,7 +96,7 @@ for my $set (qw(benign malicious)) {
 # every line through the engine
 my %flagged;    # set -> [ids refused]
 for my $set (qw(benign malicious)) {
-    my $r = run(undef, $GUARDCTL, 'guardrails', 'scan', '--policies', $DIR,
+    my $r = command($GUARDCTL, 'guardrails', 'scan', '--policies', $DIR,
                 '--tenant', 'chat', '--jsonl', "$CORPUS/$set.jsonl");
     ok($r->{exit} == 0 || $r->{exit} == 1, "$set: scan ran (exit "
        . "$r->{exit})") or diag($r->{err});
@@ -172,5 +145,67 @@ diag('false positives: ' . join(' ', @{ $flagged{benign} // [] }));
 
 cmp_ok($det, '>=', 0.90, sprintf('detection %.1f%% >= 90%%', 100 * $det));
 cmp_ok($fp, '<=', 0.02, sprintf('false positives %.1f%% <= 2%%', 100 * $fp));
+
+# ---------------------------------------------------------------------------
+# in line: a few corpus bodies through nginx with the module, the same
+# policy directory, and an echoing upstream
+
+my %line = map { ($_->{id} => $_) } @{ $lines{benign} },
+                                   @{ $lines{malicious} };
+my @inline = (
+    # id, status, reason
+    [ 'm-001', 403, 'guardrail_anomaly' ],    # override (English)
+    [ 'm-052', 403, 'guardrail_anomaly' ],    # override (French)
+    [ 'm-096', 403, 'guardrail_anomaly' ],    # system-prompt extraction
+    [ 'm-357', 403, 'guardrail_blocked' ],    # tag smuggling, escaped
+    [ 'b-001', 200, '' ],                     # "ignore the previous error"
+    [ 'b-081', 200, '' ],                     # a question about injection
+    [ 'b-400', 200, '' ],                     # a role-play request
+    [ 'b-435', 200, '' ],                     # a question about ChatML
+);
+
+my $t = Guard::Test->new;
+$t->jwt_keys;
+$t->write_file('pol/packs/prompt-injection.json', slurp($PACK));
+$t->write_file('pol/chat.json', slurp("$DIR/chat.json"));
+Guard::Echo::start($t, 1);
+$t->write_conf(http => <<'CONF');
+    guard_policies %%DIR%%/pol;
+
+    server {
+        listen 127.0.0.1:%%PORT_0%%;
+        guard_jwt_keys %%KEYS%%/jwks.json;
+
+        add_header X-GR-Score $guard_guardrails_score always;
+        add_header X-Reason $guard_reason always;
+
+        location /v1/ {
+            guard on;
+            guard_tenant chat;
+            proxy_pass http://127.0.0.1:%%PORT_1%%;
+        }
+    }
+CONF
+$t->run;
+my ($tok) = $t->mint({ kid => 'hs256', claims => {
+    sub => 'u-chat', tenant_id => 'chat', exp => time + 3600 } });
+
+for my $c (@inline) {
+    my ($id, $status, $reason) = @$c;
+    my $o = $line{$id} or BAIL_OUT("no corpus line $id");
+    my $body = ref $o->{body} ? $JSON->encode($o->{body}) : $o->{body};
+    my $r = $t->http('POST', '/v1/chat/completions', body => $body,
+                     headers => [ Authorization => "Bearer $tok",
+                                  'Content-Type' => 'application/json' ]);
+    is($r->{status}, $status, "in line: $id ($o->{note}): $status");
+    is($r->{headers}{'x-reason'} // '', $reason, "in line: $id: reason "
+       . ($reason || 'none'));
+    if ($status == 200) {
+        is(Guard::Echo::echo($r)->{body}, $body,
+           "in line: $id reaches the upstream unchanged");
+    }
+}
+
+$t->errlog_ok;
 
 done_testing;
