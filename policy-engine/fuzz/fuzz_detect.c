@@ -60,8 +60,7 @@ static void agrees(gd_detector_e d, const char *p, size_t n)
         }
         memcpy(buf, p, n);
         buf[n] = '\0';
-        if (inet_pton(d == GD_DET_IPV4 ? AF_INET : AF_INET6, buf, addr) !=
-            1) {
+        if (inet_pton(d == GD_DET_IPV4 ? AF_INET : AF_INET6, buf, addr) != 1) {
             abort();
         }
         break;

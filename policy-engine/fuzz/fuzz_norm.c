@@ -10,6 +10,9 @@
  *   - the result is valid UTF-8 unless GD_NORM_F_INVALID_UTF8, and
  *     GD_NORM_F_INVALID_UTF8 is not raised for valid UTF-8 input without
  *     percent-decoding;
+ *   - with GD_NORM_UNICODE, each character of the result comes from one
+ *     input character (its bytes share one offset): bytes that are not
+ *     UTF-8 never join into a character;
  *   - without options the result is the input;
  *   - percent-decoding alone never grows the text;
  *   - on short valid input (no invisible characters, no lookalikes) the
@@ -38,6 +41,29 @@ static int valid_utf8(const uint8_t *s, size_t len)
         len -= (size_t)l;
     }
     return 1;
+}
+
+static void one_origin(void)
+{
+    const uint8_t *t = (const uint8_t *)n.text;
+    size_t i = 0;
+
+    while (i < n.len) {
+        utf8proc_int32_t c;
+        utf8proc_ssize_t l =
+            utf8proc_iterate(t + i, (utf8proc_ssize_t)(n.len - i), &c);
+
+        if (l <= 0) {
+            i++;
+            continue;
+        }
+        for (utf8proc_ssize_t k = 1; k < l; k++) {
+            if (n.map[i + (size_t)k] != n.map[i]) {
+                abort();
+            }
+        }
+        i += (size_t)l;
+    }
 }
 
 static void check_nfkc(const uint8_t *in, size_t len)
@@ -115,6 +141,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!(opts & GD_NORM_PERCENT) && (n.flags & GD_NORM_F_INVALID_UTF8) &&
         valid_utf8((const uint8_t *)in, len)) {
         abort();
+    }
+    if (opts & GD_NORM_UNICODE) {
+        one_origin();
     }
     if (opts == 0 && (n.len != len || memcmp(n.text, in, len) != 0)) {
         abort();

@@ -950,13 +950,23 @@ static int gd_pem_body(unsigned c)
            c == '-' || c == '\\';
 }
 
-static void gd_private_key(uc *t, size_t len, gd_out_t *o)
+#define GD_PEM_LABELS (sizeof(gd_pem_labels) / sizeof(gd_pem_labels[0]))
+
+/*
+ * A walk over the private key blocks of a text: per label, no END line
+ * starts before searched[k] - el + 1 (from the last BEGIN on), so that many
+ * BEGIN lines without an END cost one search.
+ */
+typedef struct {
+    size_t searched[GD_PEM_LABELS];
+} gd_pem_walk_t;
+
+/* the next private key block at or after i: 1 and [*bs, *be), or 0 */
+static int gd_pem_next(uc *t, size_t len, size_t i, gd_pem_walk_t *w,
+                       size_t *bs, size_t *be)
 {
     static const char begin[] = "-----BEGIN ";
-    /* per label: no END line starts before searched[k] - el + 1 (from the
-       last BEGIN on), so that many BEGIN lines cost one search */
-    size_t searched[sizeof(gd_pem_labels) / sizeof(char *)] = {0};
-    size_t i = 0;
+    size_t *searched = w->searched;
 
     while (i < len) {
         const unsigned char *b = gd_find(t + i, len - i, begin, 11);
@@ -967,11 +977,11 @@ static void gd_private_key(uc *t, size_t len, gd_out_t *o)
         size_t el;
 
         if (b == NULL) {
-            return;
+            return 0;
         }
         s = (size_t)(b - t);
         p = s + 11;
-        for (k = 0; k < sizeof(gd_pem_labels) / sizeof(char *); k++) {
+        for (k = 0; k < GD_PEM_LABELS; k++) {
             size_t l = strlen(gd_pem_labels[k]);
             if (p + l + 5 <= len && memcmp(t + p, gd_pem_labels[k], l) == 0 &&
                 memcmp(t + p + l, "-----", 5) == 0) {
@@ -1013,8 +1023,22 @@ static void gd_private_key(uc *t, size_t len, gd_out_t *o)
                 end--;
             }
         }
-        gd_emit(o, s, end - s);
-        i = end > s ? end : s + 1;
+        *bs = s;
+        *be = end; /* > s: the BEGIN line at least */
+        return 1;
+    }
+    return 0;
+}
+
+static void gd_private_key(uc *t, size_t len, gd_out_t *o)
+{
+    gd_pem_walk_t w;
+    size_t i = 0, s, e;
+
+    memset(&w, 0, sizeof(w));
+    while (gd_pem_next(t, len, i, &w, &s, &e)) {
+        gd_emit(o, s, e - s);
+        i = e;
     }
 }
 
@@ -1415,7 +1439,11 @@ static int gd_secret_ok(uc *t, size_t len, size_t s, size_t n)
 
 static void gd_secret(uc *t, size_t len, gd_out_t *o)
 {
-    size_t i = 0;
+    gd_pem_walk_t w;
+    size_t i = 0, ps = 0, pe = 0;
+    int pem = 1; /* a private key block may be at or after pe */
+
+    memset(&w, 0, sizeof(w));
 
     while (i < len) {
         size_t s, e;
@@ -1447,7 +1475,14 @@ static void gd_secret(uc *t, size_t len, gd_out_t *o)
             e = i;
         }
         if (gd_secret_ok(t, len, s, e - s)) {
-            gd_emit(o, s, e - s);
+            /* the lines of a private key block: the block is private_key's
+               (looked for only now: secrets are rare, blocks rarer) */
+            while (pem && pe <= s) {
+                pem = gd_pem_next(t, len, pe, &w, &ps, &pe);
+            }
+            if (!pem || s < ps) {
+                gd_emit(o, s, e - s);
+            }
         }
         i = e > i ? e : i;
     }

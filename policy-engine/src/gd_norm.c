@@ -258,8 +258,11 @@ static size_t u8enc(int32_t cp, char *out)
  * U+202A..U+202E, U+2066..U+2069), the soft hyphen U+00AD and the tag
  * characters U+E0000..U+E007F.
  */
-static int invisible(int32_t cp)
+static inline int invisible(int32_t cp)
 {
+    if (cp < 0x00ad) {
+        return 0;
+    }
     if (cp < 0x2000) {
         return cp == 0x00ad || cp == 0x061c || cp == 0x180e;
     }
@@ -381,37 +384,36 @@ static int ccc(int32_t cp)
 }
 
 /*
- * Whether a and b can compose at all, before asking utf8proc: its
- * composition table index (comb_index) says whether a code point is ever
- * the first or the second of a pair.  The layout of comb_index is
- * utf8proc 2.6 to 2.8's; with another version every pair is asked.
- * t_norm checks the result against utf8proc_NFKC.
+ * Whether a and b can compose at all, before asking utf8proc (pb: b's
+ * properties): its composition table index (comb_index) says whether a
+ * code point is ever the first or the second of a pair.  That is the
+ * layout of utf8proc 2.8 (Debian's); with another version every pair is
+ * asked.  t_norm checks the result against utf8proc_NFKC.
  */
-static int may_compose(int32_t a, int32_t b)
+static int may_compose(int32_t a, int32_t b, const utf8proc_property_t *pb)
 {
-#if UTF8PROC_VERSION_MAJOR == 2 && UTF8PROC_VERSION_MINOR >= 6 &&              \
-    UTF8PROC_VERSION_MINOR <= 8
-    uint16_t ia, ib;
-
+#if UTF8PROC_VERSION_MAJOR == 2 && UTF8PROC_VERSION_MINOR == 8
     if ((b >= 0x1161 && b <= 0x1175) || (b >= 0x11a8 && b <= 0x11c2)) {
         return 1; /* Hangul V and T jamo compose arithmetically */
     }
-    ia = utf8proc_get_property(a)->comb_index;
-    ib = utf8proc_get_property(b)->comb_index;
-    return ia < 0x8000 && ib != UINT16_MAX && ib >= 0x8000;
+    if (pb->comb_index == UINT16_MAX || pb->comb_index < 0x8000) {
+        return 0; /* b is never the second of a pair */
+    }
+    return utf8proc_get_property(a)->comb_index < 0x8000;
 #else
     (void)a;
     (void)b;
+    (void)pb;
     return 1;
 #endif
 }
 
 /* The canonical composite of a and b, or 0. */
-static int32_t compose(int32_t a, int32_t b)
+static int32_t compose(int32_t a, int32_t b, const utf8proc_property_t *pb)
 {
     utf8proc_int32_t pair[2] = {a, b};
 
-    if (may_compose(a, b) &&
+    if (may_compose(a, b, pb) &&
         utf8proc_normalize_utf32(pair, 2, UTF8PROC_COMPOSE | UTF8PROC_STABLE) ==
             1) {
         return pair[0];
@@ -446,11 +448,13 @@ static int emit_window(gd_uni_t *u)
     return 0;
 }
 
-static int feed_starter(gd_uni_t *u, int32_t cp, uint32_t off)
+static int feed_starter(gd_uni_t *u, int32_t cp, uint32_t off,
+                        const utf8proc_property_t *prop)
 {
     int32_t c;
 
-    if (u->starter && u->max_ccc < 0 && (c = compose(u->win[0], cp)) != 0) {
+    if (u->starter && u->max_ccc < 0 &&
+        (c = compose(u->win[0], cp, prop)) != 0) {
         u->win[0] = c;
         u->changed = 1;
         return 0;
@@ -469,7 +473,8 @@ static int feed_mark(gd_uni_t *u, int32_t cp, int cls, uint32_t off)
 {
     int32_t c;
 
-    if (u->starter && cls > u->max_ccc && (c = compose(u->win[0], cp)) != 0) {
+    if (u->starter && cls > u->max_ccc &&
+        (c = compose(u->win[0], cp, utf8proc_get_property(cp))) != 0) {
         u->win[0] = c;
         u->changed = 1;
         return 0;
@@ -536,22 +541,38 @@ static size_t ascii_run(const unsigned char *s, size_t i, size_t len)
     return i;
 }
 
-/* Whether text differs from src without its invisible characters. */
+/*
+ * Whether an invisible character is kept: between a byte that is not
+ * UTF-8 (raw_tail) and a continuation byte (next), which would otherwise
+ * join into a character that was not there.
+ */
+static int kept(int raw_tail, const unsigned char *next, size_t left)
+{
+    return raw_tail && left > 0 && (next[0] & 0xc0) == 0x80;
+}
+
+/* Whether text differs from src without its removed characters. */
 static int differs(const unsigned char *src, size_t slen,
                    const unsigned char *text, size_t tlen)
 {
     size_t i = 0, j = 0, l;
+    int raw_tail = 0;
 
     while (i < slen) {
         int32_t cp;
 
         if (src[i] < 0x80) {
             l = ascii_run(src, i, slen) - i;
+            raw_tail = 0;
         } else if ((l = u8dec(src + i, slen - i, &cp)) == 0) {
             l = 1;
-        } else if (invisible(cp)) {
+            raw_tail = 1;
+        } else if (invisible(cp) &&
+                   !kept(raw_tail, src + i + l, slen - i - l)) {
             i += l;
             continue;
+        } else {
+            raw_tail = 0;
         }
         if (tlen - j < l || memcmp(src + i, text + j, l) != 0) {
             return 1;
@@ -568,6 +589,7 @@ static int unicode_stage(gd_norm_t *n, const unsigned char *src, size_t slen,
 {
     gd_uni_t u;
     size_t i = 0;
+    int raw_tail = 0; /* the last thing written was a byte not UTF-8 */
 
     u.n = n;
     u.o = 0;
@@ -611,6 +633,7 @@ static int unicode_stage(gd_norm_t *n, const unsigned char *src, size_t slen,
             u.win_off[0] = smap != NULL ? smap[j - 1] : (uint32_t)(j - 1);
             u.win_len = 1;
             u.starter = 1;
+            raw_tail = 0;
             i = j;
             continue;
         }
@@ -625,20 +648,22 @@ static int unicode_stage(gd_norm_t *n, const unsigned char *src, size_t slen,
             n->text[u.o] = (char)src[i];
             n->map[u.o++] = off;
             n->flags |= GD_NORM_F_INVALID_UTF8;
+            raw_tail = 1;
             i++;
             continue;
         }
         i += l;
-        if (invisible(cp)) {
+        if (invisible(cp) && !kept(raw_tail, src + i, slen - i)) {
             n->flags |= GD_NORM_F_INVISIBLE;
             continue;
         }
+        raw_tail = 0;
 
         prop = utf8proc_get_property(cp);
         if (prop->combining_class == 0 && prop->decomp_seqindex == UINT16_MAX &&
             !(cp >= 0xac00 && cp <= 0xd7a3)) {
             /* a starter without a decomposition (most letters) */
-            if (flush_run(&u) != 0 || feed_starter(&u, cp, off) != 0) {
+            if (flush_run(&u) != 0 || feed_starter(&u, cp, off, prop) != 0) {
                 return -1;
             }
             continue;
@@ -653,8 +678,11 @@ static int unicode_stage(gd_norm_t *n, const unsigned char *src, size_t slen,
             u.changed = 1;
         }
         for (utf8proc_ssize_t k = 0; k < nd; k++) {
-            if (ccc(d[k]) == 0) {
-                if (flush_run(&u) != 0 || feed_starter(&u, d[k], off) != 0) {
+            const utf8proc_property_t *pk = utf8proc_get_property(d[k]);
+
+            if (pk->combining_class == 0) {
+                if (flush_run(&u) != 0 ||
+                    feed_starter(&u, d[k], off, pk) != 0) {
                     return -1;
                 }
                 continue;

@@ -170,6 +170,10 @@ static void test_phone(void)
     one(d, "Berlin 030 12345678", "030 12345678");
     one(d, "from abroad 0044 20 7946 0958", "0044 20 7946 0958");
     one(d, "ref 2023 020 7946 0958", "020 7946 0958");
+    one(d, "Tokyo 03-1234-5678", "03-1234-5678");
+    one(d, "India +91 98765 43210", "+91 98765 43210");
+    one(d, "(020) 7946 0958", "(020) 7946 0958");
+    one(d, "\"phone\":\"+4915112345678\"", "+4915112345678");
     {
         static const size_t off[] = {0, 13}, len[] = {12, 12};
         spans(d, "555-123-4567 555-987-6543", 2, off, len);
@@ -553,6 +557,18 @@ static void test_secret(void)
     none(d, "AKIAIOSFODNN7EXAMPLE", "an AWS key id (its own detector)");
     none(d, "ghp_1234567890abcdefghijABCDEFGHIJ123456", "a GitHub token");
     none(d, jwt_hs256, "a JWT (its own detector)");
+    none(d, pem_rsa, "the lines of a private key block");
+    {
+        char buf[512];
+        const char *after = "then Kq3vN8xP2mR7tY5wZ1bC4dF6gH9j";
+
+        snprintf(buf, sizeof(buf), "Zx9Qm2Lk7Vb4Np8Rt6Yw3Hs1 %s %s", pem_rsa,
+                 after);
+        {
+            size_t off[] = {0, strlen(buf) - 28}, len[] = {24, 28};
+            spans(d, buf, 2, off, len);
+        }
+    }
     none(d, "12345678901234567890123", "digits only");
     none(d, "2023-01-05T12:30:45.123456Z", "a timestamp");
     none(d, "order-2023-000123-ABCDEF-000045", "an order number");

@@ -248,6 +248,13 @@ static void bytes(void)
     TAP_OK(
         NORM("\xff\xef\xbd\x89\xfe", U, "\xffi\xfe", bad | GD_NORM_F_CHANGED),
         "valid runs between invalid bytes are normalised");
+    TAP_OK(NORM("\xe2\x82\xe2\x80\x8b\xac", U, "\xe2\x82\xe2\x80\x8b\xac", bad),
+           "a zero-width space between invalid bytes stays (no join)");
+    TAP_OK(NORM("\xe2\x82\xe2\x80\x8b\xe2\x80\x8b\xac\xef\xbd\x89", U,
+                "\xe2\x82\xe2\x80\x8b\xac"
+                "i",
+                bad | GD_NORM_F_INVISIBLE | GD_NORM_F_CHANGED),
+           "only the one next to the continuation byte stays");
     TAP_OK(NORM("e\x80\xcc\x81", U, "e\x80\xcc\x81", bad),
            "no composition across an invalid byte");
     TAP_OK(NORM("caf\xe9", 0, "caf\xe9", bad),
