@@ -289,6 +289,9 @@ bench: setup module
 	bash bench/sidecar.sh
 	bash bench/audit.sh
 	bash bench/breaker.sh
+	@sh scripts/setup.sh bench || echo "make bench: without ModSecurity" \
+	    "and the CRS, bench/guardrails.sh skips their variants"
+	bash bench/guardrails.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -96,19 +96,8 @@ conf() {
             guard_breaker down;
             proxy_pass http://up/fail;
         }"
-    { bench_conf_head; cat <<CONF; } > "$dir/nginx.conf"
-
-    guard_jwt_keys $dir/keys/jwks.json;
-    guard_policies $dir/policies;
-    guard_tenant \$http_x_tenant_id;
-
-    proxy_http_version 1.1;
-    proxy_set_header Connection "";
-
-    upstream up {
-        server 127.0.0.1:$port;
-        keepalive 1024;
-    }
+    { bench_conf_head; bench_conf_upstream; cat <<CONF; } \
+        > "$dir/nginx.conf"
 
     server {
         listen 127.0.0.1:$port;

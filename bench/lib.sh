@@ -3,15 +3,19 @@
 #   bench_mint SPEC...            tokens from JSON specs (t/tools/jwt_tool.py)
 #   bench_policy TENANT [concurrency]  a policy whose limits never trip
 #   bench_conf_head               the common start of nginx.conf
+#   bench_conf_upstream           guard's keys and policies, upstream "up"
 #   bench_start                   start nginx with $dir/nginx.conf
 #   bench_check NAME URL HDRS...  the variant must answer 200
 #   bench_run                     A/B interleaved wrk rounds over $variants
 #   bench_report BASE [BASE2]     medians and ratios to variant BASE
 #   bench_derived LABEL A B       the ratio A / B, and the baseline's
 #   bench_no_baseline             ignore BASELINE_MODULE
+#   bench_post NAME FILE CT       the variant sends POSTs of FILE's bytes
 #
 # A variant is a name in $variants; its URL is bench_url[NAME] and its
-# extra wrk arguments are in bench_args[NAME] (set with bench_variant).
+# extra wrk arguments are in bench_args[NAME] (set with bench_variant);
+# a POST variant's wrk script and curl arguments are in bench_wrk_extra
+# and bench_curl_extra (set with bench_post).
 # Environment: ROUNDS (5), DURATION (3s), CONNS (32), KEEP (keep the dir),
 # GUARD_MODULE (the module, default build/ngx_http_guard_module.so).
 #
@@ -43,6 +47,7 @@ bench_inst=("")
 # bench_runs and bench_med are keyed by NAME, and by NAME@base for the
 # baseline's
 declare -A bench_url bench_args bench_runs bench_med bench_pair
+declare -A bench_wrk_extra bench_curl_extra
 
 bench_cleanup() {
     [ -f "$dir/nginx.pid" ] && kill -QUIT "$(cat "$dir/nginx.pid")" 2>/dev/null
@@ -147,6 +152,25 @@ http {
 CONF
 }
 
+# after bench_conf_head: guard's keys, policies and tenant (X-Tenant-Id),
+# and the upstream "up": this server over keepalive connections
+bench_conf_upstream() {
+    cat <<CONF
+
+    guard_jwt_keys $dir/keys/jwks.json;
+    guard_policies $dir/policies;
+    guard_tenant \$http_x_tenant_id;
+
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+
+    upstream up {
+        server 127.0.0.1:$port;
+        keepalive 1024;
+    }
+CONF
+}
+
 bench_start() {
     "$nginx" -p "$dir/" -c "$dir/nginx.conf" -e "$dir/error.log"
     if [ -n "$baseline" ]; then
@@ -180,12 +204,29 @@ bench_variant() {
     done
 }
 
+# bench_post NAME FILE CONTENT_TYPE: variant NAME (bench_variant first)
+# sends POST requests with FILE's bytes as the body: a wrk Lua script
+# (wrk -s) and the same body for bench_check's curl
+bench_post() {
+    local lua=$dir/post-$1.lua
+    cat > "$lua" <<LUA
+wrk.method = "POST"
+local f = assert(io.open("$2", "rb"))
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "$3"
+LUA
+    bench_wrk_extra[$1]=" -s $(printf '%q' "$lua")"
+    bench_curl_extra[$1]=" --data-binary @$(printf '%q' "$2") -H $(printf '%q' "Content-Type: $3")"
+}
+
 bench_check() {
     local v i code
     for v in $variants; do
         for i in "${bench_inst[@]}"; do
             code=$(eval curl -s -o /dev/null -w '%{http_code}' \
-                "${bench_args[$v]}" "${bench_url[$v$i]}")
+                "${bench_args[$v]}" "${bench_curl_extra[$v]:-}" \
+                "${bench_url[$v$i]}")
             if [ "$code" != 200 ]; then
                 echo "$v$i answered $code" >&2
                 cat "$dir/error.log" >&2
@@ -196,10 +237,13 @@ bench_check() {
     done
 }
 
-# bench_wrk URL ARGS: one wrk run, req/s
+# bench_wrk URL ARGS: one wrk run, req/s (answers other than 2xx or 3xx,
+# which would make the rate meaningless, are said on stderr)
 bench_wrk() {
     eval $wrk_pin wrk -t1 -c"$conns" -d"$duration" "$2" "$1" \
-        | awk '/^Requests\/sec/ {print $2}'
+        | awk -v url="$1" '/^Requests\/sec/ {print $2}
+            /Non-2xx or 3xx responses/ {
+                print url ": " $NF " answers not 2xx or 3xx" > "/dev/stderr" }'
 }
 
 bench_run() {
@@ -211,7 +255,8 @@ bench_run() {
         ((r % 2)) || order=("${order[@]:1}" "${order[0]}")
         for v in $variants; do
             for i in "${order[@]}"; do
-                rps=$(bench_wrk "${bench_url[$v$i]}" "${bench_args[$v]}")
+                rps=$(bench_wrk "${bench_url[$v$i]}" \
+                    "${bench_args[$v]}${bench_wrk_extra[$v]:-}")
                 bench_runs[$v$i]="${bench_runs[$v$i]:-} $rps"
             done
         done

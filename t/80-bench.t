@@ -2,7 +2,8 @@
 
 # The commands README.md shows under Benchmarks ("Before and after",
 # "Instructions per request"), with one short round and few requests
-# (and bench/breaker.sh's outage 2 s long):
+# (bench/breaker.sh's outage 2 s long, bench/guardrails.sh's gr_bench
+# 0.05 s per measure):
 #
 #   bench/baseline.sh main DIR          (HEAD when there is no main)
 #   BASELINE_MODULE=DIR/ngx_http_guard_module.so \
@@ -63,6 +64,7 @@ my $num = qr/\d+\.\d{3}/;
     local $ENV{DURATION} = '1s';
     local $ENV{CONNS} = 4;
     local $ENV{OUTAGE} = 2;
+    local $ENV{GR_SECONDS} = 0.05;
     $out = `@{[ readme_cmd(1) ]}`;
 }
 is($?, 0, 'BASELINE_MODULE=... BASELINE_GUARDD=... make bench: exit status 0')
@@ -110,6 +112,35 @@ SKIP: {
          'breaker.sh: the open breaker over the timing-out upstream');
     like($out, qr/^  guard_breaker \(default thresholds\):\s+\d+ requests,\s+\d+ reached the upstream$/m,
          'breaker.sh: the outage, requests reaching the upstream, guard');
+}
+
+# bench/guardrails.sh: no baseline; plain proxy GET and POST, guard with
+# the packs (unless the module or the packs cannot), ModSecurity + CRS
+# (unless not installed), the ratios, and gr_bench's scan
+like($out, qr/guardrails\.sh: no baseline run/, 'guardrails.sh says it runs no baseline');
+like($out, qr/^\Q$_\E\s+$num\s+$num\s+\d+ $/m, "guardrails.sh: $_")
+    for qw(plain-get plain-post);
+SKIP: {
+    skip 'guardrails.sh: no guardrails in the module or no packs', 6
+        if $out =~ /^guard variants skipped: /m;
+    like($out, qr/^\Q$_\E\s+$num\s+$num\s+\d+ $/m, "guardrails.sh: $_")
+        for qw(guard-get guard-post);
+    like($out, qr/^guard on the 1 KB JSON POST over plain proxy POST: guard-post \/ plain-post = $num \(median of the rounds' ratios: $num\) \(goal: >= 0\.75\)$/m,
+         'guardrails.sh: guard over plain proxy, POST');
+    like($out, qr/^guard on a GET over plain proxy GET: guard-get \/ plain-get = $num \(median of the rounds' ratios: $num\)$/m,
+         'guardrails.sh: guard over plain proxy, GET');
+    like($out, qr/^scan over standalone PCRE2: $num \(median of the rounds' ratios: $num; goal: >= 0\.7\)$/m,
+         'gr_bench: the scan over standalone PCRE2-JIT');
+    like($out, qr/^  (?:JSON parse \+ walk|normalisation|detectors \(\s*\d+\)|patterns \(\s*\d+\))\s+[\d.]+ us\s+[\d.]+%$/m,
+         'gr_bench: where the engine\'s time goes');
+}
+SKIP: {
+    skip 'guardrails.sh: ModSecurity or the CRS is not installed', 3
+        if $out =~ /^ModSecurity variants skipped: /m;
+    like($out, qr/^\Q$_\E\s+$num\s+$num\s+\d+ $/m, "guardrails.sh: $_")
+        for qw(modsec-get modsec-post);
+    like($out, qr/^ModSecurity\+CRS on the 1 KB JSON POST over plain proxy POST: modsec-post \/ plain-post = $num \(median of the rounds' ratios: $num\)$/m,
+         'guardrails.sh: ModSecurity over plain proxy, POST');
 }
 
 # bench/callgrind.sh with a baseline
