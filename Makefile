@@ -136,8 +136,10 @@ D            := $(DESTDIR)
 MANPAGES     := $(wildcard docs/man/*.[1-8])
 MAN_DEST     := $(foreach m,$(MANPAGES),\
                   $(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m)))
-# the example policy directory, installed as CONFDIR/policies
+# the example policy directory, installed as CONFDIR/policies, and the
+# guardrail packs, installed as CONFDIR/policies/packs
 POLICY_FILES := $(shell cd policies/examples && find . -type f | sort)
+PACK_FILES   := $(notdir $(wildcard policies/packs/*.json))
 GUARD_VERSION := $(shell sed -n 's/.*define GUARD_VERSION "\(.*\)".*/\1/p' \
                    policy-engine/include/gd_version.h)
 
@@ -166,6 +168,13 @@ install: all
 	else set -e; for f in $(POLICY_FILES); do \
 	    install -D -m 0644 policies/examples/$$f \
 	        $(D)$(CONFDIR)/policies/$$f; done; fi
+	@set -e; for f in $(PACK_FILES); do \
+	    to=$(D)$(CONFDIR)/policies/packs/$$f; \
+	    if [ ! -e $$to ]; then \
+	        install -D -m 0644 policies/packs/$$f $$to; \
+	    elif ! cmp -s policies/packs/$$f $$to; then \
+	        echo "install: kept $$to (changed; the new one is" \
+	            "policies/packs/$$f)"; fi; done
 	@[ -n "$(D)" ] || echo "install: done; the user guard, the directories" \
 	    "and the first start: docs/install.md (First start)"
 
@@ -178,13 +187,14 @@ uninstall:
 	    $(D)$(BINDIR)/guardctl $(D)$(UNITDIR)/guardd.service \
 	    $(D)$(TMPFILESDIR)/guard.conf $(addprefix $(D),$(MAN_DEST))
 	@for f in guardd.conf:conf/guardd.conf \
-	        $(foreach p,$(POLICY_FILES),policies/$(p):policies/examples/$(p)); do \
+	        $(foreach p,$(POLICY_FILES),policies/$(p):policies/examples/$(p)) \
+	        $(foreach p,$(PACK_FILES),policies/packs/$(p):policies/packs/$(p)); do \
 	    to=$(D)$(CONFDIR)/$${f%%:*}; from=$${f#*:}; \
 	    if cmp -s $$from $$to; then rm -f $$to; \
 	    elif [ -e $$to ]; then echo "uninstall: kept $$to (changed)"; fi; \
 	done
 	@for d in $$(cd policies/examples && find . -mindepth 1 -type d \
-	        | sort -r) ""; do \
+	        | sort -r) packs ""; do \
 	    rmdir $(D)$(CONFDIR)/policies/$$d 2>/dev/null || true; done
 	@rmdir $(D)$(CONFDIR)/keys $(D)$(CONFDIR) 2>/dev/null || true
 
