@@ -811,6 +811,10 @@ static void *sink_main(void *arg)
             s->rseg = s->seg;
             s->rline = s->line;
             s->roff = s->off;
+            if (s->f) {
+                fclose(s->f); /* reopened at roff */
+                s->f = NULL;
+            }
             continue;
         }
         backoff = GD_SINK_BACKOFF_MIN_MS;

@@ -26,6 +26,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* the server's notices (a shutdown's WARNING) in guardd's log */
+static void pg_notice(void *arg, const char *message)
+{
+    (void)arg;
+    logmsg("warn", "sink postgres: %.*s", (int)strcspn(message, "\n"),
+           message);
+}
+
 static int pg_connect(gd_sink_t *s, char *err, size_t errlen)
 {
     /* the DSN's own settings win over these defaults (expand_dbname) */
@@ -42,6 +50,7 @@ static int pg_connect(gd_sink_t *s, char *err, size_t errlen)
         PQfinish(c);
         return -1;
     }
+    PQsetNoticeProcessor(c, pg_notice, NULL);
     s->conn = c;
     return 0;
 }

@@ -1,0 +1,191 @@
+#!/usr/bin/perl
+
+# Faults that must lose nothing, each under a steady load of refusals
+# (AUDIT frames from a forked client, about 100 a second):
+#   - Redis killed with SIGKILL for 30 s, then restarted;
+#   - PostgreSQL stopped (immediate shutdown) for 30 s, then restarted;
+#   - guardd killed with SIGKILL while a backlog drains (mid-batch), then
+#     restarted;
+#   - a record PostgreSQL refuses, among the load;
+# after each, once the sinks caught up: the stream and the table hold
+# every journal record exactly once (and `guardctl audit verify --db`
+# finds the table clean), and guardd kept deciding meanwhile.
+#
+# Under GUARD_SANITIZE=1 (the ASan pass) the outages last 5 s, not 30 s.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use File::Temp qw(tempdir);
+use JSON::PP ();
+use Time::HiRes qw(sleep time);
+use Guard::Frames qw(:DEFAULT journal_records guardd_conf slurp write_text
+                     command wait_for);
+use Guard::Services;
+use Guard::Outbox;
+
+my $repo = "$FindBin::Bin/..";
+my $guardd = $ENV{GUARDD} || "$repo/policy-engine/build/guardd";
+my $guardctl = $ENV{GUARDCTL} || "$repo/policy-engine/build/guardctl";
+my $json = JSON::PP->new->canonical;
+my $outage = $ENV{GUARD_SANITIZE} ? 5 : 30;
+
+my $dir = tempdir('guard-faults-XXXXXX', TMPDIR => 1,
+                  CLEANUP => !$ENV{GUARD_KEEP});
+chmod 0755, $dir;
+mkdir "$dir/$_" or die for qw(pol redis pg);
+my $r = Guard::Services->redis("$dir/redis");
+my $p = Guard::Services->postgres("$dir/pg");
+eval { $p->migrate; 1 }
+    or $p->psql(slurp("$repo/migrations/0001_store.sql"));
+
+write_text("$dir/pol/acme.json", '{"tenant": "acme"}');
+my $sock = "$dir/guardd.sock";
+my $msock = "$dir/metrics.sock";
+write_text("$dir/guardd.conf", guardd_conf($dir, $sock,
+    policies => "$dir/pol", metrics => $msock,
+    sinks => { redis => { socket => $r->{socket}, batch => 100 },
+               postgres => { dsn => $p->{dsn}, batch => 100 } }));
+
+my $gpid = spawn_guardd($guardd, "$dir/guardd.conf", $sock,
+                        "$dir/guardd.log");
+ok(-S $sock, 'guardd with both sinks');
+
+sub journal_ids {
+    my ($but_bad) = @_;
+    return [map { $_->{id} } grep { !$but_bad || ($_->{subject} // '') ne 'bad' }
+            journal_records("$dir/journal")];
+}
+
+# the stream and the table against the journal, once the sinks caught up
+sub check {
+    my ($what) = @_;
+    ok(wait_caught_up($msock, 60, qw(redis postgres)),
+       "$what: both sinks caught up");
+    exactly_once("$what: redis", journal_ids(),
+                 { map { $_->[1]{id} => ($_->[1]{seen} = 1) }
+                   @{ stream_entries($r, 'guard:records') } });
+    my %n;
+    $n{ $_->[1]{id} }++ for @{ stream_entries($r, 'guard:records') };
+    exactly_once("$what: redis", journal_ids(), \%n);
+    exactly_once("$what: postgres", journal_ids(1), pg_rows($p));
+}
+
+# the journal grows during an outage: guardd goes on
+sub journaled { scalar journal_records("$dir/journal") }
+
+# 1. Redis: SIGKILL, 30 s down, restarted
+my $load = load_start($sock, 100);
+sleep 2;
+$r->kill9;
+my $before = journaled();
+sleep $outage;
+my $m = sink_metrics($msock);
+is($m->{'guardd_sink_up{sink="redis"}'}, 0, 'redis down: the sink says so');
+cmp_ok($m->{'guardd_sink_lag_records{sink="redis"}'}, '>', 50,
+       "redis down: its lag grows ($m->{'guardd_sink_lag_records{sink=\"redis\"}'} records)");
+cmp_ok($m->{'guardd_sink_lag_seconds{sink="redis"}'}, '>', $outage / 2,
+       'and in seconds');
+cmp_ok($m->{'guardd_sink_errors_total{sink="redis"}'}, '>', 0,
+       'errors counted');
+cmp_ok($m->{'guardd_sink_lag_records{sink="postgres"}'}, '<', 100,
+       'postgres goes on meanwhile');
+cmp_ok(journaled() - $before, '>', 10 * $outage,
+       'refusals journaled while redis was down');
+$r->start;
+sleep 2;
+load_stop($load);
+check('redis SIGKILL');
+
+# 2. PostgreSQL: immediate shutdown, 30 s down, restarted
+$load = load_start($sock, 100);
+sleep 2;
+$p->stop_immediate;
+$before = journaled();
+sleep $outage;
+$m = sink_metrics($msock);
+is($m->{'guardd_sink_up{sink="postgres"}'}, 0, 'postgres down: said so');
+cmp_ok($m->{'guardd_sink_lag_records{sink="postgres"}'}, '>', 50,
+       'its lag grows');
+cmp_ok(journaled() - $before, '>', 10 * $outage,
+       'refusals journaled while postgres was down');
+$p->start;
+sleep 2;
+load_stop($load);
+check('postgres immediate stop');
+{
+    my $v = command($guardctl, 'audit', 'verify', '--dir', "$dir/journal",
+                    '--db', $p->{dsn});
+    if ($v->{exit} == 2 && "$v->{out}$v->{err}" =~ /unknown|usage|--db/i) {
+        # guardctl audit verify --db is the store's; until it is there,
+        # every row's chain hash is compared with SQL
+        note "guardctl audit verify --db is not available: checked with SQL";
+        my %h = map { split /\|/ } split /\n/,
+                $p->psql('SELECT id, hash FROM decisions');
+        my @bad = grep { ($h{ $_->{id} } // '') ne $_->{hash} }
+                  journal_records("$dir/journal");
+        is(scalar @bad, 0, 'every row carries its record\'s chain hash');
+    } else {
+        is($v->{exit}, 0, 'guardctl audit verify --db: clean')
+            or diag "$v->{out}$v->{err}";
+    }
+}
+
+# 3. guardd SIGKILL while a backlog drains: both sinks down for a moment
+# so that batches are in flight when guardd dies
+$load = load_start($sock, 100);
+$r->kill9;
+$p->stop_immediate;
+sleep 4;
+$r->start;
+$p->start;
+ok(wait_for(15, sub {
+    my $x = sink_metrics($msock);
+    ($x->{'guardd_sink_published_total{sink="redis"}'} // 0) >
+        ($m->{'guardd_sink_published_total{sink="redis"}'} // 0)
+}), 'the backlog drains');
+kill 'KILL', $gpid;
+waitpid $gpid, 0;
+$gpid = spawn_guardd($guardd, "$dir/guardd.conf", $sock, "$dir/guardd.log");
+ok(-S $sock, 'guardd restarted after SIGKILL');
+sleep 3;
+load_stop($load);
+check('guardd SIGKILL');
+$m = sink_metrics($msock);
+note "after the SIGKILL, duplicates refused: redis "
+     . $m->{'guardd_sink_duplicates_total{sink="redis"}'} . ', postgres '
+     . $m->{'guardd_sink_duplicates_total{sink="postgres"}'};
+
+# 4. a record PostgreSQL refuses, among the load: dead letter, the rest on
+$load = load_start($sock, 100);
+sleep 1;
+{
+    my $c = audit_client($sock);
+    is(send_refusals($c, 1, ts_ms => 99999999999999999, subject => 'bad'), 1,
+       'a record PostgreSQL refuses, among the load');
+}
+sleep 2;
+load_stop($load);
+check('a rejected record');
+$m = sink_metrics($msock);
+is($m->{'guardd_sink_dead_letters_total{sink="postgres"}'}, 1,
+   'postgres: one dead letter');
+my @dead = map { $json->decode($_) } split /\n/,
+           slurp("$dir/journal/sink-postgres.dead.jsonl");
+is(scalar @dead, 1, 'one line in the dead-letter file (beside the journal)');
+is($dead[0]{record}{subject}, 'bad', 'the refused record, with its error')
+    and like($dead[0]{error}, qr/out of range/, '... out of range');
+
+is(end_guardd($gpid), 0, 'guardd stops cleanly');
+my $log = slurp("$dir/guardd.log");
+unlike($log, qr/ (?:emerg|alert|crit):/, 'no emergencies logged');
+unlike($log, qr/Sanitizer|runtime error/, 'no sanitizer reports');
+my @errors = grep { !/ sink (?:redis|postgres): / } $log =~ /^.* error: .*$/mg;
+is(scalar @errors, 0, 'no errors but the sinks\' outages')
+    or diag join "\n", @errors;
+
+done_testing;
