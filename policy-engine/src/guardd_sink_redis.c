@@ -1,7 +1,8 @@
 /*
  * guardd: the Redis Streams sink (hiredis), see guardd_sink.c.
  *
- * A batch is one pipeline of XADD commands, one per record:
+ * A batch is one transaction (MULTI ... EXEC, pipelined) of XADD
+ * commands, one per record:
  *
  *   XADD <stream> [MAXLEN ~ <maxlen>] <segment>-<line> id <id> kind <kind>
  *        outcome <outcome> tenant <tenant> reason <reason> ts_ms <ts_ms>
@@ -110,107 +111,164 @@ static char *field(json_t *rec, const char *name, const char *dflt)
     return strdup(dflt);
 }
 
+/* appends the XADD of r (its reply awaited): 0, or -1 out of memory */
+static int append_xadd(gd_sink_t *s, redisContext *c, gd_srec_t *r,
+                       const char *maxlen)
+{
+    static const char *const names[REDIS_FIELDS - 1] = {
+        "id", "kind", "outcome", "tenant", "reason", "ts_ms", "hash"};
+    const char *argv[6 + 2 * REDIS_FIELDS];
+    size_t argl[6 + 2 * REDIS_FIELDS];
+    char *vals[REDIS_FIELDS - 1] = {0};
+    char entry[48];
+    char *key;
+    int argc = 0, ok;
+
+    key = stream_key(s->stream,
+                     json_string_value(json_object_get(r->rec, "tenant")));
+    ok = key != NULL;
+    snprintf(entry, sizeof(entry), "%u-%" PRIu64, r->seg, r->lineno);
+
+    argv[argc] = "XADD";
+    argl[argc++] = 4;
+    argv[argc] = key ? key : "";
+    argl[argc++] = key ? strlen(key) : 0;
+    if (s->maxlen > 0) {
+        argv[argc] = "MAXLEN";
+        argl[argc++] = 6;
+        argv[argc] = "~";
+        argl[argc++] = 1;
+        argv[argc] = maxlen;
+        argl[argc++] = strlen(maxlen);
+    }
+    argv[argc] = entry;
+    argl[argc++] = strlen(entry);
+    for (int k = 0; k < REDIS_FIELDS - 1; k++) {
+        /* a record without a kind is a decision (docs/events.md) */
+        vals[k] = field(r->rec, names[k], k == 1 ? "decision" : "");
+        ok &= vals[k] != NULL;
+        argv[argc] = names[k];
+        argl[argc++] = strlen(names[k]);
+        argv[argc] = vals[k] ? vals[k] : "";
+        argl[argc++] = vals[k] ? strlen(vals[k]) : 0;
+    }
+    argv[argc] = "record";
+    argl[argc++] = 6;
+    argv[argc] = r->line;
+    argl[argc++] = r->len;
+
+    ok = ok && redisAppendCommandArgv(c, argc, argv, argl) == REDIS_OK;
+    free(key);
+    for (int k = 0; k < REDIS_FIELDS - 1; k++) {
+        free(vals[k]);
+    }
+    return ok ? 0 : -1;
+}
+
+/*
+ * The batch is one MULTI ... EXEC: Redis applies all of its XADDs or
+ * none.  (A plain pipeline could be cut in the middle, by a LOADING
+ * error for its first commands after a restart for example, with later
+ * entries added: the earlier ones, sent again, would then be refused as
+ * below the stream's last id, and lost.)
+ */
 static int redis_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
                          uint64_t *dups, char *err, size_t errlen)
 {
     redisContext *c = s->conn;
-    static const char *const names[REDIS_FIELDS - 1] = {
-        "id", "kind", "outcome", "tenant", "reason", "ts_ms", "hash"};
     char maxlen[32];
-    size_t sent = 0;
-    int rc = 0;
+    size_t queued = 0, replies;
+    redisReply *reply = NULL, *exec = NULL;
+    int rc = 0, refused = 0, down = 0;
 
     snprintf(maxlen, sizeof(maxlen), "%lld", s->maxlen);
 
+    /* MULTI alone first: were it refused (LOADING), the XADDs behind it
+     * would run one by one */
+    reply = redisCommand(c, "MULTI");
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "redis: MULTI: %s",
+                 reply ? reply->str : c->errstr);
+        freeReplyObject(reply);
+        return -1;
+    }
+    freeReplyObject(reply);
     for (size_t i = 0; i < n; i++) {
-        const char *argv[6 + 2 * REDIS_FIELDS];
-        size_t argl[6 + 2 * REDIS_FIELDS];
-        char *vals[REDIS_FIELDS - 1] = {0};
-        char entry[48];
-        char *key;
-        int argc = 0, ok = 1;
-
-        if (r[i].rejected) {
-            continue;
-        }
-        key = stream_key(
-            s->stream, json_string_value(json_object_get(r[i].rec, "tenant")));
-        snprintf(entry, sizeof(entry), "%u-%" PRIu64, r[i].seg, r[i].lineno);
-
-        argv[argc] = "XADD";
-        argl[argc++] = 4;
-        argv[argc] = key ? key : "";
-        argl[argc++] = key ? strlen(key) : 0;
-        if (s->maxlen > 0) {
-            argv[argc] = "MAXLEN";
-            argl[argc++] = 6;
-            argv[argc] = "~";
-            argl[argc++] = 1;
-            argv[argc] = maxlen;
-            argl[argc++] = strlen(maxlen);
-        }
-        argv[argc] = entry;
-        argl[argc++] = strlen(entry);
-        for (int k = 0; k < REDIS_FIELDS - 1; k++) {
-            vals[k] = field(r[i].rec, names[k], k == 1 ? "decision" : "");
-            ok &= vals[k] != NULL;
-            argv[argc] = names[k];
-            argl[argc++] = strlen(names[k]);
-            argv[argc] = vals[k] ? vals[k] : "";
-            argl[argc++] = vals[k] ? strlen(vals[k]) : 0;
-        }
-        argv[argc] = "record";
-        argl[argc++] = 6;
-        argv[argc] = r[i].line;
-        argl[argc++] = r[i].len;
-
-        if (ok && key &&
-            redisAppendCommandArgv(c, argc, argv, argl) == REDIS_OK) {
-            r[i].error[0] = '\0';
-            sent++;
-        } else {
-            /* nothing appended for it: its reply is not awaited */
-            r[i].error[0] = '\1';
-        }
-        free(key);
-        for (int k = 0; k < REDIS_FIELDS - 1; k++) {
-            free(vals[k]);
-        }
-        if (r[i].error[0] == '\1') {
-            snprintf(err, errlen, "out of memory");
-            rc = -1;
-            break;
+        if (!r[i].rejected) {
+            if (append_xadd(s, c, &r[i], maxlen) != 0) {
+                redisAppendCommand(c, "DISCARD");
+                snprintf(err, errlen, "out of memory");
+                /* the XADDs queued, DISCARD: read, then down */
+                replies = queued + 1;
+                while (replies-- > 0 &&
+                       redisGetReply(c, (void **)&reply) == REDIS_OK) {
+                    freeReplyObject(reply);
+                }
+                return -1;
+            }
+            queued++;
         }
     }
+    if (redisAppendCommand(c, "EXEC") != REDIS_OK) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
 
-    /* the replies, in order: every command sent is answered */
-    for (size_t i = 0; i < n && sent > 0; i++) {
-        redisReply *reply;
-
-        if (r[i].rejected || r[i].error[0] == '\1') {
-            continue;
-        }
-        sent--;
+    /* a +QUEUED per XADD (or an error: the transaction is aborted),
+     * then EXEC's answer */
+    for (replies = 0; replies < queued; replies++) {
         if (redisGetReply(c, (void **)&reply) != REDIS_OK || reply == NULL) {
             snprintf(err, errlen, "redis: %s", c->err ? c->errstr : "no reply");
             return -1;
         }
-        if (reply->type == REDIS_REPLY_ERROR) {
-            if (strstr(reply->str, "equal or smaller") != NULL) {
-                (*dups)++;
-            } else if (transient(reply->str)) {
-                snprintf(err, errlen, "redis: %s", reply->str);
-                rc = -1;
-            } else if (rc == 0) {
-                r[i].rejected = 1;
-                snprintf(r[i].error, sizeof(r[i].error), "redis: %s",
-                         reply->str);
+        if (reply->type == REDIS_REPLY_ERROR && !down && !refused) {
+            snprintf(err, errlen, "redis: %s", reply->str);
+            if (transient(reply->str)) {
+                down = 1;
+            } else {
+                refused = 1; /* a command Redis will not queue */
             }
-        } else if (rc == 0) {
-            (*added)++;
         }
         freeReplyObject(reply);
     }
+    if (redisGetReply(c, (void **)&exec) != REDIS_OK || exec == NULL) {
+        snprintf(err, errlen, "redis: %s", c->err ? c->errstr : "no reply");
+        return -1;
+    }
+    if (down || refused) {
+        freeReplyObject(exec);
+        return down ? -1 : 1;
+    }
+    if (exec->type != REDIS_REPLY_ARRAY || exec->elements != queued) {
+        snprintf(err, errlen, "redis: EXEC: %s",
+                 exec->type == REDIS_REPLY_ERROR ? exec->str
+                                                 : "an unexpected answer");
+        freeReplyObject(exec);
+        return -1;
+    }
+
+    for (size_t i = 0, k = 0; i < n; i++) {
+        redisReply *e;
+
+        if (r[i].rejected) {
+            continue;
+        }
+        e = exec->element[k++];
+        if (e->type != REDIS_REPLY_ERROR) {
+            (*added)++;
+        } else if (strstr(e->str, "equal or smaller") != NULL) {
+            (*dups)++;
+        } else if (transient(e->str)) {
+            /* applied around it: not possible for an XADD, but never
+             * skip a record for a passing condition */
+            snprintf(err, errlen, "redis: %s", e->str);
+            rc = -1;
+        } else {
+            r[i].rejected = 1;
+            snprintf(r[i].error, sizeof(r[i].error), "redis: %s", e->str);
+        }
+    }
+    freeReplyObject(exec);
     return rc;
 }
 
