@@ -50,7 +50,9 @@ write_text("$dir/pol/acme.json", <<'JSON');
                        "when": {"claim": {"name": "roles", "lacks": "admin"}}}]}}
 JSON
 
-my $redis = { socket => $r->{socket}, maxlen => 1000000 };
+# a stream per run: each run has a journal of its own
+my $redis = { socket => $r->{socket}, maxlen => 1000000,
+              stream => 'guard:{node}' };
 my $pg = { dsn => $p->{dsn} };
 my %configs = (
     'sinks off' => undef,
@@ -72,6 +74,7 @@ for my $round (1 .. $rounds) {
         my $sock = "$d/guardd.sock";
         write_text("$d/guardd.conf", guardd_conf($d, $sock,
             policies => "$dir/pol", log => 'warn', metrics => "$d/m.sock",
+            node => "run$run",
             $configs{$name} ? (sinks => $configs{$name}) : ()));
         my $pid = spawn_guardd($guardd, "$d/guardd.conf", $sock,
                                "$d/guardd.log");

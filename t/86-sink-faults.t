@@ -60,6 +60,7 @@ ok(-S $sock, 'guardd with both sinks');
 # the stream and the table against the journal, once the sinks caught up
 sub check {
     my ($what) = @_;
+    my $t0 = time;
     ok(wait_caught_up($msock, 60, qw(redis postgres)),
        "$what: both sinks caught up");
     my @recs = journal_records("$dir/journal");
@@ -69,6 +70,7 @@ sub check {
     exactly_once("$what: postgres",
                  [map { $_->{id} } grep { ($_->{subject} // '') ne 'bad' }
                   @recs], pg_rows($p));
+    note sprintf "%s: checked in %.1f s", $what, time - $t0;
 }
 
 # the journal grows during an outage: guardd goes on
@@ -78,7 +80,7 @@ sub journaled { scalar journal_records("$dir/journal") }
 my ($load, $m, $before);
 if ($phase{1}) {
 $load = load_start($sock, 100);
-sleep 2;
+sleep 1;
 $r->kill9;
 $before = journaled();
 sleep $outage;
@@ -95,7 +97,7 @@ cmp_ok($m->{'guardd_sink_lag_records{sink="postgres"}'}, '<', 100,
 cmp_ok(journaled() - $before, '>', 10 * $outage,
        'refusals journaled while redis was down');
 $r->start;
-sleep 2;
+sleep 1;
 load_stop($load);
 check('redis SIGKILL');
 }
@@ -103,7 +105,7 @@ check('redis SIGKILL');
 # 2. PostgreSQL: immediate shutdown, 30 s down, restarted
 if ($phase{2}) {
 $load = load_start($sock, 100);
-sleep 2;
+sleep 1;
 $p->stop_immediate;
 $before = journaled();
 sleep $outage;
@@ -114,7 +116,7 @@ cmp_ok($m->{'guardd_sink_lag_records{sink="postgres"}'}, '>', 50,
 cmp_ok(journaled() - $before, '>', 10 * $outage,
        'refusals journaled while postgres was down');
 $p->start;
-sleep 2;
+sleep 1;
 load_stop($load);
 check('postgres immediate stop');
 {
@@ -143,7 +145,7 @@ $m = sink_metrics($msock);
 $load = load_start($sock, 100);
 $r->kill9;
 $p->stop_immediate;
-sleep 4;
+sleep 3;
 $r->start;
 $p->start;
 ok(wait_for(15, sub {
@@ -155,7 +157,7 @@ kill 'KILL', $gpid;
 waitpid $gpid, 0;
 $gpid = spawn_guardd($guardd, "$dir/guardd.conf", $sock, "$dir/guardd.log");
 ok(-S $sock, 'guardd restarted after SIGKILL');
-sleep 3;
+sleep 2;
 load_stop($load);
 check('guardd SIGKILL');
 $m = sink_metrics($msock);
@@ -167,13 +169,13 @@ note "after the SIGKILL, duplicates refused: redis "
 # 4. a record PostgreSQL refuses, among the load: dead letter, the rest on
 if ($phase{4}) {
 $load = load_start($sock, 100);
-sleep 1;
+sleep 0.5;
 {
     my $c = audit_client($sock);
     is(send_refusals($c, 1, ts_ms => 99999999999999999, subject => 'bad'), 1,
        'a record PostgreSQL refuses, among the load');
 }
-sleep 2;
+sleep 1;
 load_stop($load);
 check('a rejected record');
 $m = sink_metrics($msock);

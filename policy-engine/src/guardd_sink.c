@@ -41,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -731,6 +732,21 @@ static void wait_news(gd_sink_t *s, long ms)
     pthread_mutex_unlock(&pos_lock);
 }
 
+/* waits ms (the writer's news do not cut it short, the end does);
+ * returns the next backoff: twice ms, at most GD_SINK_BACKOFF_MAX_MS */
+static long pause_ms(long ms)
+{
+    struct timespec ts;
+
+    deadline_after(&ts, ms);
+    pthread_mutex_lock(&pos_lock);
+    while (!sinks_stopping &&
+           pthread_cond_timedwait(&pos_cond, &pos_lock, &ts) == 0) {
+    }
+    pthread_mutex_unlock(&pos_lock);
+    return ms * 2 > GD_SINK_BACKOFF_MAX_MS ? GD_SINK_BACKOFF_MAX_MS : ms * 2;
+}
+
 static void *sink_main(void *arg)
 {
     gd_sink_t *s = arg;
@@ -742,6 +758,12 @@ static void *sink_main(void *arg)
     if (r == NULL) {
         logmsg("error", "sink %s: out of memory", s->ops->name);
         return NULL;
+    }
+
+    /* background work: the decision loop comes first for the CPU */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), GD_SINK_NICE) != 0) {
+        logmsg("info", "sink %s: setpriority: %s", s->ops->name,
+               strerror(errno));
     }
 
     for (;;) {
@@ -783,16 +805,7 @@ static void *sink_main(void *arg)
                 if (stop) {
                     break;
                 }
-                pthread_mutex_lock(&pos_lock);
-                if (!sinks_stopping) {
-                    struct timespec ts;
-                    deadline_after(&ts, backoff);
-                    pthread_cond_timedwait(&pos_cond, &pos_lock, &ts);
-                }
-                pthread_mutex_unlock(&pos_lock);
-                backoff = backoff * 2 > GD_SINK_BACKOFF_MAX_MS
-                              ? GD_SINK_BACKOFF_MAX_MS
-                              : backoff * 2;
+                backoff = pause_ms(backoff);
                 continue;
             }
             s->connected = 1;
@@ -815,10 +828,19 @@ static void *sink_main(void *arg)
                 fclose(s->f); /* reopened at roff */
                 s->f = NULL;
             }
+            if (!stopping()) {
+                backoff = pause_ms(backoff);
+            }
             continue;
         }
         backoff = GD_SINK_BACKOFF_MIN_MS;
         batch_free(r, n);
+        /* less than a batch was there: let the next one grow a little
+         * (fewer transactions and cursor fsyncs, for GD_SINK_LINGER_MS of
+         * delay) */
+        if (n < s->batch && !stop) {
+            pause_ms(GD_SINK_LINGER_MS);
+        }
         n = 0;
     }
 

@@ -30,8 +30,7 @@
 static void pg_notice(void *arg, const char *message)
 {
     (void)arg;
-    logmsg("warn", "sink postgres: %.*s", (int)strcspn(message, "\n"),
-           message);
+    logmsg("warn", "sink postgres: %.*s", (int)strcspn(message, "\n"), message);
 }
 
 static int pg_connect(gd_sink_t *s, char *err, size_t errlen)

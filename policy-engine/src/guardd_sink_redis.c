@@ -12,7 +12,8 @@
  * line 42: 7-42), strictly increasing; publishing a record again (after
  * a crash, a reconnect) is refused by Redis as equal or smaller than the
  * stream's last entry, and counted as a duplicate.  "stream" may hold
- * "{tenant}": one stream per tenant ("_none" for a record without one).
+ * "{tenant}": one stream per tenant ("_none" for a record without one),
+ * and "{node}" (guardd.conf's node): a stream holds one journal's records.
  */
 #define _GNU_SOURCE
 
@@ -74,21 +75,29 @@ static int transient(const char *e)
     return 0;
 }
 
-/* "<s>" with "{tenant}" replaced */
+/* pattern with each "{tenant}" and "{node}" replaced */
 static char *stream_key(const char *pattern, const char *tenant)
 {
-    const char *at = strstr(pattern, "{tenant}");
-    char *key;
+    char *key = strdup(pattern);
 
-    if (at == NULL) {
-        return strdup(pattern);
-    }
     if (tenant == NULL || tenant[0] == '\0') {
         tenant = "_none";
     }
-    if (asprintf(&key, "%.*s%s%s", (int)(at - pattern), pattern, tenant,
-                 at + strlen("{tenant}")) < 0) {
-        return NULL;
+    for (int i = 0; i < 2 && key; i++) {
+        const char *name = i ? "{node}" : "{tenant}";
+        const char *value = i ? conf.node : tenant;
+        char *at = strstr(key, name), *next;
+
+        while (key && at) {
+            size_t pre = (size_t)(at - key);
+            if (asprintf(&next, "%.*s%s%s", (int)pre, key, value,
+                         at + strlen(name)) < 0) {
+                next = NULL;
+            }
+            free(key);
+            key = next;
+            at = key ? strstr(key + pre + strlen(value), name) : NULL;
+        }
     }
     return key;
 }
