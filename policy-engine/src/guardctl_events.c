@@ -308,25 +308,31 @@ int events_command(int argc, char **argv)
     pending = t.group != NULL;
     while (!stopping && !(t.count && t.printed >= t.count)) {
         long block = 1000, n;
+        int batch = EVENTS_BATCH;
         redisReply *r;
 
         if (limit_ms >= 0 && limit_ms - idle_ms < block) {
             block = limit_ms - idle_ms > 0 ? limit_ms - idle_ms : 1;
+        }
+        /* never more than --count still wants: a group hands out what it
+         * delivers, and an entry delivered but not printed would wait for
+         * this consumer */
+        if (t.count && t.count - t.printed < (unsigned long long)batch) {
+            batch = (int)(t.count - t.printed);
         }
         if (t.group) {
             r = pending
                     ? redisCommand(t.c,
                                    "XREADGROUP GROUP %s %s COUNT %d "
                                    "STREAMS %s 0",
-                                   t.group, t.consumer, EVENTS_BATCH, t.stream)
+                                   t.group, t.consumer, batch, t.stream)
                     : redisCommand(t.c,
                                    "XREADGROUP GROUP %s %s COUNT %d "
                                    "BLOCK %ld STREAMS %s >",
-                                   t.group, t.consumer, EVENTS_BATCH, block,
-                                   t.stream);
+                                   t.group, t.consumer, batch, block, t.stream);
         } else {
             r = redisCommand(t.c, "XREAD COUNT %d BLOCK %ld STREAMS %s %s",
-                             EVENTS_BATCH, block, t.stream, t.last);
+                             batch, block, t.stream, t.last);
         }
         n = tail_entries(&t, r);
         freeReplyObject(r);
