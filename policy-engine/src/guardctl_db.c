@@ -667,12 +667,12 @@ int db_records_of(const char *dsn, const char *prefix, gd_journal_record_cb cb,
     /* the records of the first ids that start so (enough to tell that the
      * start is not unique), and of the very id */
     res = query(pg,
-                "WITH ids AS (SELECT DISTINCT lower(id) AS lid FROM decisions "
+                "WITH ids AS ((SELECT DISTINCT lower(id) AS lid FROM decisions "
                 "  WHERE lower(id) LIKE $1 ORDER BY 1 LIMIT 102) "
-                "SELECT record::text, segment, line FROM decisions "
-                "WHERE lower(id) IN (SELECT lid FROM ids) "
-                "   OR lower(id) = lower($2) "
-                "ORDER BY segment, line",
+                " UNION SELECT lower($2::text)) "
+                "SELECT d.record::text, d.segment, d.line FROM decisions d "
+                "JOIN ids ON lower(d.id) = ids.lid "
+                "ORDER BY d.segment, d.line",
                 2, params);
     if (res == NULL) {
         goto out;
