@@ -139,10 +139,11 @@ stop() {
     sleep 0.5
     if [ -f "$demo/guardd.pid" ] && kill -0 "$(cat "$demo/guardd.pid")" 2>/dev/null
     then
-        kill -TERM "$(cat "$demo/guardd.pid")"
+        gpid=$(cat "$demo/guardd.pid")
+        kill -TERM "$gpid"
         echo "guardd stopped"
         for _ in $(seq 50); do
-            kill -0 "$(cat "$demo/guardd.pid")" 2>/dev/null || break
+            kill -0 "$gpid" 2>/dev/null || break
             sleep 0.1
         done
     fi
@@ -349,9 +350,9 @@ MSG
         cat <<MSG
 
 guardd publishes every journal record to the demo's Redis stream
-guard:records (docs/events.md): the newest, then the stream followed by a
-consumer group, as a SIEM shipper would (exits after 5 records)
-  redis-cli -s $demo/redis.sock XREVRANGE guard:records + - COUNT 5
+guard:records (docs/events.md): every entry, then the stream followed by
+a consumer group, as a SIEM shipper would (exits after 5 records)
+  redis-cli -s $demo/redis.sock XRANGE guard:records - +
   $guardctl events tail --redis $demo/redis.sock --group demo --count 5 --timeout 5s
 MSG
     fi

@@ -182,10 +182,12 @@ cmp_ok($checked, '>=', 15, "every printed command was run ($checked)");
 my $sinks = !Guard::Services::redis_missing() && !Guard::Services::postgres_missing();
 SKIP: {
     skip 'redis-server or PostgreSQL is not installed', 2 unless $sinks;
-    ok((grep { $_->{words} =~ /Redis stream/ } @paras),
-       'Redis installed: the demo prints its redis-cli XRANGE commands');
-    ok((grep { $_->{words} =~ /PostgreSQL, the queryable/ } @paras),
-       'PostgreSQL installed: the demo prints its psql commands');
+    ok((grep { $_->{words} =~ /Redis stream/
+               && grep { /^redis-cli -s \S+ XRANGE guard:records - \+$/ } @{ $_->{cmds} } } @paras),
+       'Redis installed: the demo prints a redis-cli XRANGE command (run above)');
+    ok((grep { $_->{words} =~ /PostgreSQL, the queryable/
+               && grep { /^psql "host=\S+ port=\d+ dbname=guard user=postgres" -c "SELECT / } @{ $_->{cmds} } } @paras),
+       'PostgreSQL installed: the demo prints a psql command (run above)');
 }
 ok($reviewed, 'a refusal was reviewed');
 
