@@ -106,6 +106,10 @@ int db_records_of(const char *dsn, const char *prefix, gd_journal_record_cb cb,
  */
 int db_audit_verify(const char *dir, const char *dsn);
 
+/* guardctl_token.c: a file of at most 1 MiB, NUL-terminated, its size in
+ * *len; NULL with err set */
+char *read_file(const char *path, size_t *len, char *err, size_t errlen);
+
 /* guardctl_policy.c: dir loaded as the module loads it, with its JWK sets
  * and keys (a guard_jwt_keys file, NULL: none); NULL after printing every
  * error on stderr */

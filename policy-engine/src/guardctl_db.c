@@ -110,29 +110,6 @@ static void sha256_hex(const char *data, size_t len, char out[65])
     }
 }
 
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    long size;
-
-    if (f == NULL) {
-        return NULL;
-    }
-    if (fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) >= 0 &&
-        fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)size + 1))) {
-        if (fread(buf, 1, (size_t)size, f) != (size_t)size) {
-            free(buf);
-            buf = NULL;
-        } else {
-            buf[size] = '\0';
-            *len = (size_t)size;
-        }
-    }
-    fclose(f);
-    return buf;
-}
-
 static migration_t *find_version(migrations_t *m, int version)
 {
     for (size_t i = 0; i < m->n; i++) {
@@ -185,7 +162,7 @@ static int migrations_read(const char *dir, migrations_t *m)
     while ((de = readdir(d)) != NULL && rc == 0) {
         int version = migration_version(de->d_name);
         migration_t *mg, *same;
-        char path[4096];
+        char path[4096], err[512];
         size_t len = 0;
 
         if (version < 0) {
@@ -208,9 +185,9 @@ static int migrations_read(const char *dir, migrations_t *m)
         mg = &m->v[m->n];
         memset(mg, 0, sizeof(*mg));
         snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-        mg->sql = read_all(path, &len);
+        mg->sql = read_file(path, &len, err, sizeof(err));
         if (mg->sql == NULL) {
-            fprintf(stderr, "guardctl: %s: cannot read it\n", path);
+            fprintf(stderr, "guardctl: %s\n", err);
             rc = 2;
             break;
         }
@@ -313,47 +290,13 @@ static int migrations_damaged(const migrations_t *m, const char *dir)
     return bad;
 }
 
-static int db_migrate(int argc, char **argv)
+/* db migrate: the migrations not applied yet, each in one transaction */
+static int db_migrate(PGconn *pg, migrations_t *m, const char *dir)
 {
-    const char *dsn = NULL, *dir = migrations_dir();
-    const guardctl_opt_t opts[] = {OPT("--db", dsn), OPT("--dir", dir), {NULL}};
-    migrations_t *m;
-    PGconn *pg = NULL;
-    int rc, done = 0, had = 0;
+    int done = 0, had = 0;
 
-    rc = opts_parse("db migrate", argc, argv, opts, NULL);
-    if (rc != 0) {
-        return rc;
-    }
-    dsn = db_dsn(dsn);
-    if (dsn == NULL) {
-        return usage_error("db migrate: %s",
-                           "--db DSN (or GUARD_DB) is needed");
-    }
-
-    m = calloc(1, sizeof(*m));
-    if (m == NULL) {
-        return 2;
-    }
-    rc = migrations_read(dir, m);
-    if (rc != 0) {
-        goto out;
-    }
-
-    pg = db_connect(dsn);
-    if (pg == NULL) {
-        rc = 2;
-        goto out;
-    }
-    /* one migrator at a time: the others wait here */
-    if (db_exec(pg, "SELECT pg_advisory_lock(7476832901)", "lock") != 0 ||
-        migrations_applied(pg, m) != 0) {
-        rc = 2;
-        goto out;
-    }
     if (migrations_damaged(m, dir) > 0) {
-        rc = 1;
-        goto out;
+        return 1;
     }
 
     for (size_t i = 0; i < m->n; i++) {
@@ -372,8 +315,7 @@ static int db_migrate(int argc, char **argv)
         params[2] = mg->sum;
 
         if (db_exec(pg, "BEGIN", "BEGIN") != 0) {
-            rc = 2;
-            goto out;
+            return 2;
         }
         res = PQexec(pg, mg->sql);
         if (PQresultStatus(res) != PGRES_COMMAND_OK &&
@@ -384,8 +326,7 @@ static int db_migrate(int argc, char **argv)
             pg_error(what, PQresultErrorMessage(res));
             PQclear(res);
             db_exec(pg, "ROLLBACK", "ROLLBACK");
-            rc = 1;
-            goto out;
+            return 1;
         }
         PQclear(res);
         res = PQexecParams(pg,
@@ -396,13 +337,11 @@ static int db_migrate(int argc, char **argv)
             pg_error("schema_migrations", PQresultErrorMessage(res));
             PQclear(res);
             db_exec(pg, "ROLLBACK", "ROLLBACK");
-            rc = 2;
-            goto out;
+            return 2;
         }
         PQclear(res);
         if (db_exec(pg, "COMMIT", "COMMIT") != 0) {
-            rc = 2;
-            goto out;
+            return 2;
         }
         printf("applied %s\n", mg->name);
         done++;
@@ -414,45 +353,13 @@ static int db_migrate(int argc, char **argv)
         printf("up to date: %s (%d applied now, %d before)\n",
                m->v[m->n - 1].name, done, had);
     }
-    rc = 0;
-
-out:
-    PQfinish(pg);
-    migrations_free(m);
-    free(m);
-    return rc;
+    return 0;
 }
 
-static int db_status(int argc, char **argv)
+/* db status: each migration's state */
+static int db_status(migrations_t *m, const char *dir)
 {
-    const char *dsn = NULL, *dir = migrations_dir();
-    const guardctl_opt_t opts[] = {OPT("--db", dsn), OPT("--dir", dir), {NULL}};
-    migrations_t *m;
-    PGconn *pg = NULL;
-    int rc, pending = 0, bad = 0;
-
-    rc = opts_parse("db status", argc, argv, opts, NULL);
-    if (rc != 0) {
-        return rc;
-    }
-    dsn = db_dsn(dsn);
-    if (dsn == NULL) {
-        return usage_error("db status: %s", "--db DSN (or GUARD_DB) is needed");
-    }
-
-    m = calloc(1, sizeof(*m));
-    if (m == NULL) {
-        return 2;
-    }
-    rc = migrations_read(dir, m);
-    if (rc != 0) {
-        goto out;
-    }
-    pg = db_connect(dsn);
-    if (pg == NULL || migrations_applied(pg, m) != 0) {
-        rc = 2;
-        goto out;
-    }
+    int pending = 0, bad = 0;
 
     printf("%-8s  %-8s  %-20s  %s\n", "VERSION", "STATE", "APPLIED", "NAME");
     for (size_t i = 0; i < m->n; i++) {
@@ -468,32 +375,64 @@ static int db_status(int argc, char **argv)
     }
     if (bad) {
         migrations_damaged(m, dir);
-        rc = 1;
+        return 1;
     } else if (pending) {
         printf("%d pending: guardctl db migrate applies %s\n", pending,
                pending == 1 ? "it" : "them");
-        rc = 3;
+        return 3;
     } else {
         printf("up to date\n");
-        rc = 0;
+        return 0;
     }
+}
+
+int db_command(int argc, char **argv)
+{
+    const char *dsn = NULL, *dir = migrations_dir(), *cmd;
+    const guardctl_opt_t opts[] = {OPT("--db", dsn), OPT("--dir", dir), {NULL}};
+    migrations_t *m = NULL;
+    PGconn *pg = NULL;
+    int rc, migrate;
+
+    if (argc < 1 ||
+        (strcmp(argv[0], "migrate") != 0 && strcmp(argv[0], "status") != 0)) {
+        return usage_error("db: %s", "migrate or status?");
+    }
+    migrate = strcmp(argv[0], "migrate") == 0;
+    cmd = migrate ? "db migrate" : "db status";
+    rc = opts_parse(cmd, argc - 1, argv + 1, opts, NULL);
+    if (rc != 0) {
+        return rc;
+    }
+    dsn = db_dsn(dsn);
+    if (dsn == NULL) {
+        return usage_error("%s: %s", cmd, "--db DSN (or GUARD_DB) is needed");
+    }
+
+    m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        return 2;
+    }
+    rc = migrations_read(dir, m);
+    if (rc != 0) {
+        goto out;
+    }
+    pg = db_connect(dsn);
+    /* one migrator at a time: the others wait here */
+    if (pg == NULL ||
+        (migrate &&
+         db_exec(pg, "SELECT pg_advisory_lock(7476832901)", "lock") != 0) ||
+        migrations_applied(pg, m) != 0) {
+        rc = 2;
+        goto out;
+    }
+    rc = migrate ? db_migrate(pg, m, dir) : db_status(m, dir);
 
 out:
     PQfinish(pg);
     migrations_free(m);
     free(m);
     return rc;
-}
-
-int db_command(int argc, char **argv)
-{
-    if (argc >= 1 && strcmp(argv[0], "migrate") == 0) {
-        return db_migrate(argc - 1, argv + 1);
-    }
-    if (argc >= 1 && strcmp(argv[0], "status") == 0) {
-        return db_status(argc - 1, argv + 1);
-    }
-    return usage_error("db: %s", "migrate or status?");
 }
 
 /* records from the store */
