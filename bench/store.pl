@@ -35,7 +35,8 @@ print "store.sh: $n synthetic refusals (20 tenants, times over the last "
     . "24 h), sinks' batch $batch; in $dir\n";
 
 # 1. the journal
-my $r = command($jbench, "$dir/journal", $n, 256, 20);
+my $group = $ENV{STORE_GROUP} // 1024;
+my $r = command($jbench, "$dir/journal", $n, $group, 20);
 die "journal_bench: $r->{err}" if $r->{exit};
 my @ids = split /\n/, $r->{err};
 my ($jrate) = $r->{out} =~ /: (\d+) records\/s/;

@@ -3,7 +3,8 @@
 #
 #   1. the journal's own rate: STORE_RECORDS (default 1,000,000) synthetic
 #      refusals appended through gd_journal with group commit (one fsync
-#      per 256 records, as guardd's writer does under load), by
+#      per STORE_GROUP records, default 1024: what guardd's writer groups
+#      when records arrive at that rate and an fsync takes ~10 ms), by
 #      policy-engine/bench/journal_bench.c;
 #   2. guardd started on that journal with the Redis sink only, then with
 #      the PostgreSQL sink only (a private redis-server and PostgreSQL
