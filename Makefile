@@ -289,6 +289,7 @@ bench: setup module
 	bash bench/sidecar.sh
 	bash bench/audit.sh
 	bash bench/breaker.sh
+	bash bench/store.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -11,15 +11,18 @@
 -- columns are the record's members of docs/soc.md, copied for the indexes
 -- and for SQL.
 
+-- (the helpers are plain SQL expressions, not STRICT, so that PostgreSQL
+-- inlines them into guard_ingest's INSERT)
+
 -- a member that is a JSON string, as text; NULL otherwise
 CREATE FUNCTION guard_str(r jsonb, k text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN jsonb_typeof(r -> k) = 'string' THEN r ->> k END
 $$;
 
 -- a member that is a JSON integer, as bigint; NULL otherwise
 CREATE FUNCTION guard_int(r jsonb, k text) RETURNS bigint
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN jsonb_typeof(r -> k) = 'number'
                  AND (r ->> k) ~ '^-?[0-9]{1,18}$'
                 THEN (r ->> k)::bigint END
@@ -27,7 +30,7 @@ $$;
 
 -- the record's time: ts_ms when it is an integer >= 0, else the epoch
 CREATE FUNCTION guard_ts(r jsonb) RETURNS timestamptz
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN guard_int(r, 'ts_ms') >= 0
                 THEN to_timestamp(guard_int(r, 'ts_ms') / 1000.0)
                 ELSE to_timestamp(0) END
@@ -37,7 +40,7 @@ $$;
 -- not a review, and outcome deny or shadow_deny, or a reason with a
 -- status of 400 or more
 CREATE FUNCTION guard_is_refusal(r jsonb) RETURNS boolean
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT coalesce(guard_str(r, 'kind'), '') <> 'review'
        AND (coalesce(guard_str(r, 'outcome') IN ('deny', 'shadow_deny'), false)
             OR (guard_str(r, 'reason') IS NOT NULL

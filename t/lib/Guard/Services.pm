@@ -35,6 +35,7 @@ use POSIX ();
 use Socket qw(SOCK_STREAM);
 use Test::More ();
 use Time::HiRes qw(sleep time);
+use Guard::Frames ();
 
 my $REPO = abs_path(File::Spec->catdir(dirname(abs_path(__FILE__)),
                                        File::Spec->updir, File::Spec->updir,
@@ -92,25 +93,14 @@ sub _skip {
     Test::More::plan(skip_all => $why);
 }
 
-# _run(\%opt, @cmd): runs @cmd (no shell), stdin /dev/null; { exit, out,
+# _run(\%opt, @cmd): runs @cmd (Guard::Frames::command); { exit, out,
 # err }.  opt: user => name (setuid to it when root), env => {...}
 sub _run {
     my ($opt, @cmd) = @_;
-    my $tmp = File::Temp->newdir('guard-svc-XXXXXX', TMPDIR => 1);
-    chmod 0777, "$tmp" if $opt->{user};
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
+    return Guard::Frames::command(sub {
         _become($opt->{user}) if $opt->{user};
         $ENV{$_} = $opt->{env}{$_} for keys %{ $opt->{env} // {} };
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>', "$tmp/out" or POSIX::_exit(126);
-        open STDERR, '>', "$tmp/err" or POSIX::_exit(126);
-        { exec { $cmd[0] } @cmd; }
-        POSIX::_exit(127);
-    }
-    waitpid $pid, 0;
-    return { exit => $? >> 8, out => _slurp("$tmp/out"),
-             err => _slurp("$tmp/err") };
+    }, @cmd);
 }
 
 # _become($user): in a child, drops root for $user (nothing if not root)
@@ -125,13 +115,6 @@ sub _become {
     $ENV{HOME} = $home // '/';
     $ENV{USER} = $ENV{LOGNAME} = $user;
     chdir '/';
-}
-
-sub _slurp {
-    my ($path) = @_;
-    open my $f, '<', $path or return '';
-    local $/;
-    return scalar(<$f>) // '';
 }
 
 sub _write {
