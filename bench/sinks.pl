@@ -40,8 +40,7 @@ chmod 0755, $dir;
 mkdir "$dir/$_" or die for qw(pol redis pg);
 my $r = Guard::Services->redis("$dir/redis");
 my $p = Guard::Services->postgres("$dir/pg");
-eval { $p->migrate; 1 }
-    or $p->psql(join "\n", map { slurp($_) } sort glob "$repo/migrations/0*.sql");
+$p->migrate;
 
 write_text("$dir/pol/acme.json", <<'JSON');
 {"tenant": "acme",
