@@ -35,12 +35,7 @@ die "no Redis: " . Guard::Services::redis_missing() . "\n"
 die "no PostgreSQL: " . Guard::Services::postgres_missing() . "\n"
     if Guard::Services::postgres_missing();
 
-my $dir = tempdir('guard-bench-sinks-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-chmod 0755, $dir;
-mkdir "$dir/$_" or die for qw(pol redis pg);
-my $r = Guard::Services->redis("$dir/redis");
-my $p = Guard::Services->postgres("$dir/pg");
-$p->migrate;
+my ($dir, $r, $p) = outbox_setup('bench-sinks');
 
 write_text("$dir/pol/acme.json", <<'JSON');
 {"tenant": "acme",

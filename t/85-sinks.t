@@ -29,13 +29,7 @@ my $guardd = $ENV{GUARDD} || "$repo/policy-engine/build/guardd";
 my $guardctl = $ENV{GUARDCTL} || "$repo/policy-engine/build/guardctl";
 my $json = JSON::PP->new->canonical;
 
-my $dir = tempdir('guard-sinks-XXXXXX', TMPDIR => 1,
-                   CLEANUP => !$ENV{GUARD_KEEP});
-chmod 0755, $dir;
-mkdir "$dir/$_" or die for qw(pol redis pg);
-my $r = Guard::Services->redis("$dir/redis");
-my $p = Guard::Services->postgres("$dir/pg");
-$p->migrate;
+my ($dir, $r, $p) = outbox_setup('sinks');
 like($p->psql("SELECT count(*) FROM pg_proc WHERE proname = 'guard_ingest'"),
      qr/^1$/, 'the store migrations are applied (guard_ingest)');
 

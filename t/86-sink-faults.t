@@ -36,21 +36,15 @@ my $outage = $ENV{GUARD_SINK_OUTAGE} || ($ENV{GUARD_SANITIZE} ? 5 : 30);
 # GUARD_SINK_PHASES=3,4: only those faults (to look at one)
 my %phase = map { $_ => 1 } split /,/, $ENV{GUARD_SINK_PHASES} || '1,2,3,4';
 
-my $dir = tempdir('guard-faults-XXXXXX', TMPDIR => 1,
-                  CLEANUP => !$ENV{GUARD_KEEP});
-chmod 0755, $dir;
-mkdir "$dir/$_" or die for qw(pol redis pg);
-my $r = Guard::Services->redis("$dir/redis");
-my $p = Guard::Services->postgres("$dir/pg");
-$p->migrate;
+my ($dir, $r, $p) = outbox_setup('faults');
 
 write_text("$dir/pol/acme.json", '{"tenant": "acme"}');
 my $sock = "$dir/guardd.sock";
 my $msock = "$dir/metrics.sock";
 write_text("$dir/guardd.conf", guardd_conf($dir, $sock,
     policies => "$dir/pol", metrics => $msock,
-    sinks => { redis => { socket => $r->{socket}, batch => 100 },
-               postgres => { dsn => $p->{dsn}, batch => 100 } }));
+    sinks => { redis => { socket => $r->{socket}, batch => 20 },
+               postgres => { dsn => $p->{dsn}, batch => 20 } }));
 
 my $gpid = spawn_guardd($guardd, "$dir/guardd.conf", $sock,
                         "$dir/guardd.log");

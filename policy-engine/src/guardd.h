@@ -35,6 +35,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #define GD_MAX_EVENTS 64
 #define GD_READ_CHUNK 16384
@@ -262,6 +263,8 @@ int journal_open(void);
 int journal_enqueue(uint64_t conn, uint32_t id, json_t *record,
                     const uint8_t rid[GD_AUDIT_ID_LEN]);
 int stop_requested(void);
+void deadline_in(struct timespec *ts, long ms);
+int deadline_passed(const struct timespec *ts);
 int writer_start(void);
 void writer_stop(void);
 void writer_close(void);

@@ -114,7 +114,8 @@ int stop_requested(void)
     return stop;
 }
 
-static void deadline_in(struct timespec *ts, long ms)
+/* ts: ms from now on the monotonic clock */
+void deadline_in(struct timespec *ts, long ms)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
     ts->tv_sec += ms / 1000;
@@ -125,7 +126,7 @@ static void deadline_in(struct timespec *ts, long ms)
     }
 }
 
-static int deadline_passed(const struct timespec *ts)
+int deadline_passed(const struct timespec *ts)
 {
     struct timespec now;
 

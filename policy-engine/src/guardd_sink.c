@@ -68,26 +68,6 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void deadline_after(struct timespec *ts, long ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (ms % 1000) * 1000000;
-    if (ts->tv_nsec >= 1000000000) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000;
-    }
-}
-
-static int after(const struct timespec *ts)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec > ts->tv_sec ||
-           (now.tv_sec == ts->tv_sec && now.tv_nsec >= ts->tv_nsec);
-}
-
 /* a failure of the sink is logged at once, then once per
  * GD_LOG_EVERY_MS while it lasts (the loop's every_due is the loop's) */
 static int log_due(gd_sink_t *s)
@@ -573,15 +553,18 @@ static size_t read_batch(gd_sink_t *s, gd_srec_t *r, size_t max)
 
         memset(&r[n], 0, sizeof(r[n]));
         r[n].line = strndup(line, (size_t)len - 1);
+        if (r[n].line == NULL) {
+            /* out of memory: read again from roff next time */
+            fclose(s->f);
+            s->f = NULL;
+            break;
+        }
         r[n].len = (size_t)len - 1;
         r[n].seg = s->rseg;
         r[n].lineno = ++s->rline;
         s->roff += len;
         r[n].end = s->roff;
-        r[n].rec = r[n].line ? json_loadb(r[n].line, r[n].len, 0, NULL) : NULL;
-        if (r[n].line == NULL) {
-            break;
-        }
+        r[n].rec = json_loadb(r[n].line, r[n].len, 0, NULL);
         if (!json_is_object(r[n].rec)) {
             r[n].rejected = 1;
             snprintf(r[n].error, sizeof(r[n].error),
@@ -724,7 +707,7 @@ static void wait_news(gd_sink_t *s, long ms)
 {
     struct timespec ts;
 
-    deadline_after(&ts, ms);
+    deadline_in(&ts, ms);
     pthread_mutex_lock(&pos_lock);
     if (!sinks_stopping && s->seen_records == pos_records) {
         pthread_cond_timedwait(&pos_cond, &pos_lock, &ts);
@@ -738,7 +721,7 @@ static long pause_ms(long ms)
 {
     struct timespec ts;
 
-    deadline_after(&ts, ms);
+    deadline_in(&ts, ms);
     pthread_mutex_lock(&pos_lock);
     while (!sinks_stopping &&
            pthread_cond_timedwait(&pos_cond, &pos_lock, &ts) == 0) {
@@ -771,7 +754,7 @@ static void *sink_main(void *arg)
 
         /* stopping: what is durable is published while the sink answers,
          * for GD_SINK_DRAIN_MS at most */
-        if (stop && (after(&stop_deadline) || !s->connected)) {
+        if (stop && (deadline_passed(&stop_deadline) || !s->connected)) {
             break;
         }
 
@@ -946,7 +929,7 @@ void sinks_stop(void)
     }
     pthread_mutex_lock(&pos_lock);
     sinks_stopping = 1;
-    deadline_after(&stop_deadline, GD_SINK_DRAIN_MS);
+    deadline_in(&stop_deadline, GD_SINK_DRAIN_MS);
     pthread_cond_broadcast(&pos_cond);
     pthread_mutex_unlock(&pos_lock);
 

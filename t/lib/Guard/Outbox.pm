@@ -15,13 +15,30 @@ use Socket qw(SOCK_STREAM);
 use JSON::PP ();
 use POSIX ();
 use Time::HiRes qw(sleep time);
+use File::Temp ();
 use Guard::Frames qw(frame read_frames journal_records wait_for);
+use Guard::Services;
 
-our @EXPORT = qw(audit_client send_refusals load_start load_stop
+our @EXPORT = qw(outbox_setup audit_client send_refusals load_start load_stop
                  stream_entries pg_rows exactly_once sink_metrics
                  wait_caught_up);
 
 my $json = JSON::PP->new->canonical;
+
+# outbox_setup($name): a directory of the test (kept with GUARD_KEEP=1)
+# with pol/ in it, a real Redis and a real PostgreSQL with the store's
+# migrations applied; ($dir, $redis, $postgres)
+sub outbox_setup {
+    my ($name) = @_;
+    my $dir = File::Temp::tempdir("guard-$name-XXXXXX", TMPDIR => 1,
+                                  CLEANUP => !$ENV{GUARD_KEEP});
+    chmod 0755, $dir;
+    mkdir "$dir/$_" or die "$dir/$_: $!" for qw(pol redis pg);
+    my $r = Guard::Services->redis("$dir/redis");
+    my $p = Guard::Services->postgres("$dir/pg");
+    $p->migrate;
+    return ($dir, $r, $p);
+}
 
 # audit_client($sock): a connection that said HELLO, or undef
 sub audit_client {
