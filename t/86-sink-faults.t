@@ -69,59 +69,51 @@ sub check {
 # the journal grows during an outage: guardd goes on
 sub journaled { scalar journal_records("$dir/journal") }
 
-# 1. Redis: SIGKILL, 30 s down, restarted
-my ($load, $m, $before);
-if ($phase{1}) {
-$load = load_start($sock, 100);
-sleep 1;
-$r->kill9;
-$before = journaled();
-sleep $outage;
-$m = sink_metrics($msock);
-is($m->{'guardd_sink_up{sink="redis"}'}, 0, 'redis down: the sink says so');
-cmp_ok($m->{'guardd_sink_lag_records{sink="redis"}'}, '>', 50,
-       "redis down: its lag grows ($m->{'guardd_sink_lag_records{sink=\"redis\"}'} records)");
-cmp_ok($m->{'guardd_sink_lag_seconds{sink="redis"}'}, '>', $outage / 2,
-       'and in seconds');
-cmp_ok($m->{'guardd_sink_errors_total{sink="redis"}'}, '>', 0,
-       'errors counted');
-cmp_ok($m->{'guardd_sink_lag_records{sink="postgres"}'}, '<', 100,
-       'postgres goes on meanwhile');
-cmp_ok(journaled() - $before, '>', 10 * $outage,
-       'refusals journaled while redis was down');
-$r->start;
-sleep 1;
-load_stop($load);
-check('redis SIGKILL');
+# outage($sink, $other, $what, $down, $up): under the load, $down->(),
+# $outage seconds, $up->(): meanwhile the sink says it is down, its lag
+# grows, the other sink goes on and guardd journals; then every record
+# exactly once
+sub outage {
+    my ($sink, $other, $what, $down, $up) = @_;
+    my $load = load_start($sock, 100);
+    sleep 1;
+    $down->();
+    my $before = journaled();
+    sleep $outage;
+    my $m = sink_metrics($msock);
+    my $v = sub { $m->{"guardd_sink_$_[0]\{sink=\"$_[1]\"}"} };
+    is($v->('up', $sink), 0, "$sink down: the sink says so");
+    cmp_ok($v->('lag_records', $sink), '>', 50,
+           "$sink down: its lag grows (" . $v->('lag_records', $sink)
+           . ' records)');
+    cmp_ok($v->('lag_seconds', $sink), '>', $outage / 2, 'and in seconds');
+    cmp_ok($v->('errors_total', $sink), '>', 0, 'errors counted');
+    cmp_ok($v->('lag_records', $other), '<', 100, "$other goes on meanwhile");
+    cmp_ok(journaled() - $before, '>', 10 * $outage,
+           "refusals journaled while $sink was down");
+    $up->();
+    sleep 1;
+    load_stop($load);
+    check($what);
 }
 
-# 2. PostgreSQL: immediate shutdown, 30 s down, restarted
+# 1. Redis: SIGKILL, 30 s down, restarted
+outage('redis', 'postgres', 'redis SIGKILL', sub { $r->kill9 },
+       sub { $r->start }) if $phase{1};
+
+# 2. PostgreSQL: immediate shutdown, 30 s down, restarted; audit verify
 if ($phase{2}) {
-$load = load_start($sock, 100);
-sleep 1;
-$p->stop_immediate;
-$before = journaled();
-sleep $outage;
-$m = sink_metrics($msock);
-is($m->{'guardd_sink_up{sink="postgres"}'}, 0, 'postgres down: said so');
-cmp_ok($m->{'guardd_sink_lag_records{sink="postgres"}'}, '>', 50,
-       'its lag grows');
-cmp_ok(journaled() - $before, '>', 10 * $outage,
-       'refusals journaled while postgres was down');
-$p->start;
-sleep 1;
-load_stop($load);
-check('postgres immediate stop');
-{
+    outage('postgres', 'redis', 'postgres immediate stop',
+           sub { $p->stop_immediate }, sub { $p->start });
     my $v = command($guardctl, 'audit', 'verify', '--dir', "$dir/journal",
                     '--db', $p->{dsn});
     is($v->{exit}, 0, 'guardctl audit verify --db: clean')
         or diag "$v->{out}$v->{err}";
 }
-}
 
 # 3. guardd SIGKILL while a backlog drains: both sinks down for a moment
 # so that batches are in flight when guardd dies
+my ($load, $m);
 if ($phase{3}) {
 $m = sink_metrics($msock);
 $load = load_start($sock, 100);
