@@ -172,6 +172,21 @@ for my $t (sort keys %per) {
 }
 is(end_guardd($gpid), 0, 'guardd stops');
 
+# MAXLEN ~: Redis trims the stream to about maxlen entries (whole nodes
+# of 100 entries at a time), the newest kept
+conf_with(redis => { socket => $r->{socket}, stream => 'guard:trim',
+                     maxlen => 50 },
+          state_dir => "$dir/state3");
+$gpid = spawn_guardd($guardd, "$dir/guardd.conf", $sock, "$dir/guardd.log");
+ok(wait_caught_up($msock, 30, 'redis'), 'maxlen 50: caught up');
+@recs = journal_records("$dir/journal");
+my $xlen = $r->cli('XLEN', 'guard:trim') + 0;
+ok($xlen >= 50 && $xlen < 150 && $xlen < @recs,
+   "maxlen 50: $xlen of the " . scalar(@recs) . ' records kept');
+my $trim = stream_entries($r, 'guard:trim');
+is($trim->[-1][1]{id}, $recs[-1]{id}, 'the newest kept');
+is(end_guardd($gpid), 0, 'guardd stops');
+
 # the settings are checked
 for my $bad (
     [{ redis => { stream => 'x' } }, qr/needs either "socket" or "host"/],
