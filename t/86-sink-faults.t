@@ -112,21 +112,37 @@ if ($phase{2}) {
 }
 
 # 3. guardd SIGKILL while a backlog drains: both sinks down for a moment
-# so that batches are in flight when guardd dies
+# so that batches are in flight when guardd dies.  This guardd writes
+# each cursor 250 ms after the sink confirmed its batch
+# (GUARDD_SINK_CURSOR_DELAY_MS, a knob for this test): the kill lands
+# between the two, and the restarted guardd publishes those batches again
 my ($load, $m);
 if ($phase{3}) {
+is(end_guardd($gpid), 0, 'guardd stops');
+{
+    local $ENV{GUARDD_SINK_CURSOR_DELAY_MS} = 250;
+    $gpid = spawn_guardd($guardd, "$dir/guardd.conf", $sock,
+                         "$dir/guardd.log");
+}
+ok(wait_caught_up($msock, 30, qw(redis postgres)), 'a guardd with a cursor delay');
 $m = sink_metrics($msock);
 $load = load_start($sock, 100);
 $r->kill9;
 $p->stop_immediate;
-sleep 3;
+sleep 5;
 $r->start;
 $p->start;
-ok(wait_for(15, sub {
+# the kill while batches go out: published grows, the lag is still there
+my $mid = wait_for(15, sub {
     my $x = sink_metrics($msock);
-    ($x->{'guardd_sink_published_total{sink="redis"}'} // 0) >
-        ($m->{'guardd_sink_published_total{sink="redis"}'} // 0)
-}), 'the backlog drains');
+    !grep {
+        ($x->{"guardd_sink_published_total{sink=\"$_\"}"} // 0) <=
+            ($m->{"guardd_sink_published_total{sink=\"$_\"}"} // 0)
+        || ($x->{"guardd_sink_lag_records{sink=\"$_\"}"} // 0) <= 40
+    } qw(redis postgres)
+});
+note $mid ? 'guardd killed while the backlog drained'
+          : 'the backlog drained before the kill';
 kill 'KILL', $gpid;
 waitpid $gpid, 0;
 $gpid = spawn_guardd($guardd, "$dir/guardd.conf", $sock, "$dir/guardd.log");
@@ -135,9 +151,11 @@ sleep 2;
 load_stop($load);
 check('guardd SIGKILL');
 $m = sink_metrics($msock);
-note "after the SIGKILL, duplicates refused: redis "
-     . $m->{'guardd_sink_duplicates_total{sink="redis"}'} . ', postgres '
-     . $m->{'guardd_sink_duplicates_total{sink="postgres"}'};
+my %dups = map { $_ => $m->{"guardd_sink_duplicates_total{sink=\"$_\"}"} }
+           qw(redis postgres);
+cmp_ok($dups{redis} + $dups{postgres}, '>', 0,
+       'batches confirmed before the kill, published again, are refused as '
+       . "duplicates (redis $dups{redis}, postgres $dups{postgres})");
 }
 
 # 4. a record PostgreSQL refuses, among the load: dead letter, the rest on

@@ -60,6 +60,11 @@ static int sinks_stopping;
 static struct timespec stop_deadline;
 static uint64_t unsynced; /* the writer's: appended since the last sync */
 
+/* tests only (t/86): GUARDD_SINK_CURSOR_DELAY_MS holds each cursor write
+ * back after the sink confirmed its batch, so that a SIGKILL lands
+ * between the two */
+static long cursor_delay_ms;
+
 static int64_t wall_ms(void)
 {
     struct timespec ts;
@@ -638,6 +643,11 @@ static int consumed(gd_sink_t *s, gd_srec_t *r, size_t n)
     if (json_is_string(h) && json_string_length(h) == 64) {
         memcpy(s->hash, json_string_value(h), 65);
     }
+    if (cursor_delay_ms > 0) {
+        struct timespec ts = {cursor_delay_ms / 1000,
+                              (cursor_delay_ms % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+    }
     if (cursor_save(s) != 0) {
         logmsg("error", "sink %s: cursor %s: %s", s->ops->name, s->cursor_path,
                strerror(errno));
@@ -855,6 +865,13 @@ int sinks_init(void)
 
     if (nsinks == 0) {
         return 0;
+    }
+    if (getenv("GUARDD_SINK_CURSOR_DELAY_MS") != NULL) {
+        cursor_delay_ms = atol(getenv("GUARDD_SINK_CURSOR_DELAY_MS"));
+        logmsg("warn",
+               "sinks: each cursor written %ld ms after its batch "
+               "(GUARDD_SINK_CURSOR_DELAY_MS, for tests)",
+               cursor_delay_ms);
     }
     if (sink_state_dir == NULL) {
         sink_state_dir = strdup(conf.journal_dir);
