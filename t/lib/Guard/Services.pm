@@ -117,13 +117,6 @@ sub _become {
     chdir '/';
 }
 
-sub _write {
-    my ($path, $text) = @_;
-    open my $f, '>', $path or die "$path: $!";
-    print $f $text;
-    close $f or die "$path: $!";
-}
-
 # ---------------------------------------------------------------------------
 # Redis
 
@@ -138,7 +131,7 @@ sub redis {
         log => "$dir/redis.log", conf => "$dir/redis.conf",
     }, 'Guard::Services::Redis';
     mkdir $self->{data};
-    _write($self->{conf}, <<"EOF");
+    Guard::Frames::write_text($self->{conf}, <<"EOF");
 port 0
 unixsocket $self->{socket}
 unixsocketperm 770
