@@ -302,6 +302,7 @@ bench: setup module
 	@sh scripts/setup.sh bench || echo "make bench: without ModSecurity" \
 	    "and the CRS, bench/guardrails.sh skips their variants"
 	bash bench/guardrails.sh
+	bash bench/store.sh
 
 clean:
 	rm -rf $(BUILD)

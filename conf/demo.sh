@@ -17,6 +17,15 @@
 #       minted afresh from the kept keys.
 # GUARD_DEMO_POLICIES=dir: your own policy directory instead of the
 # examples (nginx and guardd read it as it is; it is never written).
+#
+# When redis-server and PostgreSQL (initdb, pg_ctl) are installed
+# (scripts/setup.sh installs them), the demo starts a private Redis and a
+# private PostgreSQL cluster, each on a Unix socket in GUARD_DEMO_DIR only
+# (their data kept in GUARD_DEMO_STATE: redis/, pgdata/), applies
+# migrations/ and gives guardd both sinks (docs/events.md).  If either
+# cannot run, the demo starts without it (journal only), and says why.
+# GUARD_DEMO_REDIS=path, GUARD_DEMO_PG_BIN=dir: another redis-server, or
+# PostgreSQL's bin directory ("none": do not start it).
 set -eu
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,6 +38,94 @@ py=/usr/bin/python3
 tool=$repo/t/tools/jwt_tool.py
 guardd=$repo/policy-engine/build/release/guardd
 guardctl=$repo/policy-engine/build/release/guardctl
+redis_server=${GUARD_DEMO_REDIS:-$(command -v redis-server || echo none)}
+pg_bin=${GUARD_DEMO_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null \
+    | sort -V | tail -n 1)}
+pg_port=$((port + 2)) # names the socket file only: no TCP
+pg_dsn="host=$demo/pg port=$pg_port dbname=guard user=postgres"
+
+# as PostgreSQL's user: postgres when root (initdb refuses root)
+as_pg() {
+    if [ "$(id -u)" = 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# the private Redis: on $demo/redis.sock only (port 0), its append-only
+# data in $state/redis; 0 when it answers
+start_redis() {
+    [ -x "$redis_server" ] || { why_redis="redis-server is not installed"; return 1; }
+    mkdir -p "$state/redis"
+    cat > "$demo/redis.conf" <<CONF
+port 0
+unixsocket $demo/redis.sock
+unixsocketperm 700
+dir $state/redis
+appendonly yes
+appendfsync everysec
+save ""
+daemonize yes
+pidfile $demo/redis.pid
+logfile $demo/logs/redis.log
+CONF
+    if ! "$redis_server" "$demo/redis.conf" >>"$demo/logs/redis.log" 2>&1; then
+        why_redis="redis-server did not start (see $demo/logs/redis.log)"
+        return 1
+    fi
+    for _ in $(seq 50); do
+        redis-cli -s "$demo/redis.sock" ping 2>/dev/null | grep -q PONG && return 0
+        sleep 0.1
+    done
+    why_redis="redis-server does not answer (see $demo/logs/redis.log)"
+    return 1
+}
+
+# the private PostgreSQL: a cluster in $state/pgdata (made once), its
+# socket in $demo/pg, the database guard, migrations/ applied
+start_pg() {
+    if [ ! -x "$pg_bin/initdb" ] || [ ! -x "$pg_bin/pg_ctl" ]; then
+        why_pg="PostgreSQL (initdb, pg_ctl) is not installed"
+        return 1
+    fi
+    if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+        why_pg="there is no user postgres to run PostgreSQL as"
+        return 1
+    fi
+    mkdir -p "$demo/pg"
+    [ "$(id -u)" = 0 ] && chown postgres "$demo/pg"
+    if [ ! -f "$state/pgdata/PG_VERSION" ]; then
+        rm -rf "$state/pgdata"
+        mkdir -p "$state/pgdata"
+        [ "$(id -u)" = 0 ] && chown postgres "$state/pgdata"
+        if ! as_pg "$pg_bin/initdb" -D "$state/pgdata" -U postgres -A trust \
+                -E UTF8 --locale=C --no-sync >>"$demo/logs/postgres.log" 2>&1
+        then
+            why_pg="initdb failed (see $demo/logs/postgres.log)"
+            return 1
+        fi
+    fi
+    touch "$demo/logs/postgres.log"
+    [ "$(id -u)" = 0 ] && chown postgres "$demo/logs/postgres.log"
+    if ! as_pg "$pg_bin/pg_ctl" -D "$state/pgdata" -l "$demo/logs/postgres.log" \
+            -w -t 60 -o "-c listen_addresses='' -c unix_socket_directories='$demo/pg' -p $pg_port" \
+            start >/dev/null 2>&1; then
+        why_pg="PostgreSQL did not start (see $demo/logs/postgres.log)"
+        return 1
+    fi
+    echo "$state/pgdata" > "$demo/pgdata"
+    psql -X -q -h "$demo/pg" -p "$pg_port" -U postgres -d postgres -tAc \
+        "SELECT 1 FROM pg_database WHERE datname = 'guard'" | grep -q 1 ||
+        psql -X -q -h "$demo/pg" -p "$pg_port" -U postgres -d postgres \
+            -c 'CREATE DATABASE guard' >/dev/null
+    if ! "$guardctl" db migrate --db "$pg_dsn" --dir "$repo/migrations" \
+            >>"$demo/logs/postgres.log" 2>&1; then
+        why_pg="guardctl db migrate failed (see $demo/logs/postgres.log)"
+        return 1
+    fi
+    return 0
+}
 
 stop() {
     if [ -f "$demo/nginx.pid" ] && kill -0 "$(cat "$demo/nginx.pid")" 2>/dev/null
@@ -42,8 +139,24 @@ stop() {
     sleep 0.5
     if [ -f "$demo/guardd.pid" ] && kill -0 "$(cat "$demo/guardd.pid")" 2>/dev/null
     then
-        kill -TERM "$(cat "$demo/guardd.pid")"
+        gpid=$(cat "$demo/guardd.pid")
+        kill -TERM "$gpid"
         echo "guardd stopped"
+        for _ in $(seq 50); do
+            kill -0 "$gpid" 2>/dev/null || break
+            sleep 0.1
+        done
+    fi
+    # after guardd: its sinks
+    if [ -f "$demo/redis.pid" ] && kill -0 "$(cat "$demo/redis.pid")" 2>/dev/null
+    then
+        kill -TERM "$(cat "$demo/redis.pid")"
+        echo "redis stopped"
+    fi
+    if [ -f "$demo/pgdata" ] && [ -n "$pg_bin" ]; then
+        as_pg "$pg_bin/pg_ctl" -D "$(cat "$demo/pgdata")" -m fast -w stop \
+            >/dev/null 2>&1 && echo "postgres stopped"
+        rm -f "$demo/pgdata"
     fi
 }
 
@@ -93,11 +206,27 @@ start() {
     chmod 1777 "$state/spill"
     group=""
     [ "$(id -u)" = 0 ] && group='"socket_group": "nogroup",'
+
+    # guardd's sinks: the private Redis and PostgreSQL, those that run
+    why_redis="" why_pg="" sinks=""
+    redis=no pg=no
+    [ "$redis_server" != none ] && start_redis && redis=yes
+    [ "$pg_bin" != none ] && start_pg && pg=yes
+    [ "$redis_server" = none ] && why_redis="GUARD_DEMO_REDIS=none"
+    [ "$pg_bin" = none ] && why_pg="GUARD_DEMO_PG_BIN=none"
+    if [ $redis = yes ] || [ $pg = yes ]; then
+        sinks=', "sinks": {"state_dir": "'$state/sinks'"'
+        [ $redis = yes ] && sinks=$sinks', "redis": {"socket": "'$demo/redis.sock'"}'
+        [ $pg = yes ] && sinks=$sinks', "postgres": {"dsn": "'$pg_dsn'"}'
+        sinks=$sinks'}'
+        mkdir -p "$state/sinks"
+    fi
+
     cat > "$demo/guardd.conf" <<JSON
 {"listen": "$demo/guardd.sock", $group "pid_file": "$demo/guardd.pid",
  "policies": "$policies", "journal": {"dir": "$state/journal"},
  "spill": "$state/spill", "node": "demo-guardd",
- "metrics": "$demo/guardd-metrics.sock"}
+ "metrics": "$demo/guardd-metrics.sock"$sinks}
 JSON
     setsid "$guardd" -c "$demo/guardd.conf" </dev/null >/dev/null \
         2>>"$demo/logs/guardd.log" &
@@ -216,6 +345,35 @@ Every refusal above is an audit record in guardd's journal, for the SOC
 
 Policies: $policies (version in every access log line)
   $guardctl policy check $policies
+MSG
+    if [ $redis = yes ]; then
+        cat <<MSG
+
+guardd publishes every journal record to the demo's Redis stream
+guard:records (docs/events.md): every entry, then the stream followed by
+a consumer group, as a SIEM shipper would (exits after 5 records)
+  redis-cli -s $demo/redis.sock XRANGE guard:records - +
+  $guardctl events tail --redis $demo/redis.sock --group demo --count 5 --timeout 5s
+MSG
+    fi
+    if [ $pg = yes ]; then
+        cat <<MSG
+
+And to the demo's PostgreSQL, the queryable audit store: the refusals in
+SQL, the same SOC commands reading it (--db), and every row checked
+against the journal
+  psql "$pg_dsn" -c "SELECT ts, tenant, status, reason, id FROM decisions WHERE refusal ORDER BY ts DESC LIMIT 5"
+  $guardctl blocked --db "$pg_dsn" --limit 5
+  $guardctl audit verify --db "$pg_dsn"
+MSG
+    fi
+    if [ $redis = no ]; then
+        printf '\nNo Redis stream: %s; guardd runs without that sink (journal only).\n' "$why_redis"
+    fi
+    if [ $pg = no ]; then
+        printf '\nNo PostgreSQL store: %s; guardd runs without that sink (journal only).\n' "$why_pg"
+    fi
+    cat <<MSG
 
 Every decision is in $demo/logs/access.log (tenant, the tenant addressed,
 subject, decision, reason, decision id); guardd logs to $demo/logs/guardd.log.

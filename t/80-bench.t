@@ -59,12 +59,14 @@ is(`cat '$base/COMMIT'`, "$commit\n", 'DIR/COMMIT names the commit');
 
 # make bench with a baseline
 my $num = qr/\d+\.\d{3}/;
+my $num0 = qr/\d+\.\d{2}/;
 {
     local $ENV{ROUNDS} = 1;
     local $ENV{DURATION} = '1s';
     local $ENV{CONNS} = 4;
     local $ENV{OUTAGE} = 2;
     local $ENV{GR_SECONDS} = 0.05;
+    local $ENV{STORE_RECORDS} = 20000;
     $out = `@{[ readme_cmd(1) ]}`;
 }
 is($?, 0, 'BASELINE_MODULE=... BASELINE_GUARDD=... make bench: exit status 0')
@@ -141,6 +143,20 @@ SKIP: {
         for qw(modsec-get modsec-post);
     like($out, qr/^ModSecurity\+CRS on the 1 KB JSON POST over plain proxy POST: modsec-post \/ plain-post = $num \(median of the rounds' ratios: $num\)$/m,
          'guardrails.sh: ModSecurity over plain proxy, POST');
+# bench/store.sh (20,000 records here): every figure, beside its goal
+SKIP: {
+    skip 'redis-server or PostgreSQL is not installed', 5
+        if $out =~ /^store\.sh: skipped: /m;
+    like($out, qr/^journal: 20000 records in $num0 s: \d+ records\/s \(group commit of \d+\)  goal >= 100000: (?:ok|BELOW)$/m,
+         'store.sh: the journal\'s rate');
+    like($out, qr/^redis sink: \d+ records in $num0 s: \d+ records\/s .*goal >= 50000: (?:ok|BELOW)$/m,
+         'store.sh: the Redis sink\'s rate');
+    like($out, qr/^postgres sink: \d+ records in $num0 s: \d+ records\/s  goal >= 20000: (?:ok|BELOW)$/m,
+         'store.sh: the PostgreSQL sink\'s rate');
+    like($out, qr/^blocked --db --tenant t03 --since 1h: \d+\.\d{3} s .*goal < 1 s: (?:ok|ABOVE)$/m,
+         'store.sh: blocked from the store');
+    like($out, qr/^show ID --db: \d+\.\d{3} s \(median of 5\)  goal < 1 s: (?:ok|ABOVE)$/m,
+         'store.sh: show from the store');
 }
 
 # bench/callgrind.sh with a baseline

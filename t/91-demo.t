@@ -21,6 +21,7 @@ use lib "$FindBin::Bin/lib";
 
 use Test::More;
 use Guard::Frames qw(slurp wait_for);
+use Guard::Services ();
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
 use JSON::PP ();
@@ -146,6 +147,13 @@ my @expect = (
     }],
     [qr/^Every refusal above is an audit record/, sub { 1 }],
     [qr/^Policies: /, sub { $_[0] =~ /\bok\b/ }],
+    # the sinks: the refusals above reached Redis and PostgreSQL
+    [qr/^guardd publishes every journal record to the demo's Redis stream/,
+     sub { $_[0] =~ /\b(?:token_expired|tenant_mismatch|rate_limited|risk_\w+|decision|review)\b/ }],
+    [qr/^And to the demo's PostgreSQL/, sub {
+        $_[0] =~ /tenant_mismatch|token_expired|rate_limited/
+            || $_[0] =~ /^ok: the database holds the journal's \d+ records/m;
+    }],
 );
 
 my ($first_id, $reviewed);
@@ -171,6 +179,16 @@ for my $p (@paras) {
     }
 }
 cmp_ok($checked, '>=', 15, "every printed command was run ($checked)");
+my $sinks = !Guard::Services::redis_missing() && !Guard::Services::postgres_missing();
+SKIP: {
+    skip 'redis-server or PostgreSQL is not installed', 2 unless $sinks;
+    ok((grep { $_->{words} =~ /Redis stream/
+               && grep { /^redis-cli -s \S+ XRANGE guard:records - \+$/ } @{ $_->{cmds} } } @paras),
+       'Redis installed: the demo prints a redis-cli XRANGE command (run above)');
+    ok((grep { $_->{words} =~ /PostgreSQL, the queryable/
+               && grep { /^psql "host=\S+ port=\d+ dbname=guard user=postgres" -c "SELECT / } @{ $_->{cmds} } } @paras),
+       'PostgreSQL installed: the demo prints a psql command (run above)');
+}
 ok($reviewed, 'a refusal was reviewed');
 
 # the tenant addressed is logged, also when the token was refused
@@ -214,6 +232,22 @@ cmp_ok($after // 0, '>=', $records // 1, 'with every record of the first run');
 is($rc, 0, 'demo stop exits 0');
 unlike(slurp("$dir/run/logs/error.log"), qr/\[(?:alert|emerg|crit)\]/,
        'no alert in the error log');
+
+# --- neither Redis nor PostgreSQL: the journal alone ------------------------
+
+($rc, $out) = demo('start', GUARD_DEMO_REDIS => 'none', GUARD_DEMO_PG_BIN => 'none');
+is($rc, 0, 'demo start without Redis and PostgreSQL exits 0') or diag $out;
+like($out, qr/^No Redis stream: GUARD_DEMO_REDIS=none; guardd runs without that sink \(journal only\)\.$/m,
+     'it says there is no Redis stream');
+like($out, qr/^No PostgreSQL store: GUARD_DEMO_PG_BIN=none; .*journal only/m,
+     'nor PostgreSQL store');
+unlike(slurp("$dir/run/guardd.conf"), qr/"sinks"/, 'guardd runs without sinks');
+($rc, $out) = sh("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$port/api/acme/orders");
+is($out, '401', 'the gateway refuses a request without a token');
+($rc, $out) = sh("$guardctl audit verify", %exported);
+like($out, qr/^ok: \d+ records/, 'and journals it');
+($rc, $out) = demo('stop', GUARD_DEMO_REDIS => 'none', GUARD_DEMO_PG_BIN => 'none');
+is($rc, 0, 'demo stop exits 0');
 
 # --- the operator's own policies ------------------------------------------
 

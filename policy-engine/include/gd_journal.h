@@ -53,6 +53,15 @@ int gd_journal_append(gd_journal_t *j, json_t *rec, char *err, size_t errlen);
 /* fsync()s what was appended.  Returns 0 or -1. */
 int gd_journal_sync(gd_journal_t *j);
 
+/*
+ * The open segment's number and its size in bytes, lines appended but
+ * not yet synced included: right after gd_journal_sync() succeeded, every
+ * segment before it and its first *size bytes are durable.  (guardd's
+ * sinks read the journal up to there.)
+ */
+void gd_journal_position(const gd_journal_t *j, unsigned *segment,
+                         size_t *size);
+
 /* The hash of the last record (64 zeros when empty). */
 const char *gd_journal_last_hash(const gd_journal_t *j);
 

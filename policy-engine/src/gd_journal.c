@@ -464,6 +464,12 @@ int gd_journal_append(gd_journal_t *j, json_t *rec, char *err, size_t errlen)
     return 0;
 }
 
+void gd_journal_position(const gd_journal_t *j, unsigned *segment, size_t *size)
+{
+    *segment = j->segment;
+    *size = j->size;
+}
+
 int gd_journal_sync(gd_journal_t *j)
 {
     if (j->failed || flush_lines(j) != 0) {

@@ -9,6 +9,8 @@
  *   guardctl review ID --verdict V --analyst NAME [--note TEXT] ...
  *   guardctl token mint --key FILE --kid K --tenant T [options]
  *   guardctl guardrails scan --policies DIR [--tenant T] [options] [FILE|-]
+ *   guardctl db migrate|status [--db DSN] [--dir DIR]
+ *   guardctl events tail [--redis ADDR] [--tenant T] [--group NAME] ...
  *   guardctl --version
  *
  * The journal is only read here: a review goes to guardd as an AUDIT
@@ -29,22 +31,30 @@ static const char usage_text[] =
     "                       [--guardd-pid FILE] [--socket PATH] [--status "
     "URL]\n"
     "                       [--timeout S]\n"
-    "       guardctl audit verify [--dir DIR] [--from SEGMENT]\n"
-    "       guardctl blocked [--dir DIR] [--tenant T] [--subject S] "
-    "[--reason R]\n"
-    "                        [--since TIME] [--until TIME] [--limit N] "
-    "[--json]\n"
-    "       guardctl show ID [--dir DIR] [--json]\n"
+    "       guardctl audit verify [--dir DIR] [--from SEGMENT] [--db DSN]\n"
+    "       guardctl blocked [--dir DIR | --db DSN] [--tenant T] [--subject S]"
+    "\n"
+    "                        [--reason R] [--since TIME] [--until TIME]\n"
+    "                        [--limit N] [--json]\n"
+    "       guardctl show ID [--dir DIR | --db DSN] [--json]\n"
     "       guardctl review ID --verdict confirmed|false_positive "
     "--analyst NAME\n"
-    "                       [--note TEXT] [--socket PATH] [--dir DIR]\n"
+    "                       [--note TEXT] [--socket PATH] [--dir DIR | --db "
+    "DSN]\n"
+    "       guardctl db migrate [--db DSN] [--dir MIGRATIONS]\n"
+    "       guardctl db status [--db DSN] [--dir MIGRATIONS]\n"
+    "       guardctl events tail [--redis PATH|HOST:PORT] [--stream KEY]\n"
+    "                       [--tenant T] [--group NAME [--consumer NAME]]\n"
+    "                       [--from ID] [--count N] [--timeout S] [--json]\n"
     "       guardctl token mint --key JWKS|PEM --kid K --tenant T [--sub S]\n"
     "                       [--ttl 1h] [--claim k=v]... [--iss X] [--aud Y]\n"
     "                       [--alg ALG] [--tenant-claim NAME]\n"
     "       guardctl guardrails scan --policies DIR [--tenant T]\n"
     "                       [--content-type CT] [--jsonl] [FILE|-]\n"
     "       guardctl --version\n"
-    "TIME: 30m, 1h, 2d (before now) or ISO 8601 (2024-05-01T12:00:00Z)\n";
+    "TIME: 30m, 1h, 2d (before now) or ISO 8601 (2024-05-01T12:00:00Z)\n"
+    "DSN: a libpq connection string (GUARD_DB); --db reads PostgreSQL, not "
+    "the journal\n";
 
 int usage(void)
 {
@@ -148,6 +158,7 @@ static const struct {
     {"blocked", NULL, blocked},        {"show", NULL, show},
     {"review", NULL, review},          {"token", "mint", token_mint},
     {"reload", NULL, reload},          {"guardrails", "scan", guardrails_scan},
+    {"db", NULL, db_command},          {"events", NULL, events_command},
 };
 
 int main(int argc, char **argv)

@@ -10,10 +10,14 @@
  *   guardctl_client.c  a guardd connection: frames sent and awaited
  *   guardctl_token.c   token mint
  *   guardctl_guardrails.c guardrails scan
+ *   guardctl_db.c      db migrate, db status; the PostgreSQL store as a
+ *                      source for blocked, show, review and audit verify
+ *   guardctl_events.c  events tail: the Redis stream, with consumer groups
  */
 #ifndef GUARDCTL_H
 #define GUARDCTL_H
 
+#include "gd_journal.h"
 #include "gd_policy.h"
 #include "gd_proto.h"
 
@@ -61,6 +65,52 @@ int review(int argc, char **argv);
 int token_mint(int argc, char **argv);
 int reload(int argc, char **argv);
 int guardrails_scan(int argc, char **argv);
+int db_command(int argc, char **argv);
+int events_command(int argc, char **argv);
+
+/* guardctl_db.c: the PostgreSQL store */
+
+/* --db's value, else GUARD_DB, else NULL (the journal is read) */
+const char *db_dsn(const char *given);
+
+/* the migrations directory: GUARD_MIGRATIONS, else
+ * /usr/share/guard/migrations (a --dir option overrides it) */
+const char *migrations_dir(void);
+
+/* blocked's filters */
+typedef struct {
+    const char *tenant, *subject, *reason;
+    int64_t since, until;
+    int has_since, has_until;
+} soc_filter_t;
+
+/*
+ * The refusals of the store that f matches: the newest limit of them (0:
+ * all), given to cb oldest first (as gd_journal_scan would, the journal's
+ * order breaking ties), their number in *matching.  0, cb's value, -1
+ * (the reason printed) or -2 (out of memory).
+ */
+int db_refusals(const char *dsn, const soc_filter_t *f, size_t limit,
+                gd_journal_record_cb cb, void *arg, uint64_t *matching);
+
+/*
+ * The store's records whose id starts with prefix (any case; the first
+ * 102 such ids, and the very id), then the reviews of those ids, each in
+ * the journal's order, given to cb; returns as db_refusals.
+ */
+int db_records_of(const char *dsn, const char *prefix, gd_journal_record_cb cb,
+                  void *arg);
+
+/*
+ * audit verify --db: every row against the journal record at its place
+ * (segment, line), its chain hash recomputed; rows and records missing on
+ * either side listed.  The exit status: 0 all match, 1 not, 2 an error.
+ */
+int db_audit_verify(const char *dir, const char *dsn);
+
+/* guardctl_token.c: a file of at most 1 MiB, NUL-terminated, its size in
+ * *len; NULL with err set */
+char *read_file(const char *path, size_t *len, char *err, size_t errlen);
 
 /* guardctl_policy.c: dir loaded as the module loads it, with its JWK sets
  * and keys (a guard_jwt_keys file, NULL: none); NULL after printing every

@@ -2,6 +2,8 @@
  * guardctl blocked, show and review: the SOC's view of the journal.  The
  * journal is only read here: a review goes to guardd as an AUDIT frame
  * (guardctl_client.c), and guardd, the journal's one writer, appends it.
+ * With --db (or GUARD_DB) the records come from the PostgreSQL store
+ * instead (guardctl_db.c), through the same callbacks and printers.
  */
 #include "guardctl.h"
 
@@ -67,9 +69,7 @@ static void warn_skipped(uint64_t skipped)
 /* blocked: the newest refusals */
 
 typedef struct {
-    const char *tenant, *subject, *reason;
-    int64_t since, until;
-    int has_since, has_until;
+    soc_filter_t f;
     uint64_t seq;
     gd_soc_top_t top;
 } blocked_ctx_t;
@@ -96,17 +96,18 @@ static int blocked_cb(json_t *rec, const char *segment, uint64_t line,
 
     ctx->seq++; /* the journal's order breaks ties */
 
-    if (!gd_soc_is_refusal(rec) || !filter_match(rec, "tenant", ctx->tenant) ||
-        !filter_match(rec, "subject", ctx->subject) ||
-        !filter_match(rec, "reason", ctx->reason)) {
+    if (!gd_soc_is_refusal(rec) ||
+        !filter_match(rec, "tenant", ctx->f.tenant) ||
+        !filter_match(rec, "subject", ctx->f.subject) ||
+        !filter_match(rec, "reason", ctx->f.reason)) {
         return 0;
     }
 
-    if ((ctx->has_since || ctx->has_until) && ts < 0) {
+    if ((ctx->f.has_since || ctx->f.has_until) && ts < 0) {
         return 0; /* no time: it cannot be in a window */
     }
-    if ((ctx->has_since && ts < ctx->since) ||
-        (ctx->has_until && ts > ctx->until)) {
+    if ((ctx->f.has_since && ts < ctx->f.since) ||
+        (ctx->f.has_until && ts > ctx->f.until)) {
         return 0;
     }
 
@@ -290,7 +291,7 @@ int blocked(int argc, char **argv)
 {
     blocked_ctx_t ctx = {0};
     const char *dir = journal_dir(), *since = NULL, *until = NULL,
-               *limit_arg = NULL;
+               *limit_arg = NULL, *dsn = NULL;
     int64_t now = gd_soc_now_ms();
     size_t limit = 50;
     int json = 0, rc;
@@ -298,9 +299,10 @@ int blocked(int argc, char **argv)
     char err[512];
     const guardctl_opt_t opts[] = {OPT_FLAG("--json", json),
                                    OPT("--dir", dir),
-                                   OPT("--tenant", ctx.tenant),
-                                   OPT("--subject", ctx.subject),
-                                   OPT("--reason", ctx.reason),
+                                   OPT("--db", dsn),
+                                   OPT("--tenant", ctx.f.tenant),
+                                   OPT("--subject", ctx.f.subject),
+                                   OPT("--reason", ctx.f.reason),
                                    OPT("--since", since),
                                    OPT("--until", until),
                                    OPT("--limit", limit_arg),
@@ -311,14 +313,14 @@ int blocked(int argc, char **argv)
         return rc;
     }
 
-    rc = time_bound("--since", since, now, &ctx.since, &ctx.has_since);
+    rc = time_bound("--since", since, now, &ctx.f.since, &ctx.f.has_since);
     if (rc == 0) {
-        rc = time_bound("--until", until, now, &ctx.until, &ctx.has_until);
+        rc = time_bound("--until", until, now, &ctx.f.until, &ctx.f.has_until);
     }
     if (rc != 0) {
         return rc;
     }
-    if (ctx.reason && reason_code(ctx.reason) != 0) {
+    if (ctx.f.reason && reason_code(ctx.f.reason) != 0) {
         return 2;
     }
     if (limit_arg && parse_limit(limit_arg, &limit) != 0) {
@@ -328,13 +330,23 @@ int blocked(int argc, char **argv)
 
     gd_soc_top_init(&ctx.top, limit);
 
-    rc = gd_journal_scan(dir, blocked_cb, &ctx, &skipped, err, sizeof(err));
+    dsn = db_dsn(dsn);
+    if (dsn) {
+        uint64_t matching = 0;
+        /* the store keeps the newest limit: the heap sees only those */
+        rc = db_refusals(dsn, &ctx.f, limit, blocked_cb, &ctx, &matching);
+        ctx.top.seen = matching;
+        skipped = 0;
+    } else {
+        rc = gd_journal_scan(dir, blocked_cb, &ctx, &skipped, err, sizeof(err));
+    }
     if (rc != 0) {
         gd_soc_top_free(&ctx.top);
         if (rc == -1) {
-            return journal_error(dir, err);
+            return dsn ? 2 : journal_error(dir, err);
         }
-        fprintf(stderr, "guardctl: out of memory while reading the journal\n");
+        fprintf(stderr, "guardctl: out of memory while reading the %s\n",
+                dsn ? "records" : "journal");
         return 2;
     }
     warn_skipped(skipped);
@@ -512,11 +524,14 @@ static void show_reviews_of_match(show_ctx_t *ctx)
     ctx->nreviews = kept;
 }
 
-/* finds the records of id; 0, or the exit status with a message printed */
-static int show_find(const char *dir, show_ctx_t *ctx)
+/*
+ * finds the records of id in the journal in dir, or in the store when dsn
+ * is set; 0, or the exit status with a message printed
+ */
+static int show_find(const char *dir, const char *dsn, show_ctx_t *ctx)
 {
     char err[512];
-    uint64_t skipped;
+    uint64_t skipped = 0;
     int rc;
 
     if (*ctx->id == '\0') {
@@ -524,15 +539,20 @@ static int show_find(const char *dir, show_ctx_t *ctx)
         return 1;
     }
 
-    rc = gd_journal_scan(dir, show_cb, ctx, &skipped, err, sizeof(err));
+    rc = dsn ? db_records_of(dsn, ctx->id, show_cb, ctx)
+             : gd_journal_scan(dir, show_cb, ctx, &skipped, err, sizeof(err));
     if (rc != 0) {
         if (rc == -1) {
-            return journal_error(dir, err);
+            return dsn ? 2 : journal_error(dir, err);
         }
-        fprintf(stderr, "guardctl: out of memory while reading the journal\n");
+        fprintf(stderr, "guardctl: out of memory while reading the %s\n",
+                dsn ? "records" : "journal");
         return 2;
     }
     warn_skipped(skipped);
+    if (dsn) {
+        dir = "the database (--db)";
+    }
 
     if (ctx->match == NULL) {
         fprintf(stderr, "guardctl: no record with id \"%s\" in %s\n", ctx->id,
@@ -892,11 +912,11 @@ static void explain_review(const located_t *at, size_t n)
 int show(int argc, char **argv)
 {
     show_ctx_t ctx = {0};
-    const char *dir = journal_dir();
+    const char *dir = journal_dir(), *dsn = NULL;
     int json = 0, rc;
     int64_t now = gd_soc_now_ms();
     const guardctl_opt_t opts[] = {
-        OPT_FLAG("--json", json), OPT("--dir", dir), {NULL}};
+        OPT_FLAG("--json", json), OPT("--dir", dir), OPT("--db", dsn), {NULL}};
 
     rc = opts_parse("show", argc, argv, opts, &ctx.id);
     if (rc != 0) {
@@ -906,7 +926,7 @@ int show(int argc, char **argv)
         return usage_error("show: %s", "which decision id?");
     }
 
-    rc = show_find(dir, &ctx);
+    rc = show_find(dir, db_dsn(dsn), &ctx);
     if (rc != 0) {
         show_free(&ctx);
         return rc;
@@ -956,17 +976,20 @@ int review(int argc, char **argv)
 {
     show_ctx_t ctx = {0};
     const char *dir = journal_dir(), *verdict = NULL, *analyst = NULL,
-               *note = NULL, *path = guardd_socket();
+               *note = NULL, *path = guardd_socket(), *dsn = NULL;
     conn_t *c = NULL;
     json_t *rec = NULL, *ans = NULL;
     size_t max_frame = GD_PROTO_DEFAULT_MAX_FRAME;
     char err[512];
     int rc;
 
-    const guardctl_opt_t opts[] = {
-        OPT("--dir", dir),         OPT("--verdict", verdict),
-        OPT("--analyst", analyst), OPT("--note", note),
-        OPT("--socket", path),     {NULL}};
+    const guardctl_opt_t opts[] = {OPT("--dir", dir),
+                                   OPT("--verdict", verdict),
+                                   OPT("--analyst", analyst),
+                                   OPT("--note", note),
+                                   OPT("--socket", path),
+                                   OPT("--db", dsn),
+                                   {NULL}};
 
     rc = opts_parse("review", argc, argv, opts, &ctx.id);
     if (rc != 0) {
@@ -992,7 +1015,7 @@ int review(int argc, char **argv)
     }
 
     /* only a record that exists can be reviewed: its full id, as recorded */
-    rc = show_find(dir, &ctx);
+    rc = show_find(dir, db_dsn(dsn), &ctx);
     if (rc != 0) {
         goto done;
     }

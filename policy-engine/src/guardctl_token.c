@@ -14,7 +14,7 @@
 
 #define GUARDCTL_MAX_KEY (1024 * 1024)
 
-static char *read_file(const char *path, size_t *len, char *err, size_t errlen)
+char *read_file(const char *path, size_t *len, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "rb");
     char *buf;

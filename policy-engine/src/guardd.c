@@ -141,7 +141,7 @@ int main(int argc, char **argv)
         return 0;
     }
 
-    if (journal_open() != 0) {
+    if (journal_open() != 0 || sinks_init() != 0) {
         return 1;
     }
 
@@ -158,12 +158,13 @@ int main(int argc, char **argv)
     }
 
     /* the loop first: the writer thread starts with the signals blocked */
-    if (loop_init() != 0 || writer_start() != 0) {
+    if (loop_init() != 0 || writer_start() != 0 || sinks_start() != 0) {
         logmsg("emerg", "cannot start: %s", strerror(errno));
         return 1;
     }
     listener_start();
     metrics_start();
+    sink_lifecycle("start");
 
     logmsg("notice", "listening on %s (mode %04o), policy version %s",
            conf.listen, (unsigned)conf.socket_mode, policies->version);
@@ -190,10 +191,12 @@ int main(int argc, char **argv)
     logmsg("notice", "shutting down");
     listener_stop();
     metrics_stop();
+    sink_lifecycle("stop");
 
     writer_stop();
     deliver_acks();
     conns_finish();
+    sinks_stop();
 
     writer_close();
     unlink(conf.pid_file);

@@ -14,6 +14,11 @@
  *   guardd_spill.c    spill files, ingested by the writer thread
  *   guardd_metrics.c  the counters, and the Prometheus endpoint (HTTP GET
  *                     /metrics on a Unix socket or a loopback port)
+ *   guardd_sink.c     the sinks: threads that publish the journal behind
+ *                     the writer, durable cursors, dead letters; and
+ *                     guardd's lifecycle and policy records
+ *   guardd_sink_redis.c  the Redis Streams sink (hiredis)
+ *   guardd_sink_pg.c     the PostgreSQL sink (libpq)
  */
 #ifndef GUARDD_H
 #define GUARDD_H
@@ -30,6 +35,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #define GD_MAX_EVENTS 64
 #define GD_READ_CHUNK 16384
@@ -257,6 +263,8 @@ int journal_open(void);
 int journal_enqueue(uint64_t conn, uint32_t id, json_t *record,
                     const uint8_t rid[GD_AUDIT_ID_LEN]);
 int stop_requested(void);
+void deadline_in(struct timespec *ts, long ms);
+int deadline_passed(const struct timespec *ts);
 int writer_start(void);
 void writer_stop(void);
 void writer_close(void);
@@ -264,6 +272,99 @@ void deliver_acks(void);
 
 /* guardd_spill.c */
 int spill_round(void);
+
+/*
+ * The sinks (guardd_sink.c).  Each sink's thread reads the journal behind
+ * the writer and publishes batches through its ops; its counters are
+ * written by its thread alone (metric_add) and read by /metrics.
+ */
+
+#define GD_SINK_N 2
+#define GD_SINK_BATCH_DEFAULT 500
+#define GD_SINK_BATCH_MAX 100000
+#define GD_SINK_BACKOFF_MIN_MS 100
+#define GD_SINK_BACKOFF_MAX_MS 5000
+#define GD_SINK_DRAIN_MS 3000          /* at shut-down, at most */
+#define GD_SINK_LINGER_MS 50           /* after a batch that was not full */
+#define GD_SINK_NICE 10                /* the sink threads' nice value */
+#define GD_SINK_MAX_LINE (1024 * 1024) /* a cursor's line read back */
+#define GD_SINK_STREAM_DEFAULT "guard:records"
+
+typedef struct gd_sink_s gd_sink_t;
+
+/* one journal record of a batch */
+typedef struct {
+    char *line; /* as written, without its newline */
+    size_t len;
+    json_t *rec;     /* parsed; NULL (and rejected) when it is not JSON */
+    unsigned seg;    /* journal-<seg>.jsonl */
+    uint64_t lineno; /* 1-based */
+    off_t end;       /* the offset after its newline */
+    int rejected;    /* to the dead-letter file, with error */
+    char error[256];
+} gd_srec_t;
+
+typedef struct {
+    const char *name;
+    int (*connect)(gd_sink_t *s, char *err, size_t errlen);
+    void (*disconnect)(gd_sink_t *s);
+    /*
+     * Publishes the records of r[0..n-1] that are not rejected: 0 when the
+     * sink confirmed them (*added and *dups counted; a record it refused
+     * alone is marked rejected with its error), 1 when it refused the
+     * batch as a whole because of its content (err set: the batch is
+     * split), -1 when the sink is down or failed otherwise (err set: the
+     * batch is tried again after a reconnect).
+     */
+    int (*publish)(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
+                   uint64_t *dups, char *err, size_t errlen);
+} gd_sink_ops_t;
+
+struct gd_sink_s {
+    const gd_sink_ops_t *ops;
+    /* guardd.conf */
+    char *socket, *host, *stream, *dsn;
+    int port;
+    long long maxlen;
+    size_t batch;
+    /* the connection (the sink's own) */
+    void *conn;
+    int connected;
+    /* the durable cursor: what the sink confirmed */
+    unsigned seg;
+    uint64_t line;
+    off_t off;
+    char hash[GD_JOURNAL_HASH_LEN + 1];
+    char *cursor_path, *dead_path;
+    /* the reader, ahead of the cursor by the batch in flight */
+    unsigned rseg, fseg;
+    uint64_t rline;
+    off_t roff;
+    FILE *f;
+    uint64_t seen_records;
+    int64_t log_last_ms;
+    pthread_t thread;
+    int started;
+    /* counters */
+    uint64_t base; /* records behind the cursor at start */
+    _Atomic uint64_t done, published, duplicates, errors, dead_letters;
+    _Atomic uint64_t up;      /* connected */
+    _Atomic uint64_t head_ms; /* the ts_ms of the oldest record not done */
+};
+
+extern gd_sink_t *sinks[GD_SINK_N];
+extern size_t nsinks;
+extern const gd_sink_ops_t gd_sink_redis, gd_sink_pg;
+int sinks_conf(json_t *v, const char *path);
+int sinks_init(void);
+int sinks_start(void);
+void sinks_stop(void);
+void sink_appended(void);
+void sink_durable(void);
+uint64_t sink_lag(gd_sink_t *s);
+double sink_lag_seconds(gd_sink_t *s);
+void sink_lifecycle(const char *event);
+void sink_policy(const char *previous, const char *version);
 
 /* guardd_metrics.c */
 extern gd_metrics_t metrics;

@@ -112,6 +112,7 @@ int conf_load(const char *path)
                                   "max_output",
                                   "stuck_timeout",
                                   "metrics",
+                                  "sinks",
                                   NULL};
     json_error_t err;
     json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
@@ -226,6 +227,11 @@ int conf_load(const char *path)
             return -1;
         }
         conf.metrics = strdup(json_string_value(v));
+    }
+
+    if (sinks_conf(json_object_get(doc, "sinks"), path) != 0) {
+        json_decref(doc);
+        return -1;
     }
 
     if (conf_limits(doc, path) != 0) {

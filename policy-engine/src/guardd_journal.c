@@ -82,6 +82,7 @@ int journal_once(json_t *rec, const uint8_t rid[GD_AUDIT_ID_LEN], char *err,
     }
 
     gd_idset_add(writer.seen, rid);
+    sink_appended();
     return 1;
 }
 
@@ -94,6 +95,9 @@ int journal_sync(void)
     int64_t took = monotonic_us() - t0;
 
     hist_observe(&metrics.fsync_us, took > 0 ? (uint64_t)took : 0);
+    if (rc == 0) {
+        sink_durable(); /* the sinks may read up to here */
+    }
     errno = saved;
     return rc;
 }
@@ -110,7 +114,8 @@ int stop_requested(void)
     return stop;
 }
 
-static void deadline_in(struct timespec *ts, long ms)
+/* ts: ms from now on the monotonic clock */
+void deadline_in(struct timespec *ts, long ms)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
     ts->tv_sec += ms / 1000;
@@ -121,7 +126,7 @@ static void deadline_in(struct timespec *ts, long ms)
     }
 }
 
-static int deadline_passed(const struct timespec *ts)
+int deadline_passed(const struct timespec *ts)
 {
     struct timespec now;
 

@@ -106,6 +106,7 @@ static void signals_handler(gd_watch_t *w, uint32_t events)
                        "version %s",
                        policies->version);
             } else {
+                sink_policy(policies->version, set->version);
                 gd_policy_set_free(policies);
                 policies = set;
                 logmsg("notice", "reloaded: policy version %s",

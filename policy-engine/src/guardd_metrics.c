@@ -420,6 +420,59 @@ static void histogram(gd_text_t *t, const char *name, const char *help,
         name, (unsigned long long)cum);
 }
 
+/* one family of the sinks: a sample per sink */
+static void sink_family(gd_text_t *t, const char *name, const char *type,
+                        const char *help, int which)
+{
+    family(t, name, type, help);
+    for (size_t i = 0; i < nsinks; i++) {
+        gd_sink_t *s = sinks[i];
+        uint64_t v = which == 0   ? sink_lag(s)
+                     : which == 2 ? atomic_load(&s->published)
+                     : which == 3 ? atomic_load(&s->duplicates)
+                     : which == 4 ? atomic_load(&s->errors)
+                     : which == 5 ? atomic_load(&s->dead_letters)
+                                  : atomic_load(&s->up);
+
+        if (which == 1) {
+            text_printf(t, "%s{sink=\"%s\"} %.3f\n", name, s->ops->name,
+                        sink_lag_seconds(s));
+        } else {
+            text_printf(t, "%s{sink=\"%s\"} %llu\n", name, s->ops->name,
+                        (unsigned long long)v);
+        }
+    }
+}
+
+/* the sinks' families, when there are sinks */
+static void sinks_render(gd_text_t *t)
+{
+    sink_family(t, "guardd_sink_lag_records", "gauge",
+                "Journal records made durable that the sink has not "
+                "consumed yet (published, duplicate or dead letter).",
+                0);
+    sink_family(t, "guardd_sink_lag_seconds", "gauge",
+                "Age of the oldest record the sink has not consumed yet "
+                "(from its ts_ms), 0 when it is caught up.",
+                1);
+    sink_family(t, "guardd_sink_published_total", "counter",
+                "Records the sink added (Redis entries, PostgreSQL rows).", 2);
+    sink_family(t, "guardd_sink_duplicates_total", "counter",
+                "Records the sink already held, published again after a "
+                "crash or a reconnect, and refused by it.",
+                3);
+    sink_family(t, "guardd_sink_errors_total", "counter",
+                "Failed connections and batches: the sink was down or "
+                "answered an error; the batch waits and is tried again.",
+                4);
+    sink_family(t, "guardd_sink_dead_letters_total", "counter",
+                "Records the sink rejected, written to its dead-letter "
+                "file and skipped.",
+                5);
+    sink_family(t, "guardd_sink_up", "gauge",
+                "1 while the sink is connected, else 0.", 6);
+}
+
 /* the exposition (text format 0.0.4) */
 static void render(gd_text_t *t)
 {
@@ -477,6 +530,10 @@ static void render(gd_text_t *t)
 
     scalar(t, "guardd_spill_records_total", "counter",
            "Records appended to the journal from spill files.", spill_records);
+
+    if (nsinks > 0) {
+        sinks_render(t);
+    }
 
     scalar(t, "guardd_connections", "gauge",
            "Sidecar protocol connections open (the endpoint's own are not "

@@ -187,13 +187,17 @@ sub write_text {
     close $f or die "$path: $!";
 }
 
-# command(@argv): runs it (no shell, stdin /dev/null), its output in
-# files; { exit, out, err }
+# command([\&in_child,] @argv): runs it (no shell, stdin /dev/null), its
+# output in files; { exit, out, err }.  in_child runs in the child before
+# the exec (to change user, environment, ...)
 sub command {
+    my $in_child = ref $_[0] eq 'CODE' ? shift : undef;
     my @cmd = @_;
     my $tmp = File::Temp->newdir('guard-cmd-XXXXXX', TMPDIR => 1);
+    chmod 0777, "$tmp" if $in_child;
     my $pid = fork // die "fork: $!";
     if (!$pid) {
+        $in_child->() if $in_child;
         open STDIN, '<', '/dev/null';
         open STDOUT, '>', "$tmp/out";
         open STDERR, '>', "$tmp/err";

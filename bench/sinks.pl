@@ -1,0 +1,120 @@
+#!/usr/bin/perl
+
+# bench/sinks.pl (run by bench/sinks.sh): guardd's DECIDE p99 with its
+# sinks off, with both sinks on, and with each sink down, under a steady
+# load of refusals (AUDIT frames, SINKS_LOAD a second, default 500) that
+# the sinks publish.  A private redis-server and PostgreSQL cluster
+# (t/lib/Guard/Services.pm), the release guardd and decide_bench; the
+# configurations interleaved for SINKS_ROUNDS rounds (default 3), the
+# median p99 of each, and its ratio to sinks off (goal: <= 1.2).
+#
+# The machine's cores are shared by the load, Redis, PostgreSQL, guardd
+# and decide_bench: quote the ratios, not the microseconds.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/../t/lib";
+
+use File::Temp qw(tempdir);
+use Time::HiRes qw(sleep time);
+use Guard::Frames qw(spawn_guardd end_guardd guardd_conf write_text slurp);
+use Guard::Services;
+use Guard::Outbox;
+
+my $repo = "$FindBin::Bin/..";
+my $guardd = $ENV{GUARD_GUARDD} || "$repo/policy-engine/build/release/guardd";
+my $bench = "$repo/policy-engine/build/release/decide_bench";
+my $rounds = $ENV{SINKS_ROUNDS} || 3;
+my $rate = $ENV{SINKS_LOAD} || 500;
+my $n = $ENV{SINKS_DECIDES} || 20000;
+
+die "no Redis: " . Guard::Services::redis_missing() . "\n"
+    if Guard::Services::redis_missing();
+die "no PostgreSQL: " . Guard::Services::postgres_missing() . "\n"
+    if Guard::Services::postgres_missing();
+
+my ($dir, $r, $p) = outbox_setup('bench-sinks');
+
+# SINKS_SERVERS_NICE=N: redis-server and PostgreSQL (the postmaster and
+# its processes; backends forked later inherit it) at nice N.  On a
+# machine of few cores where Redis and PostgreSQL run beside guardd, they
+# compete with guardd's loop for the CPU: this separates that from what
+# the sinks cost guardd itself.
+my $servers_nice = $ENV{SINKS_SERVERS_NICE} // 0;
+if ($servers_nice) {
+    my ($pm) = split /\n/, slurp("$p->{data}/postmaster.pid");
+    my @pids = ($r->{pid}, $pm, split ' ', qx(pgrep -P $pm));
+    system('renice', '-n', $servers_nice, '-p', @pids) == 0
+        or die "renice failed\n";
+}
+
+write_text("$dir/pol/acme.json", <<'JSON');
+{"tenant": "acme",
+ "risk": {"thresholds": {"step_up": 400, "deny": 700},
+          "signals": [{"id": "not-admin", "weight": 30,
+                       "when": {"claim": {"name": "roles", "lacks": "admin"}}}]}}
+JSON
+
+# a stream per run: each run has a journal of its own
+my $redis = { socket => $r->{socket}, maxlen => 1000000,
+              stream => 'guard:{node}' };
+my $pg = { dsn => $p->{dsn} };
+my %configs = (
+    'sinks off' => undef,
+    'both on' => { redis => $redis, postgres => $pg },
+    'redis down' => { redis => { socket => "$dir/no-redis.sock" },
+                      postgres => $pg },
+    'postgres down' => { redis => $redis,
+                         postgres => { dsn => "host=$dir/nowhere port=1 "
+                                              . "dbname=guard user=postgres" } },
+);
+my @order = ('sinks off', 'both on', 'redis down', 'postgres down');
+my %p99;
+my $run = 0;
+
+for my $round (1 .. $rounds) {
+    for my $name (@order) {
+        my $d = "$dir/run" . ++$run;
+        mkdir $d or die;
+        my $sock = "$d/guardd.sock";
+        write_text("$d/guardd.conf", guardd_conf($d, $sock,
+            policies => "$dir/pol", log => 'warn', metrics => "$d/m.sock",
+            node => "run$run",
+            $configs{$name} ? (sinks => $configs{$name}) : ()));
+        my $pid = spawn_guardd($guardd, "$d/guardd.conf", $sock,
+                               "$d/guardd.log");
+        my $load = load_start($sock, $rate);
+        sleep 1;
+        my $out = qx($bench $sock $n 1 $pid);
+        load_stop($load);
+        my $m = sink_metrics("$d/m.sock");
+        end_guardd($pid);
+        my ($v) = $out =~ /^DECIDE -> VERDICT\s+p50\s+\S+ us\s+p99\s+(\S+) us/m
+            or die "decide_bench: $out";
+        push @{ $p99{$name} }, $v;
+        my $pub = join ', ', map {
+            "$_ " . ($m->{"guardd_sink_published_total{sink=\"$_\"}"} // '-')
+        } qw(redis postgres);
+        printf "round %d %-14s DECIDE p99 %8.1f us   published: %s\n",
+               $round, $name, $v, $pub;
+    }
+}
+
+sub median {
+    my @s = sort { $a <=> $b } @_;
+    return $s[$#s / 2];
+}
+
+print "\nDECIDE p99 under $rate refusals/s, $n DECIDEs, $rounds rounds "
+    . "(median)"
+    . ($servers_nice ? ", Redis and PostgreSQL at nice $servers_nice" : '')
+    . "\n";
+my $off = median(@{ $p99{'sinks off'} });
+for my $name (@order) {
+    my $v = median(@{ $p99{$name} });
+    printf "%-14s p99 %8.1f us   ratio to sinks off %.2f\n", $name, $v,
+           $v / $off;
+}
+print "(goal: every ratio <= 1.2)\n";

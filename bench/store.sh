@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# bench/store.sh: the event sinks and the PostgreSQL store at scale.
+#
+#   1. the journal's own rate: STORE_RECORDS (default 1,000,000) synthetic
+#      refusals appended through gd_journal with group commit (one fsync
+#      per STORE_GROUP records, default 1024: what guardd's writer groups
+#      when records arrive at that rate and an fsync takes ~10 ms), by
+#      policy-engine/bench/journal_bench.c;
+#   2. guardd started on that journal with the Redis sink only, then with
+#      the PostgreSQL sink only (a private redis-server and PostgreSQL
+#      cluster, Unix sockets, as the tests run them): the time until the
+#      sink's lag is 0, as records/s;
+#   3. with every record in PostgreSQL: `guardctl blocked --db DSN
+#      --tenant T --since 1h` and `guardctl show ID --db DSN`, each the
+#      median of 5 runs (a whole guardctl process: start, connect, query,
+#      print).
+# Prints each figure beside the goal of issue 13.  The machine is shared:
+# quote the figures with that caveat.  STORE_BATCH: the sinks' batch
+# (default 2000).  KEEP=1 keeps the directory.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+make -s -C "$repo/policy-engine" build/release/guardd build/release/guardctl \
+    build/release/journal_bench >&2
+exec perl "$repo/bench/store.pl"

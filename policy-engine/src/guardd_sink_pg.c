@@ -1,0 +1,174 @@
+/*
+ * guardd: the PostgreSQL sink (libpq), see guardd_sink.c.
+ *
+ * A batch is one transaction around one call of the store's ingest
+ * function (migrations/, docs/events.md):
+ *
+ *   BEGIN;
+ *   SELECT inserted, duplicates FROM guard_ingest($1::jsonb);
+ *   COMMIT;
+ *
+ * with $1 a JSON array of {"record": <the journal record>, "segment":
+ * "journal-000001.jsonl", "line": N}.  Rows are keyed by the record id,
+ * a record already there is counted as a duplicate.  An error of the
+ * data (SQLSTATE classes 22, 23, 54, P0) refuses the batch as a whole,
+ * which guardd_sink.c splits until the refused record is alone; any
+ * other error is the database being away: the batch waits.
+ */
+#define _GNU_SOURCE
+
+#include "guardd.h"
+
+#include <libpq-fe.h>
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* the server's notices (a shutdown's WARNING) in guardd's log */
+static void pg_notice(void *arg, const char *message)
+{
+    (void)arg;
+    logmsg("warn", "sink postgres: %.*s", (int)strcspn(message, "\n"), message);
+}
+
+static int pg_connect(gd_sink_t *s, char *err, size_t errlen)
+{
+    /* the DSN's own settings win over these defaults (expand_dbname) */
+    const char *keys[] = {"connect_timeout", "application_name", "dbname",
+                          NULL};
+    const char *vals[] = {"5", "guardd", s->dsn, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+
+    if (c == NULL || PQstatus(c) != CONNECTION_OK) {
+        /* libpq's message names the server, never the password */
+        snprintf(err, errlen, "postgres: %s",
+                 c ? PQerrorMessage(c) : "out of memory");
+        err[strcspn(err, "\n")] = '\0';
+        PQfinish(c);
+        return -1;
+    }
+    PQsetNoticeProcessor(c, pg_notice, NULL);
+    s->conn = c;
+    return 0;
+}
+
+static void pg_disconnect(gd_sink_t *s)
+{
+    PQfinish(s->conn);
+    s->conn = NULL;
+}
+
+/* 1: the error is about the data of the batch */
+static int data_error(const PGresult *res)
+{
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+    return state != NULL &&
+           (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0 ||
+            strncmp(state, "54", 2) == 0 || strncmp(state, "P0", 2) == 0);
+}
+
+static void pg_error(PGconn *c, const PGresult *res, char *err, size_t errlen)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg =
+        res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+
+    snprintf(err, errlen, "postgres: %s%s%s%s", state ? state : "",
+             state ? ": " : "", msg ? msg : PQerrorMessage(c),
+             state && strcmp(state, "42883") == 0
+                 ? " (are the migrations applied? guardctl db migrate)"
+                 : "");
+    err[strcspn(err, "\n")] = '\0';
+}
+
+static int exec_simple(PGconn *c, const char *sql, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(c, sql);
+    int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+
+    if (!ok) {
+        pg_error(c, res, err, errlen);
+    }
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
+                      uint64_t *dups, char *err, size_t errlen)
+{
+    PGconn *c = s->conn;
+    json_t *batch = json_array();
+    char *text = NULL;
+    PGresult *res;
+    int rc = -1;
+
+    for (size_t i = 0; i < n && batch; i++) {
+        char segname[32];
+
+        if (r[i].rejected) {
+            continue;
+        }
+        snprintf(segname, sizeof(segname), "journal-%06u.jsonl", r[i].seg);
+        if (json_array_append_new(
+                batch,
+                json_pack("{s:O, s:s, s:I}", "record", r[i].rec, "segment",
+                          segname, "line", (json_int_t)r[i].lineno)) != 0) {
+            json_decref(batch);
+            batch = NULL;
+        }
+    }
+    text = batch ? json_dumps(batch, JSON_COMPACT) : NULL;
+    json_decref(batch);
+    if (text == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+
+    if (exec_simple(c, "BEGIN", err, errlen) != 0) {
+        free(text);
+        return -1;
+    }
+
+    {
+        const char *params[1] = {text};
+        res = PQexecParams(
+            c, "SELECT inserted, duplicates FROM guard_ingest($1::jsonb)", 1,
+            NULL, params, NULL, NULL, 0);
+    }
+    free(text);
+
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+        PQnfields(res) == 2) {
+        uint64_t ins = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+        uint64_t dup = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+        PQclear(res);
+        if (exec_simple(c, "COMMIT", err, errlen) == 0) {
+            *added += ins;
+            *dups += dup;
+            return 0;
+        }
+        return -1;
+    }
+
+    pg_error(c, res, err, errlen);
+    rc = PQstatus(c) == CONNECTION_OK && data_error(res) ? 1 : -1;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        snprintf(err, errlen,
+                 "postgres: guard_ingest answered %d rows of %d "
+                 "columns, not one row (inserted, duplicates)",
+                 PQntuples(res), PQnfields(res));
+        rc = -1;
+    }
+    PQclear(res);
+    if (PQstatus(c) == CONNECTION_OK) {
+        char ignored[64];
+        exec_simple(c, "ROLLBACK", ignored, sizeof(ignored));
+    }
+    return rc;
+}
+
+const gd_sink_ops_t gd_sink_pg = {"postgres", pg_connect, pg_disconnect,
+                                  pg_publish};
