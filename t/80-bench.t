@@ -143,6 +143,8 @@ SKIP: {
         for qw(modsec-get modsec-post);
     like($out, qr/^ModSecurity\+CRS on the 1 KB JSON POST over plain proxy POST: modsec-post \/ plain-post = $num \(median of the rounds' ratios: $num\)$/m,
          'guardrails.sh: ModSecurity over plain proxy, POST');
+}
+
 # bench/store.sh (20,000 records here): every figure, beside its goal
 SKIP: {
     skip 'redis-server or PostgreSQL is not installed', 5
