@@ -126,6 +126,7 @@ PREFIX       ?= /usr/local
 BINDIR       ?= $(PREFIX)/bin
 SBINDIR      ?= $(PREFIX)/sbin
 MANDIR       ?= $(PREFIX)/share/man
+DATADIR      ?= $(PREFIX)/share/guard
 NGX_MODDIR   ?= /usr/lib/nginx/modules
 NGX_MODCONF  ?= /usr/share/nginx/modules-available
 CONFDIR      ?= /etc/guard
@@ -140,6 +141,8 @@ MAN_DEST     := $(foreach m,$(MANPAGES),\
 # guardrail packs, installed as CONFDIR/policies/packs
 POLICY_FILES := $(shell cd policies/examples && find . -type f | sort)
 PACK_FILES   := $(notdir $(wildcard policies/packs/*.json))
+# the PostgreSQL store's migrations (guardctl db migrate), DATADIR/migrations
+MIGRATIONS   := $(notdir $(wildcard migrations/*.sql))
 GUARD_VERSION := $(shell sed -n 's/.*define GUARD_VERSION "\(.*\)".*/\1/p' \
                    policy-engine/include/gd_version.h)
 
@@ -158,6 +161,9 @@ install: all
 	install -m 0644 conf/guard.tmpfiles $(D)$(TMPFILESDIR)/guard.conf
 	@set -e; $(foreach m,$(MANPAGES),\
 	    install -D -m 0644 $(m) $(D)$(filter %/$(notdir $(m)),$(MAN_DEST));)
+	install -d $(D)$(DATADIR)/migrations
+	install -m 0644 $(addprefix migrations/,$(MIGRATIONS)) \
+	    $(D)$(DATADIR)/migrations
 	install -d -m 0755 $(D)$(CONFDIR)
 	install -d -m 0750 $(D)$(CONFDIR)/keys
 	@if [ -e $(D)$(CONFDIR)/guardd.conf ]; then \
@@ -185,7 +191,9 @@ uninstall:
 	rm -f $(D)$(NGX_MODDIR)/ngx_http_guard_module.so \
 	    $(D)$(NGX_MODCONF)/mod-http-guard.conf $(D)$(SBINDIR)/guardd \
 	    $(D)$(BINDIR)/guardctl $(D)$(UNITDIR)/guardd.service \
-	    $(D)$(TMPFILESDIR)/guard.conf $(addprefix $(D),$(MAN_DEST))
+	    $(D)$(TMPFILESDIR)/guard.conf $(addprefix $(D),$(MAN_DEST)) \
+	    $(addprefix $(D)$(DATADIR)/migrations/,$(MIGRATIONS))
+	@rmdir $(D)$(DATADIR)/migrations $(D)$(DATADIR) 2>/dev/null || true
 	@for f in guardd.conf:conf/guardd.conf \
 	        $(foreach p,$(POLICY_FILES),policies/$(p):policies/examples/$(p)) \
 	        $(foreach p,$(PACK_FILES),policies/packs/$(p):policies/packs/$(p)); do \

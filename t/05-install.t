@@ -65,8 +65,12 @@ sub mode { sprintf '%04o', (stat $_[0])[2] & 07777 }
 
 system('rm', '-rf', $stage);
 run_ok('make install DESTDIR=build/stage PREFIX=/usr');
-my @policies = map { "etc/guard/policies/$_" }
-               files("$repo/policies/examples");
+my @policies = ((map { "etc/guard/policies/$_" }
+                files("$repo/policies/examples")),
+                (map { "etc/guard/policies/packs/$_" }
+                files("$repo/policies/packs")),
+                (map { "usr/share/guard/migrations/$_" }
+                grep { /\.sql$/ } files("$repo/migrations")));
 my @man = map { m{/([^/]+)\.(\d)$} ? "usr/share/man/man$2/$1.$2" : () }
           glob "$repo/docs/man/*.[1-8]";
 is_deeply([files($stage)], [sort(

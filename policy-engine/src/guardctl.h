@@ -74,7 +74,8 @@ int events_command(int argc, char **argv);
 const char *db_dsn(const char *given);
 
 /* the migrations directory: GUARD_MIGRATIONS, else
- * /usr/share/guard/migrations (a --dir option overrides it) */
+ * /usr/local/share/guard/migrations (make install) when it exists, else
+ * /usr/share/guard/migrations (the package; a --dir option overrides it) */
 const char *migrations_dir(void);
 
 /* blocked's filters */

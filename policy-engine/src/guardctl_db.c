@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <libpq-fe.h>
 #include <openssl/evp.h>
@@ -96,7 +97,17 @@ typedef struct {
 const char *migrations_dir(void)
 {
     const char *dir = getenv("GUARD_MIGRATIONS");
-    return dir && *dir ? dir : "/usr/share/guard/migrations";
+    struct stat st;
+
+    if (dir && *dir) {
+        return dir;
+    }
+    /* make install's default PREFIX, else the package's */
+    if (stat("/usr/local/share/guard/migrations", &st) == 0 &&
+        S_ISDIR(st.st_mode)) {
+        return "/usr/local/share/guard/migrations";
+    }
+    return "/usr/share/guard/migrations";
 }
 
 static void sha256_hex(const char *data, size_t len, char out[65])
