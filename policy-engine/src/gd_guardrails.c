@@ -68,6 +68,7 @@ struct gd_gr_scratch_s {
     pcre2_jit_stack *jit;
     gd_norm_t norm;
     gd_norm_t name; /* decoded argument and form names */
+    gd_norm_t raw;  /* the text before the Unicode stage ("invisible") */
 
     gd_gr_hit_t hits[GD_GR_MAX_HITS];
     size_t hit_name[GD_GR_MAX_HITS]; /* names' offset, SIZE_MAX: direct */
@@ -205,6 +206,7 @@ gd_gr_scratch_t *gd_gr_scratch_new(void)
 
     gd_norm_init(&s->norm);
     gd_norm_init(&s->name);
+    gd_norm_init(&s->raw);
 
     /* one pair: the whole match (capture groups are not reported) */
     s->md = pcre2_match_data_create(1, NULL);
@@ -230,6 +232,7 @@ void gd_gr_scratch_free(gd_gr_scratch_t *s)
 
     gd_norm_free(&s->norm);
     gd_norm_free(&s->name);
+    gd_norm_free(&s->raw);
     pcre2_match_data_free(s->md);
     pcre2_match_context_free(s->mctx);
     pcre2_jit_stack_free(s->jit);
@@ -374,8 +377,8 @@ static int applies(const gd_gr_ctx_t *x, const gd_gr_rule_t *r,
 
 /* matching */
 
-static void hit(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it, size_t noff,
-                size_t nlen, int detector)
+static void hit(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it,
+                const gd_norm_t *from, size_t noff, size_t nlen, int detector)
 {
     const gd_gr_rule_t *r = &x->g->rules[ri];
     gd_gr_scratch_t *s = x->s;
@@ -383,7 +386,7 @@ static void hit(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it, size_t noff,
     int shadow = r->shadow || x->g->shadow;
     size_t off, len;
 
-    gd_norm_span(&s->norm, noff, nlen, &off, &len);
+    gd_norm_span(from, noff, nlen, &off, &len);
 
     /* a match that maps to no input byte has nothing to replace */
     if (r->action == GD_GR_REDACT && !shadow && len > 0) {
@@ -504,7 +507,7 @@ static void run_pattern(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it)
             continue;
         }
 
-        hit(x, ri, it, ov[0], ov[1] - ov[0], -1);
+        hit(x, ri, it, &x->s->norm, ov[0], ov[1] - ov[0], -1);
         if (r->action != GD_GR_REDACT) {
             return;
         }
@@ -512,11 +515,13 @@ static void run_pattern(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it)
     }
 }
 
-static void run_detector(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it)
+/* a detector over nt's text (s->norm, or s->raw for "invisible") */
+static void run_detector(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it,
+                         const gd_norm_t *nt)
 {
     const gd_gr_rule_t *r = &x->g->rules[ri];
-    const char *text = x->s->norm.text;
-    size_t len = x->s->norm.len, pos = 0;
+    const char *text = nt->text;
+    size_t len = nt->len, pos = 0;
 
     while (pos < len && !x->stop) {
         size_t n = gd_detect((gd_detector_e)r->detector, text + pos, len - pos,
@@ -524,7 +529,7 @@ static void run_detector(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it)
         size_t kept = n < GD_GR_SPANS ? n : GD_GR_SPANS;
 
         for (size_t i = 0; i < kept && !x->stop; i++) {
-            hit(x, ri, it, pos + x->s->spans[i].off, x->s->spans[i].len,
+            hit(x, ri, it, nt, pos + x->s->spans[i].off, x->s->spans[i].len,
                 r->detector);
             if (r->action != GD_GR_REDACT) {
                 return;
@@ -541,7 +546,7 @@ static void run_detector(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it)
 static void inspect(gd_gr_ctx_t *x, const gd_gr_item_t *it)
 {
     const gd_guardrails_t *g = x->g;
-    int normalised = 0;
+    int normalised = 0, raw = 0;
 
     for (size_t ri = 0; ri < g->nrules && !x->stop; ri++) {
         const gd_gr_rule_t *r = &g->rules[ri];
@@ -565,8 +570,19 @@ static void inspect(gd_gr_ctx_t *x, const gd_gr_item_t *it)
 
         if (r->code) {
             run_pattern(x, ri, it);
+        } else if (r->detector == GD_DET_INVISIBLE) {
+            /* what gd_norm's Unicode stage removes: the text only
+               percent-decoded (args, forms), else as it is */
+            if (!raw && gd_norm(&x->s->raw, it->text, it->len,
+                                it->opts & ~(unsigned)GD_NORM_UNICODE) != 0) {
+                x->nomem = 1;
+                x->stop = 1;
+                return;
+            }
+            raw = 1;
+            run_detector(x, ri, it, &x->s->raw);
         } else if (r->detector >= 0) {
-            run_detector(x, ri, it);
+            run_detector(x, ri, it, &x->s->norm);
         }
     }
 }
