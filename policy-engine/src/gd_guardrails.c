@@ -13,6 +13,7 @@
  */
 #include "gd_guardrails.h"
 #include "gd_detect.h"
+#include "gd_gr_prefilter.h"
 #include "gd_norm.h"
 
 #include <stdarg.h>
@@ -76,6 +77,9 @@ struct gd_gr_scratch_s {
 
     unsigned char *done; /* per rule: its one hit is recorded */
     size_t done_cap;
+    unsigned char *run; /* per rule: the prefilter says it may match */
+    size_t run_cap;
+    gd_gr_pf_scratch_t pf;
 
     gd_gr_pair_t *pairs;
     size_t pairs_cap;
@@ -237,6 +241,8 @@ void gd_gr_scratch_free(gd_gr_scratch_t *s)
     pcre2_match_context_free(s->mctx);
     pcre2_jit_stack_free(s->jit);
     free(s->done);
+    free(s->run);
+    gd_gr_pf_scratch_free(&s->pf);
     free(s->pairs);
     free(s->cuts.v);
     free(s->body_cuts.v);
@@ -566,8 +572,18 @@ static void inspect(gd_gr_ctx_t *x, const gd_gr_item_t *it)
             }
             x->res->norm_flags |= x->s->norm.flags;
             normalised = 1;
+            /* one scan of the text for every pattern's atoms (an error
+               leaves every rule to run) */
+            if (g->prefilter) {
+                (void)gd_gr_prefilter_scan(g->prefilter, &x->s->pf,
+                                           x->s->norm.text, x->s->norm.len,
+                                           x->s->run);
+            }
         }
 
+        if (r->code && g->prefilter && !x->s->run[ri]) {
+            continue; /* no atom of its in the text: it cannot match */
+        }
         if (r->code) {
             run_pattern(x, ri, it);
         } else if (r->detector == GD_DET_INVISIBLE) {
@@ -1062,7 +1078,8 @@ int gd_gr_eval(const gd_guardrails_t *g, const gd_gr_request_t *req,
     s->args_cuts.n = 0;
     s->hvalues.len = 0;
 
-    if (grow((void **)&s->done, &s->done_cap, g->nrules + 1, 1) != 0) {
+    if (grow((void **)&s->done, &s->done_cap, g->nrules + 1, 1) != 0 ||
+        grow((void **)&s->run, &s->run_cap, g->nrules + 1, 1) != 0) {
         res->verdict = GD_GR_ERROR;
         res->error = "out of memory";
         return -1;
