@@ -25,6 +25,10 @@
  *     value; every detector over each normalised value; every pattern
  *     over each normalised value), in microseconds per body and in
  *     percent of the whole gd_gr_eval().
+ *
+ * Last, the engine with its literal prefilter (gd_gr_prefilter.h, on by
+ * default) against the same section without it; GR_ATOMS=1 lists each
+ * pattern's atoms, GR_CHECK=FILE.jsonl checks the prefilter over a corpus.
  */
 #define _GNU_SOURCE
 #define PCRE2_CODE_UNIT_WIDTH 8
