@@ -592,6 +592,12 @@ static info_t *parse_group(parser_t *ps)
         } else if (q == '<' && (at(ps, 2, '=') || at(ps, 2, '!'))) {
             ps->i += 3;
             look = 1;
+        } else if (q == '<' &&
+                   !(ps->i + 2 < ps->n &&
+                     (isalpha(ps->p[ps->i + 2]) || ps->p[ps->i + 2] == '_'))) {
+            /* (?<* a non-atomic lookbehind, or what else may come */
+            ps->bad = "a group not understood";
+            return info_any();
         } else if (q == '<' || q == '\'' || (q == 'P' && at(ps, 2, '<'))) {
             skip_past(ps, q == '\'' ? '\'' : '<');
             if (q == '\'') {

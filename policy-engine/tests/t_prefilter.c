@@ -403,8 +403,9 @@ int main(void)
     /* what must have no atoms */
     {
         static const char *const none[] = {
-            "a(*ACCEPT)bcd", "(?x) a b c", "(?(?=a)ab|cd)", "ab\\E?c",
-            "a\\Q\\E?bc",    "x{,3}yz",    "\\d+",          "(*pla:abc)abc"};
+            "a(*ACCEPT)bcd", "(?x) a b c",    "(?(?=a)ab|cd)",
+            "ab\\E?c",       "a\\Q\\E?bc",    "x{,3}yz",
+            "\\d+",          "(*pla:abc)abc", "(?<*ab)cd"};
         gd_gr_atoms_t a;
         char why[64];
         int ok = 1;
