@@ -12,7 +12,8 @@ use FindBin;
 use Test::More;
 
 my $repo = "$FindBin::Bin/..";
-my @targets = qw(fuzz_proto fuzz_audit fuzz_jwt fuzz_policy fuzz_detect fuzz_norm);
+my @targets = qw(fuzz_proto fuzz_audit fuzz_jwt fuzz_policy fuzz_detect fuzz_norm
+                 fuzz_prefilter);
 
 plan skip_all => 'clang is not installed (sh scripts/setup.sh fuzz)'
     unless system('command -v clang >/dev/null 2>&1') == 0;

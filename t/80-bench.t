@@ -123,7 +123,7 @@ like($out, qr/guardrails\.sh: no baseline run/, 'guardrails.sh says it runs no b
 like($out, qr/^\Q$_\E\s+$num\s+$num\s+\d+ $/m, "guardrails.sh: $_")
     for qw(plain-get plain-post);
 SKIP: {
-    skip 'guardrails.sh: no guardrails in the module or no packs', 6
+    skip 'guardrails.sh: no guardrails in the module or no packs', 7
         if $out =~ /^guard variants skipped: /m;
     like($out, qr/^\Q$_\E\s+$num\s+$num\s+\d+ $/m, "guardrails.sh: $_")
         for qw(guard-get guard-post);
@@ -135,6 +135,8 @@ SKIP: {
          'gr_bench: the scan over standalone PCRE2-JIT');
     like($out, qr/^  (?:JSON parse \+ walk|normalisation|detectors \(\s*\d+\)|patterns \(\s*\d+\))\s+[\d.]+ us\s+[\d.]+%$/m,
          'gr_bench: where the engine\'s time goes');
+    like($out, qr/^  engine with it\s+[\d.]+ us, [\d.]+ MB\/s: [\d.]+x$/m,
+         'gr_bench: the engine with its literal prefilter and without');
 }
 SKIP: {
     skip 'guardrails.sh: ModSecurity or the CRS is not installed', 3

@@ -1,0 +1,450 @@
+/*
+ * Unit tests for gd_gr_prefilter: the atoms of a pattern are sound.
+ *
+ * Every pattern of the packs (policies/packs) and a set of tricky patterns
+ * (alternations, optional groups, classes, caseless, lookarounds,
+ * back-references, \Q..\E, non-ASCII literals, inline (?i), counted
+ * repeats, byte mode, (*ACCEPT)) are loaded as one section through the
+ * policy loader; over a corpus of texts (the string values of
+ * t/corpus/prompt-injection's bodies, variations of each, and a text that
+ * each tricky pattern matches), every text on which a pattern matches
+ * (a non-empty match, as the engine counts it) must be one on which the
+ * prefilter lets that pattern run.  Raw texts and normalised ones.
+ */
+#define PCRE2_CODE_UNIT_WIDTH 8
+
+#include "gd_gr_prefilter.h"
+#include "gd_guardrails.h"
+#include "gd_norm.h"
+#include "gd_policy.h"
+#include "tap.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <pcre2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PACKS GD_TEST_DATA "/../../policies/packs"
+#define CORPUS GD_TEST_DATA "/../corpus/prompt-injection"
+
+/* a tricky pattern, its flags, a text it matches */
+static const struct {
+    const char *pattern, *flags, *text;
+} tricky[] = {
+    {"ign(?:ore|oring)\\s+(all\\s+)?previous", "i", "IGNORING previous"},
+    {"colou?r", "", "color"},
+    {"ab?cde", "", "acde"},
+    {"(ab){3}", "", "ababab"},
+    {"a{3}", "", "aaa"},
+    {"x{2,}yz", "", "xxyz"},
+    {"x{2,5}yz", "", "xxyz"},
+    {"foo{0,3}bar", "", "fobar"},
+    {"\\Qab\\E?cd", "", "acd"},
+    {"\\Qa.b\\E+", "", "a.bbb"},
+    {"\\Q.*+|)\\E", "", "x.*+|)y"},
+    {"[Kk]ill", "iu", "\xe2\x84\xaaill"},
+    {"kill", "iu", "\xe2\x84\xaaILL"},
+    {"pass", "iu", "pa\xc5\xbfs"},
+    {"pa(?=ss)ssword", "", "password"},
+    {"(?<=x)yz", "", "xyz"},
+    {"(?<!q)yz", "", "ayz"},
+    {"(a|b)\\1cd", "", "aacd"},
+    {"(?i)HELLO world", "", "hello WORLD"},
+    {"x(?i)HELLO", "", "xhello"},
+    {"(?i:ab)CD", "", "ABcd"},
+    {"caf\xc3\xa9", "u", "caf\xc3\xa9"},
+    {"CAF\xc3\x89", "iu", "caf\xc3\xa9"},
+    {"\xc3\xa9t\xc3\xa9", "iu", "\xc3\x89T\xc3\x89"},
+    {"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e", "u",
+     "\xe6\x97\xa5\xe6\x9c\xac"
+     "\xe8\xaa\x9e"},
+    {"\xc3\xa9?xy", "", "\xc3xy"},
+    {"\xc3\xa9+xy", "", "\xc3\xa9\xa9xy"},
+    {"(?:abc|def)?ghi", "", "ghi"},
+    {"[a-c]{2}xyz", "", "abxyz"},
+    {"\\x41\\x42C", "i", "abc"},
+    {"a(*ACCEPT)bcd", "", "a"},
+    {"\\bdo\\s+anything\\s+now\\b", "i", "Do Anything Now"},
+    {"x{,3}yz", "", "x{,3}yz"},
+    {"x{,3}yz", "", "yz"},
+    {"(?x) a b c", "", "abc"},
+    {" a b c # x", "x", "abc"},
+    {"(?|(abc)|(xyz))q", "", "xyzq"},
+    {"\\d{3}-\\d{4}", "", "555-1234"},
+    {"admin|root", "i", "ROOT"},
+    {"\\x{17F}ecret", "iu", "SECRET"},
+    {"(?:ab)+cd", "", "ababcd"},
+    {"(?P<n>ab)(?P=n)", "", "abab"},
+    {"(?'n'ab)\\k'n'x", "", "ababx"},
+    {"(?#comment)keyword", "", "KEYWORD"},
+    {"\\cAxy", "", "\x01xy"},
+    {"\\o{101}bc", "i", "abc"},
+    {"[\\x{e9}x]yz", "u", "\xc3\xa9yz"},
+    {"a[]b]cd", "", "a]cd"},
+    {"word{2}", "", "wordd"},
+    {"(?:x|y){0,3}zzz", "", "zzz"},
+    {"[[:alpha:]]bc", "", "abc"},
+    {"[^abc]def", "", "xdef"},
+    {"(?s)begin.*end", "", "begin\nend"},
+    {"a\\Kbc", "", "abc"},
+    {"(?:(?:ab|cd)(?:ef|gh)){2}", "", "abghcdef"},
+    {"(*UTF)caf\xc3\xa9", "", "caf\xc3\xa9"},
+    {"(*UCP)(?i)stra\xc3\x9f"
+     "e",
+     "", "STRASSE"},
+    {"(?(?=a)ab|cd)", "", "cd"},
+    {"(a)?(?(1)b|c)de", "", "cde"},
+    {"ab\\E?c", "", "ac"},
+    {"a\\Q\\E?bc", "", "bc"},
+    {"(?=abc)\\w+", "", "abc"},
+    {"[\\Q]\\E]x", "", "]x"},
+    {"\\Ntest", "", "atest"},
+    {"\\p{Lu}xyz", "u", "Axyz"},
+    {"\\N{U+0041}bc", "u", "Abc"},
+    {"fo{1}o{1,1}bar", "", "foobar"},
+    {"(ab|cd|ef|gh|ij|kl|mn|op|qr|st|uv|wx)(ab|cd|ef|gh|ij|kl)(ab|cd)", "",
+     "klijcd"},
+    {"a.b|c", "", "c"},
+    {"(?:)ab", "", "ab"},
+    {"\\101bc", "", "Abc"},
+    {"\\x{41}{2}bc", "", "AAbc"},
+};
+
+#define NTRICKY (sizeof(tricky) / sizeof(tricky[0]))
+
+static char dir[256];
+static char **texts;
+static size_t *text_len;
+static size_t ntexts, texts_cap;
+
+static void add_text(const char *t, size_t n)
+{
+    if (ntexts == texts_cap) {
+        texts_cap = texts_cap ? texts_cap * 2 : 1024;
+        texts = realloc(texts, texts_cap * sizeof(*texts));
+        text_len = realloc(text_len, texts_cap * sizeof(*text_len));
+    }
+    texts[ntexts] = malloc(n + 1);
+    memcpy(texts[ntexts], t, n);
+    texts[ntexts][n] = '\0';
+    text_len[ntexts++] = n;
+}
+
+/* a text and its variations: upper, lower, case flipped, halves */
+static void add_variations(const char *t, size_t n)
+{
+    char *v = malloc(n + 1);
+
+    add_text(t, n);
+    for (int k = 0; k < 3; k++) {
+        for (size_t i = 0; i < n; i++) {
+            unsigned char c = (unsigned char)t[i];
+
+            v[i] = (char)(k == 0   ? toupper(c)
+                          : k == 1 ? tolower(c)
+                                   : (i % 2 ? toupper(c) : tolower(c)));
+        }
+        add_text(v, n);
+    }
+    if (n > 8) {
+        add_text(t, n / 2);
+        add_text(t + n / 2, n - n / 2);
+    }
+    free(v);
+}
+
+static void walk(json_t *j, int depth)
+{
+    size_t i;
+    const char *k;
+    json_t *v;
+
+    if (depth > 32) {
+        return;
+    }
+    if (json_is_string(j)) {
+        add_variations(json_string_value(j), json_string_length(j));
+    } else if (json_is_array(j)) {
+        json_array_foreach(j, i, v)
+        {
+            walk(v, depth + 1);
+        }
+    } else if (json_is_object(j)) {
+        json_object_foreach(j, k, v)
+        {
+            walk(v, depth + 1);
+        }
+    }
+}
+
+static void load_corpus(void)
+{
+    const char *files[] = {CORPUS "/benign.jsonl", CORPUS "/malicious.jsonl"};
+
+    for (size_t f = 0; f < 2; f++) {
+        FILE *fp = fopen(files[f], "r");
+        char *line = NULL;
+        size_t cap = 0;
+
+        if (fp == NULL) {
+            continue;
+        }
+        while (getline(&line, &cap, fp) > 0) {
+            json_error_t e;
+            json_t *j = json_loads(line, 0, &e), *b, *d = NULL;
+
+            if (j == NULL) {
+                continue;
+            }
+            b = json_object_get(j, "body");
+            if (json_is_string(b)) {
+                d = json_loads(json_string_value(b), JSON_DECODE_ANY, &e);
+            }
+            walk(d ? d : b, 0);
+            json_decref(d);
+            json_decref(j);
+        }
+        free(line);
+        fclose(fp);
+    }
+}
+
+/* whether code has a non-empty match in t[0..n), as the engine looks */
+static int matches(const gd_gr_rule_t *r, const char *t, size_t n,
+                   pcre2_match_data *md, int valid_utf)
+{
+    const pcre2_code *code = r->code;
+    size_t start = 0;
+
+    if ((r->pattern_options & PCRE2_UTF) && !valid_utf) {
+        code = r->code_invalid_utf;
+    }
+    while (start <= n) {
+        int rc = pcre2_match(code, (PCRE2_SPTR)t, n, start, 0, md, NULL);
+        PCRE2_SIZE *ov;
+
+        if (rc < 0) {
+            return 0;
+        }
+        ov = pcre2_get_ovector_pointer(md);
+        if (ov[1] > ov[0]) {
+            return 1;
+        }
+        start = ov[0] + 1;
+    }
+    return 0;
+}
+
+static int utf8_ok(const char *t, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        int32_t cp;
+        size_t l = gd_norm_u8dec((const unsigned char *)t + i, n - i, &cp);
+
+        if (l == 0) {
+            return 0;
+        }
+        i += l;
+    }
+    return 1;
+}
+
+static gd_policy_set_t *load_section(void)
+{
+    char path[512];
+    json_t *rules = json_array(), *packs = json_array(), *doc;
+    DIR *d = opendir(PACKS);
+    struct dirent *e;
+    gd_errors_t errs = {0};
+    gd_policy_set_t *set;
+
+    snprintf(path, sizeof(path), "%s/packs", dir);
+    if (symlink(PACKS, path) != 0) {
+        perror("symlink");
+    }
+    while (d && (e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+
+        if (l > 5 && strcmp(e->d_name + l - 5, ".json") == 0) {
+            json_array_append_new(packs, json_stringn(e->d_name, l - 5));
+        }
+    }
+    if (d) {
+        closedir(d);
+    }
+    for (size_t i = 0; i < NTRICKY; i++) {
+        char id[32];
+
+        snprintf(id, sizeof(id), "tricky-%zu", i);
+        json_array_append_new(
+            rules, json_pack("{s:s, s:[s], s:s, s:s, s:s}", "id", id, "targets",
+                             "body", "pattern", tricky[i].pattern, "flags",
+                             tricky[i].flags, "action", "log"));
+    }
+    doc = json_pack("{s:s, s:{s:o, s:o}}", "tenant", "acme", "guardrails",
+                    "packs", packs, "rules", rules);
+    snprintf(path, sizeof(path), "%s/acme.json", dir);
+    json_dump_file(doc, path, JSON_INDENT(1));
+    json_decref(doc);
+
+    set = gd_policy_set_load(dir, &errs);
+    for (size_t i = 0; i < errs.n; i++) {
+        printf("# %s\n", errs.lines[i]);
+    }
+    gd_errors_free(&errs);
+    return set;
+}
+
+int main(void)
+{
+    gd_policy_set_t *set;
+    const gd_policy_t *p;
+    const gd_guardrails_t *g;
+    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    gd_gr_pf_scratch_t pf = {0};
+    gd_norm_t nt;
+    unsigned char *run;
+    size_t filtered, natoms, lost = 0, checks = 0, hits = 0, skipped = 0;
+    int *tricky_hit = calloc(NTRICKY, sizeof(int));
+    char path[512];
+
+    snprintf(dir, sizeof(dir), "/tmp/t_prefilter.XXXXXX");
+    if (mkdtemp(dir) == NULL) {
+        perror("mkdtemp");
+        return 1;
+    }
+    set = load_section();
+    p = set ? gd_policy_find(set, "acme", 4) : NULL;
+    TAP_OK(p && p->has_guardrails, "the packs and the tricky patterns load");
+    if (p == NULL) {
+        return tap_done();
+    }
+    g = &p->guardrails;
+    TAP_OK(g->prefilter != NULL, "the section has a prefilter");
+    if (g->prefilter == NULL) {
+        return tap_done();
+    }
+    gd_gr_prefilter_counts(g->prefilter, &filtered, &natoms);
+    printf("# %zu rules, %zu with atoms (%zu atoms)\n", g->nrules, filtered,
+           natoms);
+    TAP_OK(filtered > NTRICKY, "most patterns have atoms");
+
+    load_corpus();
+    TAP_OK(ntexts > 1000, "a corpus of %zu texts", ntexts);
+    for (size_t i = 0; i < NTRICKY; i++) {
+        add_variations(tricky[i].text, strlen(tricky[i].text));
+    }
+
+    run = malloc(g->nrules + 1);
+    gd_norm_init(&nt);
+    for (size_t t = 0; t < ntexts; t++) {
+        for (int pass = 0; pass < 2; pass++) {
+            const char *s = texts[t];
+            size_t n = text_len[t];
+
+            if (pass == 1) {
+                gd_norm(&nt, s, n, GD_NORM_UNICODE);
+                s = nt.text;
+                n = nt.len;
+            }
+            if (gd_gr_prefilter_scan(g->prefilter, &pf, s, n, run) != 0) {
+                TAP_OK(0, "the scan of text %zu", t);
+                continue;
+            }
+            int valid = utf8_ok(s, n);
+
+            for (size_t ri = 0; ri < g->nrules; ri++) {
+                const gd_gr_rule_t *r = &g->rules[ri];
+
+                if (r->code == NULL) {
+                    continue;
+                }
+                checks++;
+                skipped += !run[ri];
+                if (!matches(r, s, n, md, valid)) {
+                    continue;
+                }
+                hits++;
+                if (strncmp(r->id, "tricky-", 7) == 0) {
+                    tricky_hit[atoi(r->id + 7)] = 1;
+                }
+                if (!run[ri]) {
+                    lost++;
+                    printf("# LOST: %s on text %zu (%s)\n", r->id, t,
+                           pass ? "normalised" : "raw");
+                }
+            }
+        }
+    }
+    TAP_OK(lost == 0,
+           "no match lost: %zu pattern runs, %zu matches, %zu runs skipped "
+           "by the prefilter",
+           checks, hits, skipped);
+    TAP_OK(skipped > checks / 2, "the prefilter skips most runs");
+
+    size_t missing = 0;
+
+    for (size_t i = 0; i < NTRICKY; i++) {
+        if (!tricky_hit[i]) {
+            missing++;
+            printf("# tricky-%zu /%s/ never matched its text\n", i,
+                   tricky[i].pattern);
+        }
+    }
+    TAP_OK(missing <= 1, "each tricky pattern matched its own text (%zu not)",
+           missing);
+
+    /* what must have no atoms */
+    {
+        static const char *const none[] = {
+            "a(*ACCEPT)bcd", "(?x) a b c",    "(?(?=a)ab|cd)",
+            "ab\\E?c",       "a\\Q\\E?bc",    "x{,3}yz",
+            "\\d+",          "(*pla:abc)abc", "(?<*ab)cd"};
+        gd_gr_atoms_t a;
+        char why[64];
+        int ok = 1;
+
+        for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+            if (gd_gr_atoms(none[i], 0, &a, why, sizeof(why)) == 0) {
+                ok = 0;
+                printf("# /%s/ got atoms\n", none[i]);
+            }
+        }
+        TAP_OK(ok, "patterns not understood for sure get no atoms");
+        TAP_OK(gd_gr_atoms(" a b c # x", PCRE2_EXTENDED, &a, why,
+                           sizeof(why)) != 0,
+               "flag x: no atoms (%s)", why);
+        TAP_OK(gd_gr_atoms("(ab){3}", 0, &a, why, sizeof(why)) == 0 &&
+                   a.n == 1 && a.len[0] == 6 &&
+                   memcmp(a.lit[0], "ababab", 6) == 0,
+               "(ab){3}: exactly ababab");
+        TAP_OK(gd_gr_atoms("Ignore (all )?previous", 0, &a, why, sizeof(why)) ==
+                       0 &&
+                   a.n >= 1,
+               "a literal pattern has atoms");
+    }
+
+    free(run);
+    gd_norm_free(&nt);
+    gd_gr_pf_scratch_free(&pf);
+    pcre2_match_data_free(md);
+    for (size_t t = 0; t < ntexts; t++) {
+        free(texts[t]);
+    }
+    free(texts);
+    free(text_len);
+    free(tricky_hit);
+    gd_policy_set_free(set);
+    snprintf(path, sizeof(path), "%s/acme.json", dir);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/packs", dir);
+    unlink(path);
+    rmdir(dir);
+    return tap_done();
+}
