@@ -11,7 +11,7 @@ PKGS="nginx nginx-dev libjansson-dev libssl-dev libpcre2-dev libhiredis-dev
 libjwt-dev libpq-dev zlib1g-dev gcc make perl openssl curl wrk bc
 redis-server postgresql python3 python3-jwt python3-cryptography
 python3-jsonschema python3-prometheus-client python3-yaml groff-base
-dpkg-dev jq libutf8proc-dev"
+dpkg-dev jq libutf8proc-dev libhyperscan-dev"
 
 if [ "${1:-}" = fuzz ]; then
     PKGS="$PKGS clang libclang-rt-dev"

@@ -30,6 +30,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 
 #include "gd_detect.h"
+#include "gd_gr_prefilter.h"
 #include "gd_guardrails.h"
 #include "gd_norm.h"
 #include "gd_policy.h"
@@ -37,9 +38,6 @@
 #include <ctype.h>
 #include <jansson.h>
 #include <pcre2.h>
-#ifdef GR_HYPERSCAN
-#include <hs.h>
-#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,6 +112,15 @@ __attribute__((noinline)) static void run_engine_pat(void)
 __attribute__((noinline)) static void run_engine_det(void)
 {
     cur_g = g_det;
+    run_engine();
+}
+
+/* every rule, the prefilter off */
+static const gd_guardrails_t *g_nopf;
+
+__attribute__((noinline)) static void run_engine_nopf(void)
+{
+    cur_g = g_nopf;
     run_engine();
 }
 
@@ -239,792 +246,45 @@ static double timed(void (*f)(void), double seconds)
     return (t - t0) / (double)n;
 }
 
-#ifdef GR_HYPERSCAN
 /*
- * The prototype of a multi-pattern prefilter.  Each pattern's "atoms"
- * are computed from its text: a set of literals, one of which is in
- * every text the pattern matches (lookarounds, anchors and verbs widen
- * to nothing required, classes and repeats to what they must hold; a
- * set whose shortest literal is under ATOM_MIN bytes is no filter:
- * that pattern always runs; a byte that is not ASCII stands for any
- * text, its case folding not being ASCII's).  Every atom goes into one
- * Hyperscan literal database (caseless), scanned once over each normalised
- * value; a pattern runs in PCRE2 only where one of its atoms was seen.  Sound
- * by construction (a widening), checked over a corpus by GR_CHECK.
+ * The engine's literal prefilter (gd_gr_prefilter.h): GR_ATOMS lists each
+ * pattern's atoms (or why it has none); GR_CHECK=FILE.jsonl checks over a
+ * corpus that it loses no match.
  */
-#define ATOM_MIN 1
-#define SET_MAX 256
-#define LIT_MAX 48
+static gd_gr_pf_scratch_t pf;
+static unsigned char *pf_run;
 
-typedef struct {
-    char *s[SET_MAX];
-    size_t n;
-} set_t;
-
-typedef struct {
-    int exact; /* e: every text the node matches (lowercase) */
-    set_t e;
-    int any; /* nothing required; else r: one of these is in a match */
-    set_t r;
-} info_t;
-
-static void set_free(set_t *s)
+static void list_atoms(const gd_guardrails_t *g)
 {
-    for (size_t i = 0; i < s->n; i++) {
-        free(s->s[i]);
-    }
-    s->n = 0;
-}
+    gd_gr_atoms_t a;
+    char why[64];
 
-static int set_add(set_t *s, const char *p, size_t n)
-{
-    if (n > LIT_MAX) {
-        return -1;
-    }
-    for (size_t i = 0; i < s->n; i++) {
-        if (strlen(s->s[i]) == n && memcmp(s->s[i], p, n) == 0) {
-            return 0;
-        }
-    }
-    if (s->n == SET_MAX) {
-        return -1;
-    }
-    s->s[s->n] = strndup(p, n);
-    s->n++;
-    return 0;
-}
-
-static size_t set_minlen(const set_t *s)
-{
-    size_t m = SIZE_MAX;
-    for (size_t i = 0; i < s->n; i++) {
-        size_t l = strlen(s->s[i]);
-        m = l < m ? l : m;
-    }
-    return s->n ? m : 0;
-}
-
-static info_t *info_new(void)
-{
-    return calloc(1, sizeof(info_t));
-}
-
-static void info_free(info_t *x)
-{
-    set_free(&x->e);
-    set_free(&x->r);
-    free(x);
-}
-
-static info_t *info_empty(void)
-{
-    info_t *x = info_new();
-    x->exact = 1;
-    set_add(&x->e, "", 0);
-    x->any = 1;
-    return x;
-}
-
-static info_t *info_anychar(void)
-{
-    info_t *x = info_new();
-    x->any = 1;
-    return x;
-}
-
-static info_t *info_lit(const char *p, size_t n)
-{
-    info_t *x = info_new();
-    x->exact = 1;
-    set_add(&x->e, p, n);
-    x->any = 1;
-    return x;
-}
-
-/* the required set of x, as a set to copy (NULL: nothing required) */
-static const set_t *req_of(const info_t *x)
-{
-    if (x->exact && set_minlen(&x->e) > 0) {
-        return &x->e;
-    }
-    if (!x->any && set_minlen(&x->r) > 0) {
-        return &x->r;
-    }
-    return NULL;
-}
-
-static void set_copy(set_t *d, const set_t *s)
-{
-    set_free(d);
-    for (size_t i = 0; i < s->n; i++) {
-        set_add(d, s->s[i], strlen(s->s[i]));
-    }
-}
-
-/* the better of two required sets: the longer shortest literal */
-static const set_t *req_best(const set_t *a, const set_t *b)
-{
-    if (a == NULL || b == NULL) {
-        return a ? a : b;
-    }
-    size_t la = set_minlen(a), lb = set_minlen(b);
-    if (la != lb) {
-        return la > lb ? a : b;
-    }
-    return a->n <= b->n ? a : b;
-}
-
-static info_t *concat(info_t *a, info_t *b)
-{
-    info_t *x = info_new();
-
-    if (a->exact && b->exact && a->e.n * b->e.n <= SET_MAX) {
-        int ok = 1;
-        char buf[2 * LIT_MAX + 1];
-        x->exact = 1;
-        for (size_t i = 0; ok && i < a->e.n; i++) {
-            for (size_t j = 0; ok && j < b->e.n; j++) {
-                int n =
-                    snprintf(buf, sizeof(buf), "%s%s", a->e.s[i], b->e.s[j]);
-                ok = set_add(&x->e, buf, (size_t)n) == 0;
-            }
-        }
-        if (ok) {
-            x->any = 1;
-            info_free(a);
-            info_free(b);
-            return x;
-        }
-        set_free(&x->e);
-        x->exact = 0;
-    }
-    const set_t *r = req_best(req_of(a), req_of(b));
-    if (r) {
-        set_copy(&x->r, r);
-        x->any = 0;
-    } else {
-        x->any = 1;
-    }
-    info_free(a);
-    info_free(b);
-    return x;
-}
-
-static info_t *alternate(info_t *a, info_t *b)
-{
-    info_t *x = info_new();
-    int ok = 1;
-
-    if (a->exact && b->exact) {
-        x->exact = 1;
-        for (size_t i = 0; ok && i < a->e.n; i++) {
-            ok = set_add(&x->e, a->e.s[i], strlen(a->e.s[i])) == 0;
-        }
-        for (size_t i = 0; ok && i < b->e.n; i++) {
-            ok = set_add(&x->e, b->e.s[i], strlen(b->e.s[i])) == 0;
-        }
-        if (!ok) {
-            set_free(&x->e);
-            x->exact = 0;
-        }
-    }
-    const set_t *ra = req_of(a), *rb = req_of(b);
-    x->any = 1;
-    if (ra && rb) {
-        ok = 1;
-        for (size_t i = 0; ok && i < ra->n; i++) {
-            ok = set_add(&x->r, ra->s[i], strlen(ra->s[i])) == 0;
-        }
-        for (size_t i = 0; ok && i < rb->n; i++) {
-            ok = set_add(&x->r, rb->s[i], strlen(rb->s[i])) == 0;
-        }
-        x->any = !ok;
-        if (!ok) {
-            set_free(&x->r);
-        }
-    }
-    info_free(a);
-    info_free(b);
-    return x;
-}
-
-typedef struct {
-    const char *p;
-    size_t i, n;
-    int caseless, bad;
-} parser_t;
-
-static info_t *parse_alt(parser_t *ps);
-
-/* past the ')' closing a group whose contents are not needed */
-static void skip_group(parser_t *ps)
-{
-    info_free(parse_alt(ps));
-    if (ps->i < ps->n && ps->p[ps->i] == ')') {
-        ps->i++;
-    }
-}
-
-/* a byte >= 0x80 stands for "some byte that is not ASCII" */
-#define HIGH '\x80'
-
-/* past a UTF-8 character's continuation bytes */
-static void skip_utf8(parser_t *ps)
-{
-    while (ps->i < ps->n && ((unsigned char)ps->p[ps->i] & 0xc0) == 0x80) {
-        ps->i++;
-    }
-}
-
-/* \x{HHHH} or \xHH after "\x": its value */
-static unsigned long parse_hex(parser_t *ps)
-{
-    unsigned long v = 0;
-    if (ps->i < ps->n && ps->p[ps->i] == '{') {
-        v = strtoul(ps->p + ps->i + 1, NULL, 16);
-        while (ps->i < ps->n && ps->p[ps->i] != '}') {
-            ps->i++;
-        }
-        ps->i++;
-    } else {
-        char h[3] = {0};
-        for (int k = 0;
-             k < 2 && ps->i < ps->n && isxdigit((unsigned char)ps->p[ps->i]);
-             k++) {
-            h[k] = ps->p[ps->i++];
-        }
-        v = strtoul(h, NULL, 16);
-    }
-    return v;
-}
-
-/* one member of a class: 1 a high character, 2 an ASCII one (in *ch),
-   0 anything else (\w, \d, [:alpha:], ...) */
-static int class_char(parser_t *ps, char *ch)
-{
-    unsigned char c = (unsigned char)ps->p[ps->i];
-
-    if (c == '[' && ps->i + 1 < ps->n && ps->p[ps->i + 1] == ':') {
-        const char *e = strstr(ps->p + ps->i, ":]");
-        ps->i = e ? (size_t)(e - ps->p) + 2 : ps->n;
-        return 0;
-    }
-    if (c == '\\' && ps->i + 1 < ps->n) {
-        char e = ps->p[ps->i + 1];
-        ps->i += 2;
-        if (e == 'x') {
-            unsigned long v = parse_hex(ps);
-            *ch = (char)v;
-            return v >= 0x80 ? 1 : 2;
-        }
-        if (e == 'p' || e == 'P') {
-            if (ps->i < ps->n && ps->p[ps->i] == '{') {
-                while (ps->i < ps->n && ps->p[ps->i] != '}') {
-                    ps->i++;
-                }
-            }
-            ps->i++;
-            return 0;
-        }
-        if (e == 'n' || e == 't' || e == 'r') {
-            *ch = e == 'n' ? '\n' : e == 't' ? '\t' : '\r';
-            return 2;
-        }
-        if (isalnum((unsigned char)e)) {
-            return 0;
-        }
-        *ch = e;
-        return 2;
-    }
-    ps->i++;
-    if (c >= 0x80) {
-        skip_utf8(ps);
-        return 1;
-    }
-    *ch = (char)c;
-    return 2;
-}
-
-static info_t *parse_class(parser_t *ps)
-{
-    /* ps->p[ps->i] is just past '[' */
-    char chars[8];
-    size_t nc = 0, nhigh = 0, nother = 0;
-    int neg = 0, first = 1;
-
-    if (ps->i < ps->n && ps->p[ps->i] == '^') {
-        neg = 1;
-        ps->i++;
-    }
-    while (ps->i < ps->n && (first || ps->p[ps->i] != ']')) {
-        char ch = 0, hi = 0;
-        int k = class_char(ps, &ch);
-        first = 0;
-        if (ps->i + 1 < ps->n && ps->p[ps->i] == '-' &&
-            ps->p[ps->i + 1] != ']') {
-            ps->i++;
-            class_char(ps, &hi);
-            /* a range from a high character holds only high ones */
-            k = k == 1 ? 1 : 0;
-        }
-        if (k == 1) {
-            nhigh++;
-        } else if (k == 2 && nc < sizeof(chars)) {
-            char l = (char)(ps->caseless ? tolower((unsigned char)ch) : ch);
-            if (memchr(chars, l, nc) == NULL) {
-                chars[nc++] = l;
-            }
-        } else {
-            nother++;
-        }
-    }
-    ps->i++; /* ']' */
-    if (neg || nother) {
-        return info_anychar();
-    }
-    if (nhigh && nc == 0) {
-        char h = HIGH;
-        return info_lit(&h, 1);
-    }
-    if (nhigh || nc == 0) {
-        return info_anychar();
-    }
-    info_t *x = info_new();
-    x->exact = 1;
-    x->any = 1;
-    for (size_t k = 0; k < nc; k++) {
-        set_add(&x->e, &chars[k], 1);
-    }
-    return x;
-}
-
-static info_t *parse_escape(parser_t *ps)
-{
-    char c = ps->p[ps->i + 1];
-
-    ps->i += 2;
-    switch (c) {
-    case 'b':
-    case 'B':
-    case 'A':
-    case 'z':
-    case 'Z':
-    case 'G':
-    case 'K':
-        return info_empty();
-    case 'n':
-        return info_lit("\n", 1);
-    case 't':
-        return info_lit("\t", 1);
-    case 'r':
-        return info_lit("\r", 1);
-    case 'x': {
-        unsigned long v = parse_hex(ps);
-        char l =
-            v >= 0x80 ? HIGH : (char)(ps->caseless ? tolower((int)v) : (int)v);
-        return info_lit(&l, 1);
-    }
-    case 'p':
-    case 'P':
-        if (ps->i < ps->n && ps->p[ps->i] == '{') {
-            while (ps->i < ps->n && ps->p[ps->i] != '}') {
-                ps->i++;
-            }
-            ps->i++;
-        } else {
-            ps->i++;
-        }
-        return info_anychar();
-    case 'Q': {
-        const char *e = strstr(ps->p + ps->i, "\\E");
-        size_t end = e ? (size_t)(e - ps->p) : ps->n;
-        char buf[LIT_MAX];
-        size_t n = 0;
-        for (size_t k = ps->i; k < end && n < sizeof(buf); k++) {
-            unsigned char ch = (unsigned char)ps->p[k];
-            if (ch >= 0x80) {
-                ps->bad = 1; /* \\Q..\\E with UTF-8: not filtered */
-            }
-            buf[n++] = (char)(ps->caseless ? tolower(ch) : ch);
-        }
-        ps->i = e ? end + 2 : ps->n;
-        return n < LIT_MAX ? info_lit(buf, n) : info_anychar();
-    }
-    default:
-        if (isalnum((unsigned char)c)) {
-            /* \s \w \d \h \v \R \X \N, back-references, ... */
-            return info_anychar();
-        }
-        {
-            char l = c;
-            return info_lit(&l, 1);
-        }
-    }
-}
-
-static info_t *parse_atom(parser_t *ps)
-{
-    unsigned char c = (unsigned char)ps->p[ps->i];
-
-    if (c == '(') {
-        ps->i++;
-        if (ps->i < ps->n && ps->p[ps->i] == '*') { /* (*SKIP) (*F) ... */
-            while (ps->i < ps->n && ps->p[ps->i] != ')') {
-                ps->i++;
-            }
-            ps->i++;
-            return info_empty();
-        }
-        if (ps->i < ps->n && ps->p[ps->i] == '?') {
-            const char *q = ps->p + ps->i + 1;
-            if (*q == ':' || *q == '>' || *q == '|') {
-                ps->i += 2;
-            } else if (*q == '=' || *q == '!') {
-                ps->i += 2;
-                skip_group(ps);
-                return info_empty();
-            } else if (*q == '<' && (q[1] == '=' || q[1] == '!')) {
-                ps->i += 3;
-                skip_group(ps);
-                return info_empty();
-            } else if (*q == '#') {
-                while (ps->i < ps->n && ps->p[ps->i] != ')') {
-                    ps->i++;
-                }
-                ps->i++;
-                return info_empty();
-            } else if (*q == '<' || *q == 'P' || *q == '\'') {
-                /* a named group */
-                while (ps->i < ps->n && ps->p[ps->i] != '>' &&
-                       ps->p[ps->i] != '\'') {
-                    ps->i++;
-                }
-                ps->i++;
-            } else {
-                /* flags: (?i) (?-i) (?i: ...); caseless stays caseless */
-                size_t k = ps->i + 1;
-                while (k < ps->n && ps->p[k] != ')' && ps->p[k] != ':') {
-                    k++;
-                }
-                if (k < ps->n && ps->p[k] == ')') {
-                    ps->i = k + 1;
-                    return info_empty();
-                }
-                ps->i = k + 1;
-            }
-        }
-        info_t *x = parse_alt(ps);
-        if (ps->i < ps->n && ps->p[ps->i] == ')') {
-            ps->i++;
-        }
-        return x;
-    }
-    if (c == '[') {
-        ps->i++;
-        return parse_class(ps);
-    }
-    if (c == '\\') {
-        return parse_escape(ps);
-    }
-    ps->i++;
-    if (c == '.') {
-        return info_anychar();
-    }
-    if (c == '^' || c == '$') {
-        return info_empty();
-    }
-    if (c >= 0x80) {
-        /* a UTF-8 character: "some byte that is not ASCII" (its case
-           folding is not ASCII's) */
-        char h = HIGH;
-        skip_utf8(ps);
-        return info_lit(&h, 1);
-    }
-    char l = (char)(ps->caseless && c < 0x80 ? tolower(c) : c);
-    return info_lit(&l, 1);
-}
-
-/* applies a quantifier after an atom, if there is one */
-static info_t *quantify(parser_t *ps, info_t *x)
-{
-    size_t min, max;
-    char c = ps->i < ps->n ? ps->p[ps->i] : 0;
-
-    if (c == '?' || c == '*' || c == '+') {
-        ps->i++;
-        min = c == '+';
-        max = c == '?' ? 1 : SIZE_MAX;
-    } else if (c == '{' && ps->i + 1 < ps->n &&
-               isdigit((unsigned char)ps->p[ps->i + 1])) {
-        char *end;
-        min = strtoul(ps->p + ps->i + 1, &end, 10);
-        max = min;
-        if (*end == ',') {
-            max = isdigit((unsigned char)end[1]) ? strtoul(end + 1, &end, 10)
-                                                 : (end++, SIZE_MAX);
-        }
-        ps->i = (size_t)(end - ps->p) + 1;
-    } else {
-        return x;
-    }
-    if (ps->i < ps->n && (ps->p[ps->i] == '?' || ps->p[ps->i] == '+')) {
-        ps->i++;
-    }
-    if (min == 1 && max == 1) {
-        return x;
-    }
-    if (min == 0) {
-        if (max == 1 && x->exact) {
-            return alternate(x, info_empty());
-        }
-        info_free(x);
-        return info_anychar(); /* any text, nothing required */
-    }
-    /* at least min times: what min copies in a row require */
-    size_t copies = min < 8 ? min : 8;
-    for (size_t k = 1; x->exact && k < copies; k++) {
-        info_t *c = info_new();
-        c->exact = 1;
-        c->any = 1;
-        set_copy(&c->e, &x->e);
-        /* x is already concatenated with k - 1 copies */
-        info_t *once = c;
-        x = concat(x, once);
-    }
-    info_t *y = info_new();
-    const set_t *r = req_of(x);
-    y->any = r == NULL;
-    if (r) {
-        set_copy(&y->r, r);
-    }
-    info_free(x);
-    return y;
-}
-
-static info_t *parse_concat(parser_t *ps)
-{
-    info_t *x = info_empty();
-
-    while (ps->i < ps->n && ps->p[ps->i] != '|' && ps->p[ps->i] != ')') {
-        info_t *a = parse_atom(ps);
-        a = quantify(ps, a);
-        x = concat(x, a);
-    }
-    return x;
-}
-
-static info_t *parse_alt(parser_t *ps)
-{
-    info_t *x = parse_concat(ps);
-
-    while (ps->i < ps->n && ps->p[ps->i] == '|') {
-        ps->i++;
-        x = alternate(x, parse_concat(ps));
-    }
-    return x;
-}
-
-/* the atoms of rule r into set a; 0, or -1: no usable atoms (why) */
-static int atoms_of(const gd_gr_rule_t *r, set_t *a, char *why, size_t wn)
-{
-    parser_t ps = {.p = r->pattern,
-                   .n = strlen(r->pattern),
-                   .caseless = 1}; /* lowercase all: a widening */
-    info_t *x;
-
-    if (r->pattern_options & PCRE2_EXTENDED) {
-        snprintf(why, wn, "flag x");
-        return -1; /* whitespace and comments: not parsed here */
-    }
-    x = parse_alt(&ps);
-    const set_t *req = req_of(x);
-    int rc = -1;
-    if (!ps.bad && ps.i >= ps.n && req && set_minlen(req) >= ATOM_MIN) {
-        set_copy(a, req);
-        rc = 0;
-    } else if (req && !ps.bad && ps.i >= ps.n) {
-        snprintf(why, wn, "shortest atom %zu bytes", set_minlen(req));
-    } else {
-        snprintf(why, wn, "%s",
-                 ps.bad        ? "UTF-8 in \\Q..\\E"
-                 : ps.i < ps.n ? "unparsed"
-                               : "nothing required");
-    }
-    info_free(x);
-    return rc;
-}
-
-static hs_database_t *hs_db;
-static hs_scratch_t *hs_scr;
-static unsigned char *filtered;   /* by pattern: has atoms */
-static unsigned char *hs_hit;     /* by pattern: an atom seen in the value;
-                                     [npat]: a byte that is not ASCII */
-static unsigned char *needs_high; /* by pattern: one atom is not ASCII */
-static size_t nfiltered, natoms;
-
-static int hs_on_match(unsigned id, unsigned long long from,
-                       unsigned long long to, unsigned flags, void *ctx)
-{
-    (void)from;
-    (void)to;
-    (void)flags;
-    (void)ctx;
-    hs_hit[id] = 1;
-    return 0;
-}
-
-/* the atoms of every pattern in one literal database; 0, or -1 */
-static int hs_build(void)
-{
-    set_t *sets = calloc(npat + 1, sizeof(set_t));
-    const char **lit;
-    unsigned *flags, *ids, k = 0;
-    hs_compile_error_t *err = NULL;
-    double t0 = now_s();
-
-    char(*why)[64] = calloc(npat + 1, 64);
-
-    filtered = calloc(npat + 1, 1);
-    needs_high = calloc(npat + 1, 1);
-    hs_hit = calloc(npat + 1, 1);
-    if (hs_valid_platform() != HS_SUCCESS) {
-        printf("hyperscan: this CPU is not supported\n");
-        return -1;
-    }
     for (size_t i = 0; i < npat; i++) {
-        if (atoms_of(pat_rules[i], &sets[i], why[i], 64) == 0) {
-            filtered[i] = 1;
-            nfiltered++;
-            natoms += sets[i].n;
-        }
-    }
-    lit = calloc(natoms + 2, sizeof(char *));
-    flags = calloc(natoms + 2, sizeof(unsigned));
-    ids = calloc(natoms + 2, sizeof(unsigned));
-    /* each atom escaped as an expression; an atom with a high byte is
-       "some byte that is not ASCII", one expression of id npat */
-    int any_high = 0;
-    for (size_t i = 0; i < npat; i++) {
-        for (size_t j = 0; filtered[i] && j < sets[i].n; j++) {
-            const char *a = sets[i].s[j];
-            if (strchr(a, HIGH) != NULL) {
-                needs_high[i] = 1;
-                any_high = 1;
-                continue;
-            }
-            char *e = malloc(strlen(a) * 4 + 1), *q = e;
-            for (const char *c = a; *c; c++) {
-                if (isalnum((unsigned char)*c)) {
-                    *q++ = *c;
-                } else {
-                    q += sprintf(q, "\\x%02x", (unsigned char)*c);
-                }
-            }
-            *q = '\0';
-            lit[k] = e;
-            flags[k] = HS_FLAG_CASELESS | HS_FLAG_SINGLEMATCH;
-            ids[k] = (unsigned)i;
-            k++;
-        }
-    }
-    if (any_high) {
-        lit[k] = strdup("[\\x80-\\xff]");
-        flags[k] = HS_FLAG_SINGLEMATCH;
-        ids[k] = (unsigned)npat;
-        k++;
-    }
-    int rc = 0;
-    if (k > 0 && (hs_compile_multi(lit, flags, ids, k, HS_MODE_BLOCK, NULL,
-                                   &hs_db, &err) != HS_SUCCESS ||
-                  hs_alloc_scratch(hs_db, &hs_scr) != HS_SUCCESS)) {
-        printf("hyperscan: %s\n", err ? err->message : "no scratch");
-        rc = -1;
-    }
-    for (size_t i = 0; i < k; i++) {
-        free((char *)lit[i]);
-    }
-    if (getenv("GR_ATOMS")) {
-        for (size_t i = 0; i < npat; i++) {
-            printf("  atoms %-24s", pat_rules[i]->id);
-            if (!filtered[i]) {
-                printf(" (none: always runs: %s)", why[i]);
-            }
-            for (size_t j = 0; filtered[i] && j < sets[i].n && j < 8; j++) {
-                printf(strchr(sets[i].s[j], HIGH) ? " (not ASCII)" : " \"%s\"",
-                       sets[i].s[j]);
-            }
-            printf("%s\n", filtered[i] && sets[i].n > 8 ? " ..." : "");
-        }
-    }
-    printf("  (atoms computed and compiled in %.1f ms)\n",
-           (now_s() - t0) * 1e3);
-    for (size_t i = 0; i < npat; i++) {
-        set_free(&sets[i]);
-    }
-    free(sets);
-    free(why);
-    free(lit);
-    free(flags);
-    free(ids);
-    if (err) {
-        hs_free_compile_error(err);
-    }
-    return rc;
-}
-
-/* the patterns of the prototype over value i: n matches */
-static int prefilter_value(size_t i, int *which)
-{
-    int n = 0;
-    if (hs_db != NULL) {
-        memset(hs_hit, 0, npat + 1);
-        hs_scan(hs_db, nv[i].text, (unsigned)nv[i].len, 0, hs_scr, hs_on_match,
-                NULL);
-    }
-    for (size_t r = 0; r < npat; r++) {
-        if (filtered[r] && !hs_hit[r] && !(needs_high[r] && hs_hit[npat])) {
+        printf("  atoms %-24s", pat_rules[i]->id);
+        if (gd_gr_atoms(pat_rules[i]->pattern, pat_rules[i]->pattern_options,
+                        &a, why, sizeof(why)) != 0) {
+            printf(" (none: always runs: %s)\n", why);
             continue;
         }
-        int rc = pcre2_jit_match(pat_rules[r]->code, (PCRE2_SPTR)nv[i].text,
-                                 nv[i].len, 0, 0, md, NULL);
-        if (rc > 0) {
-            n++;
-            if (which) {
-                which[r] = 1;
-            }
+        for (size_t j = 0; j < a.n && j < 8; j++) {
+            printf(" \"%.*s\"", (int)a.len[j], a.lit[j]);
         }
+        printf("%s\n", a.n > 8 ? " ..." : "");
     }
-    return n;
-}
-
-/* the literal scan alone, no PCRE2 */
-static void run_scan_only(void)
-{
-    for (size_t i = 0; i < nval; i++) {
-        hs_scan(hs_db, nv[i].text, (unsigned)nv[i].len, 0, hs_scr, hs_on_match,
-                NULL);
-    }
-    sink += hs_hit[0];
-}
-
-static void run_prefilter(void)
-{
-    for (size_t i = 0; i < nval; i++) {
-        sink += (unsigned long)prefilter_value(i, NULL);
-    }
+    (void)g;
 }
 
 /*
  * GR_CHECK=FILE.jsonl: every line's "body" (a JSON value, or a string
- * holding one): each string value normalised, every pattern with and
- * without the prefilter; prints the matches the prefilter lost
+ * holding one): each string value normalised; every pattern that
+ * matches it must be one the prefilter lets run.  Prints the matches it
+ * lost (none, or it is a bug).
  */
-static void check_corpus(const char *path)
+static void check_corpus(const gd_guardrails_t *g, const char *path)
 {
     FILE *f = fopen(path, "r");
     char *line = NULL;
-    size_t cap = 0, lines = 0, values = 0, matches = 0, lost = 0;
-    int *with = calloc(npat + 1, sizeof(int));
+    size_t cap = 0, lines = 0, values = 0, matches = 0, lost = 0, ran = 0;
 
     if (f == NULL) {
         perror(path);
@@ -1033,6 +293,7 @@ static void check_corpus(const char *path)
     while (getline(&line, &cap, f) > 0) {
         json_error_t e;
         json_t *j = json_loads(line, 0, &e), *b, *d = NULL;
+
         if (j == NULL) {
             continue;
         }
@@ -1050,16 +311,19 @@ static void check_corpus(const char *path)
         walk(d, 0);
         for (size_t i = 0; i < nval; i++) {
             gd_norm(&nv[i], val[i], val_len[i], GD_NORM_UNICODE);
-            memset(with, 0, npat * sizeof(int));
-            prefilter_value(i, with);
+            gd_gr_prefilter_scan(g->prefilter, &pf, nv[i].text, nv[i].len,
+                                 pf_run);
             values++;
             for (size_t r = 0; r < npat; r++) {
+                size_t ri = (size_t)(pat_rules[r] - g->rules);
                 int rc =
                     pcre2_jit_match(pat_rules[r]->code, (PCRE2_SPTR)nv[i].text,
                                     nv[i].len, 0, 0, md, NULL);
+
+                ran += pf_run[ri];
                 if (rc > 0) {
                     matches++;
-                    if (!with[r]) {
+                    if (!pf_run[ri]) {
                         lost++;
                         printf("  lost: %s, line %zu\n", pat_rules[r]->id,
                                lines);
@@ -1071,13 +335,13 @@ static void check_corpus(const char *path)
         json_decref(j);
     }
     printf("  GR_CHECK %s: %zu bodies, %zu values, %zu pattern matches, "
-           "%zu lost by the prefilter\n",
-           path, lines, values, matches, lost);
+           "%zu lost by the prefilter; %.1f%% of the pattern runs kept\n",
+           path, lines, values, matches, lost,
+           values && npat ? 100.0 * (double)ran / (double)(values * npat)
+                          : 0.0);
     free(line);
-    free(with);
     fclose(f);
 }
-#endif
 
 static char *read_file(const char *path, size_t *len)
 {
@@ -1114,6 +378,8 @@ static gd_guardrails_t subset(const gd_guardrails_t *g, int patterns)
         }
     }
     s.nrules = n;
+    /* the section's prefilter numbers its rules: the subset gets its own */
+    s.prefilter = gd_gr_prefilter_new(s.rules, s.nrules);
     return s;
 }
 
@@ -1292,66 +558,41 @@ int main(int argc, char **argv)
     printf("  the rest (engine) %8.2f us  %5.1f%%\n", (t_full - t_sum) * 1e6,
            100 * (t_full - t_sum) / t_full);
 
-#ifdef GR_HYPERSCAN
-    const char *want_hs = getenv("GR_HYPERSCAN");
-    if (npat > 0 && (want_hs == NULL || strcmp(want_hs, "0") != 0)) {
-        printf("\nprototype: a literal prefilter (Hyperscan), PCRE2 to "
-               "confirm:\n");
-        if (hs_build() == 0) {
-            double t_pre = timed(run_prefilter, seconds);
-            /* the engine without its patterns, plus the prefilter's */
-            double t_proto = t_det + t_pre;
-            printf("  %zu of %zu patterns filtered by %zu atoms, %zu "
-                   "always run\n",
-                   nfiltered, npat, natoms, npat - nfiltered);
-            printf("  the patterns with it   %8.2f us per body (alone, "
-                   "without it: %.2f us)\n",
-                   t_pre * 1e6, t_patterns * 1e6);
-            printf("  the engine with it (detectors-only engine + the "
-                   "patterns with it) %8.2f us:\n"
-                   "    %.1f MB/s, %.3fx standalone PCRE2, %.1fx the "
-                   "engine now\n",
-                   t_proto * 1e6, mb / t_proto, mb / t_proto / pcre_mbs,
-                   t_full / t_proto);
-            if (getenv("GR_ATOMS")) {
-                /* the patterns this body's values let through */
-                printf("  let through by the body's values:");
-                for (size_t r = 0; r < npat; r++) {
-                    int in = !filtered[r];
-                    for (size_t i = 0; !in && i < nval; i++) {
-                        memset(hs_hit, 0, npat + 1);
-                        hs_scan(hs_db, nv[i].text, (unsigned)nv[i].len, 0,
-                                hs_scr, hs_on_match, NULL);
-                        in = hs_hit[r] || (needs_high[r] && hs_hit[npat]);
-                    }
-                    if (in) {
-                        one = pat_rules[r];
-                        printf(" %s (%.1f us)", pat_rules[r]->id,
-                               timed(run_one, 0.02) * 1e6);
-                    }
-                }
-                printf("\n");
-            }
-            if (hs_db != NULL) {
-                double t_scan = timed(run_scan_only, seconds);
-                printf("  the literal scan alone %8.2f us per body: the "
-                       "engine with it and atoms no benign text holds\n"
-                       "    %8.2f us, %.1f MB/s, %.1fx the engine now\n",
-                       t_scan * 1e6, (t_det + t_scan) * 1e6,
-                       mb / (t_det + t_scan), t_full / (t_det + t_scan));
-            }
-            const char *check = getenv("GR_CHECK");
-            if (check) {
-                check_corpus(check);
-            }
+    /* the prefilter: the engine with and without it */
+    {
+        gd_guardrails_t nopf = *g;
+        size_t nf, na;
+
+        nopf.prefilter = NULL;
+        g_nopf = &nopf;
+        gd_gr_prefilter_counts(g->prefilter, &nf, &na);
+        printf("\nthe literal prefilter (Hyperscan): %zu of %zu patterns "
+               "filtered by %zu atoms, %zu always run\n",
+               nf, npat, na, npat - nf);
+        double t_nopf = timed(run_engine_nopf, seconds);
+        t_full = timed(run_engine_all, seconds);
+        printf("  engine without it  %8.2f us, %.1f MB/s\n", t_nopf * 1e6,
+               mb / t_nopf);
+        printf("  engine with it     %8.2f us, %.1f MB/s: %.2fx\n",
+               t_full * 1e6, mb / t_full, t_nopf / t_full);
+        if (getenv("GR_ATOMS")) {
+            list_atoms(g);
+        }
+        const char *check = getenv("GR_CHECK");
+        if (check && g->prefilter) {
+            pf_run = calloc(g->nrules + 1, 1);
+            check_corpus(g, check);
+            free(pf_run);
+            gd_gr_pf_scratch_free(&pf);
         }
     }
-#endif
 
     for (size_t i = 0; i < MAX_VALUES; i++) {
         gd_norm_free(&nv[i]);
     }
     json_decref(doc);
+    gd_gr_prefilter_free(only_pat.prefilter);
+    gd_gr_prefilter_free(only_det.prefilter);
     free(only_pat.rules);
     free(only_det.rules);
     free(eng);

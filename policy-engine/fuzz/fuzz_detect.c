@@ -10,6 +10,7 @@
  *   - a span found in the whole text is found again in the span alone.
  */
 #include "gd_detect.h"
+#include "gd_norm.h"
 
 #include <arpa/inet.h>
 #include <stdlib.h>
@@ -45,6 +46,18 @@ static void agrees(gd_detector_e d, const char *p, size_t n)
     unsigned char addr[16];
 
     switch (d) {
+    case GD_DET_INVISIBLE:
+        /* only characters that gd_norm removes */
+        for (size_t i = 0; i < n;) {
+            int32_t cp;
+            size_t l = gd_norm_u8dec((const unsigned char *)p + i, n - i, &cp);
+
+            if (l == 0 || !gd_norm_invisible(cp)) {
+                abort();
+            }
+            i += l;
+        }
+        break;
     case GD_DET_EMAIL:
         for (size_t i = 0, at = 0; i < n; i++) {
             at += p[i] == '@';
@@ -102,8 +115,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
             /* the span alone holds the same match (the secret detector
                looks at its run's neighbours, and the truncated PEM block
-               at what follows: those are left out) */
-            if (d != GD_DET_SECRET && d != GD_DET_SSN) {
+               at what follows, the invisible one at the characters
+               around a lone joiner: those are left out) */
+            if (d != GD_DET_SECRET && d != GD_DET_SSN &&
+                d != GD_DET_INVISIBLE) {
                 char *copy = malloc(sp[k].len);
 
                 memcpy(copy, t + sp[k].off, sp[k].len);

@@ -4,8 +4,9 @@
  * false positives (docs/detectors.md lists what each accepts).
  *
  * They run over text that gd_norm has normalised (UTF-8, NFKC, no
- * invisible characters); offsets are in that text.  They never allocate
- * and never look outside text[0..len).
+ * invisible characters); offsets are in that text.  "invisible" is the
+ * exception: it looks for what gd_norm removes, so it runs before.  They never
+ * allocate and never look outside text[0..len).
  */
 #ifndef GD_DETECT_H
 #define GD_DETECT_H
@@ -27,6 +28,10 @@ typedef enum {
     GD_DET_SLACK_TOKEN,    /* "slack_token": xoxb-, xoxp-, ... */
     GD_DET_SECRET,         /* "secret": a high-entropy token (threshold
                               below) */
+    GD_DET_INVISIBLE,      /* "invisible": runs of the zero-width, bidi-control
+                              and tag characters that gd_norm removes; the
+                              engine runs it over a target's text before
+                              gd_norm's Unicode stage */
     GD_DET_LAST
 } gd_detector_e;
 

@@ -15,6 +15,8 @@
  * Patterns are PCRE2, compiled once when the policy loads, with the JIT
  * where it is available; every match runs under the section's
  * match_limit and depth_limit, so no pattern or input stalls a worker.
+ * A Hyperscan literal prefilter (gd_gr_prefilter.h) skips the patterns
+ * that cannot match a text.
  */
 #ifndef GD_GUARDRAILS_H
 #define GD_GUARDRAILS_H
@@ -104,12 +106,16 @@ typedef struct {
     uint32_t depth_limit;
     char *redact_with; /* default "[REDACTED:{kind}]" */
     int needs_body;    /* some rule targets body, json or form */
+    struct gd_gr_prefilter_s *prefilter; /* the literal prefilter of its
+                                            patterns (gd_gr_prefilter.h),
+                                            or NULL: every rule runs */
 } gd_guardrails_t;
 
 /*
  * A worker's (a thread's) scratch: the one PCRE2 match-data block, the
- * JIT stack, the normaliser's and the result's buffers.  Reused by every
- * gd_gr_eval(): no allocation per match.
+ * JIT stack, the Hyperscan scratch (grown for each section's prefilter
+ * when first used with it), the normaliser's and the result's buffers.  Reused
+ * by every gd_gr_eval(): no allocation per match.
  */
 typedef struct gd_gr_scratch_s gd_gr_scratch_t;
 

@@ -48,6 +48,34 @@ typedef struct {
     size_t work_cap;
 } gd_norm_t;
 
+/*
+ * Whether gd_norm (GD_NORM_UNICODE) removes code point cp: zero-width
+ * characters (U+200B..U+200D, U+2060..U+2064, U+FEFF, U+180E), bidi
+ * controls (U+061C, U+200E, U+200F, U+202A..U+202E, U+2066..U+2069),
+ * the soft hyphen U+00AD and the tag characters U+E0000..U+E007F.  The
+ * "invisible" detector reports the same set (gd_detect.h).
+ */
+static inline int gd_norm_invisible(int32_t cp)
+{
+    if (cp < 0x00ad) {
+        return 0;
+    }
+    if (cp < 0x2000) {
+        return cp == 0x00ad || cp == 0x061c || cp == 0x180e;
+    }
+    return (cp >= 0x200b && cp <= 0x200f) || (cp >= 0x202a && cp <= 0x202e) ||
+           (cp >= 0x2060 && cp <= 0x2064) || (cp >= 0x2066 && cp <= 0x2069) ||
+           cp == 0xfeff || (cp >= 0xe0000 && cp <= 0xe007f);
+}
+
+/*
+ * The length of the valid UTF-8 character at s[0..len) (len > 0; its code
+ * point in *cp), or 0 when s starts with a byte that is not one: a
+ * continuation byte, an overlong form, a surrogate, a code point over
+ * U+10FFFF or a sequence cut short.
+ */
+size_t gd_norm_u8dec(const unsigned char *s, size_t len, int32_t *cp);
+
 void gd_norm_init(gd_norm_t *n);
 void gd_norm_free(gd_norm_t *n);
 

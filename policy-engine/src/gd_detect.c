@@ -11,6 +11,7 @@
  */
 #include "gd_detect.h"
 #include "gd_jwt.h"
+#include "gd_norm.h"
 
 #include <arpa/inet.h>
 #include <stdint.h>
@@ -1490,6 +1491,137 @@ static void gd_secret(uc *t, size_t len, gd_out_t *o)
 
 /* ------------------------------------------------------------------ */
 
+/* invisible: runs of the characters gd_norm removes (docs/detectors.md) */
+
+/* the code point at t[i..len) and its length (1 and -1: not UTF-8) */
+static size_t gd_cp_at(uc *t, size_t len, size_t i, int32_t *cp)
+{
+    size_t l = gd_norm_u8dec(t + i, len - i, cp);
+
+    if (l == 0) {
+        *cp = -1;
+        return 1;
+    }
+    return l;
+}
+
+/* the code point that ends just before t[i] (-1: none or not UTF-8) */
+static int32_t gd_cp_before(uc *t, size_t i)
+{
+    size_t s = i;
+    int32_t cp = -1;
+
+    while (s > 0 && i - s < 4) {
+        s--;
+        if ((t[s] & 0xc0) != 0x80) {
+            break;
+        }
+    }
+    if (s < i && gd_norm_u8dec(t + s, i - s, &cp) != i - s) {
+        return -1;
+    }
+    return s < i ? cp : -1;
+}
+
+/* a letter (ASCII) or any character that is not ASCII */
+static int gd_inv_letter(int32_t cp)
+{
+    return cp >= 0x80 || (cp >= 0 && gd_alpha((unsigned)cp));
+}
+
+/*
+ * Whether the one invisible character cp at t[s..e) is ordinary text: a
+ * zero-width joiner or non-joiner between two characters that are not
+ * ASCII (emoji sequences, Indic and Arabic scripts), a soft hyphen
+ * inside a word, a byte order mark that starts the text.
+ */
+static int gd_inv_ordinary(uc *t, size_t len, size_t s, size_t e, int32_t cp)
+{
+    int32_t before = gd_cp_before(t, s), after = -1;
+
+    if (e < len) {
+        gd_cp_at(t, len, e, &after);
+    }
+    switch (cp) {
+    case 0x200c:
+    case 0x200d:
+        return before >= 0x80 && after >= 0x80 && !gd_norm_invisible(before) &&
+               !gd_norm_invisible(after);
+    case 0x00ad:
+        return gd_inv_letter(before) && gd_inv_letter(after);
+    case 0xfeff:
+        return s == 0;
+    default:
+        return 0;
+    }
+}
+
+/*
+ * Whether the run t[s..e) is the tag sequence of an emoji flag of a
+ * subdivision: U+1F3F4, then 1 to 6 tag letters or digits, then the cancel
+ * tag U+E007F (for example England's flag, "gbeng").
+ */
+static int gd_inv_flag(uc *t, size_t len, size_t s, size_t e)
+{
+    size_t n = 0, i = s;
+    int32_t cp;
+
+    if (gd_cp_before(t, s) != 0x1f3f4) {
+        return 0;
+    }
+    while (i < e) {
+        i += gd_cp_at(t, len, i, &cp);
+        if (cp == 0xe007f) {
+            return i == e && n >= 1 && n <= 6;
+        }
+        if (!((cp >= 0xe0030 && cp <= 0xe0039) ||
+              (cp >= 0xe0061 && cp <= 0xe007a))) {
+            return 0;
+        }
+        n++;
+    }
+    return 0;
+}
+
+static void gd_invisible(uc *t, size_t len, gd_out_t *o)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        int32_t cp;
+        size_t l;
+
+        if (t[i] < 0xc2) {
+            i++;
+            continue;
+        }
+        l = gd_cp_at(t, len, i, &cp);
+        if (!gd_norm_invisible(cp)) {
+            i += l;
+            continue;
+        }
+
+        size_t s = i, e = i + l, n = 1;
+        int32_t first = cp;
+
+        while (e < len) {
+            l = gd_cp_at(t, len, e, &cp);
+            if (!gd_norm_invisible(cp)) {
+                break;
+            }
+            e += l;
+            n++;
+        }
+        if (!(n == 1 && gd_inv_ordinary(t, len, s, e, first)) &&
+            !gd_inv_flag(t, len, s, e)) {
+            gd_emit(o, s, e - s);
+        }
+        i = e;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+
 static const char *const gd_detector_names[GD_DET_LAST] = {
     [GD_DET_EMAIL] = "email",
     [GD_DET_PHONE] = "phone",
@@ -1504,6 +1636,7 @@ static const char *const gd_detector_names[GD_DET_LAST] = {
     [GD_DET_GITHUB_TOKEN] = "github_token",
     [GD_DET_SLACK_TOKEN] = "slack_token",
     [GD_DET_SECRET] = "secret",
+    [GD_DET_INVISIBLE] = "invisible",
 };
 
 const char *gd_detector_name(gd_detector_e d)
@@ -1577,6 +1710,9 @@ size_t gd_detect(gd_detector_e d, const char *text, size_t len,
         break;
     case GD_DET_SECRET:
         gd_secret(t, len, &o);
+        break;
+    case GD_DET_INVISIBLE:
+        gd_invisible(t, len, &o);
         break;
     default:
         break;

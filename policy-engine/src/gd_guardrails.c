@@ -13,6 +13,7 @@
  */
 #include "gd_guardrails.h"
 #include "gd_detect.h"
+#include "gd_gr_prefilter.h"
 #include "gd_norm.h"
 
 #include <stdarg.h>
@@ -68,6 +69,7 @@ struct gd_gr_scratch_s {
     pcre2_jit_stack *jit;
     gd_norm_t norm;
     gd_norm_t name; /* decoded argument and form names */
+    gd_norm_t raw;  /* the text before the Unicode stage ("invisible") */
 
     gd_gr_hit_t hits[GD_GR_MAX_HITS];
     size_t hit_name[GD_GR_MAX_HITS]; /* names' offset, SIZE_MAX: direct */
@@ -75,6 +77,9 @@ struct gd_gr_scratch_s {
 
     unsigned char *done; /* per rule: its one hit is recorded */
     size_t done_cap;
+    unsigned char *run; /* per rule: the prefilter says it may match */
+    size_t run_cap;
+    gd_gr_pf_scratch_t pf;
 
     gd_gr_pair_t *pairs;
     size_t pairs_cap;
@@ -205,6 +210,7 @@ gd_gr_scratch_t *gd_gr_scratch_new(void)
 
     gd_norm_init(&s->norm);
     gd_norm_init(&s->name);
+    gd_norm_init(&s->raw);
 
     /* one pair: the whole match (capture groups are not reported) */
     s->md = pcre2_match_data_create(1, NULL);
@@ -230,10 +236,13 @@ void gd_gr_scratch_free(gd_gr_scratch_t *s)
 
     gd_norm_free(&s->norm);
     gd_norm_free(&s->name);
+    gd_norm_free(&s->raw);
     pcre2_match_data_free(s->md);
     pcre2_match_context_free(s->mctx);
     pcre2_jit_stack_free(s->jit);
     free(s->done);
+    free(s->run);
+    gd_gr_pf_scratch_free(&s->pf);
     free(s->pairs);
     free(s->cuts.v);
     free(s->body_cuts.v);
@@ -374,8 +383,8 @@ static int applies(const gd_gr_ctx_t *x, const gd_gr_rule_t *r,
 
 /* matching */
 
-static void hit(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it, size_t noff,
-                size_t nlen, int detector)
+static void hit(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it,
+                const gd_norm_t *from, size_t noff, size_t nlen, int detector)
 {
     const gd_gr_rule_t *r = &x->g->rules[ri];
     gd_gr_scratch_t *s = x->s;
@@ -383,7 +392,7 @@ static void hit(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it, size_t noff,
     int shadow = r->shadow || x->g->shadow;
     size_t off, len;
 
-    gd_norm_span(&s->norm, noff, nlen, &off, &len);
+    gd_norm_span(from, noff, nlen, &off, &len);
 
     /* a match that maps to no input byte has nothing to replace */
     if (r->action == GD_GR_REDACT && !shadow && len > 0) {
@@ -504,7 +513,7 @@ static void run_pattern(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it)
             continue;
         }
 
-        hit(x, ri, it, ov[0], ov[1] - ov[0], -1);
+        hit(x, ri, it, &x->s->norm, ov[0], ov[1] - ov[0], -1);
         if (r->action != GD_GR_REDACT) {
             return;
         }
@@ -512,11 +521,13 @@ static void run_pattern(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it)
     }
 }
 
-static void run_detector(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it)
+/* a detector over nt's text (s->norm, or s->raw for "invisible") */
+static void run_detector(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it,
+                         const gd_norm_t *nt)
 {
     const gd_gr_rule_t *r = &x->g->rules[ri];
-    const char *text = x->s->norm.text;
-    size_t len = x->s->norm.len, pos = 0;
+    const char *text = nt->text;
+    size_t len = nt->len, pos = 0;
 
     while (pos < len && !x->stop) {
         size_t n = gd_detect((gd_detector_e)r->detector, text + pos, len - pos,
@@ -524,7 +535,7 @@ static void run_detector(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it)
         size_t kept = n < GD_GR_SPANS ? n : GD_GR_SPANS;
 
         for (size_t i = 0; i < kept && !x->stop; i++) {
-            hit(x, ri, it, pos + x->s->spans[i].off, x->s->spans[i].len,
+            hit(x, ri, it, nt, pos + x->s->spans[i].off, x->s->spans[i].len,
                 r->detector);
             if (r->action != GD_GR_REDACT) {
                 return;
@@ -541,7 +552,7 @@ static void run_detector(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it)
 static void inspect(gd_gr_ctx_t *x, const gd_gr_item_t *it)
 {
     const gd_guardrails_t *g = x->g;
-    int normalised = 0;
+    int normalised = 0, raw = 0;
 
     for (size_t ri = 0; ri < g->nrules && !x->stop; ri++) {
         const gd_gr_rule_t *r = &g->rules[ri];
@@ -561,12 +572,33 @@ static void inspect(gd_gr_ctx_t *x, const gd_gr_item_t *it)
             }
             x->res->norm_flags |= x->s->norm.flags;
             normalised = 1;
+            /* one scan of the text for every pattern's atoms (an error
+               leaves every rule to run) */
+            if (g->prefilter) {
+                (void)gd_gr_prefilter_scan(g->prefilter, &x->s->pf,
+                                           x->s->norm.text, x->s->norm.len,
+                                           x->s->run);
+            }
         }
 
+        if (r->code && g->prefilter && !x->s->run[ri]) {
+            continue; /* no atom of its in the text: it cannot match */
+        }
         if (r->code) {
             run_pattern(x, ri, it);
+        } else if (r->detector == GD_DET_INVISIBLE) {
+            /* what gd_norm's Unicode stage removes: the text only
+               percent-decoded (args, forms), else as it is */
+            if (!raw && gd_norm(&x->s->raw, it->text, it->len,
+                                it->opts & ~(unsigned)GD_NORM_UNICODE) != 0) {
+                x->nomem = 1;
+                x->stop = 1;
+                return;
+            }
+            raw = 1;
+            run_detector(x, ri, it, &x->s->raw);
         } else if (r->detector >= 0) {
-            run_detector(x, ri, it);
+            run_detector(x, ri, it, &x->s->norm);
         }
     }
 }
@@ -1046,7 +1078,8 @@ int gd_gr_eval(const gd_guardrails_t *g, const gd_gr_request_t *req,
     s->args_cuts.n = 0;
     s->hvalues.len = 0;
 
-    if (grow((void **)&s->done, &s->done_cap, g->nrules + 1, 1) != 0) {
+    if (grow((void **)&s->done, &s->done_cap, g->nrules + 1, 1) != 0 ||
+        grow((void **)&s->run, &s->run_cap, g->nrules + 1, 1) != 0) {
         res->verdict = GD_GR_ERROR;
         res->error = "out of memory";
         return -1;

@@ -7,6 +7,7 @@
  * compiled) here, once.
  */
 #include "gd_detect.h"
+#include "gd_gr_prefilter.h"
 #include "gd_guardrails.h"
 #include "gd_jsonptr.h"
 #include "gd_policy_priv.h"
@@ -631,6 +632,7 @@ static const gd_gr_pack_t *pack_find(const struct gd_gr_packs_s *packs,
 
 void gd_gr_section_free(gd_guardrails_t *g)
 {
+    gd_gr_prefilter_free(g->prefilter);
     free_strings(g->packs, g->npacks);
     rules_free(g->rules, g->nrules);
     free(g->redact_with);
@@ -973,6 +975,10 @@ void gd_gr_section_load(gd_vctx_t *c, json_t *v, gd_guardrails_t *g)
             }
         }
     }
+
+    /* the literal prefilter: without it (no atoms, Hyperscan not usable)
+       every pattern runs */
+    g->prefilter = gd_gr_prefilter_new(g->rules, g->nrules);
 
 done:
     free(used);

@@ -184,11 +184,7 @@ static int copy_through(gd_norm_t *n, const unsigned char *src, size_t len,
 
 /* ---- stage 2: Unicode ---- */
 
-/* The length of the valid UTF-8 character at s[0..len) (its code point in
- * *cp), or 0 when s starts with a byte that is not one: a continuation
- * byte, an overlong form, a surrogate, a code point over U+10FFFF or a
- * sequence cut short. */
-static size_t u8dec(const unsigned char *s, size_t len, int32_t *cp)
+size_t gd_norm_u8dec(const unsigned char *s, size_t len, int32_t *cp)
 {
     unsigned char c = s[0];
 
@@ -250,25 +246,6 @@ static size_t u8enc(int32_t cp, char *out)
     out[2] = (char)(0x80 | (cp >> 6 & 0x3f));
     out[3] = (char)(0x80 | (cp & 0x3f));
     return 4;
-}
-
-/*
- * The characters removed: zero-width (U+200B..U+200D, U+2060..U+2064,
- * U+FEFF, U+180E), bidi controls (U+061C, U+200E, U+200F,
- * U+202A..U+202E, U+2066..U+2069), the soft hyphen U+00AD and the tag
- * characters U+E0000..U+E007F.
- */
-static inline int invisible(int32_t cp)
-{
-    if (cp < 0x00ad) {
-        return 0;
-    }
-    if (cp < 0x2000) {
-        return cp == 0x00ad || cp == 0x061c || cp == 0x180e;
-    }
-    return (cp >= 0x200b && cp <= 0x200f) || (cp >= 0x202a && cp <= 0x202e) ||
-           (cp >= 0x2060 && cp <= 0x2064) || (cp >= 0x2066 && cp <= 0x2069) ||
-           cp == 0xfeff || (cp >= 0xe0000 && cp <= 0xe007f);
 }
 
 /*
@@ -564,10 +541,10 @@ static int differs(const unsigned char *src, size_t slen,
         if (src[i] < 0x80) {
             l = ascii_run(src, i, slen) - i;
             raw_tail = 0;
-        } else if ((l = u8dec(src + i, slen - i, &cp)) == 0) {
+        } else if ((l = gd_norm_u8dec(src + i, slen - i, &cp)) == 0) {
             l = 1;
             raw_tail = 1;
-        } else if (invisible(cp) &&
+        } else if (gd_norm_invisible(cp) &&
                    !kept(raw_tail, src + i + l, slen - i - l)) {
             i += l;
             continue;
@@ -638,7 +615,7 @@ static int unicode_stage(gd_norm_t *n, const unsigned char *src, size_t slen,
             continue;
         }
 
-        l = u8dec(src + i, slen - i, &cp);
+        l = gd_norm_u8dec(src + i, slen - i, &cp);
         if (l == 0) {
             /* not UTF-8: the byte as it is, nothing composes across it */
             if (flush_run(&u) != 0 || emit_window(&u) != 0 ||
@@ -653,7 +630,7 @@ static int unicode_stage(gd_norm_t *n, const unsigned char *src, size_t slen,
             continue;
         }
         i += l;
-        if (invisible(cp) && !kept(raw_tail, src + i, slen - i)) {
+        if (gd_norm_invisible(cp) && !kept(raw_tail, src + i, slen - i)) {
             n->flags |= GD_NORM_F_INVISIBLE;
             continue;
         }
@@ -723,7 +700,7 @@ static int word_char(const unsigned char *s, size_t len, size_t *l, int32_t *cp)
         return (c >= '0' && c <= '9') ||
                ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
     }
-    *l = u8dec(s, len, cp);
+    *l = gd_norm_u8dec(s, len, cp);
     if (*l == 0) {
         *l = 1;
         return 0;
@@ -819,7 +796,7 @@ static void check_utf8(gd_norm_t *n, const unsigned char *s, size_t len)
             i = ascii_run(s, i, len);
             continue;
         }
-        if ((l = u8dec(s + i, len - i, &cp)) == 0) {
+        if ((l = gd_norm_u8dec(s + i, len - i, &cp)) == 0) {
             n->flags |= GD_NORM_F_INVALID_UTF8;
             return;
         }

@@ -574,6 +574,57 @@ static void test_secret(void)
     none(d, "order-2023-000123-ABCDEF-000045", "an order number");
 }
 
+/* invisible: runs of zero-width, bidi-control and tag characters */
+static void test_invisible(void)
+{
+    gd_detector_e d = GD_DET_INVISIBLE;
+
+    /* "ig" ZWSP "nore": one run of 3 bytes at 2 */
+    spans(d, "ig\xe2\x80\x8bnore", 1, (size_t[]){2}, (size_t[]){3});
+    /* two tag characters then text: one run of 8 bytes */
+    spans(d, "hi\xf3\xa0\x81\x89\xf3\xa0\x81\xa7!", 1, (size_t[]){2},
+          (size_t[]){8});
+    /* RLO ... PDF: two runs */
+    spans(d,
+          "a\xe2\x80\xae"
+          "bc\xe2\x80\xac"
+          "d",
+          2, (size_t[]){1, 6}, (size_t[]){3, 3});
+    /* ZWJ next to ASCII counts, a BOM inside the text counts */
+    spans(d,
+          "a\xe2\x80\x8d"
+          "b",
+          1, (size_t[]){1}, (size_t[]){3});
+    spans(d, "ab\xef\xbb\xbf", 1, (size_t[]){2}, (size_t[]){3});
+    /* two joiners in a row between emoji count */
+    spans(d, "\xf0\x9f\x91\xa8\xe2\x80\x8d\xe2\x80\x8d\xf0\x9f\x91\xa9", 1,
+          (size_t[]){4}, (size_t[]){6});
+
+    none(d,
+         "\xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9\xe2\x80\x8d\xf0\x9f"
+         "\x91\xa7",
+         "ZWJ between emoji (a family)");
+    none(d, "\xe0\xa4\x95\xe0\xa5\x8d\xe2\x80\x8d\xe0\xa4\xb7",
+         "ZWJ inside Devanagari");
+    none(d,
+         "\xd9\x85\xdb\x8c\xe2\x80\x8c\xd8\xae\xd9\x88\xd8\xa7\xd9\x87\xd9"
+         "\x85",
+         "ZWNJ inside Persian");
+    none(d, "hy\xc2\xadphen", "soft hyphen inside a word");
+    none(d, "\xef\xbb\xbfhello", "a byte order mark that starts the text");
+    /* England's flag: U+1F3F4 + "gbeng" as tags + cancel tag */
+    none(d,
+         "\xf0\x9f\x8f\xb4\xf3\xa0\x81\xa7\xf3\xa0\x81\xa2\xf3\xa0\x81\xa5"
+         "\xf3\xa0\x81\xae\xf3\xa0\x81\xa7\xf3\xa0\x81\xbf",
+         "the tag sequence of a subdivision flag");
+    /* the same tags without the flag count */
+    spans(d, "\xf3\xa0\x81\xa7\xf3\xa0\x81\xa2\xf3\xa0\x81\xbf", 1,
+          (size_t[]){0}, (size_t[]){12});
+    none(d, "plain text, \xc3\xa9t\xc3\xa9 \xe2\x80\x94 nothing hidden",
+         "ordinary text");
+    none(d, "\xe2\x80", "a cut sequence");
+}
+
 /* a random text of printable and some special bytes: no crash, spans ok */
 static void test_random(void)
 {
@@ -656,8 +707,8 @@ static void test_adversarial(void)
     free(t);
     TAP_OK(1,
            "adversarial 1 MiB texts: every detector ends (slowest: all "
-           "13 in %.2f s, ASan build)",
-           worst);
+           "%d in %.2f s, ASan build)",
+           GD_DET_LAST, worst);
 }
 
 /* a rough speed figure (not asserted): every detector over a chat body */
@@ -705,6 +756,7 @@ int main(void)
     test_github();
     test_slack();
     test_secret();
+    test_invisible();
     test_random();
     test_adversarial();
     bench();

@@ -5,6 +5,7 @@
  * text, malformed and deep JSON, the match limit against a ReDoS pattern,
  * NUL and invalid UTF-8, the audit member without the matched text).
  */
+#include "gd_detect.h"
 #include "gd_guardrails.h"
 #include "gd_norm.h"
 #include "gd_policy.h"
@@ -562,6 +563,53 @@ static void test_redaction(void)
     gd_errors_free(&errs);
 }
 
+/* "invisible" runs over the text before gd_norm removes what it finds */
+static void test_invisible(void)
+{
+    gd_errors_t errs = {0};
+    gd_policy_set_t *set = with_section(
+        "{\"rules\": [{\"id\": \"inv\", \"targets\": [\"json:*\", \"args\"], "
+        "\"detector\": \"invisible\", \"action\": \"redact\"},"
+        "{\"id\": \"ign\", \"targets\": [\"json:*\"], \"pattern\": "
+        "\"ignore\", \"action\": \"score\", \"weight\": 1}]}",
+        &errs);
+    const gd_guardrails_t *g = set ? section(set) : NULL;
+    gd_gr_result_t res;
+    int h;
+
+    if (g == NULL) {
+        TAP_OK(0, "the invisible policy loads");
+        return;
+    }
+
+    /* "ig" U+200B "nore" + two tag characters: the pattern sees
+       "ignore", the detector the two runs (offsets in the JSON value) */
+    res = eval_json(g,
+                    "{\"m\": \"ig\\u200bnore \\udb40\\udc41\\udb40\\udc42!\"}");
+    h = hit_of(&res, "inv");
+    TAP_OK(h >= 0 && res.hits[h].off == 2 && res.hits[h].len == 3 &&
+               res.hits[h].detector == GD_DET_INVISIBLE,
+           "invisible: the zero-width space at 2+3 of the value");
+    TAP_OK(hit_of(&res, "ign") >= 0, "the pattern still sees the text "
+                                     "without it");
+    TAP_OK(body_is(&res, "{\"m\":\"ig[REDACTED:invisible]nore "
+                         "[REDACTED:invisible]!\"}"),
+           "both runs redacted");
+
+    res =
+        eval_json(g, "{\"m\": \"family \\ud83d\\udc68\\u200d\\ud83d\\udc69\"}");
+    TAP_OK(hit_of(&res, "inv") < 0, "no hit for a joiner between emoji");
+
+    gd_gr_request_t req = {.args = "q=a%E2%80%8Bb", .args_len = 13};
+    gd_gr_eval(g, &req, scratch, &res);
+    h = hit_of(&res, "inv");
+    TAP_OK(h >= 0 && res.hits[h].off == 1 && res.hits[h].len == 9,
+           "args: found after percent-decoding, the span in the raw value");
+
+    gd_policy_set_free(set);
+    gd_errors_free(&errs);
+}
+
 static void test_bodies(void)
 {
     gd_errors_t errs = {0};
@@ -741,6 +789,7 @@ int main(void)
     test_targets();
     test_actions();
     test_redaction();
+    test_invisible();
     test_bodies();
     test_limits();
 

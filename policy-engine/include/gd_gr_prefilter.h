@@ -1,0 +1,80 @@
+/*
+ * gd_gr_prefilter: the literal prefilter of a guardrails section.
+ *
+ * At policy load, each pattern rule's "atoms" are computed from its text:
+ * a set of literals one of which appears (ASCII case ignored) in every
+ * text the pattern matches.  A pattern for which that cannot be
+ * established soundly (flag x, conditionals, callouts, (*ACCEPT), a
+ * required literal shorter than GD_GR_ATOM_MIN bytes, ...) gets none and
+ * always runs.  All atoms of a section go into one Hyperscan literal
+ * database (caseless, single-match); gd_gr_eval() scans each normalised
+ * text once with it and runs PCRE2 only for the rules whose atoms were
+ * seen, plus those without atoms and the detectors.
+ *
+ * The computation is a widening: lookarounds, anchors, back-references,
+ * classes of more than a few characters and optional parts require
+ * nothing; it never requires more than the pattern does.  When Hyperscan
+ * is not usable (a CPU it does not support, a compile error, no memory)
+ * the section has no prefilter and every rule runs: a prefilter changes
+ * speed, never a verdict.  docs/guardrails.md, "Speed".
+ */
+#ifndef GD_GR_PREFILTER_H
+#define GD_GR_PREFILTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gd_guardrails.h"
+
+#define GD_GR_ATOM_MIN 2  /* the shortest atom that filters */
+#define GD_GR_ATOM_MAX 32 /* the longest literal kept */
+#define GD_GR_ATOMS_MAX 64
+
+/* the atoms of one pattern */
+typedef struct {
+    size_t n;
+    unsigned char len[GD_GR_ATOMS_MAX];
+    char lit[GD_GR_ATOMS_MAX][GD_GR_ATOM_MAX]; /* ASCII lowercased */
+    int caseless; /* a caseless pattern: in UTF mode 'k' and 's' also
+                     match U+212A and U+017F */
+} gd_gr_atoms_t;
+
+/*
+ * The atoms of pattern (PCRE2 options opts, as the loader compiles it)
+ * into a: 0, or -1 when it has none (it always runs), with why[0..wn)
+ * saying why.
+ */
+int gd_gr_atoms(const char *pattern, uint32_t opts, gd_gr_atoms_t *a, char *why,
+                size_t wn);
+
+typedef struct gd_gr_prefilter_s gd_gr_prefilter_t;
+
+/*
+ * The prefilter of rules[0..n), or NULL when no rule has atoms or
+ * Hyperscan is not usable (then every rule runs).
+ */
+gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n);
+void gd_gr_prefilter_free(gd_gr_prefilter_t *p);
+
+/* how many of the rules have atoms, and how many atoms in all */
+void gd_gr_prefilter_counts(const gd_gr_prefilter_t *p, size_t *rules,
+                            size_t *atoms);
+
+/* a worker's Hyperscan scratch, grown for every database it scans */
+typedef struct {
+    void *hs;     /* hs_scratch_t * */
+    uint64_t gen; /* the database it was last grown for */
+} gd_gr_pf_scratch_t;
+
+void gd_gr_pf_scratch_free(gd_gr_pf_scratch_t *s);
+
+/*
+ * Scans text[0..len) once: run[i] is set to 1 for every rule i that must
+ * run on it (its atom seen, or no atoms), 0 for the others; run has one
+ * byte more than the rules (the scan's own).  0, or -1
+ * (no memory, a Hyperscan error): then run[] is all 1.
+ */
+int gd_gr_prefilter_scan(const gd_gr_prefilter_t *p, gd_gr_pf_scratch_t *s,
+                         const char *text, size_t len, unsigned char *run);
+
+#endif

@@ -1,0 +1,1055 @@
+/*
+ * gd_gr_prefilter: the literal prefilter of a guardrails section
+ * (gd_gr_prefilter.h).
+ *
+ * The atoms of a pattern come from a small parser of PCRE2 syntax that
+ * computes, for each node, either the exact set of texts it matches (a
+ * literal, a short class, an alternation of those, ASCII lowercased) or a
+ * set of literals one of which every match contains, or nothing.  Anything
+ * it does not know for sure widens to "nothing required"; a construct
+ * whose extent it cannot be sure of makes the whole pattern atom-less.
+ */
+#include "gd_gr_prefilter.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <hs/hs.h>
+#include <pcre2.h>
+
+/* ---- sets of literals ---- */
+
+typedef struct {
+    size_t n;
+    unsigned char len[GD_GR_ATOMS_MAX];
+    char s[GD_GR_ATOMS_MAX][GD_GR_ATOM_MAX];
+} set_t;
+
+/* what every match of a node is (exact) or holds (req) */
+typedef struct {
+    int exact; /* every match is one of e */
+    set_t e;
+    int req; /* every match holds one of r */
+    set_t r;
+} info_t;
+
+static int set_add(set_t *s, const char *p, size_t n)
+{
+    if (n > GD_GR_ATOM_MAX) {
+        return -1;
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->len[i] == n && memcmp(s->s[i], p, n) == 0) {
+            return 0;
+        }
+    }
+    if (s->n == GD_GR_ATOMS_MAX) {
+        return -1;
+    }
+    memcpy(s->s[s->n], p, n);
+    s->len[s->n++] = (unsigned char)n;
+    return 0;
+}
+
+static size_t set_minlen(const set_t *s)
+{
+    size_t m = SIZE_MAX;
+
+    for (size_t i = 0; i < s->n; i++) {
+        m = s->len[i] < m ? s->len[i] : m;
+    }
+    return s->n ? m : 0;
+}
+
+static info_t *info_any(void)
+{
+    return calloc(1, sizeof(info_t));
+}
+
+static info_t *info_lit(const char *p, size_t n)
+{
+    info_t *x = calloc(1, sizeof(info_t));
+
+    if (x) {
+        x->exact = 1;
+        set_add(&x->e, p, n);
+    }
+    return x;
+}
+
+static info_t *info_empty(void)
+{
+    return info_lit("", 0);
+}
+
+/* the literals one of which every match of x holds, or NULL */
+static const set_t *required(const info_t *x)
+{
+    const set_t *e = x->exact && set_minlen(&x->e) > 0 ? &x->e : NULL;
+    const set_t *r = x->req && set_minlen(&x->r) > 0 ? &x->r : NULL;
+
+    if (e && r) {
+        return set_minlen(e) >= set_minlen(r) ? e : r;
+    }
+    return e ? e : r;
+}
+
+/* the better of two required sets: the longer shortest literal */
+static const set_t *best(const set_t *a, const set_t *b)
+{
+    if (a == NULL || b == NULL) {
+        return a ? a : b;
+    }
+    size_t la = set_minlen(a), lb = set_minlen(b);
+
+    if (la != lb) {
+        return la > lb ? a : b;
+    }
+    return a->n <= b->n ? a : b;
+}
+
+/* x then y (both freed) */
+static info_t *concat(info_t *a, info_t *b)
+{
+    info_t *x = calloc(1, sizeof(info_t));
+
+    if (x == NULL || a == NULL || b == NULL) {
+        free(x);
+        free(a);
+        free(b);
+        return NULL;
+    }
+    if (a->exact && b->exact && a->e.n * b->e.n <= GD_GR_ATOMS_MAX) {
+        int ok = 1;
+
+        x->exact = 1;
+        for (size_t i = 0; ok && i < a->e.n; i++) {
+            for (size_t j = 0; ok && j < b->e.n; j++) {
+                char buf[2 * GD_GR_ATOM_MAX];
+                size_t la = a->e.len[i], lb = b->e.len[j];
+
+                memcpy(buf, a->e.s[i], la);
+                memcpy(buf + la, b->e.s[j], lb);
+                ok = set_add(&x->e, buf, la + lb) == 0;
+            }
+        }
+        if (!ok) {
+            x->exact = 0;
+            x->e.n = 0;
+        }
+    }
+    const set_t *r = best(required(a), required(b));
+
+    if (r) {
+        x->req = 1;
+        x->r = *r;
+    }
+    free(a);
+    free(b);
+    return x;
+}
+
+/* x or y (both freed) */
+static info_t *alternate(info_t *a, info_t *b)
+{
+    info_t *x = calloc(1, sizeof(info_t));
+    int ok = 1;
+
+    if (x == NULL || a == NULL || b == NULL) {
+        free(x);
+        free(a);
+        free(b);
+        return NULL;
+    }
+    if (a->exact && b->exact) {
+        x->exact = 1;
+        for (size_t i = 0; ok && i < a->e.n; i++) {
+            ok = set_add(&x->e, a->e.s[i], a->e.len[i]) == 0;
+        }
+        for (size_t i = 0; ok && i < b->e.n; i++) {
+            ok = set_add(&x->e, b->e.s[i], b->e.len[i]) == 0;
+        }
+        if (!ok) {
+            x->exact = 0;
+            x->e.n = 0;
+        }
+    }
+
+    const set_t *ra = required(a), *rb = required(b);
+
+    if (ra && rb) {
+        ok = 1;
+        x->req = 1;
+        for (size_t i = 0; ok && i < ra->n; i++) {
+            ok = set_add(&x->r, ra->s[i], ra->len[i]) == 0;
+        }
+        for (size_t i = 0; ok && i < rb->n; i++) {
+            ok = set_add(&x->r, rb->s[i], rb->len[i]) == 0;
+        }
+        if (!ok) {
+            x->req = 0;
+            x->r.n = 0;
+        }
+    }
+    free(a);
+    free(b);
+    return x;
+}
+
+/* x repeated min..max times (max SIZE_MAX: no bound); x freed */
+static info_t *repeat(info_t *x, size_t min, size_t max)
+{
+    if (x == NULL || (min == 1 && max == 1)) {
+        return x;
+    }
+    if (min == 0) {
+        if (max == 1) {
+            return alternate(x, info_empty());
+        }
+        free(x);
+        return info_any();
+    }
+
+    /* min copies in a row (up to 4) are in every match */
+    size_t copies = min < 4 ? min : 4;
+    info_t *y = info_empty();
+
+    for (size_t k = 0; y && k < copies; k++) {
+        info_t *c = malloc(sizeof(info_t));
+
+        if (c) {
+            *c = *x;
+        }
+        y = concat(y, c);
+    }
+    free(x);
+    if (y && !(min == max && copies == min)) {
+        y->exact = 0; /* more copies may follow */
+        y->e.n = 0;
+    }
+    return y;
+}
+
+/* ---- the parser ---- */
+
+typedef struct {
+    const unsigned char *p;
+    size_t i, n;
+    int utf;         /* a character is one UTF-8 sequence, else one byte */
+    int ci;          /* some part is caseless */
+    int quote;       /* inside \Q..\E */
+    const char *bad; /* not sure what it matches: no atoms */
+} parser_t;
+
+static info_t *parse_alt(parser_t *ps);
+
+static int at(const parser_t *ps, size_t k, char c)
+{
+    return ps->i + k < ps->n && ps->p[ps->i + k] == (unsigned char)c;
+}
+
+/* past the next ch (at or after i), or to the end */
+static void skip_past(parser_t *ps, char ch)
+{
+    while (ps->i < ps->n && ps->p[ps->i] != (unsigned char)ch) {
+        ps->i++;
+    }
+    if (ps->i < ps->n) {
+        ps->i++;
+    }
+}
+
+/* the length of the character at i (1 for ASCII or when not UTF mode) */
+static size_t char_len(const parser_t *ps)
+{
+    size_t k = 1;
+
+    if (ps->utf && ps->p[ps->i] >= 0x80) {
+        while (ps->i + k < ps->n && (ps->p[ps->i + k] & 0xc0) == 0x80) {
+            k++;
+        }
+    }
+    return k;
+}
+
+/* the literal character at i, consumed */
+static info_t *literal_char(parser_t *ps)
+{
+    unsigned char c = ps->p[ps->i];
+    size_t k = char_len(ps);
+    info_t *x;
+
+    if (c >= 0x80) {
+        /* its other cases are other bytes: a caseless one requires
+           nothing */
+        x = ps->ci ? info_any() : info_lit((const char *)ps->p + ps->i, k);
+    } else {
+        char l = (char)tolower(c);
+
+        x = info_lit(&l, 1);
+    }
+    ps->i += k;
+    return x;
+}
+
+/* \x.. after "\x": its value, or -1 */
+static long parse_hex(parser_t *ps)
+{
+    long v = 0;
+
+    if (at(ps, 0, '{')) {
+        ps->i++;
+        while (ps->i < ps->n && isxdigit(ps->p[ps->i])) {
+            int c = tolower(ps->p[ps->i++]);
+
+            v = v * 16 + (isdigit(c) ? c - '0' : c - 'a' + 10);
+            if (v > 0x10ffff) {
+                return -1;
+            }
+        }
+        if (!at(ps, 0, '}')) {
+            return -1;
+        }
+        ps->i++;
+        return v;
+    }
+    for (int k = 0; k < 2 && ps->i < ps->n && isxdigit(ps->p[ps->i]); k++) {
+        int c = tolower(ps->p[ps->i++]);
+
+        v = v * 16 + (isdigit(c) ? c - '0' : c - 'a' + 10);
+    }
+    return v;
+}
+
+/* skips the name or number of \g, \k: {..} <..> '..' or [+-]digits */
+static void skip_ref(parser_t *ps)
+{
+    if (at(ps, 0, '{')) {
+        skip_past(ps, '}');
+    } else if (at(ps, 0, '<')) {
+        skip_past(ps, '>');
+    } else if (at(ps, 0, '\'')) {
+        ps->i++;
+        skip_past(ps, '\'');
+    } else {
+        if (at(ps, 0, '+') || at(ps, 0, '-')) {
+            ps->i++;
+        }
+        while (ps->i < ps->n && isdigit(ps->p[ps->i])) {
+            ps->i++;
+        }
+    }
+}
+
+static info_t *parse_escape(parser_t *ps)
+{
+    unsigned char c;
+
+    if (ps->i + 1 >= ps->n) {
+        ps->bad = "a trailing backslash";
+        return info_any();
+    }
+    c = ps->p[ps->i + 1];
+    ps->i += 2;
+
+    switch (c) {
+    case 'b':
+    case 'B':
+    case 'A':
+    case 'z':
+    case 'Z':
+    case 'G':
+    case 'K':
+        return info_empty();
+    case 'd':
+    case 'D':
+    case 'w':
+    case 'W':
+    case 's':
+    case 'S':
+    case 'h':
+    case 'H':
+    case 'v':
+    case 'V':
+    case 'R':
+    case 'X':
+    case 'C':
+        return info_any();
+    case 'N':
+        if (at(ps, 0, '{')) {
+            skip_past(ps, '}');
+        }
+        return info_any();
+    case 'p':
+    case 'P':
+        if (at(ps, 0, '{')) {
+            skip_past(ps, '}');
+        } else if (ps->i < ps->n) {
+            ps->i++;
+        }
+        return info_any();
+    case 'g':
+    case 'k':
+        skip_ref(ps);
+        return info_any();
+    case 'c':
+        if (ps->i < ps->n) {
+            ps->i++;
+        }
+        return info_any();
+    case 'o':
+        if (!at(ps, 0, '{')) {
+            ps->bad = "\\o without {";
+            return info_any();
+        }
+        skip_past(ps, '}');
+        return info_any();
+    case 'Q':
+        ps->quote = 1;
+        return info_empty();
+    case 'E':
+        /* a \E alone: whether a quantifier after it applies to what is
+           before is not worth knowing */
+        ps->bad = "\\E without \\Q";
+        return info_any();
+    case 'n':
+        return info_lit("\n", 1);
+    case 't':
+        return info_lit("\t", 1);
+    case 'r':
+        return info_lit("\r", 1);
+    case 'f':
+        return info_lit("\f", 1);
+    case 'e':
+        return info_lit("\x1b", 1);
+    case 'a':
+        return info_lit("\a", 1);
+    case 'x': {
+        long v = parse_hex(ps);
+        char l;
+
+        if (v < 0) {
+            ps->bad = "a \\x{...} not understood";
+            return info_any();
+        }
+        if (v >= 0x80) {
+            return info_any();
+        }
+        l = (char)tolower((int)v);
+        return info_lit(&l, 1);
+    }
+    default:
+        if (isdigit(c)) {
+            /* a back-reference or an octal escape: any text */
+            while (ps->i < ps->n && isdigit(ps->p[ps->i])) {
+                ps->i++;
+            }
+            return info_any();
+        }
+        if (isalnum(c)) {
+            ps->bad = "an escape not understood";
+            return info_any();
+        }
+        ps->i--; /* the character itself */
+        return literal_char(ps);
+    }
+}
+
+/* a class, from just past '[' */
+static info_t *parse_class(parser_t *ps)
+{
+    char chars[16];
+    size_t nc = 0;
+    int neg = 0, other = 0, first = 1;
+
+    if (at(ps, 0, '^')) {
+        neg = 1;
+        ps->i++;
+    }
+    while (ps->i < ps->n && (first || ps->p[ps->i] != ']')) {
+        unsigned char c = ps->p[ps->i];
+        int member = -1; /* an ASCII character, or -1: something else */
+
+        first = 0;
+        if (c == '[' && at(ps, 1, ':')) {
+            const char *e = strstr((const char *)ps->p + ps->i + 2, ":]");
+
+            if (e == NULL) {
+                ps->bad = "a class not understood";
+                return info_any();
+            }
+            ps->i = (size_t)((const unsigned char *)e - ps->p) + 2;
+        } else if (c == '\\') {
+            unsigned char e = ps->i + 1 < ps->n ? ps->p[ps->i + 1] : 0;
+
+            ps->i += 2;
+            if (e == 'x') {
+                long v = parse_hex(ps);
+
+                if (v < 0) {
+                    ps->bad = "a \\x{...} not understood";
+                    return info_any();
+                }
+                member = v < 0x80 ? (int)v : -1;
+            } else if (e == 'p' || e == 'P') {
+                if (at(ps, 0, '{')) {
+                    skip_past(ps, '}');
+                } else {
+                    ps->i++;
+                }
+            } else if (e == 'n' || e == 't' || e == 'r' || e == 'f' ||
+                       e == 'b' || e == 'e' || e == 'a') {
+                member = e == 'n'   ? '\n'
+                         : e == 't' ? '\t'
+                         : e == 'r' ? '\r'
+                         : e == 'f' ? '\f'
+                         : e == 'b' ? '\b'
+                         : e == 'e' ? 0x1b
+                                    : '\a';
+            } else if (e != 0 && strchr("dDwWsShHvVN", e) != NULL) {
+                /* a class of its own */
+            } else if (e == 0 || isalnum(e)) {
+                ps->bad = "an escape in a class not understood";
+                return info_any();
+            } else {
+                member = e;
+            }
+        } else {
+            ps->i += c >= 0x80 ? char_len(ps) : 1;
+            member = c < 0x80 ? c : -1;
+        }
+        if (ps->i + 1 < ps->n && ps->p[ps->i] == '-' &&
+            ps->p[ps->i + 1] != ']') {
+            /* a range: its other end read as one more member */
+            ps->i++;
+            other = 1;
+            continue;
+        }
+        if (member < 0) {
+            other = 1;
+        } else if (nc < sizeof(chars)) {
+            char l = (char)tolower(member);
+
+            if (memchr(chars, l, nc) == NULL) {
+                chars[nc++] = l;
+            }
+        } else {
+            other = 1;
+        }
+    }
+    if (ps->i >= ps->n) {
+        ps->bad = "a class not closed";
+        return info_any();
+    }
+    ps->i++; /* ']' */
+    if (neg || other || nc == 0) {
+        return info_any();
+    }
+
+    info_t *x = calloc(1, sizeof(info_t));
+
+    if (x) {
+        x->exact = 1;
+        for (size_t k = 0; k < nc; k++) {
+            set_add(&x->e, &chars[k], 1);
+        }
+    }
+    return x;
+}
+
+/* a group, from just past '(' */
+static info_t *parse_group(parser_t *ps)
+{
+    int look = 0;
+    info_t *x;
+
+    if (at(ps, 0, '*')) {
+        /* (*VERB) or (*VERB:NAME), or (*pla:...) and such */
+        size_t k = ps->i + 1;
+
+        if (k < ps->n && islower(ps->p[k])) {
+            ps->bad = "an alpha assertion";
+            return info_any();
+        }
+        if (ps->n - k >= 6 && memcmp(ps->p + k, "ACCEPT", 6) == 0) {
+            ps->bad = "(*ACCEPT)";
+            return info_any();
+        }
+        skip_past(ps, ')');
+        return info_empty();
+    }
+    if (at(ps, 0, '?')) {
+        unsigned char q = ps->i + 1 < ps->n ? ps->p[ps->i + 1] : 0;
+
+        if (q == ':' || q == '>' || q == '|') {
+            ps->i += 2;
+        } else if (q == '=' || q == '!') {
+            ps->i += 2;
+            look = 1;
+        } else if (q == '<' && (at(ps, 2, '=') || at(ps, 2, '!'))) {
+            ps->i += 3;
+            look = 1;
+        } else if (q == '<' || q == '\'' || (q == 'P' && at(ps, 2, '<'))) {
+            skip_past(ps, q == '\'' ? '\'' : '<');
+            if (q == '\'') {
+                skip_past(ps, '\'');
+            } else {
+                skip_past(ps, '>');
+            }
+        } else if (q == 'P' || q == '&' || q == 'R' || q == '+' || isdigit(q) ||
+                   (q == '-' && at(ps, 2, '0')) ||
+                   (q == '-' && ps->i + 2 < ps->n &&
+                    isdigit(ps->p[ps->i + 2]))) {
+            /* a back-reference or a subroutine call: any text */
+            skip_past(ps, ')');
+            return info_any();
+        } else if (q == '#') {
+            skip_past(ps, ')');
+            return info_empty();
+        } else {
+            /* options: (?i) (?-i) (?^) (?i: ...) */
+            size_t k = ps->i + 1;
+
+            while (k < ps->n &&
+                   (isalpha(ps->p[k]) || ps->p[k] == '-' || ps->p[k] == '^')) {
+                if (ps->p[k] == 'x') {
+                    ps->bad = "option x";
+                    return info_any();
+                }
+                k++;
+            }
+            if (k >= ps->n || (ps->p[k] != ')' && ps->p[k] != ':')) {
+                ps->bad = "a group not understood";
+                return info_any();
+            }
+            ps->i = k + 1;
+            if (ps->p[k] == ')') {
+                return info_empty();
+            }
+        }
+    }
+    x = parse_alt(ps);
+    if (!at(ps, 0, ')')) {
+        ps->bad = "a group not closed";
+        free(x);
+        return info_any();
+    }
+    ps->i++;
+    if (look) {
+        /* a lookaround consumes nothing */
+        free(x);
+        return info_empty();
+    }
+    return x;
+}
+
+static info_t *parse_atom(parser_t *ps)
+{
+    unsigned char c = ps->p[ps->i];
+
+    if (ps->quote) {
+        info_t *x;
+
+        if (at(ps, 0, '\\') && at(ps, 1, 'E')) {
+            /* \Q\E: what a quantifier after it applies to is not worth
+               knowing */
+            ps->i += 2;
+            ps->quote = 0;
+            ps->bad = "an empty \\Q\\E";
+            return info_any();
+        }
+        x = literal_char(ps);
+
+        if (at(ps, 0, '\\') && at(ps, 1, 'E')) {
+            ps->i += 2;
+            ps->quote = 0;
+        }
+        return x;
+    }
+    switch (c) {
+    case '(':
+        ps->i++;
+        return parse_group(ps);
+    case '[':
+        ps->i++;
+        return parse_class(ps);
+    case '\\':
+        return parse_escape(ps);
+    case '.':
+        ps->i++;
+        return info_any();
+    case '^':
+    case '$':
+        ps->i++;
+        return info_empty();
+    case '{':
+        ps->i++;
+        return info_any();
+    case '*':
+    case '+':
+    case '?':
+        ps->bad = "a quantifier with nothing to repeat";
+        ps->i++;
+        return info_any();
+    default:
+        return literal_char(ps);
+    }
+}
+
+/* reads digits into *v (capped); how many */
+static size_t digits(parser_t *ps, size_t *v)
+{
+    size_t k = 0;
+
+    *v = 0;
+    while (ps->i < ps->n && isdigit(ps->p[ps->i])) {
+        if (*v < 1000000) {
+            *v = *v * 10 + (ps->p[ps->i] - '0');
+        }
+        ps->i++;
+        k++;
+    }
+    return k;
+}
+
+/* the quantifier after an atom, if any, applied to x */
+static info_t *quantify(parser_t *ps, info_t *x)
+{
+    size_t min, max;
+    unsigned char c;
+
+    if (ps->quote || ps->i >= ps->n) {
+        return x;
+    }
+    c = ps->p[ps->i];
+    if (c == '?' || c == '*' || c == '+') {
+        ps->i++;
+        min = c == '+';
+        max = c == '?' ? 1 : SIZE_MAX;
+    } else if (c == '{') {
+        /* only {n} {n,} {n,m}: anything else at a quantifier's place
+           ({,m}, spaces) reads differently in PCRE2 versions */
+        size_t save = ps->i;
+
+        ps->i++;
+        if (digits(ps, &min) == 0) {
+            ps->i = save;
+            ps->bad = "a { after an item that is not {n}, {n,} or {n,m}";
+            return x;
+        }
+        max = min;
+        if (at(ps, 0, ',')) {
+            ps->i++;
+            if (digits(ps, &max) == 0) {
+                max = SIZE_MAX;
+            }
+        }
+        if (!at(ps, 0, '}')) {
+            ps->i = save;
+            ps->bad = "a { after an item that is not {n}, {n,} or {n,m}";
+            return x;
+        }
+        ps->i++;
+    } else {
+        return x;
+    }
+    if (at(ps, 0, '?') || at(ps, 0, '+')) {
+        ps->i++;
+    }
+    if (ps->i < ps->n && strchr("?*+{", ps->p[ps->i]) != NULL) {
+        ps->bad = "a quantifier after a quantifier";
+    }
+    return repeat(x, min, max);
+}
+
+static info_t *parse_concat(parser_t *ps)
+{
+    info_t *x = info_empty();
+
+    while (x && ps->i < ps->n && !ps->bad &&
+           (ps->quote || (ps->p[ps->i] != '|' && ps->p[ps->i] != ')'))) {
+        info_t *a = parse_atom(ps);
+
+        x = concat(x, quantify(ps, a));
+    }
+    return x;
+}
+
+static info_t *parse_alt(parser_t *ps)
+{
+    info_t *x = parse_concat(ps);
+
+    while (x && !ps->bad && at(ps, 0, '|')) {
+        ps->i++;
+        x = alternate(x, parse_concat(ps));
+    }
+    return x;
+}
+
+/* whether the pattern sets option letter o inline: (?o) (?o: (?-..o */
+static int inline_option(const char *p, char o)
+{
+    for (const char *q = strstr(p, "(?"); q; q = strstr(q + 2, "(?")) {
+        const char *k = q + 2;
+
+        while (isalpha((unsigned char)*k) || *k == '-' || *k == '^') {
+            if (*k == o) {
+                return 1;
+            }
+            k++;
+        }
+    }
+    return 0;
+}
+
+int gd_gr_atoms(const char *pattern, uint32_t opts, gd_gr_atoms_t *a, char *why,
+                size_t wn)
+{
+    parser_t ps = {.p = (const unsigned char *)pattern, .n = strlen(pattern)};
+    info_t *x;
+    const set_t *req;
+    int rc = -1;
+
+    memset(a, 0, sizeof(*a));
+    if (opts & PCRE2_EXTENDED) {
+        snprintf(why, wn, "flag x");
+        return -1;
+    }
+    ps.utf = (opts & PCRE2_UTF) || strstr(pattern, "(*UTF") != NULL;
+    ps.ci = (opts & PCRE2_CASELESS) || inline_option(pattern, 'i');
+
+    x = parse_alt(&ps);
+    if (x == NULL) {
+        snprintf(why, wn, "out of memory");
+        return -1;
+    }
+    if (!ps.bad && ps.i < ps.n) {
+        ps.bad = "an unbalanced )";
+    }
+    req = required(x);
+    if (ps.bad) {
+        snprintf(why, wn, "%s", ps.bad);
+    } else if (req == NULL) {
+        snprintf(why, wn, "nothing required");
+    } else if (set_minlen(req) < GD_GR_ATOM_MIN) {
+        snprintf(why, wn, "shortest atom %zu byte", set_minlen(req));
+    } else {
+        a->n = req->n;
+        memcpy(a->len, req->len, sizeof(a->len));
+        memcpy(a->lit, req->s, sizeof(a->lit));
+        a->caseless = ps.ci;
+        rc = 0;
+    }
+    free(x);
+    return rc;
+}
+
+/* ---- the database ---- */
+
+struct gd_gr_prefilter_s {
+    hs_database_t *db;
+    uint64_t gen;
+    size_t nrules;
+    unsigned char *always; /* by rule: 1 runs whatever the scan says */
+    unsigned char *ks;     /* by rule: caseless with a 'k' or 's' atom */
+    size_t nfiltered, natoms;
+};
+
+/* ids past the rules: U+212A and U+017F, which fold to 'k' and 's' */
+#define PF_ID_KS(p) ((unsigned)(p)->nrules)
+
+static uint64_t pf_gen;
+
+static int has_ks(const gd_gr_atoms_t *a)
+{
+    for (size_t i = 0; i < a->n; i++) {
+        if (memchr(a->lit[i], 'k', a->len[i]) ||
+            memchr(a->lit[i], 's', a->len[i])) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n)
+{
+    gd_gr_prefilter_t *p = calloc(1, sizeof(*p));
+    gd_gr_atoms_t *a = malloc(sizeof(*a));
+    const char **lit = NULL;
+    size_t *len = NULL;
+    unsigned *flags = NULL, *ids = NULL, k = 0, cap = 0;
+    hs_compile_error_t *err = NULL;
+    char why[64];
+    int any_ks = 0;
+
+    if (p == NULL || a == NULL || hs_valid_platform() != HS_SUCCESS) {
+        goto fail;
+    }
+    p->nrules = n;
+    p->always = malloc(n + 1);
+    p->ks = calloc(n + 1, 1);
+    if (p->always == NULL || p->ks == NULL) {
+        goto fail;
+    }
+    memset(p->always, 1, n + 1);
+
+    for (size_t i = 0; i < n; i++) {
+        if (rules[i].code == NULL || rules[i].pattern == NULL ||
+            gd_gr_atoms(rules[i].pattern, rules[i].pattern_options, a, why,
+                        sizeof(why)) != 0) {
+            continue;
+        }
+        if (k + a->n + 2 > cap) {
+            cap = (k + a->n + 2) * 2;
+            const char **l2 = realloc(lit, cap * sizeof(*lit));
+            if (l2) {
+                lit = l2;
+            }
+            size_t *n2 = realloc(len, cap * sizeof(*len));
+            if (n2) {
+                len = n2;
+            }
+            unsigned *f2 = realloc(flags, cap * sizeof(*flags));
+            if (f2) {
+                flags = f2;
+            }
+            unsigned *i2 = realloc(ids, cap * sizeof(*ids));
+            if (i2) {
+                ids = i2;
+            }
+            if (!l2 || !n2 || !f2 || !i2) {
+                goto fail;
+            }
+        }
+        for (size_t j = 0; j < a->n; j++) {
+            char *copy = malloc(a->len[j] ? a->len[j] : 1);
+
+            if (copy == NULL) {
+                goto fail;
+            }
+            memcpy(copy, a->lit[j], a->len[j]);
+            lit[k] = copy;
+            len[k] = a->len[j];
+            flags[k] = HS_FLAG_CASELESS | HS_FLAG_SINGLEMATCH;
+            ids[k] = (unsigned)i;
+            k++;
+        }
+        p->always[i] = 0;
+        p->nfiltered++;
+        p->natoms += a->n;
+        if (a->caseless && has_ks(a)) {
+            p->ks[i] = 1;
+            any_ks = 1;
+        }
+    }
+    if (k == 0) {
+        goto fail;
+    }
+    if (any_ks) {
+        static const char kelvin[] = "\xe2\x84\xaa", long_s[] = "\xc5\xbf";
+
+        lit[k] = strdup(kelvin);
+        len[k] = 3;
+        flags[k] = HS_FLAG_SINGLEMATCH;
+        ids[k++] = PF_ID_KS(p);
+        lit[k] = strdup(long_s);
+        len[k] = 2;
+        flags[k] = HS_FLAG_SINGLEMATCH;
+        ids[k++] = PF_ID_KS(p);
+        if (lit[k - 1] == NULL || lit[k - 2] == NULL) {
+            goto fail;
+        }
+    }
+    if (hs_compile_lit_multi(lit, flags, ids, len, k, HS_MODE_BLOCK, NULL,
+                             &p->db, &err) != HS_SUCCESS) {
+        goto fail;
+    }
+    p->gen = __atomic_add_fetch(&pf_gen, 1, __ATOMIC_RELAXED);
+    goto done;
+
+fail:
+    gd_gr_prefilter_free(p);
+    p = NULL;
+done:
+    for (unsigned i = 0; i < k; i++) {
+        free((char *)lit[i]);
+    }
+    free(lit);
+    free(len);
+    free(flags);
+    free(ids);
+    free(a);
+    if (err) {
+        hs_free_compile_error(err);
+    }
+    return p;
+}
+
+void gd_gr_prefilter_free(gd_gr_prefilter_t *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    hs_free_database(p->db);
+    free(p->always);
+    free(p->ks);
+    free(p);
+}
+
+void gd_gr_prefilter_counts(const gd_gr_prefilter_t *p, size_t *rules,
+                            size_t *atoms)
+{
+    *rules = p ? p->nfiltered : 0;
+    *atoms = p ? p->natoms : 0;
+}
+
+void gd_gr_pf_scratch_free(gd_gr_pf_scratch_t *s)
+{
+    if (s->hs) {
+        hs_free_scratch(s->hs);
+    }
+    s->hs = NULL;
+    s->gen = 0;
+}
+
+static int on_match(unsigned id, unsigned long long from, unsigned long long to,
+                    unsigned flags, void *ctx)
+{
+    (void)from;
+    (void)to;
+    (void)flags;
+    ((unsigned char *)ctx)[id] = 1;
+    return 0;
+}
+
+int gd_gr_prefilter_scan(const gd_gr_prefilter_t *p, gd_gr_pf_scratch_t *s,
+                         const char *text, size_t len, unsigned char *run)
+{
+    memcpy(run, p->always, p->nrules + 1);
+    run[p->nrules] = 0;
+
+    if (s->gen != p->gen) {
+        hs_scratch_t *scr = s->hs;
+
+        if (hs_alloc_scratch(p->db, &scr) != HS_SUCCESS) {
+            memset(run, 1, p->nrules);
+            return -1;
+        }
+        s->hs = scr;
+        s->gen = p->gen;
+    }
+    if (len > UINT32_MAX || hs_scan(p->db, text, (unsigned)len, 0, s->hs,
+                                    on_match, run) != HS_SUCCESS) {
+        memset(run, 1, p->nrules);
+        return -1;
+    }
+    if (run[p->nrules]) {
+        for (size_t i = 0; i < p->nrules; i++) {
+            run[i] |= p->ks[i];
+        }
+    }
+    return 0;
+}
