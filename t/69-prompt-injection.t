@@ -158,6 +158,7 @@ my @inline = (
     [ 'm-052', 403, 'guardrail_anomaly' ],    # override (French)
     [ 'm-096', 403, 'guardrail_anomaly' ],    # system-prompt extraction
     [ 'm-357', 403, 'guardrail_blocked' ],    # tag smuggling, escaped
+    [ 'm-356', 403, 'guardrail_anomaly' ],    # tag smuggling, raw UTF-8
     [ 'b-001', 200, '' ],                     # "ignore the previous error"
     [ 'b-081', 200, '' ],                     # a question about injection
     [ 'b-400', 200, '' ],                     # a role-play request
