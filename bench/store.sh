@@ -5,7 +5,8 @@
 #      refusals appended through gd_journal with group commit (one fsync
 #      per STORE_GROUP records, default 1024: what guardd's writer groups
 #      when records arrive at that rate and an fsync takes ~10 ms), by
-#      policy-engine/bench/journal_bench.c;
+#      policy-engine/bench/journal_bench.c (the journal's own time:
+#      append and sync; the time with making the records beside it);
 #   2. guardd started on that journal with the Redis sink only, then with
 #      the PostgreSQL sink only (a private redis-server and PostgreSQL
 #      cluster, Unix sockets, as the tests run them): the time until the

@@ -102,22 +102,25 @@ static char *stream_key(const char *pattern, const char *tenant)
     return key;
 }
 
-/* a member as field text: strings as they are, numbers written, else "" */
-static char *field(json_t *rec, const char *name, const char *dflt)
+/* a member as field text, without a copy: strings as they are, integers
+ * written into buf, else dflt */
+static const char *field(json_t *rec, const char *name, const char *dflt,
+                         char buf[32], size_t *len)
 {
     json_t *v = json_object_get(rec, name);
-    char *out;
 
     if (json_is_string(v)) {
-        return strndup(json_string_value(v), json_string_length(v));
+        *len = json_string_length(v);
+        return json_string_value(v);
     }
     if (json_is_integer(v)) {
-        return asprintf(&out, "%" JSON_INTEGER_FORMAT, json_integer_value(v)) <
-                       0
-                   ? NULL
-                   : out;
+        int n =
+            snprintf(buf, 32, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        *len = n > 0 ? (size_t)n : 0;
+        return buf;
     }
-    return strdup(dflt);
+    *len = strlen(dflt);
+    return dflt;
 }
 
 /* appends the XADD of r (its reply awaited): 0, or -1 out of memory */
@@ -126,22 +129,28 @@ static int append_xadd(gd_sink_t *s, redisContext *c, gd_srec_t *r,
 {
     static const char *const names[REDIS_FIELDS - 1] = {
         "id", "kind", "outcome", "tenant", "reason", "ts_ms", "hash"};
+    static const size_t namel[REDIS_FIELDS - 1] = {2, 4, 7, 6, 6, 5, 4};
     const char *argv[6 + 2 * REDIS_FIELDS];
     size_t argl[6 + 2 * REDIS_FIELDS];
-    char *vals[REDIS_FIELDS - 1] = {0};
+    char nums[REDIS_FIELDS - 1][32];
     char entry[48];
-    char *key;
+    char *key = NULL;
     int argc = 0, ok;
 
-    key = stream_key(s->stream,
-                     json_string_value(json_object_get(r->rec, "tenant")));
-    ok = key != NULL;
+    /* a stream key without "{...}" is the same for every record */
+    if (strchr(s->stream, '{') != NULL) {
+        key = stream_key(s->stream,
+                         json_string_value(json_object_get(r->rec, "tenant")));
+        ok = key != NULL;
+    } else {
+        ok = 1;
+    }
     snprintf(entry, sizeof(entry), "%u-%" PRIu64, r->seg, r->lineno);
 
     argv[argc] = "XADD";
     argl[argc++] = 4;
-    argv[argc] = key ? key : "";
-    argl[argc++] = key ? strlen(key) : 0;
+    argv[argc] = key ? key : s->stream;
+    argl[argc++] = strlen(argv[1]);
     if (s->maxlen > 0) {
         argv[argc] = "MAXLEN";
         argl[argc++] = 6;
@@ -153,13 +162,12 @@ static int append_xadd(gd_sink_t *s, redisContext *c, gd_srec_t *r,
     argv[argc] = entry;
     argl[argc++] = strlen(entry);
     for (int k = 0; k < REDIS_FIELDS - 1; k++) {
-        /* a record without a kind is a decision (docs/events.md) */
-        vals[k] = field(r->rec, names[k], k == 1 ? "decision" : "");
-        ok &= vals[k] != NULL;
         argv[argc] = names[k];
-        argl[argc++] = strlen(names[k]);
-        argv[argc] = vals[k] ? vals[k] : "";
-        argl[argc++] = vals[k] ? strlen(vals[k]) : 0;
+        argl[argc++] = namel[k];
+        /* a record without a kind is a decision (docs/events.md) */
+        argv[argc] = field(r->rec, names[k], k == 1 ? "decision" : "", nums[k],
+                           &argl[argc]);
+        argc++;
     }
     argv[argc] = "record";
     argl[argc++] = 6;
@@ -168,9 +176,6 @@ static int append_xadd(gd_sink_t *s, redisContext *c, gd_srec_t *r,
 
     ok = ok && redisAppendCommandArgv(c, argc, argv, argl) == REDIS_OK;
     free(key);
-    for (int k = 0; k < REDIS_FIELDS - 1; k++) {
-        free(vals[k]);
-    }
     return ok ? 0 : -1;
 }
 
