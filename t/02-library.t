@@ -59,8 +59,9 @@ SKIP: {
 }
 
 # guardd and guardctl link the sanitized archive, not the sources
-my @lines = grep { m{-o build/guard(?:d|ctl) } }
-            split /\n/, `make -n -B -C '$PE' build/guardd build/guardctl 2>&1`;
+(my $made = `make -n -B -C '$PE' build/guardd build/guardctl 2>&1`)
+    =~ s/\\\n\s*/ /g;    # a command continued on the next line: one line
+my @lines = grep { m{-o build/guard(?:d|ctl) } } split /\n/, $made;
 is(scalar(@lines), 2, 'the lines that build guardd and guardctl');
 for my $l (@lines) {
     my ($prog) = $l =~ m{-o build/(\S+)};
