@@ -28,7 +28,22 @@
 
 #define GD_GR_ATOM_MIN 2  /* the shortest atom that filters */
 #define GD_GR_ATOM_MAX 32 /* the longest literal kept */
-#define GD_GR_ATOMS_MAX 64
+#define GD_GR_ATOMS_MAX 256
+
+/*
+ * White space in the scanned view: the scan sees each run of ASCII white
+ * space (what \s matches on normalised text: gd_norm maps the Unicode
+ * spaces to ' ') as one ' ', and so do the atoms, so that "from\s+now"
+ * has the atom "from now" and "from \t now" holds it.
+ */
+static inline int gd_gr_ws(unsigned char c)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
+/* in[0..len) with each white-space run one ' ' into out (may be in):
+   its length */
+size_t gd_gr_ws_collapse(const char *in, size_t len, char *out);
 
 /* the atoms of one pattern */
 typedef struct {
@@ -64,6 +79,8 @@ void gd_gr_prefilter_counts(const gd_gr_prefilter_t *p, size_t *rules,
 typedef struct {
     void *hs;     /* hs_scratch_t * */
     uint64_t gen; /* the database it was last grown for */
+    char *buf;    /* the text with its white space collapsed */
+    size_t cap;
 } gd_gr_pf_scratch_t;
 
 void gd_gr_pf_scratch_free(gd_gr_pf_scratch_t *s);

@@ -34,6 +34,7 @@ typedef struct {
     set_t e;
     int req; /* every match holds one of r */
     set_t r;
+    int ws; /* one white-space character: " " in the scanned view */
 } info_t;
 
 static int set_add(set_t *s, const char *p, size_t n)
@@ -205,6 +206,10 @@ static info_t *repeat(info_t *x, size_t min, size_t max)
     if (x == NULL || (min == 1 && max == 1)) {
         return x;
     }
+    if (x->ws && min >= 1) {
+        /* a run of white space is one space in the scanned view */
+        return x;
+    }
     if (min == 0) {
         if (max == 1) {
             return alternate(x, info_empty());
@@ -286,6 +291,11 @@ static info_t *literal_char(parser_t *ps)
         /* its other cases are other bytes: a caseless one requires
            nothing */
         x = ps->ci ? info_any() : info_lit((const char *)ps->p + ps->i, k);
+    } else if (gd_gr_ws(c)) {
+        x = info_lit(" ", 1);
+        if (x) {
+            x->ws = 1;
+        }
     } else {
         char l = (char)tolower(c);
 
@@ -364,11 +374,20 @@ static info_t *parse_escape(parser_t *ps)
     case 'G':
     case 'K':
         return info_empty();
+    case 's': {
+        /* on normalised text \s is ASCII white space (gd_norm maps the
+           Unicode spaces NFKC keeps to ' '): " " in the scanned view */
+        info_t *x = info_lit(" ", 1);
+
+        if (x) {
+            x->ws = 1;
+        }
+        return x;
+    }
     case 'd':
     case 'D':
     case 'w':
     case 'W':
-    case 's':
     case 'S':
     case 'h':
     case 'H':
@@ -836,6 +855,15 @@ int gd_gr_atoms(const char *pattern, uint32_t opts, gd_gr_atoms_t *a, char *why,
         ps.bad = "an unbalanced )";
     }
     req = required(x);
+    if (req != NULL && !ps.bad) {
+        /* the atoms as the scan sees them: white space collapsed */
+        set_t *r = (set_t *)req;
+
+        for (size_t i = 0; i < r->n; i++) {
+            r->len[i] =
+                (unsigned char)gd_gr_ws_collapse(r->s[i], r->len[i], r->s[i]);
+        }
+    }
     if (ps.bad) {
         snprintf(why, wn, "%s", ps.bad);
     } else if (req == NULL) {
@@ -1017,6 +1045,9 @@ void gd_gr_pf_scratch_free(gd_gr_pf_scratch_t *s)
     if (s->hs) {
         hs_free_scratch(s->hs);
     }
+    free(s->buf);
+    s->buf = NULL;
+    s->cap = 0;
     s->hs = NULL;
     s->gen = 0;
 }
@@ -1029,6 +1060,27 @@ static int on_match(unsigned id, unsigned long long from, unsigned long long to,
     (void)flags;
     ((unsigned char *)ctx)[id] = 1;
     return 0;
+}
+
+size_t gd_gr_ws_collapse(const char *in, size_t len, char *out)
+{
+    size_t w = 0;
+    int space = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)in[i];
+
+        if (gd_gr_ws(c)) {
+            if (!space) {
+                out[w++] = ' ';
+            }
+            space = 1;
+        } else {
+            out[w++] = (char)c;
+            space = 0;
+        }
+    }
+    return w;
 }
 
 int gd_gr_prefilter_scan(const gd_gr_prefilter_t *p, gd_gr_pf_scratch_t *s,
@@ -1047,8 +1099,23 @@ int gd_gr_prefilter_scan(const gd_gr_prefilter_t *p, gd_gr_pf_scratch_t *s,
         s->hs = scr;
         s->gen = p->gen;
     }
-    if (len > UINT32_MAX || hs_scan(p->db, text, (unsigned)len, 0, s->hs,
-                                    on_match, run) != HS_SUCCESS) {
+    if (len > UINT32_MAX) {
+        memset(run, 1, p->nrules);
+        return -1;
+    }
+    if (len > s->cap) {
+        char *b = realloc(s->buf, len);
+
+        if (b == NULL) {
+            memset(run, 1, p->nrules);
+            return -1;
+        }
+        s->buf = b;
+        s->cap = len;
+    }
+    len = gd_gr_ws_collapse(text, len, s->buf);
+    if (hs_scan(p->db, len ? s->buf : "", (unsigned)len, 0, s->hs, on_match,
+                run) != HS_SUCCESS) {
         memset(run, 1, p->nrules);
         return -1;
     }

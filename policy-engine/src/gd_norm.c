@@ -409,13 +409,22 @@ static int emit_window(gd_uni_t *u)
         return -1;
     }
     for (int k = 0; k < u->win_len; k++) {
-        size_t l = u8enc(u->win[k], n->text + u->o);
+        int32_t cp = u->win[k];
+        size_t l;
+
+        if (cp == 0x85 || cp == 0x1680 || cp == 0x2028 || cp == 0x2029) {
+            /* the white space NFKC keeps: a space, so that \s on the
+               result is ASCII white space (gd_gr_prefilter.h) */
+            cp = ' ';
+            u->changed = 1;
+        }
+        l = u8enc(cp, n->text + u->o);
 
         for (size_t b = 0; b < l; b++) {
             n->map[u->o + b] = u->win_off[k];
         }
         u->o += l;
-        if (confusable(u->win[k])) {
+        if (confusable(cp)) {
             u->homoglyph = 1;
         }
     }

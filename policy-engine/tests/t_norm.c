@@ -221,6 +221,15 @@ static void invisible(void)
                 GD_NORM_F_DECODED | GD_NORM_F_CHANGED),
            "percent-encoded full-width i");
     TAP_OK(span_is("i", 0, 9), "the i maps to its three escapes");
+    TAP_OK(NORM("a\xe2\x80\xa8"
+                "b\xe2\x80\xa9"
+                "c\xc2\x85"
+                "d\xe1\x9a\x80"
+                "e",
+                U, "a b c d e", GD_NORM_F_CHANGED),
+           "line and paragraph separators, NEL, ogham space mark: a space");
+    TAP_OK(span_is("b", 4, 1), "what follows a separator maps past it");
+    TAP_OK(span_is(" ", 1, 3), "the space maps to the separator");
 }
 
 static void bytes(void)

@@ -36,6 +36,7 @@ static const struct {
     const char *pattern, *flags, *text;
 } tricky[] = {
     {"ign(?:ore|oring)\\s+(all\\s+)?previous", "i", "IGNORING previous"},
+    {"\\bfrom\\s+now\\s+on\\b", "iu", "from \t\n now  on"},
     {"colou?r", "", "color"},
     {"ab?cde", "", "acde"},
     {"(ab){3}", "", "ababab"},
@@ -428,6 +429,45 @@ int main(void)
                        0 &&
                    a.n >= 1,
                "a literal pattern has atoms");
+        TAP_OK(gd_gr_atoms("from\\s+now\\s*on", PCRE2_UTF | PCRE2_UCP, &a,
+                           why, sizeof(why)) == 0 &&
+                   a.n == 1 && a.len[0] == 8 &&
+                   memcmp(a.lit[0], "from now", 8) == 0,
+               "from\\s+now\\s*on: the atom \"from now\" (\\s+ is a space)");
+        TAP_OK(gd_gr_atoms("you\t \\s{2}are", 0, &a, why, sizeof(why)) == 0 &&
+                   a.n == 1 && a.len[0] == 7 &&
+                   memcmp(a.lit[0], "you are", 7) == 0,
+               "white space in an atom is one space");
+    }
+
+    /* the scan sees each white-space run as one space */
+    {
+        static const char ws[] = "a \t\n b\r\nc  ";
+        char buf[32];
+        size_t l = gd_gr_ws_collapse(ws, sizeof(ws) - 1, buf);
+
+        TAP_OK(l == 6 && memcmp(buf, "a b c ", 6) == 0,
+               "gd_gr_ws_collapse: runs of white space are one space");
+        const gd_gr_rule_t *r = NULL;
+
+        for (size_t i = 0; i < g->nrules; i++) {
+            if (strcmp(g->rules[i].id, "tricky-1") == 0) {
+                static const char t[] = "so From \t\n NOW\xe2\x80\xa8on, ok";
+
+                r = &g->rules[i];
+
+                gd_norm(&nt, t, sizeof(t) - 1, GD_NORM_UNICODE);
+                TAP_OK(gd_gr_prefilter_scan(g->prefilter, &pf, nt.text,
+                                            nt.len, run) == 0 &&
+                           run[i] && matches(r, nt.text, nt.len, md, 1),
+                       "a phrase across tabs, newlines and a line separator "
+                       "runs and matches");
+                gd_gr_prefilter_scan(g->prefilter, &pf, "from no won", 11,
+                                     run);
+                TAP_OK(!run[i], "and does not run without the phrase");
+            }
+        }
+        TAP_OK(r != NULL, "the rule tricky-1 is loaded");
     }
 
     free(run);
