@@ -70,7 +70,7 @@ static void check_nfkc(const uint8_t *in, size_t len)
 {
     utf8proc_uint8_t *ref = NULL;
     utf8proc_ssize_t rl;
-    int lookalike = 0;
+    int lookalike = 0; /* or a space gd_norm maps and NFKC keeps */
 
     rl = utf8proc_map(in, (utf8proc_ssize_t)len, &ref,
                       UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT);
@@ -81,7 +81,8 @@ static void check_nfkc(const uint8_t *in, size_t len)
         utf8proc_int32_t c;
 
         p += utf8proc_iterate(p, -1, &c);
-        lookalike |= (c >= 0x130 && c < 0x530);
+        lookalike |= (c >= 0x130 && c < 0x530) || c == 0x85 || c == 0x1680 ||
+                     c == 0x2028 || c == 0x2029;
     }
     if (!lookalike &&
         ((size_t)rl != n.len || memcmp(ref, n.text, n.len) != 0)) {
