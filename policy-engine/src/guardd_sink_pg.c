@@ -35,10 +35,18 @@ static void pg_notice(void *arg, const char *message)
 
 static int pg_connect(gd_sink_t *s, char *err, size_t errlen)
 {
-    /* the DSN's own settings win over these defaults (expand_dbname) */
-    const char *keys[] = {"connect_timeout", "application_name", "dbname",
+    /*
+     * the DSN's own settings win over these defaults (expand_dbname); a
+     * server that stops answering mid-batch fails the statement (30 s)
+     * or, over TCP, the connection (unacknowledged data for 30 s) instead
+     * of holding the sink's thread, and with it guardd's stop, forever
+     */
+    const char *keys[] = {
+        "connect_timeout", "application_name", "options", "tcp_user_timeout",
+        "keepalives_idle", "dbname",           NULL};
+    const char *vals[] = {"5",     "guardd", "-c statement_timeout=30000",
+                          "30000", "30",     s->dsn,
                           NULL};
-    const char *vals[] = {"5", "guardd", s->dsn, NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
 
     if (c == NULL || PQstatus(c) != CONNECTION_OK) {
