@@ -276,6 +276,12 @@ is($t->raw_request("POST /t/bd/a HTTP/1.1\r\nHost: localhost\r\n"
    200, 'an empty chunked JSON POST passes');
 problem_ok(req('/t/bd/a', 'bd', '{"a": [1, 2', 'Content-Type' => 'application/json'),
            'body_malformed', 'malformed JSON where a JSON rule applies');
+problem_ok(req('/t/bd/a', 'bd', '{"m": "x jsonevil", "m": "fine"}',
+               'Content-Type' => 'application/json'),
+           'body_malformed', 'a JSON member named twice');
+problem_ok(req('/t/bd/a', 'bd', '{"m": "fine", "m": "fine"}',
+               'Content-Type' => 'application/json'),
+           'body_malformed', 'a JSON member named twice, both harmless');
 problem_ok(req('/t/rt/a', 'rt', '{"a":{"b":{"c":{"d":{"e":{"f":1}}}}}}',
                'Content-Type' => 'application/json'),
            'body_malformed', 'JSON deeper than json_depth');

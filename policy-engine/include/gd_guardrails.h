@@ -43,6 +43,9 @@ typedef struct {
     char *name; /* ARG, HEADER, FORM: the name; JSON: the pointer */
 } gd_gr_target_t;
 
+/* a set of target kinds, as a bit mask */
+#define GD_GR_KIND(k) (1u << (k))
+
 typedef enum {
     GD_GR_BLOCK,  /* refuse 403 guardrail_blocked */
     GD_GR_REDACT, /* replace each match in what goes upstream */
@@ -65,6 +68,7 @@ typedef struct {
     char *kind;             /* the <kind> of [REDACTED:<kind>]: "kind", else the
                                detector's name, else the rule id */
     void *code;             /* pcre2_code_8 *, owned; NULL for a detector */
+    unsigned kinds;         /* GD_GR_KIND(k) of each of its targets' kinds */
     void *code_invalid_utf; /* flag u: the same compiled with
                                PCRE2_MATCH_INVALID_UTF, for texts that are
                                not UTF-8 (code, faster, is for those that
@@ -106,6 +110,7 @@ typedef struct {
     uint32_t depth_limit;
     char *redact_with; /* default "[REDACTED:{kind}]" */
     int needs_body;    /* some rule targets body, json or form */
+    unsigned targeted; /* GD_GR_KIND(k) of every kind some rule targets */
     struct gd_gr_prefilter_s *prefilter; /* the literal prefilter of its
                                             patterns (gd_gr_prefilter.h),
                                             or NULL: every rule runs */

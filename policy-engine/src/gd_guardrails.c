@@ -548,16 +548,32 @@ static void run_detector(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it,
     }
 }
 
+/* the kinds of target that may look at an item */
+static unsigned item_kinds(const gd_gr_item_t *it)
+{
+    switch (it->target) {
+    case GD_GR_T_ARGS:
+    case GD_GR_T_ARG:
+        return GD_GR_KIND(GD_GR_T_ARGS) | GD_GR_KIND(GD_GR_T_ARG);
+    case GD_GR_T_JSON:
+    case GD_GR_T_JSON_ALL:
+        return GD_GR_KIND(GD_GR_T_JSON) | GD_GR_KIND(GD_GR_T_JSON_ALL);
+    default:
+        return GD_GR_KIND(it->target);
+    }
+}
+
 /* runs every rule that looks at it */
 static void inspect(gd_gr_ctx_t *x, const gd_gr_item_t *it)
 {
     const gd_guardrails_t *g = x->g;
+    unsigned kinds = item_kinds(it);
     int normalised = 0, raw = 0;
 
     for (size_t ri = 0; ri < g->nrules && !x->stop; ri++) {
         const gd_gr_rule_t *r = &g->rules[ri];
 
-        if (x->s->done[ri] || !applies(x, r, it)) {
+        if (!(r->kinds & kinds) || x->s->done[ri] || !applies(x, r, it)) {
             continue;
         }
         if (x->rescan && r->action != GD_GR_REDACT) {
@@ -724,14 +740,7 @@ static size_t split_pairs(gd_gr_ctx_t *x, const char *text, size_t len)
 /* whether some rule has a target of kind k */
 static int targeted(const gd_guardrails_t *g, gd_gr_target_e k)
 {
-    for (size_t i = 0; i < g->nrules; i++) {
-        for (size_t t = 0; t < g->rules[i].ntargets; t++) {
-            if (g->rules[i].targets[t].kind == k) {
-                return 1;
-            }
-        }
-    }
-    return 0;
+    return (g->targeted & GD_GR_KIND(k)) != 0;
 }
 
 /* the arguments of the query string, or the values of a form body */
@@ -969,11 +978,16 @@ static void inspect_body(gd_gr_ctx_t *x)
         (req->content_type_len == 0 || media_type_is(req, 1))) {
         json_error_t jerr;
 
-        s->doc = json_loadb(req->body, req->body_len,
-                            JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+        /* a member named twice is refused: upstream parsers differ on
+           which of the two they keep, so either could be the one not
+           inspected */
+        s->doc = json_loadb(
+            req->body, req->body_len,
+            JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &jerr);
 
         if (s->doc == NULL) {
-            if (req->content_type_len) {
+            if (req->content_type_len ||
+                json_error_code(&jerr) == json_error_duplicate_key) {
                 fail(x, GD_GR_MALFORMED, "the body is not JSON: %s at byte %d",
                      jerr.text, jerr.position);
                 return;

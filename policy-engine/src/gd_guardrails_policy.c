@@ -966,15 +966,18 @@ void gd_gr_section_load(gd_vctx_t *c, json_t *v, gd_guardrails_t *g)
     free(own);
 
     for (size_t i = 0; i < g->nrules; i++) {
-        for (size_t t = 0; t < g->rules[i].ntargets; t++) {
-            gd_gr_target_e k = g->rules[i].targets[t].kind;
+        gd_gr_rule_t *r = &g->rules[i];
 
-            if (k == GD_GR_T_BODY || k == GD_GR_T_JSON ||
-                k == GD_GR_T_JSON_ALL || k == GD_GR_T_FORM) {
-                g->needs_body = 1;
-            }
+        r->kinds = 0;
+        for (size_t t = 0; t < r->ntargets; t++) {
+            r->kinds |= GD_GR_KIND(r->targets[t].kind);
         }
+        g->targeted |= r->kinds;
     }
+    g->needs_body =
+        (g->targeted &
+         (GD_GR_KIND(GD_GR_T_BODY) | GD_GR_KIND(GD_GR_T_JSON) |
+          GD_GR_KIND(GD_GR_T_JSON_ALL) | GD_GR_KIND(GD_GR_T_FORM))) != 0;
 
     /* the literal prefilter: without it (no atoms, Hyperscan not usable)
        every pattern runs */

@@ -413,6 +413,10 @@ static void test_targets(void)
     res = eval_body(g, NULL, "not json raw1", 13);
     TAP_OK(res.verdict == GD_GR_PASS && res.nhits == 1,
            "no Content-Type and not JSON: no error, body rules apply");
+    res = eval_body(g, NULL, "{\"c\": \"x\", \"c\": \"y\"}", 20);
+    TAP_OK(res.verdict == GD_GR_MALFORMED,
+           "no Content-Type, JSON with a member named twice: MALFORMED "
+           "(not read as text, which JSON rules would not see)");
     res = eval_body(g, "application/vnd.api+json; charset=utf-8",
                     "{\"a\": [1, \"here\"]}", 18);
     TAP_OK(res.nhits == 1, "+json is JSON");
@@ -634,6 +638,16 @@ static void test_bodies(void)
     TAP_OK(res.verdict == GD_GR_MALFORMED && res.error &&
                strstr(res.error, "not JSON"),
            "a JSON Content-Type with a body that does not parse: MALFORMED");
+    res = eval_json(g, "{\"m\": \"evil\", \"m\": \"ok\"}");
+    TAP_OK(res.verdict == GD_GR_MALFORMED && res.error &&
+               strstr(res.error, "duplicate"),
+           "a member named twice (the first one evil): MALFORMED");
+    res = eval_json(g, "{\"a\": {\"m\": \"ok\", \"m\": \"ok\"}}");
+    TAP_OK(res.verdict == GD_GR_MALFORMED,
+           "a nested member named twice, both harmless: MALFORMED");
+    res = eval_json(g, "[{\"m\": \"ok\"}, {\"m\": \"ok\"}]");
+    TAP_OK(res.verdict == GD_GR_PASS,
+           "the same name in two objects: not a duplicate");
     res = eval_body(g, "application/json", "", 0);
     TAP_OK(res.verdict == GD_GR_PASS, "an empty body with a JSON type: no "
                                       "document, no JSON rule, no error");
