@@ -13,7 +13,7 @@ use Test::More;
 
 my $repo = "$FindBin::Bin/..";
 my @targets = qw(fuzz_proto fuzz_audit fuzz_jwt fuzz_policy fuzz_detect fuzz_norm
-                 fuzz_prefilter);
+                 fuzz_prefilter fuzz_guardrails);
 
 plan skip_all => 'clang is not installed (sh scripts/setup.sh fuzz)'
     unless system('command -v clang >/dev/null 2>&1') == 0;
