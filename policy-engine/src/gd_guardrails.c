@@ -548,6 +548,19 @@ static void run_detector(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it,
     }
 }
 
+/* whether an item's text is ASCII, and stays ASCII when percent-decoded */
+static int plain_ascii(const gd_gr_item_t *it)
+{
+    for (size_t i = 0; i < it->len; i++) {
+        unsigned char c = (unsigned char)it->text[i];
+
+        if (c >= 0x80 || (c == '%' && (it->opts & GD_NORM_PERCENT))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* the kinds of target that may look at an item */
 static unsigned item_kinds(const gd_gr_item_t *it)
 {
@@ -604,7 +617,11 @@ static void inspect(gd_gr_ctx_t *x, const gd_gr_item_t *it)
             run_pattern(x, ri, it);
         } else if (r->detector == GD_DET_INVISIBLE) {
             /* what gd_norm's Unicode stage removes: the text only
-               percent-decoded (args, forms), else as it is */
+               percent-decoded (args, forms), else as it is; every such
+               character is beyond ASCII, so ASCII text has none */
+            if (!raw && plain_ascii(it)) {
+                continue;
+            }
             if (!raw && gd_norm(&x->s->raw, it->text, it->len,
                                 it->opts & ~(unsigned)GD_NORM_UNICODE) != 0) {
                 x->nomem = 1;
