@@ -20,6 +20,10 @@
 
 #include <openssl/evp.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 typedef const unsigned char uc;
 
 /* the spans found so far: the first max stored, all counted */
@@ -112,6 +116,86 @@ static int gd_num_right(uc *t, size_t len, size_t e)
         return 0;
     }
     return !(gd_numjoin(t[e]) && e + 1 < len && gd_digit(t[e + 1]));
+}
+
+/*
+ * The fast skips: where the next position is that a detector's trigger
+ * allows (16 bytes at a time with SSE2, one at a time without).  A
+ * detector jumps there from i only when every position in between would
+ * have been refused by its first check, so that what it finds is the same.
+ */
+
+#if defined(__SSE2__)
+typedef __m128i gd_v16;
+
+static gd_v16 gd_load16(uc *p)
+{
+    return _mm_loadu_si128((const __m128i *)(const void *)p);
+}
+
+static unsigned gd_mask16(gd_v16 v)
+{
+    return (unsigned)_mm_movemask_epi8(v);
+}
+
+/* the bytes of v in [lo, hi] (lo > 0, hi < 0x80) */
+static gd_v16 gd_range16(gd_v16 v, int lo, int hi)
+{
+    return _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8((char)(lo - 1))),
+                         _mm_cmplt_epi8(v, _mm_set1_epi8((char)(hi + 1))));
+}
+
+static gd_v16 gd_eq16(gd_v16 v, int c)
+{
+    return _mm_cmpeq_epi8(v, _mm_set1_epi8((char)c));
+}
+#endif
+
+/* the first k >= i with t[k] a digit, or len */
+static size_t gd_next_digit(uc *t, size_t len, size_t i)
+{
+#if defined(__SSE2__)
+    for (; i + 16 <= len; i += 16) {
+        unsigned m = gd_mask16(gd_range16(gd_load16(t + i), '0', '9'));
+
+        if (m) {
+            return i + (size_t)__builtin_ctz(m);
+        }
+    }
+#endif
+    while (i < len && !gd_digit(t[i])) {
+        i++;
+    }
+    return i;
+}
+
+/* the first k >= i with t[k] == c0 and (t[k + 1] | or1) == c1, or len */
+static size_t gd_next_pair_or(uc *t, size_t len, size_t i, int c0, int c1,
+                              int or1)
+{
+#if defined(__SSE2__)
+    for (; i + 17 <= len; i += 16) {
+        gd_v16 b = _mm_or_si128(gd_load16(t + i + 1), _mm_set1_epi8((char)or1));
+        unsigned m = gd_mask16(
+            _mm_and_si128(gd_eq16(gd_load16(t + i), c0), gd_eq16(b, c1)));
+
+        if (m) {
+            return i + (size_t)__builtin_ctz(m);
+        }
+    }
+#endif
+    for (; i + 1 < len; i++) {
+        if (t[i] == c0 && (t[i + 1] | or1) == c1) {
+            return i;
+        }
+    }
+    return len;
+}
+
+/* the first k >= i with t[k] == c0 and t[k + 1] == c1, or len */
+static size_t gd_next_pair(uc *t, size_t len, size_t i, int c0, int c1)
+{
+    return gd_next_pair_or(t, len, i, c0, c1, 0);
 }
 
 /*
@@ -392,9 +476,16 @@ static void gd_phone(uc *t, size_t len, gd_out_t *o)
     size_t i = 0;
 
     while (i < len) {
-        unsigned c = t[i];
-        size_t n, next = i + 1;
+        unsigned c;
+        size_t n, next, j = gd_next_digit(t, len, i);
 
+        /* a start is a digit, or a '+' or '(' before one */
+        if (j == len) {
+            return;
+        }
+        i = j > i && (t[j - 1] == '+' || t[j - 1] == '(') ? j - 1 : j;
+        c = t[i];
+        next = i + 1;
         if (!(gd_digit(c) || c == '+' || c == '(') || !gd_num_left(t, i) ||
             (c == '+' && (i + 1 == len || !gd_digit(t[i + 1]))) ||
             (c == '(' && (i + 1 == len || !gd_digit(t[i + 1])))) {
@@ -556,9 +647,14 @@ static void gd_card(uc *t, size_t len, gd_out_t *o)
     size_t i = 0;
 
     while (i < len) {
-        size_t n, next = i + 1;
+        size_t n, next;
 
-        if (!gd_digit(t[i]) || !gd_num_left(t, i)) {
+        i = gd_next_digit(t, len, i);
+        if (i == len) {
+            return;
+        }
+        next = i + 1;
+        if (!gd_num_left(t, i)) {
             i++;
             continue;
         }
@@ -669,6 +765,11 @@ static void gd_iban(uc *t, size_t len, gd_out_t *o)
     while (i + 15 <= len) {
         size_t n;
 
+        /* an IBAN has a check digit at i + 2 */
+        i = gd_next_digit(t, len, i + 2) - 2;
+        if (i + 15 > len) {
+            return;
+        }
         if (!gd_upper(t[i]) || (i > 0 && gd_word(t[i - 1]))) {
             i++;
             continue;
@@ -771,7 +872,11 @@ static void gd_ssn(uc *t, size_t len, gd_out_t *o)
     while (i + 9 <= len) {
         size_t n;
 
-        if (!gd_digit(t[i]) || !gd_num_left(t, i)) {
+        i = gd_next_digit(t, len, i);
+        if (i + 9 > len) {
+            return;
+        }
+        if (!gd_num_left(t, i)) {
             i++;
             continue;
         }
@@ -828,8 +933,11 @@ static void gd_ipv4(uc *t, size_t len, gd_out_t *o)
     while (i + 7 <= len) {
         size_t n;
 
-        if (!gd_digit(t[i]) ||
-            (i > 0 && (gd_word(t[i - 1]) ||
+        i = gd_next_digit(t, len, i);
+        if (i + 7 > len) {
+            return;
+        }
+        if ((i > 0 && (gd_word(t[i - 1]) ||
                        (t[i - 1] == '.' && i >= 2 &&
                         (gd_alnum(t[i - 2]) || t[i - 2] == '.'))))) {
             i++;
@@ -1126,6 +1234,32 @@ static size_t gd_jwt_at(uc *t, size_t len, size_t i)
     return p - i;
 }
 
+/* the candidates: "eyJ", found by its rarer "yJ" */
+static void gd_jwt(uc *t, size_t len, gd_out_t *o)
+{
+    size_t i = 0;
+
+    while (i + 3 <= len) {
+        size_t k = gd_next_pair(t, len, i + 1, 'y', 'J'), s, n;
+
+        if (k == len) {
+            return;
+        }
+        s = k - 1; /* >= i; s + 3 <= len */
+        if (t[s] != 'e') {
+            i = k;
+            continue;
+        }
+        n = gd_jwt_at(t, len, s);
+        if (n) {
+            gd_emit(o, s, n);
+            i = s + n;
+        } else {
+            i = s + 1;
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ */
 /* aws_access_key */
 
@@ -1188,6 +1322,28 @@ static size_t gd_github_at(uc *t, size_t len, size_t i)
         return i + 93 == len || !gd_word(t[i + 93]) ? 93 : 0;
     }
     return 0;
+}
+
+/* the candidates: "gh" of "gh?_" and "gi" of "github_pat_" ('h' | 1 and
+   'i' | 1 are 'i') */
+static void gd_github(uc *t, size_t len, gd_out_t *o)
+{
+    size_t i = 0;
+
+    while (i + 40 <= len) {
+        size_t s = gd_next_pair_or(t, len, i, 'g', 'i', 1), n;
+
+        if (s == len || s + 40 > len) {
+            return;
+        }
+        n = gd_github_at(t, len, s);
+        if (n) {
+            gd_emit(o, s, n);
+            i = s + n;
+        } else {
+            i = s + 1;
+        }
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -1267,9 +1423,24 @@ static void gd_slack(uc *t, size_t len, gd_out_t *o)
 {
     static const char https[] = "https://";
     size_t i = 0, last = 0;
+    /* the next candidates: "xo" (of "xox"), "ho" (of "hooks.") */
+    size_t nx = gd_next_pair(t, len, 0, 'x', 'o');
+    size_t nh = gd_next_pair(t, len, 0, 'h', 'o');
 
     while (i + 5 <= len) {
-        size_t n = 0, s = i;
+        size_t n = 0, s;
+
+        if (nx < i) {
+            nx = gd_next_pair(t, len, i, 'x', 'o');
+        }
+        if (nh < i) {
+            nh = gd_next_pair(t, len, i, 'h', 'o');
+        }
+        i = nx < nh ? nx : nh;
+        if (i == len || i + 5 > len) {
+            return;
+        }
+        s = i;
 
         if (t[i] == 'x' && (i == 0 || !gd_alnum(t[i - 1]))) {
             n = gd_slack_token_at(t, len, i);
@@ -1438,10 +1609,52 @@ static int gd_secret_ok(uc *t, size_t len, size_t s, size_t n)
     return gd_entropy_at_least(t + s, n, GD_DETECT_SECRET_MIN_BITS);
 }
 
+/*
+ * Where gd_secret's loop, at i (not inside a run), may jump: to q, the end
+ * of the last 16-byte chunk from i on before the first that holds a full
+ * 8-byte block of run characters or the start of an "eyJ", cut back to just
+ * after its last byte that is neither a run character nor '='.  Its loop
+ * would find nothing before q: every run there is shorter than 15 (a longer
+ * one fills one of the blocks), so too short to be a secret, none is a
+ * JWT's, and the '=' after one do not reach over q.  *slow: the end of the
+ * chunk that stopped the skip (up to there, the loop goes byte by byte).
+ */
+static size_t gd_secret_skip(uc *t, size_t len, size_t i, size_t *slow)
+{
+    size_t q = i;
+
+#if defined(__SSE2__)
+    for (; i + 18 <= len; i += 16) {
+        gd_v16 v = gd_load16(t + i),
+               low = _mm_or_si128(v, _mm_set1_epi8(0x20)); /* A-Z: a-z */
+        unsigned run = gd_mask16(_mm_or_si128(
+            _mm_or_si128(gd_range16(low, 'a', 'z'), gd_range16(v, '/', '9')),
+            _mm_or_si128(_mm_or_si128(gd_eq16(v, '+'), gd_eq16(v, '-')),
+                         gd_eq16(v, '_'))));
+        unsigned eyj = gd_mask16(_mm_and_si128(
+            _mm_and_si128(gd_eq16(v, 'e'), gd_eq16(gd_load16(t + i + 1), 'y')),
+            gd_eq16(gd_load16(t + i + 2), 'J')));
+        unsigned stop = ~(run | gd_mask16(gd_eq16(v, '='))) & 0xffffu;
+
+        if (eyj || (run & 0xffu) == 0xffu || (run >> 8) == 0xffu) {
+            *slow = i + 16;
+            return q;
+        }
+        if (stop) {
+            q = i + 32 - (size_t)__builtin_clz(stop);
+        }
+    }
+#else
+    (void)t;
+#endif
+    *slow = len;
+    return q;
+}
+
 static void gd_secret(uc *t, size_t len, gd_out_t *o)
 {
     gd_pem_walk_t w;
-    size_t i = 0, ps = 0, pe = 0;
+    size_t i = 0, ps = 0, pe = 0, slow = 0;
     int pem = 1; /* a private key block may be at or after pe */
 
     memset(&w, 0, sizeof(w));
@@ -1449,6 +1662,9 @@ static void gd_secret(uc *t, size_t len, gd_out_t *o)
     while (i < len) {
         size_t s, e;
 
+        if (i >= slow) {
+            i = gd_secret_skip(t, len, i, &slow);
+        }
         if (!gd_secret_char(t[i])) {
             i++;
             continue;
@@ -1583,6 +1799,28 @@ static int gd_inv_flag(uc *t, size_t len, size_t s, size_t e)
     return 0;
 }
 
+/* the first k >= i with t[k] >= 0xc2 (a lead byte), or len */
+static size_t gd_next_lead(uc *t, size_t len, size_t i)
+{
+#if defined(__SSE2__)
+    for (; i + 16 <= len; i += 16) {
+        unsigned m = gd_mask16(gd_load16(t + i)); /* the bytes >= 0x80 */
+
+        for (; m; m &= m - 1) {
+            size_t k = i + (size_t)__builtin_ctz(m);
+
+            if (t[k] >= 0xc2) {
+                return k;
+            }
+        }
+    }
+#endif
+    while (i < len && t[i] < 0xc2) {
+        i++;
+    }
+    return i;
+}
+
 static void gd_invisible(uc *t, size_t len, gd_out_t *o)
 {
     size_t i = 0;
@@ -1591,9 +1829,9 @@ static void gd_invisible(uc *t, size_t len, gd_out_t *o)
         int32_t cp;
         size_t l;
 
-        if (t[i] < 0xc2) {
-            i++;
-            continue;
+        i = gd_next_lead(t, len, i);
+        if (i == len) {
+            return;
         }
         l = gd_cp_at(t, len, i, &cp);
         if (!gd_norm_invisible(cp)) {
@@ -1697,13 +1935,13 @@ size_t gd_detect(gd_detector_e d, const char *text, size_t len,
         gd_private_key(t, len, &o);
         break;
     case GD_DET_JWT:
-        gd_scan_from(t, len, &o, 'e', 3, gd_jwt_at);
+        gd_jwt(t, len, &o);
         break;
     case GD_DET_AWS_ACCESS_KEY:
         gd_scan_from(t, len, &o, 'A', 20, gd_aws_at);
         break;
     case GD_DET_GITHUB_TOKEN:
-        gd_scan_from(t, len, &o, 'g', 40, gd_github_at);
+        gd_github(t, len, &o);
         break;
     case GD_DET_SLACK_TOKEN:
         gd_slack(t, len, &o);
