@@ -1610,45 +1610,53 @@ static int gd_secret_ok(uc *t, size_t len, size_t s, size_t n)
 }
 
 /*
- * Where gd_secret's loop, at i (not inside a run), may jump: to q, the end
- * of the last 16-byte chunk from i on before the first that holds a full
- * 8-byte block of run characters or the start of an "eyJ", cut back to just
- * after its last byte that is neither a run character nor '='.  Its loop
- * would find nothing before q: every run there is shorter than 15 (a longer
- * one fills one of the blocks), so too short to be a secret, none is a
- * JWT's, and the '=' after one do not reach over q.  *slow: the end of the
- * chunk that stopped the skip (up to there, the loop goes byte by byte).
+ * Where gd_secret's loop, at i (not inside a run), may jump.  From i on,
+ * 16-byte chunks are looked at until one holds the "yJ" of an "eyJ" or ends
+ * 16 bytes in a row of [+-z] (a superset of the run characters) that start
+ * 0, 4, 8 or 12 bytes after a chunk's start (a run of 20 or more holds such
+ * 16).  The jump is to just after the last byte before that chunk that is
+ * neither a run character nor '=': the loop would find nothing before it,
+ * since every run there is shorter than 20 (too short to be a secret) and
+ * none is a JWT's, and the '=' after a run do not reach over it.  *slow: the
+ * end of the chunk that stopped the skip (up to there, the loop goes byte by
+ * byte), or len.
  */
 static size_t gd_secret_skip(uc *t, size_t len, size_t i, size_t *slow)
 {
-    size_t q = i;
+    size_t from = i;
 
 #if defined(__SSE2__)
-    for (; i + 18 <= len; i += 16) {
-        gd_v16 v = gd_load16(t + i),
-               low = _mm_or_si128(v, _mm_set1_epi8(0x20)); /* A-Z: a-z */
-        unsigned run = gd_mask16(_mm_or_si128(
-            _mm_or_si128(gd_range16(low, 'a', 'z'), gd_range16(v, '/', '9')),
-            _mm_or_si128(_mm_or_si128(gd_eq16(v, '+'), gd_eq16(v, '-')),
-                         gd_eq16(v, '_'))));
-        unsigned eyj = gd_mask16(_mm_and_si128(
-            _mm_and_si128(gd_eq16(v, 'e'), gd_eq16(gd_load16(t + i + 1), 'y')),
-            gd_eq16(gd_load16(t + i + 2), 'J')));
-        unsigned stop = ~(run | gd_mask16(gd_eq16(v, '='))) & 0xffffu;
+    const gd_v16 lo = _mm_set1_epi8('+' - 1), hi = _mm_set1_epi8('z' + 1),
+                 ones = _mm_set1_epi8(-1);
+    unsigned prev = 0;
 
-        if (eyj || (run & 0xffu) == 0xffu || (run >> 8) == 0xffu) {
+    for (; i + 17 <= len; i += 16) {
+        gd_v16 v = gd_load16(t + i);
+        gd_v16 in = _mm_and_si128(_mm_cmpgt_epi8(v, lo), _mm_cmplt_epi8(v, hi));
+        /* bit k: the bytes 4k..4k+3 of the chunk are all in [+-z] */
+        unsigned f = (unsigned)_mm_movemask_ps(
+            _mm_castsi128_ps(_mm_cmpeq_epi32(in, ones)));
+        unsigned yj = gd_mask16(
+            _mm_and_si128(gd_eq16(v, 'y'), gd_eq16(gd_load16(t + i + 1), 'J')));
+        unsigned h = prev | f << 4, x = h & h >> 1 & h >> 2 & h >> 3;
+
+        if (yj || (x & 0x1eu)) {
             *slow = i + 16;
-            return q;
+            break;
         }
-        if (stop) {
-            q = i + 32 - (size_t)__builtin_clz(stop);
-        }
+        prev = f;
+    }
+    if (i + 17 > len) {
+        *slow = len;
     }
 #else
     (void)t;
-#endif
     *slow = len;
-    return q;
+#endif
+    while (i > from && (gd_secret_char(t[i - 1]) || t[i - 1] == '=')) {
+        i--;
+    }
+    return i;
 }
 
 static void gd_secret(uc *t, size_t len, gd_out_t *o)
