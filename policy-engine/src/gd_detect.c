@@ -155,12 +155,29 @@ static gd_v16 gd_eq16(gd_v16 v, int c)
 static size_t gd_next_digit(uc *t, size_t len, size_t i)
 {
 #if defined(__SSE2__)
-    for (; i + 16 <= len; i += 16) {
+    for (; i + 32 <= len; i += 32) {
+        unsigned m = gd_mask16(gd_range16(gd_load16(t + i), '0', '9')) |
+                     gd_mask16(gd_range16(gd_load16(t + i + 16), '0', '9'))
+                         << 16;
+
+        if (m) {
+            return i + (size_t)__builtin_ctz(m);
+        }
+    }
+    if (i + 16 <= len) {
         unsigned m = gd_mask16(gd_range16(gd_load16(t + i), '0', '9'));
 
         if (m) {
             return i + (size_t)__builtin_ctz(m);
         }
+        i += 16;
+    }
+    if (i < len && len >= 16) {
+        /* the last 16 bytes, of which those before i are dropped */
+        unsigned m = gd_mask16(gd_range16(gd_load16(t + len - 16), '0', '9')) >>
+                     (i - (len - 16));
+
+        return m ? i + (size_t)__builtin_ctz(m) : len;
     }
 #endif
     while (i < len && !gd_digit(t[i])) {
@@ -169,23 +186,53 @@ static size_t gd_next_digit(uc *t, size_t len, size_t i)
     return i;
 }
 
-/* the first k >= i with t[k] == c0 and (t[k + 1] | or1) == c1, or len */
-static size_t gd_next_pair_or(uc *t, size_t len, size_t i, int c0, int c1,
-                              int or1)
+#if defined(__SSE2__)
+/* the pairs at p: bit k, (p[k] | or0) == c0 and (p[k + 1] | or1) == c1 */
+static unsigned gd_pairs16(uc *p, gd_v16 c0, gd_v16 or0, gd_v16 c1, gd_v16 or1)
+{
+    gd_v16 a = _mm_or_si128(gd_load16(p), or0),
+           b = _mm_or_si128(gd_load16(p + 1), or1);
+
+    return gd_mask16(
+        _mm_and_si128(_mm_cmpeq_epi8(a, c0), _mm_cmpeq_epi8(b, c1)));
+}
+#endif
+
+/* the first k >= i with (t[k] | or0) == c0 and (t[k + 1] | or1) == c1, or
+   len (an OR folds two bytes into one: 'h' | 0x10 and 'x' | 0x10 are 'x') */
+static size_t gd_next_pair_or(uc *t, size_t len, size_t i, int c0, int or0,
+                              int c1, int or1)
 {
 #if defined(__SSE2__)
-    for (; i + 17 <= len; i += 16) {
-        gd_v16 b = _mm_or_si128(gd_load16(t + i + 1), _mm_set1_epi8((char)or1));
-        unsigned m = gd_mask16(
-            _mm_and_si128(gd_eq16(gd_load16(t + i), c0), gd_eq16(b, c1)));
+    const gd_v16 vc0 = _mm_set1_epi8((char)c0), vo0 = _mm_set1_epi8((char)or0),
+                 vc1 = _mm_set1_epi8((char)c1), vo1 = _mm_set1_epi8((char)or1);
+
+    for (; i + 33 <= len; i += 32) {
+        unsigned m = gd_pairs16(t + i, vc0, vo0, vc1, vo1) |
+                     gd_pairs16(t + i + 16, vc0, vo0, vc1, vo1) << 16;
 
         if (m) {
             return i + (size_t)__builtin_ctz(m);
         }
     }
+    if (i + 17 <= len) {
+        unsigned m = gd_pairs16(t + i, vc0, vo0, vc1, vo1);
+
+        if (m) {
+            return i + (size_t)__builtin_ctz(m);
+        }
+        i += 16;
+    }
+    if (i + 1 < len && len >= 17) {
+        /* the last 16 pairs, of which those before i are dropped */
+        unsigned m =
+            gd_pairs16(t + len - 17, vc0, vo0, vc1, vo1) >> (i - (len - 17));
+
+        return m ? i + (size_t)__builtin_ctz(m) : len;
+    }
 #endif
     for (; i + 1 < len; i++) {
-        if (t[i] == c0 && (t[i + 1] | or1) == c1) {
+        if ((t[i] | or0) == c0 && (t[i + 1] | or1) == c1) {
             return i;
         }
     }
@@ -195,7 +242,7 @@ static size_t gd_next_pair_or(uc *t, size_t len, size_t i, int c0, int c1,
 /* the first k >= i with t[k] == c0 and t[k + 1] == c1, or len */
 static size_t gd_next_pair(uc *t, size_t len, size_t i, int c0, int c1)
 {
-    return gd_next_pair_or(t, len, i, c0, c1, 0);
+    return gd_next_pair_or(t, len, i, c0, 0, c1, 0);
 }
 
 /*
@@ -1331,7 +1378,7 @@ static void gd_github(uc *t, size_t len, gd_out_t *o)
     size_t i = 0;
 
     while (i + 40 <= len) {
-        size_t s = gd_next_pair_or(t, len, i, 'g', 'i', 1), n;
+        size_t s = gd_next_pair_or(t, len, i, 'g', 0, 'i', 1), n;
 
         if (s == len || s + 40 > len) {
             return;
@@ -1423,20 +1470,12 @@ static void gd_slack(uc *t, size_t len, gd_out_t *o)
 {
     static const char https[] = "https://";
     size_t i = 0, last = 0;
-    /* the next candidates: "xo" (of "xox"), "ho" (of "hooks.") */
-    size_t nx = gd_next_pair(t, len, 0, 'x', 'o');
-    size_t nh = gd_next_pair(t, len, 0, 'h', 'o');
 
     while (i + 5 <= len) {
         size_t n = 0, s;
 
-        if (nx < i) {
-            nx = gd_next_pair(t, len, i, 'x', 'o');
-        }
-        if (nh < i) {
-            nh = gd_next_pair(t, len, i, 'h', 'o');
-        }
-        i = nx < nh ? nx : nh;
+        /* the candidates: "xo" of "xox", "ho" of "hooks." */
+        i = gd_next_pair_or(t, len, i, 'x', 0x10, 'o', 0);
         if (i == len || i + 5 > len) {
             return;
         }
