@@ -155,6 +155,12 @@ static gd_v16 gd_eq16(gd_v16 v, int c)
 static size_t gd_next_digit(uc *t, size_t len, size_t i)
 {
 #if defined(__SSE2__)
+    /* the next 4 bytes one by one: digits are often close together */
+    for (size_t e = len - i > 4 ? i + 4 : len; i < e; i++) {
+        if (gd_digit(t[i])) {
+            return i;
+        }
+    }
     for (; i + 32 <= len; i += 32) {
         unsigned m = gd_mask16(gd_range16(gd_load16(t + i), '0', '9')) |
                      gd_mask16(gd_range16(gd_load16(t + i + 16), '0', '9'))
