@@ -1,10 +1,13 @@
 /*
  * gd_detect: the PII and secret detectors of guardrail rules.
  *
- * Each detector is one forward pass over the text with a cheap first-byte
- * filter, a scanner for the candidate's shape, and a validation of the
+ * Each detector is one forward pass over the text that jumps from one
+ * candidate position to the next (the fast skips below: SSE2 where there is
+ * one), a scanner for the candidate's shape, and a validation of the
  * candidate (checksums, ranges, boundaries) that cuts false positives.
- * docs/detectors.md lists what each accepts and rejects.
+ * docs/detectors.md lists what each accepts and rejects.  A skip never
+ * changes what is found: t_detect compares every detector's spans over a
+ * large sample set with tests/detect.golden, written before the skips.
  *
  * Nothing here allocates, and no function reads outside text[0..len): every
  * look-ahead and look-behind is bounded by an explicit index check.
@@ -252,22 +255,22 @@ static size_t gd_next_pair(uc *t, size_t len, size_t i, int c0, int c1)
 }
 
 /*
- * The scanners of tokens with a fixed first byte c and at least min bytes:
- * at(t, len, i) is the length of the match at i (boundaries included), or 0.
+ * The scanners of tokens of at least min bytes: next(t, len, i) is the
+ * first position at or after i where one may start (or len), and at(t, len,
+ * i) the length of the match at i (boundaries included), or 0.
  */
-static void gd_scan_from(uc *t, size_t len, gd_out_t *o, int c, size_t min,
+static void gd_scan_from(uc *t, size_t len, gd_out_t *o, size_t min,
+                         size_t (*next)(uc *, size_t, size_t),
                          size_t (*at)(uc *, size_t, size_t))
 {
     size_t i = 0;
 
     while (i + min <= len) {
-        const unsigned char *f = memchr(t + i, c, len - i - min + 1);
-        size_t s, n;
+        size_t s = next(t, len, i), n;
 
-        if (f == NULL) {
+        if (s == len || s + min > len) {
             return;
         }
-        s = (size_t)(f - t);
         n = at(t, len, s);
         if (n) {
             gd_emit(o, s, n);
@@ -1288,28 +1291,15 @@ static size_t gd_jwt_at(uc *t, size_t len, size_t i)
 }
 
 /* the candidates: "eyJ", found by its rarer "yJ" */
-static void gd_jwt(uc *t, size_t len, gd_out_t *o)
+static size_t gd_jwt_next(uc *t, size_t len, size_t i)
 {
-    size_t i = 0;
+    for (;;) {
+        size_t k = gd_next_pair(t, len, i + 1, 'y', 'J');
 
-    while (i + 3 <= len) {
-        size_t k = gd_next_pair(t, len, i + 1, 'y', 'J'), s, n;
-
-        if (k == len) {
-            return;
+        if (k == len || t[k - 1] == 'e') {
+            return k == len ? len : k - 1; /* >= i */
         }
-        s = k - 1; /* >= i; s + 3 <= len */
-        if (t[s] != 'e') {
-            i = k;
-            continue;
-        }
-        n = gd_jwt_at(t, len, s);
-        if (n) {
-            gd_emit(o, s, n);
-            i = s + n;
-        } else {
-            i = s + 1;
-        }
+        i = k;
     }
 }
 
@@ -1332,6 +1322,13 @@ static int gd_aws_prefix(uc *t)
 static int gd_base32(unsigned c)
 {
     return gd_upper(c) || (c >= '2' && c <= '7');
+}
+
+static size_t gd_aws_next(uc *t, size_t len, size_t i)
+{
+    const unsigned char *f = memchr(t + i, 'A', len - i);
+
+    return f ? (size_t)(f - t) : len;
 }
 
 static size_t gd_aws_at(uc *t, size_t len, size_t i)
@@ -1379,24 +1376,9 @@ static size_t gd_github_at(uc *t, size_t len, size_t i)
 
 /* the candidates: "gh" of "gh?_" and "gi" of "github_pat_" ('h' | 1 and
    'i' | 1 are 'i') */
-static void gd_github(uc *t, size_t len, gd_out_t *o)
+static size_t gd_github_next(uc *t, size_t len, size_t i)
 {
-    size_t i = 0;
-
-    while (i + 40 <= len) {
-        size_t s = gd_next_pair_or(t, len, i, 'g', 0, 'i', 1), n;
-
-        if (s == len || s + 40 > len) {
-            return;
-        }
-        n = gd_github_at(t, len, s);
-        if (n) {
-            gd_emit(o, s, n);
-            i = s + n;
-        } else {
-            i = s + 1;
-        }
-    }
+    return gd_next_pair_or(t, len, i, 'g', 0, 'i', 1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1988,13 +1970,13 @@ size_t gd_detect(gd_detector_e d, const char *text, size_t len,
         gd_private_key(t, len, &o);
         break;
     case GD_DET_JWT:
-        gd_jwt(t, len, &o);
+        gd_scan_from(t, len, &o, 3, gd_jwt_next, gd_jwt_at);
         break;
     case GD_DET_AWS_ACCESS_KEY:
-        gd_scan_from(t, len, &o, 'A', 20, gd_aws_at);
+        gd_scan_from(t, len, &o, 20, gd_aws_next, gd_aws_at);
         break;
     case GD_DET_GITHUB_TOKEN:
-        gd_github(t, len, &o);
+        gd_scan_from(t, len, &o, 40, gd_github_next, gd_github_at);
         break;
     case GD_DET_SLACK_TOKEN:
         gd_slack(t, len, &o);

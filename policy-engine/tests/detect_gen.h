@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 typedef struct {
     uint64_t s;
 } gen_rng_t;
@@ -506,29 +508,18 @@ static void gen_pem(gen_rng_t *r, gen_buf_t *b)
     }
 }
 
-static void gen_b64url(gen_buf_t *b, const char *s, size_t n)
+/* base64 of s[0..n) (OpenSSL): standard and padded, or base64url and not */
+static void gen_b64(gen_buf_t *b, const char *s, size_t n, int url)
 {
-    static const char a[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    const unsigned char *u = (const unsigned char *)s;
+    unsigned char out[4 * 128 / 3 + 8];
+    int m = EVP_EncodeBlock(out, (const unsigned char *)s,
+                            (int)(n < 128 ? n : 128));
 
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)u[i] << 16;
-        size_t m = n - i < 3 ? n - i : 3;
-
-        if (m > 1) {
-            v |= (uint32_t)u[i + 1] << 8;
-        }
-        if (m > 2) {
-            v |= u[i + 2];
-        }
-        gen_ch(b, a[(v >> 18) & 63]);
-        gen_ch(b, a[(v >> 12) & 63]);
-        if (m > 1) {
-            gen_ch(b, a[(v >> 6) & 63]);
-        }
-        if (m > 2) {
-            gen_ch(b, a[v & 63]);
+    for (int k = 0; k < m; k++) {
+        if (!url) {
+            gen_ch(b, (char)out[k]);
+        } else if (out[k] != '=') {
+            gen_ch(b, out[k] == '+' ? '-' : out[k] == '/' ? '_' : (char)out[k]);
         }
     }
 }
@@ -552,7 +543,7 @@ static void gen_jwt(gen_rng_t *r, gen_buf_t *b)
     if (gen_below(r, 8) == 0) {
         gen_ch(b, "a.+/_-"[gen_below(r, 6)]);
     }
-    gen_b64url(b, h, strlen(h));
+    gen_b64(b, h, strlen(h), 1);
     for (unsigned p = 1; p < parts; p++) {
         const char *s = pay[gen_below(r, sizeof(pay) / sizeof(pay[0]))];
 
@@ -561,7 +552,7 @@ static void gen_jwt(gen_rng_t *r, gen_buf_t *b)
             continue; /* an empty part */
         }
         if (p == 1) {
-            gen_b64url(b, s, strlen(s));
+            gen_b64(b, s, strlen(s), 1);
         } else {
             gen_from(r, b, GEN_B64URL, 10 + gen_below(r, 40));
         }
@@ -622,30 +613,6 @@ static void gen_slack(gen_rng_t *r, gen_buf_t *b)
     }
 }
 
-/* base64 of s (standard alphabet, padded) */
-static void gen_b64(gen_buf_t *b, const char *s, size_t n)
-{
-    static const char a[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    const unsigned char *u = (const unsigned char *)s;
-
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)u[i] << 16;
-        size_t m = n - i < 3 ? n - i : 3;
-
-        if (m > 1) {
-            v |= (uint32_t)u[i + 1] << 8;
-        }
-        if (m > 2) {
-            v |= u[i + 2];
-        }
-        gen_ch(b, a[(v >> 18) & 63]);
-        gen_ch(b, a[(v >> 12) & 63]);
-        gen_ch(b, m > 1 ? a[(v >> 6) & 63] : '=');
-        gen_ch(b, m > 2 ? a[v & 63] : '=');
-    }
-}
-
 static void gen_secret(gen_rng_t *r, gen_buf_t *b)
 {
     switch (gen_below(r, 7)) {
@@ -661,7 +628,7 @@ static void gen_secret(gen_rng_t *r, gen_buf_t *b)
     case 3: {
         static const char text[] = "the quick brown fox jumps over the lazy "
                                    "dog and then some more words here";
-        gen_b64(b, text, 12 + gen_below(r, sizeof(text) - 13));
+        gen_b64(b, text, 12 + gen_below(r, sizeof(text) - 13), 0);
         break;
     }
     case 4:
