@@ -1,10 +1,13 @@
 /*
  * gd_detect: the PII and secret detectors of guardrail rules.
  *
- * Each detector is one forward pass over the text with a cheap first-byte
- * filter, a scanner for the candidate's shape, and a validation of the
+ * Each detector is one forward pass over the text that jumps from one
+ * candidate position to the next (the fast skips below: SSE2 where there is
+ * one), a scanner for the candidate's shape, and a validation of the
  * candidate (checksums, ranges, boundaries) that cuts false positives.
- * docs/detectors.md lists what each accepts and rejects.
+ * docs/detectors.md lists what each accepts and rejects.  A skip never
+ * changes what is found: t_detect compares every detector's spans over a
+ * large sample set with tests/detect.golden, written before the skips.
  *
  * Nothing here allocates, and no function reads outside text[0..len): every
  * look-ahead and look-behind is bounded by an explicit index check.
@@ -19,6 +22,10 @@
 #include <string.h>
 
 #include <openssl/evp.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 typedef const unsigned char uc;
 
@@ -115,22 +122,155 @@ static int gd_num_right(uc *t, size_t len, size_t e)
 }
 
 /*
- * The scanners of tokens with a fixed first byte c and at least min bytes:
- * at(t, len, i) is the length of the match at i (boundaries included), or 0.
+ * The fast skips: where the next position is that a detector's trigger
+ * allows (16 bytes at a time with SSE2, one at a time without).  A
+ * detector jumps there from i only when every position in between would
+ * have been refused by its first check, so that what it finds is the same.
  */
-static void gd_scan_from(uc *t, size_t len, gd_out_t *o, int c, size_t min,
+
+#if defined(__SSE2__)
+typedef __m128i gd_v16;
+
+static gd_v16 gd_load16(uc *p)
+{
+    return _mm_loadu_si128((const __m128i *)(const void *)p);
+}
+
+static unsigned gd_mask16(gd_v16 v)
+{
+    return (unsigned)_mm_movemask_epi8(v);
+}
+
+/* the bytes of v in [lo, hi] (lo > 0, hi < 0x80) */
+static gd_v16 gd_range16(gd_v16 v, int lo, int hi)
+{
+    return _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8((char)(lo - 1))),
+                         _mm_cmplt_epi8(v, _mm_set1_epi8((char)(hi + 1))));
+}
+
+static gd_v16 gd_eq16(gd_v16 v, int c)
+{
+    return _mm_cmpeq_epi8(v, _mm_set1_epi8((char)c));
+}
+#endif
+
+/* the first k >= i with t[k] a digit, or len */
+static size_t gd_next_digit(uc *t, size_t len, size_t i)
+{
+#if defined(__SSE2__)
+    /* the next 4 bytes one by one: digits are often close together */
+    for (size_t e = len - i > 4 ? i + 4 : len; i < e; i++) {
+        if (gd_digit(t[i])) {
+            return i;
+        }
+    }
+    for (; i + 32 <= len; i += 32) {
+        unsigned m = gd_mask16(gd_range16(gd_load16(t + i), '0', '9')) |
+                     gd_mask16(gd_range16(gd_load16(t + i + 16), '0', '9'))
+                         << 16;
+
+        if (m) {
+            return i + (size_t)__builtin_ctz(m);
+        }
+    }
+    if (i + 16 <= len) {
+        unsigned m = gd_mask16(gd_range16(gd_load16(t + i), '0', '9'));
+
+        if (m) {
+            return i + (size_t)__builtin_ctz(m);
+        }
+        i += 16;
+    }
+    if (i < len && len >= 16) {
+        /* the last 16 bytes, of which those before i are dropped */
+        unsigned m = gd_mask16(gd_range16(gd_load16(t + len - 16), '0', '9')) >>
+                     (i - (len - 16));
+
+        return m ? i + (size_t)__builtin_ctz(m) : len;
+    }
+#endif
+    while (i < len && !gd_digit(t[i])) {
+        i++;
+    }
+    return i;
+}
+
+#if defined(__SSE2__)
+/* the pairs at p: bit k, (p[k] | or0) == c0 and (p[k + 1] | or1) == c1 */
+static unsigned gd_pairs16(uc *p, gd_v16 c0, gd_v16 or0, gd_v16 c1, gd_v16 or1)
+{
+    gd_v16 a = _mm_or_si128(gd_load16(p), or0),
+           b = _mm_or_si128(gd_load16(p + 1), or1);
+
+    return gd_mask16(
+        _mm_and_si128(_mm_cmpeq_epi8(a, c0), _mm_cmpeq_epi8(b, c1)));
+}
+#endif
+
+/* the first k >= i with (t[k] | or0) == c0 and (t[k + 1] | or1) == c1, or
+   len (an OR folds two bytes into one: 'h' | 0x10 and 'x' | 0x10 are 'x') */
+static size_t gd_next_pair_or(uc *t, size_t len, size_t i, int c0, int or0,
+                              int c1, int or1)
+{
+#if defined(__SSE2__)
+    const gd_v16 vc0 = _mm_set1_epi8((char)c0), vo0 = _mm_set1_epi8((char)or0),
+                 vc1 = _mm_set1_epi8((char)c1), vo1 = _mm_set1_epi8((char)or1);
+
+    for (; i + 33 <= len; i += 32) {
+        unsigned m = gd_pairs16(t + i, vc0, vo0, vc1, vo1) |
+                     gd_pairs16(t + i + 16, vc0, vo0, vc1, vo1) << 16;
+
+        if (m) {
+            return i + (size_t)__builtin_ctz(m);
+        }
+    }
+    if (i + 17 <= len) {
+        unsigned m = gd_pairs16(t + i, vc0, vo0, vc1, vo1);
+
+        if (m) {
+            return i + (size_t)__builtin_ctz(m);
+        }
+        i += 16;
+    }
+    if (i + 1 < len && len >= 17) {
+        /* the last 16 pairs, of which those before i are dropped */
+        unsigned m =
+            gd_pairs16(t + len - 17, vc0, vo0, vc1, vo1) >> (i - (len - 17));
+
+        return m ? i + (size_t)__builtin_ctz(m) : len;
+    }
+#endif
+    for (; i + 1 < len; i++) {
+        if ((t[i] | or0) == c0 && (t[i + 1] | or1) == c1) {
+            return i;
+        }
+    }
+    return len;
+}
+
+/* the first k >= i with t[k] == c0 and t[k + 1] == c1, or len */
+static size_t gd_next_pair(uc *t, size_t len, size_t i, int c0, int c1)
+{
+    return gd_next_pair_or(t, len, i, c0, 0, c1, 0);
+}
+
+/*
+ * The scanners of tokens of at least min bytes: next(t, len, i) is the
+ * first position at or after i where one may start (or len), and at(t, len,
+ * i) the length of the match at i (boundaries included), or 0.
+ */
+static void gd_scan_from(uc *t, size_t len, gd_out_t *o, size_t min,
+                         size_t (*next)(uc *, size_t, size_t),
                          size_t (*at)(uc *, size_t, size_t))
 {
     size_t i = 0;
 
     while (i + min <= len) {
-        const unsigned char *f = memchr(t + i, c, len - i - min + 1);
-        size_t s, n;
+        size_t s = next(t, len, i), n;
 
-        if (f == NULL) {
+        if (s == len || s + min > len) {
             return;
         }
-        s = (size_t)(f - t);
         n = at(t, len, s);
         if (n) {
             gd_emit(o, s, n);
@@ -392,9 +532,16 @@ static void gd_phone(uc *t, size_t len, gd_out_t *o)
     size_t i = 0;
 
     while (i < len) {
-        unsigned c = t[i];
-        size_t n, next = i + 1;
+        unsigned c;
+        size_t n, next, j = gd_next_digit(t, len, i);
 
+        /* a start is a digit, or a '+' or '(' before one */
+        if (j == len) {
+            return;
+        }
+        i = j > i && (t[j - 1] == '+' || t[j - 1] == '(') ? j - 1 : j;
+        c = t[i];
+        next = i + 1;
         if (!(gd_digit(c) || c == '+' || c == '(') || !gd_num_left(t, i) ||
             (c == '+' && (i + 1 == len || !gd_digit(t[i + 1]))) ||
             (c == '(' && (i + 1 == len || !gd_digit(t[i + 1])))) {
@@ -556,9 +703,14 @@ static void gd_card(uc *t, size_t len, gd_out_t *o)
     size_t i = 0;
 
     while (i < len) {
-        size_t n, next = i + 1;
+        size_t n, next;
 
-        if (!gd_digit(t[i]) || !gd_num_left(t, i)) {
+        i = gd_next_digit(t, len, i);
+        if (i == len) {
+            return;
+        }
+        next = i + 1;
+        if (!gd_num_left(t, i)) {
             i++;
             continue;
         }
@@ -669,6 +821,11 @@ static void gd_iban(uc *t, size_t len, gd_out_t *o)
     while (i + 15 <= len) {
         size_t n;
 
+        /* an IBAN has a check digit at i + 2 */
+        i = gd_next_digit(t, len, i + 2) - 2;
+        if (i + 15 > len) {
+            return;
+        }
         if (!gd_upper(t[i]) || (i > 0 && gd_word(t[i - 1]))) {
             i++;
             continue;
@@ -771,7 +928,11 @@ static void gd_ssn(uc *t, size_t len, gd_out_t *o)
     while (i + 9 <= len) {
         size_t n;
 
-        if (!gd_digit(t[i]) || !gd_num_left(t, i)) {
+        i = gd_next_digit(t, len, i);
+        if (i + 9 > len) {
+            return;
+        }
+        if (!gd_num_left(t, i)) {
             i++;
             continue;
         }
@@ -828,8 +989,11 @@ static void gd_ipv4(uc *t, size_t len, gd_out_t *o)
     while (i + 7 <= len) {
         size_t n;
 
-        if (!gd_digit(t[i]) ||
-            (i > 0 && (gd_word(t[i - 1]) ||
+        i = gd_next_digit(t, len, i);
+        if (i + 7 > len) {
+            return;
+        }
+        if ((i > 0 && (gd_word(t[i - 1]) ||
                        (t[i - 1] == '.' && i >= 2 &&
                         (gd_alnum(t[i - 2]) || t[i - 2] == '.'))))) {
             i++;
@@ -1126,6 +1290,19 @@ static size_t gd_jwt_at(uc *t, size_t len, size_t i)
     return p - i;
 }
 
+/* the candidates: "eyJ", found by its rarer "yJ" */
+static size_t gd_jwt_next(uc *t, size_t len, size_t i)
+{
+    for (;;) {
+        size_t k = gd_next_pair(t, len, i + 1, 'y', 'J');
+
+        if (k == len || t[k - 1] == 'e') {
+            return k == len ? len : k - 1; /* >= i */
+        }
+        i = k;
+    }
+}
+
 /* ------------------------------------------------------------------ */
 /* aws_access_key */
 
@@ -1145,6 +1322,13 @@ static int gd_aws_prefix(uc *t)
 static int gd_base32(unsigned c)
 {
     return gd_upper(c) || (c >= '2' && c <= '7');
+}
+
+static size_t gd_aws_next(uc *t, size_t len, size_t i)
+{
+    const unsigned char *f = memchr(t + i, 'A', len - i);
+
+    return f ? (size_t)(f - t) : len;
 }
 
 static size_t gd_aws_at(uc *t, size_t len, size_t i)
@@ -1188,6 +1372,13 @@ static size_t gd_github_at(uc *t, size_t len, size_t i)
         return i + 93 == len || !gd_word(t[i + 93]) ? 93 : 0;
     }
     return 0;
+}
+
+/* the candidates: "gh" of "gh?_" and "gi" of "github_pat_" ('h' | 1 and
+   'i' | 1 are 'i') */
+static size_t gd_github_next(uc *t, size_t len, size_t i)
+{
+    return gd_next_pair_or(t, len, i, 'g', 0, 'i', 1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1269,7 +1460,14 @@ static void gd_slack(uc *t, size_t len, gd_out_t *o)
     size_t i = 0, last = 0;
 
     while (i + 5 <= len) {
-        size_t n = 0, s = i;
+        size_t n = 0, s;
+
+        /* the candidates: "xo" of "xox", "ho" of "hooks." */
+        i = gd_next_pair_or(t, len, i, 'x', 0x10, 'o', 0);
+        if (i == len || i + 5 > len) {
+            return;
+        }
+        s = i;
 
         if (t[i] == 'x' && (i == 0 || !gd_alnum(t[i - 1]))) {
             n = gd_slack_token_at(t, len, i);
@@ -1438,10 +1636,60 @@ static int gd_secret_ok(uc *t, size_t len, size_t s, size_t n)
     return gd_entropy_at_least(t + s, n, GD_DETECT_SECRET_MIN_BITS);
 }
 
+/*
+ * Where gd_secret's loop, at i (not inside a run), may jump.  From i on,
+ * 16-byte chunks are looked at until one holds the "yJ" of an "eyJ" or ends
+ * 16 bytes in a row of [+-z] (a superset of the run characters) that start
+ * 0, 4, 8 or 12 bytes after a chunk's start (a run of 20 or more holds such
+ * 16).  The jump is to just after the last byte before that chunk that is
+ * neither a run character nor '=': the loop would find nothing before it,
+ * since every run there is shorter than 20 (too short to be a secret) and
+ * none is a JWT's, and the '=' after a run do not reach over it.  *slow: the
+ * end of the chunk that stopped the skip (up to there, the loop goes byte by
+ * byte), or len.
+ */
+static size_t gd_secret_skip(uc *t, size_t len, size_t i, size_t *slow)
+{
+    size_t from = i;
+
+#if defined(__SSE2__)
+    const gd_v16 lo = _mm_set1_epi8('+' - 1), hi = _mm_set1_epi8('z' + 1),
+                 ones = _mm_set1_epi8(-1);
+    unsigned prev = 0;
+
+    for (; i + 17 <= len; i += 16) {
+        gd_v16 v = gd_load16(t + i);
+        gd_v16 in = _mm_and_si128(_mm_cmpgt_epi8(v, lo), _mm_cmplt_epi8(v, hi));
+        /* bit k: the bytes 4k..4k+3 of the chunk are all in [+-z] */
+        unsigned f = (unsigned)_mm_movemask_ps(
+            _mm_castsi128_ps(_mm_cmpeq_epi32(in, ones)));
+        unsigned yj = gd_mask16(
+            _mm_and_si128(gd_eq16(v, 'y'), gd_eq16(gd_load16(t + i + 1), 'J')));
+        unsigned h = prev | f << 4, x = h & h >> 1 & h >> 2 & h >> 3;
+
+        if (yj || (x & 0x1eu)) {
+            *slow = i + 16;
+            break;
+        }
+        prev = f;
+    }
+    if (i + 17 > len) {
+        *slow = len;
+    }
+#else
+    (void)t;
+    *slow = len;
+#endif
+    while (i > from && (gd_secret_char(t[i - 1]) || t[i - 1] == '=')) {
+        i--;
+    }
+    return i;
+}
+
 static void gd_secret(uc *t, size_t len, gd_out_t *o)
 {
     gd_pem_walk_t w;
-    size_t i = 0, ps = 0, pe = 0;
+    size_t i = 0, ps = 0, pe = 0, slow = 0;
     int pem = 1; /* a private key block may be at or after pe */
 
     memset(&w, 0, sizeof(w));
@@ -1449,6 +1697,9 @@ static void gd_secret(uc *t, size_t len, gd_out_t *o)
     while (i < len) {
         size_t s, e;
 
+        if (i >= slow) {
+            i = gd_secret_skip(t, len, i, &slow);
+        }
         if (!gd_secret_char(t[i])) {
             i++;
             continue;
@@ -1583,6 +1834,28 @@ static int gd_inv_flag(uc *t, size_t len, size_t s, size_t e)
     return 0;
 }
 
+/* the first k >= i with t[k] >= 0xc2 (a lead byte), or len */
+static size_t gd_next_lead(uc *t, size_t len, size_t i)
+{
+#if defined(__SSE2__)
+    for (; i + 16 <= len; i += 16) {
+        unsigned m = gd_mask16(gd_load16(t + i)); /* the bytes >= 0x80 */
+
+        for (; m; m &= m - 1) {
+            size_t k = i + (size_t)__builtin_ctz(m);
+
+            if (t[k] >= 0xc2) {
+                return k;
+            }
+        }
+    }
+#endif
+    while (i < len && t[i] < 0xc2) {
+        i++;
+    }
+    return i;
+}
+
 static void gd_invisible(uc *t, size_t len, gd_out_t *o)
 {
     size_t i = 0;
@@ -1591,9 +1864,9 @@ static void gd_invisible(uc *t, size_t len, gd_out_t *o)
         int32_t cp;
         size_t l;
 
-        if (t[i] < 0xc2) {
-            i++;
-            continue;
+        i = gd_next_lead(t, len, i);
+        if (i == len) {
+            return;
         }
         l = gd_cp_at(t, len, i, &cp);
         if (!gd_norm_invisible(cp)) {
@@ -1697,13 +1970,13 @@ size_t gd_detect(gd_detector_e d, const char *text, size_t len,
         gd_private_key(t, len, &o);
         break;
     case GD_DET_JWT:
-        gd_scan_from(t, len, &o, 'e', 3, gd_jwt_at);
+        gd_scan_from(t, len, &o, 3, gd_jwt_next, gd_jwt_at);
         break;
     case GD_DET_AWS_ACCESS_KEY:
-        gd_scan_from(t, len, &o, 'A', 20, gd_aws_at);
+        gd_scan_from(t, len, &o, 20, gd_aws_next, gd_aws_at);
         break;
     case GD_DET_GITHUB_TOKEN:
-        gd_scan_from(t, len, &o, 'g', 40, gd_github_at);
+        gd_scan_from(t, len, &o, 40, gd_github_next, gd_github_at);
         break;
     case GD_DET_SLACK_TOKEN:
         gd_slack(t, len, &o);

@@ -6,6 +6,7 @@
  * Each text is copied into a buffer of exactly its length, so that ASan
  * catches any read past text[len).
  */
+#include "detect_gen.h"
 #include "gd_detect.h"
 #include "tap.h"
 
@@ -711,6 +712,228 @@ static void test_adversarial(void)
            GD_DET_LAST, worst);
 }
 
+/*
+ * The differential test: every detector's spans over a large sample set
+ * agree with tests/detect.golden, which the detectors as they were before
+ * their speed-up (commit "t_detect: golden file ...") wrote.  The samples:
+ * GOLD_TEXTS texts of detect_gen.h (a fixed seed), hashed by groups of
+ * GOLD_GROUP, then every line of t/corpus/prompt-injection/ and every file
+ * of bench/data/, each keyed by the hash of its text (a line that is not
+ * in the golden file is counted, not compared).  GD_DETECT_GOLDEN_WRITE=1
+ * writes the file instead (only ever with a reference implementation).
+ */
+#define GOLD_TEXTS 8192
+#define GOLD_GROUP 16
+#define GOLD_CAP 2048
+#define GOLD_FILE GD_TEST_DATA "/../../policy-engine/tests/detect.golden"
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *u = p;
+
+    for (size_t k = 0; k < n; k++) {
+        h = (h ^ u[k]) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* the hash of every detector's spans over text[0..len) (a copy of
+   exactly len bytes, for ASan); counts[d] += the matches of d */
+static uint64_t gold_results(uint64_t h, const char *text, size_t len,
+                             size_t *counts)
+{
+    gd_detect_span_t sp[64];
+    char *copy = malloc(len ? len : 1);
+
+    memcpy(copy, text, len);
+    for (int d = 0; d < GD_DET_LAST; d++) {
+        size_t n = gd_detect((gd_detector_e)d, copy, len, sp, 64);
+        uint64_t v[2] = {(uint64_t)d, (uint64_t)n};
+
+        h = fnv(h, v, sizeof(v));
+        for (size_t k = 0; k < n && k < 64; k++) {
+            v[0] = sp[k].off;
+            v[1] = sp[k].len;
+            h = fnv(h, v, sizeof(v));
+        }
+        if (counts) {
+            counts[d] += n;
+        }
+    }
+    free(copy);
+    return h;
+}
+
+typedef struct {
+    uint64_t key, val;
+} gold_kv_t;
+
+static int gold_cmp(const void *a, const void *b)
+{
+    const gold_kv_t *x = a, *y = b;
+
+    return (x->key > y->key) - (x->key < y->key);
+}
+
+/* the texts of the corpus: each line of the two JSONL files, each file of
+   bench/data/ whole; f(key, text, len, arg) for each */
+static void gold_corpus(void (*f)(const char *, size_t, void *), void *arg)
+{
+    static const char *const files[] = {
+        GD_TEST_DATA "/../corpus/prompt-injection/benign.jsonl",
+        GD_TEST_DATA "/../corpus/prompt-injection/malicious.jsonl",
+        GD_TEST_DATA "/../../bench/data/chat-1k.json",
+    };
+
+    for (size_t k = 0; k < sizeof(files) / sizeof(files[0]); k++) {
+        FILE *fp = fopen(files[k], "rb");
+        static char buf[1 << 20];
+        size_t n, s = 0;
+
+        if (fp == NULL) {
+            continue;
+        }
+        n = fread(buf, 1, sizeof(buf), fp);
+        fclose(fp);
+        if (k == 2) {
+            f(buf, n, arg);
+            continue;
+        }
+        for (size_t i = 0; i <= n; i++) {
+            if (i == n || buf[i] == '\n') {
+                if (i > s) {
+                    f(buf + s, i - s, arg);
+                }
+                s = i + 1;
+            }
+        }
+    }
+}
+
+typedef struct {
+    FILE *out;     /* writing */
+    gold_kv_t *kv; /* reading: the golden corpus entries, sorted */
+    size_t nkv, same, differ, unknown;
+} gold_ctx_t;
+
+static void gold_corpus_one(const char *t, size_t n, void *arg)
+{
+    gold_ctx_t *c = arg;
+    gold_kv_t k = {fnv(0xcbf29ce484222325ull, t, n), 0}, *hit;
+
+    k.val = gold_results(0xcbf29ce484222325ull, t, n, NULL);
+    if (c->out) {
+        fprintf(c->out, "c %016llx %016llx\n", (unsigned long long)k.key,
+                (unsigned long long)k.val);
+        return;
+    }
+    hit = bsearch(&k, c->kv, c->nkv, sizeof(k), gold_cmp);
+    if (hit == NULL) {
+        c->unknown++;
+    } else if (hit->val == k.val) {
+        c->same++;
+    } else {
+        c->differ++;
+        printf("#   corpus text differs: [%s]\n", show(t));
+    }
+}
+
+static void test_golden(void)
+{
+    static uint64_t want[GOLD_TEXTS / GOLD_GROUP], got[GOLD_TEXTS / GOLD_GROUP];
+    size_t counts[GD_DET_LAST] = {0}, want_counts[GD_DET_LAST] = {0};
+    size_t ngroups = GOLD_TEXTS / GOLD_GROUP, bad = 0, bytes = 0;
+    gold_ctx_t c = {0};
+    gen_rng_t r = {20261202};
+    char *text = malloc(GOLD_CAP), line[128];
+    int write = getenv("GD_DETECT_GOLDEN_WRITE") != NULL, have = 0;
+    FILE *fp;
+
+    for (size_t g = 0; g < ngroups; g++) {
+        uint64_t h = 0xcbf29ce484222325ull;
+
+        for (size_t k = 0; k < GOLD_GROUP; k++) {
+            size_t n = gen_text(&r, text, GOLD_CAP);
+
+            bytes += n;
+            h = gold_results(h, text, n, counts);
+        }
+        got[g] = h;
+    }
+    free(text);
+
+    if (write) {
+        fp = fopen(GOLD_FILE, "w");
+        TAP_OK(fp != NULL, "golden: writes %s", GOLD_FILE);
+        if (fp == NULL) {
+            return;
+        }
+        fprintf(fp, "# t_detect's golden file (tests/t_detect.c, "
+                    "test_golden): g GROUP HASH, n DETECTOR MATCHES, "
+                    "c TEXT-HASH HASH\n");
+        for (size_t g = 0; g < ngroups; g++) {
+            fprintf(fp, "g %zu %016llx\n", g, (unsigned long long)got[g]);
+        }
+        for (int d = 0; d < GD_DET_LAST; d++) {
+            fprintf(fp, "n %d %zu\n", d, counts[d]);
+        }
+        c.out = fp;
+        gold_corpus(gold_corpus_one, &c);
+        fclose(fp);
+        return;
+    }
+
+    fp = fopen(GOLD_FILE, "r");
+    TAP_OK(fp != NULL, "golden: reads %s", GOLD_FILE);
+    if (fp == NULL) {
+        return;
+    }
+    c.kv = calloc(4096, sizeof(*c.kv));
+    while (fgets(line, sizeof(line), fp)) {
+        unsigned long long a, b;
+        int d;
+        size_t m;
+
+        if (sscanf(line, "g %llu %llx", &a, &b) == 2 && a < ngroups) {
+            want[a] = b;
+            have++;
+        } else if (sscanf(line, "n %d %zu", &d, &m) == 2 && d >= 0 &&
+                   d < GD_DET_LAST) {
+            want_counts[d] = m;
+        } else if (sscanf(line, "c %llx %llx", &a, &b) == 2 && c.nkv < 4096) {
+            c.kv[c.nkv].key = a;
+            c.kv[c.nkv++].val = b;
+        }
+    }
+    fclose(fp);
+    qsort(c.kv, c.nkv, sizeof(*c.kv), gold_cmp);
+
+    for (size_t g = 0; g < ngroups; g++) {
+        if (got[g] != want[g]) {
+            if (bad++ < 10) {
+                printf("#   group %zu (texts %zu..%zu) differs\n", g,
+                       g * GOLD_GROUP, g * GOLD_GROUP + GOLD_GROUP - 1);
+            }
+        }
+    }
+    TAP_OK(have == (int)ngroups && bad == 0,
+           "golden: %d generated texts (%zu KiB) give the golden spans "
+           "(%zu groups of %d differ)",
+           GOLD_TEXTS, bytes / 1024, bad, GOLD_GROUP);
+    for (int d = 0; d < GD_DET_LAST; d++) {
+        /* every detector matches often in the sample set */
+        TAP_OK(counts[d] == want_counts[d] && counts[d] >= 50,
+               "golden: %s matches %zu times (golden: %zu)",
+               gd_detector_name((gd_detector_e)d), counts[d], want_counts[d]);
+    }
+    gold_corpus(gold_corpus_one, &c);
+    TAP_OK(c.differ == 0 && c.same >= 900,
+           "golden: corpus texts: %zu identical, %zu differ, %zu not in the "
+           "golden file",
+           c.same, c.differ, c.unknown);
+    free(c.kv);
+}
+
 /* a rough speed figure (not asserted): every detector over a chat body */
 static void bench(void)
 {
@@ -759,6 +982,7 @@ int main(void)
     test_invisible();
     test_random();
     test_adversarial();
+    test_golden();
     bench();
     return tap_done();
 }
