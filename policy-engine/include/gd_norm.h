@@ -68,6 +68,9 @@ static inline int gd_norm_invisible(int32_t cp)
            cp == 0xfeff || (cp >= 0xe0000 && cp <= 0xe007f);
 }
 
+/* Whether s[0..len) holds a byte beyond ASCII (8 bytes at a time). */
+int gd_norm_has_high(const unsigned char *s, size_t len);
+
 /*
  * The length of the valid UTF-8 character at s[0..len) (len > 0; its code
  * point in *cp), or 0 when s starts with a byte that is not one: a

@@ -551,14 +551,8 @@ static void run_detector(gd_gr_ctx_t *x, size_t ri, const gd_gr_item_t *it,
 /* whether an item's text is ASCII, and stays ASCII when percent-decoded */
 static int plain_ascii(const gd_gr_item_t *it)
 {
-    for (size_t i = 0; i < it->len; i++) {
-        unsigned char c = (unsigned char)it->text[i];
-
-        if (c >= 0x80 || (c == '%' && (it->opts & GD_NORM_PERCENT))) {
-            return 0;
-        }
-    }
-    return 1;
+    return !gd_norm_has_high((const unsigned char *)it->text, it->len) &&
+           !((it->opts & GD_NORM_PERCENT) && memchr(it->text, '%', it->len));
 }
 
 /* the kinds of target that may look at an item */
@@ -586,7 +580,13 @@ static void inspect(gd_gr_ctx_t *x, const gd_gr_item_t *it)
     for (size_t ri = 0; ri < g->nrules && !x->stop; ri++) {
         const gd_gr_rule_t *r = &g->rules[ri];
 
-        if (!(r->kinds & kinds) || x->s->done[ri] || !applies(x, r, it)) {
+        if (!(r->kinds & kinds) || x->s->done[ri]) {
+            continue;
+        }
+        if (normalised && r->code && g->prefilter && !x->s->run[ri]) {
+            continue; /* the scan below: it cannot match */
+        }
+        if (!applies(x, r, it)) {
             continue;
         }
         if (x->rescan && r->action != GD_GR_REDACT) {

@@ -143,7 +143,7 @@ static int percent_decode(gd_norm_t *n, const unsigned char *in, size_t len,
 }
 
 /* Whether s[0..len) holds a byte >= 0x80. */
-static int has_high(const unsigned char *s, size_t len)
+int gd_norm_has_high(const unsigned char *s, size_t len)
 {
     size_t i = 0;
 
@@ -876,7 +876,7 @@ int gd_norm(gd_norm_t *n, const char *in, size_t len, unsigned opts)
         slen = n->len;
     }
 
-    if ((opts & GD_NORM_UNICODE) && has_high(src, slen)) {
+    if ((opts & GD_NORM_UNICODE) && gd_norm_has_high(src, slen)) {
         int rc;
 
         if (decoded) {
@@ -897,7 +897,7 @@ int gd_norm(gd_norm_t *n, const char *in, size_t len, unsigned opts)
         if (!decoded && copy_through(n, src, len, NULL) != 0) {
             return -1;
         }
-        if (has_high((const unsigned char *)n->text, n->len)) {
+        if (gd_norm_has_high((const unsigned char *)n->text, n->len)) {
             check_utf8(n, (const unsigned char *)n->text, n->len);
         }
     }
