@@ -582,6 +582,19 @@ static void arena_destroy(void)
 
 /* reading a batch */
 
+/* the record of the journal line r, parsed (in the arena) the first time
+ * it is asked for; NULL when the line is not JSON */
+json_t *sink_record(gd_srec_t *r)
+{
+    if (!r->parsed) {
+        arena_on = 1;
+        r->rec = json_loadb(r->line, r->len, 0, NULL);
+        arena_on = 0;
+        r->parsed = 1;
+    }
+    return r->rec;
+}
+
 static void batch_free(gd_srec_t *r, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -589,6 +602,7 @@ static void batch_free(gd_srec_t *r, size_t n)
         /* r[i].rec: in the arena (no json_decref needed: nothing else
          * holds it) */
         r[i].rec = NULL;
+        r[i].parsed = 0;
     }
     arena_reset();
 }
@@ -673,10 +687,7 @@ static size_t read_batch(gd_sink_t *s, gd_srec_t *r, size_t max)
         r[n].lineno = ++s->rline;
         s->roff += len;
         r[n].end = s->roff;
-        arena_on = 1;
-        r[n].rec = json_loadb(r[n].line, r[n].len, 0, NULL);
-        arena_on = 0;
-        if (!json_is_object(r[n].rec)) {
+        if (!s->ops->raw && !json_is_object(sink_record(&r[n]))) {
             r[n].rejected = 1;
             snprintf(r[n].error, sizeof(r[n].error),
                      "the journal line is not a JSON object");
@@ -699,7 +710,7 @@ static int dead_letter(gd_sink_t *s, gd_srec_t *r)
     o = json_pack("{s:I, s:s, s:s, s:I, s:s, s:O?}", "ts_ms",
                   (json_int_t)wall_ms(), "sink", s->ops->name, "segment",
                   segname, "line", (json_int_t)r->lineno, "error", r->error,
-                  "record", r->rec);
+                  "record", sink_record(r));
     if (o != NULL && r->rec == NULL) {
         json_object_set_new(o, "record", json_stringn(r->line, r->len));
     }
@@ -745,7 +756,7 @@ static int consumed(gd_sink_t *s, gd_srec_t *r, size_t n)
     s->seg = r[n - 1].seg;
     s->line = r[n - 1].lineno;
     s->off = r[n - 1].end;
-    h = json_object_get(r[n - 1].rec, "hash");
+    h = json_object_get(sink_record(&r[n - 1]), "hash");
     if (json_is_string(h) && json_string_length(h) == 64) {
         memcpy(s->hash, json_string_value(h), 65);
     }
@@ -886,7 +897,7 @@ static void *sink_main(void *arg)
                 continue;
             }
             {
-                json_t *ts = json_object_get(r[0].rec, "ts_ms");
+                json_t *ts = json_object_get(sink_record(&r[0]), "ts_ms");
                 atomic_store(&s->head_ms,
                              json_is_integer(ts) && json_integer_value(ts) > 0
                                  ? (uint64_t)json_integer_value(ts)
