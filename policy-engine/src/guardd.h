@@ -298,6 +298,7 @@ typedef struct {
     size_t len;
     json_t *rec;     /* parsed (sink_record); NULL when it is not JSON */
     int parsed;      /* rec is what the line parses to */
+    void *arena;     /* guardd_sink.c's: where rec is parsed */
     unsigned seg;    /* journal-<seg>.jsonl */
     uint64_t lineno; /* 1-based */
     off_t end;       /* the offset after its newline */
@@ -327,6 +328,15 @@ typedef struct {
      * it is read, and a line that is not a JSON object is rejected then.
      */
     int raw;
+    /*
+     * Optional, both or neither: publish in two halves, so that the next
+     * batch is read while the sink works on this one.  send sends the
+     * batch (0, or -1 as publish: down); finish awaits the sink's answer
+     * and returns as publish does.  publish is then send and finish.
+     */
+    int (*send)(gd_sink_t *s, gd_srec_t *r, size_t n, char *err, size_t errlen);
+    int (*finish)(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
+                  uint64_t *dups, char *err, size_t errlen);
 } gd_sink_ops_t;
 
 struct gd_sink_s {

@@ -235,5 +235,5 @@ failed:
 /* raw: the lines go to COPY as they are; jsonb refuses one that is not
  * JSON, and guard_ingest_staged one that is not an object (its key is
  * NULL): a data error of the batch, split until it is alone */
-const gd_sink_ops_t gd_sink_pg = {"postgres", pg_connect, pg_disconnect,
-                                  pg_publish, 1};
+const gd_sink_ops_t gd_sink_pg = {
+    "postgres", pg_connect, pg_disconnect, pg_publish, 1, NULL, NULL};
