@@ -5,8 +5,9 @@
 -- 0001's guard_ingest(jsonb) takes a batch as one jsonb array: the server
 -- parses the whole array as one value, then walks it three times with
 -- jsonb_array_elements (the months of its partitions, the decisions, the
--- reviews), copying each element out every time.  That walk, not the
--- inserts, was most of a batch's time.  Here the sink COPYs the batch
+-- reviews), copying each element out every time; with guard_int's
+-- regular expression, about a quarter of the server's time per record
+-- (docs/events.md, "Figures").  Here the sink COPYs the batch
 -- into a temporary table of its session instead, guard_stage (record
 -- jsonb, segment, line): one row per journal record, parsed once by COPY;
 -- then guard_ingest_staged() moves the rows of guard_stage into decisions
