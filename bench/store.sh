@@ -7,10 +7,14 @@
 #      when records arrive at that rate and an fsync takes ~10 ms), by
 #      policy-engine/bench/journal_bench.c (the journal's own time:
 #      append and sync; the time with making the records beside it);
-#   2. guardd started on that journal with the Redis sink only, then with
-#      the PostgreSQL sink only (a private redis-server and PostgreSQL
-#      cluster, Unix sockets, as the tests run them): the time until the
-#      sink's lag is 0, as records/s;
+#   2. guardd started on that journal with the Redis sink only (twice:
+#      Redis's AOF with appendfsync everysec, then always), then with the
+#      PostgreSQL sink only (a private redis-server and PostgreSQL
+#      cluster, Unix sockets, as the tests run them): the time from guardd
+#      ready (after its start-up, which reads the journal, printed beside)
+#      until the sink's lag is 0, as records/s; and the CPU time guardd and
+#      the server spent per record (steadier than the rate on a shared
+#      machine);
 #   3. with every record in PostgreSQL: `guardctl blocked --db DSN
 #      --tenant T --since 1h` and `guardctl show ID --db DSN`, each the
 #      median of 5 runs (a whole guardctl process: start, connect, query,

@@ -232,6 +232,66 @@ is($pg->psql("SELECT tenant, subject, status, reason, refusal, segment, line "
 is($pg->psql("SELECT review_of, verdict, analyst FROM reviews"),
    $uuid->(8) . "|confirmed|alice\n", 'the review in reviews');
 
+# --- 0002 applied on a store that has only 0001 --------------------------
+# A second database migrated with 0001 alone takes the first records through
+# 0001's guard_ingest; then db migrate applies the rest (0002: guard_ingest
+# through guard_stage, guard_int without its regular expression) on it, and
+# the rest of the journal goes in: every row has the same columns as in the
+# store migrated at once.
+$pg->psql('CREATE DATABASE guard_old', 'postgres');
+is($pg->{exit}, 0, 'a second database') or diag $pg->{err};
+(my $old_dsn = $dsn) =~ s/dbname=guard/dbname=guard_old/;
+mkdir "$dir/mig1";
+copy("$dir/mig/$files[0]", "$dir/mig1/$files[0]") or die;
+$r = ctl('db', 'migrate', '--db', $old_dsn, '--dir', "$dir/mig1");
+is($r->{exit}, 0, 'migrated with 0001 alone') or diag $r->{err};
+sub ingest_old {
+    my ($batch) = @_;
+    my $text = $json->encode($batch) =~ s/'/''/gr;
+    my $out = $pg->psql("SELECT inserted, duplicates FROM guard_ingest('$text'::jsonb)",
+                        'guard_old');
+    die "guard_ingest: $pg->{err}" if $pg->{exit};
+    chomp $out;
+    return $out;
+}
+is(ingest_old([@placed[0 .. 6]]), '7|0', "0001's guard_ingest: a batch");
+$r = ctl('db', 'migrate', '--db', $old_dsn, '--dir', "$dir/mig");
+is($r->{exit}, 0, 'db migrate on that store: exit 0') or diag $r->{err};
+SKIP: {
+    skip 'only 0001 in migrations/', 5 unless @files > 1;
+    like($r->{out}, qr/^applied \Q$files[1]\E$/m, "it applies $files[1]");
+    like($r->{out}, qr/\(\d+ applied now, 1 before\)/, 'and nothing twice');
+    is(ingest_old([@placed]), ($n - 7) . '|7',
+       'after it: the whole journal, the first 7 duplicates');
+    my $cols = 'key, ts, id, kind, ts_ms, tenant, subject, client_ip, method, '
+        . 'route, traceparent, stage, outcome, status, reason, score, signals, '
+        . 'thresholds, rules, policy_version, node, source, shadow_reason, '
+        . 'latency_ms, refusal, segment, line, prev_hash, hash, record';
+    my $rows = "SELECT md5(string_agg(t::text, '|' ORDER BY segment, line)) FROM "
+        . "(SELECT $cols, tableoid::regclass::text FROM decisions) t";
+    my $revs = "SELECT md5(string_agg(t::text, '|' ORDER BY hash)) FROM (SELECT "
+        . 'hash, review_of, verdict, analyst, note, ts_ms, ts, segment, line, '
+        . 'prev_hash, record FROM reviews) t';
+    is($pg->psql($rows, 'guard_old') . $pg->psql($revs, 'guard_old'),
+       $pg->psql($rows) . $pg->psql($revs),
+       'every row as in the store migrated at once (decisions, reviews)');
+    # 0002's guard_int against 0001's (its regular expression) on numbers
+    # jsonb writes in every form
+    my @nums = qw(0 -0 1 -1 1e3 1E+2 1.0 10e-1 0.0e1 1.5 -0.0 0e5 -0e-2 1.5e1
+                  25e-1 1e-3 1e17 1e18 999999999999999999 -999999999999999999
+                  1000000000000000000 -1000000000000000000 9223372036854775807
+                  123456789012345678.0 1799999999999 "5" null true [1] {});
+    my $vals = join ',', map { "('$_')" } @nums;
+    is($pg->psql("SELECT count(*) FROM (VALUES $vals) v(t), "
+                 . "LATERAL (SELECT ('{\"a\":' || t || '}')::jsonb) x(r) "
+                 . "WHERE guard_int(r, 'a') IS DISTINCT FROM "
+                 . "(CASE WHEN jsonb_typeof(r -> 'a') = 'number' "
+                 . "AND (r ->> 'a') ~ '^-?[0-9]{1,18}\$' "
+                 . "THEN (r ->> 'a')::bigint END)"),
+       "0\n", "guard_int: as 0001's on @{[ scalar @nums ]} numbers and others")
+        or diag $pg->{err};
+}
+
 # --- the same output from the journal and from the store ---------------------
 
 sub same {

@@ -296,7 +296,9 @@ typedef struct gd_sink_s gd_sink_t;
 typedef struct {
     char *line; /* as written, without its newline */
     size_t len;
-    json_t *rec;     /* parsed; NULL (and rejected) when it is not JSON */
+    json_t *rec;     /* parsed (sink_record); NULL when it is not JSON */
+    int parsed;      /* rec is what the line parses to */
+    void *arena;     /* guardd_sink.c's: where rec is parsed */
     unsigned seg;    /* journal-<seg>.jsonl */
     uint64_t lineno; /* 1-based */
     off_t end;       /* the offset after its newline */
@@ -318,6 +320,23 @@ typedef struct {
      */
     int (*publish)(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
                    uint64_t *dups, char *err, size_t errlen);
+    /*
+     * 1: publish sends the lines as they are, and the sink itself refuses
+     * a line that is not a JSON object (as a data error of its batch):
+     * the records are not parsed when they are read, only the few that
+     * guardd_sink.c needs (sink_record).  0: every record is parsed when
+     * it is read, and a line that is not a JSON object is rejected then.
+     */
+    int raw;
+    /*
+     * Optional, both or neither: publish in two halves, so that the next
+     * batch is read while the sink works on this one.  send sends the
+     * batch (0, or -1 as publish: down); finish awaits the sink's answer
+     * and returns as publish does.  publish is then send and finish.
+     */
+    int (*send)(gd_sink_t *s, gd_srec_t *r, size_t n, char *err, size_t errlen);
+    int (*finish)(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
+                  uint64_t *dups, char *err, size_t errlen);
 } gd_sink_ops_t;
 
 struct gd_sink_s {
@@ -365,6 +384,7 @@ uint64_t sink_lag(gd_sink_t *s);
 double sink_lag_seconds(gd_sink_t *s);
 void sink_lifecycle(const char *event);
 void sink_policy(const char *previous, const char *version);
+json_t *sink_record(gd_srec_t *r);
 
 /* guardd_metrics.c */
 extern gd_metrics_t metrics;

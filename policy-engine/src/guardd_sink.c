@@ -503,16 +503,23 @@ typedef struct arena_chunk {
 #define ARENA_CHUNK_MIN (4 * 1024 * 1024)
 #define ARENA_ALIGN sizeof(max_align_t)
 
-static _Thread_local arena_chunk_t *arena_head, *arena_cur;
-static _Thread_local int arena_on;
+/* a batch's: its records are parsed into it */
+typedef struct {
+    arena_chunk_t *head, *cur;
+} arena_t;
+
+/* two batches at most: the one in flight and the one read ahead */
+static _Thread_local arena_t arenas[2];
+static _Thread_local arena_t *arena_on; /* parsing into it, else NULL */
 
 static void *arena_malloc(size_t size)
 {
-    arena_chunk_t *c = arena_cur;
+    arena_chunk_t *c;
 
-    if (!arena_on) {
+    if (arena_on == NULL) {
         return malloc(size);
     }
+    c = arena_on->cur;
     size = (size + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1);
     while (c != NULL && c->size - c->used < size) {
         c = c->next;
@@ -520,7 +527,7 @@ static void *arena_malloc(size_t size)
     if (c == NULL) {
         /* a new chunk at the end, twice the last one (few chunks to
          * search in arena_free) */
-        arena_chunk_t *last = arena_head;
+        arena_chunk_t *last = arena_on->head;
         size_t want = ARENA_CHUNK_MIN;
 
         while (last != NULL && last->next != NULL) {
@@ -542,45 +549,62 @@ static void *arena_malloc(size_t size)
         if (last != NULL) {
             last->next = c;
         } else {
-            arena_head = c;
+            arena_on->head = c;
         }
     }
-    arena_cur = c;
+    arena_on->cur = c;
     c->used += size;
     return (char *)c->data + c->used - size;
 }
 
 static void arena_free(void *p)
 {
-    for (arena_chunk_t *c = arena_head; c != NULL; c = c->next) {
-        if ((char *)p >= (char *)c->data &&
-            (char *)p < (char *)c->data + c->size) {
-            return;
+    for (int i = 0; i < 2; i++) {
+        for (arena_chunk_t *c = arenas[i].head; c != NULL; c = c->next) {
+            if ((char *)p >= (char *)c->data &&
+                (char *)p < (char *)c->data + c->size) {
+                return;
+            }
         }
     }
     free(p);
 }
 
 /* the parsed records of the batch are gone: the chunks are free again */
-static void arena_reset(void)
+static void arena_reset(arena_t *a)
 {
-    for (arena_chunk_t *c = arena_head; c != NULL; c = c->next) {
+    for (arena_chunk_t *c = a->head; c != NULL; c = c->next) {
         c->used = 0;
     }
-    arena_cur = arena_head;
+    a->cur = a->head;
 }
 
 static void arena_destroy(void)
 {
-    while (arena_head != NULL) {
-        arena_chunk_t *c = arena_head;
-        arena_head = c->next;
-        free(c);
+    for (int i = 0; i < 2; i++) {
+        while (arenas[i].head != NULL) {
+            arena_chunk_t *c = arenas[i].head;
+            arenas[i].head = c->next;
+            free(c);
+        }
+        arenas[i].cur = NULL;
     }
-    arena_cur = NULL;
 }
 
 /* reading a batch */
+
+/* the record of the journal line r, parsed (in the arena) the first time
+ * it is asked for; NULL when the line is not JSON */
+json_t *sink_record(gd_srec_t *r)
+{
+    if (!r->parsed) {
+        arena_on = r->arena;
+        r->rec = json_loadb(r->line, r->len, 0, NULL);
+        arena_on = NULL;
+        r->parsed = 1;
+    }
+    return r->rec;
+}
 
 static void batch_free(gd_srec_t *r, size_t n)
 {
@@ -589,15 +613,19 @@ static void batch_free(gd_srec_t *r, size_t n)
         /* r[i].rec: in the arena (no json_decref needed: nothing else
          * holds it) */
         r[i].rec = NULL;
+        r[i].parsed = 0;
     }
-    arena_reset();
+    if (n > 0) {
+        arena_reset(r[0].arena);
+    }
 }
 
 /*
  * Reads up to max records after the reader's position (s->rseg, s->roff),
- * never past the durable end; returns how many.
+ * never past the durable end, parsed (unless the sink is raw) into the
+ * arena a; returns how many.
  */
-static size_t read_batch(gd_sink_t *s, gd_srec_t *r, size_t max)
+static size_t read_batch(gd_sink_t *s, gd_srec_t *r, size_t max, arena_t *a)
 {
     unsigned dseg;
     size_t dsize, n = 0;
@@ -673,10 +701,8 @@ static size_t read_batch(gd_sink_t *s, gd_srec_t *r, size_t max)
         r[n].lineno = ++s->rline;
         s->roff += len;
         r[n].end = s->roff;
-        arena_on = 1;
-        r[n].rec = json_loadb(r[n].line, r[n].len, 0, NULL);
-        arena_on = 0;
-        if (!json_is_object(r[n].rec)) {
+        r[n].arena = a;
+        if (!s->ops->raw && !json_is_object(sink_record(&r[n]))) {
             r[n].rejected = 1;
             snprintf(r[n].error, sizeof(r[n].error),
                      "the journal line is not a JSON object");
@@ -699,7 +725,7 @@ static int dead_letter(gd_sink_t *s, gd_srec_t *r)
     o = json_pack("{s:I, s:s, s:s, s:I, s:s, s:O?}", "ts_ms",
                   (json_int_t)wall_ms(), "sink", s->ops->name, "segment",
                   segname, "line", (json_int_t)r->lineno, "error", r->error,
-                  "record", r->rec);
+                  "record", sink_record(r));
     if (o != NULL && r->rec == NULL) {
         json_object_set_new(o, "record", json_stringn(r->line, r->len));
     }
@@ -745,7 +771,7 @@ static int consumed(gd_sink_t *s, gd_srec_t *r, size_t n)
     s->seg = r[n - 1].seg;
     s->line = r[n - 1].lineno;
     s->off = r[n - 1].end;
-    h = json_object_get(r[n - 1].rec, "hash");
+    h = json_object_get(sink_record(&r[n - 1]), "hash");
     if (json_is_string(h) && json_string_length(h) == 64) {
         memcpy(s->hash, json_string_value(h), 65);
     }
@@ -764,22 +790,17 @@ static int consumed(gd_sink_t *s, gd_srec_t *r, size_t n)
 }
 
 /*
- * Publishes r[0..n-1], splitting a refused batch until the refused
- * records are alone; the cursor follows.  0, or -1: the sink is down (or
- * the cursor cannot be written): the batch is tried again later.
+ * What the sink answered for r[0..n-1] (rc, as ops->publish returns it):
+ * confirmed, the cursor follows; refused as a whole, the batch is split
+ * and published again until the refused records are alone.  0, or -1:
+ * the sink is down (or the cursor cannot be written): the batch is tried
+ * again later.
  */
-static int publish(gd_sink_t *s, gd_srec_t *r, size_t n)
-{
-    char err[512] = "";
-    uint64_t added = 0, dups = 0;
-    size_t todo = 0;
-    int rc;
+static int publish(gd_sink_t *s, gd_srec_t *r, size_t n);
 
-    for (size_t i = 0; i < n; i++) {
-        todo += !r[i].rejected;
-    }
-    rc = todo == 0 ? 0
-                   : s->ops->publish(s, r, n, &added, &dups, err, sizeof(err));
+static int published(gd_sink_t *s, gd_srec_t *r, size_t n, int rc,
+                     uint64_t added, uint64_t dups, const char *err)
+{
     if (rc < 0) {
         metric_add(&s->errors, 1);
         if (log_due(s)) {
@@ -804,6 +825,58 @@ static int publish(gd_sink_t *s, gd_srec_t *r, size_t n)
         return -1;
     }
     return publish(s, r + n / 2, n - n / 2);
+}
+
+static size_t todo(const gd_srec_t *r, size_t n)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        k += !r[i].rejected;
+    }
+    return k;
+}
+
+/* Publishes r[0..n-1] (published) */
+static int publish(gd_sink_t *s, gd_srec_t *r, size_t n)
+{
+    char err[512] = "";
+    uint64_t added = 0, dups = 0;
+    int rc = todo(r, n) == 0
+                 ? 0
+                 : s->ops->publish(s, r, n, &added, &dups, err, sizeof(err));
+
+    return published(s, r, n, rc, added, dups, err);
+}
+
+/*
+ * Publishes r[0..n-1] as publish does; a sink with send and finish gets
+ * the batch first, and while it works on it, *next_n records of the next
+ * batch are read into next (when this one is full: more are there), in
+ * the other arena
+ */
+static int stopping(void);
+
+static int publish_ahead(gd_sink_t *s, gd_srec_t *r, size_t n, gd_srec_t *next,
+                         arena_t *next_arena, size_t *next_n)
+{
+    char err[512] = "";
+    uint64_t added = 0, dups = 0;
+    int rc;
+
+    *next_n = 0;
+    if (s->ops->send == NULL || todo(r, n) == 0) {
+        return publish(s, r, n);
+    }
+    rc = s->ops->send(s, r, n, err, sizeof(err));
+    if (rc == 0) {
+        if (n == s->batch && !stopping()) {
+            s->seen_records = atomic_load(&pos_records);
+            *next_n = read_batch(s, next, s->batch, next_arena);
+        }
+        rc = s->ops->finish(s, r, n, &added, &dups, err, sizeof(err));
+    }
+    return published(s, r, n, rc, added, dups, err);
 }
 
 /* the thread */
@@ -849,13 +922,20 @@ static long pause_ms(long ms)
 static void *sink_main(void *arg)
 {
     gd_sink_t *s = arg;
-    gd_srec_t *r = calloc(s->batch, sizeof(gd_srec_t));
-    size_t n = 0;
+    /* the batch in flight, r (in arenas[cur]), and the one read ahead
+     * while the sink works on it, (in the other) */
+    gd_srec_t *rs[2] = {calloc(s->batch, sizeof(gd_srec_t)),
+                        calloc(s->batch, sizeof(gd_srec_t))};
+    gd_srec_t *r = rs[0];
+    int cur = 0;
+    size_t n = 0, ahead = 0;
     long backoff = GD_SINK_BACKOFF_MIN_MS;
     char err[512];
 
-    if (r == NULL) {
+    if (rs[0] == NULL || rs[1] == NULL) {
         logmsg("error", "sink %s: out of memory", s->ops->name);
+        free(rs[0]);
+        free(rs[1]);
         return NULL;
     }
 
@@ -876,7 +956,7 @@ static void *sink_main(void *arg)
 
         if (n == 0) {
             s->seen_records = atomic_load(&pos_records);
-            n = read_batch(s, r, s->batch);
+            n = read_batch(s, r, s->batch, &arenas[cur]);
             if (n == 0) {
                 atomic_store(&s->head_ms, 0);
                 if (stop) {
@@ -885,13 +965,13 @@ static void *sink_main(void *arg)
                 wait_news(s, 1000);
                 continue;
             }
-            {
-                json_t *ts = json_object_get(r[0].rec, "ts_ms");
-                atomic_store(&s->head_ms,
-                             json_is_integer(ts) && json_integer_value(ts) > 0
-                                 ? (uint64_t)json_integer_value(ts)
-                                 : (uint64_t)wall_ms());
-            }
+        }
+        if (n > 0) {
+            json_t *ts = json_object_get(sink_record(&r[0]), "ts_ms");
+            atomic_store(&s->head_ms,
+                         json_is_integer(ts) && json_integer_value(ts) > 0
+                             ? (uint64_t)json_integer_value(ts)
+                             : (uint64_t)wall_ms());
         }
 
         if (!s->connected) {
@@ -913,13 +993,14 @@ static void *sink_main(void *arg)
             logmsg("notice", "sink %s: connected", s->ops->name);
         }
 
-        if (publish(s, r, n) != 0) {
+        if (publish_ahead(s, r, n, rs[!cur], &arenas[!cur], &ahead) != 0) {
             s->ops->disconnect(s);
             s->connected = 0;
             atomic_store(&s->up, 0);
             /* from the cursor again: what went through is a duplicate */
             batch_free(r, n);
-            n = 0;
+            batch_free(rs[!cur], ahead);
+            n = ahead = 0;
             s->rseg = s->seg;
             s->rline = s->line;
             s->roff = s->off;
@@ -940,11 +1021,16 @@ static void *sink_main(void *arg)
         if (n < s->batch && !stop) {
             pause_ms(GD_SINK_LINGER_MS);
         }
-        n = 0;
+        /* the batch read ahead is the next one */
+        cur = !cur;
+        r = rs[cur];
+        n = ahead;
+        ahead = 0;
     }
 
     batch_free(r, n);
-    free(r);
+    free(rs[0]);
+    free(rs[1]);
     arena_destroy();
     if (s->f) {
         fclose(s->f);

@@ -1,19 +1,21 @@
 /*
  * guardd: the PostgreSQL sink (libpq), see guardd_sink.c.
  *
- * A batch is one transaction around one call of the store's ingest
- * function (migrations/, docs/events.md):
+ * A batch is one transaction: the records COPYed into the session's
+ * staging table, then moved into the store by its function
+ * (migrations/0002_ingest_copy.sql, docs/events.md):
  *
  *   BEGIN;
- *   SELECT inserted, duplicates FROM guard_ingest($1::jsonb);
+ *   COPY guard_stage (record, segment, line) FROM STDIN;
+ *   SELECT inserted, duplicates FROM guard_ingest_staged();
  *   COMMIT;
  *
- * with $1 a JSON array of {"record": <the journal record>, "segment":
- * "journal-000001.jsonl", "line": N}.  Rows are keyed by the record id,
- * a record already there is counted as a duplicate.  An error of the
- * data (SQLSTATE classes 22, 23, 54, P0) refuses the batch as a whole,
- * which guardd_sink.c splits until the refused record is alone; any
- * other error is the database being away: the batch waits.
+ * guard_stage is created on connecting (SELECT guard_stage_open()).
+ * Rows are keyed by the record id, a record already there is counted as
+ * a duplicate.  An error of the data (SQLSTATE classes 22, 23, 54, P0:
+ * a line jsonb does not take, a value out of range) refuses the batch as
+ * a whole, which guardd_sink.c splits until the refused record is alone;
+ * any other error is the database being away: the batch waits.
  */
 #define _GNU_SOURCE
 
@@ -26,46 +28,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define COPY_CHUNK ((size_t)1 << 20) /* bytes per PQputCopyData */
+
 /* the server's notices (a shutdown's WARNING) in guardd's log */
 static void pg_notice(void *arg, const char *message)
 {
     (void)arg;
     logmsg("warn", "sink postgres: %.*s", (int)strcspn(message, "\n"), message);
-}
-
-static int pg_connect(gd_sink_t *s, char *err, size_t errlen)
-{
-    /*
-     * the DSN's own settings win over these defaults (expand_dbname); a
-     * server that stops answering mid-batch fails the statement (30 s)
-     * or, over TCP, the connection (unacknowledged data for 30 s) instead
-     * of holding the sink's thread, and with it guardd's stop, forever
-     */
-    const char *keys[] = {
-        "connect_timeout", "application_name", "options", "tcp_user_timeout",
-        "keepalives_idle", "dbname",           NULL};
-    const char *vals[] = {"5",     "guardd", "-c statement_timeout=30000",
-                          "30000", "30",     s->dsn,
-                          NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
-
-    if (c == NULL || PQstatus(c) != CONNECTION_OK) {
-        /* libpq's message names the server, never the password */
-        snprintf(err, errlen, "postgres: %s",
-                 c ? PQerrorMessage(c) : "out of memory");
-        err[strcspn(err, "\n")] = '\0';
-        PQfinish(c);
-        return -1;
-    }
-    PQsetNoticeProcessor(c, pg_notice, NULL);
-    s->conn = c;
-    return 0;
-}
-
-static void pg_disconnect(gd_sink_t *s)
-{
-    PQfinish(s->conn);
-    s->conn = NULL;
 }
 
 /* 1: the error is about the data of the batch */
@@ -95,7 +64,8 @@ static void pg_error(PGconn *c, const PGresult *res, char *err, size_t errlen)
 static int exec_simple(PGconn *c, const char *sql, char *err, size_t errlen)
 {
     PGresult *res = PQexec(c, sql);
-    int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    int ok = PQresultStatus(res) == PGRES_COMMAND_OK ||
+             PQresultStatus(res) == PGRES_TUPLES_OK;
 
     if (!ok) {
         pg_error(c, res, err, errlen);
@@ -104,65 +74,133 @@ static int exec_simple(PGconn *c, const char *sql, char *err, size_t errlen)
     return ok ? 0 : -1;
 }
 
+static int pg_connect(gd_sink_t *s, char *err, size_t errlen)
+{
+    /*
+     * the DSN's own settings win over these defaults (expand_dbname); a
+     * server that stops answering mid-batch fails the statement (30 s)
+     * or, over TCP, the connection (unacknowledged data for 30 s) instead
+     * of holding the sink's thread, and with it guardd's stop, forever
+     */
+    const char *keys[] = {
+        "connect_timeout", "application_name", "options", "tcp_user_timeout",
+        "keepalives_idle", "dbname",           NULL};
+    const char *vals[] = {"5",     "guardd", "-c statement_timeout=30000",
+                          "30000", "30",     s->dsn,
+                          NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+
+    if (c == NULL || PQstatus(c) != CONNECTION_OK) {
+        /* libpq's message names the server, never the password */
+        snprintf(err, errlen, "postgres: %s",
+                 c ? PQerrorMessage(c) : "out of memory");
+        err[strcspn(err, "\n")] = '\0';
+        PQfinish(c);
+        return -1;
+    }
+    PQsetNoticeProcessor(c, pg_notice, NULL);
+    /* this session's staging table (migrations/0002_ingest_copy.sql) */
+    s->conn = c;
+    if (exec_simple(c, "SELECT guard_stage_open()", err, errlen) != 0) {
+        PQfinish(c);
+        s->conn = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static void pg_disconnect(gd_sink_t *s)
+{
+    PQfinish(s->conn);
+    s->conn = NULL;
+}
+
+/* appends text to the COPY buffer in COPY's text format (a backslash,
+ * tab, newline or carriage return escaped) */
+static void copy_text(char *buf, size_t *len, const char *text, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c = text[i];
+
+        if (c == '\\' || c == '\t' || c == '\n' || c == '\r') {
+            buf[(*len)++] = '\\';
+            c = c == '\t' ? 't' : c == '\n' ? 'n' : c == '\r' ? 'r' : c;
+        }
+        buf[(*len)++] = c;
+    }
+}
+
+/* the results of the statement sent last, up to the last one (the one
+ * returned, or NULL when the connection failed) */
+static PGresult *last_result(PGconn *c)
+{
+    PGresult *res, *last = NULL;
+
+    while ((res = PQgetResult(c)) != NULL) {
+        PQclear(last);
+        last = res;
+    }
+    return last;
+}
+
 static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
                       uint64_t *dups, char *err, size_t errlen)
 {
     PGconn *c = s->conn;
     char *text = NULL;
-    size_t len = 0, cap = 2;
+    size_t len = 0, cap = 1;
     PGresult *res;
-    int rc = -1;
+    int rc = -1, sent;
 
     /*
-     * The array of {"record": ..., "segment": ..., "line": N}, written
-     * around each journal line as it is: every line was parsed as a JSON
-     * object when it was read (a line that is not one is rejected before
-     * it gets here), and a JSON object is a JSON value as it stands; the
-     * segment name and the line number need no escaping.  (Packing the
-     * parsed records and dumping them again with jansson cost more than
-     * the rest of the batch.)
+     * The batch as COPY's text rows "record TAB segment TAB line": each
+     * journal line as it is (jsonb parses it once, on the way in: a line
+     * that is not JSON is the batch's data error, split until it is
+     * alone), escaped for COPY; the segment name and the line number need
+     * no escaping.
      */
     for (size_t i = 0; i < n; i++) {
-        cap += r[i].rejected ? 0 : r[i].len + 80;
+        cap += r[i].rejected ? 0 : 2 * r[i].len + 64;
     }
     text = malloc(cap);
     if (text == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    text[len++] = '[';
     for (size_t i = 0; i < n; i++) {
         if (r[i].rejected) {
             continue;
         }
-        if (len > 1) {
-            text[len++] = ',';
-        }
-        memcpy(text + len, "{\"record\":", 10);
-        len += 10;
-        memcpy(text + len, r[i].line, r[i].len);
-        len += r[i].len;
+        copy_text(text, &len, r[i].line, r[i].len);
         len += (size_t)snprintf(text + len, cap - len,
-                                ",\"segment\":\"journal-%06u.jsonl\","
-                                "\"line\":%" PRIu64 "}",
-                                r[i].seg, r[i].lineno);
+                                "\tjournal-%06u.jsonl\t%" PRIu64 "\n", r[i].seg,
+                                r[i].lineno);
     }
-    text[len++] = ']';
-    text[len] = '\0';
 
     if (exec_simple(c, "BEGIN", err, errlen) != 0) {
         free(text);
         return -1;
     }
-
-    {
-        const char *params[1] = {text};
-        res = PQexecParams(
-            c, "SELECT inserted, duplicates FROM guard_ingest($1::jsonb)", 1,
-            NULL, params, NULL, NULL, 0);
+    res = PQexec(c, "COPY guard_stage (record, segment, line) FROM STDIN");
+    if (PQresultStatus(res) != PGRES_COPY_IN) {
+        free(text);
+        goto failed;
     }
+    PQclear(res);
+    sent = 1;
+    for (size_t at = 0; sent && at < len; at += COPY_CHUNK) {
+        size_t k = len - at < COPY_CHUNK ? len - at : COPY_CHUNK;
+        sent = PQputCopyData(c, text + at, (int)k) == 1;
+    }
+    sent = sent && PQputCopyEnd(c, NULL) == 1;
     free(text);
+    res = last_result(c);
+    if (!sent || PQresultStatus(res) != PGRES_COMMAND_OK) {
+        goto failed;
+    }
+    PQclear(res);
 
+    res = PQexec(c, "SELECT inserted, duplicates FROM guard_ingest_staged()");
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
         PQnfields(res) == 2) {
         uint64_t ins = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
@@ -176,11 +214,12 @@ static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
         return -1;
     }
 
+failed:
     pg_error(c, res, err, errlen);
     rc = PQstatus(c) == CONNECTION_OK && data_error(res) ? 1 : -1;
     if (PQresultStatus(res) == PGRES_TUPLES_OK) {
         snprintf(err, errlen,
-                 "postgres: guard_ingest answered %d rows of %d "
+                 "postgres: guard_ingest_staged answered %d rows of %d "
                  "columns, not one row (inserted, duplicates)",
                  PQntuples(res), PQnfields(res));
         rc = -1;
@@ -193,5 +232,8 @@ static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
     return rc;
 }
 
-const gd_sink_ops_t gd_sink_pg = {"postgres", pg_connect, pg_disconnect,
-                                  pg_publish};
+/* raw: the lines go to COPY as they are; jsonb refuses one that is not
+ * JSON, and guard_ingest_staged one that is not an object (its key is
+ * NULL): a data error of the batch, split until it is alone */
+const gd_sink_ops_t gd_sink_pg = {
+    "postgres", pg_connect, pg_disconnect, pg_publish, 1, NULL, NULL};

@@ -184,16 +184,18 @@ static int append_xadd(gd_sink_t *s, redisContext *c, gd_srec_t *r,
  * none.  (A plain pipeline could be cut in the middle, by a LOADING
  * error for its first commands after a restart for example, with later
  * entries added: the earlier ones, sent again, would then be refused as
- * below the stream's last id, and lost.)
+ * below the stream's last id, and lost.)  redis_send writes it all to
+ * Redis, redis_finish reads the answers: in between guardd_sink.c reads
+ * the next batch while Redis works on this one.
  */
-static int redis_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
-                         uint64_t *dups, char *err, size_t errlen)
+static int redis_send(gd_sink_t *s, gd_srec_t *r, size_t n, char *err,
+                      size_t errlen)
 {
     redisContext *c = s->conn;
     char maxlen[32];
     size_t queued = 0, replies;
-    redisReply *reply = NULL, *exec = NULL;
-    int rc = 0, refused = 0, down = 0;
+    redisReply *reply = NULL;
+    int done = 0;
 
     snprintf(maxlen, sizeof(maxlen), "%lld", s->maxlen);
 
@@ -226,6 +228,28 @@ static int redis_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
     if (redisAppendCommand(c, "EXEC") != REDIS_OK) {
         snprintf(err, errlen, "out of memory");
         return -1;
+    }
+    /* all of it to Redis now (hiredis would write it when the first
+     * answer is read) */
+    while (!done) {
+        if (redisBufferWrite(c, &done) != REDIS_OK) {
+            snprintf(err, errlen, "redis: %s", c->errstr);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int redis_finish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
+                        uint64_t *dups, char *err, size_t errlen)
+{
+    redisContext *c = s->conn;
+    size_t queued = 0, replies;
+    redisReply *reply = NULL, *exec = NULL;
+    int rc = 0, refused = 0, down = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        queued += !r[i].rejected;
     }
 
     /* a +QUEUED per XADD (or an error: the transaction is aborted),
@@ -286,5 +310,15 @@ static int redis_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
     return rc;
 }
 
-const gd_sink_ops_t gd_sink_redis = {"redis", redis_connect, redis_disconnect,
-                                     redis_publish};
+static int redis_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
+                         uint64_t *dups, char *err, size_t errlen)
+{
+    if (redis_send(s, r, n, err, errlen) != 0) {
+        return -1;
+    }
+    return redis_finish(s, r, n, added, dups, err, errlen);
+}
+
+const gd_sink_ops_t gd_sink_redis = {
+    "redis", redis_connect, redis_disconnect, redis_publish,
+    0,       redis_send,    redis_finish};

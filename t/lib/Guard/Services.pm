@@ -312,11 +312,11 @@ sub stop {
 # psql($sql): psql -At -v ON_ERROR_STOP=1 -c $sql on database guard; its
 # standard output ($p->{err}, $p->{exit}: its error output and status)
 sub psql {
-    my ($self, $sql) = @_;
+    my ($self, $sql, $db) = @_;
     my $r = Guard::Services::_run({}, 'psql', '-X', '-q', '-At',
                                   '-v', 'ON_ERROR_STOP=1',
                                   '-h', $self->{dir}, '-p', $self->{port},
-                                  '-U', 'postgres', '-d', 'guard',
+                                  '-U', 'postgres', '-d', $db // 'guard',
                                   '-c', $sql);
     @$self{qw(err exit)} = @$r{qw(err exit)};
     return $r->{out};
