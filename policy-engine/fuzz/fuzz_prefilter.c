@@ -305,14 +305,19 @@ static void check_pattern(unsigned opts, const char *d, size_t size)
     pcre2_code_free(code);
 }
 
+/* the packs' section, compiled before the first input (its Hyperscan
+   databases take seconds, more than libFuzzer's -timeout on a busy
+   machine) */
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    init();
+    return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static int ready;
-
-    if (!ready) {
-        init();
-        ready = 1;
-    }
     if (size < 1) {
         return 0;
     }
