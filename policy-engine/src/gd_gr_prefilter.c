@@ -1,6 +1,10 @@
 /*
- * gd_gr_prefilter: the literal prefilter of a guardrails section
+ * gd_gr_prefilter: the prefilter of a guardrails section, two tiers
  * (gd_gr_prefilter.h).
+ *
+ * The full-pattern tier (gd_gr_hs_expr, below the atoms) rewrites each
+ * pattern into a Hyperscan expression that matches at least what PCRE2
+ * matches; the rules it cannot take fall back to their atoms.
  *
  * The atoms of a pattern come from a small parser of PCRE2 syntax that
  * computes, for each node, either the exact set of texts it matches (a
