@@ -26,9 +26,10 @@
  *     over each normalised value), in microseconds per body and in
  *     percent of the whole gd_gr_eval().
  *
- * Last, the engine with its literal prefilter (gd_gr_prefilter.h, on by
- * default) against the same section without it; GR_ATOMS=1 lists each
- * pattern's atoms, GR_CHECK=FILE.jsonl checks the prefilter over a corpus.
+ * Last, the engine with its prefilter (gd_gr_prefilter.h, on by default)
+ * against the same section without it, with how many patterns each tier
+ * has; GR_ATOMS=1 lists each pattern's tier (and atoms, or why it has
+ * none), GR_CHECK=FILE.jsonl checks the prefilter over a corpus.
  */
 #define _GNU_SOURCE
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -251,9 +252,9 @@ static double timed(void (*f)(void), double seconds)
 }
 
 /*
- * The engine's literal prefilter (gd_gr_prefilter.h): GR_ATOMS lists each
- * pattern's atoms (or why it has none); GR_CHECK=FILE.jsonl checks over a
- * corpus that it loses no match.
+ * The engine's prefilter (gd_gr_prefilter.h): GR_ATOMS lists each
+ * pattern's tier and atoms (or why it has none); GR_CHECK=FILE.jsonl checks
+ * over a corpus that it loses no match.
  */
 static gd_gr_pf_scratch_t pf;
 static unsigned char *pf_run;
@@ -264,7 +265,15 @@ static void list_atoms(const gd_guardrails_t *g)
     char why[64];
 
     for (size_t i = 0; i < npat; i++) {
-        printf("  atoms %-24s", pat_rules[i]->id);
+        const char *tw;
+
+        if (gd_gr_prefilter_tier(g->prefilter,
+                                 (size_t)(pat_rules[i] - g->rules),
+                                 &tw) == GD_GR_PF_FULL) {
+            printf("  full  %-24s\n", pat_rules[i]->id);
+            continue;
+        }
+        printf("  atoms %-24s (not full: %s)", pat_rules[i]->id, tw);
         if (gd_gr_atoms(pat_rules[i]->pattern, pat_rules[i]->pattern_options,
                         &a, why, sizeof(why)) != 0) {
             printf(" (none: always runs: %s)\n", why);
@@ -275,20 +284,21 @@ static void list_atoms(const gd_guardrails_t *g)
         }
         printf("%s\n", a.n > 8 ? " ..." : "");
     }
-    (void)g;
 }
 
 /*
  * GR_CHECK=FILE.jsonl: every line's "body" (a JSON value, or a string
  * holding one): each string value normalised; every pattern that
  * matches it must be one the prefilter lets run.  Prints the matches it
- * lost (none, or it is a bug).
+ * lost (none, or it is a bug), and with GR_ATOMS how often each pattern
+ * ran.
  */
 static void check_corpus(const gd_guardrails_t *g, const char *path)
 {
     FILE *f = fopen(path, "r");
     char *line = NULL;
     size_t cap = 0, lines = 0, values = 0, matches = 0, lost = 0, ran = 0;
+    size_t *runs = calloc(npat ? npat : 1, sizeof(*runs));
 
     if (f == NULL) {
         perror(path);
@@ -325,6 +335,7 @@ static void check_corpus(const gd_guardrails_t *g, const char *path)
                                     nv[i].len, 0, 0, md, NULL);
 
                 ran += pf_run[ri];
+                runs[r] += pf_run[ri];
                 if (rc > 0) {
                     matches++;
                     if (!pf_run[ri]) {
@@ -343,6 +354,12 @@ static void check_corpus(const gd_guardrails_t *g, const char *path)
            path, lines, values, matches, lost,
            values && npat ? 100.0 * (double)ran / (double)(values * npat)
                           : 0.0);
+    for (size_t r = 0; runs && r < npat; r++) {
+        if (runs[r] && getenv("GR_ATOMS")) {
+            printf("  ran %zu times: %s\n", runs[r], pat_rules[r]->id);
+        }
+    }
+    free(runs);
     free(line);
     fclose(f);
 }
@@ -569,10 +586,15 @@ int main(int argc, char **argv)
 
         nopf.prefilter = NULL;
         g_nopf = &nopf;
+        gd_gr_pf_stats_t st;
+
         gd_gr_prefilter_counts(g->prefilter, &nf, &na);
-        printf("\nthe literal prefilter (Hyperscan): %zu of %zu patterns "
-               "filtered by %zu atoms, %zu always run\n",
-               nf, npat, na, npat - nf);
+        gd_gr_prefilter_stats(g->prefilter, &st);
+        printf("\nthe prefilter (Hyperscan): of %zu patterns, %zu in the "
+               "full-pattern tier, %zu on %zu atoms, %zu always run; "
+               "databases %.1f KB\n",
+               npat, st.full, nf, na, npat - nf - st.full,
+               (double)st.db_bytes / 1024);
         double t_nopf = timed(run_engine_nopf, seconds);
         t_full = timed(run_engine_all, seconds);
         printf("  engine without it  %8.2f us, %.1f MB/s\n", t_nopf * 1e6,

@@ -11,7 +11,9 @@
  *     options of bits 1 to 4 (i, u, s, m); when it has a non-empty match
  *     in the text, one of its atoms (gd_gr_atoms) must be in the text,
  *     ASCII case ignored (or, for a caseless one, U+212A or U+017F, which
- *     fold to 'k' and 's').
+ *     fold to 'k' and 's'), and its full-pattern tier expression
+ *     (gd_gr_hs_expr, compiled by Hyperscan as the prefilter does) must
+ *     match the text (a UTF-8 one, for a UTF-8 pattern).
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 
@@ -19,6 +21,7 @@
 #include "gd_norm.h"
 
 #include <ctype.h>
+#include <hs/hs.h>
 #include <jansson.h>
 #include <pcre2.h>
 #include <stdio.h>
@@ -191,6 +194,56 @@ static int seps(const char *t, size_t n)
            has(t, n, "\xe2\x80\xa8", 3) || has(t, n, "\xe2\x80\xa9", 3);
 }
 
+static int on_hs(unsigned id, unsigned long long from, unsigned long long to,
+                 unsigned flags, void *ctx)
+{
+    (void)id;
+    (void)from;
+    (void)to;
+    (void)flags;
+    *(int *)ctx = 1;
+    return 1;
+}
+
+/*
+ * The full-pattern tier: when PCRE2 has a non-empty match in t (UTF-8,
+ * for a UTF-8 pattern: the scan's condition), the pattern's Hyperscan
+ * expression (gd_gr_hs_expr), compiled as the prefilter does, matches.
+ */
+static void check_full(const char *pat, uint32_t o, const pcre2_code *code,
+                       const char *t, size_t n)
+{
+    char *e, why[64];
+    unsigned fl;
+    hs_database_t *db = NULL;
+    hs_compile_error_t *err = NULL;
+    hs_scratch_t *scr = NULL;
+    int hit = 0;
+
+    if (((o & PCRE2_UTF) && !utf8_ok(t, n)) || n > UINT32_MAX ||
+        gd_gr_hs_expr(pat, o, &e, &fl, why, sizeof(why)) != 0) {
+        return;
+    }
+    if (hs_compile(e, fl, HS_MODE_BLOCK, NULL, &db, &err) != HS_SUCCESS) {
+        hs_free_compile_error(err); /* refused: it falls back */
+        free(e);
+        return;
+    }
+    if (matches(code, t, n) && hs_alloc_scratch(db, &scr) == HS_SUCCESS) {
+        hs_scan(db, n ? t : "", (unsigned)n, 0, scr, on_hs, &hit);
+        if (!hit) {
+            fprintf(stderr,
+                    "lost by the full tier: /%s/ (options %x), "
+                    "as /%s/\n",
+                    pat, (unsigned)o, e);
+            abort();
+        }
+    }
+    hs_free_scratch(scr);
+    hs_free_database(db);
+    free(e);
+}
+
 static void check_pattern(unsigned opts, const char *d, size_t size)
 {
     const char *nul = memchr(d, 0, size);
@@ -248,17 +301,23 @@ static void check_pattern(unsigned opts, const char *d, size_t size)
             abort();
         }
     }
+    check_full(pat, o, code, t, n);
     pcre2_code_free(code);
+}
+
+/* the packs' section, compiled before the first input (its Hyperscan
+   databases take seconds, more than libFuzzer's -timeout on a busy
+   machine) */
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    init();
+    return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static int ready;
-
-    if (!ready) {
-        init();
-        ready = 1;
-    }
     if (size < 1) {
         return 0;
     }

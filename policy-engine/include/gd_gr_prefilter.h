@@ -1,22 +1,39 @@
 /*
- * gd_gr_prefilter: the literal prefilter of a guardrails section.
+ * gd_gr_prefilter: the prefilter of a guardrails section's patterns, two
+ * tiers of Hyperscan databases scanned once per normalised text.
  *
- * At policy load, each pattern rule's "atoms" are computed from its text:
- * a set of literals one of which appears (ASCII case ignored) in every
- * text the pattern matches.  A pattern for which that cannot be
- * established soundly (flag x, conditionals, callouts, (*ACCEPT), a
- * required literal shorter than GD_GR_ATOM_MIN bytes, ...) gets none and
- * always runs.  All atoms of a section go into one Hyperscan literal
- * database (caseless, single-match); gd_gr_eval() scans each normalised
- * text once with it and runs PCRE2 only for the rules whose atoms were
- * seen, plus those without atoms and the detectors.
+ * The full-pattern tier: each pattern rule's own expression, compiled by
+ * Hyperscan with HS_FLAG_PREFILTER (it matches a superset of the
+ * pattern, approximating what it does not support: back-references,
+ * lookarounds, atomic groups, possessive quantifiers, conditionals) and
+ * the flags of the rule's PCRE2 options (gd_gr_hs_expr).  Where the two
+ * libraries could disagree the expression is widened first: a UCP
+ * pattern's \w \W \d \D (their Unicode versions differ) become ASCII
+ * sets plus every non-ASCII character (a subset in a negated class), its
+ * \b \B require nothing, and a caseless UCP pattern's non-ASCII
+ * characters become any character.  What it cannot widen soundly (flag
+ * x, \Q, \K, \p, (*VERB)s, POSIX classes of a UCP pattern, a caseless
+ * non-ASCII character by number, ...) and what Hyperscan refuses even in
+ * prefilter mode goes to the second tier.  The UTF-8 patterns are a
+ * database of their own, scanned only over a text that is UTF-8 (on one
+ * that is not, they run).
  *
- * The computation is a widening: lookarounds, anchors, back-references,
- * classes of more than a few characters and optional parts require
- * nothing; it never requires more than the pattern does.  When Hyperscan
- * is not usable (a CPU it does not support, a compile error, no memory)
- * the section has no prefilter and every rule runs: a prefilter changes
- * speed, never a verdict.  docs/guardrails.md, "Speed".
+ * The atoms tier: a pattern's "atoms" computed from its text, a set of
+ * literals one of which appears (ASCII case ignored) in every text the
+ * pattern matches.  A pattern for which that cannot be established
+ * soundly (flag x, conditionals, callouts, (*ACCEPT), a required literal
+ * shorter than GD_GR_ATOM_MIN bytes, ...) gets none and always runs.
+ * Its atoms go into one Hyperscan literal database (caseless,
+ * single-match), scanned with white space collapsed.
+ *
+ * gd_gr_eval() runs PCRE2 only for the rules either tier saw, plus those
+ * that always run and the detectors.  The atoms' computation is a
+ * widening: lookarounds, anchors, back-references, classes of more than
+ * a few characters and optional parts require nothing; it never requires
+ * more than the pattern does.  When Hyperscan is not usable (a CPU it
+ * does not support, no memory) the section has no prefilter and every
+ * rule runs: a prefilter changes speed, never a verdict.
+ * docs/guardrails.md, "Speed".
  */
 #ifndef GD_GR_PREFILTER_H
 #define GD_GR_PREFILTER_H
@@ -65,15 +82,39 @@ int gd_gr_atoms(const char *pattern, uint32_t opts, gd_gr_atoms_t *a, char *why,
 typedef struct gd_gr_prefilter_s gd_gr_prefilter_t;
 
 /*
- * The prefilter of rules[0..n), or NULL when no rule has atoms or
- * Hyperscan is not usable (then every rule runs).
+ * The prefilter of rules[0..n), or NULL when no rule is in either tier
+ * or Hyperscan is not usable (then every rule runs).
  */
 gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n);
 void gd_gr_prefilter_free(gd_gr_prefilter_t *p);
 
-/* how many of the rules have atoms, and how many atoms in all */
+/* how many of the rules are on atoms, and how many atoms in all */
 void gd_gr_prefilter_counts(const gd_gr_prefilter_t *p, size_t *rules,
                             size_t *atoms);
+
+/*
+ * The full-pattern tier's expression of pattern (PCRE2 options opts):
+ * 0 with *expr (malloc'd) and *flags for hs_compile(), or -1 with
+ * why[0..wn) saying why it has none.  Hyperscan may still refuse it.
+ */
+int gd_gr_hs_expr(const char *pattern, uint32_t opts, char **expr,
+                  unsigned *flags, char *why, size_t wn);
+
+enum { GD_GR_PF_ALWAYS, GD_GR_PF_ATOMS, GD_GR_PF_FULL };
+
+/* rule i's tier (GD_GR_PF_*), *why saying why it is not in the full one */
+int gd_gr_prefilter_tier(const gd_gr_prefilter_t *p, size_t i,
+                         const char **why);
+
+typedef struct {
+    size_t full;     /* pattern rules in the full-pattern tier */
+    size_t atoms;    /* on atoms */
+    size_t always;   /* that always run */
+    size_t natoms;   /* atoms in all */
+    size_t db_bytes; /* the Hyperscan databases' size */
+} gd_gr_pf_stats_t;
+
+void gd_gr_prefilter_stats(const gd_gr_prefilter_t *p, gd_gr_pf_stats_t *st);
 
 /* a worker's Hyperscan scratch, grown for every database it scans */
 typedef struct {
@@ -86,8 +127,9 @@ typedef struct {
 void gd_gr_pf_scratch_free(gd_gr_pf_scratch_t *s);
 
 /*
- * Scans text[0..len) once: run[i] is set to 1 for every rule i that must
- * run on it (its atom seen, or no atoms), 0 for the others; run has one
+ * Scans text[0..len) once per database: run[i] is set to 1 for every rule
+ * i that must run on it (its prefilter expression or one of its atoms
+ * seen, or in no tier), 0 for the others; run has one
  * byte more than the rules (the scan's own).  0, or -1
  * (no memory, a Hyperscan error): then run[] is all 1.
  */

@@ -1,6 +1,10 @@
 /*
- * gd_gr_prefilter: the literal prefilter of a guardrails section
+ * gd_gr_prefilter: the prefilter of a guardrails section, two tiers
  * (gd_gr_prefilter.h).
+ *
+ * The full-pattern tier (gd_gr_hs_expr, below the atoms) rewrites each
+ * pattern into a Hyperscan expression that matches at least what PCRE2
+ * matches; the rules it cannot take fall back to their atoms.
  *
  * The atoms of a pattern come from a small parser of PCRE2 syntax that
  * computes, for each node, either the exact set of texts it matches (a
@@ -10,6 +14,7 @@
  * whose extent it cannot be sure of makes the whole pattern atom-less.
  */
 #include "gd_gr_prefilter.h"
+#include "gd_norm.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -881,15 +886,432 @@ int gd_gr_atoms(const char *pattern, uint32_t opts, gd_gr_atoms_t *a, char *why,
     return rc;
 }
 
-/* ---- the database ---- */
+/* ---- the full-pattern tier: each pattern as Hyperscan compiles it ---- */
+
+typedef struct {
+    char *s;
+    size_t n, cap;
+    int bad;
+} out_t;
+
+static void put(out_t *o, const char *p, size_t n)
+{
+    if (o->bad) {
+        return;
+    }
+    if (o->n + n + 1 > o->cap) {
+        size_t cap = (o->n + n + 1) * 2;
+        char *s = realloc(o->s, cap);
+
+        if (s == NULL) {
+            o->bad = 1;
+            return;
+        }
+        o->s = s;
+        o->cap = cap;
+    }
+    memcpy(o->s + o->n, p, n);
+    o->n += n;
+    o->s[o->n] = '\0';
+}
+
+static void puts_(out_t *o, const char *p)
+{
+    put(o, p, strlen(p));
+}
+
+/*
+ * A UTF-8 pattern (PCRE2_UTF, with PCRE2_UCP) is compiled by Hyperscan in
+ * byte mode (its UTF-8 mode takes minutes for these patterns, and its
+ * Unicode tables are not PCRE2's), rewritten so that each item that
+ * matches one character matches, as bytes, at least that character:
+ *   - an item that may match a non-ASCII character becomes a group: its
+ *     ASCII part, or MB, one whole UTF-8 sequence (any non-ASCII
+ *     character): \w \W \d \D \s \S \h \H \v \V, '.', a class;
+ *   - a non-ASCII character becomes its bytes as a group, or, caseless,
+ *     any character (its case partners come from Unicode tables);
+ *   - caseless 'k' and 's' also match U+212A and U+017F;
+ *   - \b \B require nothing.
+ * As each item still consumes exactly one character, a quantifier still
+ * counts characters.  The text must be UTF-8 (gd_gr_prefilter_scan).
+ */
+#define MB "[\\x80-\\xff]+"
+#define ANY1 "(?:[\\x00-\\x7f]|" MB ")"
+
+/* \w \W \d \D \s \S \h \H \v \V of a UCP pattern, outside a class */
+static const char *ucp_item(char e)
+{
+    switch (e) {
+    case 'w':
+        return "(?:[0-9A-Z_a-z]|" MB ")";
+    case 'W':
+        return "(?:[\\x00-\\x2f\\x3a-\\x40\\x5b-\\x5e\\x60\\x7b-\\x7f]|" MB ")";
+    case 'd':
+        return "(?:[0-9]|" MB ")";
+    case 'D':
+        return "(?:[\\x00-\\x2f\\x3a-\\x7f]|" MB ")";
+    case 's':
+        return "(?:[\\t-\\r ]|" MB ")";
+    case 'S':
+        return "(?:[^\\t-\\r \\x80-\\xff]|" MB ")";
+    case 'h':
+        return "(?:[\\t ]|" MB ")";
+    case 'H':
+        return "(?:[^\\t \\x80-\\xff]|" MB ")";
+    case 'v':
+        return "(?:[\\n-\\r]|" MB ")";
+    default: /* V */
+        return "(?:[^\\n-\\r\\x80-\\xff]|" MB ")";
+    }
+}
+
+static int hexval(unsigned char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* a character by number at p[0..n) (after the backslash: xhh, x{h..}):
+   its length, with *cp, or 0 */
+static size_t by_number(const unsigned char *p, size_t n, uint32_t *cp)
+{
+    size_t i = 1;
+
+    *cp = 0;
+    if (n < 2 || p[0] != 'x') {
+        return 0;
+    }
+    if (p[1] == '{') {
+        for (i = 2; i < n && hexval(p[i]) >= 0 && i < 10; i++) {
+            *cp = *cp * 16 + (uint32_t)hexval(p[i]);
+        }
+        return i > 2 && i < n && p[i] == '}' && *cp <= 0x10ffff ? i + 1 : 0;
+    }
+    for (; i < 3 && i < n && hexval(p[i]) >= 0; i++) {
+        *cp = *cp * 16 + (uint32_t)hexval(p[i]);
+    }
+    return i > 1 ? i : 0;
+}
+
+static void put_hexbytes(out_t *o, const unsigned char *b, size_t n)
+{
+    char x[8];
+
+    for (size_t i = 0; i < n; i++) {
+        snprintf(x, sizeof(x), "\\x%02x", b[i]);
+        puts_(o, x);
+    }
+}
+
+/* the UTF-8 of cp, as a group */
+static void put_cp(out_t *o, uint32_t cp)
+{
+    unsigned char b[4];
+    size_t n = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+
+    if (n == 1) {
+        b[0] = (unsigned char)cp;
+    } else {
+        for (size_t i = n - 1; i > 0; i--) {
+            b[i] = (unsigned char)(0x80 | (cp & 0x3f));
+            cp >>= 6;
+        }
+        b[0] = (unsigned char)((0xf00 >> n) | cp);
+    }
+    puts_(o, "(?:");
+    put_hexbytes(o, b, n);
+    puts_(o, ")");
+}
+
+int gd_gr_hs_expr(const char *pattern, uint32_t opts, char **expr,
+                  unsigned *flags, char *why, size_t wn)
+{
+    const unsigned char *p = (const unsigned char *)pattern;
+    size_t n = strlen(pattern), i = 0, class_at = 0, class_first = 0;
+    int utf = (opts & PCRE2_UTF) != 0, ci, in_class = 0, negated = 0;
+    int class_any = 0, class_items = 0;
+    /* where the current branch of the pattern (branch[0]) and of each
+       open group starts in o */
+    size_t branch[64] = {0}, depth = 1;
+    const char *bad = NULL;
+    out_t o = {0};
+
+    *expr = NULL;
+    *flags = 0;
+    if ((opts & PCRE2_EXTENDED) || inline_option(pattern, 'x')) {
+        snprintf(why, wn, "flag x");
+        return -1;
+    }
+    if (utf && !(opts & PCRE2_UCP)) {
+        snprintf(why, wn, "UTF without UCP");
+        return -1;
+    }
+    ci = (opts & PCRE2_CASELESS) || inline_option(pattern, 'i');
+
+    while (i < n && !bad) {
+        unsigned char c = p[i];
+
+        if (c == '\\') {
+            unsigned char e = i + 1 < n ? p[i + 1] : 0;
+            uint32_t cp;
+            size_t l;
+
+            if (e == 0 || e >= 0x80 || strchr("QEKGpPXNRCgkoc", e) ||
+                (utf && e >= '0' && e <= '9')) {
+                /* \Q..\E, \K, \G, properties, \X, \N, \R, \C, named or
+                   relative references, \o{}, \cX, a UTF-8 pattern's
+                   octal or back-reference: not here */
+                bad = "an escape it does not take";
+            } else if (!in_class && (e == 'b' || e == 'B')) {
+                /* a word boundary: required nowhere (a UCP pattern's \w
+                   is not Hyperscan's, and it costs compile time) */
+                puts_(&o, "(?:)");
+                i += 2;
+            } else if (!utf) {
+                put(&o, (const char *)p + i, 2);
+                i += 2;
+            } else if (e == 'x') {
+                if ((l = by_number(p + i + 1, n - i - 1, &cp)) == 0) {
+                    bad = "a \\x it does not read";
+                } else if (cp < 0x80) {
+                    put_hexbytes(&o, (const unsigned char[]){(unsigned char)cp},
+                                 1);
+                    class_items++;
+                } else if (in_class) {
+                    /* the class's non-ASCII part is MB */
+                    if (p[i - 1] == '-' ||
+                        (i + 1 + l < n && p[i + 1 + l] == '-')) {
+                        class_any = 1;
+                    }
+                } else if (ci) {
+                    puts_(&o, ANY1);
+                } else {
+                    put_cp(&o, cp);
+                }
+                i += 1 + l;
+            } else if (!in_class && strchr("wWdDsShHvV", e)) {
+                puts_(&o, ucp_item((char)e));
+                i += 2;
+            } else {
+                /* in a class, \w \s ... have their ASCII part in byte
+                   mode, and the class has MB */
+                put(&o, (const char *)p + i, 2);
+                class_items++;
+                i += 2;
+            }
+            continue;
+        }
+        if (in_class) {
+            if (c == ']' && i != class_first) {
+                in_class = 0;
+                if (utf) {
+                    if (negated) {
+                        puts_(&o, "\\x80-\\xff");
+                        class_items++;
+                    }
+                    puts_(&o, class_items ? "]|" MB ")" : "]");
+                    if (class_any || !class_items) {
+                        o.n = class_at;
+                        puts_(&o, class_any ? ANY1 : "(?:" MB ")");
+                    }
+                } else {
+                    put(&o, "]", 1);
+                }
+                i++;
+                continue;
+            }
+            if (c == '[' && i + 1 < n && strchr(":.=", p[i + 1])) {
+                const char *end = strstr(pattern + i + 2, ":]");
+
+                if (utf || p[i + 1] != ':' || end == NULL) {
+                    bad = "a POSIX class";
+                    continue;
+                }
+                put(&o, (const char *)p + i, (size_t)(end + 2 - pattern) - i);
+                i = (size_t)(end + 2 - pattern);
+                continue;
+            }
+            if (c >= 0x80 && utf) {
+                size_t j = i + 1;
+
+                while (j < n && (p[j] & 0xc0) == 0x80) {
+                    j++;
+                }
+                if (p[i - 1] == '-' || (j < n && p[j] == '-')) {
+                    class_any = 1; /* a range with a non-ASCII end */
+                }
+                i = j; /* the class's non-ASCII part is MB */
+                continue;
+            }
+            put(&o, (const char *)p + i, 1);
+            class_items++;
+            i++;
+            continue;
+        }
+        if (c == '[') {
+            in_class = 1;
+            negated = 0;
+            class_any = 0;
+            class_items = 0;
+            class_at = o.n;
+            puts_(&o, utf ? "(?:[" : "[");
+            i++;
+            if (i < n && p[i] == '^') {
+                negated = 1;
+                put(&o, "^", 1);
+                i++;
+            }
+            class_first = i; /* a ']' here is a character */
+            continue;
+        }
+        if (c == '(' && i + 1 < n && p[i + 1] == '*') {
+            /* A(*SKIP)(*F)|B: the branch never matches, and (*SKIP)
+               only takes matches away: B alone */
+            static const char *const skip[] = {"(*SKIP)(*F)|",
+                                               "(*SKIP)(*FAIL)|"};
+            size_t sl = 0;
+
+            for (size_t k = 0; k < 2 && sl == 0; k++) {
+                if (strncmp(pattern + i, skip[k], strlen(skip[k])) == 0) {
+                    sl = strlen(skip[k]);
+                }
+            }
+            if (sl == 0 || branch[depth - 1] == SIZE_MAX) {
+                bad = "a (*VERB)";
+                continue;
+            }
+            o.n = branch[depth - 1];
+            i += sl;
+            continue;
+        }
+        if (c == '(' && i + 2 < n && p[i + 1] == '?' && p[i + 2] == '#') {
+            bad = "a comment";
+            continue;
+        }
+        if (c == '(') {
+            /* where the group's first branch starts in o (a (?: group's
+               only: SIZE_MAX for the others) */
+            if (depth == sizeof(branch) / sizeof(branch[0])) {
+                bad = "groups nested too deep";
+                continue;
+            }
+            if (i + 2 < n && p[i + 1] == '?' && p[i + 2] == ':') {
+                put(&o, "(?:", 3);
+                branch[depth++] = o.n;
+                i += 3;
+            } else {
+                put(&o, "(", 1);
+                branch[depth++] = SIZE_MAX;
+                i++;
+            }
+            continue;
+        }
+        if (c == ')' && depth > 1) {
+            depth--;
+        } else if (c == '|' && branch[depth - 1] != SIZE_MAX) {
+            put(&o, "|", 1);
+            branch[depth - 1] = o.n;
+            i++;
+            continue;
+        }
+        if (c == '{') {
+            /* a bounded repeat {m,n} loses its bound: {m,} (Hyperscan's
+               compile time grows with the bounds) */
+            size_t j = i + 1, m, k;
+
+            while (j < n && p[j] >= '0' && p[j] <= '9') {
+                j++;
+            }
+            m = j - i - 1;
+            if (j < n && p[j] == ',' && m == 0) {
+                bad = "{,n}"; /* a literal to PCRE2 10.42, not to 10.43 */
+                continue;
+            }
+            if (m > 0 && j < n && p[j] == ',') {
+                k = ++j;
+                while (j < n && p[j] >= '0' && p[j] <= '9') {
+                    j++;
+                }
+                if (j > k && j < n && p[j] == '}') {
+                    put(&o, (const char *)p + i, m + 2);
+                    put(&o, "}", 1);
+                    i = j + 1;
+                    continue;
+                }
+            }
+        }
+        if (utf && c >= 0x80) {
+            size_t j = i + 1;
+
+            while (j < n && (p[j] & 0xc0) == 0x80) {
+                j++;
+            }
+            if (ci) {
+                puts_(&o, ANY1);
+            } else {
+                puts_(&o, "(?:");
+                put_hexbytes(&o, p + i, j - i);
+                puts_(&o, ")");
+            }
+            i = j;
+            continue;
+        }
+        if (utf && c == '.') {
+            puts_(&o, ANY1);
+            i++;
+            continue;
+        }
+        if (utf && ci && strchr("kKsS", c)) {
+            /* the letter itself (caseless or not where it is), or
+               U+212A, U+017F */
+            put(&o, "(?:", 3);
+            put(&o, (const char *)p + i, 1);
+            puts_(&o,
+                  c == 'k' || c == 'K' ? "|\\xe2\\x84\\xaa)" : "|\\xc5\\xbf)");
+            i++;
+            continue;
+        }
+        put(&o, (const char *)p + i, 1);
+        i++;
+    }
+    if (!bad && in_class) {
+        bad = "an unterminated class";
+    }
+    if (!bad && o.bad) {
+        bad = "out of memory";
+    }
+    if (bad) {
+        snprintf(why, wn, "%s", bad);
+        free(o.s);
+        return -1;
+    }
+    *expr = o.s ? o.s : strdup("");
+    *flags = HS_FLAG_PREFILTER | HS_FLAG_SINGLEMATCH |
+             (opts & PCRE2_CASELESS ? HS_FLAG_CASELESS : 0) |
+             (opts & PCRE2_DOTALL ? HS_FLAG_DOTALL : 0) |
+             (opts & PCRE2_MULTILINE ? HS_FLAG_MULTILINE : 0);
+    if (*expr == NULL) {
+        snprintf(why, wn, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the databases ---- */
 
 struct gd_gr_prefilter_s {
-    hs_database_t *db;
+    hs_database_t *db;      /* the atoms, or NULL */
+    hs_database_t *full[2]; /* the full patterns: bytes, UTF-8; or NULL */
     uint64_t gen;
     size_t nrules;
-    unsigned char *always; /* by rule: 1 runs whatever the scan says */
+    unsigned char *always; /* by rule: 1 runs whatever the scans say */
     unsigned char *ks;     /* by rule: caseless with a 'k' or 's' atom */
-    size_t nfiltered, natoms;
+    unsigned char *tier;   /* by rule: GD_GR_PF_* */
+    unsigned char *utf;    /* by rule: in full[1] */
+    char (*why)[64];       /* by rule: why not in the full tier */
+    size_t nfiltered, natoms, nfull, nalways;
 };
 
 /* ids past the rules: U+212A and U+017F, which fold to 'k' and 's' */
@@ -906,6 +1328,88 @@ static int has_ks(const gd_gr_atoms_t *a)
         }
     }
     return 0;
+}
+
+/*
+ * One database of the full patterns of rules whose utf[] is u: a pattern
+ * Hyperscan refuses (its compile error names it) leaves the set, and the
+ * rest are compiled again.  0, or -1 (no memory, an error of no pattern):
+ * then none of them is in the tier.
+ */
+static int full_compile(gd_gr_prefilter_t *p, const gd_gr_rule_t *rules, int u,
+                        gd_gr_atoms_t *a)
+{
+    size_t n = p->nrules, k = 0;
+    const char **expr = calloc(n ? n : 1, sizeof(*expr));
+    unsigned *flags = calloc(n ? n : 1, sizeof(*flags));
+    unsigned *ids = calloc(n ? n : 1, sizeof(*ids));
+    int rc = -1;
+
+    if (expr == NULL || flags == NULL || ids == NULL) {
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char *e;
+
+        if (rules[i].code == NULL || rules[i].pattern == NULL ||
+            ((rules[i].pattern_options & PCRE2_UTF) != 0) != u) {
+            continue;
+        }
+        if (gd_gr_atoms(rules[i].pattern, rules[i].pattern_options, a,
+                        p->why[i], sizeof(p->why[i])) != 0) {
+            /* a pattern without atoms always ran: it still does, so
+               that a match limit it hits on a text it cannot match
+               (a ReDoS-style pattern) stays an error */
+            continue;
+        }
+        if (gd_gr_hs_expr(rules[i].pattern, rules[i].pattern_options, &e,
+                          &flags[k], p->why[i], sizeof(p->why[i])) == 0) {
+            expr[k] = e;
+            ids[k++] = (unsigned)i;
+        }
+    }
+    while (k > 0) {
+        hs_compile_error_t *err = NULL;
+
+        if (hs_compile_multi(expr, flags, ids, (unsigned)k, HS_MODE_BLOCK, NULL,
+                             &p->full[u], &err) == HS_SUCCESS) {
+            break;
+        }
+        int x = err ? err->expression : -1;
+
+        if (x < 0 || (size_t)x >= k) {
+            for (size_t j = 0; j < k; j++) {
+                snprintf(p->why[ids[j]], sizeof(p->why[0]),
+                         "Hyperscan, the database: %s",
+                         err ? err->message : "?");
+            }
+            hs_free_compile_error(err);
+            goto out;
+        }
+        snprintf(p->why[ids[x]], sizeof(p->why[0]), "Hyperscan: %s",
+                 err->message);
+        hs_free_compile_error(err);
+        free((char *)expr[x]);
+        k--;
+        memmove(&expr[x], &expr[x + 1], (k - (size_t)x) * sizeof(*expr));
+        memmove(&flags[x], &flags[x + 1], (k - (size_t)x) * sizeof(*flags));
+        memmove(&ids[x], &ids[x + 1], (k - (size_t)x) * sizeof(*ids));
+    }
+    for (size_t j = 0; j < k; j++) {
+        p->tier[ids[j]] = GD_GR_PF_FULL;
+        p->utf[ids[j]] = (unsigned char)u;
+        p->always[ids[j]] = 0;
+        p->nfull++;
+    }
+    rc = 0;
+out:
+    for (size_t j = 0; expr && j < k; j++) {
+        free((char *)expr[j]);
+    }
+    free(expr);
+    free(flags);
+    free(ids);
+    return rc;
 }
 
 gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n)
@@ -925,15 +1429,31 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n)
     p->nrules = n;
     p->always = malloc(n + 1);
     p->ks = calloc(n + 1, 1);
-    if (p->always == NULL || p->ks == NULL) {
+    p->tier = calloc(n + 1, 1);
+    p->utf = calloc(n + 1, 1);
+    p->why = calloc(n + 1, sizeof(*p->why));
+    if (p->always == NULL || p->ks == NULL || p->tier == NULL ||
+        p->utf == NULL || p->why == NULL) {
         goto fail;
     }
     memset(p->always, 1, n + 1);
 
+    /* the tight tier first: each pattern Hyperscan can take (no memory:
+       none, and the atoms for all) */
+    for (int u = 0; u < 2; u++) {
+        (void)full_compile(p, rules, u, a);
+    }
+
     for (size_t i = 0; i < n; i++) {
-        if (rules[i].code == NULL || rules[i].pattern == NULL ||
-            gd_gr_atoms(rules[i].pattern, rules[i].pattern_options, a, why,
+        if (rules[i].code == NULL || rules[i].pattern == NULL) {
+            continue;
+        }
+        if (p->tier[i] == GD_GR_PF_FULL) {
+            continue;
+        }
+        if (gd_gr_atoms(rules[i].pattern, rules[i].pattern_options, a, why,
                         sizeof(why)) != 0) {
+            p->nalways++;
             continue;
         }
         if (k + a->n + 2 > cap) {
@@ -972,6 +1492,7 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n)
             k++;
         }
         p->always[i] = 0;
+        p->tier[i] = GD_GR_PF_ATOMS;
         p->nfiltered++;
         p->natoms += a->n;
         if (a->caseless && has_ks(a)) {
@@ -979,8 +1500,11 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n)
             any_ks = 1;
         }
     }
-    if (k == 0) {
+    if (k == 0 && p->nfull == 0) {
         goto fail;
+    }
+    if (k == 0) {
+        goto built;
     }
     if (any_ks) {
         static const char kelvin[] = "\xe2\x84\xaa", long_s[] = "\xc5\xbf";
@@ -1001,6 +1525,7 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n)
                              &p->db, &err) != HS_SUCCESS) {
         goto fail;
     }
+built:
     p->gen = __atomic_add_fetch(&pf_gen, 1, __ATOMIC_RELAXED);
     goto done;
 
@@ -1028,8 +1553,13 @@ void gd_gr_prefilter_free(gd_gr_prefilter_t *p)
         return;
     }
     hs_free_database(p->db);
+    hs_free_database(p->full[0]);
+    hs_free_database(p->full[1]);
     free(p->always);
     free(p->ks);
+    free(p->tier);
+    free(p->utf);
+    free(p->why);
     free(p);
 }
 
@@ -1038,6 +1568,32 @@ void gd_gr_prefilter_counts(const gd_gr_prefilter_t *p, size_t *rules,
 {
     *rules = p ? p->nfiltered : 0;
     *atoms = p ? p->natoms : 0;
+}
+
+void gd_gr_prefilter_stats(const gd_gr_prefilter_t *p, gd_gr_pf_stats_t *st)
+{
+    memset(st, 0, sizeof(*st));
+    if (p == NULL) {
+        return;
+    }
+    st->full = p->nfull;
+    st->atoms = p->nfiltered;
+    st->always = p->nalways;
+    st->natoms = p->natoms;
+    for (int i = 0; i < 3; i++) {
+        hs_database_t *db = i == 0 ? p->db : p->full[i - 1];
+        size_t sz = 0;
+
+        if (db && hs_database_size(db, &sz) == HS_SUCCESS) {
+            st->db_bytes += sz;
+        }
+    }
+}
+
+int gd_gr_prefilter_tier(const gd_gr_prefilter_t *p, size_t i, const char **why)
+{
+    *why = p && i < p->nrules && p->why[i][0] ? p->why[i] : "";
+    return p && i < p->nrules ? p->tier[i] : GD_GR_PF_ALWAYS;
 }
 
 void gd_gr_pf_scratch_free(gd_gr_pf_scratch_t *s)
@@ -1083,32 +1639,91 @@ size_t gd_gr_ws_collapse(const char *in, size_t len, char *out)
     return w;
 }
 
+/* whether s[0..len) is all UTF-8 (as gd_norm's GD_NORM_F_INVALID_UTF8) */
+static int utf8_ok(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        int32_t cp;
+        size_t l;
+
+        for (; i + 8 <= len; i += 8) {
+            uint64_t v;
+
+            memcpy(&v, s + i, 8);
+            if (v & 0x8080808080808080ULL) {
+                break;
+            }
+        }
+        if (i >= len) {
+            break;
+        }
+        if ((l = gd_norm_u8dec(s + i, len - i, &cp)) == 0) {
+            return 0;
+        }
+        i += l;
+    }
+    return 1;
+}
+
+static int scan_fail(const gd_gr_prefilter_t *p, unsigned char *run)
+{
+    memset(run, 1, p->nrules);
+    return -1;
+}
+
 int gd_gr_prefilter_scan(const gd_gr_prefilter_t *p, gd_gr_pf_scratch_t *s,
                          const char *text, size_t len, unsigned char *run)
 {
+    const char *t = len ? text : "";
+
     memcpy(run, p->always, p->nrules + 1);
     run[p->nrules] = 0;
 
     if (s->gen != p->gen) {
+        /* one scratch, grown for each database */
         hs_scratch_t *scr = s->hs;
 
-        if (hs_alloc_scratch(p->db, &scr) != HS_SUCCESS) {
-            memset(run, 1, p->nrules);
-            return -1;
+        for (int i = 0; i < 3; i++) {
+            hs_database_t *db = i == 0 ? p->db : p->full[i - 1];
+
+            if (db && hs_alloc_scratch(db, &scr) != HS_SUCCESS) {
+                s->hs = scr;
+                s->gen = 0;
+                return scan_fail(p, run);
+            }
         }
         s->hs = scr;
         s->gen = p->gen;
     }
     if (len > UINT32_MAX) {
-        memset(run, 1, p->nrules);
-        return -1;
+        return scan_fail(p, run);
+    }
+    if (p->full[0] && hs_scan(p->full[0], t, (unsigned)len, 0, s->hs, on_match,
+                              run) != HS_SUCCESS) {
+        return scan_fail(p, run);
+    }
+    if (p->full[1]) {
+        if (!utf8_ok((const unsigned char *)text, len)) {
+            /* Hyperscan's UTF-8 mode takes UTF-8 only: PCRE2 then
+               matches with PCRE2_MATCH_INVALID_UTF, and they run */
+            for (size_t i = 0; i < p->nrules; i++) {
+                run[i] |= p->utf[i];
+            }
+        } else if (hs_scan(p->full[1], t, (unsigned)len, 0, s->hs, on_match,
+                           run) != HS_SUCCESS) {
+            return scan_fail(p, run);
+        }
+    }
+    if (p->db == NULL) {
+        return 0;
     }
     if (len > s->cap) {
         char *b = realloc(s->buf, len);
 
         if (b == NULL) {
-            memset(run, 1, p->nrules);
-            return -1;
+            return scan_fail(p, run);
         }
         s->buf = b;
         s->cap = len;
@@ -1116,8 +1731,7 @@ int gd_gr_prefilter_scan(const gd_gr_prefilter_t *p, gd_gr_pf_scratch_t *s,
     len = gd_gr_ws_collapse(text, len, s->buf);
     if (hs_scan(p->db, len ? s->buf : "", (unsigned)len, 0, s->hs, on_match,
                 run) != HS_SUCCESS) {
-        memset(run, 1, p->nrules);
-        return -1;
+        return scan_fail(p, run);
     }
     if (run[p->nrules]) {
         for (size_t i = 0; i < p->nrules; i++) {
