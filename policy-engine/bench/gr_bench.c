@@ -36,6 +36,7 @@
 
 #include "gd_detect.h"
 #include "gd_gr_prefilter.h"
+#include "gd_gr_hscache.h"
 #include "gd_guardrails.h"
 #include "gd_norm.h"
 #include "gd_policy.h"
@@ -387,6 +388,9 @@ static char *read_file(const char *path, size_t *len)
 }
 
 /* g with only the rules keep says yes to (the rules are shared) */
+/* the policy directory's cache of compiled databases (gd_gr_hscache.h) */
+static char hscache[4096];
+
 static gd_guardrails_t subset(const gd_guardrails_t *g, int patterns)
 {
     gd_guardrails_t s = *g;
@@ -400,7 +404,7 @@ static gd_guardrails_t subset(const gd_guardrails_t *g, int patterns)
     }
     s.nrules = n;
     /* the section's prefilter numbers its rules: the subset gets its own */
-    s.prefilter = gd_gr_prefilter_new(s.rules, s.nrules);
+    s.prefilter = gd_gr_prefilter_new(s.rules, s.nrules, hscache);
     return s;
 }
 
@@ -426,6 +430,7 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    snprintf(hscache, sizeof(hscache), "%s/%s", argv[1], GD_GR_HSCACHE_DIR);
     set = gd_policy_set_load(argv[1], &errs);
     if (set == NULL) {
         for (size_t i = 0; i < errs.n; i++) {

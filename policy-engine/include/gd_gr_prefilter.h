@@ -83,9 +83,12 @@ typedef struct gd_gr_prefilter_s gd_gr_prefilter_t;
 
 /*
  * The prefilter of rules[0..n), or NULL when no rule is in either tier
- * or Hyperscan is not usable (then every rule runs).
+ * or Hyperscan is not usable (then every rule runs).  cache: the
+ * directory of compiled full-pattern databases (gd_gr_hscache.h), or
+ * NULL to compile them every time.
  */
-gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n);
+gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
+                                       const char *cache);
 void gd_gr_prefilter_free(gd_gr_prefilter_t *p);
 
 /* how many of the rules are on atoms, and how many atoms in all */

@@ -14,6 +14,7 @@
  * whose extent it cannot be sure of makes the whole pattern atom-less.
  */
 #include "gd_gr_prefilter.h"
+#include "gd_gr_hscache.h"
 #include "gd_norm.h"
 
 #include <ctype.h>
@@ -1337,7 +1338,7 @@ static int has_ks(const gd_gr_atoms_t *a)
  * then none of them is in the tier.
  */
 static int full_compile(gd_gr_prefilter_t *p, const gd_gr_rule_t *rules, int u,
-                        gd_gr_atoms_t *a)
+                        const char *cache)
 {
     size_t n = p->nrules, k = 0;
     const char **expr = calloc(n ? n : 1, sizeof(*expr));
@@ -1355,13 +1356,9 @@ static int full_compile(gd_gr_prefilter_t *p, const gd_gr_rule_t *rules, int u,
             ((rules[i].pattern_options & PCRE2_UTF) != 0) != u) {
             continue;
         }
-        if (gd_gr_atoms(rules[i].pattern, rules[i].pattern_options, a,
-                        p->why[i], sizeof(p->why[i])) != 0) {
-            /* a pattern without atoms always ran: it still does, so
-               that a match limit it hits on a text it cannot match
-               (a ReDoS-style pattern) stays an error */
-            continue;
-        }
+        /* a pattern without atoms too: on a text it cannot match it
+           does not run, so it cannot hit its match limit there either
+           (docs/guardrails.md, "Fail modes") */
         if (gd_gr_hs_expr(rules[i].pattern, rules[i].pattern_options, &e,
                           &flags[k], p->why[i], sizeof(p->why[i])) == 0) {
             expr[k] = e;
@@ -1370,9 +1367,10 @@ static int full_compile(gd_gr_prefilter_t *p, const gd_gr_rule_t *rules, int u,
     }
     while (k > 0) {
         hs_compile_error_t *err = NULL;
+        int cached;
 
-        if (hs_compile_multi(expr, flags, ids, (unsigned)k, HS_MODE_BLOCK, NULL,
-                             &p->full[u], &err) == HS_SUCCESS) {
+        if (gd_gr_hs_compile(cache, expr, flags, ids, (unsigned)k, &p->full[u],
+                             &err, &cached) == HS_SUCCESS) {
             break;
         }
         int x = err ? err->expression : -1;
@@ -1412,7 +1410,8 @@ out:
     return rc;
 }
 
-gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n)
+gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
+                                       const char *cache)
 {
     gd_gr_prefilter_t *p = calloc(1, sizeof(*p));
     gd_gr_atoms_t *a = malloc(sizeof(*a));
@@ -1441,7 +1440,7 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n)
     /* the tight tier first: each pattern Hyperscan can take (no memory:
        none, and the atoms for all) */
     for (int u = 0; u < 2; u++) {
-        (void)full_compile(p, rules, u, a);
+        (void)full_compile(p, rules, u, cache);
     }
 
     for (size_t i = 0; i < n; i++) {

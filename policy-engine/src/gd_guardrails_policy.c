@@ -8,6 +8,7 @@
  */
 #include "gd_detect.h"
 #include "gd_gr_prefilter.h"
+#include "gd_gr_hscache.h"
 #include "gd_guardrails.h"
 #include "gd_jsonptr.h"
 #include "gd_policy_priv.h"
@@ -981,7 +982,17 @@ void gd_gr_section_load(gd_vctx_t *c, json_t *v, gd_guardrails_t *g)
 
     /* the literal prefilter: without it (no atoms, Hyperscan not usable)
        every pattern runs */
-    g->prefilter = gd_gr_prefilter_new(g->rules, g->nrules);
+    if (c->dir != NULL) {
+        char cache[4096];
+        int n =
+            snprintf(cache, sizeof(cache), "%s/%s", c->dir, GD_GR_HSCACHE_DIR);
+
+        g->prefilter = gd_gr_prefilter_new(
+            g->rules, g->nrules,
+            n > 0 && (size_t)n < sizeof(cache) ? cache : NULL);
+    } else {
+        g->prefilter = gd_gr_prefilter_new(g->rules, g->nrules, NULL);
+    }
 
 done:
     free(used);

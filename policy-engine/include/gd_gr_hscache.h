@@ -1,0 +1,35 @@
+/*
+ * gd_gr_hscache: Hyperscan databases compiled once and kept on disk.
+ *
+ * Compiling the guardrails' full-pattern database takes seconds (the
+ * packs' patterns are large case-insensitive alternations); every nginx
+ * -t, reload and guardctl run would pay it for every section.  As
+ * Suricata does with its Hyperscan caches, the compiled database is
+ * serialised into a directory (the policy directory's .hscache/, 0700),
+ * named by the SHA-256 of everything the compile is given (expressions,
+ * flags and ids, in order), Hyperscan's version and the platform it
+ * compiles for; a later compile of the same input deserialises it
+ * instead (hs_deserialize_database checks it).  Nothing else reads the
+ * directory; a file that cannot be read or deserialised is compiled
+ * again and replaced; one that cannot be written only costs the next
+ * load a compile.
+ */
+#ifndef GD_GR_HSCACHE_H
+#define GD_GR_HSCACHE_H
+
+#include <hs/hs.h>
+
+/* the cache's directory in a policy directory */
+#define GD_GR_HSCACHE_DIR ".hscache"
+
+/*
+ * hs_compile_multi(expr, flags, ids, n, HS_MODE_BLOCK, NULL, db, err),
+ * through the cache in dir (NULL: none, created when missing); *cached
+ * says whether the database came from it.
+ */
+hs_error_t gd_gr_hs_compile(const char *dir, const char *const *expr,
+                            const unsigned *flags, const unsigned *ids,
+                            unsigned n, hs_database_t **db,
+                            hs_compile_error_t **err, int *cached);
+
+#endif

@@ -1,0 +1,149 @@
+/*
+ * gd_gr_hscache: Hyperscan databases compiled once and kept on disk, see
+ * gd_gr_hscache.h.
+ */
+#include "gd_gr_hscache.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+/* a cached database larger than this is not read */
+#define GD_GR_HSCACHE_MAX (256u << 20)
+
+/* what names a database: everything hs_compile_multi is given, the
+   library's version and the platform it compiles for */
+static int cache_key(const char *const *expr, const unsigned *flags,
+                     const unsigned *ids, unsigned n, char hex[65])
+{
+    static const char tag[] = "guard hscache 1";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    hs_platform_info_t plat;
+    const char *ver = hs_version();
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx != NULL && hs_populate_platform(&plat) == HS_SUCCESS &&
+             EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(ctx, tag, sizeof(tag)) == 1 &&
+             EVP_DigestUpdate(ctx, ver, strlen(ver) + 1) == 1 &&
+             EVP_DigestUpdate(ctx, &plat, sizeof(plat)) == 1 &&
+             EVP_DigestUpdate(ctx, &n, sizeof(n)) == 1;
+
+    for (unsigned i = 0; ok && i < n; i++) {
+        ok = EVP_DigestUpdate(ctx, &flags[i], sizeof(flags[i])) == 1 &&
+             EVP_DigestUpdate(ctx, &ids[i], sizeof(ids[i])) == 1 &&
+             EVP_DigestUpdate(ctx, expr[i], strlen(expr[i]) + 1) == 1;
+    }
+    ok = ok && EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == 32;
+    EVP_MD_CTX_free(ctx);
+    for (unsigned i = 0; ok && i < 32; i++) {
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    }
+    return ok ? 0 : -1;
+}
+
+static hs_database_t *cache_read(const char *path)
+{
+    hs_database_t *db = NULL;
+    struct stat st;
+    char *buf = NULL;
+    size_t got = 0;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+    if (fd < 0) {
+        return NULL;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
+        (unsigned long long)st.st_size > GD_GR_HSCACHE_MAX ||
+        (buf = malloc((size_t)st.st_size)) == NULL) {
+        goto out;
+    }
+    while (got < (size_t)st.st_size) {
+        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR) {
+                continue;
+            }
+            goto out;
+        }
+        got += (size_t)r;
+    }
+    if (hs_deserialize_database(buf, got, &db) != HS_SUCCESS) {
+        db = NULL;
+    }
+out:
+    free(buf);
+    close(fd);
+    return db;
+}
+
+/* db serialised into dir/name, atomically (a temporary file renamed);
+   a failure only costs the next load a compile */
+static void cache_write(const char *dir, const char *path,
+                        const hs_database_t *db)
+{
+    char *bytes = NULL, tmp[4096];
+    size_t len = 0, put = 0;
+    int fd;
+
+    if (hs_serialize_database(db, &bytes, &len) != HS_SUCCESS) {
+        return;
+    }
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s/.tmp.XXXXXX", dir) >=
+            sizeof(tmp) ||
+        (fd = mkstemp(tmp)) < 0) {
+        free(bytes);
+        return;
+    }
+    while (put < len) {
+        ssize_t w = write(fd, bytes + put, len - put);
+
+        if (w <= 0) {
+            if (w < 0 && errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        put += (size_t)w;
+    }
+    if (close(fd) != 0 || put != len || rename(tmp, path) != 0) {
+        unlink(tmp);
+    }
+    free(bytes);
+}
+
+hs_error_t gd_gr_hs_compile(const char *dir, const char *const *expr,
+                            const unsigned *flags, const unsigned *ids,
+                            unsigned n, hs_database_t **db,
+                            hs_compile_error_t **err, int *cached)
+{
+    char hex[65], path[4096];
+    hs_error_t rc;
+
+    *cached = 0;
+    if (dir == NULL || cache_key(expr, flags, ids, n, hex) != 0 ||
+        (size_t)snprintf(path, sizeof(path), "%s/%s.hsdb", dir, hex) >=
+            sizeof(path)) {
+        return hs_compile_multi(expr, flags, ids, n, HS_MODE_BLOCK, NULL, db,
+                                err);
+    }
+
+    if ((*db = cache_read(path)) != NULL) {
+        *cached = 1;
+        *err = NULL;
+        return HS_SUCCESS;
+    }
+
+    rc = hs_compile_multi(expr, flags, ids, n, HS_MODE_BLOCK, NULL, db, err);
+    if (rc == HS_SUCCESS && (mkdir(dir, 0700) == 0 || errno == EEXIST)) {
+        cache_write(dir, path, *db);
+    }
+    return rc;
+}
