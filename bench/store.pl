@@ -48,8 +48,26 @@ printf "%s  goal >= 100000: %s\n", $jline, $jrate >= 100_000 ? 'ok' : 'BELOW';
 
 # 2. the sinks, one at a time
 my $redis = Guard::Services->redis("$dir/redis");
-my $pg = Guard::Services->postgres("$dir/pg");
+# PostgreSQL sized as an operator would run a store of this size (the
+# harness's tests keep 64MB of shared_buffers and the default WAL
+# settings): the table and its indexes in shared buffers, checkpoints
+# not every few seconds during the load; printed as the server has them
+my %pgset = (shared_buffers => $ENV{STORE_PG_SHARED_BUFFERS} // '512MB',
+             max_wal_size => $ENV{STORE_PG_MAX_WAL_SIZE} // '4GB',
+             checkpoint_timeout => '15min', wal_buffers => '64MB');
+%pgset = () if ($ENV{STORE_PG} // '') eq 'harness'; # the tests' cluster
+my $pg = Guard::Services->postgres("$dir/pg", settings => \%pgset);
 $pg->migrate($guardctl);
+{
+    my @names = qw(shared_buffers max_wal_size checkpoint_timeout
+                   wal_buffers synchronous_commit fsync);
+    my $out = $pg->psql(join ' UNION ALL ', map {
+        "SELECT '$_' || ' = ' || current_setting('$_')" } @names);
+    print "postgres (", (split /\n/, $pg->psql('SHOW server_version'))[0]
+        =~ s/^\s+|\s+$//gr, "): ",
+        join(', ', grep { /=/ } map { s/^\s+|\s+$//gr } split /\n/, $out),
+        "\n";
+}
 write_text("$dir/pol/t00.json", '{"tenant": "t00"}');
 
 # CPU seconds: this process's children that were reaped (guardd), a
@@ -121,17 +139,37 @@ sub report {
 # everysec (Redis's default for an AOF: fsync once a second, in a
 # background thread), then with appendfsync always (the harness's: an
 # fsync before every reply, one per batch's EXEC); AOF rewrites as
-# configured by default (auto-aof-rewrite-percentage 100)
+# configured by default (auto-aof-rewrite-percentage 100); each with the
+# stream bounded as production runs it (guardd's sinks.redis "maxlen",
+# XADD MAXLEN ~ N: Redis trims whole nodes of the stream), then unbounded
+# (every record kept: the AOF rewrites copy a stream of N records)
+my $maxlen = $ENV{STORE_MAXLEN} // 100_000;
 my $redis_cpu = sub { proc_cpu($redis->{pid}, 1) };
-for my $fsync (qw(everysec always)) {
-    $redis->cli('CONFIG', 'SET', 'appendfsync', $fsync);
-    my $stream = "guard:records:$fsync";
-    my $d = drain('redis', "redis-$fsync", $redis_cpu,
-                  redis => { socket => $redis->{socket}, batch => $batch,
-                             stream => $stream });
-    my ($rlen) = $redis->cli('XLEN', $stream) =~ /(\d+)/;
-    report("redis sink (AOF, appendfsync $fsync; stream length $rlen)", $d,
-           50_000);
+{
+    my @conf = map { [ split /\n/, $redis->cli('CONFIG', 'GET', $_) ] }
+        qw(appendonly auto-aof-rewrite-percentage auto-aof-rewrite-min-size
+           aof-use-rdb-preamble);
+    my ($ver) = $redis->cli('INFO', 'server') =~ /redis_version:(\S+)/;
+    print "redis ($ver): ", join(', ', map { "$_->[0] $_->[1]" } @conf),
+        "; streams bounded by sinks.redis maxlen $maxlen, then unbounded\n";
+}
+for my $bound ($maxlen, 0) {
+    for my $fsync (qw(everysec always)) {
+        $redis->cli('CONFIG', 'SET', 'appendfsync', $fsync);
+        my $stream = "guard:records:$fsync:$bound";
+        my $d = drain('redis', "redis-$fsync-$bound", $redis_cpu,
+                      redis => { socket => $redis->{socket}, batch => $batch,
+                                 stream => $stream, maxlen => $bound });
+        my ($rlen) = $redis->cli('XLEN', $stream) =~ /(\d+)/;
+        $redis->cli('DEL', $stream); # each run starts from an empty store
+        $redis->cli('BGREWRITEAOF');
+        wait_for(120, sub {
+            $redis->cli('INFO', 'persistence')
+                =~ /aof_rewrite_in_progress:0/ });
+        report("redis sink (AOF, appendfsync $fsync; "
+             . ($bound ? "maxlen ~$bound" : 'unbounded')
+             . "; stream length $rlen)", $d, 50_000);
+    }
 }
 $redis->cli('CONFIG', 'SET', 'appendfsync', 'always');
 
