@@ -145,7 +145,8 @@ sub report {
 # (every record kept: the AOF rewrites copy a stream of N records)
 my $maxlen = $ENV{STORE_MAXLEN} // 100_000;
 my $redis_cpu = sub { proc_cpu($redis->{pid}, 1) };
-{
+my $only = $ENV{STORE_SINKS} // 'redis,postgres'; # STORE_SINKS=postgres
+if ($only =~ /redis/) {
     my @conf = map { [ split /\n/, $redis->cli('CONFIG', 'GET', $_) ] }
         qw(appendonly auto-aof-rewrite-percentage auto-aof-rewrite-min-size
            aof-use-rdb-preamble);
@@ -153,7 +154,7 @@ my $redis_cpu = sub { proc_cpu($redis->{pid}, 1) };
     print "redis ($ver): ", join(', ', map { "$_->[0] $_->[1]" } @conf),
         "; streams bounded by sinks.redis maxlen $maxlen, then unbounded\n";
 }
-for my $bound ($maxlen, 0) {
+for my $bound (grep { $only =~ /redis/ } $maxlen, 0) {
     for my $fsync (qw(everysec always)) {
         $redis->cli('CONFIG', 'SET', 'appendfsync', $fsync);
         my $stream = "guard:records:$fsync:$bound";

@@ -30,6 +30,7 @@
 # (STORE_PG=harness: the tests' cluster instead, 64MB and PostgreSQL's
 # defaults); Redis measured with the stream bounded as production runs it
 # (sinks.redis "maxlen" STORE_MAXLEN, default 100000) and unbounded.
+# STORE_SINKS=postgres measures the PostgreSQL sink alone.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 make -s -C "$repo/policy-engine" build/release/guardd build/release/guardctl \
