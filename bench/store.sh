@@ -30,7 +30,10 @@
 # (STORE_PG=harness: the tests' cluster instead, 64MB and PostgreSQL's
 # defaults); Redis measured with the stream bounded as production runs it
 # (sinks.redis "maxlen" STORE_MAXLEN, default 100000) and unbounded.
-# STORE_SINKS=postgres measures the PostgreSQL sink alone.
+# STORE_SINKS=postgres (or redis) measures that sink alone;
+# Redis's auto-aof-rewrite-min-size is 1gb (STORE_AOF_MIN_SIZE; Redis's
+# default is 64mb), each run prints how many AOF rewrites Redis started
+# during it.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 make -s -C "$repo/policy-engine" build/release/guardd build/release/guardctl \
