@@ -48,8 +48,26 @@ printf "%s  goal >= 100000: %s\n", $jline, $jrate >= 100_000 ? 'ok' : 'BELOW';
 
 # 2. the sinks, one at a time
 my $redis = Guard::Services->redis("$dir/redis");
-my $pg = Guard::Services->postgres("$dir/pg");
+# PostgreSQL sized as an operator would run a store of this size (the
+# harness's tests keep 64MB of shared_buffers and the default WAL
+# settings): the table and its indexes in shared buffers, checkpoints
+# not every few seconds during the load; printed as the server has them
+my %pgset = (shared_buffers => $ENV{STORE_PG_SHARED_BUFFERS} // '512MB',
+             max_wal_size => $ENV{STORE_PG_MAX_WAL_SIZE} // '4GB',
+             checkpoint_timeout => '15min', wal_buffers => '64MB');
+%pgset = () if ($ENV{STORE_PG} // '') eq 'harness'; # the tests' cluster
+my $pg = Guard::Services->postgres("$dir/pg", settings => \%pgset);
 $pg->migrate($guardctl);
+{
+    my @names = qw(shared_buffers max_wal_size checkpoint_timeout
+                   wal_buffers synchronous_commit fsync);
+    my $out = $pg->psql(join ' UNION ALL ', map {
+        "SELECT '$_' || ' = ' || current_setting('$_')" } @names);
+    print "postgres (", (split /\n/, $pg->psql('SHOW server_version'))[0]
+        =~ s/^\s+|\s+$//gr, "): ",
+        join(', ', grep { /=/ } map { s/^\s+|\s+$//gr } split /\n/, $out),
+        "\n";
+}
 write_text("$dir/pol/t00.json", '{"tenant": "t00"}');
 
 # CPU seconds: this process's children that were reaped (guardd), a
@@ -121,19 +139,55 @@ sub report {
 # everysec (Redis's default for an AOF: fsync once a second, in a
 # background thread), then with appendfsync always (the harness's: an
 # fsync before every reply, one per batch's EXEC); AOF rewrites as
-# configured by default (auto-aof-rewrite-percentage 100)
+# configured by default (auto-aof-rewrite-percentage 100); each with the
+# stream bounded as production runs it (guardd's sinks.redis "maxlen",
+# XADD MAXLEN ~ N: Redis trims whole nodes of the stream), then unbounded
+# (every record kept: the AOF rewrites copy a stream of N records)
+my $maxlen = $ENV{STORE_MAXLEN} // 100_000;
 my $redis_cpu = sub { proc_cpu($redis->{pid}, 1) };
-for my $fsync (qw(everysec always)) {
-    $redis->cli('CONFIG', 'SET', 'appendfsync', $fsync);
-    my $stream = "guard:records:$fsync";
-    my $d = drain('redis', "redis-$fsync", $redis_cpu,
-                  redis => { socket => $redis->{socket}, batch => $batch,
-                             stream => $stream });
-    my ($rlen) = $redis->cli('XLEN', $stream) =~ /(\d+)/;
-    report("redis sink (AOF, appendfsync $fsync; stream length $rlen)", $d,
-           50_000);
+my $only = $ENV{STORE_SINKS} // 'redis,postgres'; # STORE_SINKS=postgres
+if ($only =~ /redis/) {
+    # STORE_AOF_MIN_SIZE: Redis's auto-aof-rewrite-min-size, 1gb as an
+    # operator would set it for a stream bounded by maxlen (Redis's own
+    # default, 64mb: the file rewritten from a bounded stream is small,
+    # and the AOF reaches twice its size again within seconds: a rewrite
+    # every 2 s measured, each a fork serialising the whole stream)
+    $redis->cli('CONFIG', 'SET', 'auto-aof-rewrite-min-size',
+                $ENV{STORE_AOF_MIN_SIZE} // '1gb');
+    my @conf = map { [ split /\n/, $redis->cli('CONFIG', 'GET', $_) ] }
+        qw(appendonly auto-aof-rewrite-percentage auto-aof-rewrite-min-size
+           aof-use-rdb-preamble);
+    my ($ver) = $redis->cli('INFO', 'server') =~ /redis_version:(\S+)/;
+    print "redis ($ver): ", join(', ', map { "$_->[0] $_->[1]" } @conf),
+        "; streams bounded by sinks.redis maxlen $maxlen, then unbounded\n";
+}
+# the AOF rewrites Redis started so far (its log)
+sub aof_rewrites {
+    my $log = Guard::Frames::slurp($redis->{log}) // '';
+    return scalar(() = $log =~ /append only file rewriting started/gi);
+}
+for my $bound (grep { $only =~ /redis/ } $maxlen, 0) {
+    for my $fsync (qw(everysec always)) {
+        $redis->cli('CONFIG', 'SET', 'appendfsync', $fsync);
+        my $stream = "guard:records:$fsync:$bound";
+        my $rw = aof_rewrites();
+        my $d = drain('redis', "redis-$fsync-$bound", $redis_cpu,
+                      redis => { socket => $redis->{socket}, batch => $batch,
+                                 stream => $stream, maxlen => $bound });
+        $rw = aof_rewrites() - $rw;
+        my ($rlen) = $redis->cli('XLEN', $stream) =~ /(\d+)/;
+        $redis->cli('DEL', $stream); # each run starts from an empty store
+        $redis->cli('BGREWRITEAOF');
+        wait_for(120, sub {
+            $redis->cli('INFO', 'persistence')
+                =~ /aof_rewrite_in_progress:0/ });
+        report("redis sink (AOF, appendfsync $fsync; "
+             . ($bound ? "maxlen ~$bound" : 'unbounded')
+             . "; stream length $rlen; $rw AOF rewrites)", $d, 50_000);
+    }
 }
 $redis->cli('CONFIG', 'SET', 'appendfsync', 'always');
+exit 0 if $only !~ /postgres/;
 
 my $d = drain('postgres', 'postgres', \&pg_cpu,
               postgres => { dsn => $pg->{dsn}, batch => $batch });

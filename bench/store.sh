@@ -22,6 +22,18 @@
 # Prints each figure beside the goal of issue 13.  The machine is shared:
 # quote the figures with that caveat.  STORE_BATCH: the sinks' batch
 # (default 2000).  KEEP=1 keeps the directory.
+#
+# The servers are configured as an operator would run a store of this
+# size, and the run prints their settings: PostgreSQL with shared_buffers
+# 512MB (STORE_PG_SHARED_BUFFERS), max_wal_size 4GB
+# (STORE_PG_MAX_WAL_SIZE), checkpoint_timeout 15min, wal_buffers 64MB
+# (STORE_PG=harness: the tests' cluster instead, 64MB and PostgreSQL's
+# defaults); Redis measured with the stream bounded as production runs it
+# (sinks.redis "maxlen" STORE_MAXLEN, default 100000) and unbounded.
+# STORE_SINKS=postgres (or redis) measures that sink alone;
+# Redis's auto-aof-rewrite-min-size is 1gb (STORE_AOF_MIN_SIZE; Redis's
+# default is 64mb), each run prints how many AOF rewrites Redis started
+# during it.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 make -s -C "$repo/policy-engine" build/release/guardd build/release/guardctl \

@@ -291,6 +291,15 @@ SKIP: {
        "0\n", "guard_int: as 0001's on @{[ scalar @nums ]} numbers and others")
         or diag $pg->{err};
 }
+# 0003 on that store too: decisions without the index by place (no query
+# uses it), the same indexes as the store migrated at once
+my $idx = "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes "
+    . "WHERE tablename = 'decisions'";
+is($pg->psql($idx, 'guard_old'), $pg->psql($idx),
+   'the same indexes on decisions in both stores');
+is($pg->psql($idx), "decisions_id,decisions_pkey,decisions_reason_ts,"
+   . "decisions_refusal_ts,decisions_subject_ts,decisions_tenant_ts\n",
+   'decisions indexed by tenant and time, subject, reason, id, refusals by time');
 
 # --- the same output from the journal and from the store ---------------------
 

@@ -151,9 +151,12 @@ EOF
 
 # postgres($dir): a PostgreSQL cluster in $dir/pgdata listening only on a
 # Unix socket in $dir (port P: the socket file $dir/.s.PGSQL.P), database
-# guard created; started
+# guard created; started.  postgres($dir, settings => {name => value, ...}):
+# those server settings too, after the harness's own (which they override:
+# bench/store.sh sizes the cluster for its 1M rows; the tests keep the
+# harness's small one); $p->{settings} holds them
 sub postgres {
-    my ($class, $dir) = @_;
+    my ($class, $dir, %opt) = @_;
     if (my $why = postgres_missing()) { _skip($why) }
     $dir = abs_path($dir) // croak "postgres: no directory $_[1]";
     my $bin = pg_bindir();
@@ -164,6 +167,7 @@ sub postgres {
         dir => $dir, bin => $bin, user => $user, port => $port,
         data => "$dir/pgdata", log => "$dir/postgres.log",
         dsn => "host=$dir port=$port dbname=guard user=postgres",
+        settings => { %{ $opt{settings} // {} } },
     }, 'Guard::Services::Postgres';
     if ($user) {
         my (undef, undef, $uid, $gid) = getpwnam $user;
@@ -192,6 +196,10 @@ shared_buffers = 64MB
 logging_collector = off
 log_min_messages = warning
 EOF
+    if (my %set = %{ $self->{settings} }) {
+        print $c "# settings given to Guard::Services->postgres\n";
+        print $c "$_ = $set{$_}\n" for sort keys %set;
+    }
     close $c;
     push @LIVE, [$self, $$];
     $self->start;

@@ -1,0 +1,17 @@
+-- 0003: decisions without the index on (segment, line).
+--
+-- 0001 indexed decisions by their place in the journal for `guardctl audit
+-- verify --db`, which reads every row in the journal's order.  Measured on
+-- a store of 1,000,000 rows (bench/store.sh, EXPLAIN ANALYZE), PostgreSQL
+-- does not use it there: reading a whole partition in that order, a
+-- parallel sequential scan and a sort costs less than a million index
+-- lookups, and the plan and its time (5.4 s with the index, 5.2 s without)
+-- are the same.  `guardctl show` orders the few rows of one id, which it
+-- finds by decisions_id.  No other query reads decisions by place, and
+-- every row the sink inserts paid for the index (47 MB at 1,000,000
+-- rows).  reviews keep reviews_place (a small table).  The other indexes
+-- stay: by tenant and time, by subject, by reason, by id (the issue's),
+-- and decisions_refusal_ts, which `guardctl blocked` without a tenant,
+-- subject or reason lists newest first by (5 ms for the newest 50 at
+-- 1,000,000 rows; 2.6 s without it).
+DROP INDEX decisions_place;
