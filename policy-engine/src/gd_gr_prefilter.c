@@ -1303,16 +1303,16 @@ int gd_gr_hs_expr(const char *pattern, uint32_t opts, char **expr,
 /* ---- the databases ---- */
 
 struct gd_gr_prefilter_s {
-    hs_database_t *db;      /* the atoms, or NULL */
-    hs_database_t *full[2]; /* the full patterns: bytes, UTF-8; or NULL */
+    hs_database_t *db;   /* the atoms, or NULL */
+    hs_database_t *full; /* the full patterns, or NULL */
     uint64_t gen;
     size_t nrules;
     unsigned char *always; /* by rule: 1 runs whatever the scans say */
     unsigned char *ks;     /* by rule: caseless with a 'k' or 's' atom */
     unsigned char *tier;   /* by rule: GD_GR_PF_* */
-    unsigned char *utf;    /* by rule: in full[1] */
+    unsigned char *utf;    /* by rule: a UTF-8 pattern in full */
     char (*why)[64];       /* by rule: why not in the full tier */
-    size_t nfiltered, natoms, nfull, nalways;
+    size_t nfiltered, natoms, nfull, nalways, nutf;
 };
 
 /* ids past the rules: U+212A and U+017F, which fold to 'k' and 's' */
@@ -1332,12 +1332,13 @@ static int has_ks(const gd_gr_atoms_t *a)
 }
 
 /*
- * One database of the full patterns of rules whose utf[] is u: a pattern
- * Hyperscan refuses (its compile error names it) leaves the set, and the
- * rest are compiled again.  0, or -1 (no memory, an error of no pattern):
- * then none of them is in the tier.
+ * One database of the full patterns (the UTF-8 ones rewritten for byte
+ * mode too, so that a text is scanned once): a pattern Hyperscan refuses
+ * (its compile error names it) leaves the set, and the rest are compiled
+ * again.  0, or -1 (no memory, an error of no pattern): then none of them
+ * is in the tier.
  */
-static int full_compile(gd_gr_prefilter_t *p, const gd_gr_rule_t *rules, int u,
+static int full_compile(gd_gr_prefilter_t *p, const gd_gr_rule_t *rules,
                         const char *cache)
 {
     size_t n = p->nrules, k = 0;
@@ -1352,8 +1353,7 @@ static int full_compile(gd_gr_prefilter_t *p, const gd_gr_rule_t *rules, int u,
     for (size_t i = 0; i < n; i++) {
         char *e;
 
-        if (rules[i].code == NULL || rules[i].pattern == NULL ||
-            ((rules[i].pattern_options & PCRE2_UTF) != 0) != u) {
+        if (rules[i].code == NULL || rules[i].pattern == NULL) {
             continue;
         }
         /* a pattern without atoms too: on a text it cannot match it
@@ -1369,7 +1369,7 @@ static int full_compile(gd_gr_prefilter_t *p, const gd_gr_rule_t *rules, int u,
         hs_compile_error_t *err = NULL;
         int cached;
 
-        if (gd_gr_hs_compile(cache, expr, flags, ids, (unsigned)k, &p->full[u],
+        if (gd_gr_hs_compile(cache, expr, flags, ids, (unsigned)k, &p->full,
                              &err, &cached) == HS_SUCCESS) {
             break;
         }
@@ -1395,7 +1395,8 @@ static int full_compile(gd_gr_prefilter_t *p, const gd_gr_rule_t *rules, int u,
     }
     for (size_t j = 0; j < k; j++) {
         p->tier[ids[j]] = GD_GR_PF_FULL;
-        p->utf[ids[j]] = (unsigned char)u;
+        p->utf[ids[j]] = (rules[ids[j]].pattern_options & PCRE2_UTF) != 0;
+        p->nutf += p->utf[ids[j]];
         p->always[ids[j]] = 0;
         p->nfull++;
     }
@@ -1439,9 +1440,7 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
 
     /* the tight tier first: each pattern Hyperscan can take (no memory:
        none, and the atoms for all) */
-    for (int u = 0; u < 2; u++) {
-        (void)full_compile(p, rules, u, cache);
-    }
+    (void)full_compile(p, rules, cache);
 
     for (size_t i = 0; i < n; i++) {
         if (rules[i].code == NULL || rules[i].pattern == NULL) {
@@ -1552,8 +1551,7 @@ void gd_gr_prefilter_free(gd_gr_prefilter_t *p)
         return;
     }
     hs_free_database(p->db);
-    hs_free_database(p->full[0]);
-    hs_free_database(p->full[1]);
+    hs_free_database(p->full);
     free(p->always);
     free(p->ks);
     free(p->tier);
@@ -1579,8 +1577,8 @@ void gd_gr_prefilter_stats(const gd_gr_prefilter_t *p, gd_gr_pf_stats_t *st)
     st->atoms = p->nfiltered;
     st->always = p->nalways;
     st->natoms = p->natoms;
-    for (int i = 0; i < 3; i++) {
-        hs_database_t *db = i == 0 ? p->db : p->full[i - 1];
+    for (int i = 0; i < 2; i++) {
+        hs_database_t *db = i == 0 ? p->db : p->full;
         size_t sz = 0;
 
         if (db && hs_database_size(db, &sz) == HS_SUCCESS) {
@@ -1684,8 +1682,8 @@ int gd_gr_prefilter_scan(const gd_gr_prefilter_t *p, gd_gr_pf_scratch_t *s,
         /* one scratch, grown for each database */
         hs_scratch_t *scr = s->hs;
 
-        for (int i = 0; i < 3; i++) {
-            hs_database_t *db = i == 0 ? p->db : p->full[i - 1];
+        for (int i = 0; i < 2; i++) {
+            hs_database_t *db = i == 0 ? p->db : p->full;
 
             if (db && hs_alloc_scratch(db, &scr) != HS_SUCCESS) {
                 s->hs = scr;
@@ -1699,20 +1697,15 @@ int gd_gr_prefilter_scan(const gd_gr_prefilter_t *p, gd_gr_pf_scratch_t *s,
     if (len > UINT32_MAX) {
         return scan_fail(p, run);
     }
-    if (p->full[0] && hs_scan(p->full[0], t, (unsigned)len, 0, s->hs, on_match,
-                              run) != HS_SUCCESS) {
+    if (p->full && hs_scan(p->full, t, (unsigned)len, 0, s->hs, on_match,
+                           run) != HS_SUCCESS) {
         return scan_fail(p, run);
     }
-    if (p->full[1]) {
-        if (!utf8_ok((const unsigned char *)text, len)) {
-            /* Hyperscan's UTF-8 mode takes UTF-8 only: PCRE2 then
-               matches with PCRE2_MATCH_INVALID_UTF, and they run */
-            for (size_t i = 0; i < p->nrules; i++) {
-                run[i] |= p->utf[i];
-            }
-        } else if (hs_scan(p->full[1], t, (unsigned)len, 0, s->hs, on_match,
-                           run) != HS_SUCCESS) {
-            return scan_fail(p, run);
+    if (p->nutf && !utf8_ok((const unsigned char *)text, len)) {
+        /* the UTF-8 patterns' rewrite assumes UTF-8: on a text that is
+           not, PCRE2 matches with PCRE2_MATCH_INVALID_UTF, and they run */
+        for (size_t i = 0; i < p->nrules; i++) {
+            run[i] |= p->utf[i];
         }
     }
     if (p->db == NULL) {

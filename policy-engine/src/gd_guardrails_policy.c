@@ -980,9 +980,14 @@ void gd_gr_section_load(gd_vctx_t *c, json_t *v, gd_guardrails_t *g)
          (GD_GR_KIND(GD_GR_T_BODY) | GD_GR_KIND(GD_GR_T_JSON) |
           GD_GR_KIND(GD_GR_T_JSON_ALL) | GD_GR_KIND(GD_GR_T_FORM))) != 0;
 
-    /* the literal prefilter: without it (no atoms, Hyperscan not usable)
-       every pattern runs */
-    if (c->dir != NULL) {
+    /* the prefilter (without it, Hyperscan not usable, every pattern
+       runs), its compiled databases kept in $GUARD_HSCACHE, else in the
+       policy directory's .hscache/ (gd_gr_hscache.h) */
+    const char *env = getenv("GUARD_HSCACHE");
+
+    if (env != NULL && env[0] != '\0') {
+        g->prefilter = gd_gr_prefilter_new(g->rules, g->nrules, env);
+    } else if (c->dir != NULL) {
         char cache[4096];
         int n =
             snprintf(cache, sizeof(cache), "%s/%s", c->dir, GD_GR_HSCACHE_DIR);
