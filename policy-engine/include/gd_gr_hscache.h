@@ -5,7 +5,8 @@
  * packs' patterns are large case-insensitive alternations); every nginx
  * -t, reload and guardctl run would pay it for every section.  As
  * Suricata does with its Hyperscan caches, the compiled database is
- * serialised into a directory (the policy directory's .hscache/, 0700),
+ * serialised into a directory (the policy directory's .hscache/, 0755,
+ * its files 0644: as readable as the policies, writable by their owner),
  * named by the SHA-256 of everything the compile is given (expressions,
  * flags and ids, in order), Hyperscan's version and the platform it
  * compiles for; a later compile of the same input deserialises it

@@ -102,6 +102,9 @@ static void cache_write(const char *dir, const char *path,
         free(bytes);
         return;
     }
+    /* as readable as the policies it is compiled from: guardd and
+       guardctl, under other users, read what nginx's master wrote */
+    (void)fchmod(fd, 0644);
     while (put < len) {
         ssize_t w = write(fd, bytes + put, len - put);
 
@@ -142,7 +145,7 @@ hs_error_t gd_gr_hs_compile(const char *dir, const char *const *expr,
     }
 
     rc = hs_compile_multi(expr, flags, ids, n, HS_MODE_BLOCK, NULL, db, err);
-    if (rc == HS_SUCCESS && (mkdir(dir, 0700) == 0 || errno == EEXIST)) {
+    if (rc == HS_SUCCESS && (mkdir(dir, 0755) == 0 || errno == EEXIST)) {
         cache_write(dir, path, *db);
     }
     return rc;

@@ -416,7 +416,8 @@ static void test_cache(void)
              ids[] = {0, 1};
     hs_database_t *db = NULL;
     hs_compile_error_t *err = NULL;
-    int cached = -1, files = 0;
+    int cached = -1, files = 0, readable = 0;
+    struct stat st;
     DIR *d;
     struct dirent *e;
 
@@ -451,6 +452,9 @@ static void test_cache(void)
                 continue;
             }
             snprintf(path, sizeof(path), "%s/%s", cache, e->d_name);
+            if (stat(path, &st) == 0 && (st.st_mode & 0777) == 0644) {
+                readable++;
+            }
             if ((f = fopen(path, "r+")) != NULL) {
                 fseek(f, 0, SEEK_END);
                 size = ftell(f);
@@ -465,6 +469,7 @@ static void test_cache(void)
         closedir(d);
     }
     TAP_OK(files == 2, "hscache: one file per database (%d)", files);
+    TAP_OK(readable == 2, "hscache: its files are 0644, as the policies");
     TAP_OK(gd_gr_hs_compile(cache, expr, flags, ids, 2, &db, &err, &cached) ==
                    HS_SUCCESS &&
                cached == 0 && db_hits(db, "--abbbc--x5y") == 2,
