@@ -153,9 +153,9 @@ SKIP: {
         if $out =~ /^store\.sh: skipped: /m;
     like($out, qr/^journal: 20000 records in $num0 s: \d+ records\/s \(group commit of \d+; $num0 s with making the records: \d+ records\/s\)  goal >= 100000: (?:ok|BELOW)$/m,
          'store.sh: the journal\'s rate');
-    like($out, qr/^redis sink: \d+ records in $num0 s: \d+ records\/s .*goal >= 50000: (?:ok|BELOW)$/m,
+    like($out, qr/^redis sink \(AOF, appendfsync \w+; [^)]*\): \d+ records in $num0 s from guardd ready: \d+ records\/s .*goal >= 50000: (?:ok|BELOW)$/m,
          'store.sh: the Redis sink\'s rate');
-    like($out, qr/^postgres sink: \d+ records in $num0 s: \d+ records\/s  goal >= 20000: (?:ok|BELOW)$/m,
+    like($out, qr/^postgres sink \([^)]*\): \d+ records in $num0 s from guardd ready: \d+ records\/s .*goal >= 20000: (?:ok|BELOW)$/m,
          'store.sh: the PostgreSQL sink\'s rate');
     like($out, qr/^blocked --db --tenant t03 --since 1h: \d+\.\d{3} s .*goal < 1 s: (?:ok|ABOVE)$/m,
          'store.sh: blocked from the store');

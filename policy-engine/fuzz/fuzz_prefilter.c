@@ -95,7 +95,7 @@ static void init(void)
 {
     load_pack("pii.json");
     load_pack("prompt-injection.json");
-    pf = gd_gr_prefilter_new(rules, nrules, NULL);
+    pf = gd_gr_prefilter_new(rules, nrules, getenv("GUARD_HSCACHE"));
     if (pf == NULL) {
         abort();
     }
