@@ -10,15 +10,21 @@
  * named by the SHA-256 of everything the compile is given (expressions,
  * flags and ids, in order), Hyperscan's version and the platform it
  * compiles for; a later compile of the same input deserialises it
- * instead (hs_deserialize_database checks it).  Nothing else reads the
- * directory; a file that cannot be read or deserialised is compiled
- * again and replaced; one that cannot be written only costs the next
- * load a compile.
+ * instead (hs_deserialize_database checks it).  A database is code for
+ * Hyperscan: the directory and each file are used only when owned by the
+ * user or by root and writable by no one else.  A file that cannot be
+ * read or deserialised is compiled again and replaced; one that cannot be
+ * written only costs the next load a compile.  The directory keeps the
+ * GD_GR_HSCACHE_FILES most recently used databases (a read refreshes a
+ * file's time), so that old policies' databases do not pile up.
  */
 #ifndef GD_GR_HSCACHE_H
 #define GD_GR_HSCACHE_H
 
 #include <hs/hs.h>
+
+/* the most databases a cache keeps (the least recently used go) */
+#define GD_GR_HSCACHE_FILES 32
 
 /* the cache's directory in a policy directory */
 #define GD_GR_HSCACHE_DIR ".hscache"

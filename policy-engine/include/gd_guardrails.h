@@ -111,9 +111,9 @@ typedef struct {
     char *redact_with; /* default "[REDACTED:{kind}]" */
     int needs_body;    /* some rule targets body, json or form */
     unsigned targeted; /* GD_GR_KIND(k) of every kind some rule targets */
-    struct gd_gr_prefilter_s *prefilter; /* the literal prefilter of its
-                                            patterns (gd_gr_prefilter.h),
-                                            or NULL: every rule runs */
+    struct gd_gr_prefilter_s *prefilter; /* the prefilter of its patterns
+                                            (gd_gr_prefilter.h), or NULL:
+                                            every rule runs */
 } gd_guardrails_t;
 
 /*

@@ -71,6 +71,9 @@ static inline int gd_norm_invisible(int32_t cp)
 /* Whether s[0..len) holds a byte beyond ASCII (8 bytes at a time). */
 int gd_norm_has_high(const unsigned char *s, size_t len);
 
+/* Whether s[0..len) is all UTF-8 (gd_norm_u8dec's definition). */
+int gd_norm_utf8_valid(const unsigned char *s, size_t len);
+
 /*
  * The length of the valid UTF-8 character at s[0..len) (len > 0; its code
  * point in *cp), or 0 when s starts with a byte that is not one: a

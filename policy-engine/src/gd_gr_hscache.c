@@ -4,12 +4,14 @@
  */
 #include "gd_gr_hscache.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -18,11 +20,12 @@
 #define GD_GR_HSCACHE_MAX (256u << 20)
 
 /* what names a database: everything hs_compile_multi is given, the
-   library's version and the platform it compiles for */
+   library's version and the platform it compiles for (its fields one by
+   one: the struct has padding) */
 static int cache_key(const char *const *expr, const unsigned *flags,
                      const unsigned *ids, unsigned n, char hex[65])
 {
-    static const char tag[] = "guard hscache 1";
+    static const char tag[] = "guard hscache 2";
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned mdlen = 0;
     hs_platform_info_t plat;
@@ -32,7 +35,9 @@ static int cache_key(const char *const *expr, const unsigned *flags,
              EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
              EVP_DigestUpdate(ctx, tag, sizeof(tag)) == 1 &&
              EVP_DigestUpdate(ctx, ver, strlen(ver) + 1) == 1 &&
-             EVP_DigestUpdate(ctx, &plat, sizeof(plat)) == 1 &&
+             EVP_DigestUpdate(ctx, &plat.tune, sizeof(plat.tune)) == 1 &&
+             EVP_DigestUpdate(ctx, &plat.cpu_features,
+                              sizeof(plat.cpu_features)) == 1 &&
              EVP_DigestUpdate(ctx, &n, sizeof(n)) == 1;
 
     for (unsigned i = 0; ok && i < n; i++) {
@@ -48,6 +53,25 @@ static int cache_key(const char *const *expr, const unsigned *flags,
     return ok ? 0 : -1;
 }
 
+/* whether st is trusted: owned by us or by root, writable by no one else
+   (a database is code for Hyperscan: no one else may plant one) */
+static int trusted(const struct stat *st)
+{
+    return (st->st_uid == geteuid() || st->st_uid == 0) &&
+           (st->st_mode & (S_IWGRP | S_IWOTH)) == 0;
+}
+
+/* the cache directory, created when missing; 0 when it is trusted */
+static int cache_dir(const char *dir)
+{
+    struct stat st;
+
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        return -1;
+    }
+    return lstat(dir, &st) == 0 && S_ISDIR(st.st_mode) && trusted(&st) ? 0 : -1;
+}
+
 static hs_database_t *cache_read(const char *path)
 {
     hs_database_t *db = NULL;
@@ -59,8 +83,8 @@ static hs_database_t *cache_read(const char *path)
     if (fd < 0) {
         return NULL;
     }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
-        (unsigned long long)st.st_size > GD_GR_HSCACHE_MAX ||
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || !trusted(&st) ||
+        st.st_size <= 0 || (unsigned long long)st.st_size > GD_GR_HSCACHE_MAX ||
         (buf = malloc((size_t)st.st_size)) == NULL) {
         goto out;
     }
@@ -77,6 +101,9 @@ static hs_database_t *cache_read(const char *path)
     }
     if (hs_deserialize_database(buf, got, &db) != HS_SUCCESS) {
         db = NULL;
+    } else {
+        /* used: the last to be pruned (cache_prune) */
+        (void)futimens(fd, NULL);
     }
 out:
     free(buf);
@@ -84,8 +111,84 @@ out:
     return db;
 }
 
-/* db serialised into dir/name, atomically (a temporary file renamed);
-   a failure only costs the next load a compile */
+typedef struct {
+    char name[72];
+    struct timespec used;
+} cache_file_t;
+
+static int newest_first(const void *a, const void *b)
+{
+    const cache_file_t *x = a, *y = b;
+
+    if (x->used.tv_sec != y->used.tv_sec) {
+        return x->used.tv_sec < y->used.tv_sec ? 1 : -1;
+    }
+    return (x->used.tv_nsec < y->used.tv_nsec) -
+           (x->used.tv_nsec > y->used.tv_nsec);
+}
+
+/*
+ * Room for one more database: of those in dir, the GD_GR_HSCACHE_FILES - 1
+ * most recently used stay (each change to a section's patterns compiles a
+ * new one, and the old ones would pile up); temporary files a crashed
+ * writer left over an hour ago go too.
+ */
+static void cache_prune(const char *dir)
+{
+    cache_file_t *f = NULL;
+    size_t n = 0, cap = 0;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[4096];
+    struct stat st;
+
+    if (d == NULL) {
+        return;
+    }
+    while ((e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+        int db = l == 64 + 5 && strcmp(e->d_name + 64, ".hsdb") == 0;
+
+        if ((!db && strncmp(e->d_name, ".tmp.", 5) != 0) ||
+            (size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >=
+                sizeof(path) ||
+            lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+            continue;
+        }
+        if (!db) {
+            if (st.st_mtime < time(NULL) - 3600) {
+                unlink(path);
+            }
+            continue;
+        }
+        if (n == cap) {
+            cache_file_t *g =
+                realloc(f, (cap = cap ? 2 * cap : 16) * sizeof(*f));
+
+            if (g == NULL) {
+                break;
+            }
+            f = g;
+        }
+        memcpy(f[n].name, e->d_name, l + 1);
+        f[n++].used = st.st_mtim;
+    }
+    closedir(d);
+
+    if (n > 1) {
+        qsort(f, n, sizeof(*f), newest_first);
+    }
+    for (size_t i = GD_GR_HSCACHE_FILES - 1; i < n; i++) {
+        if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, f[i].name) <
+            sizeof(path)) {
+            unlink(path);
+        }
+    }
+    free(f);
+}
+
+/* db serialised into path, atomically (a temporary file renamed); a
+   failure only costs the next load a compile */
 static void cache_write(const char *dir, const char *path,
                         const hs_database_t *db)
 {
@@ -131,7 +234,8 @@ hs_error_t gd_gr_hs_compile(const char *dir, const char *const *expr,
     hs_error_t rc;
 
     *cached = 0;
-    if (dir == NULL || cache_key(expr, flags, ids, n, hex) != 0 ||
+    if (dir == NULL || cache_dir(dir) != 0 ||
+        cache_key(expr, flags, ids, n, hex) != 0 ||
         (size_t)snprintf(path, sizeof(path), "%s/%s.hsdb", dir, hex) >=
             sizeof(path)) {
         return hs_compile_multi(expr, flags, ids, n, HS_MODE_BLOCK, NULL, db,
@@ -145,7 +249,8 @@ hs_error_t gd_gr_hs_compile(const char *dir, const char *const *expr,
     }
 
     rc = hs_compile_multi(expr, flags, ids, n, HS_MODE_BLOCK, NULL, db, err);
-    if (rc == HS_SUCCESS && (mkdir(dir, 0755) == 0 || errno == EEXIST)) {
+    if (rc == HS_SUCCESS) {
+        cache_prune(dir);
         cache_write(dir, path, *db);
     }
     return rc;

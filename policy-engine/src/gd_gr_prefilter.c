@@ -1636,34 +1636,6 @@ size_t gd_gr_ws_collapse(const char *in, size_t len, char *out)
     return w;
 }
 
-/* whether s[0..len) is all UTF-8 (as gd_norm's GD_NORM_F_INVALID_UTF8) */
-static int utf8_ok(const unsigned char *s, size_t len)
-{
-    size_t i = 0;
-
-    while (i < len) {
-        int32_t cp;
-        size_t l;
-
-        for (; i + 8 <= len; i += 8) {
-            uint64_t v;
-
-            memcpy(&v, s + i, 8);
-            if (v & 0x8080808080808080ULL) {
-                break;
-            }
-        }
-        if (i >= len) {
-            break;
-        }
-        if ((l = gd_norm_u8dec(s + i, len - i, &cp)) == 0) {
-            return 0;
-        }
-        i += l;
-    }
-    return 1;
-}
-
 static int scan_fail(const gd_gr_prefilter_t *p, unsigned char *run)
 {
     memset(run, 1, p->nrules);
@@ -1701,7 +1673,7 @@ int gd_gr_prefilter_scan(const gd_gr_prefilter_t *p, gd_gr_pf_scratch_t *s,
                            run) != HS_SUCCESS) {
         return scan_fail(p, run);
     }
-    if (p->nutf && !utf8_ok((const unsigned char *)text, len)) {
+    if (p->nutf && !gd_norm_utf8_valid((const unsigned char *)text, len)) {
         /* the UTF-8 patterns' rewrite assumes UTF-8: on a text that is
            not, PCRE2 matches with PCRE2_MATCH_INVALID_UTF, and they run */
         for (size_t i = 0; i < p->nrules; i++) {

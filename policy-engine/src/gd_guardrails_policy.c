@@ -714,6 +714,22 @@ static void override_apply(json_t *o, gd_gr_rule_t *r)
     }
 }
 
+/* where compiled databases are kept (gd_gr_hscache.h): $GUARD_HSCACHE,
+   else the policy directory's .hscache/, else nowhere (NULL) */
+static const char *hscache_dir(const gd_vctx_t *c, char *buf, size_t size)
+{
+    const char *env = getenv("GUARD_HSCACHE");
+
+    if (env != NULL && env[0] != '\0') {
+        return env;
+    }
+    if (c->dir == NULL || (size_t)snprintf(buf, size, "%s/%s", c->dir,
+                                           GD_GR_HSCACHE_DIR) >= size) {
+        return NULL;
+    }
+    return buf;
+}
+
 void gd_gr_section_load(gd_vctx_t *c, json_t *v, gd_guardrails_t *g)
 {
     static const char *members[] = {
@@ -980,24 +996,11 @@ void gd_gr_section_load(gd_vctx_t *c, json_t *v, gd_guardrails_t *g)
          (GD_GR_KIND(GD_GR_T_BODY) | GD_GR_KIND(GD_GR_T_JSON) |
           GD_GR_KIND(GD_GR_T_JSON_ALL) | GD_GR_KIND(GD_GR_T_FORM))) != 0;
 
-    /* the prefilter (without it, Hyperscan not usable, every pattern
-       runs), its compiled databases kept in $GUARD_HSCACHE, else in the
-       policy directory's .hscache/ (gd_gr_hscache.h) */
-    const char *env = getenv("GUARD_HSCACHE");
+    /* without a prefilter (Hyperscan not usable) every pattern runs */
+    char cache[4096];
 
-    if (env != NULL && env[0] != '\0') {
-        g->prefilter = gd_gr_prefilter_new(g->rules, g->nrules, env);
-    } else if (c->dir != NULL) {
-        char cache[4096];
-        int n =
-            snprintf(cache, sizeof(cache), "%s/%s", c->dir, GD_GR_HSCACHE_DIR);
-
-        g->prefilter = gd_gr_prefilter_new(
-            g->rules, g->nrules,
-            n > 0 && (size_t)n < sizeof(cache) ? cache : NULL);
-    } else {
-        g->prefilter = gd_gr_prefilter_new(g->rules, g->nrules, NULL);
-    }
+    g->prefilter = gd_gr_prefilter_new(g->rules, g->nrules,
+                                       hscache_dir(c, cache, sizeof(cache)));
 
 done:
     free(used);

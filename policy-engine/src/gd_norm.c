@@ -793,7 +793,7 @@ static void fold_homoglyphs(gd_norm_t *n)
 }
 
 /* Sets GD_NORM_F_INVALID_UTF8 when s[0..len) is not all UTF-8. */
-static void check_utf8(gd_norm_t *n, const unsigned char *s, size_t len)
+int gd_norm_utf8_valid(const unsigned char *s, size_t len)
 {
     size_t i = 0;
 
@@ -806,10 +806,17 @@ static void check_utf8(gd_norm_t *n, const unsigned char *s, size_t len)
             continue;
         }
         if ((l = gd_norm_u8dec(s + i, len - i, &cp)) == 0) {
-            n->flags |= GD_NORM_F_INVALID_UTF8;
-            return;
+            return 0;
         }
         i += l;
+    }
+    return 1;
+}
+
+static void check_utf8(gd_norm_t *n, const unsigned char *s, size_t len)
+{
+    if (!gd_norm_utf8_valid(s, len)) {
+        n->flags |= GD_NORM_F_INVALID_UTF8;
     }
 }
 

@@ -570,11 +570,21 @@ static void arena_free(void *p)
     free(p);
 }
 
-/* the parsed records of the batch are gone: the chunks are free again */
+/* the parsed records of the batch are gone: the first chunk is free
+ * again, and the others, which one batch of large records grew, are
+ * given back (they would stay for the thread's life) */
 static void arena_reset(arena_t *a)
 {
-    for (arena_chunk_t *c = a->head; c != NULL; c = c->next) {
-        c->used = 0;
+    if (a->head != NULL) {
+        arena_chunk_t *c = a->head->next;
+
+        while (c != NULL) {
+            arena_chunk_t *next = c->next;
+            free(c);
+            c = next;
+        }
+        a->head->next = NULL;
+        a->head->used = 0;
     }
     a->cur = a->head;
 }
@@ -689,20 +699,27 @@ static size_t read_batch(gd_sink_t *s, gd_srec_t *r, size_t max, arena_t *a)
         }
 
         memset(&r[n], 0, sizeof(r[n]));
-        r[n].line = strndup(line, (size_t)len - 1);
+        r[n].line = malloc((size_t)len);
         if (r[n].line == NULL) {
             /* out of memory: read again from roff next time */
             fclose(s->f);
             s->f = NULL;
             break;
         }
+        memcpy(r[n].line, line, (size_t)len - 1);
+        r[n].line[len - 1] = '\0';
         r[n].len = (size_t)len - 1;
         r[n].seg = s->rseg;
         r[n].lineno = ++s->rline;
         s->roff += len;
         r[n].end = s->roff;
         r[n].arena = a;
-        if (!s->ops->raw && !json_is_object(sink_record(&r[n]))) {
+        if (memchr(r[n].line, '\0', r[n].len) != NULL) {
+            /* a damaged segment: no sink may read it as text */
+            r[n].rejected = 1;
+            snprintf(r[n].error, sizeof(r[n].error),
+                     "the journal line holds a NUL byte");
+        } else if (!s->ops->raw && !json_is_object(sink_record(&r[n]))) {
             r[n].rejected = 1;
             snprintf(r[n].error, sizeof(r[n].error),
                      "the journal line is not a JSON object");
@@ -966,13 +983,12 @@ static void *sink_main(void *arg)
                 continue;
             }
         }
-        if (n > 0) {
-            json_t *ts = json_object_get(sink_record(&r[0]), "ts_ms");
-            atomic_store(&s->head_ms,
-                         json_is_integer(ts) && json_integer_value(ts) > 0
-                             ? (uint64_t)json_integer_value(ts)
-                             : (uint64_t)wall_ms());
-        }
+        /* the lag in seconds: the oldest record not yet published */
+        json_t *ts = json_object_get(sink_record(&r[0]), "ts_ms");
+        atomic_store(&s->head_ms,
+                     json_is_integer(ts) && json_integer_value(ts) > 0
+                         ? (uint64_t)json_integer_value(ts)
+                         : (uint64_t)wall_ms());
 
         if (!s->connected) {
             if (s->ops->connect(s, err, sizeof(err)) != 0) {

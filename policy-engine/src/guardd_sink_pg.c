@@ -10,7 +10,8 @@
  *   SELECT inserted, duplicates FROM guard_ingest_staged();
  *   COMMIT;
  *
- * guard_stage is created on connecting (SELECT guard_stage_open()).
+ * Each batch opens with BEGIN, a statement timeout of its own and SELECT
+ * guard_stage_open() (the session's staging table, created when missing).
  * Rows are keyed by the record id, a record already there is counted as
  * a duplicate.  An error of the data (SQLSTATE classes 22, 23, 54, P0:
  * a line jsonb does not take, a value out of range) refuses the batch as
@@ -77,17 +78,15 @@ static int exec_simple(PGconn *c, const char *sql, char *err, size_t errlen)
 static int pg_connect(gd_sink_t *s, char *err, size_t errlen)
 {
     /*
-     * the DSN's own settings win over these defaults (expand_dbname); a
-     * server that stops answering mid-batch fails the statement (30 s)
-     * or, over TCP, the connection (unacknowledged data for 30 s) instead
-     * of holding the sink's thread, and with it guardd's stop, forever
+     * the DSN's own settings win over these defaults (expand_dbname); over
+     * TCP, a server that stops answering fails the connection
+     * (unacknowledged data for 30 s); each batch has its own statement
+     * timeout (pg_publish), which no DSN setting can take away
      */
-    const char *keys[] = {
-        "connect_timeout", "application_name", "options", "tcp_user_timeout",
-        "keepalives_idle", "dbname",           NULL};
-    const char *vals[] = {"5",     "guardd", "-c statement_timeout=30000",
-                          "30000", "30",     s->dsn,
-                          NULL};
+    const char *keys[] = {"connect_timeout",  "application_name",
+                          "tcp_user_timeout", "keepalives_idle",
+                          "dbname",           NULL};
+    const char *vals[] = {"5", "guardd", "30000", "30", s->dsn, NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
 
     if (c == NULL || PQstatus(c) != CONNECTION_OK) {
@@ -99,13 +98,7 @@ static int pg_connect(gd_sink_t *s, char *err, size_t errlen)
         return -1;
     }
     PQsetNoticeProcessor(c, pg_notice, NULL);
-    /* this session's staging table (migrations/0002_ingest_copy.sql) */
     s->conn = c;
-    if (exec_simple(c, "SELECT guard_stage_open()", err, errlen) != 0) {
-        PQfinish(c);
-        s->conn = NULL;
-        return -1;
-    }
     return 0;
 }
 
@@ -115,18 +108,42 @@ static void pg_disconnect(gd_sink_t *s)
     s->conn = NULL;
 }
 
-/* appends text to the COPY buffer in COPY's text format (a backslash,
- * tab, newline or carriage return escaped) */
-static void copy_text(char *buf, size_t *len, const char *text, size_t n)
+/* COPY's data, sent COPY_CHUNK bytes at a time */
+typedef struct {
+    PGconn *c;
+    size_t len;
+    int ok;
+    char buf[COPY_CHUNK];
+} copy_out_t;
+
+static void copy_flush(copy_out_t *o)
+{
+    if (o->ok && o->len > 0) {
+        o->ok = PQputCopyData(o->c, o->buf, (int)o->len) == 1;
+    }
+    o->len = 0;
+}
+
+static void copy_byte(copy_out_t *o, char c)
+{
+    if (o->len == COPY_CHUNK) {
+        copy_flush(o);
+    }
+    o->buf[o->len++] = c;
+}
+
+/* text in COPY's text format: a backslash, tab, newline or carriage
+ * return escaped */
+static void copy_text(copy_out_t *o, const char *text, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         char c = text[i];
 
         if (c == '\\' || c == '\t' || c == '\n' || c == '\r') {
-            buf[(*len)++] = '\\';
+            copy_byte(o, '\\');
             c = c == '\t' ? 't' : c == '\n' ? 'n' : c == '\r' ? 'r' : c;
         }
-        buf[(*len)++] = c;
+        copy_byte(o, c);
     }
 }
 
@@ -137,8 +154,13 @@ static PGresult *last_result(PGconn *c)
     PGresult *res, *last = NULL;
 
     while ((res = PQgetResult(c)) != NULL) {
+        ExecStatusType st = PQresultStatus(res);
+
         PQclear(last);
         last = res;
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT) {
+            break; /* libpq answers this again and again */
+        }
     }
     return last;
 }
@@ -147,55 +169,79 @@ static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
                       uint64_t *dups, char *err, size_t errlen)
 {
     PGconn *c = s->conn;
-    char *text = NULL;
-    size_t len = 0, cap = 1;
+    copy_out_t *o;
     PGresult *res;
-    int rc = -1, sent;
+    int rc = -1;
+
+    /*
+     * One transaction, with its own statement timeout (a server that
+     * stops answering mid-batch fails the statement instead of holding
+     * the sink's thread, and guardd's stop, forever) and the session's
+     * staging table (created when missing: behind a pooler the session
+     * may be another backend's)
+     */
+    if (exec_simple(c,
+                    "BEGIN; SET LOCAL statement_timeout = 30000; "
+                    "SELECT guard_stage_open()",
+                    err, errlen) != 0) {
+        if (PQstatus(c) == CONNECTION_OK) {
+            char ignored[64];
+            exec_simple(c, "ROLLBACK", ignored, sizeof(ignored));
+        }
+        return -1;
+    }
+    res = PQexec(c, "COPY guard_stage (record, segment, line) FROM STDIN");
+    if (PQresultStatus(res) != PGRES_COPY_IN) {
+        goto failed;
+    }
+    PQclear(res);
 
     /*
      * The batch as COPY's text rows "record TAB segment TAB line": each
      * journal line as it is (jsonb parses it once, on the way in: a line
      * that is not JSON is the batch's data error, split until it is
      * alone), escaped for COPY; the segment name and the line number need
-     * no escaping.
+     * no escaping.  The COPY always ends, so that libpq leaves COPY_IN.
      */
-    for (size_t i = 0; i < n; i++) {
-        cap += r[i].rejected ? 0 : 2 * r[i].len + 64;
-    }
-    text = malloc(cap);
-    if (text == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (r[i].rejected) {
-            continue;
-        }
-        copy_text(text, &len, r[i].line, r[i].len);
-        len += (size_t)snprintf(text + len, cap - len,
-                                "\tjournal-%06u.jsonl\t%" PRIu64 "\n", r[i].seg,
-                                r[i].lineno);
-    }
+    o = malloc(sizeof(*o));
+    if (o != NULL) {
+        o->c = c;
+        o->len = 0;
+        o->ok = 1;
+        for (size_t i = 0; i < n && o->ok; i++) {
+            char tail[64];
+            int k;
 
-    if (exec_simple(c, "BEGIN", err, errlen) != 0) {
-        free(text);
+            if (r[i].rejected) {
+                continue;
+            }
+            copy_text(o, r[i].line, r[i].len);
+            k = snprintf(tail, sizeof(tail),
+                         "\tjournal-%06u.jsonl\t%" PRIu64 "\n", r[i].seg,
+                         r[i].lineno);
+            for (int j = 0; j < k; j++) {
+                copy_byte(o, tail[j]);
+            }
+        }
+        copy_flush(o);
+    }
+    if (PQputCopyEnd(c, o && o->ok ? NULL : "guardd: the batch was not sent") !=
+            1 ||
+        o == NULL || !o->ok) {
+        snprintf(err, errlen, "postgres: %s",
+                 o ? PQerrorMessage(c) : "out of memory");
+        err[strcspn(err, "\n")] = '\0';
+        free(o);
+        PQclear(last_result(c));
+        if (PQstatus(c) == CONNECTION_OK) {
+            char ignored[64];
+            exec_simple(c, "ROLLBACK", ignored, sizeof(ignored));
+        }
         return -1;
     }
-    res = PQexec(c, "COPY guard_stage (record, segment, line) FROM STDIN");
-    if (PQresultStatus(res) != PGRES_COPY_IN) {
-        free(text);
-        goto failed;
-    }
-    PQclear(res);
-    sent = 1;
-    for (size_t at = 0; sent && at < len; at += COPY_CHUNK) {
-        size_t k = len - at < COPY_CHUNK ? len - at : COPY_CHUNK;
-        sent = PQputCopyData(c, text + at, (int)k) == 1;
-    }
-    sent = sent && PQputCopyEnd(c, NULL) == 1;
-    free(text);
+    free(o);
     res = last_result(c);
-    if (!sent || PQresultStatus(res) != PGRES_COMMAND_OK) {
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         goto failed;
     }
     PQclear(res);

@@ -136,11 +136,12 @@ static int append_xadd(gd_sink_t *s, redisContext *c, gd_srec_t *r,
     char entry[48];
     char *key = NULL;
     int argc = 0, ok;
+    json_t *rec = sink_record(r); /* parsed, whatever the sink's mode */
 
     /* a stream key without "{...}" is the same for every record */
     if (strchr(s->stream, '{') != NULL) {
         key = stream_key(s->stream,
-                         json_string_value(json_object_get(r->rec, "tenant")));
+                         json_string_value(json_object_get(rec, "tenant")));
         ok = key != NULL;
     } else {
         ok = 1;
@@ -165,7 +166,7 @@ static int append_xadd(gd_sink_t *s, redisContext *c, gd_srec_t *r,
         argv[argc] = names[k];
         argl[argc++] = namel[k];
         /* a record without a kind is a decision (docs/events.md) */
-        argv[argc] = field(r->rec, names[k], k == 1 ? "decision" : "", nums[k],
+        argv[argc] = field(rec, names[k], k == 1 ? "decision" : "", nums[k],
                            &argl[argc]);
         argc++;
     }

@@ -486,6 +486,57 @@ static void test_cache(void)
                cached == 0 && db_hits(db, "abc") == 1,
            "hscache: no directory, no cache");
     hs_free_database(db);
+
+    /* a directory others may write to is not used */
+    snprintf(path, sizeof(path), "%s/open-cache", dir);
+    mkdir(path, 0777);
+    chmod(path, 0777);
+    db = NULL;
+    (void)gd_gr_hs_compile(path, expr, flags, ids, 2, &db, &err, &cached);
+    hs_free_database(db);
+    db = NULL;
+    TAP_OK(gd_gr_hs_compile(path, expr, flags, ids, 2, &db, &err, &cached) ==
+                   HS_SUCCESS &&
+               cached == 0 && db_hits(db, "abc") == 1,
+           "hscache: a directory others may write to is not used");
+    hs_free_database(db);
+
+    /* at most GD_GR_HSCACHE_FILES databases: the least recently used go */
+    int compiled = 0;
+
+    files = 0;
+    for (int k = 0; k < GD_GR_HSCACHE_FILES + 5; k++) {
+        char e1[32];
+        const char *one[] = {e1};
+
+        snprintf(e1, sizeof(e1), "pruned%d", k);
+        db = NULL;
+        compiled += gd_gr_hs_compile(cache, one, flags, ids, 1, &db, &err,
+                                     &cached) == HS_SUCCESS &&
+                    cached == 0;
+        hs_free_database(db);
+    }
+    if ((d = opendir(cache)) != NULL) {
+        while ((e = readdir(d)) != NULL) {
+            files += strstr(e->d_name, ".hsdb") != NULL;
+        }
+        closedir(d);
+    }
+    TAP_OK(compiled == GD_GR_HSCACHE_FILES + 5 && files == GD_GR_HSCACHE_FILES,
+           "hscache: %d databases compiled, %d kept (the most recent)",
+           compiled, files);
+    {
+        char e1[32];
+        const char *last[] = {e1};
+
+        snprintf(e1, sizeof(e1), "pruned%d", GD_GR_HSCACHE_FILES + 4);
+        db = NULL;
+        TAP_OK(gd_gr_hs_compile(cache, last, flags, ids, 1, &db, &err,
+                                &cached) == HS_SUCCESS &&
+                   cached == 1,
+               "hscache: the most recent is still there");
+        hs_free_database(db);
+    }
 }
 
 int main(void)
