@@ -24,7 +24,7 @@
 #include <hs/hs.h>
 
 /* the most databases a cache keeps (the least recently used go) */
-#define GD_GR_HSCACHE_FILES 32
+#define GD_GR_HSCACHE_FILES 512
 
 /* the cache's directory in a policy directory */
 #define GD_GR_HSCACHE_DIR ".hscache"

@@ -109,11 +109,17 @@ enum { GD_GR_PF_ALWAYS, GD_GR_PF_ATOMS, GD_GR_PF_FULL };
 int gd_gr_prefilter_tier(const gd_gr_prefilter_t *p, size_t i,
                          const char **why);
 
+/* whether rule i, in the full tier, is scanned only where one of its atoms
+   is (its own database) */
+int gd_gr_prefilter_gated(const gd_gr_prefilter_t *p, size_t i);
+
 typedef struct {
     size_t full;     /* pattern rules in the full-pattern tier */
     size_t atoms;    /* on atoms */
     size_t always;   /* that always run */
     size_t natoms;   /* atoms in all */
+    size_t gated;    /* of the full tier, with a database of their own
+                        that their atoms gate */
     size_t db_bytes; /* the Hyperscan databases' size */
 } gd_gr_pf_stats_t;
 

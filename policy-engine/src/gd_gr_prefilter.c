@@ -1312,6 +1312,10 @@ struct gd_gr_prefilter_s {
     unsigned char *tier;   /* by rule: GD_GR_PF_* */
     unsigned char *utf;    /* by rule: a UTF-8 pattern in full */
     char (*why)[64];       /* by rule: why not in the full tier */
+    hs_database_t **own;   /* by rule: its own full-pattern database when
+                              its atoms gate it, else NULL */
+    unsigned *gated;       /* the rules with an own database */
+    size_t ngated;
     size_t nfiltered, natoms, nfull, nalways, nutf;
 };
 
@@ -1331,15 +1335,52 @@ static int has_ks(const gd_gr_atoms_t *a)
     return 0;
 }
 
+static void full_tier(gd_gr_prefilter_t *p, const gd_gr_rule_t *rules, size_t i)
+{
+    p->tier[i] = GD_GR_PF_FULL;
+    p->utf[i] = (rules[i].pattern_options & PCRE2_UTF) != 0;
+    p->nutf += p->utf[i];
+    p->always[i] = 0;
+    p->nfull++;
+}
+
 /*
- * One database of the full patterns (the UTF-8 ones rewritten for byte
- * mode too, so that a text is scanned once): a pattern Hyperscan refuses
- * (its compile error names it) leaves the set, and the rest are compiled
- * again.  0, or -1 (no memory, an error of no pattern): then none of them
- * is in the tier.
+ * A pattern with atoms gets a database of its own, scanned only over a
+ * text that holds one of its atoms: both filters are sound, so their
+ * conjunction is, and a pattern whose expression starts at words common
+ * in prose (its Hyperscan engine then starts almost everywhere) costs a
+ * literal scan instead.  0, or -1 when Hyperscan refuses it (then it is
+ * on its atoms alone, why[] saying why).
+ */
+static int own_compile(gd_gr_prefilter_t *p, size_t i, const char *expr,
+                       unsigned flags, const char *cache)
+{
+    hs_compile_error_t *err = NULL;
+    unsigned id = (unsigned)i;
+    int cached;
+
+    if (gd_gr_hs_compile(cache, &expr, &flags, &id, 1, &p->own[i], &err,
+                         &cached) != HS_SUCCESS) {
+        snprintf(p->why[i], sizeof(p->why[0]), "Hyperscan: %s",
+                 err ? err->message : "?");
+        hs_free_compile_error(err);
+        p->own[i] = NULL;
+        return -1;
+    }
+    p->gated[p->ngated++] = id;
+    return 0;
+}
+
+/*
+ * One database of the full patterns without atoms (the UTF-8 ones
+ * rewritten for byte mode too, so that a text is scanned once), and one
+ * of its own for each pattern with atoms (own_compile): a pattern
+ * Hyperscan refuses (its compile error names it) leaves the set, and the
+ * rest are compiled again.  0, or -1 (no memory, an error of no pattern):
+ * then none of the set is in the tier.
  */
 static int full_compile(gd_gr_prefilter_t *p, const gd_gr_rule_t *rules,
-                        const char *cache)
+                        const char *cache, gd_gr_atoms_t *a)
 {
     size_t n = p->nrules, k = 0;
     const char **expr = calloc(n ? n : 1, sizeof(*expr));
@@ -1360,10 +1401,19 @@ static int full_compile(gd_gr_prefilter_t *p, const gd_gr_rule_t *rules,
            does not run, so it cannot hit its match limit there either
            (docs/guardrails.md, "Fail modes") */
         if (gd_gr_hs_expr(rules[i].pattern, rules[i].pattern_options, &e,
-                          &flags[k], p->why[i], sizeof(p->why[i])) == 0) {
-            expr[k] = e;
-            ids[k++] = (unsigned)i;
+                          &flags[k], p->why[i], sizeof(p->why[i])) != 0) {
+            continue;
         }
+        if (gd_gr_atoms(rules[i].pattern, rules[i].pattern_options, a,
+                        (char[64]){0}, 64) == 0) {
+            if (own_compile(p, i, e, flags[k], cache) == 0) {
+                full_tier(p, rules, i);
+            }
+            free(e);
+            continue;
+        }
+        expr[k] = e;
+        ids[k++] = (unsigned)i;
     }
     while (k > 0) {
         hs_compile_error_t *err = NULL;
@@ -1394,11 +1444,7 @@ static int full_compile(gd_gr_prefilter_t *p, const gd_gr_rule_t *rules,
         memmove(&ids[x], &ids[x + 1], (k - (size_t)x) * sizeof(*ids));
     }
     for (size_t j = 0; j < k; j++) {
-        p->tier[ids[j]] = GD_GR_PF_FULL;
-        p->utf[ids[j]] = (rules[ids[j]].pattern_options & PCRE2_UTF) != 0;
-        p->nutf += p->utf[ids[j]];
-        p->always[ids[j]] = 0;
-        p->nfull++;
+        full_tier(p, rules, ids[j]);
     }
     rc = 0;
 out:
@@ -1432,21 +1478,26 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
     p->tier = calloc(n + 1, 1);
     p->utf = calloc(n + 1, 1);
     p->why = calloc(n + 1, sizeof(*p->why));
+    p->own = calloc(n + 1, sizeof(*p->own));
+    p->gated = calloc(n + 1, sizeof(*p->gated));
     if (p->always == NULL || p->ks == NULL || p->tier == NULL ||
-        p->utf == NULL || p->why == NULL) {
+        p->utf == NULL || p->why == NULL || p->own == NULL ||
+        p->gated == NULL) {
         goto fail;
     }
     memset(p->always, 1, n + 1);
 
     /* the tight tier first: each pattern Hyperscan can take (no memory:
        none, and the atoms for all) */
-    (void)full_compile(p, rules, cache);
+    (void)full_compile(p, rules, cache, a);
 
     for (size_t i = 0; i < n; i++) {
         if (rules[i].code == NULL || rules[i].pattern == NULL) {
             continue;
         }
-        if (p->tier[i] == GD_GR_PF_FULL) {
+        /* the full tier's patterns with atoms: their atoms are the gate
+           of their own database */
+        if (p->tier[i] == GD_GR_PF_FULL && p->own[i] == NULL) {
             continue;
         }
         if (gd_gr_atoms(rules[i].pattern, rules[i].pattern_options, a, why,
@@ -1489,10 +1540,12 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
             ids[k] = (unsigned)i;
             k++;
         }
-        p->always[i] = 0;
-        p->tier[i] = GD_GR_PF_ATOMS;
-        p->nfiltered++;
         p->natoms += a->n;
+        if (p->own[i] == NULL) {
+            p->always[i] = 0;
+            p->tier[i] = GD_GR_PF_ATOMS;
+            p->nfiltered++;
+        }
         if (a->caseless && has_ks(a)) {
             p->ks[i] = 1;
             any_ks = 1;
@@ -1552,6 +1605,11 @@ void gd_gr_prefilter_free(gd_gr_prefilter_t *p)
     }
     hs_free_database(p->db);
     hs_free_database(p->full);
+    for (size_t i = 0; p->own && i < p->nrules; i++) {
+        hs_free_database(p->own[i]);
+    }
+    free(p->own);
+    free(p->gated);
     free(p->always);
     free(p->ks);
     free(p->tier);
@@ -1577,8 +1635,11 @@ void gd_gr_prefilter_stats(const gd_gr_prefilter_t *p, gd_gr_pf_stats_t *st)
     st->atoms = p->nfiltered;
     st->always = p->nalways;
     st->natoms = p->natoms;
-    for (int i = 0; i < 2; i++) {
-        hs_database_t *db = i == 0 ? p->db : p->full;
+    st->gated = p->ngated;
+    for (size_t i = 0; i < 2 + p->ngated; i++) {
+        hs_database_t *db = i == 0   ? p->db
+                            : i == 1 ? p->full
+                                     : p->own[p->gated[i - 2]];
         size_t sz = 0;
 
         if (db && hs_database_size(db, &sz) == HS_SUCCESS) {
@@ -1591,6 +1652,11 @@ int gd_gr_prefilter_tier(const gd_gr_prefilter_t *p, size_t i, const char **why)
 {
     *why = p && i < p->nrules && p->why[i][0] ? p->why[i] : "";
     return p && i < p->nrules ? p->tier[i] : GD_GR_PF_ALWAYS;
+}
+
+int gd_gr_prefilter_gated(const gd_gr_prefilter_t *p, size_t i)
+{
+    return p && i < p->nrules && p->own[i] != NULL;
 }
 
 void gd_gr_pf_scratch_free(gd_gr_pf_scratch_t *s)
@@ -1642,6 +1708,32 @@ static int scan_fail(const gd_gr_prefilter_t *p, unsigned char *run)
     return -1;
 }
 
+/* the atoms' scan of text, white space collapsed, into run: 0 or -1 */
+static int atoms_scan(const gd_gr_prefilter_t *p, gd_gr_pf_scratch_t *s,
+                      const char *text, size_t len, unsigned char *run)
+{
+    if (len > s->cap) {
+        char *b = realloc(s->buf, len);
+
+        if (b == NULL) {
+            return -1;
+        }
+        s->buf = b;
+        s->cap = len;
+    }
+    len = gd_gr_ws_collapse(text, len, s->buf);
+    if (hs_scan(p->db, len ? s->buf : "", (unsigned)len, 0, s->hs, on_match,
+                run) != HS_SUCCESS) {
+        return -1;
+    }
+    if (run[p->nrules]) {
+        for (size_t i = 0; i < p->nrules; i++) {
+            run[i] |= p->ks[i];
+        }
+    }
+    return 0;
+}
+
 int gd_gr_prefilter_scan(const gd_gr_prefilter_t *p, gd_gr_pf_scratch_t *s,
                          const char *text, size_t len, unsigned char *run)
 {
@@ -1654,8 +1746,10 @@ int gd_gr_prefilter_scan(const gd_gr_prefilter_t *p, gd_gr_pf_scratch_t *s,
         /* one scratch, grown for each database */
         hs_scratch_t *scr = s->hs;
 
-        for (int i = 0; i < 2; i++) {
-            hs_database_t *db = i == 0 ? p->db : p->full;
+        for (size_t i = 0; i < 2 + p->ngated; i++) {
+            hs_database_t *db = i == 0   ? p->db
+                                : i == 1 ? p->full
+                                         : p->own[p->gated[i - 2]];
 
             if (db && hs_alloc_scratch(db, &scr) != HS_SUCCESS) {
                 s->hs = scr;
@@ -1673,33 +1767,26 @@ int gd_gr_prefilter_scan(const gd_gr_prefilter_t *p, gd_gr_pf_scratch_t *s,
                            run) != HS_SUCCESS) {
         return scan_fail(p, run);
     }
+    if (p->db && atoms_scan(p, s, text, len, run) != 0) {
+        return scan_fail(p, run);
+    }
+    for (size_t j = 0; j < p->ngated; j++) {
+        unsigned i = p->gated[j];
+
+        /* an open gate: the pattern's own database says */
+        if (run[i]) {
+            run[i] = 0;
+            if (hs_scan(p->own[i], t, (unsigned)len, 0, s->hs, on_match, run) !=
+                HS_SUCCESS) {
+                return scan_fail(p, run);
+            }
+        }
+    }
     if (p->nutf && !gd_norm_utf8_valid((const unsigned char *)text, len)) {
         /* the UTF-8 patterns' rewrite assumes UTF-8: on a text that is
            not, PCRE2 matches with PCRE2_MATCH_INVALID_UTF, and they run */
         for (size_t i = 0; i < p->nrules; i++) {
             run[i] |= p->utf[i];
-        }
-    }
-    if (p->db == NULL) {
-        return 0;
-    }
-    if (len > s->cap) {
-        char *b = realloc(s->buf, len);
-
-        if (b == NULL) {
-            return scan_fail(p, run);
-        }
-        s->buf = b;
-        s->cap = len;
-    }
-    len = gd_gr_ws_collapse(text, len, s->buf);
-    if (hs_scan(p->db, len ? s->buf : "", (unsigned)len, 0, s->hs, on_match,
-                run) != HS_SUCCESS) {
-        return scan_fail(p, run);
-    }
-    if (run[p->nrules]) {
-        for (size_t i = 0; i < p->nrules; i++) {
-            run[i] |= p->ks[i];
         }
     }
     return 0;
