@@ -145,4 +145,13 @@ void gd_gr_pf_scratch_free(gd_gr_pf_scratch_t *s);
 int gd_gr_prefilter_scan(const gd_gr_prefilter_t *p, gd_gr_pf_scratch_t *s,
                          const char *text, size_t len, unsigned char *run);
 
+/*
+ * The same for the rules of some target kinds (GD_GR_KIND bits): only the
+ * databases of such rules are scanned, and run[i] of a rule of none of
+ * kinds says nothing (the engine does not run it on this text).
+ */
+int gd_gr_prefilter_scan_kinds(const gd_gr_prefilter_t *p,
+                               gd_gr_pf_scratch_t *s, const char *text,
+                               size_t len, unsigned kinds, unsigned char *run);
+
 #endif

@@ -1316,6 +1316,9 @@ struct gd_gr_prefilter_s {
                               its atoms gate it, else NULL */
     unsigned *gated;       /* the rules with an own database */
     size_t ngated;
+    unsigned *kinds;      /* by rule: its target kinds (GD_GR_KIND) */
+    unsigned full_kinds;  /* the kinds of the full database's rules */
+    unsigned atoms_kinds; /* of the rules the atoms run or gate */
     size_t nfiltered, natoms, nfull, nalways, nutf;
 };
 
@@ -1480,10 +1483,14 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
     p->why = calloc(n + 1, sizeof(*p->why));
     p->own = calloc(n + 1, sizeof(*p->own));
     p->gated = calloc(n + 1, sizeof(*p->gated));
+    p->kinds = calloc(n + 1, sizeof(*p->kinds));
     if (p->always == NULL || p->ks == NULL || p->tier == NULL ||
         p->utf == NULL || p->why == NULL || p->own == NULL ||
-        p->gated == NULL) {
+        p->gated == NULL || p->kinds == NULL) {
         goto fail;
+    }
+    for (size_t i = 0; i < n; i++) {
+        p->kinds[i] = rules[i].kinds;
     }
     memset(p->always, 1, n + 1);
 
@@ -1498,6 +1505,7 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
         /* the full tier's patterns with atoms: their atoms are the gate
            of their own database */
         if (p->tier[i] == GD_GR_PF_FULL && p->own[i] == NULL) {
+            p->full_kinds |= rules[i].kinds;
             continue;
         }
         if (gd_gr_atoms(rules[i].pattern, rules[i].pattern_options, a, why,
@@ -1541,6 +1549,7 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
             k++;
         }
         p->natoms += a->n;
+        p->atoms_kinds |= rules[i].kinds;
         if (p->own[i] == NULL) {
             p->always[i] = 0;
             p->tier[i] = GD_GR_PF_ATOMS;
@@ -1610,6 +1619,7 @@ void gd_gr_prefilter_free(gd_gr_prefilter_t *p)
     }
     free(p->own);
     free(p->gated);
+    free(p->kinds);
     free(p->always);
     free(p->ks);
     free(p->tier);
@@ -1737,6 +1747,13 @@ static int atoms_scan(const gd_gr_prefilter_t *p, gd_gr_pf_scratch_t *s,
 int gd_gr_prefilter_scan(const gd_gr_prefilter_t *p, gd_gr_pf_scratch_t *s,
                          const char *text, size_t len, unsigned char *run)
 {
+    return gd_gr_prefilter_scan_kinds(p, s, text, len, ~0u, run);
+}
+
+int gd_gr_prefilter_scan_kinds(const gd_gr_prefilter_t *p,
+                               gd_gr_pf_scratch_t *s, const char *text,
+                               size_t len, unsigned kinds, unsigned char *run)
+{
     const char *t = len ? text : "";
 
     memcpy(run, p->always, p->nrules + 1);
@@ -1763,18 +1780,23 @@ int gd_gr_prefilter_scan(const gd_gr_prefilter_t *p, gd_gr_pf_scratch_t *s,
     if (len > UINT32_MAX) {
         return scan_fail(p, run);
     }
-    if (p->full && hs_scan(p->full, t, (unsigned)len, 0, s->hs, on_match,
-                           run) != HS_SUCCESS) {
+    /* only the databases of rules of these kinds */
+    if (p->full && (p->full_kinds & kinds) &&
+        hs_scan(p->full, t, (unsigned)len, 0, s->hs, on_match, run) !=
+            HS_SUCCESS) {
         return scan_fail(p, run);
     }
-    if (p->db && atoms_scan(p, s, text, len, run) != 0) {
+    if (p->db && (p->atoms_kinds & kinds) &&
+        atoms_scan(p, s, text, len, run) != 0) {
         return scan_fail(p, run);
     }
     for (size_t j = 0; j < p->ngated; j++) {
         unsigned i = p->gated[j];
 
         /* an open gate: the pattern's own database says */
-        if (run[i]) {
+        if (run[i] && !(p->kinds[i] & kinds)) {
+            run[i] = 0;
+        } else if (run[i]) {
             run[i] = 0;
             if (hs_scan(p->own[i], t, (unsigned)len, 0, s->hs, on_match, run) !=
                 HS_SUCCESS) {

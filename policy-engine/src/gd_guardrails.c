@@ -604,9 +604,9 @@ static void inspect(gd_gr_ctx_t *x, const gd_gr_item_t *it)
             /* one scan of the text for every pattern's atoms (an error
                leaves every rule to run) */
             if (g->prefilter) {
-                (void)gd_gr_prefilter_scan(g->prefilter, &x->s->pf,
-                                           x->s->norm.text, x->s->norm.len,
-                                           x->s->run);
+                (void)gd_gr_prefilter_scan_kinds(
+                    g->prefilter, &x->s->pf, x->s->norm.text, x->s->norm.len,
+                    kinds, x->s->run);
             }
         }
 

@@ -549,6 +549,8 @@ int main(void)
     gd_norm_t nt;
     unsigned char *run;
     size_t filtered, natoms, lost = 0, checks = 0, hits = 0, skipped = 0;
+    size_t kind_scans = 0, kind_diff = 0;
+    unsigned char *run_kinds;
     int *tricky_hit = calloc(NTRICKY, sizeof(int));
     char path[512];
 
@@ -581,6 +583,7 @@ int main(void)
     }
 
     run = malloc(g->nrules + 1);
+    run_kinds = malloc(g->nrules + 1);
     gd_norm_init(&nt);
     for (size_t t = 0; t < ntexts; t++) {
         for (int pass = 0; pass < 2; pass++) {
@@ -597,6 +600,26 @@ int main(void)
                 continue;
             }
             int valid = utf8_ok(s, n);
+
+            /* a scan for some kinds of target: the same for their rules */
+            for (int k = 0; pass == 1 && k < 2; k++) {
+                unsigned kinds = k == 0 ? GD_GR_KIND(GD_GR_T_BODY)
+                                        : GD_GR_KIND(GD_GR_T_JSON) |
+                                              GD_GR_KIND(GD_GR_T_JSON_ALL);
+
+                kind_scans++;
+                if (gd_gr_prefilter_scan_kinds(g->prefilter, &pf, s, n, kinds,
+                                               run_kinds) != 0) {
+                    kind_diff++;
+                    continue;
+                }
+                for (size_t ri = 0; ri < g->nrules; ri++) {
+                    if ((g->rules[ri].kinds & kinds) &&
+                        run_kinds[ri] != run[ri]) {
+                        kind_diff++;
+                    }
+                }
+            }
 
             for (size_t ri = 0; ri < g->nrules; ri++) {
                 const gd_gr_rule_t *r = &g->rules[ri];
@@ -635,6 +658,10 @@ int main(void)
            "by the prefilter",
            checks, hits, skipped);
     TAP_OK(skipped > checks / 2, "the prefilter skips most runs");
+    TAP_OK(kind_diff == 0 && kind_scans > 1000,
+           "a scan for the body's or JSON's rules decides theirs as a scan for "
+           "all (%zu scans, %zu differ)",
+           kind_scans, kind_diff);
 
     {
         /* what the atoms assume: on normalised text a UCP \s matches
@@ -971,6 +998,7 @@ int main(void)
     }
 
     free(run);
+    free(run_kinds);
     gd_norm_free(&nt);
     gd_gr_pf_scratch_free(&pf);
     pcre2_match_data_free(md);
