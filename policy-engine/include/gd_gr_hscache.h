@@ -39,4 +39,11 @@ hs_error_t gd_gr_hs_compile(const char *dir, const char *const *expr,
                             unsigned n, hs_database_t **db,
                             hs_compile_error_t **err, int *cached);
 
+/* the same for hs_compile_lit_multi(lit, flags, ids, lens, n, ...) */
+hs_error_t gd_gr_hs_compile_lit(const char *dir, const char *const *lit,
+                                const size_t *lens, const unsigned *flags,
+                                const unsigned *ids, unsigned n,
+                                hs_database_t **db, hs_compile_error_t **err,
+                                int *cached);
+
 #endif

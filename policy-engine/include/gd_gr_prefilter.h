@@ -62,6 +62,10 @@ static inline int gd_gr_ws(unsigned char c)
    its length */
 size_t gd_gr_ws_collapse(const char *in, size_t len, char *out);
 
+/* whether gd_gr_ws_collapse would leave in[0..len) as it is (its white
+   space single spaces): then the scan reads it in place */
+int gd_gr_ws_single(const char *in, size_t len);
+
 /* the atoms of one pattern */
 typedef struct {
     size_t n;

@@ -22,8 +22,9 @@
 /* what names a database: everything hs_compile_multi is given, the
    library's version and the platform it compiles for (its fields one by
    one: the struct has padding) */
-static int cache_key(const char *const *expr, const unsigned *flags,
-                     const unsigned *ids, unsigned n, char hex[65])
+static int cache_key(const char *const *expr, const size_t *lens,
+                     const unsigned *flags, const unsigned *ids, unsigned n,
+                     char hex[65])
 {
     static const char tag[] = "guard hscache 2";
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -38,12 +39,17 @@ static int cache_key(const char *const *expr, const unsigned *flags,
              EVP_DigestUpdate(ctx, &plat.tune, sizeof(plat.tune)) == 1 &&
              EVP_DigestUpdate(ctx, &plat.cpu_features,
                               sizeof(plat.cpu_features)) == 1 &&
-             EVP_DigestUpdate(ctx, &n, sizeof(n)) == 1;
+             EVP_DigestUpdate(ctx, &n, sizeof(n)) == 1 &&
+             /* literals (their lengths) or expressions */
+             EVP_DigestUpdate(ctx, lens ? "L" : "E", 1) == 1;
 
     for (unsigned i = 0; ok && i < n; i++) {
+        size_t len = lens ? lens[i] : strlen(expr[i]) + 1;
+
         ok = EVP_DigestUpdate(ctx, &flags[i], sizeof(flags[i])) == 1 &&
              EVP_DigestUpdate(ctx, &ids[i], sizeof(ids[i])) == 1 &&
-             EVP_DigestUpdate(ctx, expr[i], strlen(expr[i]) + 1) == 1;
+             (!lens || EVP_DigestUpdate(ctx, &len, sizeof(len)) == 1) &&
+             EVP_DigestUpdate(ctx, expr[i], len) == 1;
     }
     ok = ok && EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == 32;
     EVP_MD_CTX_free(ctx);
@@ -225,21 +231,34 @@ static void cache_write(const char *dir, const char *path,
     free(bytes);
 }
 
-hs_error_t gd_gr_hs_compile(const char *dir, const char *const *expr,
-                            const unsigned *flags, const unsigned *ids,
-                            unsigned n, hs_database_t **db,
-                            hs_compile_error_t **err, int *cached)
+/* hs_compile_multi of expressions, or hs_compile_lit_multi of literals
+   (lens not NULL) */
+static hs_error_t compile(const char *const *expr, const size_t *lens,
+                          const unsigned *flags, const unsigned *ids,
+                          unsigned n, hs_database_t **db,
+                          hs_compile_error_t **err)
+{
+    return lens ? hs_compile_lit_multi(expr, flags, ids, lens, n, HS_MODE_BLOCK,
+                                       NULL, db, err)
+                : hs_compile_multi(expr, flags, ids, n, HS_MODE_BLOCK, NULL, db,
+                                   err);
+}
+
+static hs_error_t compile_cached(const char *dir, const char *const *expr,
+                                 const size_t *lens, const unsigned *flags,
+                                 const unsigned *ids, unsigned n,
+                                 hs_database_t **db, hs_compile_error_t **err,
+                                 int *cached)
 {
     char hex[65], path[4096];
     hs_error_t rc;
 
     *cached = 0;
     if (dir == NULL || cache_dir(dir) != 0 ||
-        cache_key(expr, flags, ids, n, hex) != 0 ||
+        cache_key(expr, lens, flags, ids, n, hex) != 0 ||
         (size_t)snprintf(path, sizeof(path), "%s/%s.hsdb", dir, hex) >=
             sizeof(path)) {
-        return hs_compile_multi(expr, flags, ids, n, HS_MODE_BLOCK, NULL, db,
-                                err);
+        return compile(expr, lens, flags, ids, n, db, err);
     }
 
     if ((*db = cache_read(path)) != NULL) {
@@ -248,10 +267,27 @@ hs_error_t gd_gr_hs_compile(const char *dir, const char *const *expr,
         return HS_SUCCESS;
     }
 
-    rc = hs_compile_multi(expr, flags, ids, n, HS_MODE_BLOCK, NULL, db, err);
+    rc = compile(expr, lens, flags, ids, n, db, err);
     if (rc == HS_SUCCESS) {
         cache_prune(dir);
         cache_write(dir, path, *db);
     }
     return rc;
+}
+
+hs_error_t gd_gr_hs_compile(const char *dir, const char *const *expr,
+                            const unsigned *flags, const unsigned *ids,
+                            unsigned n, hs_database_t **db,
+                            hs_compile_error_t **err, int *cached)
+{
+    return compile_cached(dir, expr, NULL, flags, ids, n, db, err, cached);
+}
+
+hs_error_t gd_gr_hs_compile_lit(const char *dir, const char *const *lit,
+                                const size_t *lens, const unsigned *flags,
+                                const unsigned *ids, unsigned n,
+                                hs_database_t **db, hs_compile_error_t **err,
+                                int *cached)
+{
+    return compile_cached(dir, lit, lens, flags, ids, n, db, err, cached);
 }

@@ -19,6 +19,9 @@
 
 #include <ctype.h>
 #include <stdio.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -1383,7 +1386,7 @@ static int own_compile(gd_gr_prefilter_t *p, size_t i, const char *expr,
  * then none of the set is in the tier.
  */
 static int full_compile(gd_gr_prefilter_t *p, const gd_gr_rule_t *rules,
-                        const char *cache, gd_gr_atoms_t *a)
+                        const char *cache, const unsigned char *has_atoms)
 {
     size_t n = p->nrules, k = 0;
     const char **expr = calloc(n ? n : 1, sizeof(*expr));
@@ -1407,8 +1410,7 @@ static int full_compile(gd_gr_prefilter_t *p, const gd_gr_rule_t *rules,
                           &flags[k], p->why[i], sizeof(p->why[i])) != 0) {
             continue;
         }
-        if (gd_gr_atoms(rules[i].pattern, rules[i].pattern_options, a,
-                        (char[64]){0}, 64) == 0) {
+        if (has_atoms[i]) {
             if (own_compile(p, i, e, flags[k], cache) == 0) {
                 full_tier(p, rules, i);
             }
@@ -1464,7 +1466,8 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
                                        const char *cache)
 {
     gd_gr_prefilter_t *p = calloc(1, sizeof(*p));
-    gd_gr_atoms_t *a = malloc(sizeof(*a));
+    gd_gr_atoms_t *atoms = calloc(n ? n : 1, sizeof(*atoms));
+    unsigned char *has_atoms = calloc(n + 1, 1);
     const char **lit = NULL;
     size_t *len = NULL;
     unsigned *flags = NULL, *ids = NULL, k = 0, cap = 0;
@@ -1472,7 +1475,8 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
     char why[64];
     int any_ks = 0;
 
-    if (p == NULL || a == NULL || hs_valid_platform() != HS_SUCCESS) {
+    if (p == NULL || atoms == NULL || has_atoms == NULL ||
+        hs_valid_platform() != HS_SUCCESS) {
         goto fail;
     }
     p->nrules = n;
@@ -1496,7 +1500,14 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
 
     /* the tight tier first: each pattern Hyperscan can take (no memory:
        none, and the atoms for all) */
-    (void)full_compile(p, rules, cache, a);
+    /* each pattern's atoms, once: they gate its own database in the full
+       tier, or are its tier */
+    for (size_t i = 0; i < n; i++) {
+        has_atoms[i] = rules[i].code != NULL && rules[i].pattern != NULL &&
+                       gd_gr_atoms(rules[i].pattern, rules[i].pattern_options,
+                                   &atoms[i], why, sizeof(why)) == 0;
+    }
+    (void)full_compile(p, rules, cache, has_atoms);
 
     for (size_t i = 0; i < n; i++) {
         if (rules[i].code == NULL || rules[i].pattern == NULL) {
@@ -1508,11 +1519,12 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
             p->full_kinds |= rules[i].kinds;
             continue;
         }
-        if (gd_gr_atoms(rules[i].pattern, rules[i].pattern_options, a, why,
-                        sizeof(why)) != 0) {
+        if (!has_atoms[i]) {
             p->nalways++;
             continue;
         }
+        const gd_gr_atoms_t *a = &atoms[i];
+
         if (k + a->n + 2 > cap) {
             cap = (k + a->n + 2) * 2;
             const char **l2 = realloc(lit, cap * sizeof(*lit));
@@ -1581,8 +1593,8 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
             goto fail;
         }
     }
-    if (hs_compile_lit_multi(lit, flags, ids, len, k, HS_MODE_BLOCK, NULL,
-                             &p->db, &err) != HS_SUCCESS) {
+    if (gd_gr_hs_compile_lit(cache, lit, len, flags, ids, k, &p->db, &err,
+                             &(int){0}) != HS_SUCCESS) {
         goto fail;
     }
 built:
@@ -1600,7 +1612,8 @@ done:
     free(len);
     free(flags);
     free(ids);
-    free(a);
+    free(atoms);
+    free(has_atoms);
     if (err) {
         hs_free_compile_error(err);
     }
@@ -1712,6 +1725,39 @@ size_t gd_gr_ws_collapse(const char *in, size_t len, char *out)
     return w;
 }
 
+int gd_gr_ws_single(const char *in, size_t len)
+{
+    size_t i = 0;
+    unsigned prev = 0; /* the byte before in[i] is a space */
+
+#if defined(__SSE2__)
+    const __m128i sp = _mm_set1_epi8(' ');
+    const __m128i lo = _mm_set1_epi8('\t' - 1), hi = _mm_set1_epi8('\r' + 1);
+
+    for (; i + 16 <= len; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(in + i));
+        /* \t..\r (bytes from 0x80 compare as negative: never) */
+        __m128i ctl =
+            _mm_and_si128(_mm_cmpgt_epi8(v, lo), _mm_cmplt_epi8(v, hi));
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, sp));
+
+        if (_mm_movemask_epi8(ctl) || (m & ((m << 1) | prev))) {
+            return 0;
+        }
+        prev = m >> 15;
+    }
+#endif
+    for (; i < len; i++) {
+        unsigned char c = (unsigned char)in[i];
+
+        if (gd_gr_ws(c) && (c != ' ' || prev)) {
+            return 0;
+        }
+        prev = c == ' ';
+    }
+    return 1;
+}
+
 static int scan_fail(const gd_gr_prefilter_t *p, unsigned char *run)
 {
     memset(run, 1, p->nrules);
@@ -1722,17 +1768,20 @@ static int scan_fail(const gd_gr_prefilter_t *p, unsigned char *run)
 static int atoms_scan(const gd_gr_prefilter_t *p, gd_gr_pf_scratch_t *s,
                       const char *text, size_t len, unsigned char *run)
 {
-    if (len > s->cap) {
-        char *b = realloc(s->buf, len);
+    if (!gd_gr_ws_single(text, len)) {
+        if (len > s->cap) {
+            char *b = realloc(s->buf, len);
 
-        if (b == NULL) {
-            return -1;
+            if (b == NULL) {
+                return -1;
+            }
+            s->buf = b;
+            s->cap = len;
         }
-        s->buf = b;
-        s->cap = len;
+        len = gd_gr_ws_collapse(text, len, s->buf);
+        text = s->buf;
     }
-    len = gd_gr_ws_collapse(text, len, s->buf);
-    if (hs_scan(p->db, len ? s->buf : "", (unsigned)len, 0, s->hs, on_match,
+    if (hs_scan(p->db, len ? text : "", (unsigned)len, 0, s->hs, on_match,
                 run) != HS_SUCCESS) {
         return -1;
     }

@@ -976,6 +976,44 @@ int main(void)
 
         TAP_OK(l == 6 && memcmp(buf, "a b c ", 6) == 0,
                "gd_gr_ws_collapse: runs of white space are one space");
+
+        /* gd_gr_ws_single: whether the collapse changes nothing, over the
+           corpus and texts with white space at every 16-byte seam */
+        size_t bad = 0, single = 0, tried = 0;
+        char *cb = NULL;
+
+        for (size_t t = 0; t < ntexts + 64 * 6; t++) {
+            char gen[80];
+            const char *x = texts[t < ntexts ? t : 0];
+            size_t n = text_len[t < ntexts ? t : 0], cn;
+
+            if (t >= ntexts) {
+                size_t k = t - ntexts;
+                static const char w[] = " \t\n\v\f\r";
+
+                memset(gen, 'a', sizeof(gen));
+                gen[k % 64] = w[k / 64];
+                gen[(k % 64) + 1] = k / 64 == 0 ? ' ' : 'b';
+                if (k / 64 == 0 && k % 2) {
+                    gen[(k % 64) + 1] = 'c'; /* a single space */
+                }
+                x = gen;
+                n = sizeof(gen);
+            }
+            free(cb);
+            cb = malloc(n ? n : 1);
+            cn = gd_gr_ws_collapse(x, n, cb);
+            int same = cn == n && memcmp(cb, x, n) == 0;
+
+            tried++;
+            single += same;
+            bad += gd_gr_ws_single(x, n) != same;
+        }
+        free(cb);
+        TAP_OK(bad == 0 && single > 0 && single < tried,
+               "gd_gr_ws_single says whether the collapse changes a text (%zu "
+               "texts, %zu unchanged)",
+               tried, single);
         const gd_gr_rule_t *r = NULL;
 
         for (size_t i = 0; i < g->nrules; i++) {
