@@ -14,9 +14,11 @@
  * characters become any character.  What it cannot widen soundly (flag
  * x, \Q, \K, \p, (*VERB)s, POSIX classes of a UCP pattern, a caseless
  * non-ASCII character by number, ...) and what Hyperscan refuses even in
- * prefilter mode goes to the second tier.  All of them are one database,
- * scanned once per text; the UTF-8 patterns' rewrite assumes UTF-8, so on
- * a text that is not, they run.
+ * prefilter mode goes to the second tier.  A pattern that also has atoms
+ * (below) gets a database of its own, scanned only over a text that holds
+ * one of them (both filters are sound, so is their conjunction); the
+ * others are one database, scanned once per text.  The UTF-8 patterns'
+ * rewrite assumes UTF-8, so on a text that is not, they run.
  *
  * The atoms tier: a pattern's "atoms" computed from its text, a set of
  * literals one of which appears (ASCII case ignored) in every text the
