@@ -1494,7 +1494,8 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
         goto fail;
     }
     for (size_t i = 0; i < n; i++) {
-        p->kinds[i] = rules[i].kinds;
+        /* a rule that names no kind (not from the loader) looks at all */
+        p->kinds[i] = rules[i].kinds ? rules[i].kinds : ~0u;
     }
     memset(p->always, 1, n + 1);
 
@@ -1516,7 +1517,7 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
         /* the full tier's patterns with atoms: their atoms are the gate
            of their own database */
         if (p->tier[i] == GD_GR_PF_FULL && p->own[i] == NULL) {
-            p->full_kinds |= rules[i].kinds;
+            p->full_kinds |= p->kinds[i];
             continue;
         }
         if (!has_atoms[i]) {
@@ -1561,7 +1562,7 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
             k++;
         }
         p->natoms += a->n;
-        p->atoms_kinds |= rules[i].kinds;
+        p->atoms_kinds |= p->kinds[i];
         if (p->own[i] == NULL) {
             p->always[i] = 0;
             p->tier[i] = GD_GR_PF_ATOMS;
