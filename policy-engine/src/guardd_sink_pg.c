@@ -279,6 +279,15 @@ static void copy_col_str(copy_out_t *o, const char *v)
     copy_byte(o, '\t');
 }
 
+/* guard_str of each of keys (up to NULL), one column each */
+static void copy_col_strs(copy_out_t *o, const json_t *rec,
+                          const char *const *keys)
+{
+    for (; *keys != NULL; keys++) {
+        copy_col_str(o, guard_str(rec, *keys));
+    }
+}
+
 static void copy_col_int(copy_out_t *o, int have, long long v)
 {
     char num[32];
@@ -339,13 +348,10 @@ static void rows_row(copy_out_t *o, gd_srec_t *r)
     copy_col_str(o, id);
     copy_col_str(o, kind ? kind : "decision");
     copy_col_int(o, has_ts, ts_ms);
-    copy_col_str(o, guard_str(rec, "tenant"));
-    copy_col_str(o, guard_str(rec, "subject"));
-    copy_col_str(o, guard_str(rec, "client_ip"));
-    copy_col_str(o, guard_str(rec, "method"));
-    copy_col_str(o, guard_str(rec, "route"));
-    copy_col_str(o, guard_str(rec, "traceparent"));
-    copy_col_str(o, guard_str(rec, "stage"));
+    copy_col_strs(o, rec,
+                  (const char *const[]){"tenant", "subject", "client_ip",
+                                        "method", "route", "traceparent",
+                                        "stage", NULL});
     copy_col_str(o, outcome);
     copy_col_int(o, has_status && status >= INT32_MIN && status <= INT32_MAX,
                  status);
@@ -353,17 +359,13 @@ static void rows_row(copy_out_t *o, gd_srec_t *r)
     copy_col_num(o, has_score, score);
     copy_col_num(o, has_latency, latency);
     copy_str(o, has_score < 0 || has_latency < 0 ? "t\t" : "f\t");
-    copy_col_str(o, guard_str(rec, "policy_version"));
-    copy_col_str(o, guard_str(rec, "node"));
-    copy_col_str(o, guard_str(rec, "source"));
-    copy_col_str(o, guard_str(rec, "shadow_reason"));
+    copy_col_strs(o, rec,
+                  (const char *const[]){"policy_version", "node", "source",
+                                        "shadow_reason", NULL});
     copy_str(o, refusal ? "t\t" : "f\t");
-    copy_col_str(o, guard_str(rec, "prev_hash"));
-    copy_col_str(o, guard_str(rec, "hash"));
-    copy_col_str(o, guard_str(rec, "review_of"));
-    copy_col_str(o, guard_str(rec, "verdict"));
-    copy_col_str(o, guard_str(rec, "analyst"));
-    copy_col_str(o, guard_str(rec, "note"));
+    copy_col_strs(o, rec,
+                  (const char *const[]){"prev_hash", "hash", "review_of",
+                                        "verdict", "analyst", "note", NULL});
     copy_line(o, r);
     copy_place(o, r);
     copy_byte(o, '\n');
