@@ -1,17 +1,24 @@
 /*
  * guardd: the PostgreSQL sink (libpq), see guardd_sink.c.
  *
- * A batch is one transaction: the records COPYed into the session's
- * staging table, then moved into the store by its function
- * (migrations/0002_ingest_copy.sql, docs/events.md):
+ * A batch is one transaction: the records' columns, computed here from
+ * each record (rows_row), COPYed into the session's staging table, then
+ * moved into the store by its function (migrations/0004_ingest_rows.sql,
+ * docs/events.md):
  *
  *   BEGIN;
- *   COPY guard_stage (record, segment, line) FROM STDIN;
- *   SELECT inserted, duplicates FROM guard_ingest_staged();
+ *   COPY guard_rows (review, key, ..., record) FROM STDIN;
+ *   SELECT inserted, duplicates FROM guard_ingest_rows();
  *   COMMIT;
  *
+ * A batch with a record whose columns are not computed here (a line
+ * jansson does not take as an object, ts_ms or status a JSON real) goes
+ * as 0002 takes it instead: the lines as they are into guard_stage, the
+ * columns computed by guard_ingest_staged() (path_stage).
+ *
  * Each batch opens with BEGIN, a statement timeout of its own and SELECT
- * guard_stage_open() (the session's staging table, created when missing).
+ * guard_rows_open() (or guard_stage_open(): the session's staging table,
+ * created when missing).
  * Rows are keyed by the record id, a record already there is counted as
  * a duplicate.  An error of the data (SQLSTATE classes 22, 23, 54, P0:
  * a line jsonb does not take, a value out of range) refuses the batch as
@@ -25,6 +32,8 @@
 #include <libpq-fe.h>
 
 #include <inttypes.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,13 +174,244 @@ static PGresult *last_result(PGconn *c)
     return last;
 }
 
+/* the record's line, escaped for COPY's text format */
+static void copy_line(copy_out_t *o, const gd_srec_t *r)
+{
+    copy_text(o, r->line, r->len);
+}
+
+static void copy_str(copy_out_t *o, const char *text)
+{
+    while (*text != '\0') {
+        copy_byte(o, *text++);
+    }
+}
+
+/* the segment and the line number of r, at the end of a row */
+static void copy_place(copy_out_t *o, const gd_srec_t *r)
+{
+    char tail[64];
+
+    snprintf(tail, sizeof(tail), "\tjournal-%06u.jsonl\t%" PRIu64, r->seg,
+             r->lineno);
+    copy_str(o, tail);
+}
+
+/* guard_stage's row: "record TAB segment TAB line" */
+static void stage_row(copy_out_t *o, gd_srec_t *r)
+{
+    copy_line(o, r);
+    copy_place(o, r);
+    copy_byte(o, '\n');
+}
+
+/*
+ * The columns of guard_rows, computed as 0002's guard_ingest_staged()
+ * computes them from the record jsonb (migrations/0001_store.sql and
+ * 0002_ingest_copy.sql; t/83-db.t compares both ways column by column):
+ *
+ * - guard_str(r, k): the member when it is a JSON string, else NULL;
+ * - guard_int(r, k): the member when it is a JSON integer below 10^18 in
+ *   magnitude, else NULL (a JSON real - "1.0", "1e2" - would be decided
+ *   by its text's scale, which jansson does not keep: such a record is
+ *   not computed here, see row_computable);
+ * - score, latency_ms: a JSON number as double precision: a JSON integer
+ *   converted, a JSON real as jansson read it (strtod of its text, as
+ *   float8in reads the numeric's text), except a real that reads as zero
+ *   or subnormal ("0.0", "-0.0", "1e-400": PostgreSQL's numeric has no
+ *   negative zero and float8in refuses an underflow), which the server
+ *   computes from the record (num_from_record).
+ */
+static const json_t *member(const json_t *rec, const char *k)
+{
+    return json_object_get(rec, k);
+}
+
+static const char *guard_str(const json_t *rec, const char *k)
+{
+    const json_t *v = member(rec, k);
+
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int guard_int(const json_t *rec, const char *k, json_int_t *out)
+{
+    const json_t *v = member(rec, k);
+
+    if (!json_is_integer(v)) {
+        return 0;
+    }
+    *out = json_integer_value(v);
+    return *out > -1000000000000000000LL && *out < 1000000000000000000LL;
+}
+
+/* 1: the record's columns can be computed here (row_computable) */
+static int row_computable(const json_t *rec)
+{
+    return json_is_object(rec) && !json_is_real(member(rec, "ts_ms")) &&
+           !json_is_real(member(rec, "status"));
+}
+
+/* a number member as double precision: 1 (*d), 0 (NULL), -1 (the
+ * server decides: num_from_record) */
+static int guard_num(const json_t *rec, const char *k, double *d)
+{
+    const json_t *v = member(rec, k);
+
+    if (json_is_integer(v)) {
+        *d = (double)json_integer_value(v);
+        return 1;
+    }
+    if (!json_is_real(v)) {
+        return 0;
+    }
+    *d = json_real_value(v);
+    return isnormal(*d) ? 1 : -1;
+}
+
+static void copy_col_str(copy_out_t *o, const char *v)
+{
+    if (v == NULL) {
+        copy_str(o, "\\N");
+    } else {
+        copy_text(o, v, strlen(v));
+    }
+    copy_byte(o, '\t');
+}
+
+/* guard_str of each of keys (up to NULL), one column each */
+static void copy_col_strs(copy_out_t *o, const json_t *rec,
+                          const char *const *keys)
+{
+    for (; *keys != NULL; keys++) {
+        copy_col_str(o, guard_str(rec, *keys));
+    }
+}
+
+static void copy_col_int(copy_out_t *o, int have, long long v)
+{
+    char num[32];
+
+    if (!have) {
+        copy_str(o, "\\N\t");
+        return;
+    }
+    snprintf(num, sizeof(num), "%lld\t", v);
+    copy_str(o, num);
+}
+
+static void copy_col_num(copy_out_t *o, int have, double d)
+{
+    char num[40];
+
+    if (have != 1) {
+        copy_str(o, "\\N\t");
+        return;
+    }
+    /* 17 significant digits: float8in reads the same double back */
+    snprintf(num, sizeof(num), "%.17g\t", d);
+    copy_str(o, num);
+}
+
+#define ROWS_COLUMNS                                                           \
+    "review, key, id, kind, ts_ms, tenant, subject, client_ip, method, "       \
+    "route, traceparent, stage, outcome, status, reason, score, latency_ms, "  \
+    "num_from_record, policy_version, node, source, shadow_reason, refusal, "  \
+    "prev_hash, hash, review_of, verdict, analyst, note, record, segment, "    \
+    "line"
+
+/* guard_rows's row of r (row_computable), ROWS_COLUMNS in order */
+static void rows_row(copy_out_t *o, gd_srec_t *r)
+{
+    const json_t *rec = sink_record(r);
+    const char *kind = guard_str(rec, "kind");
+    const char *id = guard_str(rec, "id");
+    const char *outcome = guard_str(rec, "outcome");
+    const char *reason = guard_str(rec, "reason");
+    json_int_t ts_ms = 0, status = 0;
+    int has_ts = guard_int(rec, "ts_ms", &ts_ms);
+    int has_status = guard_int(rec, "status", &status);
+    double score = 0, latency = 0;
+    int has_score = guard_num(rec, "score", &score);
+    int has_latency = guard_num(rec, "latency_ms", &latency);
+    int review = kind != NULL && strcmp(kind, "review") == 0;
+    int refusal = !review &&
+                  ((outcome != NULL && (strcmp(outcome, "deny") == 0 ||
+                                        strcmp(outcome, "shadow_deny") == 0)) ||
+                   (reason != NULL && has_status && status >= 400));
+
+    if (id == NULL) {
+        id = guard_str(rec, "decision_id");
+    }
+    copy_str(o, review ? "t\t" : "f\t");
+    copy_col_str(o, id ? id : guard_str(rec, "hash"));
+    copy_col_str(o, id);
+    copy_col_str(o, kind ? kind : "decision");
+    copy_col_int(o, has_ts, ts_ms);
+    copy_col_strs(o, rec,
+                  (const char *const[]){"tenant", "subject", "client_ip",
+                                        "method", "route", "traceparent",
+                                        "stage", NULL});
+    copy_col_str(o, outcome);
+    copy_col_int(o, has_status && status >= INT32_MIN && status <= INT32_MAX,
+                 status);
+    copy_col_str(o, reason);
+    copy_col_num(o, has_score, score);
+    copy_col_num(o, has_latency, latency);
+    copy_str(o, has_score < 0 || has_latency < 0 ? "t\t" : "f\t");
+    copy_col_strs(o, rec,
+                  (const char *const[]){"policy_version", "node", "source",
+                                        "shadow_reason", NULL});
+    copy_str(o, refusal ? "t\t" : "f\t");
+    copy_col_strs(o, rec,
+                  (const char *const[]){"prev_hash", "hash", "review_of",
+                                        "verdict", "analyst", "note", NULL});
+    copy_line(o, r);
+    copy_place(o, r);
+    copy_byte(o, '\n');
+}
+
+/* how a batch goes in: its staging table, its rows, its function */
+typedef struct {
+    const char *open;   /* BEGIN ...: the transaction, the staging table */
+    const char *copy;   /* COPY ... FROM STDIN */
+    const char *ingest; /* SELECT inserted, duplicates FROM ... */
+    const char *fn;     /* its name, for errors */
+    void (*row)(copy_out_t *o, gd_srec_t *r);
+} pg_path_t;
+
+/* 0004: the columns computed here */
+static const pg_path_t path_rows = {
+    "BEGIN; SET LOCAL statement_timeout = 30000; SELECT guard_rows_open()",
+    "COPY guard_rows (" ROWS_COLUMNS ") FROM STDIN",
+    "SELECT inserted, duplicates FROM guard_ingest_rows()", "guard_ingest_rows",
+    rows_row};
+
+/* 0002: the lines as they are, the columns computed by the server */
+static const pg_path_t path_stage = {
+    "BEGIN; SET LOCAL statement_timeout = 30000; SELECT guard_stage_open()",
+    "COPY guard_stage (record, segment, line) FROM STDIN",
+    "SELECT inserted, duplicates FROM guard_ingest_staged()",
+    "guard_ingest_staged", stage_row};
+
 static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
                       uint64_t *dups, char *err, size_t errlen)
 {
     PGconn *c = s->conn;
+    const pg_path_t *path = &path_rows;
     copy_out_t *o;
     PGresult *res;
     int rc = -1;
+
+    /* a record whose columns are not computed here: the batch as 0002
+     * takes it (the server refuses a line that is not a JSON object, as
+     * a data error of the batch, which is split until it is alone) */
+    for (size_t i = 0; i < n; i++) {
+        if (!r[i].rejected && !row_computable(sink_record(&r[i]))) {
+            path = &path_stage;
+            break;
+        }
+    }
 
     /*
      * One transaction, with its own statement timeout (a server that
@@ -180,28 +420,24 @@ static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
      * staging table (created when missing: behind a pooler the session
      * may be another backend's)
      */
-    if (exec_simple(c,
-                    "BEGIN; SET LOCAL statement_timeout = 30000; "
-                    "SELECT guard_stage_open()",
-                    err, errlen) != 0) {
+    if (exec_simple(c, path->open, err, errlen) != 0) {
         if (PQstatus(c) == CONNECTION_OK) {
             char ignored[64];
             exec_simple(c, "ROLLBACK", ignored, sizeof(ignored));
         }
         return -1;
     }
-    res = PQexec(c, "COPY guard_stage (record, segment, line) FROM STDIN");
+    res = PQexec(c, path->copy);
     if (PQresultStatus(res) != PGRES_COPY_IN) {
         goto failed;
     }
     PQclear(res);
 
     /*
-     * The batch as COPY's text rows "record TAB segment TAB line": each
-     * journal line as it is (jsonb parses it once, on the way in: a line
-     * that is not JSON is the batch's data error, split until it is
-     * alone), escaped for COPY; the segment name and the line number need
-     * no escaping.  The COPY always ends, so that libpq leaves COPY_IN.
+     * The batch as COPY's text rows, values escaped for COPY (the record
+     * column: each journal line as it is; jsonb parses it once, on the
+     * way in); the segment name and the line number need no escaping.
+     * The COPY always ends, so that libpq leaves COPY_IN.
      */
     o = malloc(sizeof(*o));
     if (o != NULL) {
@@ -209,18 +445,8 @@ static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
         o->len = 0;
         o->ok = 1;
         for (size_t i = 0; i < n && o->ok; i++) {
-            char tail[64];
-            int k;
-
-            if (r[i].rejected) {
-                continue;
-            }
-            copy_text(o, r[i].line, r[i].len);
-            k = snprintf(tail, sizeof(tail),
-                         "\tjournal-%06u.jsonl\t%" PRIu64 "\n", r[i].seg,
-                         r[i].lineno);
-            for (int j = 0; j < k; j++) {
-                copy_byte(o, tail[j]);
+            if (!r[i].rejected) {
+                path->row(o, &r[i]);
             }
         }
         copy_flush(o);
@@ -246,7 +472,7 @@ static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
     }
     PQclear(res);
 
-    res = PQexec(c, "SELECT inserted, duplicates FROM guard_ingest_staged()");
+    res = PQexec(c, path->ingest);
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
         PQnfields(res) == 2) {
         uint64_t ins = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
@@ -265,9 +491,9 @@ failed:
     rc = PQstatus(c) == CONNECTION_OK && data_error(res) ? 1 : -1;
     if (PQresultStatus(res) == PGRES_TUPLES_OK) {
         snprintf(err, errlen,
-                 "postgres: guard_ingest_staged answered %d rows of %d "
+                 "postgres: %s answered %d rows of %d "
                  "columns, not one row (inserted, duplicates)",
-                 PQntuples(res), PQnfields(res));
+                 path->fn, PQntuples(res), PQnfields(res));
         rc = -1;
     }
     PQclear(res);
@@ -278,7 +504,9 @@ failed:
     return rc;
 }
 
-/* raw: the lines go to COPY as they are; jsonb refuses one that is not
+/* raw: the lines are parsed (sink_record) when a batch is published, not
+ * when it is read: a line jansson does not take as a JSON object goes to
+ * the server as it is (path_stage), where jsonb refuses one that is not
  * JSON, and guard_ingest_staged one that is not an object (its key is
  * NULL): a data error of the batch, split until it is alone */
 const gd_sink_ops_t gd_sink_pg = {
