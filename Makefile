@@ -277,10 +277,8 @@ SAN_TEST_ENV := GUARD_MODULE=$(ASAN_MODULE) GUARD_SANITIZE=1 \
                 GUARD_SANITIZE_REPORTS=$(ASAN_DIR)/reports
 
 # the longest test files start first, so that the two jobs of prove -j2
-# end together (t/13-fuzz.t after t/80-bench.t's gr_bench has compiled
-# fuzz_prefilter's database into the shared cache, see TEST_ENV); the
-# unit tests run in the first pass only, t_prefilter (Hyperscan compiles
-# under ASan) among the longest
+# end together; the unit tests run in the first pass only, t_prefilter
+# (Hyperscan compiles under ASan) among the longest
 T_FIRST := t/80-bench.t t/02-library.t t/86-sink-faults.t t/13-fuzz.t \
            t/53-guardrails-scan.t
 T_ALL    = $(T_FIRST) $$(ls t/*.t | grep -vxF $(addprefix -e ,$(T_FIRST)))
