@@ -277,9 +277,15 @@ SAN_TEST_ENV := GUARD_MODULE=$(ASAN_MODULE) GUARD_SANITIZE=1 \
                 GUARD_SANITIZE_REPORTS=$(ASAN_DIR)/reports
 
 # the longest test files start first, so that the two jobs of prove -j2
-# end together
-T_FIRST := t/80-bench.t t/86-sink-faults.t t/02-library.t
+# end together; the unit tests run in the first pass only, t_prefilter
+# (Hyperscan compiles under ASan) among the longest
+T_FIRST := t/80-bench.t t/02-library.t t/86-sink-faults.t t/13-fuzz.t \
+           t/53-guardrails-scan.t
 T_ALL    = $(T_FIRST) $$(ls t/*.t | grep -vxF $(addprefix -e ,$(T_FIRST)))
+U_FIRST := policy-engine/build/tests/t_prefilter.t
+T_PASS1  = $(T_FIRST) $(U_FIRST) \
+           $$(ls t/*.t | grep -vxF $(addprefix -e ,$(T_FIRST))) \
+           $$(ls policy-engine/build/tests/*.t | grep -vxF $(addprefix -e ,$(U_FIRST)))
 
 # the guardrails' compiled Hyperscan databases, shared by every test
 # (docs/guardrails.md, "Speed"): the packs are compiled once per suite
@@ -287,7 +293,7 @@ TEST_ENV := GUARD_HSCACHE=$(CURDIR)/build/hscache
 
 test: setup all asan unit
 	@rc=0; t0=$$SECONDS; \
-	$(TEST_ENV) prove -j2 $(T_ALL) policy-engine/build/tests || rc=1; \
+	$(TEST_ENV) prove -j2 $(T_PASS1) || rc=1; \
 	t1=$$SECONDS; rm -rf $(ASAN_DIR)/reports; \
 	$(TEST_ENV) $(SAN_TEST_ENV) prove -j2 $(T_ALL) || rc=1; \
 	t2=$$SECONDS; \

@@ -387,10 +387,12 @@ static char *read_file(const char *path, size_t *len)
     return buf;
 }
 
-/* g with only the rules keep says yes to (the rules are shared) */
-/* the policy directory's cache of compiled databases (gd_gr_hscache.h) */
+/* the cache of compiled databases the loader uses (gd_gr_hscache.h) */
 static char hscache[4096];
+static const char *cache;
 
+/* g with only its pattern rules, or only its other rules (the rules are
+   shared) */
 static gd_guardrails_t subset(const gd_guardrails_t *g, int patterns)
 {
     gd_guardrails_t s = *g;
@@ -404,7 +406,7 @@ static gd_guardrails_t subset(const gd_guardrails_t *g, int patterns)
     }
     s.nrules = n;
     /* the section's prefilter numbers its rules: the subset gets its own */
-    s.prefilter = gd_gr_prefilter_new(s.rules, s.nrules, hscache);
+    s.prefilter = gd_gr_prefilter_new(s.rules, s.nrules, cache);
     return s;
 }
 
@@ -430,7 +432,10 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    snprintf(hscache, sizeof(hscache), "%s/%s", argv[1], GD_GR_HSCACHE_DIR);
+    /* the loader's cache, so that a subset's database is kept where the
+       section's is ($GUARD_HSCACHE: shared with the fuzz targets and the
+       tests of make test) */
+    cache = gd_gr_hscache_dir(argv[1], hscache, sizeof(hscache));
     set = gd_policy_set_load(argv[1], &errs);
     if (set == NULL) {
         for (size_t i = 0; i < errs.n; i++) {

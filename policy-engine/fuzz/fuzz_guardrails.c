@@ -29,37 +29,20 @@
 
 #define PACKS GD_TEST_DATA "/../../policies/packs"
 
-static const char *acme =
-    "{\"tenant\": \"acme\", \"guardrails\": {"
-    " \"packs\": [\"pii\", \"prompt-injection\"], \"threshold\": 10,"
-    " \"match_limit\": 5000, \"rules\": ["
-    "  {\"id\": \"f-uri\", \"targets\": [\"uri\"], \"pattern\": "
-    "\"\\\\.\\\\./\","
-    "   \"action\": \"score\", \"weight\": 2},"
-    "  {\"id\": \"f-arg\", \"targets\": [\"arg:q\", \"args\"],"
-    "   \"detector\": \"email\", \"action\": \"redact\"},"
-    "  {\"id\": \"f-hdr\", \"targets\": [\"header:X-Data\"],"
-    "   \"detector\": \"card\", \"action\": \"redact\"},"
-    "  {\"id\": \"f-form\", \"targets\": [\"form:msg\"],"
-    "   \"pattern\": \"secret\\\\d+\", \"action\": \"redact\"},"
-    "  {\"id\": \"f-ptr\", \"targets\": [\"json:/messages\"],"
-    "   \"pattern\": \"evil\", \"flags\": \"i\", \"action\": \"score\","
-    "   \"weight\": 3},"
-    "  {\"id\": \"f-redos\", \"targets\": [\"body\"], \"pattern\": "
-    "\"(a|aa)+b\", \"action\": \"log\"}]}}";
+/* acme's policy: the packs and rules for each target kind (the file is
+   also the one t/13-fuzz.t has the release guardctl compile first) */
+#define ACME GD_TEST_DATA "/../../policy-engine/fuzz/fuzz_guardrails.json"
 
 static gd_policy_set_t *set;
 static const gd_guardrails_t *g;
 static gd_gr_scratch_t *scratch;
 
-static void copy_pack(const char *dir, const char *name)
+/* the JSON file from into the file to */
+static void copy_json(const char *from, const char *to)
 {
-    char from[512], to[512];
     json_error_t e;
     json_t *doc;
 
-    snprintf(from, sizeof(from), "%s/%s.json", PACKS, name);
-    snprintf(to, sizeof(to), "%s/packs/%s.json", dir, name);
     doc = json_load_file(from, 0, &e);
     if (doc == NULL || json_dump_file(doc, to, 0) != 0) {
         abort();
@@ -67,11 +50,19 @@ static void copy_pack(const char *dir, const char *name)
     json_decref(doc);
 }
 
+static void copy_pack(const char *dir, const char *name)
+{
+    char from[512], to[512];
+
+    snprintf(from, sizeof(from), "%s/%s.json", PACKS, name);
+    snprintf(to, sizeof(to), "%s/packs/%s.json", dir, name);
+    copy_json(from, to);
+}
+
 static void init(void)
 {
     char dir[] = "/tmp/fuzz_guardrails.XXXXXX", path[512];
     gd_errors_t errs = {0};
-    FILE *f;
 
     if (mkdtemp(dir) == NULL) {
         abort();
@@ -81,10 +72,7 @@ static void init(void)
     copy_pack(dir, "pii");
     copy_pack(dir, "prompt-injection");
     snprintf(path, sizeof(path), "%s/acme.json", dir);
-    f = fopen(path, "w");
-    if (f == NULL || fputs(acme, f) < 0 || fclose(f) != 0) {
-        abort();
-    }
+    copy_json(ACME, path);
 
     set = gd_policy_set_load(dir, &errs);
     for (size_t i = 0; i < errs.n; i++) {

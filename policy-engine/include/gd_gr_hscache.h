@@ -22,12 +22,20 @@
 #define GD_GR_HSCACHE_H
 
 #include <hs/hs.h>
+#include <stddef.h>
 
 /* the most databases a cache keeps (the least recently used go) */
 #define GD_GR_HSCACHE_FILES 512
 
 /* the cache's directory in a policy directory */
 #define GD_GR_HSCACHE_DIR ".hscache"
+
+/*
+ * where the databases of the policies in policy_dir are kept:
+ * $GUARD_HSCACHE when set, else policy_dir's .hscache/ (written into buf),
+ * else nowhere (NULL: policy_dir NULL, or buf too small)
+ */
+const char *gd_gr_hscache_dir(const char *policy_dir, char *buf, size_t size);
 
 /*
  * hs_compile_multi(expr, flags, ids, n, HS_MODE_BLOCK, NULL, db, err),

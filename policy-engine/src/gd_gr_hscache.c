@@ -231,6 +231,20 @@ static void cache_write(const char *dir, const char *path,
     free(bytes);
 }
 
+const char *gd_gr_hscache_dir(const char *policy_dir, char *buf, size_t size)
+{
+    const char *env = getenv("GUARD_HSCACHE");
+
+    if (env != NULL && env[0] != '\0') {
+        return env;
+    }
+    if (policy_dir == NULL || (size_t)snprintf(buf, size, "%s/%s", policy_dir,
+                                               GD_GR_HSCACHE_DIR) >= size) {
+        return NULL;
+    }
+    return buf;
+}
+
 /* hs_compile_multi of expressions, or hs_compile_lit_multi of literals
    (lens not NULL) */
 static hs_error_t compile(const char *const *expr, const size_t *lens,

@@ -714,22 +714,6 @@ static void override_apply(json_t *o, gd_gr_rule_t *r)
     }
 }
 
-/* where compiled databases are kept (gd_gr_hscache.h): $GUARD_HSCACHE,
-   else the policy directory's .hscache/, else nowhere (NULL) */
-static const char *hscache_dir(const gd_vctx_t *c, char *buf, size_t size)
-{
-    const char *env = getenv("GUARD_HSCACHE");
-
-    if (env != NULL && env[0] != '\0') {
-        return env;
-    }
-    if (c->dir == NULL || (size_t)snprintf(buf, size, "%s/%s", c->dir,
-                                           GD_GR_HSCACHE_DIR) >= size) {
-        return NULL;
-    }
-    return buf;
-}
-
 void gd_gr_section_load(gd_vctx_t *c, json_t *v, gd_guardrails_t *g)
 {
     static const char *members[] = {
@@ -999,8 +983,8 @@ void gd_gr_section_load(gd_vctx_t *c, json_t *v, gd_guardrails_t *g)
     /* without a prefilter (Hyperscan not usable) every pattern runs */
     char cache[4096];
 
-    g->prefilter = gd_gr_prefilter_new(g->rules, g->nrules,
-                                       hscache_dir(c, cache, sizeof(cache)));
+    g->prefilter = gd_gr_prefilter_new(
+        g->rules, g->nrules, gd_gr_hscache_dir(c->dir, cache, sizeof(cache)));
 
 done:
     free(used);
