@@ -16,6 +16,10 @@
  * as 0002 takes it instead: the lines as they are into guard_stage, the
  * columns computed by guard_ingest_staged() (path_stage).
  *
+ * The COPY is sent (pg_send), then the function, whose answer and the
+ * COMMIT pg_finish awaits: in between guardd_sink.c reads and parses the
+ * next batch while the server moves this one's rows into the store.
+ *
  * Each batch opens with BEGIN, a statement timeout of its own and SELECT
  * guard_rows_open() (or guard_stage_open(): the session's staging table,
  * created when missing).
@@ -394,24 +398,57 @@ static const pg_path_t path_stage = {
     "SELECT inserted, duplicates FROM guard_ingest_staged()",
     "guard_ingest_staged", stage_row};
 
-static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
-                      uint64_t *dups, char *err, size_t errlen)
+/* the path of the batch: a record whose columns are not computed here
+ * sends the batch as 0002 takes it (the server refuses a line that is
+ * not a JSON object, as a data error of the batch, which is split until
+ * it is alone) */
+static const pg_path_t *batch_path(gd_srec_t *r, size_t n)
 {
-    PGconn *c = s->conn;
-    const pg_path_t *path = &path_rows;
-    copy_out_t *o;
-    PGresult *res;
-    int rc = -1;
-
-    /* a record whose columns are not computed here: the batch as 0002
-     * takes it (the server refuses a line that is not a JSON object, as
-     * a data error of the batch, which is split until it is alone) */
     for (size_t i = 0; i < n; i++) {
         if (!r[i].rejected && !row_computable(sink_record(&r[i]))) {
-            path = &path_stage;
-            break;
+            return &path_stage;
         }
     }
+    return &path_rows;
+}
+
+/* the batch failed at res (cleared): 1 for an error of its data, else -1
+ * (err set); the transaction is rolled back while the connection lasts */
+static int pg_failed(PGconn *c, const pg_path_t *path, PGresult *res, char *err,
+                     size_t errlen)
+{
+    int rc;
+
+    pg_error(c, res, err, errlen);
+    rc = PQstatus(c) == CONNECTION_OK && data_error(res) ? 1 : -1;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        snprintf(err, errlen,
+                 "postgres: %s answered %d rows of %d "
+                 "columns, not one row (inserted, duplicates)",
+                 path->fn, PQntuples(res), PQnfields(res));
+        rc = -1;
+    }
+    PQclear(res);
+    if (PQstatus(c) == CONNECTION_OK) {
+        char ignored[64];
+        exec_simple(c, "ROLLBACK", ignored, sizeof(ignored));
+    }
+    return rc;
+}
+
+/*
+ * The first half of a batch: its transaction opened, its rows COPYed,
+ * and its function sent without awaiting its answer (pg_finish): while
+ * the server moves the rows into the store, guardd_sink.c reads (and
+ * parses) the next batch.  0, or as pg_publish.
+ */
+static int pg_send(gd_sink_t *s, gd_srec_t *r, size_t n, char *err,
+                   size_t errlen)
+{
+    PGconn *c = s->conn;
+    const pg_path_t *path = batch_path(r, n);
+    copy_out_t *o;
+    PGresult *res;
 
     /*
      * One transaction, with its own statement timeout (a server that
@@ -429,7 +466,7 @@ static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
     }
     res = PQexec(c, path->copy);
     if (PQresultStatus(res) != PGRES_COPY_IN) {
-        goto failed;
+        return pg_failed(c, path, res, err, errlen);
     }
     PQclear(res);
 
@@ -468,11 +505,29 @@ static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
     free(o);
     res = last_result(c);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        goto failed;
+        return pg_failed(c, path, res, err, errlen);
     }
     PQclear(res);
 
-    res = PQexec(c, path->ingest);
+    /* sent whole (a blocking connection flushes it), not awaited */
+    if (PQsendQuery(c, path->ingest) != 1) {
+        return pg_failed(c, path, NULL, err, errlen);
+    }
+    return 0;
+}
+
+/*
+ * The second half: the function's answer awaited (PQgetResult waits on
+ * the socket), then the COMMIT; the batch is confirmed only when the
+ * COMMIT succeeded.  Returns as pg_publish.
+ */
+static int pg_finish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
+                     uint64_t *dups, char *err, size_t errlen)
+{
+    PGconn *c = s->conn;
+    const pg_path_t *path = batch_path(r, n);
+    PGresult *res = last_result(c);
+
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
         PQnfields(res) == 2) {
         uint64_t ins = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
@@ -485,23 +540,18 @@ static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
         }
         return -1;
     }
+    return pg_failed(c, path, res, err, errlen);
+}
 
-failed:
-    pg_error(c, res, err, errlen);
-    rc = PQstatus(c) == CONNECTION_OK && data_error(res) ? 1 : -1;
-    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-        snprintf(err, errlen,
-                 "postgres: %s answered %d rows of %d "
-                 "columns, not one row (inserted, duplicates)",
-                 path->fn, PQntuples(res), PQnfields(res));
-        rc = -1;
+static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
+                      uint64_t *dups, char *err, size_t errlen)
+{
+    int rc = pg_send(s, r, n, err, errlen);
+
+    if (rc != 0) {
+        return rc;
     }
-    PQclear(res);
-    if (PQstatus(c) == CONNECTION_OK) {
-        char ignored[64];
-        exec_simple(c, "ROLLBACK", ignored, sizeof(ignored));
-    }
-    return rc;
+    return pg_finish(s, r, n, added, dups, err, errlen);
 }
 
 /* raw: the lines are parsed (sink_record) when a batch is published, not
@@ -510,4 +560,4 @@ failed:
  * JSON, and guard_ingest_staged one that is not an object (its key is
  * NULL): a data error of the batch, split until it is alone */
 const gd_sink_ops_t gd_sink_pg = {
-    "postgres", pg_connect, pg_disconnect, pg_publish, 1, NULL, NULL};
+    "postgres", pg_connect, pg_disconnect, pg_publish, 1, pg_send, pg_finish};
