@@ -338,6 +338,13 @@ typedef struct {
     int (*send)(gd_sink_t *s, gd_srec_t *r, size_t n, char *err, size_t errlen);
     int (*finish)(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
                   uint64_t *dups, char *err, size_t errlen);
+    /*
+     * Optional, with send: the batch read ahead (r[0..n-1], parsed),
+     * given while the sink works on the one before, to make ready what
+     * send will send for it; it sends nothing, and send must check that
+     * what it made is for the batch it is given.
+     */
+    void (*prepare)(gd_sink_t *s, gd_srec_t *r, size_t n);
 } gd_sink_ops_t;
 
 struct gd_sink_s {

@@ -898,6 +898,9 @@ static int publish_ahead(gd_sink_t *s, gd_srec_t *r, size_t n, gd_srec_t *next,
                     sink_record(&next[i]);
                 }
             }
+            if (s->ops->prepare != NULL) {
+                s->ops->prepare(s, next, *next_n);
+            }
         }
         rc = s->ops->finish(s, r, n, &added, &dups, err, sizeof(err));
     }

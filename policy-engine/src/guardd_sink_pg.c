@@ -44,6 +44,24 @@
 
 #define COPY_CHUNK ((size_t)1 << 20) /* bytes per PQputCopyData */
 
+/*
+ * The COPY data of the batch read ahead, made while the server works on
+ * the one before (pg_prepare), sent by pg_send when it sends that batch:
+ * the same journal lines (a journal line never changes) and the same
+ * records to send.  The sink's thread's own.
+ */
+typedef struct {
+    char *data;
+    size_t len, cap;
+    int valid;
+    unsigned seg0, seg1;
+    uint64_t line0, line1;
+    size_t n, todo;
+    const void *path;
+} copy_prep_t;
+
+static _Thread_local copy_prep_t prep;
+
 /* the server's notices (a shutdown's WARNING) in guardd's log */
 static void pg_notice(void *arg, const char *message)
 {
@@ -119,9 +137,12 @@ static void pg_disconnect(gd_sink_t *s)
 {
     PQfinish(s->conn);
     s->conn = NULL;
+    free(prep.data);
+    memset(&prep, 0, sizeof(prep));
 }
 
-/* COPY's data, sent COPY_CHUNK bytes at a time */
+/* COPY's data, sent COPY_CHUNK bytes at a time (c), or kept (c NULL:
+ * into prep, see pg_prepare) */
 typedef struct {
     PGconn *c;
     size_t len;
@@ -131,7 +152,26 @@ typedef struct {
 
 static void copy_flush(copy_out_t *o)
 {
-    if (o->ok && o->len > 0) {
+    if (o->ok && o->len > 0 && o->c == NULL) {
+        if (prep.cap - prep.len < o->len) {
+            size_t cap = prep.cap ? prep.cap * 2 : 2 * COPY_CHUNK;
+            char *p;
+
+            while (cap - prep.len < o->len) {
+                cap *= 2;
+            }
+            p = realloc(prep.data, cap);
+            if (p == NULL) {
+                o->ok = 0;
+                o->len = 0;
+                return;
+            }
+            prep.data = p;
+            prep.cap = cap;
+        }
+        memcpy(prep.data + prep.len, o->buf, o->len);
+        prep.len += o->len;
+    } else if (o->ok && o->len > 0) {
         o->ok = PQputCopyData(o->c, o->buf, (int)o->len) == 1;
     }
     o->len = 0;
@@ -412,6 +452,64 @@ static const pg_path_t *batch_path(gd_srec_t *r, size_t n)
     return &path_rows;
 }
 
+static size_t todo_of(const gd_srec_t *r, size_t n)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        k += !r[i].rejected;
+    }
+    return k;
+}
+
+/* 1: prep holds the COPY data of r[0..n-1] */
+static int prep_matches(const gd_srec_t *r, size_t n, const pg_path_t *path)
+{
+    return prep.valid && n > 0 && prep.n == n && prep.path == path &&
+           prep.seg0 == r[0].seg && prep.line0 == r[0].lineno &&
+           prep.seg1 == r[n - 1].seg && prep.line1 == r[n - 1].lineno &&
+           prep.todo == todo_of(r, n);
+}
+
+/*
+ * The COPY data of the batch read ahead (r[0..n-1], parsed), made while
+ * the server works on the batch before; nothing is sent.  pg_send sends
+ * it when it sends that batch (prep_matches), else makes it again.
+ */
+static void pg_prepare(gd_sink_t *s, gd_srec_t *r, size_t n)
+{
+    const pg_path_t *path;
+    copy_out_t *o;
+
+    (void)s;
+    prep.valid = 0;
+    prep.len = 0;
+    if (n == 0 || (o = malloc(sizeof(*o))) == NULL) {
+        return;
+    }
+    path = batch_path(r, n);
+    o->c = NULL;
+    o->len = 0;
+    o->ok = 1;
+    for (size_t i = 0; i < n && o->ok; i++) {
+        if (!r[i].rejected) {
+            path->row(o, &r[i]);
+        }
+    }
+    copy_flush(o);
+    if (o->ok) {
+        prep.valid = 1;
+        prep.n = n;
+        prep.todo = todo_of(r, n);
+        prep.path = path;
+        prep.seg0 = r[0].seg;
+        prep.line0 = r[0].lineno;
+        prep.seg1 = r[n - 1].seg;
+        prep.line1 = r[n - 1].lineno;
+    }
+    free(o);
+}
+
 /* the batch failed at res (cleared): 1 for an error of its data, else -1
  * (err set); the transaction is rolled back while the connection lasts */
 static int pg_failed(PGconn *c, const pg_path_t *path, PGresult *res, char *err,
@@ -481,12 +579,22 @@ static int pg_send(gd_sink_t *s, gd_srec_t *r, size_t n, char *err,
         o->c = c;
         o->len = 0;
         o->ok = 1;
-        for (size_t i = 0; i < n && o->ok; i++) {
-            if (!r[i].rejected) {
-                path->row(o, &r[i]);
+        if (prep_matches(r, n, path)) {
+            /* made while the batch before was in the server's hands */
+            for (size_t at = 0; at < prep.len && o->ok; at += COPY_CHUNK) {
+                size_t k =
+                    prep.len - at < COPY_CHUNK ? prep.len - at : COPY_CHUNK;
+                o->ok = PQputCopyData(c, prep.data + at, (int)k) == 1;
             }
+        } else {
+            for (size_t i = 0; i < n && o->ok; i++) {
+                if (!r[i].rejected) {
+                    path->row(o, &r[i]);
+                }
+            }
+            copy_flush(o);
         }
-        copy_flush(o);
+        prep.valid = 0;
     }
     if (PQputCopyEnd(c, o && o->ok ? NULL : "guardd: the batch was not sent") !=
             1 ||
@@ -559,5 +667,6 @@ static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
  * the server as it is (path_stage), where jsonb refuses one that is not
  * JSON, and guard_ingest_staged one that is not an object (its key is
  * NULL): a data error of the batch, split until it is alone */
-const gd_sink_ops_t gd_sink_pg = {
-    "postgres", pg_connect, pg_disconnect, pg_publish, 1, pg_send, pg_finish};
+const gd_sink_ops_t gd_sink_pg = {"postgres", pg_connect, pg_disconnect,
+                                  pg_publish, 1,          pg_send,
+                                  pg_finish,  pg_prepare};
