@@ -331,12 +331,20 @@ typedef struct {
     /*
      * Optional, both or neither: publish in two halves, so that the next
      * batch is read while the sink works on this one.  send sends the
-     * batch (0, or -1 as publish: down); finish awaits the sink's answer
-     * and returns as publish does.  publish is then send and finish.
+     * batch (0, else as publish: -1 down, 1 refused as a whole); finish
+     * awaits the sink's answer and returns as publish does.  publish is
+     * then send and finish.
      */
     int (*send)(gd_sink_t *s, gd_srec_t *r, size_t n, char *err, size_t errlen);
     int (*finish)(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
                   uint64_t *dups, char *err, size_t errlen);
+    /*
+     * Optional, with send: the batch read ahead (r[0..n-1], parsed),
+     * given while the sink works on the one before, to make ready what
+     * send will send for it; it sends nothing, and send must check that
+     * what it made is for the batch it is given.
+     */
+    void (*prepare)(gd_sink_t *s, gd_srec_t *r, size_t n);
 } gd_sink_ops_t;
 
 struct gd_sink_s {

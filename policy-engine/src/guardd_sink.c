@@ -870,7 +870,8 @@ static int publish(gd_sink_t *s, gd_srec_t *r, size_t n)
  * Publishes r[0..n-1] as publish does; a sink with send and finish gets
  * the batch first, and while it works on it, *next_n records of the next
  * batch are read into next (when this one is full: more are there), in
- * the other arena
+ * the other arena, and parsed; none of them is published or consumed
+ * before this batch is confirmed
  */
 static int stopping(void);
 
@@ -890,6 +891,16 @@ static int publish_ahead(gd_sink_t *s, gd_srec_t *r, size_t n, gd_srec_t *next,
         if (n == s->batch && !stopping()) {
             s->seen_records = atomic_load(&pos_records);
             *next_n = read_batch(s, next, s->batch, next_arena);
+            /* a raw sink's records, parsed while the sink works (as they
+             * would be when the batch is sent) */
+            for (size_t i = 0; s->ops->raw && i < *next_n; i++) {
+                if (!next[i].rejected) {
+                    sink_record(&next[i]);
+                }
+            }
+            if (s->ops->prepare != NULL) {
+                s->ops->prepare(s, next, *next_n);
+            }
         }
         rc = s->ops->finish(s, r, n, &added, &dups, err, sizeof(err));
     }

@@ -16,6 +16,10 @@
  * as 0002 takes it instead: the lines as they are into guard_stage, the
  * columns computed by guard_ingest_staged() (path_stage).
  *
+ * The COPY is sent (pg_send), then the function, whose answer and the
+ * COMMIT pg_finish awaits: in between guardd_sink.c reads and parses the
+ * next batch while the server moves this one's rows into the store.
+ *
  * Each batch opens with BEGIN, a statement timeout of its own and SELECT
  * guard_rows_open() (or guard_stage_open(): the session's staging table,
  * created when missing).
@@ -39,6 +43,24 @@
 #include <string.h>
 
 #define COPY_CHUNK ((size_t)1 << 20) /* bytes per PQputCopyData */
+
+/*
+ * The COPY data of the batch read ahead, made while the server works on
+ * the one before (pg_prepare), sent by pg_send when it sends that batch:
+ * the same journal lines (a journal line never changes) and the same
+ * records to send.  The sink's thread's own.
+ */
+typedef struct {
+    char *data;
+    size_t len, cap;
+    int valid;
+    unsigned seg0, seg1;
+    uint64_t line0, line1;
+    size_t n, todo;
+    const void *path;
+} copy_prep_t;
+
+static _Thread_local copy_prep_t prep;
 
 /* the server's notices (a shutdown's WARNING) in guardd's log */
 static void pg_notice(void *arg, const char *message)
@@ -115,9 +137,12 @@ static void pg_disconnect(gd_sink_t *s)
 {
     PQfinish(s->conn);
     s->conn = NULL;
+    free(prep.data);
+    memset(&prep, 0, sizeof(prep));
 }
 
-/* COPY's data, sent COPY_CHUNK bytes at a time */
+/* COPY's data, sent COPY_CHUNK bytes at a time (c), or kept (c NULL:
+ * into prep, see pg_prepare) */
 typedef struct {
     PGconn *c;
     size_t len;
@@ -127,7 +152,26 @@ typedef struct {
 
 static void copy_flush(copy_out_t *o)
 {
-    if (o->ok && o->len > 0) {
+    if (o->ok && o->len > 0 && o->c == NULL) {
+        if (prep.cap - prep.len < o->len) {
+            size_t cap = prep.cap ? prep.cap * 2 : 2 * COPY_CHUNK;
+            char *p;
+
+            while (cap - prep.len < o->len) {
+                cap *= 2;
+            }
+            p = realloc(prep.data, cap);
+            if (p == NULL) {
+                o->ok = 0;
+                o->len = 0;
+                return;
+            }
+            prep.data = p;
+            prep.cap = cap;
+        }
+        memcpy(prep.data + prep.len, o->buf, o->len);
+        prep.len += o->len;
+    } else if (o->ok && o->len > 0) {
         o->ok = PQputCopyData(o->c, o->buf, (int)o->len) == 1;
     }
     o->len = 0;
@@ -394,24 +438,115 @@ static const pg_path_t path_stage = {
     "SELECT inserted, duplicates FROM guard_ingest_staged()",
     "guard_ingest_staged", stage_row};
 
-static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
-                      uint64_t *dups, char *err, size_t errlen)
+/* the path of the batch: a record whose columns are not computed here
+ * sends the batch as 0002 takes it (the server refuses a line that is
+ * not a JSON object, as a data error of the batch, which is split until
+ * it is alone) */
+static const pg_path_t *batch_path(gd_srec_t *r, size_t n)
 {
-    PGconn *c = s->conn;
-    const pg_path_t *path = &path_rows;
-    copy_out_t *o;
-    PGresult *res;
-    int rc = -1;
-
-    /* a record whose columns are not computed here: the batch as 0002
-     * takes it (the server refuses a line that is not a JSON object, as
-     * a data error of the batch, which is split until it is alone) */
     for (size_t i = 0; i < n; i++) {
         if (!r[i].rejected && !row_computable(sink_record(&r[i]))) {
-            path = &path_stage;
-            break;
+            return &path_stage;
         }
     }
+    return &path_rows;
+}
+
+static size_t todo_of(const gd_srec_t *r, size_t n)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        k += !r[i].rejected;
+    }
+    return k;
+}
+
+/* 1: prep holds the COPY data of r[0..n-1] */
+static int prep_matches(const gd_srec_t *r, size_t n, const pg_path_t *path)
+{
+    return prep.valid && n > 0 && prep.n == n && prep.path == path &&
+           prep.seg0 == r[0].seg && prep.line0 == r[0].lineno &&
+           prep.seg1 == r[n - 1].seg && prep.line1 == r[n - 1].lineno &&
+           prep.todo == todo_of(r, n);
+}
+
+/*
+ * The COPY data of the batch read ahead (r[0..n-1], parsed), made while
+ * the server works on the batch before; nothing is sent.  pg_send sends
+ * it when it sends that batch (prep_matches), else makes it again.
+ */
+static void pg_prepare(gd_sink_t *s, gd_srec_t *r, size_t n)
+{
+    const pg_path_t *path;
+    copy_out_t *o;
+
+    (void)s;
+    prep.valid = 0;
+    prep.len = 0;
+    if (n == 0 || (o = malloc(sizeof(*o))) == NULL) {
+        return;
+    }
+    path = batch_path(r, n);
+    o->c = NULL;
+    o->len = 0;
+    o->ok = 1;
+    for (size_t i = 0; i < n && o->ok; i++) {
+        if (!r[i].rejected) {
+            path->row(o, &r[i]);
+        }
+    }
+    copy_flush(o);
+    if (o->ok) {
+        prep.valid = 1;
+        prep.n = n;
+        prep.todo = todo_of(r, n);
+        prep.path = path;
+        prep.seg0 = r[0].seg;
+        prep.line0 = r[0].lineno;
+        prep.seg1 = r[n - 1].seg;
+        prep.line1 = r[n - 1].lineno;
+    }
+    free(o);
+}
+
+/* the batch failed at res (cleared): 1 for an error of its data, else -1
+ * (err set); the transaction is rolled back while the connection lasts */
+static int pg_failed(PGconn *c, const pg_path_t *path, PGresult *res, char *err,
+                     size_t errlen)
+{
+    int rc;
+
+    pg_error(c, res, err, errlen);
+    rc = PQstatus(c) == CONNECTION_OK && data_error(res) ? 1 : -1;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        snprintf(err, errlen,
+                 "postgres: %s answered %d rows of %d "
+                 "columns, not one row (inserted, duplicates)",
+                 path->fn, PQntuples(res), PQnfields(res));
+        rc = -1;
+    }
+    PQclear(res);
+    if (PQstatus(c) == CONNECTION_OK) {
+        char ignored[64];
+        exec_simple(c, "ROLLBACK", ignored, sizeof(ignored));
+    }
+    return rc;
+}
+
+/*
+ * The first half of a batch: its transaction opened, its rows COPYed,
+ * and its function sent without awaiting its answer (pg_finish): while
+ * the server moves the rows into the store, guardd_sink.c reads (and
+ * parses) the next batch.  0, or as pg_publish.
+ */
+static int pg_send(gd_sink_t *s, gd_srec_t *r, size_t n, char *err,
+                   size_t errlen)
+{
+    PGconn *c = s->conn;
+    const pg_path_t *path = batch_path(r, n);
+    copy_out_t *o;
+    PGresult *res;
 
     /*
      * One transaction, with its own statement timeout (a server that
@@ -429,7 +564,7 @@ static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
     }
     res = PQexec(c, path->copy);
     if (PQresultStatus(res) != PGRES_COPY_IN) {
-        goto failed;
+        return pg_failed(c, path, res, err, errlen);
     }
     PQclear(res);
 
@@ -444,12 +579,22 @@ static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
         o->c = c;
         o->len = 0;
         o->ok = 1;
-        for (size_t i = 0; i < n && o->ok; i++) {
-            if (!r[i].rejected) {
-                path->row(o, &r[i]);
+        if (prep_matches(r, n, path)) {
+            /* made while the batch before was in the server's hands */
+            for (size_t at = 0; at < prep.len && o->ok; at += COPY_CHUNK) {
+                size_t k =
+                    prep.len - at < COPY_CHUNK ? prep.len - at : COPY_CHUNK;
+                o->ok = PQputCopyData(c, prep.data + at, (int)k) == 1;
             }
+        } else {
+            for (size_t i = 0; i < n && o->ok; i++) {
+                if (!r[i].rejected) {
+                    path->row(o, &r[i]);
+                }
+            }
+            copy_flush(o);
         }
-        copy_flush(o);
+        prep.valid = 0;
     }
     if (PQputCopyEnd(c, o && o->ok ? NULL : "guardd: the batch was not sent") !=
             1 ||
@@ -468,11 +613,29 @@ static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
     free(o);
     res = last_result(c);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        goto failed;
+        return pg_failed(c, path, res, err, errlen);
     }
     PQclear(res);
 
-    res = PQexec(c, path->ingest);
+    /* sent whole (a blocking connection flushes it), not awaited */
+    if (PQsendQuery(c, path->ingest) != 1) {
+        return pg_failed(c, path, NULL, err, errlen);
+    }
+    return 0;
+}
+
+/*
+ * The second half: the function's answer awaited (PQgetResult waits on
+ * the socket), then the COMMIT; the batch is confirmed only when the
+ * COMMIT succeeded.  Returns as pg_publish.
+ */
+static int pg_finish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
+                     uint64_t *dups, char *err, size_t errlen)
+{
+    PGconn *c = s->conn;
+    const pg_path_t *path = batch_path(r, n);
+    PGresult *res = last_result(c);
+
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
         PQnfields(res) == 2) {
         uint64_t ins = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
@@ -485,23 +648,18 @@ static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
         }
         return -1;
     }
+    return pg_failed(c, path, res, err, errlen);
+}
 
-failed:
-    pg_error(c, res, err, errlen);
-    rc = PQstatus(c) == CONNECTION_OK && data_error(res) ? 1 : -1;
-    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-        snprintf(err, errlen,
-                 "postgres: %s answered %d rows of %d "
-                 "columns, not one row (inserted, duplicates)",
-                 path->fn, PQntuples(res), PQnfields(res));
-        rc = -1;
+static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
+                      uint64_t *dups, char *err, size_t errlen)
+{
+    int rc = pg_send(s, r, n, err, errlen);
+
+    if (rc != 0) {
+        return rc;
     }
-    PQclear(res);
-    if (PQstatus(c) == CONNECTION_OK) {
-        char ignored[64];
-        exec_simple(c, "ROLLBACK", ignored, sizeof(ignored));
-    }
-    return rc;
+    return pg_finish(s, r, n, added, dups, err, errlen);
 }
 
 /* raw: the lines are parsed (sink_record) when a batch is published, not
@@ -509,5 +667,6 @@ failed:
  * the server as it is (path_stage), where jsonb refuses one that is not
  * JSON, and guard_ingest_staged one that is not an object (its key is
  * NULL): a data error of the batch, split until it is alone */
-const gd_sink_ops_t gd_sink_pg = {
-    "postgres", pg_connect, pg_disconnect, pg_publish, 1, NULL, NULL};
+const gd_sink_ops_t gd_sink_pg = {"postgres", pg_connect, pg_disconnect,
+                                  pg_publish, 1,          pg_send,
+                                  pg_finish,  pg_prepare};

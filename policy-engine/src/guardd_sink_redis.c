@@ -322,4 +322,4 @@ static int redis_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
 
 const gd_sink_ops_t gd_sink_redis = {
     "redis", redis_connect, redis_disconnect, redis_publish,
-    0,       redis_send,    redis_finish};
+    0,       redis_send,    redis_finish,     NULL};
