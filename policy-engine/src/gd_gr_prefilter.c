@@ -1466,7 +1466,7 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
                                        const char *cache)
 {
     gd_gr_prefilter_t *p = calloc(1, sizeof(*p));
-    gd_gr_atoms_t *atoms = calloc(n ? n : 1, sizeof(*atoms));
+    gd_gr_atoms_t *a = malloc(sizeof(*a));
     unsigned char *has_atoms = calloc(n + 1, 1);
     const char **lit = NULL;
     size_t *len = NULL;
@@ -1475,7 +1475,7 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
     char why[64];
     int any_ks = 0;
 
-    if (p == NULL || atoms == NULL || has_atoms == NULL ||
+    if (p == NULL || a == NULL || has_atoms == NULL ||
         hs_valid_platform() != HS_SUCCESS) {
         goto fail;
     }
@@ -1499,33 +1499,15 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
     }
     memset(p->always, 1, n + 1);
 
-    /* the tight tier first: each pattern Hyperscan can take (no memory:
-       none, and the atoms for all) */
-    /* each pattern's atoms, once: they gate its own database in the full
-       tier, or are its tier */
+    /* each pattern's atoms, once, into the literal database: they are its
+       tier, or the gate of its own database in the full tier */
     for (size_t i = 0; i < n; i++) {
-        has_atoms[i] = rules[i].code != NULL && rules[i].pattern != NULL &&
-                       gd_gr_atoms(rules[i].pattern, rules[i].pattern_options,
-                                   &atoms[i], why, sizeof(why)) == 0;
-    }
-    (void)full_compile(p, rules, cache, has_atoms);
-
-    for (size_t i = 0; i < n; i++) {
-        if (rules[i].code == NULL || rules[i].pattern == NULL) {
+        if (rules[i].code == NULL || rules[i].pattern == NULL ||
+            gd_gr_atoms(rules[i].pattern, rules[i].pattern_options, a, why,
+                        sizeof(why)) != 0) {
             continue;
         }
-        /* the full tier's patterns with atoms: their atoms are the gate
-           of their own database */
-        if (p->tier[i] == GD_GR_PF_FULL && p->own[i] == NULL) {
-            p->full_kinds |= p->kinds[i];
-            continue;
-        }
-        if (!has_atoms[i]) {
-            p->nalways++;
-            continue;
-        }
-        const gd_gr_atoms_t *a = &atoms[i];
-
+        has_atoms[i] = 1;
         if (k + a->n + 2 > cap) {
             cap = (k + a->n + 2) * 2;
             const char **l2 = realloc(lit, cap * sizeof(*lit));
@@ -1562,15 +1544,31 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
             k++;
         }
         p->natoms += a->n;
-        p->atoms_kinds |= p->kinds[i];
-        if (p->own[i] == NULL) {
-            p->always[i] = 0;
-            p->tier[i] = GD_GR_PF_ATOMS;
-            p->nfiltered++;
-        }
         if (a->caseless && has_ks(a)) {
             p->ks[i] = 1;
             any_ks = 1;
+        }
+    }
+
+    /* the tight tier: each pattern Hyperscan can take (no memory: none,
+       and the atoms for all) */
+    (void)full_compile(p, rules, cache, has_atoms);
+
+    for (size_t i = 0; i < n; i++) {
+        if (rules[i].code == NULL || rules[i].pattern == NULL) {
+            continue;
+        }
+        if (p->tier[i] == GD_GR_PF_FULL && p->own[i] == NULL) {
+            p->full_kinds |= p->kinds[i];
+        } else if (!has_atoms[i]) {
+            p->nalways++;
+        } else {
+            p->atoms_kinds |= p->kinds[i];
+            if (p->own[i] == NULL) {
+                p->always[i] = 0;
+                p->tier[i] = GD_GR_PF_ATOMS;
+                p->nfiltered++;
+            }
         }
     }
     if (k == 0 && p->nfull == 0) {
@@ -1613,7 +1611,7 @@ done:
     free(len);
     free(flags);
     free(ids);
-    free(atoms);
+    free(a);
     free(has_atoms);
     if (err) {
         hs_free_compile_error(err);
