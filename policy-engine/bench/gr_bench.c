@@ -601,10 +601,10 @@ int main(int argc, char **argv)
         gd_gr_prefilter_counts(g->prefilter, &nf, &na);
         gd_gr_prefilter_stats(g->prefilter, &st);
         printf("\nthe prefilter (Hyperscan): of %zu patterns, %zu in the "
-               "full-pattern tier (%zu of them gated by their atoms), %zu "
-               "on atoms alone, %zu always run; %zu atoms; databases "
-               "%.1f KB\n",
-               npat, st.full, st.gated, nf, npat - nf - st.full, na,
+               "full-pattern tier (%zu of them gated by their atoms, with "
+               "%zu parts), %zu on atoms alone, %zu always run; %zu atoms; "
+               "databases %.1f KB\n",
+               npat, st.full, st.gated, st.parts, nf, npat - nf - st.full, na,
                (double)st.db_bytes / 1024);
         double t_nopf = timed(run_engine_nopf, seconds);
         t_full = timed(run_engine_all, seconds);

@@ -13,7 +13,8 @@
  *     ASCII case ignored (or, for a caseless one, U+212A or U+017F, which
  *     fold to 'k' and 's'), and its full-pattern tier expression
  *     (gd_gr_hs_expr, compiled by Hyperscan as the prefilter does) must
- *     match the text (a UTF-8 one, for a UTF-8 pattern).
+ *     match the text (a UTF-8 one, for a UTF-8 pattern), and so must the
+ *     expression of each of its parts (gd_gr_parts).
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 
@@ -302,6 +303,15 @@ static void check_pattern(unsigned opts, const char *d, size_t size)
         }
     }
     check_full(pat, o, code, t, n);
+
+    /* each of its parts, as the prefilter compiles it, matches too */
+    char *parts[GD_GR_MAX_PARTS];
+    size_t np = gd_gr_parts(pat, o, parts);
+
+    for (size_t i = 0; i < np; i++) {
+        check_full(parts[i], o, code, t, n);
+        free(parts[i]);
+    }
     pcre2_code_free(code);
 }
 

@@ -119,6 +119,20 @@ int gd_gr_prefilter_tier(const gd_gr_prefilter_t *p, size_t i,
    is (its own database) */
 int gd_gr_prefilter_gated(const gd_gr_prefilter_t *p, size_t i);
 
+/*
+ * The parts of a pattern that every match holds: the groups of its top
+ * level (a concatenation, no '|' there) that occur at least once.  Copies
+ * (free()) of at most GD_GR_MAX_PARTS of them into parts[]; how many: 0
+ * unless two or more, and 0 for a pattern whose meaning a cut could
+ * change: back-references, recursion or calls, options set for the rest
+ * of the pattern ((?i) at the top level), \Q..\E, verbs, branch resets,
+ * conditions, a quantifier it does not read, flag x (opts: the pattern's
+ * PCRE2 options).  A gated rule's database holds its pattern and these
+ * parts, and the pattern runs only when all of them match.
+ */
+#define GD_GR_MAX_PARTS 8
+size_t gd_gr_parts(const char *pattern, uint32_t opts, char **parts);
+
 typedef struct {
     size_t full;     /* pattern rules in the full-pattern tier */
     size_t atoms;    /* on atoms */
@@ -126,6 +140,8 @@ typedef struct {
     size_t natoms;   /* atoms in all */
     size_t gated;    /* of the full tier, with a database of their own
                         that their atoms gate */
+    size_t parts;    /* the parts of those patterns in their databases,
+                        each a condition too (docs/guardrails.md) */
     size_t db_bytes; /* the Hyperscan databases' size */
 } gd_gr_pf_stats_t;
 

@@ -1317,12 +1317,14 @@ struct gd_gr_prefilter_s {
     char (*why)[64];       /* by rule: why not in the full tier */
     hs_database_t **own;   /* by rule: its own full-pattern database when
                               its atoms gate it, else NULL */
+    uint64_t *all;         /* by rule: the ids of its own database, which
+                              must all match (the pattern and its parts) */
     unsigned *gated;       /* the rules with an own database */
     size_t ngated;
     unsigned *kinds;      /* by rule: its target kinds (GD_GR_KIND) */
     unsigned full_kinds;  /* the kinds of the full database's rules */
     unsigned atoms_kinds; /* of the rules the atoms run or gate */
-    size_t nfiltered, natoms, nfull, nalways, nutf;
+    size_t nfiltered, natoms, nfull, nalways, nutf, nparts;
 };
 
 /* ids past the rules: U+212A and U+017F, which fold to 'k' and 's' */
@@ -1350,31 +1352,277 @@ static void full_tier(gd_gr_prefilter_t *p, const gd_gr_rule_t *rules, size_t i)
     p->nfull++;
 }
 
+/* ---- the parts of a pattern ---- */
+
+/* past the class whose '[' is at p[i - 1], or n when it does not end */
+static size_t skip_class(const char *p, size_t n, size_t i)
+{
+    if (i < n && p[i] == '^') {
+        i++;
+    }
+    if (i < n && p[i] == ']') {
+        i++;
+    }
+    while (i < n && p[i] != ']') {
+        if (p[i] == '\\') {
+            i += 2;
+        } else if (p[i] == '[' && i + 1 < n && strchr(":.=", p[i + 1])) {
+            char d = p[i + 1];
+
+            for (i += 2; i + 1 < n && !(p[i] == d && p[i + 1] == ']'); i++) {
+            }
+            i += 2;
+        } else {
+            i++;
+        }
+    }
+    return i < n ? i + 1 : n;
+}
+
+/* past the group whose '(' is at p[i], or 0 when it does not end */
+static size_t skip_group(const char *p, size_t n, size_t i)
+{
+    size_t depth = 0;
+
+    while (i < n) {
+        if (p[i] == '\\') {
+            i += 2;
+        } else if (p[i] == '[') {
+            i = skip_class(p, n, i + 1);
+        } else if (p[i] == '(' && i + 2 < n && p[i + 1] == '?' &&
+                   p[i + 2] == '#') {
+            const char *e = memchr(p + i, ')', n - i);
+
+            i = e ? (size_t)(e - p) + 1 : n;
+        } else if (p[i] == '(') {
+            depth++;
+            i++;
+        } else if (p[i] == ')') {
+            i++;
+            if (--depth == 0) {
+                return i;
+            }
+        } else {
+            i++;
+        }
+    }
+    return 0;
+}
+
+/*
+ * (gd_gr_prefilter.h) A match of the pattern holds a match of each part in
+ * the same text (an assertion in a part looks at the same characters
+ * around it), so each part alone matches the text, and a Hyperscan
+ * prefilter of each is as sound as the pattern's.  Hyperscan's prefilter
+ * of a long pattern may give up on much of it (pi-indirect-3's accepted
+ * nearly any prose); of each part alone it keeps more.
+ */
+size_t gd_gr_parts(const char *p, uint32_t opts, char **parts)
+{
+    size_t n = strlen(p), i = 0, k = 0;
+    static const char *const cut[] = {"\\g",  "\\k",  "\\Q", "\\E",
+                                      "(?P=", "(?P>", "(?R", "(?&",
+                                      "(?|",  "(?(",  "(*"};
+
+    if ((opts & (PCRE2_EXTENDED | PCRE2_EXTENDED_MORE | PCRE2_LITERAL |
+                 PCRE2_ALT_BSUX)) ||
+        inline_option(p, 'x')) {
+        return 0;
+    }
+    for (size_t j = 0; j < sizeof(cut) / sizeof(cut[0]); j++) {
+        if (strstr(p, cut[j])) {
+            return 0;
+        }
+    }
+    for (size_t j = 0; j + 1 < n; j++) {
+        if (p[j] == '\\' && p[j + 1] >= '1' && p[j + 1] <= '9') {
+            return 0;
+        }
+        if (p[j] == '(' && p[j + 1] == '?' && j + 2 < n &&
+            (isdigit((unsigned char)p[j + 2]) || p[j + 2] == '+' ||
+             p[j + 2] == '-')) {
+            if (p[j + 2] != '-' ||
+                (j + 3 < n && isdigit((unsigned char)p[j + 3]))) {
+                return 0; /* a call of a numbered group */
+            }
+        }
+    }
+    while (i < n) {
+        size_t at = i, min = 1, end;
+        int part = 0;
+
+        if (p[i] == '|' || p[i] == ')') {
+            goto none;
+        }
+        if (p[i] == '(' && i + 2 < n && p[i + 1] == '?' && p[i + 2] == '#') {
+            const char *e = memchr(p + i, ')', n - i);
+
+            i = e ? (size_t)(e - p) + 1 : n; /* a comment */
+            continue;
+        }
+        if (p[i] == '(') {
+            end = skip_group(p, n, i);
+            if (end == 0) {
+                goto none;
+            }
+            if (p[i + 1] != '?') {
+                part = 1;
+            } else if (strchr(":>", p[i + 2]) ||
+                       (p[i + 2] == '<' && i + 3 < n &&
+                        !strchr("=!", p[i + 3])) ||
+                       p[i + 2] == '\'' || p[i + 2] == 'P') {
+                part = 1; /* non-capturing, atomic, named */
+            } else if (strchr("=!<", p[i + 2])) {
+                part = 0; /* an assertion */
+            } else {
+                /* options: for the rest of the pattern (?i) cannot be
+                   cut, (?i:...) is a group */
+                size_t j = i + 2;
+
+                while (j < n && (isalpha((unsigned char)p[j]) || p[j] == '-' ||
+                                 p[j] == '^')) {
+                    j++;
+                }
+                if (j >= n || p[j] != ':') {
+                    goto none;
+                }
+                part = 1;
+            }
+            i = end;
+        } else if (p[i] == '[') {
+            i = skip_class(p, n, i + 1);
+        } else if (p[i] == '\\') {
+            i += 2;
+            if (i <= n && strchr("xopPN", p[i - 1]) && i < n && p[i] == '{') {
+                const char *e = memchr(p + i, '}', n - i);
+
+                i = e ? (size_t)(e - p) + 1 : n;
+            } else if (i <= n && p[i - 1] == 'c') {
+                i++;
+            }
+        } else {
+            i++;
+            while (i < n && ((unsigned char)p[i] & 0xc0) == 0x80) {
+                i++;
+            }
+        }
+        if (i > n) {
+            goto none;
+        }
+        end = i;
+        /* its quantifier */
+        if (i < n && (p[i] == '?' || p[i] == '*')) {
+            min = 0;
+            i++;
+        } else if (i < n && p[i] == '+') {
+            i++;
+        } else if (i < n && p[i] == '{') {
+            size_t j = i + 1, v = 0;
+
+            if (j >= n || !isdigit((unsigned char)p[j])) {
+                goto none; /* a literal '{', or {,n}: not cut */
+            }
+            for (; j < n && isdigit((unsigned char)p[j]); j++) {
+                v = v < 100000 ? v * 10 + (size_t)(p[j] - '0') : v;
+            }
+            if (j < n && p[j] == ',') {
+                for (j++; j < n && isdigit((unsigned char)p[j]); j++) {
+                }
+            }
+            if (j >= n || p[j] != '}') {
+                goto none;
+            }
+            min = v;
+            i = j + 1;
+        }
+        if (i < n && (p[i] == '+' || p[i] == '?') && i != end) {
+            i++; /* possessive, lazy */
+        }
+        if (part && min > 0 && k < GD_GR_MAX_PARTS) {
+            parts[k] = strndup(p + at, end - at);
+            if (parts[k] == NULL) {
+                goto none;
+            }
+            k++;
+        }
+    }
+    if (k >= 2) {
+        return k;
+    }
+none:
+    while (k > 0) {
+        free(parts[--k]);
+    }
+    return 0;
+}
+
+static int on_part(unsigned id, unsigned long long from, unsigned long long to,
+                   unsigned flags, void *ctx)
+{
+    uint64_t *seen = ctx;
+
+    (void)from;
+    (void)to;
+    (void)flags;
+    *seen |= (uint64_t)1 << id;
+    return 0;
+}
+
 /*
  * A pattern with atoms gets a database of its own, scanned only over a
  * text that holds one of its atoms: both filters are sound, so their
  * conjunction is, and a pattern whose expression starts at words common
  * in prose (its Hyperscan engine then starts almost everywhere) costs a
- * literal scan instead.  0, or -1 when Hyperscan refuses it (then it is
- * on its atoms alone, why[] saying why).
+ * literal scan instead.  The database holds the pattern (id 0) and its
+ * parts (gd_gr_parts): the pattern runs when all of them match.  0, or
+ * -1 when Hyperscan refuses the pattern (then it is on its atoms alone,
+ * why[] saying why).
  */
-static int own_compile(gd_gr_prefilter_t *p, size_t i, const char *expr,
-                       unsigned flags, const char *cache)
+static int own_compile(gd_gr_prefilter_t *p, const gd_gr_rule_t *rule, size_t i,
+                       const char *expr, unsigned flags, const char *cache)
 {
+    const char *ex[1 + GD_GR_MAX_PARTS] = {expr};
+    unsigned fl[1 + GD_GR_MAX_PARTS] = {flags}, ids[1 + GD_GR_MAX_PARTS] = {0};
+    char *parts[GD_GR_MAX_PARTS], *pe[GD_GR_MAX_PARTS], why[64];
+    size_t np = gd_gr_parts(rule->pattern, rule->pattern_options, parts), k = 1,
+           npe = 0;
     hs_compile_error_t *err = NULL;
-    unsigned id = (unsigned)i;
-    int cached;
+    int cached, rc = 0;
 
-    if (gd_gr_hs_compile(cache, &expr, &flags, &id, 1, &p->own[i], &err,
-                         &cached) != HS_SUCCESS) {
+    for (size_t j = 0; j < np; j++) {
+        if (gd_gr_hs_expr(parts[j], rule->pattern_options, &pe[npe], &fl[k],
+                          why, sizeof(why)) == 0) {
+            ex[k] = pe[npe++];
+            ids[k] = (unsigned)k;
+            k++;
+        }
+        free(parts[j]);
+    }
+    /* the pattern and its parts; when Hyperscan refuses a part, the
+       pattern alone */
+    if (k > 1 && gd_gr_hs_compile(cache, ex, fl, ids, (unsigned)k, &p->own[i],
+                                  &err, &cached) != HS_SUCCESS) {
+        hs_free_compile_error(err);
+        err = NULL;
+        k = 1;
+    }
+    if (k == 1 && gd_gr_hs_compile(cache, ex, fl, ids, 1, &p->own[i], &err,
+                                   &cached) != HS_SUCCESS) {
         snprintf(p->why[i], sizeof(p->why[0]), "Hyperscan: %s",
                  err ? err->message : "?");
         hs_free_compile_error(err);
         p->own[i] = NULL;
-        return -1;
+        rc = -1;
+        goto out;
     }
-    p->gated[p->ngated++] = id;
-    return 0;
+    p->all[i] = ((uint64_t)1 << k) - 1;
+    p->nparts += k - 1;
+    p->gated[p->ngated++] = (unsigned)i;
+out:
+    while (npe > 0) {
+        free(pe[--npe]);
+    }
+    return rc;
 }
 
 /*
@@ -1411,7 +1659,7 @@ static int full_compile(gd_gr_prefilter_t *p, const gd_gr_rule_t *rules,
             continue;
         }
         if (has_atoms[i]) {
-            if (own_compile(p, i, e, flags[k], cache) == 0) {
+            if (own_compile(p, &rules[i], i, e, flags[k], cache) == 0) {
                 full_tier(p, rules, i);
             }
             free(e);
@@ -1486,10 +1734,11 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
     p->utf = calloc(n + 1, 1);
     p->why = calloc(n + 1, sizeof(*p->why));
     p->own = calloc(n + 1, sizeof(*p->own));
+    p->all = calloc(n + 1, sizeof(*p->all));
     p->gated = calloc(n + 1, sizeof(*p->gated));
     p->kinds = calloc(n + 1, sizeof(*p->kinds));
     if (p->always == NULL || p->ks == NULL || p->tier == NULL ||
-        p->utf == NULL || p->why == NULL || p->own == NULL ||
+        p->utf == NULL || p->why == NULL || p->own == NULL || p->all == NULL ||
         p->gated == NULL || p->kinds == NULL) {
         goto fail;
     }
@@ -1630,6 +1879,7 @@ void gd_gr_prefilter_free(gd_gr_prefilter_t *p)
         hs_free_database(p->own[i]);
     }
     free(p->own);
+    free(p->all);
     free(p->gated);
     free(p->kinds);
     free(p->always);
@@ -1658,6 +1908,7 @@ void gd_gr_prefilter_stats(const gd_gr_prefilter_t *p, gd_gr_pf_stats_t *st)
     st->always = p->nalways;
     st->natoms = p->natoms;
     st->gated = p->ngated;
+    st->parts = p->nparts;
     for (size_t i = 0; i < 2 + p->ngated; i++) {
         hs_database_t *db = i == 0   ? p->db
                             : i == 1 ? p->full
@@ -1845,11 +2096,13 @@ int gd_gr_prefilter_scan_kinds(const gd_gr_prefilter_t *p,
         if (run[i] && !(p->kinds[i] & kinds)) {
             run[i] = 0;
         } else if (run[i]) {
-            run[i] = 0;
-            if (hs_scan(p->own[i], t, (unsigned)len, 0, s->hs, on_match, run) !=
-                HS_SUCCESS) {
+            uint64_t seen = 0;
+
+            if (hs_scan(p->own[i], t, (unsigned)len, 0, s->hs, on_part,
+                        &seen) != HS_SUCCESS) {
                 return scan_fail(p, run);
             }
+            run[i] = seen == p->all[i];
         }
     }
     if (p->nutf && !gd_norm_utf8_valid((const unsigned char *)text, len)) {

@@ -142,6 +142,19 @@ static const struct {
     {"[^\\w\\s]{2}z", "u", "!\xe2\x80\x94z"},
     {"\\Bonly\\B", "u", "\xc3\xa9only\xc3\xa9"},
     {"a{2,3}bq", "", "aaabq"},
+    /* cut into parts (gd_gr_parts): each part alone must match too */
+    {"(?:ab|cd)[)(](?:ef|gh)", "", "cd(gh"},
+    {"(?:qq|rr){0,2}(?:st|uv)\\((?:wx|yz)\\)", "i", "UV(yz)"},
+    {"(?<=k)(?:ab)(?!z)(?:cd)+", "", "kabcdcd"},
+    {"(?i:mix)(?-i:ED)(?:case)", "i", "mIxEDCase"},
+    {"(?#c(x)(?:ab)(?:cd)", "", "abcd"},
+    {"(?<n>ab)(?:cd)\\x{41}(?'m'ef)(?P<o>gh)", "", "abcdAefgh"},
+    {"(?>ab|a)(?:bc)(?:de){1,}", "", "abbcde"},
+    {"[\\](](?:ab)(?:c[)]d)", "", "(abc)d"},
+    {"(?:ab)?\?(?:cd)(?:ef)", "", "cdef"},
+    {"^(?:ab)(?:cd)$", "", "abcd"},
+    {"(?:\\w+\\s+){0,2}?(?:xy)\\b(?:zz)?(?:\\s+now)", "iu", "a b XY NOW"},
+    {"(?:caf\xc3\xa9)\\s+(?:cr\xc3\xa8me)", "iu", "CAF\xc3\x89 CR\xc3\x88ME"},
 };
 
 #define NTRICKY (sizeof(tricky) / sizeof(tricky[0]))
@@ -756,6 +769,97 @@ int main(void)
                "white space in an atom is one space");
     }
 
+    /* the parts of a pattern (gd_gr_parts) */
+    {
+        static const struct {
+            const char *pattern;
+            const char *parts; /* joined by spaces */
+        } cuts[] = {
+            {"(?:ab|cd)\\s+(?:ef|gh)", "(?:ab|cd) (?:ef|gh)"},
+            {"(?#(x)(?:ab)(?:cd){2,}", "(?:ab) (?:cd)"},
+            {"[(](?:ab)\\((?:cd)", "(?:ab) (?:cd)"},
+            {"(?=x)(?:ab)(?:cd)", "(?:ab) (?:cd)"},
+            {"(?:ab){0,3}(?:cd)(?:ef)+?", "(?:cd) (?:ef)"},
+            {"(?<n>ab)(?'m'cd)(?P<o>ef)", "(?<n>ab) (?'m'cd) (?P<o>ef)"},
+            {"(?i:ab)(?-i:cd)", "(?i:ab) (?-i:cd)"},
+            {"\\x{28}(ab)\\p{L}(cd)", "(ab) (cd)"},
+            {"(a)(b)\\1", ""},
+            {"(?i)(?:ab)(?:cd)", ""},
+            {"(?:ab)|(?:cd)", ""},
+            {"(?:ab)?(?:cd)", ""},
+            {"(?:ab)x{,3}(?:cd)", ""},
+            {"(?:ab)(?1)", ""},
+            {"(?:ab)\\Q(x\\E(?:cd)", ""},
+            {"(*UTF)(?:ab)(?:cd)", ""},
+            {"(?:ab)(?(1)c|d)(?:cd)", ""},
+            {"(?:ab)(?:cd", ""},
+        };
+        int ok = 1;
+
+        for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+            char *parts[GD_GR_MAX_PARTS], got[256] = "";
+            size_t n = gd_gr_parts(cuts[i].pattern, 0, parts);
+
+            for (size_t j = 0; j < n; j++) {
+                snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s",
+                         j ? " " : "", parts[j]);
+                free(parts[j]);
+            }
+            if (strcmp(got, cuts[i].parts) != 0) {
+                ok = 0;
+                printf("# /%s/: parts \"%s\", not \"%s\"\n", cuts[i].pattern,
+                       got, cuts[i].parts);
+            }
+        }
+        char *parts[GD_GR_MAX_PARTS];
+
+        TAP_OK(ok && gd_gr_parts("(?:ab) (?:cd)", PCRE2_EXTENDED, parts) == 0,
+               "the parts of a pattern, and none where a cut could change "
+               "its meaning");
+
+        gd_gr_pf_stats_t st;
+
+        gd_gr_prefilter_stats(g->prefilter, &st);
+        TAP_OK(st.parts >= 2, "the gated patterns have %zu parts",
+               st.parts);
+
+        /* bench/guardrails.sh's chat body: ordinary prose, which the
+           whole of pi-indirect-3 in Hyperscan's prefilter accepted */
+        json_error_t je;
+        json_t *chat = json_load_file(
+            GD_TEST_DATA "/../../bench/data/chat-1k.json", 0, &je);
+        json_t *msgs = json_object_get(chat, "messages"), *m;
+        size_t idx, ran = 0, values = 0;
+
+        json_array_foreach(msgs, idx, m)
+        {
+            json_t *c = json_object_get(m, "content");
+
+            gd_norm(&nt, json_string_value(c), json_string_length(c),
+                    GD_NORM_UNICODE);
+            values++;
+            if (gd_gr_prefilter_scan_kinds(g->prefilter, &pf, nt.text, nt.len,
+                                           GD_GR_KIND(GD_GR_T_JSON_ALL),
+                                           run_kinds) != 0) {
+                ran += 1000;
+                continue;
+            }
+            for (size_t ri = 0; ri < g->nrules; ri++) {
+                if (g->rules[ri].code &&
+                    (g->rules[ri].kinds & GD_GR_KIND(GD_GR_T_JSON_ALL)) &&
+                    run_kinds[ri]) {
+                    printf("# %s runs on message %zu\n", g->rules[ri].id, idx);
+                    ran++;
+                }
+            }
+        }
+        json_decref(chat);
+        TAP_OK(values == 2 && ran == 0,
+               "the bench's chat messages run no pattern of the packs (%zu "
+               "runs)",
+               ran);
+    }
+
     /* the tiers: what goes to the full-pattern tier, and why not */
     {
         static const struct {
@@ -822,8 +926,10 @@ int main(void)
         gd_gr_pf_stats_t st;
 
         gd_gr_prefilter_stats(g->prefilter, &st);
-        printf("# tiers: %zu full, %zu on atoms, %zu always; %zu KB\n", st.full,
-               st.atoms, st.always, st.db_bytes / 1024);
+        printf("# tiers: %zu full (%zu gated, %zu parts), %zu on atoms, %zu "
+               "always; %zu KB\n",
+               st.full, st.gated, st.parts, st.atoms, st.always,
+               st.db_bytes / 1024);
         TAP_OK(st.full > st.atoms + st.always,
                "most patterns are in the full-pattern tier");
     }
