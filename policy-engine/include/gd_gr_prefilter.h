@@ -47,7 +47,7 @@
 
 #define GD_GR_ATOM_MIN 2  /* the shortest atom that filters */
 #define GD_GR_ATOM_MAX 32 /* the longest literal kept */
-#define GD_GR_ATOMS_MAX 256
+#define GD_GR_ATOMS_MAX 1024
 
 /*
  * White space in the scanned view: the scan sees each run of ASCII white

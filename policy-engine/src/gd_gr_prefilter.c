@@ -1598,13 +1598,22 @@ static int own_compile(gd_gr_prefilter_t *p, const gd_gr_rule_t *rule, size_t i,
         }
         free(parts[j]);
     }
-    /* the pattern and its parts; when Hyperscan refuses a part, the
-       pattern alone */
-    if (k > 1 && gd_gr_hs_compile(cache, ex, fl, ids, (unsigned)k, &p->own[i],
-                                  &err, &cached) != HS_SUCCESS) {
+    /* the pattern and its parts, less a part Hyperscan refuses (one that
+       matches the empty text); when it refuses the pattern, the pattern
+       alone says why */
+    while (k > 1 && gd_gr_hs_compile(cache, ex, fl, ids, (unsigned)k,
+                                     &p->own[i], &err, &cached) != HS_SUCCESS) {
+        int x = err ? err->expression : -1;
+
         hs_free_compile_error(err);
         err = NULL;
-        k = 1;
+        if (x <= 0 || (size_t)x >= k) {
+            k = 1;
+            break;
+        }
+        k--;
+        memmove(&ex[x], &ex[x + 1], (k - (size_t)x) * sizeof(ex[0]));
+        memmove(&fl[x], &fl[x + 1], (k - (size_t)x) * sizeof(fl[0]));
     }
     if (k == 1 && gd_gr_hs_compile(cache, ex, fl, ids, 1, &p->own[i], &err,
                                    &cached) != HS_SUCCESS) {
