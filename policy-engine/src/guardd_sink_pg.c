@@ -11,6 +11,20 @@
  *   SELECT inserted, duplicates FROM guard_ingest_rows();
  *   COMMIT;
  *
+ * A batch of decisions whose every column is computed here (direct_ok:
+ * no review, the time and the jsonb members computable) goes straight
+ * into decisions instead (path_direct), the cheapest for the server:
+ *
+ *   BEGIN;
+ *   SELECT guard_partition('2026-12-01 00:00:00+00'), ...;  -- its months
+ *   COPY decisions (key, ts, ..., record, segment, line) FROM STDIN;
+ *   COMMIT;
+ *
+ * where a record already stored fails the COPY (a unique violation): the
+ * batch is rolled back and sent again through guard_rows, which ignores
+ * and counts the duplicates, and so are the batches after it until one
+ * has no duplicate (direct_off: a re-publish after a crash).
+ *
  * A batch with a record whose columns are not computed here (a line
  * jansson does not take as an object, ts_ms or status a JSON real) goes
  * as 0002 takes it instead: the lines as they are into guard_stage, the
