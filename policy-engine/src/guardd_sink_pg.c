@@ -380,49 +380,81 @@ static void copy_col_num(copy_out_t *o, int have, double d)
     "prev_hash, hash, review_of, verdict, analyst, note, record, segment, "    \
     "line"
 
+/* the columns rows_row and direct_row compute alike */
+typedef struct {
+    const char *id, *kind;
+    json_int_t ts_ms, status;
+    int has_ts, has_status, has_score, has_latency, review, refusal;
+    double score, latency;
+} row_cols_t;
+
+static void row_cols(const json_t *rec, row_cols_t *c)
+{
+    const char *outcome = guard_str(rec, "outcome");
+    const char *reason = guard_str(rec, "reason");
+
+    c->kind = guard_str(rec, "kind");
+    c->id = guard_str(rec, "id");
+    if (c->id == NULL) {
+        c->id = guard_str(rec, "decision_id");
+    }
+    c->ts_ms = c->status = 0;
+    c->has_ts = guard_int(rec, "ts_ms", &c->ts_ms);
+    c->has_status = guard_int(rec, "status", &c->status);
+    c->score = c->latency = 0;
+    c->has_score = guard_num(rec, "score", &c->score);
+    c->has_latency = guard_num(rec, "latency_ms", &c->latency);
+    c->review = c->kind != NULL && strcmp(c->kind, "review") == 0;
+    c->refusal = !c->review &&
+                 ((outcome != NULL && (strcmp(outcome, "deny") == 0 ||
+                                       strcmp(outcome, "shadow_deny") == 0)) ||
+                  (reason != NULL && c->has_status && c->status >= 400));
+}
+
+/* the key: the id, else the hash */
+static void copy_col_key(copy_out_t *o, const json_t *rec, const row_cols_t *c)
+{
+    copy_col_str(o, c->id ? c->id : guard_str(rec, "hash"));
+}
+
+/* the columns from id to refusal, in both rows: guard_rows's (ts_ms as
+ * it is, negative too, and num_from_record) or decisions's (direct: a
+ * negative ts_ms NULL, as guard_ingest_rows() stores it) */
+static void copy_cols(copy_out_t *o, const json_t *rec, const row_cols_t *c,
+                      int direct)
+{
+    copy_col_str(o, c->id);
+    copy_col_str(o, c->kind ? c->kind : "decision");
+    copy_col_int(o, c->has_ts && (!direct || c->ts_ms >= 0), c->ts_ms);
+    copy_col_strs(o, rec,
+                  (const char *const[]){"tenant", "subject", "client_ip",
+                                        "method", "route", "traceparent",
+                                        "stage", "outcome", NULL});
+    copy_col_int(
+        o, c->has_status && c->status >= INT32_MIN && c->status <= INT32_MAX,
+        c->status);
+    copy_col_str(o, guard_str(rec, "reason"));
+    copy_col_num(o, c->has_score, c->score);
+    copy_col_num(o, c->has_latency, c->latency);
+    if (!direct) {
+        copy_str(o, c->has_score < 0 || c->has_latency < 0 ? "t\t" : "f\t");
+    }
+    copy_col_strs(o, rec,
+                  (const char *const[]){"policy_version", "node", "source",
+                                        "shadow_reason", NULL});
+    copy_str(o, c->refusal ? "t\t" : "f\t");
+}
+
 /* guard_rows's row of r (row_computable), ROWS_COLUMNS in order */
 static void rows_row(copy_out_t *o, gd_srec_t *r)
 {
     const json_t *rec = sink_record(r);
-    const char *kind = guard_str(rec, "kind");
-    const char *id = guard_str(rec, "id");
-    const char *outcome = guard_str(rec, "outcome");
-    const char *reason = guard_str(rec, "reason");
-    json_int_t ts_ms = 0, status = 0;
-    int has_ts = guard_int(rec, "ts_ms", &ts_ms);
-    int has_status = guard_int(rec, "status", &status);
-    double score = 0, latency = 0;
-    int has_score = guard_num(rec, "score", &score);
-    int has_latency = guard_num(rec, "latency_ms", &latency);
-    int review = kind != NULL && strcmp(kind, "review") == 0;
-    int refusal = !review &&
-                  ((outcome != NULL && (strcmp(outcome, "deny") == 0 ||
-                                        strcmp(outcome, "shadow_deny") == 0)) ||
-                   (reason != NULL && has_status && status >= 400));
+    row_cols_t c;
 
-    if (id == NULL) {
-        id = guard_str(rec, "decision_id");
-    }
-    copy_str(o, review ? "t\t" : "f\t");
-    copy_col_str(o, id ? id : guard_str(rec, "hash"));
-    copy_col_str(o, id);
-    copy_col_str(o, kind ? kind : "decision");
-    copy_col_int(o, has_ts, ts_ms);
-    copy_col_strs(o, rec,
-                  (const char *const[]){"tenant", "subject", "client_ip",
-                                        "method", "route", "traceparent",
-                                        "stage", NULL});
-    copy_col_str(o, outcome);
-    copy_col_int(o, has_status && status >= INT32_MIN && status <= INT32_MAX,
-                 status);
-    copy_col_str(o, reason);
-    copy_col_num(o, has_score, score);
-    copy_col_num(o, has_latency, latency);
-    copy_str(o, has_score < 0 || has_latency < 0 ? "t\t" : "f\t");
-    copy_col_strs(o, rec,
-                  (const char *const[]){"policy_version", "node", "source",
-                                        "shadow_reason", NULL});
-    copy_str(o, refusal ? "t\t" : "f\t");
+    row_cols(rec, &c);
+    copy_str(o, c.review ? "t\t" : "f\t");
+    copy_col_key(o, rec, &c);
+    copy_cols(o, rec, &c, 0);
     copy_col_strs(o, rec,
                   (const char *const[]){"prev_hash", "hash", "review_of",
                                         "verdict", "analyst", "note", NULL});
@@ -502,20 +534,15 @@ static int direct_ts(const json_t *rec, int64_t *us)
 static int direct_ok(gd_srec_t *r)
 {
     const json_t *rec = sink_record(r);
-    const char *kind, *key;
-    double d;
+    row_cols_t c;
     int64_t us;
 
     if (!row_computable(rec)) {
         return 0;
     }
-    kind = guard_str(rec, "kind");
-    key = guard_str(rec, "id");
-    key = key ? key : guard_str(rec, "decision_id");
-    key = key ? key : guard_str(rec, "hash");
-    if ((kind != NULL && strcmp(kind, "review") == 0) || key == NULL ||
-        !direct_ts(rec, &us) || guard_num(rec, "score", &d) < 0 ||
-        guard_num(rec, "latency_ms", &d) < 0) {
+    row_cols(rec, &c);
+    if (c.review || (c.id == NULL && guard_str(rec, "hash") == NULL) ||
+        !direct_ts(rec, &us) || c.has_score < 0 || c.has_latency < 0) {
         return 0;
     }
     for (const char *const *k = direct_json; *k != NULL; k++) {
@@ -540,44 +567,14 @@ static int direct_ok(gd_srec_t *r)
 static void direct_row(copy_out_t *o, gd_srec_t *r)
 {
     const json_t *rec = sink_record(r);
-    const char *kind = guard_str(rec, "kind");
-    const char *id = guard_str(rec, "id");
-    const char *outcome = guard_str(rec, "outcome");
-    const char *reason = guard_str(rec, "reason");
-    json_int_t ts_ms = 0, status = 0;
-    int has_ts = guard_int(rec, "ts_ms", &ts_ms) && ts_ms >= 0;
-    int has_status = guard_int(rec, "status", &status);
-    double score = 0, latency = 0;
-    int has_score = guard_num(rec, "score", &score);
-    int has_latency = guard_num(rec, "latency_ms", &latency);
-    int refusal = (outcome != NULL && (strcmp(outcome, "deny") == 0 ||
-                                       strcmp(outcome, "shadow_deny") == 0)) ||
-                  (reason != NULL && has_status && status >= 400);
+    row_cols_t c;
     int64_t us = 0;
 
+    row_cols(rec, &c);
     direct_ts(rec, &us);
-    if (id == NULL) {
-        id = guard_str(rec, "decision_id");
-    }
-    copy_col_str(o, id ? id : guard_str(rec, "hash"));
+    copy_col_key(o, rec, &c);
     copy_ts(o, us);
-    copy_col_str(o, id);
-    copy_col_str(o, kind ? kind : "decision");
-    copy_col_int(o, has_ts, ts_ms);
-    copy_col_strs(o, rec,
-                  (const char *const[]){"tenant", "subject", "client_ip",
-                                        "method", "route", "traceparent",
-                                        "stage", NULL});
-    copy_col_str(o, outcome);
-    copy_col_int(o, has_status && status >= INT32_MIN && status <= INT32_MAX,
-                 status);
-    copy_col_str(o, reason);
-    copy_col_num(o, has_score, score);
-    copy_col_num(o, has_latency, latency);
-    copy_col_strs(o, rec,
-                  (const char *const[]){"policy_version", "node", "source",
-                                        "shadow_reason", NULL});
-    copy_str(o, refusal ? "t\t" : "f\t");
+    copy_cols(o, rec, &c, 1);
     copy_col_strs(o, rec, (const char *const[]){"prev_hash", "hash", NULL});
     for (const char *const *k = direct_json; *k != NULL; k++) {
         size_t b = 0, e = 0;
