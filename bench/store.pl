@@ -191,7 +191,7 @@ exit 0 if $only !~ /postgres/;
 
 my $d = drain('postgres', 'postgres', \&pg_cpu,
               postgres => { dsn => $pg->{dsn}, batch => $batch });
-report('postgres sink (typed rows COPYed into guard_rows, guard_ingest_rows)', $d,
+report('postgres sink (typed rows COPYed into decisions)', $d,
        20_000);
 
 # 3. the SOC queries on the store (statistics up to date, as autovacuum

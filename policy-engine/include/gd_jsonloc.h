@@ -21,6 +21,16 @@
 void gd_jsonloc_find(const char *text, size_t len, const char *ptr,
                      int want_value, int *line, int *column);
 
+/*
+ * The members named key of the object that text is (its top level, not
+ * nested ones): how many there are, and the byte span [*start, *end) of
+ * the last one's value, as written (untouched when there is none).  text
+ * is a document jansson accepted; keys are compared after the simple
+ * escapes are undone, as gd_jsonloc_find compares them.
+ */
+int gd_jsonloc_member(const char *text, size_t len, const char *key,
+                      size_t *start, size_t *end);
+
 /* The 1-based line and column of byte offset off in text. */
 void gd_jsonloc_linecol(const char *text, size_t len, size_t off, int *line,
                         int *column);

@@ -142,6 +142,42 @@ void gd_jsonloc_linecol(const char *text, size_t len, size_t off, int *line,
     *column = (int)(off - start) + 1;
 }
 
+int gd_jsonloc_member(const char *text, size_t len, const char *key,
+                      size_t *start, size_t *end)
+{
+    char name[GD_JSONLOC_KEY_MAX];
+    size_t keylen = strlen(key);
+    size_t pos = skip_ws(text, len, 0);
+    int count = 0;
+
+    if (pos >= len || text[pos] != '{') {
+        return 0;
+    }
+    pos = skip_ws(text, len, pos + 1);
+    while (pos < len && text[pos] == '"') {
+        size_t kn, value;
+
+        pos = read_key(text, len, pos, name, &kn);
+        pos = skip_ws(text, len, pos);
+        if (pos < len && text[pos] == ':') {
+            pos = skip_ws(text, len, pos + 1);
+        }
+        value = pos;
+        pos = skip_value(text, len, pos);
+        if (kn == keylen && keylen < GD_JSONLOC_KEY_MAX &&
+            memcmp(name, key, kn) == 0) {
+            *start = value;
+            *end = pos;
+            count++;
+        }
+        pos = skip_ws(text, len, pos);
+        if (pos < len && text[pos] == ',') {
+            pos = skip_ws(text, len, pos + 1);
+        }
+    }
+    return count;
+}
+
 void gd_jsonloc_find(const char *text, size_t len, const char *ptr,
                      int want_value, int *line, int *column)
 {

@@ -11,6 +11,20 @@
  *   SELECT inserted, duplicates FROM guard_ingest_rows();
  *   COMMIT;
  *
+ * A batch of decisions whose every column is computed here (direct_ok:
+ * no review, the time and the jsonb members computable) goes straight
+ * into decisions instead (path_direct), the cheapest for the server:
+ *
+ *   BEGIN;
+ *   SELECT guard_partition('2026-12-01 00:00:00+00'), ...;  -- its months
+ *   COPY decisions (key, ts, ..., record, segment, line) FROM STDIN;
+ *   COMMIT;
+ *
+ * where a record already stored fails the COPY (a unique violation): the
+ * batch is rolled back and sent again through guard_rows, which ignores
+ * and counts the duplicates, and so are the batches after it until one
+ * has no duplicate (direct_off: a re-publish after a crash).
+ *
  * A batch with a record whose columns are not computed here (a line
  * jansson does not take as an object, ts_ms or status a JSON real) goes
  * as 0002 takes it instead: the lines as they are into guard_stage, the
@@ -31,6 +45,7 @@
  */
 #define _GNU_SOURCE
 
+#include "gd_jsonloc.h"
 #include "guardd.h"
 
 #include <libpq-fe.h>
@@ -41,6 +56,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define COPY_CHUNK ((size_t)1 << 20) /* bytes per PQputCopyData */
 
@@ -364,52 +380,213 @@ static void copy_col_num(copy_out_t *o, int have, double d)
     "prev_hash, hash, review_of, verdict, analyst, note, record, segment, "    \
     "line"
 
+/* the columns rows_row and direct_row compute alike */
+typedef struct {
+    const char *id, *kind;
+    json_int_t ts_ms, status;
+    int has_ts, has_status, has_score, has_latency, review, refusal;
+    double score, latency;
+} row_cols_t;
+
+static void row_cols(const json_t *rec, row_cols_t *c)
+{
+    const char *outcome = guard_str(rec, "outcome");
+    const char *reason = guard_str(rec, "reason");
+
+    c->kind = guard_str(rec, "kind");
+    c->id = guard_str(rec, "id");
+    if (c->id == NULL) {
+        c->id = guard_str(rec, "decision_id");
+    }
+    c->ts_ms = c->status = 0;
+    c->has_ts = guard_int(rec, "ts_ms", &c->ts_ms);
+    c->has_status = guard_int(rec, "status", &c->status);
+    c->score = c->latency = 0;
+    c->has_score = guard_num(rec, "score", &c->score);
+    c->has_latency = guard_num(rec, "latency_ms", &c->latency);
+    c->review = c->kind != NULL && strcmp(c->kind, "review") == 0;
+    c->refusal = !c->review &&
+                 ((outcome != NULL && (strcmp(outcome, "deny") == 0 ||
+                                       strcmp(outcome, "shadow_deny") == 0)) ||
+                  (reason != NULL && c->has_status && c->status >= 400));
+}
+
+/* the key: the id, else the hash */
+static void copy_col_key(copy_out_t *o, const json_t *rec, const row_cols_t *c)
+{
+    copy_col_str(o, c->id ? c->id : guard_str(rec, "hash"));
+}
+
+/* the columns from id to refusal, in both rows: guard_rows's (ts_ms as
+ * it is, negative too, and num_from_record) or decisions's (direct: a
+ * negative ts_ms NULL, as guard_ingest_rows() stores it) */
+static void copy_cols(copy_out_t *o, const json_t *rec, const row_cols_t *c,
+                      int direct)
+{
+    copy_col_str(o, c->id);
+    copy_col_str(o, c->kind ? c->kind : "decision");
+    copy_col_int(o, c->has_ts && (!direct || c->ts_ms >= 0), c->ts_ms);
+    copy_col_strs(o, rec,
+                  (const char *const[]){"tenant", "subject", "client_ip",
+                                        "method", "route", "traceparent",
+                                        "stage", "outcome", NULL});
+    copy_col_int(
+        o, c->has_status && c->status >= INT32_MIN && c->status <= INT32_MAX,
+        c->status);
+    copy_col_str(o, guard_str(rec, "reason"));
+    copy_col_num(o, c->has_score, c->score);
+    copy_col_num(o, c->has_latency, c->latency);
+    if (!direct) {
+        copy_str(o, c->has_score < 0 || c->has_latency < 0 ? "t\t" : "f\t");
+    }
+    copy_col_strs(o, rec,
+                  (const char *const[]){"policy_version", "node", "source",
+                                        "shadow_reason", NULL});
+    copy_str(o, c->refusal ? "t\t" : "f\t");
+}
+
 /* guard_rows's row of r (row_computable), ROWS_COLUMNS in order */
 static void rows_row(copy_out_t *o, gd_srec_t *r)
 {
     const json_t *rec = sink_record(r);
-    const char *kind = guard_str(rec, "kind");
-    const char *id = guard_str(rec, "id");
-    const char *outcome = guard_str(rec, "outcome");
-    const char *reason = guard_str(rec, "reason");
-    json_int_t ts_ms = 0, status = 0;
-    int has_ts = guard_int(rec, "ts_ms", &ts_ms);
-    int has_status = guard_int(rec, "status", &status);
-    double score = 0, latency = 0;
-    int has_score = guard_num(rec, "score", &score);
-    int has_latency = guard_num(rec, "latency_ms", &latency);
-    int review = kind != NULL && strcmp(kind, "review") == 0;
-    int refusal = !review &&
-                  ((outcome != NULL && (strcmp(outcome, "deny") == 0 ||
-                                        strcmp(outcome, "shadow_deny") == 0)) ||
-                   (reason != NULL && has_status && status >= 400));
+    row_cols_t c;
 
-    if (id == NULL) {
-        id = guard_str(rec, "decision_id");
-    }
-    copy_str(o, review ? "t\t" : "f\t");
-    copy_col_str(o, id ? id : guard_str(rec, "hash"));
-    copy_col_str(o, id);
-    copy_col_str(o, kind ? kind : "decision");
-    copy_col_int(o, has_ts, ts_ms);
-    copy_col_strs(o, rec,
-                  (const char *const[]){"tenant", "subject", "client_ip",
-                                        "method", "route", "traceparent",
-                                        "stage", NULL});
-    copy_col_str(o, outcome);
-    copy_col_int(o, has_status && status >= INT32_MIN && status <= INT32_MAX,
-                 status);
-    copy_col_str(o, reason);
-    copy_col_num(o, has_score, score);
-    copy_col_num(o, has_latency, latency);
-    copy_str(o, has_score < 0 || has_latency < 0 ? "t\t" : "f\t");
-    copy_col_strs(o, rec,
-                  (const char *const[]){"policy_version", "node", "source",
-                                        "shadow_reason", NULL});
-    copy_str(o, refusal ? "t\t" : "f\t");
+    row_cols(rec, &c);
+    copy_str(o, c.review ? "t\t" : "f\t");
+    copy_col_key(o, rec, &c);
+    copy_cols(o, rec, &c, 0);
     copy_col_strs(o, rec,
                   (const char *const[]){"prev_hash", "hash", "review_of",
                                         "verdict", "analyst", "note", NULL});
+    copy_line(o, r);
+    copy_place(o, r);
+    copy_byte(o, '\n');
+}
+
+/*
+ * The direct path: a batch of decisions only, every column computed
+ * here, COPYed straight into decisions (no staging table, no function,
+ * no ON CONFLICT: COPY inserts the rows in bulk).  A record already
+ * stored fails the COPY with a unique violation; the batch is then rolled
+ * back and sent again by the path that ignores conflicts (pg_finish), so
+ * what is stored and counted is the same.  A record goes this way only
+ * when every column is computed here exactly as guard_ingest_rows()
+ * computes it (direct_ok):
+ *
+ * - not a review (reviews go to their own table), with a key;
+ * - score and latency_ms not left to the server (num_from_record);
+ * - ts: to_timestamp(ts_ms / 1000.0) computed as PostgreSQL computes it
+ *   (pg_ts_us), for ts_ms from 0 to the year 9999 (a negative or missing
+ *   ts_ms: the epoch), else the server computes it;
+ * - signals, thresholds, rules (record -> 'signals', ...): the member's
+ *   value as written in the line (gd_jsonloc_member), which jsonb parses
+ *   to the same value as in the record; absent: NULL; a member written
+ *   twice (jsonb keeps the last one, as jansson does) goes the other way.
+ */
+#define DIRECT_TS_MS_MAX 253402300799999LL /* 9999-12-31 23:59:59.999 */
+
+static const char *const direct_json[] = {"signals", "thresholds", "rules",
+                                          NULL};
+
+/* the microseconds since 1970 of to_timestamp(ts_ms / 1000.0): the
+ * numeric quotient (exact) read as a double (correctly rounded, as an
+ * IEEE division of the two is), moved to PostgreSQL's epoch, times 10^6,
+ * rounded to the nearest (float8_timestamptz) */
+static int64_t pg_ts_us(json_int_t ts_ms)
+{
+    const double pg_epoch = 946684800.0; /* 2000-01-01 in Unix seconds */
+    double s = (double)ts_ms / 1000.0;
+
+    s -= pg_epoch;
+    s = rint(s * 1000000.0);
+    return (int64_t)s + (int64_t)946684800 * 1000000;
+}
+
+static void copy_ts(copy_out_t *o, int64_t us)
+{
+    time_t secs = (time_t)(us / 1000000);
+    struct tm tm;
+    char text[48];
+
+    gmtime_r(&secs, &tm);
+    snprintf(text, sizeof(text), "%04d-%02d-%02d %02d:%02d:%02d.%06d+00\t",
+             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+             tm.tm_min, tm.tm_sec, (int)(us % 1000000));
+    copy_str(o, text);
+}
+
+/* the row's time: ts_ms when it is an integer from 0 (pg_ts_us), else
+ * the epoch; 0 when it is beyond DIRECT_TS_MS_MAX */
+static int direct_ts(const json_t *rec, int64_t *us)
+{
+    json_int_t ts_ms = 0;
+
+    *us = 0;
+    if (guard_int(rec, "ts_ms", &ts_ms) && ts_ms >= 0) {
+        if (ts_ms > DIRECT_TS_MS_MAX) {
+            return 0;
+        }
+        *us = pg_ts_us(ts_ms);
+    }
+    return 1;
+}
+
+static int direct_ok(gd_srec_t *r)
+{
+    const json_t *rec = sink_record(r);
+    row_cols_t c;
+    int64_t us;
+
+    if (!row_computable(rec)) {
+        return 0;
+    }
+    row_cols(rec, &c);
+    if (c.review || (c.id == NULL && guard_str(rec, "hash") == NULL) ||
+        !direct_ts(rec, &us) || c.has_score < 0 || c.has_latency < 0) {
+        return 0;
+    }
+    for (const char *const *k = direct_json; *k != NULL; k++) {
+        size_t b, e;
+
+        if (member(rec, *k) != NULL &&
+            gd_jsonloc_member(r->line, r->len, *k, &b, &e) != 1) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+#define DIRECT_COLUMNS                                                         \
+    "key, ts, id, kind, ts_ms, tenant, subject, client_ip, method, route, "    \
+    "traceparent, stage, outcome, status, reason, score, latency_ms, "         \
+    "policy_version, node, source, shadow_reason, refusal, prev_hash, hash, "  \
+    "signals, thresholds, rules, record, segment, line"
+
+/* decisions's row of r (direct_ok), DIRECT_COLUMNS in order: the columns
+ * of rows_row (the same computations) */
+static void direct_row(copy_out_t *o, gd_srec_t *r)
+{
+    const json_t *rec = sink_record(r);
+    row_cols_t c;
+    int64_t us = 0;
+
+    row_cols(rec, &c);
+    direct_ts(rec, &us);
+    copy_col_key(o, rec, &c);
+    copy_ts(o, us);
+    copy_cols(o, rec, &c, 1);
+    copy_col_strs(o, rec, (const char *const[]){"prev_hash", "hash", NULL});
+    for (const char *const *k = direct_json; *k != NULL; k++) {
+        size_t b = 0, e = 0;
+
+        if (member(rec, *k) != NULL &&
+            gd_jsonloc_member(r->line, r->len, *k, &b, &e) == 1) {
+            copy_text(o, r->line + b, e - b);
+            copy_byte(o, '\t');
+        } else {
+            copy_str(o, "\\N\t");
+        }
+    }
     copy_line(o, r);
     copy_place(o, r);
     copy_byte(o, '\n');
@@ -419,7 +596,8 @@ static void rows_row(copy_out_t *o, gd_srec_t *r)
 typedef struct {
     const char *open;   /* BEGIN ...: the transaction, the staging table */
     const char *copy;   /* COPY ... FROM STDIN */
-    const char *ingest; /* SELECT inserted, duplicates FROM ... */
+    const char *ingest; /* SELECT inserted, duplicates FROM ...; NULL:
+                           the COPY's own count (path_direct) */
     const char *fn;     /* its name, for errors */
     void (*row)(copy_out_t *o, gd_srec_t *r);
 } pg_path_t;
@@ -430,6 +608,21 @@ static const pg_path_t path_rows = {
     "COPY guard_rows (" ROWS_COLUMNS ") FROM STDIN",
     "SELECT inserted, duplicates FROM guard_ingest_rows()", "guard_ingest_rows",
     rows_row};
+
+/* the direct path: every column computed here, straight into decisions;
+ * the partitions of the batch's months are made first (pg_send) */
+static const pg_path_t path_direct = {
+    "BEGIN; SET LOCAL statement_timeout = 30000",
+    "COPY decisions (" DIRECT_COLUMNS ") FROM STDIN", NULL, "COPY decisions",
+    direct_row};
+
+/* 1 after a batch of the direct path met a record already stored, until
+ * a batch of another path has no duplicate (a re-publish after a crash:
+ * the batches after it may be stored already, too) */
+static _Thread_local int direct_off;
+
+/* the path the batch pg_send sent went */
+static _Thread_local const pg_path_t *sent_path;
 
 /* 0002: the lines as they are, the columns computed by the server */
 static const pg_path_t path_stage = {
@@ -444,12 +637,61 @@ static const pg_path_t path_stage = {
  * it is alone) */
 static const pg_path_t *batch_path(gd_srec_t *r, size_t n)
 {
+    int direct = !direct_off;
+
     for (size_t i = 0; i < n; i++) {
         if (!r[i].rejected && !row_computable(sink_record(&r[i]))) {
             return &path_stage;
         }
+        if (direct && !r[i].rejected && !direct_ok(&r[i])) {
+            direct = 0;
+        }
     }
-    return &path_rows;
+    return direct ? &path_direct : &path_rows;
+}
+
+/* path_direct: "SELECT guard_partition('YYYY-MM-01 00:00:00+00'), ..."
+ * for each month of the batch's rows (as guard_ingest_rows() makes them
+ * before it inserts), malloc'd; NULL when out of memory */
+static char *direct_partitions(gd_srec_t *r, size_t n)
+{
+    int *months = malloc((n + 1) * sizeof(int));
+    char *sql = malloc(n * 48 + 64);
+    size_t len, k = 0;
+
+    if (months == NULL || sql == NULL) {
+        free(months);
+        free(sql);
+        return NULL;
+    }
+    len = (size_t)snprintf(sql, 64, "SELECT true");
+    for (size_t i = 0; i < n; i++) {
+        int64_t us;
+        time_t secs;
+        struct tm tm;
+        int m;
+        size_t j;
+
+        if (r[i].rejected) {
+            continue;
+        }
+        direct_ts(sink_record(&r[i]), &us);
+        secs = (time_t)(us / 1000000);
+        gmtime_r(&secs, &tm);
+        m = tm.tm_year * 12 + tm.tm_mon;
+        for (j = 0; j < k && months[j] != m; j++) {
+        }
+        if (j < k) {
+            continue;
+        }
+        months[k++] = m;
+        len += (size_t)snprintf(sql + len, 48,
+                                ", guard_partition('%04d-%02d-01 "
+                                "00:00:00+00')",
+                                tm.tm_year + 1900, tm.tm_mon + 1);
+    }
+    free(months);
+    return sql;
 }
 
 static size_t todo_of(const gd_srec_t *r, size_t n)
@@ -555,12 +797,23 @@ static int pg_send(gd_sink_t *s, gd_srec_t *r, size_t n, char *err,
      * staging table (created when missing: behind a pooler the session
      * may be another backend's)
      */
+    sent_path = path;
     if (exec_simple(c, path->open, err, errlen) != 0) {
         if (PQstatus(c) == CONNECTION_OK) {
             char ignored[64];
             exec_simple(c, "ROLLBACK", ignored, sizeof(ignored));
         }
         return -1;
+    }
+    if (path == &path_direct) {
+        char *sql = direct_partitions(r, n);
+
+        res = sql ? PQexec(c, sql) : NULL;
+        free(sql);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            return pg_failed(c, path, res, err, errlen);
+        }
+        PQclear(res);
     }
     res = PQexec(c, path->copy);
     if (PQresultStatus(res) != PGRES_COPY_IN) {
@@ -611,6 +864,9 @@ static int pg_send(gd_sink_t *s, gd_srec_t *r, size_t n, char *err,
         return -1;
     }
     free(o);
+    if (path->ingest == NULL) {
+        return 0; /* the COPY's answer: pg_finish */
+    }
     res = last_result(c);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         return pg_failed(c, path, res, err, errlen);
@@ -629,26 +885,52 @@ static int pg_send(gd_sink_t *s, gd_srec_t *r, size_t n, char *err,
  * the socket), then the COMMIT; the batch is confirmed only when the
  * COMMIT succeeded.  Returns as pg_publish.
  */
+static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
+                      uint64_t *dups, char *err, size_t errlen);
+
 static int pg_finish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,
                      uint64_t *dups, char *err, size_t errlen)
 {
     PGconn *c = s->conn;
-    const pg_path_t *path = batch_path(r, n);
+    const pg_path_t *path = sent_path;
     PGresult *res = last_result(c);
+    uint64_t ins, dup;
 
-    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
-        PQnfields(res) == 2) {
-        uint64_t ins = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
-        uint64_t dup = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
-        PQclear(res);
-        if (exec_simple(c, "COMMIT", err, errlen) == 0) {
-            *added += ins;
-            *dups += dup;
-            return 0;
+    if (path->ingest == NULL && PQresultStatus(res) == PGRES_COMMAND_OK) {
+        ins = strtoull(PQcmdTuples(res), NULL, 10);
+        dup = 0;
+    } else if (path->ingest == NULL) {
+        /*
+         * A record already stored (a unique violation), or any error of
+         * the data: the batch again by the path that ignores conflicts
+         * and reports the data's errors as it always did
+         */
+        if (PQstatus(c) != CONNECTION_OK || !data_error(res)) {
+            return pg_failed(c, path, res, err, errlen);
         }
+        PQclear(res);
+        if (exec_simple(c, "ROLLBACK", err, errlen) != 0) {
+            return -1;
+        }
+        direct_off = 1;
+        return pg_publish(s, r, n, added, dups, err, errlen);
+    } else if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+               PQnfields(res) == 2) {
+        ins = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+        dup = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+    } else {
+        return pg_failed(c, path, res, err, errlen);
+    }
+    PQclear(res);
+    if (exec_simple(c, "COMMIT", err, errlen) != 0) {
         return -1;
     }
-    return pg_failed(c, path, res, err, errlen);
+    *added += ins;
+    *dups += dup;
+    if (path->ingest != NULL) {
+        direct_off = dup > 0;
+    }
+    return 0;
 }
 
 static int pg_publish(gd_sink_t *s, gd_srec_t *r, size_t n, uint64_t *added,

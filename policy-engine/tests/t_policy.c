@@ -448,6 +448,25 @@ int main(void)
     gd_jsonloc_find(text, strlen(text), "/a/5", 1, &line, &col);
     TAP_OK(col == 7, "a missing item points at its array: column %d", col);
 
+    {
+        /* a top-level member's value as written (guardd's PostgreSQL sink) */
+        const char *rec = "{\"a\":{\"signals\":1},\"sign\\u0061ls\": {\"x\": "
+                          "[1.50, \"}\"]} ,\"t\":2.0e1,\"t\":null}";
+        size_t b = 0, e = 0;
+        int k = gd_jsonloc_member(rec, strlen(rec), "signals", &b, &e);
+        const char *want = "{\"x\": [1.50, \"}\"]}";
+        TAP_OK(k == 1 && e - b == strlen(want) &&
+                   memcmp(rec + b, want, e - b) == 0,
+               "a top-level member, its key escaped: %d, %.*s", k, (int)(e - b),
+               rec + b);
+        k = gd_jsonloc_member(rec, strlen(rec), "t", &b, &e);
+        TAP_OK(k == 2 && e - b == 4 && memcmp(rec + b, "null", 4) == 0,
+               "a member twice: counted, the last one's value: %d", k);
+        TAP_OK(gd_jsonloc_member(rec, strlen(rec), "x", &b, &e) == 0 &&
+                   gd_jsonloc_member("[1]", 3, "x", &b, &e) == 0,
+               "a nested member, not an object: none");
+    }
+
     /* an unknown member: the nearest known member of that object */
     const char *typo =
         "{\"tenant\": \"a\", \"limits\": {\"rate\": [{\"name\": "
