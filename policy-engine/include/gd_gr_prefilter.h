@@ -127,8 +127,9 @@ int gd_gr_prefilter_gated(const gd_gr_prefilter_t *p, size_t i);
  * change: back-references, recursion or calls, options set for the rest
  * of the pattern ((?i) at the top level), \Q..\E, verbs, branch resets,
  * conditions, a quantifier it does not read, flag x (opts: the pattern's
- * PCRE2 options).  A gated rule's database holds its pattern and these
- * parts, and the pattern runs only when all of them match.
+ * PCRE2 options).  A gated rule's parts have a database of their own,
+ * scanned over a text its pattern's own database matched; the pattern
+ * runs only when all of them match.
  */
 #define GD_GR_MAX_PARTS 8
 size_t gd_gr_parts(const char *pattern, uint32_t opts, char **parts);

@@ -1317,8 +1317,10 @@ struct gd_gr_prefilter_s {
     char (*why)[64];       /* by rule: why not in the full tier */
     hs_database_t **own;   /* by rule: its own full-pattern database when
                               its atoms gate it, else NULL */
-    uint64_t *all;         /* by rule: the ids of its own database, which
-                              must all match (the pattern and its parts) */
+    hs_database_t **parts; /* by rule: the database of its parts (ids from
+                              0), scanned when its own matched, or NULL */
+    uint64_t *all;         /* by rule: the ids of its parts' database, which
+                              must all match */
     unsigned *gated;       /* the rules with an own database */
     size_t ngated;
     unsigned *kinds;      /* by rule: its target kinds (GD_GR_KIND) */
@@ -1573,65 +1575,67 @@ static int on_part(unsigned id, unsigned long long from, unsigned long long to,
  * text that holds one of its atoms: both filters are sound, so their
  * conjunction is, and a pattern whose expression starts at words common
  * in prose (its Hyperscan engine then starts almost everywhere) costs a
- * literal scan instead.  The database holds the pattern (id 0) and its
- * parts (gd_gr_parts): the pattern runs when all of them match.  0, or
- * -1 when Hyperscan refuses the pattern (then it is on its atoms alone,
- * why[] saying why).
+ * literal scan instead.  Its parts (gd_gr_parts) get a database too,
+ * scanned only over a text its own matched: the pattern runs when all of
+ * them match.  0, or -1 when Hyperscan refuses the pattern (then it is on
+ * its atoms alone, why[] saying why).
  */
 static int own_compile(gd_gr_prefilter_t *p, const gd_gr_rule_t *rule, size_t i,
                        const char *expr, unsigned flags, const char *cache)
 {
-    const char *ex[1 + GD_GR_MAX_PARTS] = {expr};
-    unsigned fl[1 + GD_GR_MAX_PARTS] = {flags}, ids[1 + GD_GR_MAX_PARTS] = {0};
+    const char *ex[GD_GR_MAX_PARTS];
+    unsigned fl[GD_GR_MAX_PARTS], ids[GD_GR_MAX_PARTS], id = 0;
     char *parts[GD_GR_MAX_PARTS], *pe[GD_GR_MAX_PARTS], why[64];
-    size_t np = gd_gr_parts(rule->pattern, rule->pattern_options, parts), k = 1,
-           npe = 0;
+    size_t np, k = 0;
     hs_compile_error_t *err = NULL;
-    int cached, rc = 0;
+    int cached;
 
+    if (gd_gr_hs_compile(cache, &expr, &flags, &id, 1, &p->own[i], &err,
+                         &cached) != HS_SUCCESS) {
+        snprintf(p->why[i], sizeof(p->why[0]), "Hyperscan: %s",
+                 err ? err->message : "?");
+        hs_free_compile_error(err);
+        p->own[i] = NULL;
+        return -1;
+    }
+    p->gated[p->ngated++] = (unsigned)i;
+
+    np = gd_gr_parts(rule->pattern, rule->pattern_options, parts);
     for (size_t j = 0; j < np; j++) {
-        if (gd_gr_hs_expr(parts[j], rule->pattern_options, &pe[npe], &fl[k],
-                          why, sizeof(why)) == 0) {
-            ex[k] = pe[npe++];
+        if (gd_gr_hs_expr(parts[j], rule->pattern_options, &pe[k], &fl[k], why,
+                          sizeof(why)) == 0) {
+            ex[k] = pe[k];
             ids[k] = (unsigned)k;
             k++;
         }
         free(parts[j]);
     }
-    /* the pattern and its parts, less a part Hyperscan refuses (one that
-       matches the empty text); when it refuses the pattern, the pattern
-       alone says why */
-    while (k > 1 && gd_gr_hs_compile(cache, ex, fl, ids, (unsigned)k,
-                                     &p->own[i], &err, &cached) != HS_SUCCESS) {
-        int x = err ? err->expression : -1;
+    /* less a part Hyperscan refuses (one that matches the empty text);
+       without parts, the pattern's own database alone */
+    for (size_t n = k; n > 0;) {
+        int x;
 
-        hs_free_compile_error(err);
-        err = NULL;
-        if (x <= 0 || (size_t)x >= k) {
-            k = 1;
+        if (gd_gr_hs_compile(cache, ex, fl, ids, (unsigned)n, &p->parts[i],
+                             &err, &cached) == HS_SUCCESS) {
+            p->all[i] = ((uint64_t)1 << n) - 1;
+            p->nparts += n;
             break;
         }
-        k--;
-        memmove(&ex[x], &ex[x + 1], (k - (size_t)x) * sizeof(ex[0]));
-        memmove(&fl[x], &fl[x + 1], (k - (size_t)x) * sizeof(fl[0]));
-    }
-    if (k == 1 && gd_gr_hs_compile(cache, ex, fl, ids, 1, &p->own[i], &err,
-                                   &cached) != HS_SUCCESS) {
-        snprintf(p->why[i], sizeof(p->why[0]), "Hyperscan: %s",
-                 err ? err->message : "?");
+        x = err ? err->expression : -1;
         hs_free_compile_error(err);
-        p->own[i] = NULL;
-        rc = -1;
-        goto out;
+        err = NULL;
+        p->parts[i] = NULL;
+        if (x < 0 || (size_t)x >= n) {
+            break;
+        }
+        n--;
+        memmove(&ex[x], &ex[x + 1], (n - (size_t)x) * sizeof(ex[0]));
+        memmove(&fl[x], &fl[x + 1], (n - (size_t)x) * sizeof(fl[0]));
     }
-    p->all[i] = ((uint64_t)1 << k) - 1;
-    p->nparts += k - 1;
-    p->gated[p->ngated++] = (unsigned)i;
-out:
-    while (npe > 0) {
-        free(pe[--npe]);
+    while (k > 0) {
+        free(pe[--k]);
     }
-    return rc;
+    return 0;
 }
 
 /*
@@ -1743,12 +1747,14 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
     p->utf = calloc(n + 1, 1);
     p->why = calloc(n + 1, sizeof(*p->why));
     p->own = calloc(n + 1, sizeof(*p->own));
+    p->parts = calloc(n + 1, sizeof(*p->parts));
     p->all = calloc(n + 1, sizeof(*p->all));
     p->gated = calloc(n + 1, sizeof(*p->gated));
     p->kinds = calloc(n + 1, sizeof(*p->kinds));
     if (p->always == NULL || p->ks == NULL || p->tier == NULL ||
-        p->utf == NULL || p->why == NULL || p->own == NULL || p->all == NULL ||
-        p->gated == NULL || p->kinds == NULL) {
+        p->utf == NULL || p->why == NULL || p->own == NULL ||
+        p->parts == NULL || p->all == NULL || p->gated == NULL ||
+        p->kinds == NULL) {
         goto fail;
     }
     for (size_t i = 0; i < n; i++) {
@@ -1886,8 +1892,10 @@ void gd_gr_prefilter_free(gd_gr_prefilter_t *p)
     hs_free_database(p->full);
     for (size_t i = 0; p->own && i < p->nrules; i++) {
         hs_free_database(p->own[i]);
+        hs_free_database(p->parts ? p->parts[i] : NULL);
     }
     free(p->own);
+    free(p->parts);
     free(p->all);
     free(p->gated);
     free(p->kinds);
@@ -1906,6 +1914,19 @@ void gd_gr_prefilter_counts(const gd_gr_prefilter_t *p, size_t *rules,
     *atoms = p ? p->natoms : 0;
 }
 
+/* the databases: the atoms', the full one, each gated rule's own and its
+   parts' (any may be NULL) */
+#define DB_COUNT(p) (2 + 2 * (p)->ngated)
+
+static hs_database_t *db_at(const gd_gr_prefilter_t *p, size_t i)
+{
+    if (i < 2) {
+        return i == 0 ? p->db : p->full;
+    }
+    i -= 2;
+    return i % 2 ? p->parts[p->gated[i / 2]] : p->own[p->gated[i / 2]];
+}
+
 void gd_gr_prefilter_stats(const gd_gr_prefilter_t *p, gd_gr_pf_stats_t *st)
 {
     memset(st, 0, sizeof(*st));
@@ -1918,10 +1939,8 @@ void gd_gr_prefilter_stats(const gd_gr_prefilter_t *p, gd_gr_pf_stats_t *st)
     st->natoms = p->natoms;
     st->gated = p->ngated;
     st->parts = p->nparts;
-    for (size_t i = 0; i < 2 + p->ngated; i++) {
-        hs_database_t *db = i == 0   ? p->db
-                            : i == 1 ? p->full
-                                     : p->own[p->gated[i - 2]];
+    for (size_t i = 0; i < DB_COUNT(p); i++) {
+        hs_database_t *db = db_at(p, i);
         size_t sz = 0;
 
         if (db && hs_database_size(db, &sz) == HS_SUCCESS) {
@@ -2071,10 +2090,8 @@ int gd_gr_prefilter_scan_kinds(const gd_gr_prefilter_t *p,
         /* one scratch, grown for each database */
         hs_scratch_t *scr = s->hs;
 
-        for (size_t i = 0; i < 2 + p->ngated; i++) {
-            hs_database_t *db = i == 0   ? p->db
-                                : i == 1 ? p->full
-                                         : p->own[p->gated[i - 2]];
+        for (size_t i = 0; i < DB_COUNT(p); i++) {
+            hs_database_t *db = db_at(p, i);
 
             if (db && hs_alloc_scratch(db, &scr) != HS_SUCCESS) {
                 s->hs = scr;
@@ -2111,7 +2128,16 @@ int gd_gr_prefilter_scan_kinds(const gd_gr_prefilter_t *p,
                         &seen) != HS_SUCCESS) {
                 return scan_fail(p, run);
             }
-            run[i] = seen == p->all[i];
+            /* its expression matched: its parts say */
+            if (seen && p->parts[i]) {
+                seen = 0;
+                if (hs_scan(p->parts[i], t, (unsigned)len, 0, s->hs, on_part,
+                            &seen) != HS_SUCCESS) {
+                    return scan_fail(p, run);
+                }
+                seen = seen == p->all[i];
+            }
+            run[i] = seen != 0;
         }
     }
     if (p->nutf && !gd_norm_utf8_valid((const unsigned char *)text, len)) {
