@@ -1064,9 +1064,13 @@ static void *sink_main(void *arg)
         }
         backoff = GD_SINK_BACKOFF_MIN_MS;
         batch_free(r, n);
-        /* less than a batch was there: let the next one grow a little
-         * (fewer transactions and cursor fsyncs, for GD_SINK_LINGER_MS of
-         * delay) */
+        /* less than a batch was there: let the next one grow (fewer
+         * transactions and cursor fsyncs, for GD_SINK_LINGER_MS of
+         * delay): under a steady load below a full batch per linger, a
+         * sink publishes 5 batches a second, each a handful of wake-ups
+         * of its thread and of the server, competing with the decision
+         * loop for the CPU when they share a machine (a record after a
+         * quiet spell goes at once: the linger follows a batch) */
         if (n < s->batch && !stop) {
             pause_ms(GD_SINK_LINGER_MS);
         }
