@@ -38,7 +38,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pwd.h>
-#include <sched.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -974,25 +973,21 @@ static void *sink_main(void *arg)
     }
 
     /*
-     * background work: the decision loop comes first for the CPU.
-     * SCHED_IDLE: a thread of guardd's that wakes always preempts it at
-     * once, and a CPU that runs only it counts as idle when the kernel
-     * places a thread that wakes (at nice 10, the decision loop could
-     * wait behind a sink thread for part of its slice, or be placed
-     * behind another busy thread: docs/guardd.md, "The cost to
-     * decisions").  Where it is refused, nice GD_SINK_NICE.
+     * background work: the decision loop comes first for the CPU.  (Not
+     * SCHED_IDLE: beside other work of guardd's session it got next to
+     * no CPU, and a backlog drained at half the rate; and an unprivileged
+     * thread cannot leave it again.  docs/guardd.md, "The cost to
+     * decisions")
      */
     {
         char name[16];
-        struct sched_param sp = {.sched_priority = 0};
 
         snprintf(name, sizeof(name), "gd-sink-%.7s", s->ops->name);
         pthread_setname_np(pthread_self(), name);
-        if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp) != 0 &&
-            setpriority(PRIO_PROCESS, (id_t)gettid(), GD_SINK_NICE) != 0) {
-            logmsg("info", "sink %s: setpriority: %s", s->ops->name,
-                   strerror(errno));
-        }
+    }
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), GD_SINK_NICE) != 0) {
+        logmsg("info", "sink %s: setpriority: %s", s->ops->name,
+               strerror(errno));
     }
 
     for (;;) {
