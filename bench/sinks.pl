@@ -53,6 +53,19 @@ if ($servers_nice) {
     my @pids = ($r->{pid}, $pm, split ' ', qx(pgrep -P $pm));
     system('renice', '-n', $servers_nice, '-p', @pids) == 0
         or die "renice failed\n";
+    # with the kernel's autogroups (sched_autogroup_enabled), a process
+    # in a session of its own (the postmaster calls setsid) is scheduled
+    # as a group beside this session's, and its nice counts only inside
+    # its group: the group's own nice is set too
+    my $mine = slurp('/proc/self/autogroup');
+    my %done;
+    for my $pid (@pids) {
+        my $g = slurp("/proc/$pid/autogroup");
+        next if $g eq '' || $g eq $mine || $done{$g}++;
+        open my $f, '>', "/proc/$pid/autogroup" or die "autogroup: $!\n";
+        print $f $servers_nice;
+        close $f or die "autogroup of $pid: $!\n";
+    }
 }
 
 write_text("$dir/pol/acme.json", <<'JSON');

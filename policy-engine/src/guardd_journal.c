@@ -198,6 +198,8 @@ static void *writer_main(void *arg)
 
     (void)arg;
 
+    pthread_setname_np(pthread_self(), "gd-writer");
+
     /* the first spill round at once */
     deadline_in(&spill_due, 0);
 

@@ -53,7 +53,8 @@ char *sink_state_dir, *sink_dead_letter_dir;
 
 /* what the writer has made durable: the sinks read up to there */
 static pthread_mutex_t pos_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t pos_cond;
+static pthread_cond_t pos_cond;  /* news from the writer, or the end */
+static pthread_cond_t stop_cond; /* the end only: a sink's pause */
 static unsigned pos_seg;
 static size_t pos_size;
 static _Atomic uint64_t pos_records; /* made durable since the start */
@@ -933,7 +934,11 @@ static void wait_news(gd_sink_t *s, long ms)
 }
 
 /* waits ms (the writer's news do not cut it short, the end does);
- * returns the next backoff: twice ms, at most GD_SINK_BACKOFF_MAX_MS */
+ * returns the next backoff: twice ms, at most GD_SINK_BACKOFF_MAX_MS.
+ * Not on pos_cond: the writer broadcasts it after each fsync, hundreds
+ * of times a second under a load of refusals, and each would wake the
+ * pausing thread for nothing (a context switch on the decision loop's
+ * cores: docs/guardd.md, "The cost to decisions") */
 static long pause_ms(long ms)
 {
     struct timespec ts;
@@ -941,7 +946,7 @@ static long pause_ms(long ms)
     deadline_in(&ts, ms);
     pthread_mutex_lock(&pos_lock);
     while (!sinks_stopping &&
-           pthread_cond_timedwait(&pos_cond, &pos_lock, &ts) == 0) {
+           pthread_cond_timedwait(&stop_cond, &pos_lock, &ts) == 0) {
     }
     pthread_mutex_unlock(&pos_lock);
     return ms * 2 > GD_SINK_BACKOFF_MAX_MS ? GD_SINK_BACKOFF_MAX_MS : ms * 2;
@@ -967,7 +972,19 @@ static void *sink_main(void *arg)
         return NULL;
     }
 
-    /* background work: the decision loop comes first for the CPU */
+    /*
+     * background work: the decision loop comes first for the CPU.  (Not
+     * SCHED_IDLE: beside other work of guardd's session it got next to
+     * no CPU, and a backlog drained at half the rate; and an unprivileged
+     * thread cannot leave it again.  docs/guardd.md, "The cost to
+     * decisions")
+     */
+    {
+        char name[16];
+
+        snprintf(name, sizeof(name), "gd-sink-%.7s", s->ops->name);
+        pthread_setname_np(pthread_self(), name);
+    }
     if (setpriority(PRIO_PROCESS, (id_t)gettid(), GD_SINK_NICE) != 0) {
         logmsg("info", "sink %s: setpriority: %s", s->ops->name,
                strerror(errno));
@@ -1042,9 +1059,13 @@ static void *sink_main(void *arg)
         }
         backoff = GD_SINK_BACKOFF_MIN_MS;
         batch_free(r, n);
-        /* less than a batch was there: let the next one grow a little
-         * (fewer transactions and cursor fsyncs, for GD_SINK_LINGER_MS of
-         * delay) */
+        /* less than a batch was there: let the next one grow (fewer
+         * transactions and cursor fsyncs, for GD_SINK_LINGER_MS of
+         * delay): under a steady load below a full batch per linger, a
+         * sink publishes 5 batches a second, each a handful of wake-ups
+         * of its thread and of the server, competing with the decision
+         * loop for the CPU when they share a machine (a record after a
+         * quiet spell goes at once: the linger follows a batch) */
         if (n < s->batch && !stop) {
             pause_ms(GD_SINK_LINGER_MS);
         }
@@ -1119,6 +1140,7 @@ int sinks_init(void)
         pthread_condattr_init(&ca);
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
         pthread_cond_init(&pos_cond, &ca);
+        pthread_cond_init(&stop_cond, &ca);
         pthread_condattr_destroy(&ca);
     }
     /* before any thread: jansson's allocations through the sink threads'
@@ -1171,6 +1193,7 @@ void sinks_stop(void)
     sinks_stopping = 1;
     deadline_in(&stop_deadline, GD_SINK_DRAIN_MS);
     pthread_cond_broadcast(&pos_cond);
+    pthread_cond_broadcast(&stop_cond);
     pthread_mutex_unlock(&pos_lock);
 
     for (size_t i = 0; i < nsinks; i++) {
