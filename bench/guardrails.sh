@@ -34,7 +34,9 @@
 # (gd_gr_eval) in MB/s against a standalone PCRE2-JIT loop of the same
 # patterns (goal: at least 0.7x), and where the engine's time goes.
 # GR_SECONDS: gr_bench's seconds per measure (default 1); GR_PACKS: the
-# directory of pii.json and prompt-injection.json (policies/packs).
+# directory of pii.json and prompt-injection.json (policies/packs;
+# bench/data/floor-packs has one rule in each: the floor of a guarded
+# JSON POST, the body still read, parsed and walked).
 
 . "$(dirname "$0")/lib.sh"
 
