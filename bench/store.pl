@@ -34,7 +34,7 @@ my $dir = tempdir('guard-store-bench-XXXXXX', TMPDIR => 1,
                   CLEANUP => !$ENV{KEEP});
 chmod 0755, $dir;
 mkdir "$dir/$_" for qw(redis pg pol);
-print "store.sh: $n synthetic refusals (20 tenants, times over the last "
+print "store.sh: $n synthetic refusals (20 tenants, times in journal order over the last "
     . "24 h), sinks' batch $batch; in $dir\n";
 
 # 1. the journal

@@ -306,6 +306,21 @@ is($pg->psql($idx, 'guard_old'), $pg->psql($idx),
 is($pg->psql($idx), "decisions_id,decisions_pkey,decisions_reason_ts,"
    . "decisions_refusal_ts,decisions_subject_ts,decisions_tenant_ts\n",
    'decisions indexed by tenant and time, subject, reason, id, refusals by time');
+# 0005: the time indexes ascending (guardd appends in time order), in both
+# stores; newest first is a backward scan of the same index
+my $defs = "SELECT string_agg(indexdef, E'\\n' ORDER BY indexname) FROM pg_indexes "
+    . "WHERE tablename = 'decisions' AND indexname LIKE '%\\_ts'";
+is($pg->psql($defs, 'guard_old'), $pg->psql($defs),
+   'the same time indexes in both stores');
+is(join('', map { /\(([^)]*)\)/ ? "$1\n" : "?\n" } split /\n/, $pg->psql($defs)),
+   "reason, ts\nts\nsubject, ts\ntenant, ts\n",
+   '0005: the time indexes are ascending');
+my $plan = $pg->psql('SET enable_seqscan = off; SET enable_bitmapscan = off; '
+    . "EXPLAIN SELECT record FROM decisions WHERE tenant = 'acme' "
+    . "AND ts > now() - interval '1 hour' ORDER BY ts DESC LIMIT 5");
+like($plan, qr/Index Scan Backward using \S*tenant_ts/,
+     'blocked --tenant: newest first by a backward scan of (tenant, ts)')
+    or diag $plan;
 
 # --- the same output from the journal and from the store ---------------------
 

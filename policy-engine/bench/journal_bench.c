@@ -5,7 +5,10 @@
  *   journal_bench DIR N [GROUP] [TENANTS]
  *
  * Appends N synthetic refusal records (TENANTS tenants t00, t01, ...,
- * default 20; times spread over the last 24 hours; unique UUIDv7 ids) to
+ * default 20; times spread over the last 24 hours in journal order, as
+ * guardd appends them, each a few milliseconds of jitter behind the
+ * clock as records of several workers arrive; unique UUIDv7 ids of their
+ * times) to
  * the journal in DIR through gd_journal, as guardd's writer does: one
  * fsync per GROUP records (default 256; 1: one per record).  Prints
  *   journal: N records in S s: R records/s (group commit of GROUP; ...)
@@ -71,10 +74,12 @@ int main(int argc, char **argv)
     t0 = now_s();
     for (long i = 0; i < n; i++) {
         int r = (int)(rand_r(&seed) % 5);
+        long long ts_ms = now_ms - 86400000LL + 86400000LL * i / n
+                          - (long long)(rand_r(&seed) % 20);
         char tenant[32], subject[32];
         json_t *rec;
 
-        if (gd_uuid7_next(&gen, (uint64_t)now_ms, raw) != 0) {
+        if (gd_uuid7_next(&gen, (uint64_t)ts_ms, raw) != 0) {
             fprintf(stderr, "journal_bench: no randomness\n");
             return 1;
         }
@@ -85,8 +90,7 @@ int main(int argc, char **argv)
         rec = json_pack(
             "{s:s, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, "
             "s:s}",
-            "id", id, "ts_ms",
-            (json_int_t)(now_ms - (long long)(rand_r(&seed) % 86400000)),
+            "id", id, "ts_ms", (json_int_t)ts_ms,
             "tenant", tenant, "subject", subject, "client_ip", "10.0.0.1",
             "method", "GET", "route", "/api/orders", "stage", "jwt", "outcome",
             "deny", "status", statuses[r], "reason", reasons[r], "node",
