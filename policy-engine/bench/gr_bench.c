@@ -602,10 +602,11 @@ int main(int argc, char **argv)
         gd_gr_prefilter_stats(g->prefilter, &st);
         printf("\nthe prefilter (Hyperscan): of %zu patterns, %zu in the "
                "full-pattern tier (%zu of them gated by their atoms, with "
-               "%zu parts), %zu on atoms alone, %zu always run; %zu atoms; "
-               "databases %.1f KB\n",
+               "%zu parts), %zu on atoms alone, %zu always run; %zu atoms "
+               "in %zu databases (one per set of target kinds); databases "
+               "%.1f KB\n",
                npat, st.full, st.gated, st.parts, nf, npat - nf - st.full, na,
-               (double)st.db_bytes / 1024);
+               st.atoms_dbs, (double)st.db_bytes / 1024);
         double t_nopf = timed(run_engine_nopf, seconds);
         t_full = timed(run_engine_all, seconds);
         printf("  engine without it  %8.2f us, %.1f MB/s\n", t_nopf * 1e6,

@@ -74,8 +74,8 @@ int main(int argc, char **argv)
     t0 = now_s();
     for (long i = 0; i < n; i++) {
         int r = (int)(rand_r(&seed) % 5);
-        long long ts_ms = now_ms - 86400000LL + 86400000LL * i / n
-                          - (long long)(rand_r(&seed) % 20);
+        long long ts_ms = now_ms - 86400000LL + 86400000LL * i / n -
+                          (long long)(rand_r(&seed) % 20);
         char tenant[32], subject[32];
         json_t *rec;
 
@@ -90,11 +90,11 @@ int main(int argc, char **argv)
         rec = json_pack(
             "{s:s, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, "
             "s:s}",
-            "id", id, "ts_ms", (json_int_t)ts_ms,
-            "tenant", tenant, "subject", subject, "client_ip", "10.0.0.1",
-            "method", "GET", "route", "/api/orders", "stage", "jwt", "outcome",
-            "deny", "status", statuses[r], "reason", reasons[r], "node",
-            "bench", "source", "nginx");
+            "id", id, "ts_ms", (json_int_t)ts_ms, "tenant", tenant, "subject",
+            subject, "client_ip", "10.0.0.1", "method", "GET", "route",
+            "/api/orders", "stage", "jwt", "outcome", "deny", "status",
+            statuses[r], "reason", reasons[r], "node", "bench", "source",
+            "nginx");
         t1 = now_s();
         if (rec == NULL || gd_journal_append(j, rec, err, sizeof(err)) != 0) {
             fprintf(stderr, "journal_bench: %s\n", rec ? err : "json_pack");

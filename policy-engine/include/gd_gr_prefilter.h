@@ -135,15 +135,17 @@ int gd_gr_prefilter_gated(const gd_gr_prefilter_t *p, size_t i);
 size_t gd_gr_parts(const char *pattern, uint32_t opts, char **parts);
 
 typedef struct {
-    size_t full;     /* pattern rules in the full-pattern tier */
-    size_t atoms;    /* on atoms */
-    size_t always;   /* that always run */
-    size_t natoms;   /* atoms in all */
-    size_t gated;    /* of the full tier, with a database of their own
-                        that their atoms gate */
-    size_t parts;    /* the parts of those patterns in their databases,
-                        each a condition too (docs/guardrails.md) */
-    size_t db_bytes; /* the Hyperscan databases' size */
+    size_t full;      /* pattern rules in the full-pattern tier */
+    size_t atoms;     /* on atoms */
+    size_t always;    /* that always run */
+    size_t natoms;    /* atoms in all */
+    size_t gated;     /* of the full tier, with a database of their own
+                         that their atoms gate */
+    size_t parts;     /* the parts of those patterns in their databases,
+                         each a condition too (docs/guardrails.md) */
+    size_t atoms_dbs; /* the atoms' databases: one per set of target kinds
+                         (a text scans those of its kind) */
+    size_t db_bytes;  /* the Hyperscan databases' size */
 } gd_gr_pf_stats_t;
 
 void gd_gr_prefilter_stats(const gd_gr_prefilter_t *p, gd_gr_pf_stats_t *st);

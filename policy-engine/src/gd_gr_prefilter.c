@@ -1306,7 +1306,9 @@ int gd_gr_hs_expr(const char *pattern, uint32_t opts, char **expr,
 /* ---- the databases ---- */
 
 struct gd_gr_prefilter_s {
-    hs_database_t *db;   /* the atoms, or NULL */
+    hs_database_t **adb; /* the atoms, a database per set of target kinds */
+    unsigned *adb_kinds; /* by atoms database: its rules' target kinds */
+    size_t nadb;
     hs_database_t *full; /* the full patterns, or NULL */
     uint64_t gen;
     size_t nrules;
@@ -1323,9 +1325,8 @@ struct gd_gr_prefilter_s {
                               must all match */
     unsigned *gated;       /* the rules with an own database */
     size_t ngated;
-    unsigned *kinds;      /* by rule: its target kinds (GD_GR_KIND) */
-    unsigned full_kinds;  /* the kinds of the full database's rules */
-    unsigned atoms_kinds; /* of the rules the atoms run or gate */
+    unsigned *kinds;     /* by rule: its target kinds (GD_GR_KIND) */
+    unsigned full_kinds; /* the kinds of the full database's rules */
     size_t nfiltered, natoms, nfull, nalways, nutf, nparts;
 };
 
@@ -1723,6 +1724,78 @@ out:
     return rc;
 }
 
+/* The atoms' literal databases, one per set of target kinds among the
+   rules that have atoms (lit, len, ids: k atoms, ids[x] the rule): a text
+   scans only the atoms of the rules that look at its kind.  A JSON body's
+   raw text, looked at by two rules of the packs, does not scan the atoms
+   of the sixty that look at its values.  A group with a caseless 'k' or
+   's' atom also holds U+212A and U+017F (PF_ID_KS). */
+static int atoms_compile(gd_gr_prefilter_t *p, const char *cache,
+                         const char **lit, const size_t *len,
+                         const unsigned *flags, const unsigned *ids, unsigned k)
+{
+    static const char kelvin[] = "\xe2\x84\xaa", long_s[] = "\xc5\xbf";
+    const char **gl = malloc((k + 2) * sizeof(*gl));
+    size_t *glen = malloc((k + 2) * sizeof(*glen));
+    unsigned *gflags = malloc((k + 2) * sizeof(*gflags));
+    unsigned *gids = malloc((k + 2) * sizeof(*gids));
+    hs_compile_error_t *err = NULL;
+    int rc = -1;
+
+    p->adb = calloc(p->nrules + 1, sizeof(*p->adb));
+    p->adb_kinds = calloc(p->nrules + 1, sizeof(*p->adb_kinds));
+    if (gl == NULL || glen == NULL || gflags == NULL || gids == NULL ||
+        p->adb == NULL || p->adb_kinds == NULL) {
+        goto out;
+    }
+    for (unsigned x = 0; x < k; x++) {
+        unsigned m = p->kinds[ids[x]], gk = 0;
+        int ks = 0;
+        size_t g;
+
+        for (g = 0; g < p->nadb && p->adb_kinds[g] != m; g++) {
+        }
+        if (g < p->nadb) {
+            continue; /* its group is built */
+        }
+        for (unsigned y = x; y < k; y++) {
+            if (p->kinds[ids[y]] == m) {
+                gl[gk] = lit[y];
+                glen[gk] = len[y];
+                gflags[gk] = flags[y];
+                gids[gk++] = ids[y];
+                ks |= p->ks[ids[y]];
+            }
+        }
+        if (ks) {
+            gl[gk] = kelvin;
+            glen[gk] = sizeof(kelvin) - 1;
+            gflags[gk] = HS_FLAG_SINGLEMATCH;
+            gids[gk++] = PF_ID_KS(p);
+            gl[gk] = long_s;
+            glen[gk] = sizeof(long_s) - 1;
+            gflags[gk] = HS_FLAG_SINGLEMATCH;
+            gids[gk++] = PF_ID_KS(p);
+        }
+        if (gd_gr_hs_compile_lit(cache, gl, glen, gflags, gids, gk,
+                                 &p->adb[p->nadb], &err,
+                                 &(int){0}) != HS_SUCCESS) {
+            if (err) {
+                hs_free_compile_error(err);
+            }
+            goto out;
+        }
+        p->adb_kinds[p->nadb++] = m;
+    }
+    rc = 0;
+out:
+    free(gl);
+    free(glen);
+    free(gflags);
+    free(gids);
+    return rc;
+}
+
 gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
                                        const char *cache)
 {
@@ -1732,9 +1805,7 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
     const char **lit = NULL;
     size_t *len = NULL;
     unsigned *flags = NULL, *ids = NULL, k = 0, cap = 0;
-    hs_compile_error_t *err = NULL;
     char why[64];
-    int any_ks = 0;
 
     if (p == NULL || a == NULL || has_atoms == NULL ||
         hs_valid_platform() != HS_SUCCESS) {
@@ -1772,8 +1843,8 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
             continue;
         }
         has_atoms[i] = 1;
-        if (k + a->n + 2 > cap) {
-            cap = (k + a->n + 2) * 2;
+        if (k + a->n > cap) {
+            cap = (k + a->n) * 2;
             const char **l2 = realloc(lit, cap * sizeof(*lit));
             if (l2) {
                 lit = l2;
@@ -1810,7 +1881,6 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
         p->natoms += a->n;
         if (a->caseless && has_ks(a)) {
             p->ks[i] = 1;
-            any_ks = 1;
         }
     }
 
@@ -1826,13 +1896,10 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
             p->full_kinds |= p->kinds[i];
         } else if (!has_atoms[i]) {
             p->nalways++;
-        } else {
-            p->atoms_kinds |= p->kinds[i];
-            if (p->own[i] == NULL) {
-                p->always[i] = 0;
-                p->tier[i] = GD_GR_PF_ATOMS;
-                p->nfiltered++;
-            }
+        } else if (p->own[i] == NULL) {
+            p->always[i] = 0;
+            p->tier[i] = GD_GR_PF_ATOMS;
+            p->nfiltered++;
         }
     }
     if (k == 0 && p->nfull == 0) {
@@ -1841,23 +1908,7 @@ gd_gr_prefilter_t *gd_gr_prefilter_new(const gd_gr_rule_t *rules, size_t n,
     if (k == 0) {
         goto built;
     }
-    if (any_ks) {
-        static const char kelvin[] = "\xe2\x84\xaa", long_s[] = "\xc5\xbf";
-
-        lit[k] = strdup(kelvin);
-        len[k] = 3;
-        flags[k] = HS_FLAG_SINGLEMATCH;
-        ids[k++] = PF_ID_KS(p);
-        lit[k] = strdup(long_s);
-        len[k] = 2;
-        flags[k] = HS_FLAG_SINGLEMATCH;
-        ids[k++] = PF_ID_KS(p);
-        if (lit[k - 1] == NULL || lit[k - 2] == NULL) {
-            goto fail;
-        }
-    }
-    if (gd_gr_hs_compile_lit(cache, lit, len, flags, ids, k, &p->db, &err,
-                             &(int){0}) != HS_SUCCESS) {
+    if (atoms_compile(p, cache, lit, len, flags, ids, k) != 0) {
         goto fail;
     }
 built:
@@ -1877,9 +1928,6 @@ done:
     free(ids);
     free(a);
     free(has_atoms);
-    if (err) {
-        hs_free_compile_error(err);
-    }
     return p;
 }
 
@@ -1888,7 +1936,11 @@ void gd_gr_prefilter_free(gd_gr_prefilter_t *p)
     if (p == NULL) {
         return;
     }
-    hs_free_database(p->db);
+    for (size_t i = 0; i < p->nadb; i++) {
+        hs_free_database(p->adb[i]);
+    }
+    free(p->adb);
+    free(p->adb_kinds);
     hs_free_database(p->full);
     for (size_t i = 0; p->own && i < p->nrules; i++) {
         hs_free_database(p->own[i]);
@@ -1916,14 +1968,14 @@ void gd_gr_prefilter_counts(const gd_gr_prefilter_t *p, size_t *rules,
 
 /* the databases: the atoms', the full one, each gated rule's own and its
    parts' (any may be NULL) */
-#define DB_COUNT(p) (2 + 2 * (p)->ngated)
+#define DB_COUNT(p) ((p)->nadb + 1 + 2 * (p)->ngated)
 
 static hs_database_t *db_at(const gd_gr_prefilter_t *p, size_t i)
 {
-    if (i < 2) {
-        return i == 0 ? p->db : p->full;
+    if (i <= p->nadb) {
+        return i < p->nadb ? p->adb[i] : p->full;
     }
-    i -= 2;
+    i -= p->nadb + 1;
     return i % 2 ? p->parts[p->gated[i / 2]] : p->own[p->gated[i / 2]];
 }
 
@@ -1939,6 +1991,7 @@ void gd_gr_prefilter_stats(const gd_gr_prefilter_t *p, gd_gr_pf_stats_t *st)
     st->natoms = p->natoms;
     st->gated = p->ngated;
     st->parts = p->nparts;
+    st->atoms_dbs = p->nadb;
     for (size_t i = 0; i < DB_COUNT(p); i++) {
         hs_database_t *db = db_at(p, i);
         size_t sz = 0;
@@ -2044,8 +2097,16 @@ static int scan_fail(const gd_gr_prefilter_t *p, unsigned char *run)
 
 /* the atoms' scan of text, white space collapsed, into run: 0 or -1 */
 static int atoms_scan(const gd_gr_prefilter_t *p, gd_gr_pf_scratch_t *s,
-                      const char *text, size_t len, unsigned char *run)
+                      const char *text, size_t len, unsigned kinds,
+                      unsigned char *run)
 {
+    size_t g;
+
+    for (g = 0; g < p->nadb && !(p->adb_kinds[g] & kinds); g++) {
+    }
+    if (g == p->nadb) {
+        return 0; /* no rule with atoms looks at this kind */
+    }
     if (!gd_gr_ws_single(text, len)) {
         if (len > s->cap) {
             char *b = realloc(s->buf, len);
@@ -2059,9 +2120,12 @@ static int atoms_scan(const gd_gr_prefilter_t *p, gd_gr_pf_scratch_t *s,
         len = gd_gr_ws_collapse(text, len, s->buf);
         text = s->buf;
     }
-    if (hs_scan(p->db, len ? text : "", (unsigned)len, 0, s->hs, on_match,
-                run) != HS_SUCCESS) {
-        return -1;
+    for (; g < p->nadb; g++) {
+        if ((p->adb_kinds[g] & kinds) &&
+            hs_scan(p->adb[g], len ? text : "", (unsigned)len, 0, s->hs,
+                    on_match, run) != HS_SUCCESS) {
+            return -1;
+        }
     }
     if (run[p->nrules]) {
         for (size_t i = 0; i < p->nrules; i++) {
@@ -2111,8 +2175,7 @@ int gd_gr_prefilter_scan_kinds(const gd_gr_prefilter_t *p,
             HS_SUCCESS) {
         return scan_fail(p, run);
     }
-    if (p->db && (p->atoms_kinds & kinds) &&
-        atoms_scan(p, s, text, len, run) != 0) {
+    if (atoms_scan(p, s, text, len, kinds, run) != 0) {
         return scan_fail(p, run);
     }
     for (size_t j = 0; j < p->ngated; j++) {

@@ -822,6 +822,11 @@ int main(void)
 
         gd_gr_prefilter_stats(g->prefilter, &st);
         TAP_OK(st.parts >= 2, "the gated patterns have %zu parts", st.parts);
+        /* the packs' JSON rules and the raw body's (pi-invisible-*, the
+           tricky patterns here): a raw body scans only its rules' atoms */
+        TAP_OK(st.atoms_dbs == 2,
+               "the atoms in a database per set of target kinds: %zu",
+               st.atoms_dbs);
 
         /* bench/guardrails.sh's chat body: ordinary prose, which the
            whole of pi-indirect-3 in Hyperscan's prefilter accepted */
