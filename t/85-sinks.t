@@ -43,8 +43,11 @@ write_text("$dir/pol/acme.json", '{"tenant": "acme"}');
 my $sock = "$dir/guardd.sock";
 my $msock = "$dir/metrics.sock";
 my %sinks = (
-    redis => { socket => $r->{socket}, maxlen => 100000, batch => 64 },
-    postgres => { dsn => $p->{dsn}, batch => 64 },
+    # linger_ms: Redis publishes every batch at once, PostgreSQL waits
+    # half a second after a batch that was not full (the default: 200)
+    redis => { socket => $r->{socket}, maxlen => 100000, batch => 64,
+               linger_ms => 0 },
+    postgres => { dsn => $p->{dsn}, batch => 64, linger_ms => 500 },
     state_dir => "$dir/state",
 );
 sub conf_with {
@@ -197,6 +200,12 @@ is(end_guardd($gpid), 0, 'guardd stops');
 for my $bad (
     [{ redis => { stream => 'x' } }, qr/needs either "socket" or "host"/],
     [{ redis => { socket => 's', batch => 0 } }, qr/batch must be an integer/],
+    [{ redis => { socket => 's', linger_ms => -1 } },
+     qr/sinks\.redis\.linger_ms must be an integer from 0 to 60000/],
+    [{ postgres => { dsn => 'x', linger_ms => 60001 } },
+     qr/sinks\.postgres\.linger_ms must be an integer from 0 to 60000/],
+    [{ postgres => { dsn => 'x', linger_ms => '1s' } },
+     qr/sinks\.postgres\.linger_ms must be an integer/],
     [{ postgres => {} }, qr/needs a "dsn"/],
     [{ postgres => { dsn => 'x', dns => 1 } },
      qr/unknown setting "dns" in sinks.postgres/],

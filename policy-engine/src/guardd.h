@@ -285,7 +285,8 @@ int spill_round(void);
 #define GD_SINK_BACKOFF_MIN_MS 100
 #define GD_SINK_BACKOFF_MAX_MS 5000
 #define GD_SINK_DRAIN_MS 3000          /* at shut-down, at most */
-#define GD_SINK_LINGER_MS 200          /* after a batch that was not full */
+#define GD_SINK_LINGER_MS 200          /* linger_ms's default */
+#define GD_SINK_LINGER_MAX_MS 60000    /* and its most */
 #define GD_SINK_NICE 10                /* the sink threads' nice value */
 #define GD_SINK_MAX_LINE (1024 * 1024) /* a cursor's line read back */
 #define GD_SINK_STREAM_DEFAULT "guard:records"
@@ -354,6 +355,7 @@ struct gd_sink_s {
     int port;
     long long maxlen;
     size_t batch;
+    long long linger_ms; /* the wait after a batch that was not full */
     /* the connection (the sink's own) */
     void *conn;
     int connected;

@@ -171,9 +171,10 @@ int sinks_conf(json_t *v, const char *path)
 {
     static const char *const known[] = {"redis", "postgres", "state_dir",
                                         "dead_letter", NULL};
-    static const char *const rknown[] = {"socket", "host",  "port", "stream",
-                                         "maxlen", "batch", NULL};
-    static const char *const pknown[] = {"dsn", "batch", NULL};
+    static const char *const rknown[] = {"socket",    "host",   "port",
+                                         "stream",    "maxlen", "batch",
+                                         "linger_ms", NULL};
+    static const char *const pknown[] = {"dsn", "batch", "linger_ms", NULL};
     json_t *r, *p;
     long long n;
     gd_sink_t *s;
@@ -211,7 +212,10 @@ int sinks_conf(json_t *v, const char *path)
         if (conf_int(r, "maxlen", 0, 0, LLONG_MAX, "sinks.redis", path,
                      &s->maxlen) != 0 ||
             conf_int(r, "batch", GD_SINK_BATCH_DEFAULT, 1, GD_SINK_BATCH_MAX,
-                     "sinks.redis", path, &n) != 0) {
+                     "sinks.redis", path, &n) != 0 ||
+            conf_int(r, "linger_ms", GD_SINK_LINGER_MS, 0,
+                     GD_SINK_LINGER_MAX_MS, "sinks.redis", path,
+                     &s->linger_ms) != 0) {
             return -1;
         }
         s->batch = (size_t)n;
@@ -223,7 +227,10 @@ int sinks_conf(json_t *v, const char *path)
             (s = sink_new(&gd_sink_pg)) == NULL ||
             conf_str(p, "dsn", &s->dsn, "sinks.postgres", path) != 0 ||
             conf_int(p, "batch", GD_SINK_BATCH_DEFAULT, 1, GD_SINK_BATCH_MAX,
-                     "sinks.postgres", path, &n) != 0) {
+                     "sinks.postgres", path, &n) != 0 ||
+            conf_int(p, "linger_ms", GD_SINK_LINGER_MS, 0,
+                     GD_SINK_LINGER_MAX_MS, "sinks.postgres", path,
+                     &s->linger_ms) != 0) {
             return -1;
         }
         if (s->dsn == NULL) {
@@ -1060,14 +1067,14 @@ static void *sink_main(void *arg)
         backoff = GD_SINK_BACKOFF_MIN_MS;
         batch_free(r, n);
         /* less than a batch was there: let the next one grow (fewer
-         * transactions and cursor fsyncs, for GD_SINK_LINGER_MS of
-         * delay): under a steady load below a full batch per linger, a
-         * sink publishes 5 batches a second, each a handful of wake-ups
-         * of its thread and of the server, competing with the decision
-         * loop for the CPU when they share a machine (a record after a
-         * quiet spell goes at once: the linger follows a batch) */
-        if (n < s->batch && !stop) {
-            pause_ms(GD_SINK_LINGER_MS);
+         * transactions and cursor fsyncs, for linger_ms of delay): under
+         * a steady load below a full batch per linger, a sink publishes
+         * one batch per linger, each a handful of wake-ups of its thread
+         * and of the server, competing with the decision loop for the
+         * CPU when they share a machine (a record after a quiet spell
+         * goes at once: the linger follows a batch) */
+        if (n < s->batch && !stop && s->linger_ms > 0) {
+            pause_ms(s->linger_ms);
         }
         /* the batch read ahead is the next one */
         cur = !cur;
