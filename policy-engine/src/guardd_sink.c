@@ -167,6 +167,22 @@ static gd_sink_t *sink_new(const gd_sink_ops_t *ops)
     return s;
 }
 
+/* what both sinks have: "batch" and "linger_ms" */
+static int conf_batching(json_t *o, const char *where, const char *path,
+                         gd_sink_t *s)
+{
+    long long n;
+
+    if (conf_int(o, "batch", GD_SINK_BATCH_DEFAULT, 1, GD_SINK_BATCH_MAX, where,
+                 path, &n) != 0 ||
+        conf_int(o, "linger_ms", GD_SINK_LINGER_MS, 0, GD_SINK_LINGER_MAX_MS,
+                 where, path, &s->linger_ms) != 0) {
+        return -1;
+    }
+    s->batch = (size_t)n;
+    return 0;
+}
+
 int sinks_conf(json_t *v, const char *path)
 {
     static const char *const known[] = {"redis", "postgres", "state_dir",
@@ -211,14 +227,9 @@ int sinks_conf(json_t *v, const char *path)
         }
         if (conf_int(r, "maxlen", 0, 0, LLONG_MAX, "sinks.redis", path,
                      &s->maxlen) != 0 ||
-            conf_int(r, "batch", GD_SINK_BATCH_DEFAULT, 1, GD_SINK_BATCH_MAX,
-                     "sinks.redis", path, &n) != 0 ||
-            conf_int(r, "linger_ms", GD_SINK_LINGER_MS, 0,
-                     GD_SINK_LINGER_MAX_MS, "sinks.redis", path,
-                     &s->linger_ms) != 0) {
+            conf_batching(r, "sinks.redis", path, s) != 0) {
             return -1;
         }
-        s->batch = (size_t)n;
     }
 
     p = json_object_get(v, "postgres");
@@ -226,18 +237,13 @@ int sinks_conf(json_t *v, const char *path)
         if (conf_known(p, pknown, "sinks.postgres", path) != 0 ||
             (s = sink_new(&gd_sink_pg)) == NULL ||
             conf_str(p, "dsn", &s->dsn, "sinks.postgres", path) != 0 ||
-            conf_int(p, "batch", GD_SINK_BATCH_DEFAULT, 1, GD_SINK_BATCH_MAX,
-                     "sinks.postgres", path, &n) != 0 ||
-            conf_int(p, "linger_ms", GD_SINK_LINGER_MS, 0,
-                     GD_SINK_LINGER_MAX_MS, "sinks.postgres", path,
-                     &s->linger_ms) != 0) {
+            conf_batching(p, "sinks.postgres", path, s) != 0) {
             return -1;
         }
         if (s->dsn == NULL) {
             logmsg("emerg", "%s: sinks.postgres needs a \"dsn\"", path);
             return -1;
         }
-        s->batch = (size_t)n;
     }
     return 0;
 }
