@@ -789,33 +789,37 @@ static int pg_send(gd_sink_t *s, gd_srec_t *r, size_t n, char *err,
     const pg_path_t *path = batch_path(r, n);
     copy_out_t *o;
     PGresult *res;
+    char *sql, *open;
 
     /*
      * One transaction, with its own statement timeout (a server that
      * stops answering mid-batch fails the statement instead of holding
      * the sink's thread, and guardd's stop, forever) and the session's
      * staging table (created when missing: behind a pooler the session
-     * may be another backend's)
+     * may be another backend's), the batch's partitions (path_direct)
+     * and the COPY: one query string, one round trip (libpq's PQexec
+     * returns at the COPY; an error before it ends the string there).
+     * Each round trip is a wake-up of this thread and of the server
+     * beside the decision loop (docs/guardd.md, "The cost to decisions").
      */
     sent_path = path;
-    if (exec_simple(c, path->open, err, errlen) != 0) {
-        if (PQstatus(c) == CONNECTION_OK) {
-            char ignored[64];
-            exec_simple(c, "ROLLBACK", ignored, sizeof(ignored));
-        }
+    sql = path == &path_direct ? direct_partitions(r, n) : NULL;
+    if (path == &path_direct && sql == NULL) {
+        snprintf(err, errlen, "out of memory");
         return -1;
     }
-    if (path == &path_direct) {
-        char *sql = direct_partitions(r, n);
-
-        res = sql ? PQexec(c, sql) : NULL;
+    open = malloc(strlen(path->open) + (sql ? strlen(sql) : 0) +
+                  strlen(path->copy) + 8);
+    if (open == NULL) {
         free(sql);
-        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-            return pg_failed(c, path, res, err, errlen);
-        }
-        PQclear(res);
+        snprintf(err, errlen, "out of memory");
+        return -1;
     }
-    res = PQexec(c, path->copy);
+    sprintf(open, "%s; %s%s%s", path->open, sql ? sql : "", sql ? "; " : "",
+            path->copy);
+    free(sql);
+    res = PQexec(c, open);
+    free(open);
     if (PQresultStatus(res) != PGRES_COPY_IN) {
         return pg_failed(c, path, res, err, errlen);
     }
