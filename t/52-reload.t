@@ -4,7 +4,10 @@
 # reloaded as one.  The directory is checked first (nothing is signalled
 # when it fails); nginx and guardd get SIGHUP; guardctl then reads both
 # versions back (nginx through guard_status, guardd through its HELLO
-# answer) and exits 0 only when both are the directory's.  guardd warns,
+# answer) and exits 0 only when both are the directory's and every old
+# nginx worker has stopped accepting (under load, one answer of the new
+# version from a new worker came while the old worker still accepted,
+# and the next request reached it).  guardd warns,
 # once per pair of versions, when the module's HELLO or DECIDE carries a
 # version other than its own.
 
@@ -155,6 +158,24 @@ $r = command($guardctl, 'reload', '--policies', "$dir/pol", @where,
              '--status', "http://unix:$dir/nginx.sock:/guard_status");
 is($r->{exit}, 0, 'reload, guard_status on a Unix socket: exit 0')
     or diag(show($r));
+
+# an old worker that has not stopped accepting (here: stopped, so that
+# it cannot take its QUIT): a new connection could still reach it and
+# its policies, so the reload is not done, whatever guard_status says
+{
+    wait_for(10, sub { $t->worker_pids == 1 });
+    my ($old) = $t->worker_pids;
+    kill 'STOP', $old;
+    $r = command($guardctl, 'reload', '--policies', "$dir/pol", @where,
+                 '--timeout', '1');
+    kill 'CONT', $old;
+    is($r->{exit}, 1, 'an old worker still accepting: exit 1')
+        or diag(show($r));
+    like($r->{err}, qr/nginx's old worker $old still accepts connections \(with the old policies\); guardd reports \Q$v2\E, the directory is \Q$v2\E/,
+         'an old worker still accepting: named');
+    ok(wait_for(10, sub { !grep { $_ == $old } $t->worker_pids }),
+       'once it runs again, it takes its QUIT and exits');
+}
 
 # an invalid policy: nothing is signalled
 {

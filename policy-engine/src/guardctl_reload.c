@@ -8,12 +8,17 @@
  * nginx through guard_status (JSON "policy_version", an HTTP/1.0 GET over
  * TCP or a Unix socket), guardd through its HELLO answer.  nginx reloads
  * asynchronously: the new workers answer once the old ones stop
- * accepting, so the versions are polled.
+ * accepting, so the versions are polled, and nginx counts as reloaded
+ * only once every worker the master had when it was signalled has
+ * stopped accepting (its title is "worker process is shutting down",
+ * which nginx sets as it closes its listening sockets) or is gone: until
+ * then a new connection may still reach an old worker and its policies.
  */
 #include "guardctl.h"
 
 #include "gd_soc.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <netdb.h>
 #include <signal.h>
@@ -28,6 +33,13 @@
 
 #define RELOAD_POLL_MS 100
 #define RELOAD_HTTP_MAX (1024 * 1024)
+#define RELOAD_MAX_WORKERS 4096
+
+/* a process, by pid and start time (so that a reused pid is another) */
+typedef struct {
+    pid_t pid;
+    unsigned long long start;
+} proc_t;
 
 /* a version, or why there is none: what each side reports */
 typedef struct {
@@ -56,6 +68,115 @@ static int read_pid(const char *file, const char *who, pid_t *pid)
         return -1;
     }
     *pid = (pid_t)v;
+    return 0;
+}
+
+/* pid's parent and start time, from /proc/PID/stat: 0, or -1 (gone) */
+static int proc_stat(pid_t pid, pid_t *ppid, unsigned long long *start)
+{
+    char path[64], buf[1024], *p;
+    unsigned long long v = 0;
+    long pp = 0;
+    size_t n;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+    f = fopen(path, "r");
+    if (f == NULL) {
+        return -1;
+    }
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+
+    /* "pid (comm) state ppid ...": the comm may hold spaces and ')';
+     * p + 2 is field 3, the start time field 22 */
+    p = strrchr(buf, ')');
+    if (p == NULL || p[1] != ' ' || sscanf(p + 2, "%*c %ld", &pp) != 1) {
+        return -1;
+    }
+    p += 2;
+    for (int field = 3; field < 22; field++) {
+        p = strchr(p, ' ');
+        if (p == NULL) {
+            return -1;
+        }
+        p++;
+    }
+    if (sscanf(p, "%llu", &v) != 1) {
+        return -1;
+    }
+    *ppid = (pid_t)pp;
+    *start = v;
+    return 0;
+}
+
+/* pid's title (nginx sets it over its argv): 0, or -1 (gone) */
+static int proc_title(pid_t pid, char *buf, size_t len)
+{
+    char path[64];
+    size_t n;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%ld/cmdline", (long)pid);
+    f = fopen(path, "r");
+    if (f == NULL) {
+        return -1;
+    }
+    n = fread(buf, 1, len - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return 0;
+}
+
+/* the worker processes of nginx's master, into w[]: how many (none where
+ * there is no /proc) */
+static size_t nginx_workers(pid_t master, proc_t *w, size_t max)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    size_t n = 0;
+
+    if (d == NULL) {
+        return 0;
+    }
+    while (n < max && (e = readdir(d)) != NULL) {
+        char *end, title[256];
+        long pid = strtol(e->d_name, &end, 10);
+        unsigned long long start;
+        pid_t ppid;
+
+        if (*end != '\0' || pid <= 1 ||
+            proc_stat((pid_t)pid, &ppid, &start) != 0 || ppid != master ||
+            proc_title((pid_t)pid, title, sizeof(title)) != 0 ||
+            strstr(title, "worker process") == NULL) {
+            continue;
+        }
+        w[n].pid = (pid_t)pid;
+        w[n].start = start;
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* the first of w[0..n-1] that still accepts connections, or 0: neither
+ * gone nor "shutting down" */
+static pid_t still_accepting(const proc_t *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned long long start;
+        char title[256];
+        pid_t ppid;
+
+        if (proc_stat(w[i].pid, &ppid, &start) != 0 || start != w[i].start ||
+            proc_title(w[i].pid, title, sizeof(title)) != 0) {
+            continue; /* gone */
+        }
+        if (strstr(title, "shutting down") == NULL) {
+            return w[i].pid;
+        }
+    }
     return 0;
 }
 
@@ -296,7 +417,9 @@ int reload(int argc, char **argv)
         OPT("--timeout", timeout),     {NULL}};
     char want[GD_POLICY_VERSION_LEN + 1], *end;
     gd_policy_set_t *set;
-    pid_t npid, gpid;
+    static proc_t old[RELOAD_MAX_WORKERS];
+    size_t nold;
+    pid_t npid, gpid, busy = 0;
     reported_t n, g;
     double secs;
     int64_t deadline;
@@ -332,6 +455,9 @@ int reload(int argc, char **argv)
         return 1;
     }
 
+    /* the workers that serve the old policies until they stop accepting */
+    nold = nginx_workers(npid, old, RELOAD_MAX_WORKERS);
+
     if (kill(npid, SIGHUP) != 0) {
         fprintf(stderr,
                 "guardctl: reload: cannot signal nginx (pid %ld from %s): "
@@ -350,10 +476,11 @@ int reload(int argc, char **argv)
     /* 3. until both report the directory's version */
     deadline = gd_soc_now_ms() + (int64_t)(secs * 1000);
     for (;;) {
+        busy = still_accepting(old, nold);
         nginx_version(status, deadline, &n);
         guardd_version(sock, &g);
 
-        if (n.ok && g.ok && strcmp(n.text, want) == 0 &&
+        if (busy == 0 && n.ok && g.ok && strcmp(n.text, want) == 0 &&
             strcmp(g.text, want) == 0) {
             printf("reloaded: nginx and guardd at policy version %s\n", want);
             return 0;
@@ -365,6 +492,14 @@ int reload(int argc, char **argv)
         nanosleep(&ts, NULL);
     }
 
+    if (busy != 0 && n.ok && strcmp(n.text, want) == 0) {
+        fprintf(stderr,
+                "guardctl: reload: after %s s, nginx's old worker %ld still "
+                "accepts connections (with the old policies); guardd reports "
+                "%s, the directory is %s\n",
+                timeout, (long)busy, g.text, want);
+        return 1;
+    }
     fprintf(stderr,
             "guardctl: reload: after %s s, nginx reports %s, guardd reports "
             "%s, the directory is %s\n",
