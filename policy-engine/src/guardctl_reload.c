@@ -71,24 +71,34 @@ static int read_pid(const char *file, const char *who, pid_t *pid)
     return 0;
 }
 
-/* pid's parent and start time, from /proc/PID/stat: 0, or -1 (gone) */
-static int proc_stat(pid_t pid, pid_t *ppid, unsigned long long *start)
+/* /proc/PID/what into buf, NUL-terminated: 0, or -1 (gone) */
+static int proc_read(pid_t pid, const char *what, char *buf, size_t len)
 {
-    char path[64], buf[1024], *p;
-    unsigned long long v = 0;
-    long pp = 0;
+    char path[64];
     size_t n;
     FILE *f;
 
-    snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+    snprintf(path, sizeof(path), "/proc/%ld/%s", (long)pid, what);
     f = fopen(path, "r");
     if (f == NULL) {
         return -1;
     }
-    n = fread(buf, 1, sizeof(buf) - 1, f);
+    n = fread(buf, 1, len - 1, f);
     fclose(f);
     buf[n] = '\0';
+    return 0;
+}
 
+/* pid's parent and start time, from /proc/PID/stat: 0, or -1 (gone) */
+static int proc_stat(pid_t pid, pid_t *ppid, unsigned long long *start)
+{
+    char buf[1024], *p;
+    unsigned long long v = 0;
+    long pp = 0;
+
+    if (proc_read(pid, "stat", buf, sizeof(buf)) != 0) {
+        return -1;
+    }
     /* "pid (comm) state ppid ...": the comm may hold spaces and ')';
      * p + 2 is field 3, the start time field 22 */
     p = strrchr(buf, ')');
@@ -111,24 +121,6 @@ static int proc_stat(pid_t pid, pid_t *ppid, unsigned long long *start)
     return 0;
 }
 
-/* pid's title (nginx sets it over its argv): 0, or -1 (gone) */
-static int proc_title(pid_t pid, char *buf, size_t len)
-{
-    char path[64];
-    size_t n;
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%ld/cmdline", (long)pid);
-    f = fopen(path, "r");
-    if (f == NULL) {
-        return -1;
-    }
-    n = fread(buf, 1, len - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    return 0;
-}
-
 /* the worker processes of nginx's master, into w[]: how many (none where
  * there is no /proc) */
 static size_t nginx_workers(pid_t master, proc_t *w, size_t max)
@@ -148,7 +140,7 @@ static size_t nginx_workers(pid_t master, proc_t *w, size_t max)
 
         if (*end != '\0' || pid <= 1 ||
             proc_stat((pid_t)pid, &ppid, &start) != 0 || ppid != master ||
-            proc_title((pid_t)pid, title, sizeof(title)) != 0 ||
+            proc_read((pid_t)pid, "cmdline", title, sizeof(title)) != 0 ||
             strstr(title, "worker process") == NULL) {
             continue;
         }
@@ -170,7 +162,7 @@ static pid_t still_accepting(const proc_t *w, size_t n)
         pid_t ppid;
 
         if (proc_stat(w[i].pid, &ppid, &start) != 0 || start != w[i].start ||
-            proc_title(w[i].pid, title, sizeof(title)) != 0) {
+            proc_read(w[i].pid, "cmdline", title, sizeof(title)) != 0) {
             continue; /* gone */
         }
         if (strstr(title, "shutting down") == NULL) {
