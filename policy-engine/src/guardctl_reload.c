@@ -33,7 +33,8 @@
 
 #define RELOAD_POLL_MS 100
 #define RELOAD_HTTP_MAX (1024 * 1024)
-#define RELOAD_MAX_WORKERS 4096
+/* nginx's NGX_MAX_PROCESSES: a master has no more children than this */
+#define RELOAD_MAX_WORKERS 1024
 
 /* a process, by pid and start time (so that a reused pid is another) */
 typedef struct {
@@ -138,7 +139,7 @@ static size_t nginx_workers(pid_t master, proc_t *w, size_t max)
         unsigned long long start;
         pid_t ppid;
 
-        if (*end != '\0' || pid <= 1 ||
+        if (*end != '\0' || pid <= 1 || pid > 0x7fffffff ||
             proc_stat((pid_t)pid, &ppid, &start) != 0 || ppid != master ||
             proc_read((pid_t)pid, "cmdline", title, sizeof(title)) != 0 ||
             strstr(title, "worker process") == NULL) {
